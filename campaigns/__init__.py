@@ -1,0 +1,1 @@
+"""Budget-safe outbound call campaign dispatcher."""

@@ -1,0 +1,67 @@
+"""HTTP plumbing shared by the dialect adapters: turning failures into ProviderError."""
+
+from __future__ import annotations
+
+import json
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from campaigns.errors import ProviderError
+
+__all__ = ["error_from_response", "network_error", "parse_retry_after", "request"]
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    from datetime import UTC, datetime
+
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def error_from_response(response: httpx.Response) -> ProviderError:
+    code, message = f"http_{response.status_code}", response.reason_phrase
+    try:
+        payload = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        payload = None
+    if isinstance(payload, dict):
+        error = payload.get("error")
+        if isinstance(error, dict):
+            code = str(error.get("code") or code)
+            message = str(error.get("message") or message)
+        elif isinstance(error, str):
+            code = error
+    return ProviderError(
+        response.status_code, code, message, parse_retry_after(response.headers.get("Retry-After"))
+    )
+
+
+def network_error(exc: httpx.HTTPError) -> ProviderError:
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderError(None, "timeout", f"{type(exc).__name__}: no answer in time")
+    return ProviderError(None, "network_error", f"{type(exc).__name__}: {exc}")
+
+
+async def request(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> Any:
+    """Send, raise ProviderError on any failure, return the decoded JSON body."""
+    try:
+        response = await client.request(method, url, **kwargs)
+    except httpx.HTTPError as exc:
+        raise network_error(exc) from None
+    if response.status_code >= 400:
+        raise error_from_response(response)
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ProviderError(response.status_code, "invalid_response", "not JSON") from None

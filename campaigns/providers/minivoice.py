@@ -1,0 +1,118 @@
+"""MiniVoice dialect (CONTRACT.md): bearer auth, ``/v1/calls``, ``/v1/usage``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from campaigns.errors import ProviderError
+from campaigns.money import MoneyError, amount_to_micros
+from campaigns.providers._http import request
+from campaigns.providers.base import Balance, CallInfo, Usage
+
+__all__ = ["MiniVoice"]
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _call(payload: Any) -> CallInfo:
+    if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
+        raise ProviderError(200, "invalid_response", "call object without an id")
+    cost: int | None = None
+    if payload.get("cost_amount") is not None:
+        try:
+            cost = amount_to_micros(payload["cost_amount"])
+        except MoneyError as exc:
+            raise ProviderError(200, "invalid_response", f"cost_amount: {exc}") from None
+    billsec = payload.get("billsec_seconds")
+    variables = payload.get("variables")
+    return CallInfo(
+        call_id=payload["id"],
+        status=str(payload.get("status", "")),
+        direction=str(payload.get("direction", "outbound")),
+        to=str(payload.get("to", "")),
+        billsec=billsec if isinstance(billsec, int) and not isinstance(billsec, bool) else None,
+        cost_micros=cost,
+        cost_currency=payload.get("cost_currency"),
+        variables=variables if isinstance(variables, dict) else {},
+    )
+
+
+class MiniVoice:
+    dialect = "minivoice"
+    can_list_calls = True
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: SecretStr,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {api_key.get_secret_value()}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def build_create(
+        self, *, caller_id: str, to: str, max_duration_seconds: int, variables: dict[str, Any]
+    ) -> str:
+        body = {
+            "from": caller_id,
+            "to": to,
+            "max_duration_seconds": max_duration_seconds,
+            "variables": variables,
+        }
+        return json.dumps(body, separators=(",", ":"), sort_keys=False)
+
+    async def create_call(self, body: str, idempotency_key: str) -> CallInfo:
+        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
+        payload = await request(
+            self._client, "POST", "/v1/calls", content=body.encode(), headers=headers
+        )
+        return _call(payload)
+
+    async def get_call(self, call_id: str) -> CallInfo:
+        return _call(await request(self._client, "GET", f"/v1/calls/{call_id}"))
+
+    async def find_call(self, attempt_id: str) -> CallInfo | None:
+        payload = await request(self._client, "GET", "/v1/calls", params={"attempt_id": attempt_id})
+        rows = payload.get("data") if isinstance(payload, dict) else None
+        for row in rows or []:
+            if (
+                isinstance(row, dict)
+                and (row.get("variables") or {}).get("attempt_id") == attempt_id
+            ):
+                return _call(row)
+        return None
+
+    async def usage(self, start: datetime, end: datetime) -> Usage:
+        params = {"from": _rfc3339(start), "to": _rfc3339(end)}
+        payload = await request(self._client, "GET", "/v1/usage", params=params)
+        try:
+            summary = payload["summary"]
+            return Usage(
+                start=str(payload.get("from", params["from"])),
+                end=str(payload.get("to", params["to"])),
+                calls=int(summary["calls"]),
+                billsec=int(summary["billsec_seconds"]),
+                cost_micros=amount_to_micros(summary["cost_amount"]),
+                currency=str(summary["cost_currency"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProviderError(200, "invalid_response", f"usage: {exc}") from None
+
+    async def balance(self) -> Balance | None:
+        return None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

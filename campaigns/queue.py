@@ -1,0 +1,87 @@
+"""The job queue: arq, wrapped thinly so it can be swapped (arq is in maintenance).
+
+Jobs are serialised as JSON, never pickle: anyone who can write to Redis could
+otherwise run code in the worker, and producers in other languages can
+enqueue JSON. Job names and arguments are a public contract (docs/jobs.md).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+__all__ = [
+    "JOB_CALL_EVENT",
+    "JOB_DISPATCH",
+    "JOB_RECONCILE",
+    "JobQueue",
+    "json_deserializer",
+    "json_serializer",
+    "open_queue",
+]
+
+JOB_DISPATCH = "dispatch_campaign"
+JOB_CALL_EVENT = "record_call_event"
+JOB_RECONCILE = "reconcile_campaign"
+
+
+def _jsonable(value: Any) -> Any:
+    """Job results may be exceptions (arq stores failures): keep them readable."""
+    if isinstance(value, BaseException):
+        return {"error": type(value).__name__, "message": str(value)}
+    return str(value)
+
+
+def json_serializer(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), default=_jsonable).encode()
+
+
+def json_deserializer(data: bytes) -> Any:
+    return json.loads(data)
+
+
+async def open_queue(redis_url: str, queue_name: str) -> JobQueue:
+    pool = await create_pool(
+        RedisSettings.from_dsn(redis_url),
+        job_serializer=json_serializer,
+        job_deserializer=json_deserializer,
+        default_queue_name=queue_name,
+    )
+    return JobQueue(pool, queue_name)
+
+
+class JobQueue:
+    """Enqueue the dispatcher's jobs with deterministic IDs, so duplicates collapse."""
+
+    def __init__(self, redis: ArqRedis, queue_name: str) -> None:
+        self.redis = redis
+        self.queue_name = queue_name
+
+    async def dispatch(self, campaign_id: str, seq: int, defer_seconds: float = 0.0) -> None:
+        await self.redis.enqueue_job(
+            JOB_DISPATCH,
+            campaign_id,
+            seq,
+            _job_id=f"dispatch:{campaign_id}:{seq}",
+            _queue_name=self.queue_name,
+            _defer_by=defer_seconds if defer_seconds > 0 else None,
+        )
+
+    async def call_event(self, payload: dict[str, Any], job_id: str | None = None) -> None:
+        await self.redis.enqueue_job(
+            JOB_CALL_EVENT, payload, _job_id=job_id, _queue_name=self.queue_name
+        )
+
+    async def reconcile(self, campaign_id: str, defer_seconds: float = 0.0) -> None:
+        await self.redis.enqueue_job(
+            JOB_RECONCILE,
+            campaign_id,
+            _job_id=f"reconcile:{campaign_id}",
+            _queue_name=self.queue_name,
+            _defer_by=defer_seconds if defer_seconds > 0 else None,
+        )
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()

@@ -1,0 +1,42 @@
+"""The sweeper: gets stalled campaigns moving again, and ends provider cool-downs.
+
+arq re-runs a SIGKILLed job only after its in-progress key expires, so the
+dispatcher does not rely on that: a running campaign with no lease holder and
+no recent heartbeat gets a fresh dispatch chain (older jobs stand down, since
+they carry an older sequence number).
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from campaigns.queue import JobQueue
+from campaigns.settings import Settings
+from campaigns.store import Store, now_ms
+
+__all__ = ["sweep"]
+
+
+async def sweep(store: Store, queue: JobQueue, settings: Settings) -> list[str]:
+    """One pass; returns the campaigns it restarted."""
+    log = structlog.stdlib.get_logger("campaigns.sweeper")
+    kicked: list[str] = []
+    for campaign_id in await store.due_cooldowns():
+        done, _ = await store.transition(
+            campaign_id, ["paused"], "running", require_halt_code="provider_unavailable"
+        )
+        if done:
+            log.info("campaign_resumed", campaign_id=campaign_id, reason="provider cool-down over")
+            kicked.append(campaign_id)
+    stall_ms = int((settings.lease_seconds + 5) * 1000)
+    for campaign_id in await store.running_campaigns():
+        if campaign_id in kicked or await store.lease_holder(campaign_id) is not None:
+            continue
+        if now_ms() - await store.last_heartbeat_ms(campaign_id) < stall_ms:
+            continue
+        log.warning("campaign_stalled", campaign_id=campaign_id)
+        kicked.append(campaign_id)
+    for campaign_id in kicked:
+        await store.heartbeat(campaign_id)
+        await queue.dispatch(campaign_id, await store.bump_dispatch_seq(campaign_id))
+    return kicked

@@ -1,0 +1,38 @@
+"""End to end: submit → real worker process → sandbox over HTTP → recorded IDs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from campaigns.control import CampaignClient
+from campaigns.report import report_rows
+from campaigns.sandbox import SandboxServer
+from campaigns.spec import parse_spec
+from tests.conftest import spec_dict
+from tests.support import WorkerProcess, creates, wait_for
+
+
+async def test_campaign_completes_and_every_call_id_matches_the_ledger(
+    client: CampaignClient, sandbox: SandboxServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    start_worker()
+    result = await client.submit(parse_spec(spec_dict("complete", contacts=12)))
+    assert result.created
+
+    async def settled() -> bool:
+        c = await client.get("complete")
+        return c.state == "completed" and c.settled == 12
+
+    await wait_for(settled, timeout=40, what="all calls settled")
+    campaign = await client.get("complete")
+    ledger = creates(sandbox.ledger(), "complete")
+    assert len(ledger) == 12
+    assert all(e["status"] == 201 for e in ledger)
+    rows = [row async for row in report_rows(client.store, campaign)]
+    recorded = {row["call_id"] for row in rows}
+    assert recorded == {e["call_id"] for e in ledger}
+    assert len(recorded) == 12
+    # 30 s calls at 0.01/min, ceiling to a minute: 10,000 micros each, settled.
+    assert campaign.spent_micros == 12 * 10_000
+    assert campaign.reserved_micros == 0
+    assert {row["cost_micros"] for row in rows} == {10_000}

@@ -1,0 +1,703 @@
+"""The sandbox provider over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from campaigns.sandbox import (
+    SandboxConfigError,
+    SandboxServer,
+    ThreadedServer,
+    amount_string,
+    load_config,
+    parse_rfc3339,
+    sign_payload,
+)
+
+KEY = "test-key"
+SPEND_BODY = {
+    "error": {"code": "spend_control_exceeded", "message": "outbound spend limit exceeded"}
+}
+
+
+_CONTROL: dict[str, httpx.Client] = {}
+
+
+def ctl(server: SandboxServer) -> httpx.Client:
+    """One pooled client per server for the control API (a new client per call is slow)."""
+    return _CONTROL[server.url]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[SandboxServer]:
+    with SandboxServer() as srv, httpx.Client(base_url=srv.url, timeout=5) as control:
+        _CONTROL[srv.url] = control
+        yield srv
+        del _CONTROL[srv.url]
+
+
+@pytest.fixture(autouse=True)
+def fresh(server: SandboxServer) -> None:
+    """Every test starts from defaults, with a known key and quick calls."""
+    r = ctl(server).post("/_sandbox/reset", json={"config": True})
+    assert r.status_code == 200
+    configure(server, api_key=KEY, call_duration_real_seconds=0.2)
+
+
+@pytest.fixture
+def client(server: SandboxServer) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=5
+    ) as c:
+        yield c
+
+
+def configure(server: SandboxServer, **patch: Any) -> dict[str, Any]:
+    r = ctl(server).patch("/_sandbox/config", json=patch)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def call_body(attempt: str = "camp:000001:1", to: str = "+15551230002", **extra: Any) -> str:
+    body = {
+        "from": "+15551230001",
+        "to": to,
+        "max_duration_seconds": 120,
+        "variables": {"campaign_id": "camp", "attempt_id": attempt, "contact_ref": "c1"},
+    }
+    body.update(extra)
+    return json.dumps(body)
+
+
+def create(
+    client: httpx.Client, key: str | None = "k1", body: str | None = None, **kw: Any
+) -> httpx.Response:
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return client.post("/v1/calls", content=body or call_body(**kw), headers=headers)
+
+
+def ledger(server: SandboxServer) -> list[dict[str, Any]]:
+    return list(ctl(server).get("/_sandbox/ledger").json()["requests"])
+
+
+def sandbox_calls(server: SandboxServer) -> list[dict[str, Any]]:
+    return list(ctl(server).get("/_sandbox/calls").json()["data"])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+# -- create, read, lifecycle --------------------------------------------------
+
+
+def test_create_read_and_complete_with_cost(server: SandboxServer, client: httpx.Client) -> None:
+    r = create(client)
+    assert r.status_code == 201
+    call = r.json()
+    assert call["id"].startswith("call_")
+    assert call["status"] == "queued"
+    assert call["direction"] == "outbound"
+    assert (call["from"], call["to"]) == ("+15551230001", "+15551230002")
+    assert call["variables"]["attempt_id"] == "camp:000001:1"
+    assert abs(parse_rfc3339(call["created_at"]) - time.time()) < 5
+    assert "cost_amount" not in call and "billsec_seconds" not in call
+
+    live = client.get(f"/v1/calls/{call['id']}").json()
+    assert live["status"] in {"queued", "ringing", "in_progress"}
+    assert "cost_amount" not in live
+
+    final = wait_for(
+        lambda: (c := client.get(f"/v1/calls/{call['id']}").json())["status"] == "completed" and c
+    )
+    assert final["billsec_seconds"] == 30
+    assert final["cost_amount"] == "0.01"
+    assert final["cost_currency"] == "EUR"
+    assert "ended_at" in final
+
+    # the same state is readable in-process
+    [entry] = server.state.ledger
+    assert (entry.status, entry.call_id, entry.replayed) == (201, call["id"], False)
+    assert server.state.committed_spend_micros == 10_000
+
+
+def test_lifecycle_passes_through_ringing(server: SandboxServer, client: httpx.Client) -> None:
+    configure(server, call_duration_real_seconds=0.6)
+    call_id = create(client).json()["id"]
+    seen = set()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and "completed" not in seen:
+        seen.add(client.get(f"/v1/calls/{call_id}").json()["status"])
+        time.sleep(0.03)
+    assert {"queued", "ringing", "in_progress", "completed"} <= seen
+
+
+def test_unknown_call_is_404(client: httpx.Client) -> None:
+    r = client.get("/v1/calls/call_nope")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found"
+
+
+def test_settle_delay_hides_cost_until_settled(server: SandboxServer, client: httpx.Client) -> None:
+    configure(server, call_duration_real_seconds=0, settle_delay_seconds=0.5)
+    call_id = create(client).json()["id"]
+    first = client.get(f"/v1/calls/{call_id}").json()
+    assert first["status"] == "completed" and first["billsec_seconds"] == 30
+    assert "cost_amount" not in first
+    wait_for(lambda: "cost_amount" in client.get(f"/v1/calls/{call_id}").json())
+
+
+def test_per_number_final_status_and_max_duration_cap(
+    server: SandboxServer, client: httpx.Client
+) -> None:
+    configure(
+        server,
+        call_duration_real_seconds=0,
+        call_seconds=300,
+        per_number={"+15550000009": {"final_status": "busy"}},
+    )
+    busy = create(client, "kb", to="+15550000009").json()
+    capped = create(client, "kc").json()
+    busy = client.get(f"/v1/calls/{busy['id']}").json()
+    capped = client.get(f"/v1/calls/{capped['id']}").json()
+    assert (busy["status"], busy["billsec_seconds"], busy["cost_amount"]) == ("busy", 0, "0.00")
+    # a call never outlives max_duration_seconds (120 s): 2 min at 0.01/min
+    assert (capped["billsec_seconds"], capped["cost_amount"]) == (120, "0.02")
+
+
+# -- idempotency ----------------------------------------------------------------
+
+
+def test_idempotent_replay_returns_original(server: SandboxServer, client: httpx.Client) -> None:
+    first = create(client, "same")
+    time.sleep(0.1)
+    again = create(client, "same")
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    assert again.content == first.content
+    assert len(sandbox_calls(server)) == 1
+    entries = ledger(server)
+    assert [e["replayed"] for e in entries] == [False, True]
+    assert entries[1]["call_id"] == first.json()["id"]
+    assert server.state.committed_spend_micros == 10_000
+
+
+def test_replay_ignores_key_order_but_not_content(
+    server: SandboxServer, client: httpx.Client
+) -> None:
+    body = json.loads(call_body())
+    create(client, "k", body=json.dumps(body))
+    reordered = json.dumps(dict(reversed(list(body.items()))))
+    assert create(client, "k", body=reordered).status_code == 201
+    r = create(client, "k", body=call_body(to="+15559999999"))
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "idempotency_key_reuse"
+    assert len(sandbox_calls(server)) == 1
+    assert ledger(server)[-1]["error_code"] == "idempotency_key_reuse"
+
+
+def test_ignoring_idempotency_places_duplicates(
+    server: SandboxServer, client: httpx.Client
+) -> None:
+    configure(server, honour_idempotency=False)
+    a, b = create(client, "dup"), create(client, "dup")
+    assert a.status_code == b.status_code == 201
+    assert a.json()["id"] != b.json()["id"]
+    assert len(sandbox_calls(server)) == 2
+
+
+# -- money: spend control and balance --------------------------------------------
+
+
+def test_spend_limit_rejects_next_call(server: SandboxServer, client: httpx.Client) -> None:
+    configure(server, spend_limit_micros=30_000)
+    for n in range(3):
+        assert create(client, f"k{n}", attempt=f"a{n}").status_code == 201
+    body = call_body(attempt="a3")
+    r = create(client, "k3", body=body)
+    assert r.status_code == 403
+    assert r.json() == SPEND_BODY
+    last = ledger(server)[-1]
+    assert last["body"] == body
+    assert (last["status"], last["error_code"], last["call_id"]) == (
+        403,
+        "spend_control_exceeded",
+        None,
+    )
+    assert last["variables"]["attempt_id"] == "a3"
+    assert len(sandbox_calls(server)) == 3
+    account = ctl(server).get("/_sandbox/account").json()
+    assert account["committed_spend_micros"] == 30_000
+
+
+async def test_spend_limit_holds_under_concurrency(server: SandboxServer) -> None:
+    configure(server, spend_limit_micros=50_000, latency_seconds=0.05)
+    async with httpx.AsyncClient(
+        base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=10
+    ) as ac:
+        responses = await asyncio.gather(
+            *(
+                ac.post(
+                    "/v1/calls",
+                    content=call_body(attempt=f"a{n}"),
+                    headers={"Idempotency-Key": f"k{n}"},
+                )
+                for n in range(20)
+            )
+        )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] * 5 + [403] * 15
+    assert server.state.committed_spend_micros == 50_000
+
+
+def test_insufficient_balance_is_402(server: SandboxServer, client: httpx.Client) -> None:
+    configure(server, balance_micros=15_000)
+    assert create(client, "k1").status_code == 201
+    r = create(client, "k2", attempt="a2")
+    assert r.status_code == 402
+    assert r.json()["error"]["code"] == "insufficient_balance"
+    assert ctl(server).get("/_sandbox/account").json()["balance_micros"] == 5_000
+    configure(server, balance_micros=1_000_000)  # top-up: retry now passes
+    assert create(client, "k2", attempt="a2").status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("field", "status", "code"),
+    [
+        ("invalid_numbers", 422, "invalid_destination"),
+        ("blocked_numbers", 422, "blocked_destination"),
+        ("unroutable_numbers", 403, "no_route"),
+    ],
+)
+def test_destination_rejections(
+    server: SandboxServer, client: httpx.Client, field: str, status: int, code: str
+) -> None:
+    configure(server, **{field: ["+15550000001"]})
+    r = create(client, to="+15550000001")
+    assert r.status_code == status
+    assert r.json()["error"]["code"] == code
+    assert sandbox_calls(server) == []
+    assert create(client, "other").status_code == 201
+
+
+# -- request validation and auth -----------------------------------------------------
+
+
+@pytest.mark.parametrize("key", [None, "Bearer wrong", "test-key"])
+def test_auth_required(server: SandboxServer, key: str | None) -> None:
+    headers = {} if key is None else {"Authorization": key}
+    for r in (
+        ctl(server).post("/v1/calls", content=call_body(), headers=headers),
+        ctl(server).get("/v1/calls/call_x", headers=headers),
+        ctl(server).get("/v1/usage", headers=headers),
+    ):
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "unauthorized"
+    assert ledger(server)[0]["status"] == 401
+    assert sandbox_calls(server) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json",
+        "[]",
+        json.dumps({"from": "+1555", "max_duration_seconds": 60}),
+        json.dumps({"from": "+1555", "to": "+1556", "max_duration_seconds": "60"}),
+        json.dumps({"from": "+1555", "to": "+1556", "max_duration_seconds": 0}),
+        json.dumps({"from": "+1555", "to": "+1556", "max_duration_seconds": 60, "variables": []}),
+    ],
+)
+def test_invalid_body_is_400(server: SandboxServer, client: httpx.Client, body: str) -> None:
+    r = create(client, body=body)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_request"
+    assert ledger(server)[0]["body"] == body
+
+
+# -- usage ------------------------------------------------------------------------
+
+
+def _iso(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_usage_window_totals(server: SandboxServer, client: httpx.Client) -> None:
+    configure(server, call_duration_real_seconds=0, application_id="app_123")
+    before = datetime.now(UTC) - timedelta(seconds=2)
+    create(client, "k1")
+    create(client, "k2", attempt="a2")
+    after = datetime.now(UTC) + timedelta(seconds=2)
+    r = client.get("/v1/usage", params={"from": _iso(before), "to": _iso(after)})
+    assert r.status_code == 200
+    assert r.json() == {
+        "application_id": "app_123",
+        "from": _iso(before),
+        "to": _iso(after),
+        "summary": {
+            "calls": 2,
+            "billsec_seconds": 60,
+            "cost_amount": "0.02",
+            "cost_currency": "EUR",
+        },
+    }
+    # [from, to): a window ending before the calls is empty; offsets work too
+    empty = client.get(
+        "/v1/usage",
+        params={"from": "2026-01-01T00:00:00+00:00", "to": before.isoformat()},
+    ).json()["summary"]
+    assert empty == {
+        "calls": 0,
+        "billsec_seconds": 0,
+        "cost_amount": "0.00",
+        "cost_currency": "EUR",
+    }
+
+
+def test_usage_counts_only_settled(server: SandboxServer, client: httpx.Client) -> None:
+    configure(server, call_duration_real_seconds=0, settle_delay_seconds=60)
+    create(client)
+    params = {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
+    assert client.get("/v1/usage", params=params).json()["summary"]["calls"] == 0
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"from": "yesterday", "to": "2026-01-01T00:00:00Z"}, {"from": "2026-01-01", "to": "x"}],
+)
+def test_usage_rejects_bad_timestamps(client: httpx.Client, params: dict[str, str]) -> None:
+    r = client.get("/v1/usage", params=params)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_request"
+
+
+def test_omit_cost_never_shows_cost(server: SandboxServer, client: httpx.Client) -> None:
+    configure(server, call_duration_real_seconds=0, omit_cost=True)
+    call_id = create(client).json()["id"]
+    time.sleep(0.1)
+    final = client.get(f"/v1/calls/{call_id}").json()
+    assert final["status"] == "completed" and final["billsec_seconds"] == 30
+    assert "cost_amount" not in final and "cost_currency" not in final
+
+
+# -- faults ------------------------------------------------------------------------
+
+
+def test_error_rate_answers_5xx_without_call(server: SandboxServer, client: httpx.Client) -> None:
+    configure(server, error_rate=1.0, error_statuses=[502, 503])
+    for n in range(4):
+        r = create(client, f"k{n}")
+        assert r.status_code in {502, 503}
+        assert r.json()["error"]["code"] == "provider_error"
+    assert sandbox_calls(server) == []
+    assert {e["fault"] for e in ledger(server)} == {"error"}
+    configure(server, error_rate=0.0)
+    assert create(client, "k0").status_code == 201  # the key was not burnt
+
+
+def test_rate_limit_sends_retry_after(server: SandboxServer, client: httpx.Client) -> None:
+    configure(server, rate_limit_rate=1.0, retry_after_seconds=7)
+    r = create(client)
+    assert r.status_code == 429
+    assert r.headers["Retry-After"] == "7"
+    assert r.json()["error"]["code"] == "rate_limited"
+    assert ledger(server)[0]["fault"] == "rate_limit"
+
+
+def test_accept_then_fail_then_replay(server: SandboxServer, client: httpx.Client) -> None:
+    configure(server, accept_then_fail_rate=1.0)
+    lost = create(client, "lost")
+    assert lost.status_code == 500
+    [call] = sandbox_calls(server)
+    configure(server, accept_then_fail_rate=0.0)
+    retry = create(client, "lost")
+    assert retry.status_code == 201
+    assert retry.json()["id"] == call["id"]
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    entries = ledger(server)
+    assert (entries[0]["status"], entries[0]["call_id"], entries[0]["fault"]) == (
+        500,
+        call["id"],
+        "accept_then_fail",
+    )
+    assert len(sandbox_calls(server)) == 1
+
+
+def test_accept_then_hang_call_exists(server: SandboxServer, client: httpx.Client) -> None:
+    configure(server, script=[{"action": "accept_then_hang", "hang_seconds": 1.5}])
+    with pytest.raises(httpx.ReadTimeout):
+        client.post("/v1/calls", content=call_body(), headers={"Idempotency-Key": "h"}, timeout=0.3)
+    [call] = sandbox_calls(server)
+    assert call["idempotency_key"] == "h"
+    retry = create(client, "h")
+    assert retry.status_code == 201 and retry.json()["id"] == call["id"]
+    assert ledger(server)[0]["fault"] == "script:accept_then_hang"
+
+
+def test_script_is_consumed_in_order(server: SandboxServer, client: httpx.Client) -> None:
+    configure(
+        server,
+        script=[
+            {"status": 503, "code": "provider_error", "retry_after": 2},
+            {"action": "pass"},
+            {
+                "status": 403,
+                "code": "spend_control_exceeded",
+                "message": "outbound spend limit exceeded",
+            },
+        ],
+    )
+    first = create(client, "s1")
+    assert first.status_code == 503 and first.headers["Retry-After"] == "2"
+    assert create(client, "s1").status_code == 201
+    third = create(client, "s3", attempt="a3")
+    assert third.status_code == 403 and third.json() == SPEND_BODY
+    assert create(client, "s4", attempt="a4").status_code == 201
+    assert [e["fault"] for e in ledger(server)] == ["script:503", None, "script:403", None]
+
+
+def test_faults_are_seeded(server: SandboxServer, client: httpx.Client) -> None:
+    def run() -> list[int]:
+        return [create(client, f"k{n}", attempt=f"a{n}").status_code for n in range(12)]
+
+    configure(server, seed=42, error_rate=0.5, error_statuses=[503])
+    first = run()
+    ctl(server).post("/_sandbox/reset", json={})
+    assert run() == first
+    assert {201, 503} == set(first)
+
+
+def test_faults_do_not_touch_control_api(server: SandboxServer) -> None:
+    configure(server, error_rate=1.0, latency_seconds=0.5)
+    started = time.monotonic()
+    assert ctl(server).get("/_sandbox/ledger").status_code == 200
+    assert time.monotonic() - started < 0.4
+
+
+def test_latency_applies_to_provider_api(server: SandboxServer, client: httpx.Client) -> None:
+    configure(server, latency_seconds=0.3)
+    started = time.monotonic()
+    client.get("/v1/calls/call_x")
+    assert time.monotonic() - started >= 0.3
+
+
+# -- lookup, control API, config -------------------------------------------------------
+
+
+def test_lookup_by_attempt_id(client: httpx.Client) -> None:
+    wanted = create(client, "k1", attempt="camp:000042:1").json()["id"]
+    create(client, "k2", attempt="camp:000043:1")
+    found = client.get("/v1/calls", params={"attempt_id": "camp:000042:1"}).json()["data"]
+    assert [c["id"] for c in found] == [wanted]
+    assert client.get("/v1/calls", params={"attempt_id": "nope"}).json() == {"data": []}
+
+
+def test_config_patch_validates(server: SandboxServer) -> None:
+    r = ctl(server).patch("/_sandbox/config", json={"spend_limit": 5})
+    assert r.status_code == 400
+    assert "spend_limit" in r.json()["error"]["message"]
+    r = ctl(server).patch("/_sandbox/config", json={"rate": {"per_minute": 0.5}})
+    assert r.status_code == 400
+    r = ctl(server).patch("/_sandbox/config", json={"error_rate": 0.7, "rate_limit_rate": 0.7})
+    assert r.status_code == 400
+    cfg = configure(server, rate={"increments": "1/1"}, spend_limit_micros=None)
+    assert cfg["rate"] == {"per_minute": "0.01", "increments": "1/1", "connect_fee": "0"}
+    assert ctl(server).get("/_sandbox/config").json()["rate"]["increments"] == "1/1"
+
+
+def test_rate_config_drives_cost(server: SandboxServer, client: httpx.Client) -> None:
+    # 1/1 at 0.01 per second + 0.10 connect fee, 45 s -> 0.55 (CONTRACT vector)
+    configure(
+        server,
+        call_duration_real_seconds=0,
+        call_seconds=45,
+        rate={"per_minute": "0.60", "increments": "1/1", "connect_fee": "0.10"},
+    )
+    call_id = create(client).json()["id"]
+    assert client.get(f"/v1/calls/{call_id}").json()["cost_amount"] == "0.55"
+
+
+def test_reset_clears_everything(server: SandboxServer, client: httpx.Client) -> None:
+    configure(server, spend_limit_micros=10_000)
+    create(client, "k1")
+    assert ctl(server).post("/_sandbox/reset").status_code == 200
+    assert ledger(server) == [] and sandbox_calls(server) == []
+    assert server.state.committed_spend_micros == 0
+    assert create(client, "k1").status_code == 201  # key forgotten, spend cleared
+    assert ctl(server).get("/_sandbox/config").json()["spend_limit_micros"] == 10_000
+
+
+def test_in_process_shortcuts(server: SandboxServer, client: httpx.Client) -> None:
+    server.configure(spend_limit_micros=0)
+    assert create(client).status_code == 403
+    assert [e["error_code"] for e in server.ledger()] == ["spend_control_exceeded"]
+    with pytest.raises(SandboxConfigError, match="nonsense"):
+        server.configure(nonsense=1)
+    server.reset()
+    assert server.ledger() == [] and server.calls() == []
+
+
+def test_load_config(tmp_path: Path) -> None:
+    path = tmp_path / "sandbox.json"
+    path.write_text(json.dumps({"spend_limit_micros": 1_000, "rate": {"per_minute": "0.02"}}))
+    cfg = load_config(path)
+    assert cfg.spend_limit_micros == 1_000 and cfg.rate_model().per_minute_micros == 20_000
+    path.write_text(json.dumps({"bogus": 1}))
+    with pytest.raises(SandboxConfigError, match="bogus"):
+        load_config(path)
+
+
+def test_amount_string_is_exact() -> None:
+    assert [amount_string(m) for m in (0, 10_000, 5_000, 12_500_000, 1)] == [
+        "0.00",
+        "0.01",
+        "0.005",
+        "12.50",
+        "0.000001",
+    ]
+
+
+# -- webhooks -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[tuple[ThreadedServer, list[tuple[dict[str, str], bytes]]]]:
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    async def hook(request: Request) -> Response:
+        received.append((dict(request.headers), await request.body()))
+        return JSONResponse({"ok": True})
+
+    with ThreadedServer(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as srv:
+        yield srv, received
+
+
+def test_webhook_delivery_signed(
+    server: SandboxServer,
+    client: httpx.Client,
+    receiver: tuple[ThreadedServer, list[tuple[dict[str, str], bytes]]],
+) -> None:
+    srv, received = receiver
+    received.clear()
+    configure(
+        server,
+        webhook_url=f"{srv.url}/hook",
+        webhook_secret="whsec",
+        customer_id="cust_123",
+        application_id="app_123",
+    )
+    call = create(client).json()
+    wait_for(lambda: received)
+    headers, raw = received[0]
+    payload = json.loads(raw)
+    assert payload == {
+        "event": "call.completed",
+        "created_at": payload["created_at"],
+        "call": {
+            "id": call["id"],
+            "customer_id": "cust_123",
+            "application_id": "app_123",
+            "status": "completed",
+            "direction": "outbound",
+            "from": "+15551230001",
+            "to": "+15551230002",
+        },
+        "variables": call["variables"],
+        "data": {},
+    }
+    match = re.fullmatch(r"t=(\d+),v1=([0-9a-f]{64})", headers["x-signature"])
+    assert match is not None
+    ts = match.group(1)
+    expected = hmac.new(b"whsec", f"{ts}.".encode() + raw, hashlib.sha256).hexdigest()
+    assert match.group(2) == expected
+    assert headers["x-signature"] == sign_payload("whsec", int(ts), raw)
+    time.sleep(0.3)
+    assert len(received) == 1  # once only
+    deliveries = ctl(server).get("/_sandbox/webhooks").json()["deliveries"]
+    assert [(d["call_id"], d["status_code"]) for d in deliveries] == [(call["id"], 200)]
+
+
+def test_webhook_duplicates_and_failures(
+    server: SandboxServer,
+    client: httpx.Client,
+    receiver: tuple[ThreadedServer, list[tuple[dict[str, str], bytes]]],
+) -> None:
+    srv, received = receiver
+    received.clear()
+    configure(server, webhook_url=f"{srv.url}/hook", webhook_duplicates=True)
+    create(client)
+    wait_for(lambda: len(received) == 2)
+    assert received[0][1] == received[1][1]
+    assert "x-signature" not in received[0][0]
+
+    configure(server, webhook_url="http://127.0.0.1:9/nowhere", webhook_duplicates=False)
+    create(client, "k2", attempt="a2")
+    deliveries = wait_for(
+        lambda: [
+            d for d in ctl(server).get("/_sandbox/webhooks").json()["deliveries"] if d["error"]
+        ]
+    )
+    assert deliveries[0]["status_code"] is None
+    assert ctl(server).get("/_sandbox/health").status_code == 200
+
+
+# -- VoIPBIN dialect ---------------------------------------------------------------------
+
+
+def _voipbin_body(to: str = "+15551230002") -> dict[str, Any]:
+    return {
+        "source": {"type": "tel", "target": "+15551230001"},
+        "destinations": [{"type": "tel", "target": to}],
+    }
+
+
+def test_voipbin_dialect(server: SandboxServer) -> None:
+    configure(server, balance_micros=25_000, balance_token=70, call_duration_real_seconds=0)
+    base, token = "/v1.0", {"token": KEY}
+    assert ctl(server).get(f"{base}/billing_account").status_code == 401
+    account = ctl(server).get(f"{base}/billing_account", params=token).json()
+    assert (account["balance_credit"], account["balance_token"], account["plan_type"]) == (
+        25_000,
+        70,
+        "free",
+    )
+    r = ctl(server).post(f"{base}/calls", params=token, json=_voipbin_body())
+    assert r.status_code == 200
+    [call] = r.json()
+    assert call["destination"]["target"] == "+15551230002"
+    read = ctl(server).get(f"{base}/calls/{call['id']}", params=token).json()
+    assert (read["status"], read["hangup_reason"]) == ("hangup", "normal")
+    ctl(server).post(f"{base}/calls", params=token, json=_voipbin_body())
+    low = ctl(server).post(f"{base}/calls", params=token, json=_voipbin_body())
+    assert low.status_code == 402
+    assert low.json()["error"]["code"] == "INSUFFICIENT_BALANCE"
+    after = ctl(server).get(f"{base}/billing_account", params=token).json()
+    assert after["balance_credit"] == 5_000
+    assert [e["path"] for e in ledger(server)] == ["/v1.0/calls"] * 3
+    bad = ctl(server).post(f"{base}/calls", params=token, json={"source": {}})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_REQUEST"

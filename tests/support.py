@@ -1,0 +1,105 @@
+"""Helpers shared by integration and chaos tests: real worker processes, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from campaigns.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CAMPAIGNS_BIN = str(Path(sys.executable).with_name("campaigns"))
+
+
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DISPATCHER_REDIS_URL=settings.redis_url,
+        DISPATCHER_PROVIDER_URL=settings.provider_url,
+        DISPATCHER_PROVIDER_API_KEY=settings.provider_api_key.get_secret_value(),
+        DISPATCHER_PROVIDER_DIALECT=settings.provider_dialect,
+        DISPATCHER_QUEUE_NAME=settings.queue_name,
+        DISPATCHER_LOG_FORMAT="json",
+        DISPATCHER_LOG_LEVEL="INFO",
+        DISPATCHER_LEASE_SECONDS=str(settings.lease_seconds),
+        DISPATCHER_POLL_INTERVAL_SECONDS=str(settings.poll_interval_seconds),
+        DISPATCHER_RETRY_BASE_SECONDS=str(settings.retry_base_seconds),
+        DISPATCHER_RETRY_MAX_SECONDS=str(settings.retry_max_seconds),
+        DISPATCHER_RETRY_ATTEMPTS=str(settings.retry_attempts),
+        DISPATCHER_PROVIDER_TIMEOUT_SECONDS=str(settings.provider_timeout_seconds),
+        DISPATCHER_PROVIDER_HONOURS_IDEMPOTENCY=str(settings.provider_honours_idempotency).lower(),
+        DISPATCHER_PROVIDER_UNAVAILABLE_COOLDOWN_SECONDS=str(
+            settings.provider_unavailable_cooldown_seconds
+        ),
+        DISPATCHER_SWEEP_INTERVAL_SECONDS=str(settings.sweep_interval_seconds),
+    )
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """``campaigns worker`` as users start it, in its own process group."""
+
+    def __init__(self, settings: Settings, log_path: Path, **extra_env: str) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [CAMPAIGNS_BIN, "worker"],
+            env=worker_env(settings, **extra_env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.alive:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def terminate(self, timeout: float = 15) -> int:
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[Any]],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str = "",
+) -> Any:
+    """Poll an async check until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
+
+
+def creates(ledger: list[dict[str, Any]], campaign_id: str) -> list[dict[str, Any]]:
+    """The sandbox's create requests that belong to one campaign."""
+    return [e for e in ledger if (e.get("variables") or {}).get("campaign_id") == campaign_id]
