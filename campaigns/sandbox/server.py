@@ -23,12 +23,17 @@ from campaigns.sandbox.state import SandboxState
 
 __all__ = ["SandboxServer", "ThreadedServer", "serve"]
 
-log = logging.getLogger("campaigns.sandbox")
-
 
 def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A listening TCP socket with Nagle off.
+
+    The explicit IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on
+    accepted sockets whose proto says TCP, and without it every keep-alive
+    response stalls ~40 ms on Nagle plus delayed ACK.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.set_inheritable(True)
     return sock
@@ -157,13 +162,18 @@ class SandboxServer(ThreadedServer):
 
 
 def serve(host: str, port: int, config: SandboxConfig) -> None:
-    """Run the sandbox in the foreground until interrupted (Ctrl-C)."""
+    """Run the sandbox in the foreground until interrupted (Ctrl-C).
+
+    Logs the URL through uvicorn's logger (configured by ``uvicorn.Config``),
+    so it shows up next to uvicorn's own startup lines; port 0 picks a free one.
+    """
     sock = _bind(host, port)
+    uv_config = uvicorn.Config(create_app(config), log_level="info", lifespan="on")
     bound = sock.getsockname()[1]
-    log.warning("sandbox provider listening on http://%s:%d", host, bound)
-    print(f"sandbox provider listening on http://{host}:{bound}", flush=True)
-    server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="info", lifespan="on"))
+    logging.getLogger("uvicorn.error").info(
+        "sandbox provider listening on http://%s:%d", host, bound
+    )
     try:
-        server.run(sockets=[sock])
+        uvicorn.Server(uv_config).run(sockets=[sock])
     finally:
         sock.close()

@@ -1,0 +1,330 @@
+"""Webhook ingress over real HTTP into real Redis: only genuine final events become jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+from campaigns.control import CampaignClient
+from campaigns.ingress import MAX_BODY_BYTES, create_ingress_app_from_settings, event_job_id
+from campaigns.queue import JOB_CALL_EVENT, json_deserializer
+from campaigns.sandbox import SandboxServer, ThreadedServer, sign_payload
+from campaigns.settings import Settings
+from campaigns.spec import parse_spec
+from tests.conftest import spec_dict
+from tests.support import WorkerProcess, wait_for
+
+SECRET = "whsec_4b9e2f7a1c6d8e3f0a5b"
+PATH = "/webhooks/minivoice"
+
+StartIngress = Callable[..., ThreadedServer]
+
+
+def completed(call_id: str = "call_123", event: str = "call.completed") -> dict[str, Any]:
+    """The seed-000 webhook."""
+    return {
+        "event": event,
+        "created_at": "2026-05-29T12:10:00Z",
+        "call": {
+            "id": call_id,
+            "customer_id": "cust_123",
+            "application_id": "app_123",
+            "status": "completed",
+            "direction": "outbound",
+            "from": "+15551230001",
+            "to": "+15551230002",
+        },
+        "variables": {},
+        "data": {},
+    }
+
+
+def encode(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def signed(body: bytes, secret: str = SECRET, ts: float | None = None) -> dict[str, str]:
+    stamp = int(time.time() if ts is None else ts)
+    return {"Content-Type": "application/json", "X-Signature": sign_payload(secret, stamp, body)}
+
+
+@pytest.fixture
+def start_ingress(settings: Settings) -> Iterator[StartIngress]:
+    """Ingress servers on free loopback ports, each opening its own arq pool."""
+    servers: list[ThreadedServer] = []
+
+    def start(secret: str | None = SECRET, **kwargs: Any) -> ThreadedServer:
+        app = create_ingress_app_from_settings(settings, secret=secret, **kwargs)
+        server = ThreadedServer(app, health_path="/healthz")
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+async def arq_pool(redis_url: str) -> AsyncIterator[ArqRedis]:
+    pool = await create_pool(RedisSettings.from_dsn(redis_url), job_deserializer=json_deserializer)
+    yield pool
+    await pool.aclose()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+async def queued(pool: ArqRedis, settings: Settings) -> list[Any]:
+    return list(await pool.queued_jobs(queue_name=settings.queue_name))
+
+
+async def test_signed_completed_event_is_enqueued_as_a_json_job(
+    start_ingress: StartIngress, http: httpx.AsyncClient, arq_pool: ArqRedis, settings: Settings
+) -> None:
+    ingress = start_ingress()
+    payload = completed()
+    body = encode(payload)
+    with structlog.testing.capture_logs() as logs:
+        response = await http.post(ingress.url + PATH, content=body, headers=signed(body))
+    assert response.status_code == 202
+    assert response.json() == {"queued": True}
+
+    jobs = await queued(arq_pool, settings)
+    assert len(jobs) == 1
+    job = jobs[0]
+    assert job.function == JOB_CALL_EVENT
+    assert job.args == [payload]
+    assert job.kwargs == {}
+    assert job.job_id == f"event:call_123:call.completed:{hashlib.sha256(body).hexdigest()[:16]}"
+    assert job.job_id == event_job_id("call_123", "call.completed", body)
+
+    # What a producer in another language must write: plain JSON at arq:job:<id>.
+    raw = json.loads(await arq_pool.get(f"arq:job:{job.job_id}"))
+    assert raw["f"] == JOB_CALL_EVENT and raw["a"] == [payload] and raw["k"] == {}
+    assert isinstance(raw["et"], int)
+    assert await arq_pool.zscore(settings.queue_name, job.job_id) == raw["et"]
+
+    accepted = [e for e in logs if e["event"] == "webhook_accepted"]
+    assert accepted and accepted[0]["job_id"] == job.job_id
+    signature = signed(body)["X-Signature"].split("v1=")[1]
+    assert SECRET not in repr(logs) and signature not in repr(logs)
+
+
+async def test_fallback_path_and_health(
+    start_ingress: StartIngress, http: httpx.AsyncClient, arq_pool: ArqRedis, settings: Settings
+) -> None:
+    ingress = start_ingress()
+    health = await http.get(ingress.url + "/healthz")
+    assert health.status_code == 200
+    body = encode(completed("call_fallback", event="call.no_answer"))
+    response = await http.post(ingress.url + "/webhooks", content=body, headers=signed(body))
+    assert response.status_code == 202
+    [job] = await queued(arq_pool, settings)
+    assert job.job_id.startswith("event:call_fallback:call.no_answer:")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(
+            lambda body: signed(body, secret="whsec_not_the_right_one"), id="wrong-secret"
+        ),
+        pytest.param(lambda body: signed(body + b" "), id="signed-other-body"),
+        pytest.param(lambda body: {}, id="missing-header"),
+        pytest.param(lambda body: {"X-Signature": "garbage"}, id="garbled"),
+        pytest.param(lambda body: {"X-Signature": f"t={int(time.time())}"}, id="no-v1"),
+        pytest.param(lambda body: {"X-Signature": "t=abc,v1=00"}, id="bad-timestamp"),
+        pytest.param(
+            lambda body: {"X-Signature": f"t={int(time.time())},v1={'0' * 64}"}, id="zero-mac"
+        ),
+    ],
+)
+async def test_forged_or_missing_signature_is_refused_and_nothing_enqueued(
+    headers: Callable[[bytes], dict[str, str]],
+    start_ingress: StartIngress,
+    http: httpx.AsyncClient,
+    arq_pool: ArqRedis,
+    settings: Settings,
+) -> None:
+    ingress = start_ingress()
+    body = encode(completed())
+    response = await http.post(ingress.url + PATH, content=body, headers=headers(body))
+    assert response.status_code == 401
+    assert response.json() == {"error": "invalid signature"}
+    assert await queued(arq_pool, settings) == []
+    assert await arq_pool.keys("arq:job:*") == []
+
+
+@pytest.mark.parametrize("age", [3600, 301, -301], ids=["hour-old", "just-stale", "future"])
+async def test_replayed_delivery_outside_tolerance_is_refused(
+    age: int,
+    start_ingress: StartIngress,
+    http: httpx.AsyncClient,
+    arq_pool: ArqRedis,
+    settings: Settings,
+) -> None:
+    now = 1_780_000_000.0
+    ingress = start_ingress(clock=lambda: now)
+    body = encode(completed())
+    response = await http.post(ingress.url + PATH, content=body, headers=signed(body, ts=now - age))
+    assert response.status_code == 401
+    assert await queued(arq_pool, settings) == []
+
+    # The same event, signed within the window, goes through.
+    fresh = await http.post(ingress.url + PATH, content=body, headers=signed(body, ts=now - 300))
+    assert fresh.status_code == 202
+    assert len(await queued(arq_pool, settings)) == 1
+
+
+async def test_without_a_secret_unsigned_deliveries_are_accepted(
+    start_ingress: StartIngress, http: httpx.AsyncClient, arq_pool: ArqRedis, settings: Settings
+) -> None:
+    ingress = start_ingress(secret=None)
+    payload = completed("call_unsigned")
+    response = await http.post(ingress.url + PATH, json=payload)
+    assert response.status_code == 202
+    [job] = await queued(arq_pool, settings)
+    assert job.args == [payload]
+
+
+async def test_duplicate_delivery_becomes_one_job(
+    start_ingress: StartIngress, http: httpx.AsyncClient, arq_pool: ArqRedis, settings: Settings
+) -> None:
+    ingress = start_ingress()
+    body = encode(completed("call_twice"))
+    for _ in range(3):
+        response = await http.post(ingress.url + PATH, content=body, headers=signed(body))
+        assert response.status_code == 202
+    assert len(await queued(arq_pool, settings)) == 1
+
+    # A different event for another call is a different job.
+    other = encode(completed("call_other"))
+    await http.post(ingress.url + PATH, content=other, headers=signed(other))
+    assert len(await queued(arq_pool, settings)) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"\xff\xfe garbage",
+        b"[1, 2, 3]",
+        b'"call.completed"',
+        b'{"call": {"id": "call_1"}}',
+        b'{"event": 42, "call": {"id": "call_1"}}',
+        b'{"event": "call.completed", "call": {"id": NaN}}',
+        b'{"event": "call.completed", "call": {}}',
+        b'{"event": "call.completed", "call": {"id": 7}}',
+        b"[" * 50_000,
+    ],
+    ids=[
+        "not-json",
+        "not-utf8",
+        "array",
+        "string",
+        "no-event",
+        "event-not-string",
+        "nan",
+        "no-call-id",
+        "call-id-not-string",
+        "deep-nesting",
+    ],
+)
+async def test_malformed_body_is_refused_and_nothing_enqueued(
+    body: bytes,
+    start_ingress: StartIngress,
+    http: httpx.AsyncClient,
+    arq_pool: ArqRedis,
+    settings: Settings,
+) -> None:
+    ingress = start_ingress()
+    response = await http.post(ingress.url + PATH, content=body, headers=signed(body))
+    assert response.status_code == 400
+    assert "error" in response.json()
+    assert await queued(arq_pool, settings) == []
+
+
+@pytest.mark.parametrize("event", ["call.ringing", "call.in_progress", "account_updated"])
+async def test_non_final_event_is_ignored(
+    event: str,
+    start_ingress: StartIngress,
+    http: httpx.AsyncClient,
+    arq_pool: ArqRedis,
+    settings: Settings,
+) -> None:
+    ingress = start_ingress()
+    body = encode(completed(event=event))
+    response = await http.post(ingress.url + PATH, content=body, headers=signed(body))
+    assert response.status_code == 202
+    assert response.json() == {"queued": False, "ignored": True}
+    assert await queued(arq_pool, settings) == []
+
+
+async def test_oversized_body_is_refused(
+    start_ingress: StartIngress, http: httpx.AsyncClient, arq_pool: ArqRedis, settings: Settings
+) -> None:
+    ingress = start_ingress()
+    payload = completed()
+    payload["data"] = {"padding": "x" * MAX_BODY_BYTES}
+    body = encode(payload)
+    response = await http.post(ingress.url + PATH, content=body, headers=signed(body))
+    assert response.status_code == 413
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: capped while reading
+        for start in range(0, len(body), 8192):
+            yield body[start : start + 8192]
+
+    response = await http.post(ingress.url + PATH, content=chunks(), headers=signed(body))
+    assert response.status_code == 413
+    assert await queued(arq_pool, settings) == []
+
+
+async def test_sandbox_webhooks_settle_a_campaign_through_the_ingress(
+    start_ingress: StartIngress,
+    sandbox: SandboxServer,
+    client: CampaignClient,
+    start_worker: Callable[..., WorkerProcess],
+    arq_pool: ArqRedis,
+) -> None:
+    ingress = start_ingress()
+    sandbox.configure(
+        webhook_url=ingress.url + PATH, webhook_secret=SECRET, webhook_duplicates=True
+    )
+    start_worker()
+    await client.submit(parse_spec(spec_dict("hooked", contacts=3)))
+
+    async def settled() -> bool:
+        return (await client.get("hooked")).settled == 3
+
+    await wait_for(settled, timeout=40, what="3 calls settled")
+
+    async def delivered() -> list[Any]:
+        deliveries = list(sandbox.state.webhook_deliveries)
+        return deliveries if len(deliveries) == 6 else []
+
+    deliveries = await wait_for(delivered, timeout=10, what="6 webhook deliveries")
+    assert {d.status_code for d in deliveries} == {202}
+
+    async def event_results() -> list[Any]:
+        results = [r for r in await arq_pool.all_job_results() if r.function == JOB_CALL_EVENT]
+        return results if len(results) == 3 else []
+
+    # Each call delivered twice, enqueued once, and run by the worker.
+    results = await wait_for(event_results, timeout=15, what="3 record_call_event results")
+    call_ids = {d.call_id for d in deliveries}
+    assert len(call_ids) == 3
+    assert {r.args[0]["call"]["id"] for r in results} == call_ids
+    assert all(r.success for r in results)
+    assert {r.result for r in results} <= {"ok", "duplicate"}

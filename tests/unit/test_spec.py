@@ -1,0 +1,560 @@
+"""Campaign spec validation, CSV contacts and the pre-flight estimate."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from campaigns.estimate import estimate
+from campaigns.rating import Increments, Rate
+from campaigns.spec import (
+    CampaignSpec,
+    Contact,
+    SpecError,
+    load_contacts_csv,
+    load_spec,
+    parse_spec,
+)
+
+DESIGN_SPEC = """
+{
+  "campaign_id": "spring-renewals",
+  "name": "Spring renewals",
+  "caller_id": "+15551230001",
+  "currency": "EUR",
+  "budget": "50.00",
+  "rate": {"per_minute": "0.01", "increments": "60/60", "connect_fee": "0"},
+  "max_call_seconds": 120,
+  "pacing": {"calls_per_second": 5, "batch_size": 10, "max_in_flight": 50},
+  "contacts": [{"to": "+15551230002", "ref": "cust_123", "variables": {}}]
+}
+"""
+
+
+def base() -> dict[str, Any]:
+    return copy.deepcopy(json.loads(DESIGN_SPEC))
+
+
+def spec_error(data: Any) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    return info.value
+
+
+# --- valid input ---------------------------------------------------------------
+
+
+def test_design_spec_parses() -> None:
+    spec = parse_spec(DESIGN_SPEC)
+    assert isinstance(spec, CampaignSpec)
+    assert spec.campaign_id == "spring-renewals"
+    assert spec.name == "Spring renewals"
+    assert spec.caller_id == "+15551230001"
+    assert spec.currency == "EUR"
+    assert spec.budget_in_micros == 50_000_000
+    assert spec.rate_model() == Rate(10_000, Increments(60, 60), 0)
+    assert spec.max_call_seconds == 120
+    assert spec.pacing.calls_per_second == 5
+    assert spec.pacing.batch_size == 10
+    assert spec.pacing.max_in_flight == 50
+    assert spec.contacts == [Contact(to="+15551230002", ref="cust_123", variables={})]
+    assert spec.duplicates_dropped == 0
+    assert spec.worst_case_call_micros() == 20_000
+
+
+def test_dict_and_json_text_give_the_same_spec() -> None:
+    assert parse_spec(base()) == parse_spec(DESIGN_SPEC)
+    assert parse_spec(DESIGN_SPEC.encode()) == parse_spec(DESIGN_SPEC)
+
+
+def test_defaults() -> None:
+    spec = parse_spec({"caller_id": "+15551230001", "budget_micros": 1_000})
+    assert spec.campaign_id.startswith("cmp_")
+    assert spec.currency == "EUR"
+    assert spec.budget_in_micros == 1_000
+    assert spec.rate_model() == Rate(10_000, Increments(60, 60), 0)  # PSTN preset of seed 001
+    assert spec.max_call_seconds == 120
+    assert spec.contacts == []
+    assert spec.strict_numbers is False
+
+
+def test_generated_campaign_ids_differ() -> None:
+    data = {"caller_id": "+15551230001", "budget": "1"}
+    assert parse_spec(data).campaign_id != parse_spec(data).campaign_id
+
+
+def test_seed_555_numbers_are_accepted() -> None:
+    data = base()
+    data["contacts"] = [{"to": "+15551230002"}, {"to": "+15551230003"}]
+    spec = parse_spec(data)
+    assert [c.to for c in spec.contacts] == ["+15551230002", "+15551230003"]
+
+
+def test_strict_numbers_rejects_the_fictional_555_numbers() -> None:
+    data = base()
+    data["strict_numbers"] = True
+    err = spec_error(data)
+    assert err.field == "caller_id"
+    assert "not a valid phone number" in err.message
+
+
+def test_strict_numbers_rejects_a_fictional_contact() -> None:
+    data = base()
+    data["strict_numbers"] = True
+    data["caller_id"] = "+12025550123"
+    data["contacts"] = [{"to": "+442079460000"}, {"to": "+15551230002"}]
+    err = spec_error(data)
+    assert err.field == "contacts.1.to"
+    assert "valid" in err.message
+    data["contacts"] = [{"to": "+442079460000"}]
+    assert parse_spec(data).contacts[0].to == "+442079460000"
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"),
+    [
+        ({"per_minute_micros": 7_000, "increments": "30/6"}, Rate(7_000, Increments(30, 6), 0)),
+        ({"per_second": "0.020", "increments": "1/1"}, Rate(1_200_000, Increments(1, 1), 0)),
+        ({"per_minute": "0.05", "connect_fee": "0.10"}, Rate(50_000, Increments(), 100_000)),
+        ({"per_minute": "0.05", "connect_fee_micros": 5}, Rate(50_000, Increments(), 5)),
+        ({"preset": "vn"}, Rate(1_000, Increments(), 0, tokens_per_minute=1)),
+    ],
+)
+def test_rate_forms(rate: dict[str, Any], expected: Rate) -> None:
+    data = base()
+    data["rate"] = rate
+    assert parse_spec(data).rate_model() == expected
+
+
+# --- bad input names its field -----------------------------------------------
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    data = base()
+    for key, value in changes.items():
+        if value is ...:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return data
+
+
+BAD = [
+    pytest.param(_with(budget=50.0), "budget", "not a JSON number", id="float-budget"),
+    pytest.param(_with(budget=50), "budget", "_micros", id="int-budget"),
+    pytest.param(_with(budget=True), "budget", "not a JSON number", id="bool-budget"),
+    pytest.param(_with(budget="1.0000001"), "budget", "precision", id="7-places"),
+    pytest.param(_with(budget="NaN"), "budget", "finite", id="nan-budget"),
+    pytest.param(_with(budget="-1.00"), "budget", "negative", id="negative-budget"),
+    pytest.param(_with(budget="fifty"), "budget", "decimal", id="word-budget"),
+    pytest.param(_with(budget=..., budget_micros=5.0), "budget_micros", "integer", id="float-micros"),
+    pytest.param(_with(budget=..., budget_micros="5"), "budget_micros", "integer", id="str-micros"),
+    pytest.param(_with(budget=..., budget_micros=-1), "budget_micros", "negative", id="neg-micros"),
+    pytest.param(_with(extra=1), "extra", "unknown field", id="unknown-top-level"),
+    pytest.param(
+        _with(contacts=[{"to": "+15551230002", "phone": "x"}]),
+        "contacts.0.phone",
+        "unknown field",
+        id="unknown-contact-field",
+    ),
+    pytest.param(
+        _with(contacts=[{"to": "+15551230002"}, {"to": "+1555123000212345"}]),
+        "contacts.1.to",
+        "not a possible phone number",
+        id="impossible-number",
+    ),
+    pytest.param(
+        _with(contacts=[{"to": "15551230002"}]), "contacts.0.to", "E.164", id="no-plus"
+    ),
+    pytest.param(
+        _with(contacts=[{"to": "+abc"}]), "contacts.0.to", "not a phone number", id="letters"
+    ),
+    pytest.param(_with(contacts=[{"ref": "x"}]), "contacts.0.to", "required", id="contact-no-to"),
+    pytest.param(_with(caller_id=...), "caller_id", "required", id="missing-caller_id"),
+    pytest.param(_with(caller_id="+1555"), "caller_id", "possible", id="short-caller_id"),
+    pytest.param(_with(currency="eur"), "currency", "ISO 4217", id="lowercase-currency"),
+    pytest.param(_with(currency="EURO"), "currency", "ISO 4217", id="4-letter-currency"),
+    pytest.param(_with(campaign_id="spring:2026"), "campaign_id", "letters", id="colon-id"),
+    pytest.param(_with(campaign_id="spring renewals"), "campaign_id", "letters", id="space-id"),
+    pytest.param(_with(campaign_id=""), "campaign_id", "letters", id="empty-id"),
+    pytest.param(_with(campaign_id="a" * 65), "campaign_id", "letters", id="long-id"),
+    pytest.param(
+        _with(rate={"per_minute": "0.01", "increments": "60-60"}),
+        "rate",
+        "increments must look like '60/60'",
+        id="bad-increments",
+    ),
+    pytest.param(
+        _with(rate={"per_minute": "0.01", "increments": "0/60"}),
+        "rate",
+        "increments",
+        id="zero-increments",
+    ),
+    pytest.param(
+        _with(rate={"per_minute": "0.01", "per_minute_micros": 10_000}),
+        "rate",
+        "give one price, not per_minute and per_minute_micros",
+        id="two-prices",
+    ),
+    pytest.param(
+        _with(rate={"per_minute": "0.01", "per_second": "0.001"}),
+        "rate",
+        "give one price",
+        id="minute-and-second",
+    ),
+    pytest.param(
+        _with(rate={"connect_fee": "0.1", "connect_fee_micros": 1}),
+        "rate",
+        "connect_fee",
+        id="two-fees",
+    ),
+    pytest.param(_with(rate={"preset": "gold"}), "rate", "unknown preset", id="bad-preset"),
+    pytest.param(
+        _with(rate={"per_minute": 0.01}), "rate.per_minute", "not a JSON number", id="float-rate"
+    ),
+    pytest.param(
+        _with(pacing={"calls_per_second": 0}),
+        "pacing.calls_per_second",
+        "greater than 0",
+        id="cps-0",
+    ),
+    pytest.param(_with(pacing={"batch_size": 0}), "pacing.batch_size", "greater", id="batch-0"),
+    pytest.param(_with(max_call_seconds=0), "max_call_seconds", "greater", id="max-call-0"),
+    pytest.param(_with(max_call_seconds=-5), "max_call_seconds", "greater", id="max-call-neg"),
+    pytest.param(
+        _with(contacts=[{"to": "+15551230002", "ref": "r" * 201}]),
+        "contacts.0.ref",
+        "200",
+        id="long-ref",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "field", "fragment"), BAD)
+def test_bad_input_names_its_field(data: dict[str, Any], field: str, fragment: str) -> None:
+    err = spec_error(data)
+    assert err.field == field
+    assert fragment in err.message
+    assert str(err).startswith(f"{field}: ")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG spec.py: budget+budget_micros (or neither) gives SpecError.field == ''",
+)
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(_with(budget_micros=50_000_000), id="both"),
+        pytest.param(_with(budget=...), id="neither"),
+    ],
+)
+def test_budget_and_budget_micros_names_the_field(data: dict[str, Any]) -> None:
+    err = spec_error(data)
+    assert "exactly one of budget" in err.message
+    assert err.field in ("budget", "budget_micros")
+
+
+def test_budget_and_budget_micros_both_refused() -> None:
+    err = spec_error(_with(budget_micros=50_000_000))
+    assert "give exactly one of budget (decimal string) or budget_micros" in err.message
+    err = spec_error(_with(budget=...))
+    assert "give exactly one of budget" in err.message
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG spec.py/money.py: budget '1e999999' raises decimal.Overflow, not SpecError",
+)
+def test_huge_exponent_budget_is_a_spec_error() -> None:
+    err = spec_error(_with(budget="1e999999"))
+    assert err.field == "budget"
+
+
+def test_non_object_json_is_refused() -> None:
+    with pytest.raises(SpecError):
+        parse_spec("[1, 2]")
+    with pytest.raises(SpecError):
+        parse_spec("{not json")
+
+
+# --- duplicates and normalization ---------------------------------------------
+
+
+def test_duplicates_dropped_and_counted_across_formats() -> None:
+    data = _with(
+        contacts=[
+            {"to": "+15551230002", "ref": "first"},
+            {"to": "+1 555 123 0002", "ref": "spaced"},
+            {"to": "+1 (555) 123-0002", "ref": "punctuated"},
+            {"to": "+15551230003", "ref": "other"},
+            {"to": "+15551230002", "ref": "exact"},
+        ]
+    )
+    spec = parse_spec(data)
+    assert [(c.to, c.ref) for c in spec.contacts] == [
+        ("+15551230002", "first"),
+        ("+15551230003", "other"),
+    ]
+    assert spec.duplicates_dropped == 3
+
+
+def test_numbers_are_normalized_to_e164() -> None:
+    spec = parse_spec(
+        _with(caller_id="+1 555 123 0001", contacts=[{"to": " +1-555-123-0009 ", "ref": "x"}])
+    )
+    assert spec.caller_id == "+15551230001"
+    assert spec.contacts[0].to == "+15551230009"
+    assert spec.contacts[0].ref == "x"
+
+
+def test_contact_variables_kept() -> None:
+    spec = parse_spec(
+        _with(contacts=[{"to": "+15551230002", "variables": {"name": "Ann", "n": 3, "vip": True}}])
+    )
+    assert spec.contacts[0].variables == {"name": "Ann", "n": 3, "vip": True}
+
+
+# --- fingerprint ----------------------------------------------------------------
+
+
+def test_fingerprint_stable_for_the_same_input() -> None:
+    a = parse_spec(DESIGN_SPEC).fingerprint()
+    b = parse_spec(base()).fingerprint()
+    assert a == b
+    assert len(a) == 64
+    int(a, 16)
+
+
+def test_fingerprint_same_after_number_normalization() -> None:
+    data = base()
+    data["contacts"][0]["to"] = "+1 555 123 0002"
+    assert parse_spec(data).fingerprint() == parse_spec(DESIGN_SPEC).fingerprint()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"budget": "50.01"},
+        {"max_call_seconds": 121},
+        {"caller_id": "+15551230009"},
+        {"rate": {"per_minute": "0.02"}},
+        {"contacts": [{"to": "+15551230003"}]},
+    ],
+)
+def test_fingerprint_changes_with_the_spec(change: dict[str, Any]) -> None:
+    original = parse_spec(DESIGN_SPEC).fingerprint()
+    data = base()
+    data.update(change)
+    assert parse_spec(data).fingerprint() != original
+
+
+def test_fingerprint_budget_vs_micros_is_about_the_written_form() -> None:
+    # Decimal string and integer micros for the same amount: both parse to 50 units.
+    a = parse_spec(base())
+    b = parse_spec(_with(budget=..., budget_micros=50_000_000))
+    assert a.budget_in_micros == b.budget_in_micros == 50_000_000
+
+
+# --- CSV ------------------------------------------------------------------------
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_csv_contacts(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "c.csv",
+        "to,ref,first_name,plan\n+15551230002,cust_1,Ann,gold\n+15551230003,cust_2,,\n",
+    )
+    contacts = load_contacts_csv(path)
+    assert contacts == [
+        Contact(to="+15551230002", ref="cust_1", variables={"first_name": "Ann", "plan": "gold"}),
+        Contact(to="+15551230003", ref="cust_2", variables={}),
+    ]
+
+
+def test_csv_without_ref_column(tmp_path: Path) -> None:
+    contacts = load_contacts_csv(write(tmp_path, "c.csv", "to\n+15551230002\n"))
+    assert contacts == [Contact(to="+15551230002", ref="", variables={})]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("number,ref\n+15551230002,a\n", id="no-to-column"),
+        pytest.param("", id="empty-file"),
+        pytest.param("+15551230002,a\n", id="no-header"),
+    ],
+)
+def test_csv_missing_header_names_contacts(tmp_path: Path, text: str) -> None:
+    with pytest.raises(SpecError) as info:
+        load_contacts_csv(write(tmp_path, "c.csv", text))
+    assert info.value.field == "contacts"
+    assert "header" in info.value.message
+
+
+def test_csv_bad_number_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.csv", "to,ref\n+15551230002,a\n12345,b\n")
+    with pytest.raises(SpecError) as info:
+        load_contacts_csv(path)
+    assert info.value.field.startswith("contacts")
+    assert "line 3" in info.value.field
+    assert info.value.field.endswith(".to")
+
+
+def test_csv_too_many_values(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.csv", "to,ref\n+15551230002,a,extra\n")
+    with pytest.raises(SpecError) as info:
+        load_contacts_csv(path)
+    assert info.value.field == "contacts"
+    assert "line 2" in info.value.message
+
+
+def test_csv_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as info:
+        load_contacts_csv(tmp_path / "nope.csv")
+    assert info.value.field == "contacts"
+
+
+# --- load_spec --------------------------------------------------------------------
+
+
+def test_load_spec(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, "s.json", DESIGN_SPEC))
+    assert spec == parse_spec(DESIGN_SPEC)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        pytest.param("{not json", "not valid JSON", id="garbage"),
+        pytest.param("campaign_id: x\n", "not valid JSON", id="yaml"),
+        pytest.param("", "not valid JSON", id="empty"),
+        pytest.param("[1, 2]", "JSON object", id="array"),
+        pytest.param('"x"', "JSON object", id="string"),
+    ],
+)
+def test_load_spec_non_json_names_spec(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, "s.json", text))
+    assert info.value.field == "spec"
+    assert fragment in info.value.message
+
+
+def test_load_spec_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path / "missing.json")
+    assert info.value.field == "spec"
+
+
+def test_load_spec_with_csv_counts_duplicates_across_both(tmp_path: Path) -> None:
+    data = base()
+    data["contacts"] = [
+        {"to": "+15551230002", "ref": "spec_a"},
+        {"to": "+1 555 123 0002", "ref": "spec_dup"},
+    ]
+    spec_path = write(tmp_path, "s.json", json.dumps(data))
+    csv_path = write(
+        tmp_path,
+        "c.csv",
+        "to,ref\n+15551230002,csv_dup_of_spec\n+15551230003,csv_b\n+1 (555) 123-0003,csv_dup\n",
+    )
+    spec = load_spec(spec_path, csv_path)
+    assert [(c.to, c.ref) for c in spec.contacts] == [
+        ("+15551230002", "spec_a"),
+        ("+15551230003", "csv_b"),
+    ]
+    assert spec.duplicates_dropped == 3
+
+
+def test_load_spec_csv_error_propagates(tmp_path: Path) -> None:
+    spec_path = write(tmp_path, "s.json", DESIGN_SPEC)
+    csv_path = write(tmp_path, "c.csv", "phone\n+15551230002\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(spec_path, csv_path)
+    assert info.value.field == "contacts"
+
+
+# --- estimate ---------------------------------------------------------------------
+
+
+def test_estimate_design_spec() -> None:
+    est = estimate(parse_spec(DESIGN_SPEC))
+    assert est.campaign_id == "spring-renewals"
+    assert est.currency == "EUR"
+    assert est.contacts == 1
+    assert est.increments == "60/60"
+    assert est.max_call_seconds == 120
+    assert est.billed_seconds_worst_case == 120
+    assert est.worst_case_per_call_micros == 20_000
+    assert est.worst_case_total_micros == 20_000
+    assert est.budget_micros == 50_000_000
+    assert est.calls_within_budget == 1
+    assert est.budget_covers_all is True
+
+
+def test_estimate_budget_runs_out_first() -> None:
+    data = _with(
+        budget="0.05",
+        max_call_seconds=61,
+        contacts=[{"to": f"+1555123{n:04d}"} for n in range(2, 7)]
+        + [{"to": "+1 555 123 0002"}],
+    )
+    est = estimate(parse_spec(data))
+    assert est.contacts == 5
+    assert est.duplicates_dropped == 1
+    assert est.billed_seconds_worst_case == 120
+    assert est.worst_case_per_call_micros == 20_000
+    assert est.worst_case_total_micros == 100_000
+    assert est.budget_micros == 50_000
+    assert est.calls_within_budget == 2
+    assert est.budget_covers_all is False
+    lines = "\n".join(est.lines())
+    assert "0.020000 EUR (61s billed as 120s)" in lines
+    assert "2 of 5" in lines
+    assert "budget runs out first" in lines
+    assert est.to_json()["calls_within_budget"] == 2
+
+
+def test_estimate_with_increments_and_connect_fee() -> None:
+    data = _with(
+        rate={"per_minute": "0.05", "increments": "30/6", "connect_fee": "0.01"},
+        max_call_seconds=45,
+        budget_micros=100_000,
+        budget=...,
+        contacts=[{"to": "+15551230002"}, {"to": "+15551230003"}, {"to": "+15551230004"}],
+    )
+    est = estimate(parse_spec(data))
+    assert est.increments == "30/6"
+    assert est.billed_seconds_worst_case == 48
+    assert est.worst_case_per_call_micros == 50_000
+    assert est.worst_case_total_micros == 150_000
+    assert est.calls_within_budget == 2
+    assert est.budget_covers_all is False
+
+
+def test_estimate_free_rate_covers_all() -> None:
+    data = _with(
+        rate={"per_minute": "0"}, budget="0", contacts=[{"to": "+15551230002"}, {"to": "+15551230003"}]
+    )
+    est = estimate(parse_spec(data))
+    assert est.worst_case_per_call_micros == 0
+    assert est.calls_within_budget == 2
+    assert est.budget_covers_all is True
+
+
+def test_estimate_no_contacts() -> None:
+    est = estimate(parse_spec(_with(contacts=[])))
+    assert est.contacts == 0
+    assert est.worst_case_total_micros == 0
+    assert est.calls_within_budget == 0
+    assert est.budget_covers_all is True
