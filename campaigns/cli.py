@@ -276,6 +276,21 @@ def sandbox(host: str, port: int, config_path: str | None) -> None:
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8090, show_default=True, type=int)
+@click.option(
+    "--tolerance", default=300, show_default=True, type=int, help="signature age limit (s)"
+)
+def ingress(host: str, port: int, tolerance: int) -> None:
+    """Receive provider webhooks (HMAC-verified) and enqueue record_call_event jobs."""
+    from campaigns.ingress import serve_ingress
+
+    settings = _settings()
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    serve_ingress(host, port, settings, secret, tolerance_seconds=tolerance)
+
+
+@main.command()
 @click.option("--contacts", default=30, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--spend-limit-calls", default=12, show_default=True, type=click.IntRange(0, 10_000))
 def demo(contacts: int, spend_limit_calls: int) -> None:

@@ -26,6 +26,7 @@ _HALT_CODES = frozenset(
     {"spend_control_exceeded", "insufficient_balance", "insufficient_funds", "no_route"}
 )
 _HALT_PREFIXES = ("rating_", "rate_", "routing_", "route_", "no_route")
+_RATE_LIMIT_PREFIXES = ("rate_limit", "rate_limited")
 _CONTACT_CODES = frozenset({"invalid_destination", "invalid_number", "blocked_destination"})
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -60,7 +61,13 @@ def classify(status: int | None, code: str | None) -> ErrorClass:
     unless their code says money or routing.
     """
     normalized = (code or "").strip().lower()
-    if normalized in _HALT_CODES or normalized.startswith(_HALT_PREFIXES):
+    if normalized in _HALT_CODES:
+        return ErrorClass.HALT
+    if status == 429 or normalized.startswith(_RATE_LIMIT_PREFIXES):
+        # "rate_limited" is throttling, not rating: CONTRACT.md lists both 429
+        # (transient) and the prefix "rate_" (halt); a 429 is always throttling.
+        return ErrorClass.TRANSIENT if status in (None, *_TRANSIENT_STATUSES) else ErrorClass.HALT
+    if normalized.startswith(_HALT_PREFIXES):
         return ErrorClass.HALT
     if status is None:
         return ErrorClass.TRANSIENT

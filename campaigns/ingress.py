@@ -250,11 +250,20 @@ def create_ingress_app_from_settings(
     return _build(ingress, lifespan)
 
 
-def serve_ingress(host: str, port: int, settings: Settings, secret: str | None) -> None:
+def serve_ingress(
+    host: str,
+    port: int,
+    settings: Settings,
+    secret: str | None,
+    *,
+    tolerance_seconds: int = 300,
+) -> None:
     """Run the ingress in the foreground until interrupted (Ctrl-C)."""
     configure_logging(settings.log_level, settings.log_format)
     register_secret(settings.provider_api_key.get_secret_value())
-    app = create_ingress_app_from_settings(settings, secret=secret)
+    app = create_ingress_app_from_settings(
+        settings, secret=secret, tolerance_seconds=tolerance_seconds
+    )
     # log_config=None: uvicorn's lines go through our structlog handlers too.
     config = uvicorn.Config(
         app, host=host, port=port, lifespan="on", log_config=None, proxy_headers=False

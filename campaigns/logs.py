@@ -71,10 +71,12 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _redact,
     ]
     if fmt == "json":
+        # Format exceptions before scrubbing, so a secret in a message is caught
+        # before JSON escaping could hide it from the final pass.
         shared.append(structlog.processors.format_exc_info)
+    shared.append(_redact)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

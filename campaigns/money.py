@@ -18,7 +18,23 @@ __all__ = [
 ]
 
 MICROS_PER_UNIT = 1_000_000
+MAX_MICROS = 2**63 - 1
+"""Redis counters are signed 64-bit: nothing larger can be booked."""
 _MICRO = Decimal("0.000001")
+_MAX_AMOUNT = Decimal(MAX_MICROS) / MICROS_PER_UNIT
+
+
+def _decimal(text: str) -> Decimal:
+    """Parse a finite decimal within range; a huge exponent is an error, not an overflow."""
+    try:
+        amount = Decimal(text.strip())
+    except (InvalidOperation, ArithmeticError):
+        raise MoneyError(f"not a decimal amount: {text!r}") from None
+    if not amount.is_finite():
+        raise MoneyError(f"not a finite amount: {text!r}")
+    if amount.adjusted() > 18 or abs(amount) > _MAX_AMOUNT:
+        raise MoneyError(f"amount out of range: {text!r}")
+    return amount
 
 
 class MoneyError(ValueError):
@@ -37,12 +53,7 @@ def parse_micros(value: object, *, allow_negative: bool = False) -> int:
         micros = value
     elif isinstance(value, str):
         text = value.strip()
-        try:
-            amount = Decimal(text)
-        except InvalidOperation:
-            raise MoneyError(f"not a decimal amount: {value!r}") from None
-        if not amount.is_finite():
-            raise MoneyError(f"not a finite amount: {value!r}")
+        amount = _decimal(text)
         scaled = amount * MICROS_PER_UNIT
         if scaled != scaled.to_integral_value():
             raise MoneyError(f"more precision than one micro: {value!r}")
@@ -51,6 +62,8 @@ def parse_micros(value: object, *, allow_negative: bool = False) -> int:
         raise MoneyError(
             f"money must be a decimal string or integer micros, not {type(value).__name__}"
         )
+    if abs(micros) > MAX_MICROS:
+        raise MoneyError(f"amount out of range: {value!r}")
     if micros < 0 and not allow_negative:
         raise MoneyError(f"amount must not be negative: {value!r}")
     return micros
@@ -80,10 +93,4 @@ def amount_to_micros(text: str) -> int:
     """
     if not isinstance(text, str):
         raise MoneyError(f"provider amount must be a decimal string, not {type(text).__name__}")
-    try:
-        amount = Decimal(text.strip())
-    except InvalidOperation:
-        raise MoneyError(f"not a decimal amount: {text!r}") from None
-    if not amount.is_finite():
-        raise MoneyError(f"not a finite amount: {text!r}")
-    return round_micros(amount * MICROS_PER_UNIT)
+    return round_micros(_decimal(text) * MICROS_PER_UNIT)

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     provider_honours_idempotency: bool = True
     """False for a provider that ignores Idempotency-Key: unresolved attempts
     are then looked up by attempt ID, or marked in doubt, never re-sent."""
+    webhook_secret: SecretStr | None = None
+    """HMAC-SHA256 secret the provider signs webhooks with (``campaigns ingress``)."""
     queue_name: str = "dispatcher:queue"
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"

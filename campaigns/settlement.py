@@ -45,23 +45,25 @@ def parse_call_event(payload: Any) -> tuple[str, CallInfo]:
             payload = json.loads(payload)
         except json.JSONDecodeError as exc:
             raise EventError(f"not JSON: {exc.msg}") from None
+        except (UnicodeDecodeError, RecursionError):
+            raise EventError("not JSON: undecodable body") from None
     if not isinstance(payload, dict):
         raise EventError("event must be a JSON object")
     event = payload.get("event")
-    if event not in _EVENTS:
+    if not isinstance(event, str) or event not in _EVENTS:
         raise EventError(f"event: unsupported {event!r}")
     call = payload.get("call")
     if not isinstance(call, dict) or not isinstance(call.get("id"), str) or not call["id"]:
         raise EventError("call.id: missing")
     status = call.get("status") or event.removeprefix("call.")
-    if status not in FINAL_STATUSES:
+    if not isinstance(status, str) or status not in FINAL_STATUSES:
         raise EventError(f"call.status: {status!r} is not final")
     billsec = call.get("billsec_seconds")
     cost: int | None = None
     if call.get("cost_amount") is not None:
         try:
             cost = amount_to_micros(call["cost_amount"])
-        except MoneyError as exc:
+        except (MoneyError, TypeError) as exc:
             raise EventError(f"call.cost_amount: {exc}") from None
     variables = payload.get("variables")
     return event, CallInfo(

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from campaigns.money import MoneyError, parse_micros
+from campaigns.money import MAX_MICROS, MoneyError, parse_micros
 from campaigns.rating import PRESETS, Increments, Rate, RateError
 
 __all__ = [
@@ -75,6 +75,8 @@ def _micros_int(value: object) -> object:
         raise ValueError("must be an integer number of micros")
     if value < 0:
         raise ValueError("must not be negative")
+    if value > MAX_MICROS:
+        raise ValueError("out of range")
     return value
 
 
@@ -213,7 +215,9 @@ class CampaignSpec(_Strict):
     @model_validator(mode="after")
     def _normalize(self) -> Self:
         if (self.budget is None) == (self.budget_micros is None):
-            raise ValueError("give exactly one of budget (decimal string) or budget_micros")
+            raise _FieldError(
+                "budget", "give exactly one of budget (decimal string) or budget_micros"
+            )
         strict = self.strict_numbers
         try:
             caller = normalize_number(self.caller_id, strict=strict)

@@ -103,13 +103,6 @@ def test_classify(status: int | None, code: str | None, expected: ErrorClass) ->
     assert classify(status, code) is expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG errors.py: 429 'rate_limited' (the code the sandbox sends on 429) matches the "
-        "halt prefix 'rate_' and halts the campaign instead of retrying with Retry-After"
-    ),
-)
 @pytest.mark.parametrize("code", ["rate_limited", "rate_limit_exceeded"])
 def test_429_rate_limited_is_transient(code: str) -> None:
     assert classify(429, code) is TRANSIENT

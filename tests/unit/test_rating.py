@@ -213,7 +213,9 @@ def test_cost_is_monotonic(rate: Rate, a: int, b: int) -> None:
 
 
 @given(rates_st, seconds_st, st.data())
-def test_worst_case_covers_every_shorter_call(rate: Rate, max_seconds: int, data: st.DataObject) -> None:
+def test_worst_case_covers_every_shorter_call(
+    rate: Rate, max_seconds: int, data: st.DataObject
+) -> None:
     seconds = data.draw(st.integers(min_value=0, max_value=max_seconds))
     assert rate.worst_case_micros(max_seconds) >= rate.cost_micros(seconds)
     tokens = data.draw(st.integers(min_value=0, max_value=100))
@@ -244,5 +246,9 @@ def test_tokens_never_cost_more_credit(rate: Rate, seconds: int, tokens: int) ->
 @given(rates_st, seconds_st)
 def test_cost_formula(rate: Rate, seconds: int) -> None:
     billed = rate.billed_seconds(seconds)
-    expected = 0 if billed == 0 else ceil_div(billed * rate.per_minute_micros, 60) + rate.connect_fee_micros
+    expected = (
+        0
+        if billed == 0
+        else ceil_div(billed * rate.per_minute_micros, 60) + rate.connect_fee_micros
+    )
     assert rate.cost_micros(seconds) == expected
