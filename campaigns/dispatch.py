@@ -21,6 +21,7 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from campaigns.alerts import check_budget_alerts
 from campaigns.errors import ErrorClass, ProviderError
 from campaigns.providers import CallInfo, Provider
 from campaigns.queue import JobQueue
@@ -99,6 +100,8 @@ class Dispatcher:
             outcome, sent, defer = await self._batch(campaign_id, spec, token, log)
         finally:
             await self.store.release_lease(campaign_id, token)
+        if sent:
+            await check_budget_alerts(self.store, self.queue, campaign_id)
 
         next_seq: int | None = None
         if outcome in ("batch_done", "in_flight_full", "budget_wait", "empty", "unresolved_left"):

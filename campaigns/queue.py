@@ -13,6 +13,7 @@ from typing import Any
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
 __all__ = [
+    "JOB_ALERT",
     "JOB_CALL_EVENT",
     "JOB_DISPATCH",
     "JOB_RECONCILE",
@@ -25,6 +26,7 @@ __all__ = [
 JOB_DISPATCH = "dispatch_campaign"
 JOB_CALL_EVENT = "record_call_event"
 JOB_RECONCILE = "reconcile_campaign"
+JOB_ALERT = "deliver_alert"
 
 
 def _jsonable(value: Any) -> Any:
@@ -72,6 +74,11 @@ class JobQueue:
     async def call_event(self, payload: dict[str, Any], job_id: str | None = None) -> None:
         await self.redis.enqueue_job(
             JOB_CALL_EVENT, payload, _job_id=job_id, _queue_name=self.queue_name
+        )
+
+    async def alert(self, url: str, payload: dict[str, Any], job_id: str) -> None:
+        await self.redis.enqueue_job(
+            JOB_ALERT, url, payload, _job_id=job_id, _queue_name=self.queue_name
         )
 
     async def reconcile(self, campaign_id: str, defer_seconds: float = 0.0) -> None:

@@ -13,9 +13,11 @@ from typing import Any
 
 import structlog
 
+from campaigns.alerts import check_budget_alerts
 from campaigns.errors import ProviderError
 from campaigns.money import MoneyError, amount_to_micros
 from campaigns.providers import FINAL_STATUSES, CallInfo, Provider
+from campaigns.queue import JobQueue
 from campaigns.rating import Rate
 from campaigns.settings import Settings
 from campaigns.spec import RateSpec
@@ -79,8 +81,15 @@ def parse_call_event(payload: Any) -> tuple[str, CallInfo]:
 
 
 class Settler:
-    def __init__(self, store: Store, provider: Provider, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        provider: Provider,
+        settings: Settings,
+        queue: JobQueue | None = None,
+    ) -> None:
         self.store = store
+        self.queue = queue
         self.provider = provider
         self.settings = settings
         self._rates: dict[str, tuple[Rate, str]] = {}
@@ -151,6 +160,8 @@ class Settler:
             currency=currency,
             currency_mismatch=mismatch,
         )
+        if result in ("ok", "over_reservation"):
+            await check_budget_alerts(self.store, self.queue, attempt.campaign_id)
         if result == "over_reservation":
             log.error("cost_over_reservation", cost_micros=cost, reserved=attempt.reserved_micros)
         elif result == "ok":

@@ -6,8 +6,11 @@ import os
 import uuid
 from typing import Any
 
+import httpx
 import structlog
+from arq import Retry
 
+from campaigns import alerts
 from campaigns.dispatch import BatchResult, Dispatcher
 from campaigns.logs import configure_logging, register_secret
 from campaigns.providers import make_provider
@@ -19,6 +22,7 @@ from campaigns.store import Store
 from campaigns.sweeper import sweep
 
 __all__ = [
+    "deliver_alert",
     "dispatch_campaign",
     "poll_calls",
     "reconcile_campaign",
@@ -49,7 +53,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         queue=queue,
         provider=provider,
         dispatcher=Dispatcher(store, provider, queue, settings, worker_id=worker_id),
-        settler=Settler(store, provider, settings),
+        settler=Settler(store, provider, settings, queue),
     )
     log.info(
         "worker_started",
@@ -95,6 +99,18 @@ async def reconcile_campaign(ctx: dict[str, Any], campaign_id: Any) -> dict[str,
     campaign_id = _text(campaign_id, "campaign_id")
     report = await reconcile(ctx["store"], ctx["provider"], campaign_id)
     return report.to_json()
+
+
+async def deliver_alert(ctx: dict[str, Any], url: Any, payload: Any) -> int:
+    """POST a budget alert to the campaign's configured webhook (retried on failure)."""
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise BadJob("url: expected an http(s) URL")
+    if not isinstance(payload, dict):
+        raise BadJob("payload: expected a JSON object")
+    try:
+        return await alerts.deliver_alert(url, payload)
+    except httpx.HTTPError as exc:
+        raise Retry(defer=min(60, 2 ** ctx.get("job_try", 1))) from exc
 
 
 async def poll_calls(ctx: dict[str, Any]) -> int:

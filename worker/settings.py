@@ -11,6 +11,7 @@ from arq.connections import RedisSettings
 from campaigns.queue import json_deserializer, json_serializer
 from campaigns.settings import Settings
 from worker.jobs import (
+    deliver_alert,
     dispatch_campaign,
     poll_calls,
     reconcile_campaign,
@@ -34,6 +35,7 @@ class WorkerSettings:
         func(dispatch_campaign, max_tries=1, keep_result=60),
         func(record_call_event, max_tries=3, keep_result=3600),
         func(reconcile_campaign, max_tries=3, keep_result=3600),
+        func(deliver_alert, max_tries=6, keep_result=3600),
     ]
     cron_jobs: ClassVar[list[Any]] = [
         cron(poll_calls, second=set(range(60)), timeout=30, run_at_startup=True),
