@@ -1,0 +1,332 @@
+"""Chaos: SIGKILL real workers (also between request and record), run several at once,
+turn on provider faults, pause and resume under fire; then check DESIGN.md's
+invariants against the sandbox's ledger.
+
+The run is seeded; the seed is printed so a failure can be replayed with
+``pytest tests/chaos --chaos-seed N``. ``--soak`` runs longer with more contacts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from campaigns.control import CampaignClient, ControlError
+from campaigns.redis_server import RedisServer
+from campaigns.sandbox import SandboxServer, parse_rfc3339
+from campaigns.settings import Settings
+from campaigns.spec import parse_spec
+from tests.conftest import spec_dict
+from tests.support import WorkerProcess, creates, wait_for
+
+pytestmark = pytest.mark.chaos
+
+
+@dataclass
+class Observations:
+    budget_samples: int = 0
+    budget_violations: list[tuple[str, int, int, int]] = field(default_factory=list)
+    pause_windows: list[tuple[str, float, float]] = field(default_factory=list)
+    kills: int = 0
+    injected_kills: int = 0
+
+
+@pytest.fixture
+def chaos_seed(request: pytest.FixtureRequest) -> int:
+    seed = request.config.getoption("--chaos-seed")
+    if seed is None:
+        seed = random.SystemRandom().randrange(1, 2**31)
+    print(f"\nchaos seed: {seed} (replay with --chaos-seed {seed})")
+    return int(seed)
+
+
+async def _sample_budget(url: str, campaign_ids: list[str], obs: Observations, stop: asyncio.Event) -> None:
+    """Sample spent + reserved <= budget while everything runs."""
+    r = aioredis.Redis.from_url(url)
+    try:
+        while not stop.is_set():
+            for cid in campaign_ids:
+                try:
+                    spent, reserved, budget = await r.hmget(f"dsp:c:{cid}:meta", "spent", "reserved", "budget")
+                except (OSError, aioredis.ConnectionError):
+                    continue
+                if budget is None:
+                    continue
+                s, rv, b = int(spent), int(reserved), int(budget)
+                obs.budget_samples += 1
+                if s + rv > b or rv < 0:
+                    obs.budget_violations.append((cid, s, rv, b))
+            await asyncio.sleep(0.02)
+    finally:
+        await r.aclose()
+
+
+def _check_ledger(
+    ledger: list[dict[str, Any]], campaign_ids: list[str], obs: Observations
+) -> dict[str, set[str]]:
+    """One accepted call per contact, and nothing sent inside a pause window."""
+    accepted: dict[str, set[str]] = {}
+    for cid in campaign_ids:
+        per_contact: dict[str, set[str]] = defaultdict(set)
+        for entry in creates(ledger, cid):
+            if entry["status"] in (200, 201) and entry["call_id"]:
+                per_contact[entry["variables"]["contact_ref"]].add(entry["call_id"])
+        doubles = {ref: ids for ref, ids in per_contact.items() if len(ids) > 1}
+        assert not doubles, f"{cid}: contacts with more than one call: {doubles}"
+        accepted[cid] = {i for ids in per_contact.values() for i in ids}
+    for cid, start, end in obs.pause_windows:
+        inside = [
+            e for e in creates(ledger, cid) if start <= parse_rfc3339(e["received_at"]) <= end
+        ]
+        assert not inside, f"{cid}: create requests while paused: {inside[:3]}"
+    return accepted
+
+
+async def _chaos_run(
+    *,
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+    seed: int,
+    campaigns: int,
+    contacts: int,
+    duration: float,
+    honour_idempotency: bool = True,
+    redis_server: RedisServer | None = None,
+) -> Observations:
+    rng = random.Random(seed)
+    obs = Observations()
+    sandbox.configure(
+        seed=seed,
+        honour_idempotency=honour_idempotency,
+        call_duration_real_seconds=0.3,
+        latency_seconds=0.005,
+    )
+    kill_env = {"DISPATCHER_FAULT_KILL_AFTER_SEND": "0.04"}
+    config = settings.model_copy(update={"provider_honours_idempotency": honour_idempotency})
+    workers = [start_worker(config, **kill_env) for _ in range(3)]
+    ids = [f"chaos{n}" for n in range(campaigns)]
+    for cid in ids:
+        spec = spec_dict(cid, contacts=contacts, budget="100.00")
+        spec["pacing"] = {"calls_per_second": 40, "batch_size": 8, "max_in_flight": 30}
+        await client.submit(parse_spec(spec))
+
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(_sample_budget(settings.redis_url, ids, obs, stop))
+    deadline = time.monotonic() + duration
+    faults_on = False
+    redis_restarted = False
+    try:
+        while time.monotonic() < deadline:
+            await asyncio.sleep(rng.uniform(0.3, 1.2))
+            # Workers that killed themselves at the injection point are replaced.
+            for i, w in enumerate(workers):
+                if not w.alive:
+                    obs.injected_kills += 1
+                    workers[i] = start_worker(config, **kill_env)
+            action = rng.random()
+            if action < 0.35:
+                victim = rng.randrange(len(workers))
+                workers[victim].kill()
+                obs.kills += 1
+                workers[victim] = start_worker(config, **kill_env)
+            elif action < 0.5:
+                faults_on = not faults_on
+                sandbox.configure(
+                    error_rate=0.08 if faults_on else 0.0,
+                    rate_limit_rate=0.05 if faults_on else 0.0,
+                    accept_then_fail_rate=0.08 if faults_on else 0.0,
+                    accept_then_hang_rate=0.02 if faults_on else 0.0,
+                    hang_seconds=settings.provider_timeout_seconds + 1,
+                    retry_after_seconds=0,
+                )
+            elif action < 0.7:
+                cid = rng.choice(ids)
+                try:
+                    await client.pause(cid)
+                except ControlError:
+                    continue  # already finished or cancelled-by-state; fine
+                start = time.time()
+                await asyncio.sleep(rng.uniform(0.5, 1.5))
+                end = time.time()
+                obs.pause_windows.append((cid, start, end))
+                await client.resume(cid)
+            elif action < 0.75 and redis_server is not None and not redis_restarted:
+                redis_restarted = True
+                redis_server.restart()
+        # Calm down: no injected kills or faults, so the run can finish.
+        sandbox.configure(
+            error_rate=0.0, rate_limit_rate=0.0, accept_then_fail_rate=0.0, accept_then_hang_rate=0.0
+        )
+        for i, w in enumerate(workers):
+            w.kill()
+            workers[i] = start_worker(config)
+
+        async def finished() -> bool:
+            for cid in ids:
+                c = await client.get(cid)
+                if c.state == "paused" and c.halt and c.halt["code"] == "provider_unavailable":
+                    await client.resume(cid)
+                    return False
+                if c.state != "completed" or c.settled != c.accepted:
+                    return False
+            return True
+
+        await wait_for(finished, timeout=120, interval=0.5, what="all chaos campaigns settled")
+    finally:
+        stop.set()
+        await sampler
+    return obs
+
+
+async def test_chaos_kills_faults_pauses_keep_the_invariants(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+    chaos_seed: int,
+    request: pytest.FixtureRequest,
+    redis_server: RedisServer,
+) -> None:
+    soak = request.config.getoption("--soak")
+    contacts = 1000 if soak else 60
+    duration = 900.0 if soak else 25.0
+    obs = await _chaos_run(
+        client=client,
+        sandbox=sandbox,
+        settings=settings,
+        start_worker=start_worker,
+        seed=chaos_seed,
+        campaigns=3,
+        contacts=contacts,
+        duration=duration,
+        redis_server=redis_server,
+    )
+    ids = [f"chaos{n}" for n in range(3)]
+    ledger = sandbox.ledger()
+    accepted = _check_ledger(ledger, ids, obs)
+    lost = 0
+    for cid in ids:
+        campaign = await client.get(cid)
+        assert campaign.accepted == contacts, f"{cid}: {campaign}"
+        assert campaign.in_doubt == 0
+        assert len(accepted[cid]) == contacts
+        for call_id in accepted[cid]:
+            attempt_id = await client.store.attempt_for_call(call_id)
+            if attempt_id is None or not attempt_id.startswith(f"{cid}:"):
+                lost += 1
+        assert campaign.reserved_micros == 0
+    assert lost == 0, f"{lost} accepted call IDs not recorded"
+    assert not obs.budget_violations, obs.budget_violations[:5]
+    assert obs.budget_samples > 100
+    print(
+        f"chaos summary: seed={chaos_seed} contacts={3 * contacts} kills={obs.kills} "
+        f"injected_kills={obs.injected_kills} pauses={len(obs.pause_windows)} "
+        f"create_requests={len(ledger)} duplicates=0 lost_ids={lost} "
+        f"budget_samples={obs.budget_samples}"
+    )
+
+
+async def test_chaos_without_idempotency_never_dials_twice(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+    chaos_seed: int,
+) -> None:
+    """A provider that ignores Idempotency-Key: lost answers are looked up by attempt
+    ID or left in doubt for an operator; the ledger never shows a second call."""
+    obs = await _chaos_run_until_quiet(
+        client, sandbox, settings, start_worker, chaos_seed, honour_idempotency=False
+    )
+    ids = ["chaos0", "chaos1"]
+    ledger = sandbox.ledger()
+    _check_ledger(ledger, ids, obs)
+    for cid in ids:
+        campaign = await client.get(cid)
+        for call_id in {e["call_id"] for e in creates(ledger, cid) if e["call_id"]}:
+            assert await client.store.attempt_for_call(call_id) is not None or campaign.in_doubt > 0
+    print(f"no-idempotency summary: seed={chaos_seed} kills={obs.kills} injected={obs.injected_kills}")
+
+
+async def _chaos_run_until_quiet(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+    seed: int,
+    *,
+    honour_idempotency: bool,
+) -> Observations:
+    rng = random.Random(seed)
+    obs = Observations()
+    sandbox.configure(seed=seed, honour_idempotency=False, call_duration_real_seconds=0.3)
+    config = settings.model_copy(update={"provider_honours_idempotency": honour_idempotency})
+    env = {"DISPATCHER_FAULT_KILL_AFTER_SEND": "0.1"}
+    workers = [start_worker(config, **env) for _ in range(3)]
+    for cid in ("chaos0", "chaos1"):
+        spec = spec_dict(cid, contacts=30)
+        spec["pacing"] = {"calls_per_second": 30, "batch_size": 5, "max_in_flight": 30}
+        await client.submit(parse_spec(spec))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        await asyncio.sleep(rng.uniform(0.3, 1.0))
+        for i, w in enumerate(workers):
+            if not w.alive:
+                obs.injected_kills += 1
+                workers[i] = start_worker(config, **env)
+        if rng.random() < 0.4:
+            victim = rng.randrange(3)
+            workers[victim].kill()
+            obs.kills += 1
+            workers[victim] = start_worker(config, **env)
+    for i, w in enumerate(workers):
+        w.kill()
+        workers[i] = start_worker(config)
+
+    async def quiet() -> bool:
+        for cid in ("chaos0", "chaos1"):
+            c = await client.get(cid)
+            if c.state not in ("completed", "halted") or c.unresolved:
+                return False
+        return True
+
+    await wait_for(quiet, timeout=90, interval=0.5, what="campaigns done or waiting for review")
+    return obs
+
+
+async def test_a_killed_dispatcher_is_replaced_within_30_seconds(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    sandbox.configure(latency_seconds=0.02)
+    workers = {w.proc.pid: w for w in (start_worker(), start_worker())}
+    spec = spec_dict("recover", contacts=200)
+    # One long batch: the lease holder is mid-batch when it is killed.
+    spec["pacing"] = {"calls_per_second": 10, "batch_size": 200, "max_in_flight": 200}
+    await client.submit(parse_spec(spec))
+    await wait_for(lambda: _sent(sandbox, "recover", 5), timeout=20, what="first calls")
+    holder = await wait_for(lambda: client.store.lease_holder("recover"), timeout=10, interval=0.01)
+    pid = int(holder.split(":")[1])
+    victim = workers[pid]
+    before = len(creates(sandbox.ledger(), "recover"))
+    victim.kill()
+    killed_at = time.monotonic()
+    await wait_for(lambda: _sent(sandbox, "recover", before + 1), timeout=30, what="recovery")
+    recovered_in = time.monotonic() - killed_at
+    print(f"recovered {recovered_in:.1f}s after SIGKILL of the lease holder")
+    assert recovered_in < 30
+
+
+async def _sent(sandbox: SandboxServer, campaign_id: str, floor: int) -> bool:
+    return len(creates(sandbox.ledger(), campaign_id)) >= floor

@@ -1,0 +1,635 @@
+"""A hypothesis state machine that drives the Redis store the way workers and operators do.
+
+Several simulated workers (each with its own lease token) claim contacts, record
+accepted / rejected / in-doubt outcomes, resolve and settle calls, while operators
+pause, resume, cancel and halt, the dispatcher pauses for a provider cool-down and
+the sweeper ends it. Everything runs against the session's real ``redis-server``.
+
+A plain-Python model predicts every script's answer (claim outcome and contact,
+record/settle results, transitions, leases) from the attempts it has seen, not
+from the store's counters; after every step the invariants of DESIGN.md are read
+back from Redis: ``spent + reserved <= budget``, reservations and counters match
+the attempt hashes, no contact is lost or dialled twice, call IDs map back to
+their attempts, and nothing is claimed unless the campaign runs and the claimer
+holds the lease.
+
+``STORE_SM_EXAMPLES=500`` runs a longer bug hunt than the CI default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from redis.asyncio import Redis
+
+from campaigns.spec import CampaignSpec, parse_spec
+from campaigns.store import Claim, Store, StoreError, SubmitConflict, now_ms
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+PREFIX = "dsp"
+WORKERS = ("w0", "w1", "w2")
+TOKENS = {w: f"lease-token-{w}" for w in WORKERS}
+LEASE_TTL_SECONDS = 600.0  # never lapses by itself during a run: lapses are simulated
+COOLDOWN_MS = 600_000
+LIVE = ("sending", "in_doubt")
+
+
+@dataclass
+class AttemptModel:
+    attempt_id: str
+    cid: str
+    contact: int
+    reserved: int
+    worker: str
+    status: str = "sending"  # sending | in_doubt | accepted | rejected
+    call_id: str | None = None
+    reject_kind: str | None = None
+    settled: bool = False
+    cost: int = 0
+    alt_calls: int = 0
+
+    @property
+    def holds_reservation(self) -> bool:
+        return self.status in LIVE or (self.status == "accepted" and not self.settled)
+
+
+@dataclass
+class CampaignModel:
+    cid: str
+    spec: CampaignSpec
+    budget: int
+    worst: int
+    max_in_flight: int
+    contacts: int
+    state: str = "queued"
+    halt_code: str | None = None
+    cooldown_until: int | None = None
+    lease: str | None = None
+    pending: list[int] = field(default_factory=list)
+    tries: dict[int, int] = field(default_factory=dict)
+    attempts: list[AttemptModel] = field(default_factory=list)
+    stopped: bool = False  # paused/halted/cancelled since the last successful resume
+
+    def live(self) -> list[AttemptModel]:
+        return [a for a in self.attempts if a.holds_reservation]
+
+    def reserved(self) -> int:
+        return sum(a.reserved for a in self.live())
+
+    def spent(self) -> int:
+        return sum(a.cost for a in self.attempts if a.settled)
+
+    def set_state(self, state: str) -> None:
+        self.state = state
+        self.cooldown_until = None
+
+
+def _spec(cid: str, contacts: int, budget: int, max_in_flight: int, seconds: int) -> CampaignSpec:
+    return parse_spec(
+        {
+            "campaign_id": cid,
+            "name": f"state machine {cid}",
+            "caller_id": "+15551230001",
+            "currency": "EUR",
+            "budget_micros": budget,
+            "rate": {"per_minute": "0.01", "increments": "60/60", "connect_fee": "0"},
+            "max_call_seconds": seconds,
+            "pacing": {"calls_per_second": 50, "batch_size": 10, "max_in_flight": max_in_flight},
+            "contacts": [
+                {"to": f"+1555124{i:04d}", "ref": f"ref_{i}", "variables": {}}
+                for i in range(contacts)
+            ],
+        }
+    )
+
+
+campaign_shapes = st.fixed_dictionaries(
+    {
+        "contacts": st.integers(3, 8),
+        "budget": st.integers(50_000, 120_000),
+        "max_in_flight": st.integers(2, 3),
+        "seconds": st.sampled_from([61, 61, 120, 30]),  # worst case 20,000 or 10,000 micros
+        "start": st.sampled_from([True] * 5 + [False]),
+    }
+)
+
+
+def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
+    class StoreMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.loop = asyncio.new_event_loop()
+            self.redis: Redis = Redis.from_url(redis_url)
+            self.store = Store(self.redis, prefix=PREFIX)
+            self.campaigns: dict[str, CampaignModel] = {}
+            self.run(self.redis.flushall())
+
+        def run(self, coro: Coroutine[Any, Any, T]) -> T:
+            return self.loop.run_until_complete(coro)
+
+        def teardown(self) -> None:
+            try:
+                self.run(self.redis.aclose())
+            finally:
+                self.loop.close()
+
+        # ------------------------------------------------------------ helpers
+        def attempts(self) -> list[AttemptModel]:
+            return [a for c in self.campaigns.values() for a in c.attempts]
+
+        def pick_campaign(self, data: st.DataObject) -> CampaignModel:
+            return self.campaigns[data.draw(st.sampled_from(sorted(self.campaigns)), "campaign")]
+
+        def pick_attempt(self, data: st.DataObject, prefer: Any = None) -> AttemptModel:
+            """Mostly an attempt ``prefer`` selects (when there is one), sometimes any."""
+            everything = self.attempts()
+            pool = [a for a in everything if prefer(a)] if prefer else []
+            if pool and data.draw(st.integers(0, 3), "preferred"):
+                return data.draw(st.sampled_from(pool), "attempt")
+            return data.draw(st.sampled_from(everything), "attempt")
+
+        def expect_claim(self, c: CampaignModel, token: str) -> tuple[str, int | None]:
+            """What the claim script must answer, derived from the model's attempts."""
+            if c.state != "running":
+                return "not_running", None
+            if c.lease != token:
+                return "lease_lost", None
+            if not c.pending:
+                if any(a.status == "sending" for a in c.attempts):
+                    return "empty", None
+                if any(a.status == "in_doubt" for a in c.attempts):
+                    return "needs_review", None
+                return "completed", None
+            if len(c.live()) >= c.max_in_flight:
+                return "in_flight_full", None
+            if c.spent() + c.reserved() + c.worst > c.budget:
+                return ("budget_wait" if c.reserved() > 0 else "budget_exhausted"), None
+            return "claimed", c.pending[0]
+
+        # ------------------------------------------------------------ setup
+        @initialize(shapes=st.lists(campaign_shapes, min_size=1, max_size=2))
+        def submit_campaigns(self, shapes: list[dict[str, Any]]) -> None:
+            for n, shape in enumerate(shapes):
+                cid = f"sm-{n}"
+                spec = _spec(
+                    cid, shape["contacts"], shape["budget"], shape["max_in_flight"], shape["seconds"]
+                )
+                assert self.run(self.store.submit(spec)) == "created"
+                c = CampaignModel(
+                    cid=cid,
+                    spec=spec,
+                    budget=shape["budget"],
+                    worst=spec.worst_case_call_micros(),
+                    max_in_flight=shape["max_in_flight"],
+                    contacts=shape["contacts"],
+                    pending=list(range(shape["contacts"])),
+                )
+                assert c.worst == (20_000 if shape["seconds"] > 60 else 10_000)
+                self.campaigns[cid] = c
+                if shape["start"]:
+                    assert self.run(self.store.transition(cid, ["queued"], "running")) == (
+                        True,
+                        "queued",
+                    )
+                    c.set_state("running")
+
+        # ------------------------------------------------------------ submit again
+        @rule(data=st.data(), what=st.sampled_from(["same", "different", "missing"]))
+        def resubmit(self, data: st.DataObject, what: str) -> None:
+            """Submit again: same spec a no-op, different spec refused; unknown IDs refused."""
+            if what == "missing":
+                with pytest.raises(StoreError):
+                    self.run(self.store.transition("sm-missing", ["running"], "paused"))
+                return
+            c = self.pick_campaign(data)
+            if what == "same":
+                assert self.run(self.store.submit(c.spec)) == "exists"
+                return
+            other = _spec(c.cid, c.contacts, c.budget + 1, c.max_in_flight, 61)
+            with pytest.raises(SubmitConflict):
+                self.run(self.store.submit(other))
+
+        # ------------------------------------------------------------ leases
+        @rule(
+            data=st.data(),
+            worker=st.sampled_from(WORKERS),
+            op=st.sampled_from(["acquire", "acquire", "release", "lapse"]),
+        )
+        def lease(self, data: st.DataObject, worker: str, op: str) -> None:
+            c = self.pick_campaign(data)
+            token = TOKENS[worker]
+            if op == "acquire":
+                got = self.run(self.store.acquire_lease(c.cid, token, LEASE_TTL_SECONDS))
+                assert got == (c.lease in (None, token)), (c.lease, token)
+                if got:
+                    c.lease = token
+            elif op == "release":
+                self.run(self.store.release_lease(c.cid, token))
+                if c.lease == token:
+                    c.lease = None
+            else:  # the holder died: its lease lapses
+                self.run(self.redis.delete(f"{PREFIX}:c:{c.cid}:lease"))
+                c.lease = None
+
+        # ------------------------------------------------------------ claims
+        def _claim(self, c: CampaignModel, worker: str) -> Claim:
+            token = TOKENS[worker]
+            expected, index = self.expect_claim(c, token)
+            state_before, lease_before = c.state, c.lease
+            result = self.run(self.store.claim(c.cid, token))
+            assert result.outcome == expected, (result, expected, c.state, c.lease)
+            event(f"claim: {result.outcome}")
+            if result.outcome == "claimed":
+                # Invariants 4 and 5: only a running campaign, only the lease holder.
+                assert state_before == "running" and lease_before == token
+                assert not c.stopped
+                assert result.attempt is not None and index is not None
+                c.pending.pop(0)
+                c.tries[index] = c.tries.get(index, 0) + 1
+                attempt_id = f"{c.cid}:{index:06d}:{c.tries[index]}"
+                assert result.attempt.attempt_id == attempt_id
+                assert result.attempt.contact_index == index
+                assert result.attempt.to == f"+1555124{index:04d}"
+                assert result.attempt.reserved_micros == c.worst
+                c.attempts.append(AttemptModel(attempt_id, c.cid, index, c.worst, worker))
+            elif result.outcome == "needs_review":
+                c.set_state("halted")
+                c.halt_code = "in_doubt_review"
+            elif result.outcome == "budget_exhausted":
+                c.set_state("halted")
+                c.halt_code = "budget_exhausted"
+            elif result.outcome == "completed":
+                c.set_state("completed")
+            return result
+
+        @rule(data=st.data(), worker=st.sampled_from(WORKERS), holder=st.booleans())
+        def claim(self, data: st.DataObject, worker: str, holder: bool) -> None:
+            """A claim, mostly by the lease holder, sometimes by whoever (it must fail)."""
+            c = self.pick_campaign(data)
+            if holder and c.lease is not None:
+                worker = next(w for w in WORKERS if TOKENS[w] == c.lease)
+            self._claim(c, worker)
+
+        @rule(data=st.data(), worker=st.sampled_from(WORKERS), calls=st.integers(1, 3))
+        def dispatch_batch(self, data: st.DataObject, worker: str, calls: int) -> None:
+            """What a dispatcher does: take the lease, then claim until told to stop."""
+            c = self.pick_campaign(data)
+            token = TOKENS[worker]
+            got = self.run(self.store.acquire_lease(c.cid, token, LEASE_TTL_SECONDS))
+            assert got == (c.lease in (None, token))
+            if not got:
+                return
+            c.lease = token
+            for _ in range(calls):
+                if self._claim(c, worker).outcome != "claimed":
+                    break
+
+        # ------------------------------------------------------------ outcomes
+        @precondition(lambda self: self.attempts())
+        @rule(data=st.data(), mode=st.sampled_from(["fresh", "fresh", "same_again", "other_id"]))
+        def record_accepted(self, data: st.DataObject, mode: str) -> None:
+            if mode == "fresh":
+                a = self.pick_attempt(data, lambda a: a.status in LIVE)
+            else:
+                a = self.pick_attempt(data, lambda a: a.status == "accepted")
+            canonical = f"call-{a.attempt_id}"
+            if mode == "fresh":
+                call_id = canonical
+            elif mode == "same_again":
+                call_id = a.call_id or canonical
+            else:
+                a.alt_calls += 1
+                call_id = f"{canonical}-alt{a.alt_calls}"
+            if a.status in LIVE:
+                expected = "ok"
+            elif a.status == "accepted":
+                expected = "duplicate" if call_id == a.call_id else "conflict"
+            else:
+                expected = "conflict"
+            assert self.run(self.store.record_accepted(a.attempt_id, call_id, 0)) == expected
+            event(f"record_accepted: {expected}")
+            if expected == "ok":
+                a.status, a.call_id = "accepted", call_id
+
+        def _reject(self, a: AttemptModel, kind: Any, code: str) -> str:
+            c = self.campaigns[a.cid]
+            if a.status in LIVE:
+                expected = "ok"
+            elif a.status == "rejected":
+                expected = "duplicate"
+            else:
+                expected = "conflict"
+            got = self.run(self.store.record_rejected(a.attempt_id, kind, code, f"{code} message"))
+            assert got == expected, (got, expected, a)
+            event(f"record_rejected {kind}: {got}")
+            if expected == "ok":
+                a.status, a.reject_kind = "rejected", kind
+                if kind != "contact":
+                    c.pending.insert(0, a.contact)
+                if kind == "halt" and c.state == "running":
+                    c.set_state("halted")
+                    c.halt_code = code
+                    c.stopped = True
+            return got
+
+        @precondition(lambda self: self.attempts())
+        @rule(
+            data=st.data(),
+            kind_code=st.sampled_from(
+                [
+                    ("contact", "invalid_number"),
+                    ("contact", "number_blocked"),
+                    ("halt", "spend_control_exceeded"),
+                    ("halt", "insufficient_balance"),
+                ]
+            ),
+        )
+        def record_rejected(self, data: st.DataObject, kind_code: tuple[str, str]) -> None:
+            a = self.pick_attempt(data, lambda a: a.status in LIVE)
+            self._reject(a, kind_code[0], kind_code[1])
+
+        @precondition(lambda self: self.attempts())
+        @rule(data=st.data())
+        def mark_in_doubt(self, data: st.DataObject) -> None:
+            a = self.pick_attempt(data, lambda a: a.status == "sending")
+            expected = "ok" if a.status == "sending" else a.status
+            assert self.run(self.store.mark_in_doubt(a.attempt_id, "answer lost")) == expected
+            if expected == "ok":
+                a.status = "in_doubt"
+
+        @precondition(lambda self: any(a.status == "in_doubt" for a in self.attempts()))
+        @rule(data=st.data(), found_call=st.booleans())
+        def resolve_in_doubt(self, data: st.DataObject, found_call: bool) -> None:
+            a = data.draw(
+                st.sampled_from([a for a in self.attempts() if a.status == "in_doubt"]), "attempt"
+            )
+            if found_call:
+                call_id = f"call-{a.attempt_id}"
+                assert self.run(self.store.record_accepted(a.attempt_id, call_id, 0)) == "ok"
+                a.status, a.call_id = "accepted", call_id
+            else:
+                assert self._reject(a, "not_placed", "not_placed") == "ok"
+
+        @precondition(lambda self: self.attempts())
+        @rule(data=st.data())
+        def settle(self, data: st.DataObject) -> None:
+            # Mostly an accepted call (settled already, too), sometimes anything at all.
+            if data.draw(st.booleans(), "unsettled_first"):
+                a = self.pick_attempt(data, lambda a: a.status == "accepted" and not a.settled)
+            else:
+                a = self.pick_attempt(data, lambda a: a.status == "accepted")
+            cost = data.draw(st.integers(0, a.reserved) | st.sampled_from([0, a.reserved]), "cost")
+            billsec = cost // 100
+            if a.status != "accepted":
+                expected = a.status
+            elif a.settled:
+                expected = "duplicate"
+            else:
+                expected = "ok"
+            got = self.run(
+                self.store.settle(
+                    a.attempt_id,
+                    final_status="completed",
+                    billsec=billsec,
+                    cost_micros=cost,
+                    estimated=False,
+                    currency="EUR",
+                )
+            )
+            assert got == expected, (got, expected, a)
+            event(f"settle: {got}")
+            if expected == "ok":
+                a.settled, a.cost = True, cost
+
+        # ------------------------------------------------------------ operators
+        def _transition(
+            self, c: CampaignModel, allowed: list[str], to: Any, **kwargs: Any
+        ) -> bool:
+            required = kwargs.get("require_halt_code", "")
+            ok = c.state in allowed and (not required or c.halt_code == required)
+            got = self.run(self.store.transition(c.cid, allowed, to, **kwargs))
+            assert got == (ok, c.state), (got, ok, c.state, c.halt_code)
+            event(f"transition {c.state}->{to}: {'ok' if ok else 'refused'}")
+            if ok:
+                c.set_state(to)
+                c.halt_code = kwargs.get("halt_code") or None
+                if kwargs.get("cooldown_until_ms") is not None:
+                    c.cooldown_until = kwargs["cooldown_until_ms"]
+                c.stopped = to != "running"
+            return ok
+
+        @rule(
+            data=st.data(),
+            op=st.sampled_from(
+                ["pause", "pause", "resume", "resume", "resume", "cancel"]
+                + ["halt", "unavailable", "unavailable", "start"]
+            ),
+        )
+        def operator(self, data: st.DataObject, op: str) -> None:
+            c = self.pick_campaign(data)
+            if op == "pause":
+                self._transition(c, ["queued", "running", "paused"], "paused")
+            elif op == "resume":
+                self._transition(c, ["paused", "halted"], "running")
+            elif op == "start":
+                self._transition(c, ["queued"], "running")
+            elif op == "cancel":
+                self._transition(c, ["queued", "running", "paused", "halted"], "cancelled")
+            elif op == "halt":  # the dispatcher's balance re-check
+                self._transition(
+                    c,
+                    ["running"],
+                    "halted",
+                    halt_code="insufficient_balance",
+                    halt_message="provider balance below one call's worst case",
+                )
+            else:  # the dispatcher's provider_unavailable pause with a cool-down
+                due = data.draw(st.booleans(), "cooldown_due")
+                until = now_ms() + (-COOLDOWN_MS if due else COOLDOWN_MS)
+                self._transition(
+                    c,
+                    ["running"],
+                    "paused",
+                    halt_code="provider_unavailable",
+                    halt_message="create request kept failing",
+                    cooldown_until_ms=until,
+                )
+
+        @rule()
+        def sweeper(self) -> None:
+            """The sweeper's pass: end every cool-down that is due, and only those."""
+            now = now_ms()
+            due = self.run(self.store.due_cooldowns())
+            expected = sorted(
+                c.cid
+                for c in self.campaigns.values()
+                if c.cooldown_until is not None and c.cooldown_until <= now
+            )
+            assert sorted(due) == expected
+            for cid in due:
+                assert self._transition(
+                    self.campaigns[cid],
+                    ["paused"],
+                    "running",
+                    require_halt_code="provider_unavailable",
+                )
+
+        @rule(data=st.data())
+        def sweeper_resume_any(self, data: st.DataObject) -> None:
+            """The sweeper's transition on any campaign: only a provider cool-down ends."""
+            c = self.pick_campaign(data)
+            self._transition(c, ["paused"], "running", require_halt_code="provider_unavailable")
+
+        # ------------------------------------------------------------ invariants
+        @invariant()
+        def store_matches_model(self) -> None:
+            self.run(self._check())
+
+        async def _check(self) -> None:
+            r, store = self.redis, self.store
+            running = {m.decode() for m in await r.smembers(f"{PREFIX}:running")}
+            assert running == {c.cid for c in self.campaigns.values() if c.state == "running"}
+            cooldown = {
+                m.decode(): int(s)
+                for m, s in await r.zrange(f"{PREFIX}:cooldown", 0, -1, withscores=True)
+            }
+            assert cooldown == {
+                c.cid: c.cooldown_until
+                for c in self.campaigns.values()
+                if c.cooldown_until is not None
+            }
+            calls = {
+                k.decode(): v.decode() for k, v in (await r.hgetall(f"{PREFIX}:calls")).items()
+            }
+            unsettled = {m.decode() for m in await r.zrange(f"{PREFIX}:unsettled", 0, -1)}
+            expected_calls: dict[str, str] = {}
+            expected_unsettled: set[str] = set()
+
+            for c in self.campaigns.values():
+                rec = await store.campaign(c.cid)
+                assert rec is not None
+                attempts = [a async for a in store.attempts(c.cid)]
+                by_id = {a.attempt_id: a for a in attempts}
+
+                # The model and the store agree on every attempt.
+                assert [a.attempt_id for a in attempts] == [a.attempt_id for a in c.attempts]
+                for m in c.attempts:
+                    a = by_id[m.attempt_id]
+                    assert (a.status, a.call_id, a.settled, a.reserved_micros) == (
+                        m.status,
+                        m.call_id,
+                        m.settled,
+                        m.reserved,
+                    ), (a, m)
+                    assert a.contact_index == m.contact
+                    if m.settled:
+                        assert a.cost_micros == m.cost and not a.over_reservation
+                    if m.status == "rejected":
+                        assert a.error_code is not None
+                    if m.status == "accepted":
+                        assert m.call_id is not None
+                        expected_calls[m.call_id] = m.attempt_id
+                        # Invariant 7: the call ID maps back to its attempt.
+                        assert await store.attempt_for_call(m.call_id) == m.attempt_id
+                        if not m.settled:
+                            expected_unsettled.add(m.attempt_id)
+
+                assert rec.state == c.state, (rec.state, c.state)
+                assert rec.halt_code == c.halt_code, (rec.halt_code, c.halt_code)
+                assert await store.lease_holder(c.cid) == c.lease
+                assert rec.budget_micros == c.budget and rec.worst_case_micros == c.worst
+
+                # Invariant 1: the budget holds at every instant.
+                assert rec.reserved_micros >= 0 and rec.spent_micros >= 0
+                assert rec.spent_micros + rec.reserved_micros <= rec.budget_micros
+
+                # Invariant 2: reserved is exactly what the live attempts hold.
+                holding = [
+                    a
+                    for a in attempts
+                    if a.status in LIVE or (a.status == "accepted" and not a.settled)
+                ]
+                assert rec.reserved_micros == sum(a.reserved_micros for a in holding)
+                assert rec.reserved_micros == c.reserved()
+                settled = [a for a in attempts if a.settled]
+                assert rec.spent_micros == sum(a.cost_micros or 0 for a in settled)
+                assert rec.spent_micros == c.spent()
+
+                # Invariant 6: counters match the attempts; live is capped.
+                def count(status: str, attempts: list[Any] = attempts) -> int:
+                    return sum(1 for a in attempts if a.status == status)
+
+                assert rec.accepted == count("accepted")
+                assert rec.rejected == count("rejected")
+                assert rec.in_doubt == count("in_doubt")
+                assert rec.settled == len(settled)
+                assert rec.live == len(holding)
+                assert rec.live <= c.max_in_flight
+                assert rec.unresolved == count("sending")
+                unresolved = {
+                    m.decode() for m in await r.zrange(f"{PREFIX}:c:{c.cid}:unresolved", 0, -1)
+                }
+                assert unresolved == {a.attempt_id for a in attempts if a.status == "sending"}
+
+                # Invariant 3: every contact is in exactly one place, none dialled twice.
+                pending = [int(i) for i in await r.lrange(f"{PREFIX}:c:{c.cid}:pending", 0, -1)]
+                assert pending == c.pending
+                assert len(pending) == len(set(pending)) == rec.pending
+                for index in range(c.contacts):
+                    mine = [a for a in attempts if a.contact_index == index]
+                    accepted = [a for a in mine if a.status == "accepted"]
+                    assert len(accepted) <= 1, f"contact {index} accepted twice"
+                    in_flight = [a for a in mine if a.status in LIVE]
+                    final_reject = [
+                        m
+                        for m in c.attempts
+                        if m.contact == index and m.status == "rejected"
+                        if m.reject_kind == "contact"
+                    ]
+                    places = (
+                        (index in pending)
+                        + len(in_flight)
+                        + len(accepted)
+                        + len(final_reject)
+                    )
+                    assert places == 1, (index, pending, mine)
+
+                # Invariant 8: completed only when nothing is pending or in flight.
+                if rec.state == "completed":
+                    assert not pending and not any(a.status in LIVE for a in attempts)
+
+            assert calls == expected_calls  # none lost, none invented
+            assert unsettled == expected_unsettled
+
+    return StoreMachine
+
+
+def test_store_state_machine(redis_url: str) -> None:
+    examples = int(os.environ.get("STORE_SM_EXAMPLES", "60"))
+    run_state_machine_as_test(
+        build_machine(redis_url),
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=40,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
