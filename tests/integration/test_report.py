@@ -1,0 +1,254 @@
+"""``campaigns report`` as operators run it: JSON, CSV and table, against real data.
+
+A small mixed campaign (accepted calls, contact-class rejections, settled
+costs) is dispatched in-process against the sandbox over HTTP; a large one is
+written straight into the store, since only the report's streaming is tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from campaigns.control import CampaignClient
+from campaigns.dispatch import Dispatcher
+from campaigns.money import format_micros
+from campaigns.providers import Provider, make_provider
+from campaigns.sandbox import SandboxServer
+from campaigns.settings import Settings
+from campaigns.settlement import Settler
+from campaigns.spec import parse_spec
+from tests.conftest import API_KEY, spec_dict
+from tests.support import CAMPAIGNS_BIN, ROOT, creates, wait_for, worker_env
+
+# The dashboard fields of seed 000, in the order of DESIGN.md.
+DESIGN_FIELDS = [
+    "attempt_id",
+    "ref",
+    "to",
+    "status",
+    "call_id",
+    "error_code",
+    "request",
+    "final_status",
+    "billsec",
+    "cost_micros",
+    "currency",
+]
+
+
+@pytest.fixture
+async def provider(settings: Settings) -> AsyncIterator[Provider]:
+    p = make_provider(settings)
+    yield p
+    await p.aclose()
+
+
+async def run_cli(settings: Settings, *args: str, **env: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        CAMPAIGNS_BIN,
+        *args,
+        env=worker_env(settings, **env),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def mixed_campaign(
+    client: CampaignClient, sandbox: SandboxServer, provider: Provider, settings: Settings
+) -> dict[str, Any]:
+    """Six contacts: four accepted and settled (one busy), two rejected for the contact."""
+    spec = spec_dict("mixed", contacts=6)
+    numbers = [c["to"] for c in spec["contacts"]]
+    sandbox.configure(
+        call_seconds=75,
+        invalid_numbers=[numbers[1]],
+        blocked_numbers=[numbers[4]],
+        per_number={numbers[3]: {"final_status": "busy"}},
+    )
+    await client.submit(parse_spec(spec))
+    dispatcher = Dispatcher(client.store, provider, client.queue, settings)
+    seq = 1
+    for _ in range(20):
+        result = await dispatcher.run_batch("mixed", seq)
+        if result.next_seq is None:
+            break
+        seq = result.next_seq
+    assert result.outcome == "completed"
+    settler = Settler(client.store, provider, settings)
+
+    async def settled() -> bool:
+        await settler.poll_due()
+        return (await client.get("mixed")).settled == 4
+
+    await wait_for(settled, timeout=10, what="mixed campaign settled")
+    return spec
+
+
+async def test_json_report_is_the_flat_array_of_design_fields(
+    client: CampaignClient, sandbox: SandboxServer, provider: Provider, settings: Settings
+) -> None:
+    spec = await mixed_campaign(client, sandbox, provider, settings)
+    code, out, err = await run_cli(settings, "report", "mixed", "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert isinstance(rows, list)
+    assert len(rows) == 6
+    for row in rows:
+        assert isinstance(row, dict)
+        assert list(row) == DESIGN_FIELDS
+        assert all(not isinstance(v, dict | list) for v in row.values()), "flat rows"
+        assert row["currency"] == "EUR"
+    assert API_KEY not in out + err
+
+    ledger = {e["idempotency_key"]: e for e in creates(sandbox.ledger(), "mixed")}
+    assert len(ledger) == 6
+    by_to = {row["to"]: row for row in rows}
+    numbers = [c["to"] for c in spec["contacts"]]
+    for i, to in enumerate(numbers):
+        row = by_to[to]
+        sent = ledger[row["attempt_id"]]
+        assert row["ref"] == f"cust_{i}"
+        assert row["request"] == sent["body"], "the exact bytes sent"
+        if i in (1, 4):
+            assert row["status"] == "rejected"
+            assert row["error_code"] == ("invalid_destination" if i == 1 else "blocked_destination")
+            assert sent["error_code"] == row["error_code"]
+            assert row["call_id"] is None
+            assert row["cost_micros"] is None, "a rejected attempt is never charged"
+            assert row["final_status"] is None
+            assert row["billsec"] is None
+        else:
+            assert row["status"] == "accepted"
+            assert row["error_code"] is None
+            assert row["call_id"] == sent["call_id"]
+            busy = i == 3
+            assert row["final_status"] == ("busy" if busy else "completed")
+            assert row["billsec"] == (0 if busy else 75)
+            assert row["cost_micros"] == (0 if busy else 20_000)
+
+    campaign = await client.get("mixed")
+    accepted_cost = sum(r["cost_micros"] for r in rows if r["status"] == "accepted")
+    assert accepted_cost == campaign.spent_micros == 3 * 20_000
+
+
+async def test_csv_report_has_a_header_and_one_row_per_attempt(
+    client: CampaignClient, sandbox: SandboxServer, provider: Provider, settings: Settings
+) -> None:
+    await mixed_campaign(client, sandbox, provider, settings)
+    code, out, err = await run_cli(settings, "report", "mixed", "--format", "csv")
+    assert code == 0, err
+    reader = csv.DictReader(io.StringIO(out))
+    assert reader.fieldnames == DESIGN_FIELDS
+    rows = list(reader)
+    assert len(rows) == 6
+    assert len({r["attempt_id"] for r in rows}) == 6
+    rejected = [r for r in rows if r["status"] == "rejected"]
+    assert len(rejected) == 2
+    assert all(r["cost_micros"] == "" and r["call_id"] == "" for r in rejected)
+    assert all(json.loads(r["request"])["to"] == r["to"] for r in rejected)
+    accepted = [r for r in rows if r["status"] == "accepted"]
+    assert sorted(r["cost_micros"] for r in accepted) == ["0", "20000", "20000", "20000"]
+
+
+async def test_table_report_has_calls_rejections_and_a_settled_summary(
+    client: CampaignClient, sandbox: SandboxServer, provider: Provider, settings: Settings
+) -> None:
+    await mixed_campaign(client, sandbox, provider, settings)
+    code, out, err = await run_cli(settings, "report", "mixed", "--format", "table", COLUMNS="240")
+    assert code == 0, err
+    status = await client.status("mixed")
+    rows = [r async for r in client.store.attempts("mixed")]
+    accepted = [r for r in rows if r.status == "accepted"]
+    rejected = [r for r in rows if r.status == "rejected"]
+
+    calls_at = out.index("Calls of mixed")
+    rejected_at = out.index("Rejected attempts (not charged)")
+    summary_at = out.index("Summary (from settled totals)")
+    assert calls_at < rejected_at < summary_at
+    calls_section = out[calls_at:rejected_at]
+    rejected_section = out[rejected_at:summary_at]
+    for attempt in accepted:
+        assert attempt.call_id is not None and attempt.call_id in calls_section
+    for attempt in rejected:
+        assert attempt.call_id is None
+        assert attempt.attempt_id in rejected_section
+        assert attempt.attempt_id not in calls_section
+        assert (attempt.error_code or "-") in rejected_section
+    assert "invalid_destination" in rejected_section and "blocked_destination" in rejected_section
+
+    summary = out[summary_at:]
+    spent = f"{format_micros(status['money']['spent_micros'], 6)} EUR"
+    assert spent == "0.060000 EUR"
+    spent_line = next(line for line in summary.splitlines() if "spent (settled)" in line)
+    assert spent in spent_line
+    assert "completed" in summary
+    assert API_KEY not in out + err
+
+
+async def test_large_campaign_streams_csv_and_json(
+    client: CampaignClient, settings: Settings
+) -> None:
+    n = 2_000
+    spec = spec_dict(
+        "big",
+        contacts=n,
+        budget="100.00",
+        pacing={"calls_per_second": 1000, "batch_size": 1000, "max_in_flight": 100_000},
+    )
+    await client.submit(parse_spec(spec))
+    store = client.store
+    assert (await store.transition("big", ["queued"], "running"))[0]
+    assert await store.acquire_lease("big", "test-writer", 120)
+
+    async def write_one(i: int) -> None:
+        claim = await store.claim("big", "test-writer")
+        assert claim.outcome == "claimed" and claim.attempt is not None
+        attempt_id = claim.attempt.attempt_id
+        body = json.dumps({"to": claim.attempt.to, "n": i}, separators=(",", ":"))
+        await store.save_request(attempt_id, body)
+        if i % 10 == 9:
+            await store.record_rejected(attempt_id, "contact", "invalid_destination", "bad")
+            return
+        assert await store.record_accepted(attempt_id, f"call_big_{i:05d}", 3600) == "ok"
+        if i % 2 == 0:
+            result = await store.settle(
+                attempt_id,
+                final_status="completed",
+                billsec=30,
+                cost_micros=10_000,
+                estimated=False,
+                currency="EUR",
+            )
+            assert result == "ok"
+
+    for start in range(0, n, 200):
+        await asyncio.gather(*(write_one(i) for i in range(start, start + 200)))
+    campaign = await client.get("big")
+    assert campaign.accepted == 1_800 and campaign.rejected == 200
+    assert campaign.settled == 1_000
+
+    code, out, err = await run_cli(settings, "report", "big", "--format", "csv")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == n
+    assert len({r["attempt_id"] for r in rows}) == n
+    assert sum(1 for r in rows if r["status"] == "rejected") == 200
+    assert sum(1 for r in rows if r["cost_micros"] == "10000") == 1_000
+    assert sum(int(r["cost_micros"] or 0) for r in rows) == campaign.spent_micros
+
+    code, out, err = await run_cli(settings, "report", "big", "--format", "json")
+    assert code == 0, err
+    document = json.loads(out)
+    assert len(document) == n
+    assert [r["attempt_id"] for r in document] == [r["attempt_id"] for r in rows]
