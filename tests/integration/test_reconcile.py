@@ -142,9 +142,7 @@ async def test_other_traffic_in_the_window_is_the_variance_and_is_explained(
 ) -> None:
     others = ["+15559990001", "+15559990002"]
     # The other campaign's calls run 90 s: 2 minutes at 0.01 = 20,000 micros each.
-    sandbox.configure(
-        call_seconds=30, per_number={n: {"billsec_seconds": 90} for n in others}
-    )
+    sandbox.configure(call_seconds=30, per_number={n: {"billsec_seconds": 90} for n in others})
     dispatcher, seq = await first_batch(client, provider, settings, spec_dict("mine", contacts=3))
     await other_traffic(sandbox, others)  # inside the campaign's window
     await finish(dispatcher, "mine", seq)
@@ -169,7 +167,7 @@ async def test_unsettled_calls_are_explained(
     await finish(dispatcher, "open", seq)
     await sandbox_billed(sandbox, 3)
     settler = Settler(client.store, provider, settings)
-    first = [a async for a in client.store.attempts("open")][0]
+    first, *_ = [a async for a in client.store.attempts("open")]
     assert await settler.poll_one(first.attempt_id) == "ok"
 
     result = await reconcile(client.store, provider, "open")

@@ -184,7 +184,7 @@ async def test_table_report_has_calls_rejections_and_a_settled_summary(
         assert attempt.call_id is None
         assert attempt.attempt_id in rejected_section
         assert attempt.attempt_id not in calls_section
-        assert (attempt.error_code or "-") in rejected_section
+        assert attempt.error_code is not None and attempt.error_code in rejected_section
     assert "invalid_destination" in rejected_section and "blocked_destination" in rejected_section
 
     summary = out[summary_at:]
@@ -194,6 +194,23 @@ async def test_table_report_has_calls_rejections_and_a_settled_summary(
     assert spent in spent_line
     assert "completed" in summary
     assert API_KEY not in out + err
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: report.write_table truncates call IDs and destinations to '…' at 80 columns",
+)
+async def test_table_report_keeps_call_ids_whole_at_80_columns(
+    client: CampaignClient, sandbox: SandboxServer, provider: Provider, settings: Settings
+) -> None:
+    """Piped to a file or a pager, rich falls back to 80 columns: IDs must survive."""
+    await mixed_campaign(client, sandbox, provider, settings)
+    code, out, err = await run_cli(settings, "report", "mixed", "--format", "table", COLUMNS="80")
+    assert code == 0, err
+    for attempt in [r async for r in client.store.attempts("mixed")]:
+        if attempt.status == "accepted":
+            assert attempt.call_id is not None and attempt.call_id in out
+            assert attempt.to in out
 
 
 async def test_large_campaign_streams_csv_and_json(

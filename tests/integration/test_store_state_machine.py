@@ -131,6 +131,11 @@ campaign_shapes = st.fixed_dictionaries(
 )
 
 
+def costs(reserved: int) -> st.SearchStrategy[int]:
+    """A final cost within the reservation, edges included."""
+    return st.integers(0, reserved) | st.sampled_from([0, reserved])
+
+
 def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
     class StoreMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
@@ -356,6 +361,7 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 [
                     ("contact", "invalid_number"),
                     ("contact", "number_blocked"),
+                    ("contact", "invalid_number"),
                     ("halt", "spend_control_exceeded"),
                     ("halt", "insufficient_balance"),
                 ]
@@ -391,11 +397,13 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
         @rule(data=st.data())
         def settle(self, data: st.DataObject) -> None:
             # Mostly an accepted call (settled already, too), sometimes anything at all.
-            if data.draw(st.booleans(), "unsettled_first"):
+            if data.draw(st.integers(0, 3), "unsettled_first"):
                 a = self.pick_attempt(data, lambda a: a.status == "accepted" and not a.settled)
             else:
                 a = self.pick_attempt(data, lambda a: a.status == "accepted")
-            cost = data.draw(st.integers(0, a.reserved) | st.sampled_from([0, a.reserved]), "cost")
+            self._settle(a, data.draw(costs(a.reserved), "cost"))
+
+        def _settle(self, a: AttemptModel, cost: int) -> None:
             billsec = cost // 100
             if a.status != "accepted":
                 expected = a.status
@@ -417,6 +425,18 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             event(f"settle: {got}")
             if expected == "ok":
                 a.settled, a.cost = True, cost
+
+        @precondition(lambda self: any(a.status == "sending" for a in self.attempts()))
+        @rule(data=st.data())
+        def call_runs_its_course(self, data: st.DataObject) -> None:
+            """The usual life of a call: accepted, then settled from its completed event."""
+            a = data.draw(
+                st.sampled_from([a for a in self.attempts() if a.status == "sending"]), "attempt"
+            )
+            call_id = f"call-{a.attempt_id}"
+            assert self.run(self.store.record_accepted(a.attempt_id, call_id, 0)) == "ok"
+            a.status, a.call_id = "accepted", call_id
+            self._settle(a, data.draw(costs(a.reserved), "cost"))
 
         # ------------------------------------------------------------ operators
         def _transition(
