@@ -93,4 +93,7 @@ def amount_to_micros(text: str) -> int:
     """
     if not isinstance(text, str):
         raise MoneyError(f"provider amount must be a decimal string, not {type(text).__name__}")
-    return round_micros(_decimal(text) * MICROS_PER_UNIT)
+    micros = round_micros(_decimal(text) * MICROS_PER_UNIT)
+    if micros < 0:
+        raise MoneyError(f"a provider charge cannot be negative: {text!r}")
+    return micros

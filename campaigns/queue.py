@@ -11,6 +11,10 @@ import json
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
     "JOB_ALERT",
@@ -21,6 +25,7 @@ __all__ = [
     "json_deserializer",
     "json_serializer",
     "open_queue",
+    "redis_settings",
 ]
 
 JOB_DISPATCH = "dispatch_campaign"
@@ -44,9 +49,25 @@ def json_deserializer(data: bytes) -> Any:
     return json.loads(data)
 
 
+def redis_settings(redis_url: str) -> RedisSettings:
+    """Connection settings that ride out a Redis restart instead of crashing.
+
+    Commands are retried with capped exponential back-off for about 30 s on
+    connection errors. Every script the store runs is safe to repeat (records
+    and settles are idempotent; a repeated claim only leaves an unsent attempt
+    that the next batch sends under its own key).
+    """
+    settings = RedisSettings.from_dsn(redis_url)
+    settings.retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40)
+    settings.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError]
+    settings.retry_on_timeout = True
+    settings.conn_retries = 30
+    return settings
+
+
 async def open_queue(redis_url: str, queue_name: str) -> JobQueue:
     pool = await create_pool(
-        RedisSettings.from_dsn(redis_url),
+        redis_settings(redis_url),
         job_serializer=json_serializer,
         job_deserializer=json_deserializer,
         default_queue_name=queue_name,

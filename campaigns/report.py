@@ -94,7 +94,13 @@ async def write_table(store: Store, campaign: CampaignRecord, console: Console) 
     """Accepted calls, then rejected attempts apart, then the summary block."""
     calls = Table(title=f"Calls of {campaign.campaign_id}", title_justify="left")
     for name in ("call ID", "direction", "destination", "final status", "billed s", "cost", "cur"):
-        calls.add_column(name, justify="right" if name in ("billed s", "cost") else "left")
+        calls.add_column(
+            name,
+            justify="right" if name in ("billed s", "cost") else "left",
+            overflow="fold",
+            no_wrap=name in ("call ID", "destination"),
+            min_width=len(name),
+        )
     rejected = Table(title="Rejected attempts (not charged)", title_justify="left")
     for name in ("attempt", "destination", "error code", "request body"):
         rejected.add_column(name, overflow="fold")

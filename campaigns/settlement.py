@@ -163,7 +163,7 @@ class Settler:
         if result in ("ok", "over_reservation"):
             await check_budget_alerts(self.store, self.queue, attempt.campaign_id)
         if result == "over_reservation":
-            log.error("cost_over_reservation", cost_micros=cost, reserved=attempt.reserved_micros)
+            await self._halt_on_overrun(attempt, cost, log)
         elif result == "ok":
             log.info(
                 "call_settled",
@@ -173,6 +173,33 @@ class Settler:
                 estimated=estimated,
             )
         return result
+
+    async def _halt_on_overrun(
+        self, attempt: Attempt, cost: int, log: structlog.stdlib.BoundLogger
+    ) -> None:
+        """The provider charged more than the worst case we reserved: our rate is wrong.
+
+        The money is spent and booked as charged; what the dispatcher can still
+        do is stop placing calls priced on a rate it now knows to be too low.
+        """
+        message = (
+            f"call {attempt.call_id} cost {cost} micros, above its {attempt.reserved_micros} "
+            "micro reservation: the campaign's rate is below the provider's"
+        )
+        halted, previous = await self.store.transition(
+            attempt.campaign_id,
+            ["queued", "running", "paused"],
+            "halted",
+            halt_code="rating_cost_above_reservation",
+            halt_message=message,
+        )
+        log.error(
+            "cost_over_reservation",
+            cost_micros=cost,
+            reserved=attempt.reserved_micros,
+            halted=halted,
+            previous_state=previous,
+        )
 
     async def record_event(self, payload: Any) -> str:
         """Apply a call event from a webhook; anything unusable is dead-lettered."""

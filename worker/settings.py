@@ -6,9 +6,9 @@ import socket
 from typing import Any, ClassVar
 
 from arq import cron, func
-from arq.connections import RedisSettings
 
 from campaigns.queue import json_deserializer, json_serializer
+from campaigns.queue import redis_settings as _redis_settings
 from campaigns.settings import Settings
 from worker.jobs import (
     deliver_alert,
@@ -48,7 +48,7 @@ class WorkerSettings:
     ]
     on_startup = startup
     on_shutdown = shutdown
-    redis_settings = RedisSettings.from_dsn(_settings.redis_url)
+    redis_settings = _redis_settings(_settings.redis_url)
     queue_name = _settings.queue_name
     job_serializer = staticmethod(json_serializer)
     job_deserializer = staticmethod(json_deserializer)
@@ -57,5 +57,7 @@ class WorkerSettings:
     # Per host, so `arq --check` in a replica's container tests that replica.
     health_check_key = f"{_settings.queue_name}:health-check:{socket.gethostname()}"
     max_jobs = 20
+    # On SIGTERM, let running batches finish (they are short) before cancelling.
+    job_completion_wait = 15
     poll_delay = 0.1
     keep_result = 300

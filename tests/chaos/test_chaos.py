@@ -48,14 +48,18 @@ def chaos_seed(request: pytest.FixtureRequest) -> int:
     return int(seed)
 
 
-async def _sample_budget(url: str, campaign_ids: list[str], obs: Observations, stop: asyncio.Event) -> None:
+async def _sample_budget(
+    url: str, campaign_ids: list[str], obs: Observations, stop: asyncio.Event
+) -> None:
     """Sample spent + reserved <= budget while everything runs."""
     r = aioredis.Redis.from_url(url)
     try:
         while not stop.is_set():
             for cid in campaign_ids:
                 try:
-                    spent, reserved, budget = await r.hmget(f"dsp:c:{cid}:meta", "spent", "reserved", "budget")
+                    spent, reserved, budget = await r.hmget(
+                        f"dsp:c:{cid}:meta", "spent", "reserved", "budget"
+                    )
                 except (OSError, aioredis.ConnectionError):
                     continue
                 if budget is None:
@@ -165,7 +169,10 @@ async def _chaos_run(
                 redis_server.restart()
         # Calm down: no injected kills or faults, so the run can finish.
         sandbox.configure(
-            error_rate=0.0, rate_limit_rate=0.0, accept_then_fail_rate=0.0, accept_then_hang_rate=0.0
+            error_rate=0.0,
+            rate_limit_rate=0.0,
+            accept_then_fail_rate=0.0,
+            accept_then_hang_rate=0.0,
         )
         for i, w in enumerate(workers):
             w.kill()
@@ -255,7 +262,9 @@ async def test_chaos_without_idempotency_never_dials_twice(
         campaign = await client.get(cid)
         for call_id in {e["call_id"] for e in creates(ledger, cid) if e["call_id"]}:
             assert await client.store.attempt_for_call(call_id) is not None or campaign.in_doubt > 0
-    print(f"no-idempotency summary: seed={chaos_seed} kills={obs.kills} injected={obs.injected_kills}")
+    print(
+        f"no-idempotency summary: seed={chaos_seed} kills={obs.kills} injected={obs.injected_kills}"
+    )
 
 
 async def _chaos_run_until_quiet(

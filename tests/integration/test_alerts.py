@@ -34,7 +34,10 @@ async def test_thresholds_fire_once_each_with_a_webhook(
         # 10 calls of 10,000 micros settled against a 0.12 budget: 83% spent at the end,
         # and reservations (20,000 each) push "spent + reserved" past 50% early.
         spec = spec_dict("alerted", contacts=10, budget="0.12", max_call_seconds=61)
-        spec["alerts"] = {"thresholds_percent": [50, 80, 100], "webhook_url": f"{receiver.url}/alerts"}
+        spec["alerts"] = {
+            "thresholds_percent": [50, 80, 100],
+            "webhook_url": f"{receiver.url}/alerts",
+        }
         spec["pacing"] = {"calls_per_second": 50, "batch_size": 10, "max_in_flight": 3}
         await client.submit(parse_spec(spec))
 

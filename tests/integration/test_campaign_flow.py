@@ -15,7 +15,7 @@ from tests.support import WorkerProcess, creates, wait_for
 async def test_campaign_completes_and_every_call_id_matches_the_ledger(
     client: CampaignClient, sandbox: SandboxServer, start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    start_worker()
+    worker = start_worker()
     result = await client.submit(parse_spec(spec_dict("complete", contacts=12)))
     assert result.created
 
@@ -36,3 +36,7 @@ async def test_campaign_completes_and_every_call_id_matches_the_ledger(
     assert campaign.spent_micros == 12 * 10_000
     assert campaign.reserved_micros == 0
     assert {row["cost_micros"] for row in rows} == {10_000}
+
+    # SIGTERM stops the worker cleanly.
+    assert worker.terminate() == 0
+    assert "worker_stopped" in worker.log_text()

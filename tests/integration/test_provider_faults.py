@@ -36,7 +36,12 @@ async def test_transient_faults_retry_the_same_attempt_with_the_same_key(
     assert len({e["call_id"] for e in ledger if e["call_id"]}) == 3
     status = await client.status("flaky")
     assert status["counts"] == {
-        "contacts": 3, "pending": 0, "accepted": 3, "rejected": 0, "in_doubt": 0, "settled": 3
+        "contacts": 3,
+        "pending": 0,
+        "accepted": 3,
+        "rejected": 0,
+        "in_doubt": 0,
+        "settled": 3,
     }
 
 
@@ -102,7 +107,9 @@ async def test_unresolvable_attempt_goes_in_doubt_and_an_operator_resolves_it(
     """The provider ignores Idempotency-Key; a create request failed with no trace.
     The dispatcher must not re-dial blindly: it looks the attempt up, finds nothing,
     and marks it in doubt; the campaign halts for review once the rest is done."""
-    config = settings.model_copy(update={"provider_honours_idempotency": False, "retry_attempts": 0})
+    config = settings.model_copy(
+        update={"provider_honours_idempotency": False, "retry_attempts": 0}
+    )
     sandbox.configure(honour_idempotency=False, script=[{"status": 503, "code": "provider_error"}])
     start_worker(config)
     await client.submit(parse_spec(spec_dict("doubtful", contacts=3)))
@@ -117,7 +124,16 @@ async def test_unresolvable_attempt_goes_in_doubt_and_an_operator_resolves_it(
     assert status["counts"]["in_doubt"] == 1
     doubtful = await client.store.attempt("doubtful:000000:1")
     assert doubtful is not None and doubtful.status == "in_doubt"
-    assert len([e for e in creates(sandbox.ledger(), "doubtful") if e["idempotency_key"] == "doubtful:000000:1"]) == 1
+    assert (
+        len(
+            [
+                e
+                for e in creates(sandbox.ledger(), "doubtful")
+                if e["idempotency_key"] == "doubtful:000000:1"
+            ]
+        )
+        == 1
+    )
 
     # The operator checks the provider's records, finds no call, and says so.
     assert await client.resolve("doubtful:000000:1", call_id=None) == "requeued"

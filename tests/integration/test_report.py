@@ -196,10 +196,6 @@ async def test_table_report_has_calls_rejections_and_a_settled_summary(
     assert API_KEY not in out + err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: report.write_table truncates call IDs and destinations to '…' at 80 columns",
-)
 async def test_table_report_keeps_call_ids_whole_at_80_columns(
     client: CampaignClient, sandbox: SandboxServer, provider: Provider, settings: Settings
 ) -> None:

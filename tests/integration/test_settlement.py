@@ -382,10 +382,6 @@ async def test_malformed_events_are_dead_lettered_and_book_nothing(
     assert (await client.get("garbage")).spent_micros == 10_000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_call_event/amount_to_micros accept a negative cost_amount and book it",
-)
 async def test_negative_cost_in_an_event_is_refused(
     client: CampaignClient,
     sandbox: SandboxServer,
@@ -475,7 +471,7 @@ async def test_provider_cost_in_another_currency_is_never_booked_as_actual(
     assert result.estimated_settlements == 2
 
 
-async def test_provider_cost_above_the_reservation_is_flagged_and_breaks_the_budget(
+async def test_provider_cost_above_the_reservation_is_flagged_and_halts(
     client: CampaignClient,
     sandbox: SandboxServer,
     provider: Provider,
@@ -484,10 +480,9 @@ async def test_provider_cost_above_the_reservation_is_flagged_and_breaks_the_bud
 ) -> None:
     """The provider charges 1.00/min while the campaign reserves at 0.01/min.
 
-    What the code does: ``over_reservation`` on the attempt, an error log, the
-    full provider cost booked. Nothing halts the campaign at settlement; the
-    next claim halts it with ``budget_exhausted`` only because the budget is
-    now gone, and ``spent + reserved <= budget`` no longer holds.
+    The charge is booked in full (it is real money), the attempt is flagged and
+    the campaign halts at once with a rating-class code: no further call is
+    priced on a rate known to be too low.
     """
     sandbox.configure(rate={"per_minute": "1.00"}, call_seconds=30)
     budget = 50_000  # room for two worst cases (2 x 20,000), not three
@@ -508,15 +503,13 @@ async def test_provider_cost_above_the_reservation_is_flagged_and_breaks_the_bud
         assert attempt.over_reservation is True
         assert attempt.cost_micros == 1_000_000 > attempt.reserved_micros == WORST_CASE
         assert attempt.cost_estimated is False
-    # The documented invariant is broken by the provider's pricing.
+    # The provider's pricing overran the budget; the dispatcher halted on the first overrun.
     assert campaign.spent_micros + campaign.reserved_micros > campaign.budget_micros == budget
+    assert campaign.state == "halted"
+    assert campaign.halt_code == "rating_cost_above_reservation"
 
-    # The dispatcher only notices at the next claim: the budget is gone.
     dispatcher = Dispatcher(client.store, provider, client.queue, settings)
     result = await dispatcher.run_batch("overrun", campaign.dispatch_seq)
-    assert result.outcome == "budget_exhausted"
+    assert result.outcome == "not_running:halted"
     assert result.sent == 0
-    campaign = await client.get("overrun")
-    assert campaign.state == "halted"
-    assert campaign.halt_code == "budget_exhausted"
     assert len(sandbox.calls()) == 2, "no third call"

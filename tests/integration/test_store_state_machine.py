@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, event, settings, target
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -49,6 +49,8 @@ TOKENS = {w: f"lease-token-{w}" for w in WORKERS}
 LEASE_TTL_SECONDS = 600.0  # never lapses by itself during a run: lapses are simulated
 COOLDOWN_MS = 600_000
 LIVE = ("sending", "in_doubt")
+ANSWERS = ("accepted", "accepted", "completed", "completed", "completed", "contact")
+ANSWERS += ("halt", "in_doubt", "unanswered", "unanswered")
 
 
 @dataclass
@@ -133,7 +135,7 @@ campaign_shapes = st.fixed_dictionaries(
 
 def costs(reserved: int) -> st.SearchStrategy[int]:
     """A final cost within the reservation, edges included."""
-    return st.integers(0, reserved) | st.sampled_from([0, reserved])
+    return st.sampled_from([reserved, reserved, reserved - 1, 0]) | st.integers(0, reserved)
 
 
 def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
@@ -150,6 +152,9 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             return self.loop.run_until_complete(coro)
 
         def teardown(self) -> None:
+            # Steer generation towards runs that get far: many attempts, settled calls.
+            target(float(len(self.attempts())), label="attempts")
+            target(float(sum(a.settled for a in self.attempts())), label="settled")
             try:
                 self.run(self.redis.aclose())
             finally:
@@ -194,7 +199,11 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             for n, shape in enumerate(shapes):
                 cid = f"sm-{n}"
                 spec = _spec(
-                    cid, shape["contacts"], shape["budget"], shape["max_in_flight"], shape["seconds"]
+                    cid,
+                    shape["contacts"],
+                    shape["budget"],
+                    shape["max_in_flight"],
+                    shape["seconds"],
                 )
                 assert self.run(self.store.submit(spec)) == "created"
                 c = CampaignModel(
@@ -241,10 +250,7 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             c = self.pick_campaign(data)
             token = TOKENS[worker]
             if op == "acquire":
-                got = self.run(self.store.acquire_lease(c.cid, token, LEASE_TTL_SECONDS))
-                assert got == (c.lease in (None, token)), (c.lease, token)
-                if got:
-                    c.lease = token
+                self._acquire(c, worker)
             elif op == "release":
                 self.run(self.store.release_lease(c.cid, token))
                 if c.lease == token:
@@ -252,6 +258,14 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             else:  # the holder died: its lease lapses
                 self.run(self.redis.delete(f"{PREFIX}:c:{c.cid}:lease"))
                 c.lease = None
+
+        def _acquire(self, c: CampaignModel, worker: str) -> bool:
+            token = TOKENS[worker]
+            got = self.run(self.store.acquire_lease(c.cid, token, LEASE_TTL_SECONDS))
+            assert got == (c.lease in (None, token)), (c.lease, token)
+            if got:
+                c.lease = token
+            return got
 
         # ------------------------------------------------------------ claims
         def _claim(self, c: CampaignModel, worker: str) -> Claim:
@@ -284,54 +298,84 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 c.set_state("completed")
             return result
 
-        @rule(data=st.data(), worker=st.sampled_from(WORKERS), holder=st.booleans())
-        def claim(self, data: st.DataObject, worker: str, holder: bool) -> None:
-            """A claim, mostly by the lease holder, sometimes by whoever (it must fail)."""
-            c = self.pick_campaign(data)
-            if holder and c.lease is not None:
-                worker = next(w for w in WORKERS if TOKENS[w] == c.lease)
-            self._claim(c, worker)
+        @rule(
+            data=st.data(),
+            worker=st.sampled_from(WORKERS),
+            mode=st.sampled_from(["batch", "batch", "batch", "lone_claim"]),
+            calls=st.integers(1, 4),
+        )
+        def dispatch(self, data: st.DataObject, worker: str, mode: str, calls: int) -> None:
+            """A dispatcher's batch: take (or keep) the lease, claim until told to stop.
 
-        @rule(data=st.data(), worker=st.sampled_from(WORKERS), calls=st.integers(1, 3))
-        def dispatch_batch(self, data: st.DataObject, worker: str, calls: int) -> None:
-            """What a dispatcher does: take the lease, then claim until told to stop."""
+            ``lone_claim``: one claim by any worker, whether it holds the lease or not.
+            """
             c = self.pick_campaign(data)
-            token = TOKENS[worker]
-            got = self.run(self.store.acquire_lease(c.cid, token, LEASE_TTL_SECONDS))
-            assert got == (c.lease in (None, token))
-            if not got:
+            if mode == "lone_claim":
+                self._claim(c, worker)
                 return
-            c.lease = token
+            if c.lease is not None and data.draw(st.integers(0, 3), "holder_dispatches"):
+                worker = next(w for w in WORKERS if TOKENS[w] == c.lease)
+            if not self._acquire(c, worker):
+                return
             for _ in range(calls):
-                if self._claim(c, worker).outcome != "claimed":
+                claim = self._claim(c, worker)
+                if claim.outcome != "claimed":
                     break
+                # The answer to the create request; "unanswered" leaves it sending.
+                answer = data.draw(st.sampled_from(ANSWERS), "answer")
+                a = c.attempts[-1]
+                if answer in ("accepted", "completed"):
+                    self._accept(a, f"call-{a.attempt_id}")
+                    if answer == "completed":
+                        self._settle(a, data.draw(costs(a.reserved), "cost"))
+                elif answer == "contact":
+                    self._reject(a, "contact", "invalid_number")
+                elif answer == "halt":
+                    self._reject(a, "halt", "spend_control_exceeded")
+                    break
+                elif answer == "in_doubt":
+                    assert self.run(self.store.mark_in_doubt(a.attempt_id, "answer lost")) == "ok"
+                    a.status = "in_doubt"
+                else:
+                    break  # the worker died before recording anything
 
         # ------------------------------------------------------------ outcomes
-        @precondition(lambda self: self.attempts())
-        @rule(data=st.data(), mode=st.sampled_from(["fresh", "fresh", "same_again", "other_id"]))
-        def record_accepted(self, data: st.DataObject, mode: str) -> None:
-            if mode == "fresh":
-                a = self.pick_attempt(data, lambda a: a.status in LIVE)
-            else:
-                a = self.pick_attempt(data, lambda a: a.status == "accepted")
-            canonical = f"call-{a.attempt_id}"
-            if mode == "fresh":
-                call_id = canonical
-            elif mode == "same_again":
-                call_id = a.call_id or canonical
-            else:
-                a.alt_calls += 1
-                call_id = f"{canonical}-alt{a.alt_calls}"
+        def _accept(self, a: AttemptModel, call_id: str) -> str:
             if a.status in LIVE:
                 expected = "ok"
             elif a.status == "accepted":
                 expected = "duplicate" if call_id == a.call_id else "conflict"
             else:
                 expected = "conflict"
-            assert self.run(self.store.record_accepted(a.attempt_id, call_id, 0)) == expected
-            event(f"record_accepted: {expected}")
+            got = self.run(self.store.record_accepted(a.attempt_id, call_id, 0))
+            assert got == expected, (got, expected, a)
+            event(f"record_accepted: {got}")
             if expected == "ok":
                 a.status, a.call_id = "accepted", call_id
+            return got
+
+        @precondition(lambda self: self.attempts())
+        @rule(
+            data=st.data(),
+            mode=st.sampled_from(["fresh", "fresh", "and_settle", "same_again", "other_id"]),
+        )
+        def record_accepted(self, data: st.DataObject, mode: str) -> None:
+            """Record a call ID: fresh, replayed, a different one (conflict), or the
+            usual life of a call (accepted, then settled from its completed event)."""
+            if mode in ("fresh", "and_settle"):
+                a = self.pick_attempt(data, lambda a: a.status in LIVE)
+            else:
+                a = self.pick_attempt(data, lambda a: a.status == "accepted")
+            canonical = f"call-{a.attempt_id}"
+            if mode == "same_again":
+                call_id = a.call_id or canonical
+            elif mode == "other_id":
+                a.alt_calls += 1
+                call_id = f"{canonical}-alt{a.alt_calls}"
+            else:
+                call_id = canonical
+            if self._accept(a, call_id) == "ok" and mode == "and_settle":
+                self._settle(a, data.draw(costs(a.reserved), "cost"))
 
         def _reject(self, a: AttemptModel, kind: Any, code: str) -> str:
             c = self.campaigns[a.cid]
@@ -372,24 +416,23 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             self._reject(a, kind_code[0], kind_code[1])
 
         @precondition(lambda self: self.attempts())
-        @rule(data=st.data())
-        def mark_in_doubt(self, data: st.DataObject) -> None:
-            a = self.pick_attempt(data, lambda a: a.status == "sending")
-            expected = "ok" if a.status == "sending" else a.status
-            assert self.run(self.store.mark_in_doubt(a.attempt_id, "answer lost")) == expected
-            if expected == "ok":
-                a.status = "in_doubt"
-
-        @precondition(lambda self: any(a.status == "in_doubt" for a in self.attempts()))
-        @rule(data=st.data(), found_call=st.booleans())
-        def resolve_in_doubt(self, data: st.DataObject, found_call: bool) -> None:
-            a = data.draw(
-                st.sampled_from([a for a in self.attempts() if a.status == "in_doubt"]), "attempt"
-            )
-            if found_call:
-                call_id = f"call-{a.attempt_id}"
-                assert self.run(self.store.record_accepted(a.attempt_id, call_id, 0)) == "ok"
-                a.status, a.call_id = "accepted", call_id
+        @rule(data=st.data(), op=st.sampled_from(["mark", "mark", "found_call", "not_placed"]))
+        def in_doubt(self, data: st.DataObject, op: str) -> None:
+            """Mark an attempt in doubt, or resolve one as the operator would."""
+            if op == "mark":
+                a = self.pick_attempt(data, lambda a: a.status == "sending")
+                expected = "ok" if a.status == "sending" else a.status
+                assert self.run(self.store.mark_in_doubt(a.attempt_id, "answer lost")) == expected
+                event(f"mark_in_doubt: {expected}")
+                if expected == "ok":
+                    a.status = "in_doubt"
+                return
+            doubtful = [a for a in self.attempts() if a.status == "in_doubt"]
+            if not doubtful:
+                return
+            a = data.draw(st.sampled_from(doubtful), "attempt")
+            if op == "found_call":
+                assert self._accept(a, f"call-{a.attempt_id}") == "ok"
             else:
                 assert self._reject(a, "not_placed", "not_placed") == "ok"
 
@@ -404,7 +447,6 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             self._settle(a, data.draw(costs(a.reserved), "cost"))
 
         def _settle(self, a: AttemptModel, cost: int) -> None:
-            billsec = cost // 100
             if a.status != "accepted":
                 expected = a.status
             elif a.settled:
@@ -415,7 +457,7 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 self.store.settle(
                     a.attempt_id,
                     final_status="completed",
-                    billsec=billsec,
+                    billsec=cost // 100,
                     cost_micros=cost,
                     estimated=False,
                     currency="EUR",
@@ -426,22 +468,8 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             if expected == "ok":
                 a.settled, a.cost = True, cost
 
-        @precondition(lambda self: any(a.status == "sending" for a in self.attempts()))
-        @rule(data=st.data())
-        def call_runs_its_course(self, data: st.DataObject) -> None:
-            """The usual life of a call: accepted, then settled from its completed event."""
-            a = data.draw(
-                st.sampled_from([a for a in self.attempts() if a.status == "sending"]), "attempt"
-            )
-            call_id = f"call-{a.attempt_id}"
-            assert self.run(self.store.record_accepted(a.attempt_id, call_id, 0)) == "ok"
-            a.status, a.call_id = "accepted", call_id
-            self._settle(a, data.draw(costs(a.reserved), "cost"))
-
         # ------------------------------------------------------------ operators
-        def _transition(
-            self, c: CampaignModel, allowed: list[str], to: Any, **kwargs: Any
-        ) -> bool:
+        def _transition(self, c: CampaignModel, allowed: list[str], to: Any, **kwargs: Any) -> bool:
             required = kwargs.get("require_halt_code", "")
             ok = c.state in allowed and (not required or c.halt_code == required)
             got = self.run(self.store.transition(c.cid, allowed, to, **kwargs))
@@ -458,8 +486,10 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
         @rule(
             data=st.data(),
             op=st.sampled_from(
-                ["pause", "pause", "resume", "resume", "resume", "cancel"]
-                + ["halt", "unavailable", "unavailable", "start"]
+                [
+                    *("pause", "pause", "resume", "resume", "resume", "resume", "resume"),
+                    *("cancel", "halt", "unavailable", "unavailable", "start", "start"),
+                ]
             ),
         )
         def operator(self, data: st.DataObject, op: str) -> None:
@@ -492,9 +522,17 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                     cooldown_until_ms=until,
                 )
 
-        @rule()
-        def sweeper(self) -> None:
-            """The sweeper's pass: end every cool-down that is due, and only those."""
+        @rule(data=st.data(), any_campaign=st.booleans())
+        def sweeper(self, data: st.DataObject, any_campaign: bool) -> None:
+            """The sweeper's pass: end every cool-down that is due, and only those.
+
+            ``any_campaign``: its transition tried on any campaign; only a paused
+            one with the provider_unavailable code may resume.
+            """
+            if any_campaign:
+                c = self.pick_campaign(data)
+                self._transition(c, ["paused"], "running", require_halt_code="provider_unavailable")
+                return
             now = now_ms()
             due = self.run(self.store.due_cooldowns())
             expected = sorted(
@@ -510,12 +548,6 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                     "running",
                     require_halt_code="provider_unavailable",
                 )
-
-        @rule(data=st.data())
-        def sweeper_resume_any(self, data: st.DataObject) -> None:
-            """The sweeper's transition on any campaign: only a provider cool-down ends."""
-            c = self.pick_campaign(data)
-            self._transition(c, ["paused"], "running", require_halt_code="provider_unavailable")
 
         # ------------------------------------------------------------ invariants
         @invariant()
@@ -623,12 +655,7 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                         if m.contact == index and m.status == "rejected"
                         if m.reject_kind == "contact"
                     ]
-                    places = (
-                        (index in pending)
-                        + len(in_flight)
-                        + len(accepted)
-                        + len(final_reject)
-                    )
+                    places = (index in pending) + len(in_flight) + len(accepted) + len(final_reject)
                     assert places == 1, (index, pending, mine)
 
                 # Invariant 8: completed only when nothing is pending or in flight.
@@ -647,7 +674,7 @@ def test_store_state_machine(redis_url: str) -> None:
         build_machine(redis_url),
         settings=settings(
             max_examples=examples,
-            stateful_step_count=40,
+            stateful_step_count=int(os.environ.get("STORE_SM_STEPS", "40")),
             deadline=None,
             database=None,
             suppress_health_check=[HealthCheck.too_slow],
