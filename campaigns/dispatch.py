@@ -32,7 +32,7 @@ __all__ = ["BatchResult", "Dispatcher", "backoff_delay"]
 
 _MAX_DEFER_SECONDS = 5.0
 
-SendOutcome = Literal["accepted", "contact", "halt", "unresolved", "lease_lost"]
+SendOutcome = Literal["accepted", "contact", "halt", "unresolved", "lease_lost", "stopped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +96,14 @@ class Dispatcher:
             return BatchResult(campaign_id, "leased_elsewhere", 0)
         await self.store.heartbeat(campaign_id)
         spec = campaign.spec
+        # Renew the lease in the background, so a slow request (up to the
+        # provider timeout) never lets it lapse while this worker is alive.
+        keeper = asyncio.create_task(self._keep_lease(campaign_id, token))
         try:
             outcome, sent, defer = await self._batch(campaign_id, spec, token, log)
         finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
             await self.store.release_lease(campaign_id, token)
         if sent:
             await check_budget_alerts(self.store, self.queue, campaign_id)
@@ -135,7 +140,7 @@ class Dispatcher:
         # sending for this campaign now.
         for attempt in await self.store.unresolved_attempts(campaign_id):
             result = await self._resolve_leftover(attempt, caller_id, max_seconds, token, log)
-            if result in ("halt", "lease_lost"):
+            if result in ("halt", "lease_lost", "stopped"):
                 return result, 0, 0.0
             if result == "unresolved":
                 return "paused", 0, 0.0
@@ -174,7 +179,7 @@ class Dispatcher:
             last_send = time.monotonic()
             result = await self._send(attempt, body, token, log)
             sent += 1
-            if result in ("halt", "lease_lost"):
+            if result in ("halt", "lease_lost", "stopped"):
                 return result, sent, 0.0
             if result == "unresolved":
                 return "paused", sent, 0.0
@@ -211,11 +216,10 @@ class Dispatcher:
         alog = log.bind(attempt_id=attempt.attempt_id)
         last: ProviderError | None = None
         for try_no in range(self.settings.retry_attempts + 1):
-            if try_no and not await self.store.acquire_lease(
-                attempt.campaign_id, token, self.settings.lease_seconds
-            ):
-                alog.warning("lease_lost_while_retrying")
-                return "lease_lost"
+            if try_no and (stop := await self._may_go_on(attempt.campaign_id, token)):
+                # The attempt stays unresolved; it is re-sent with its key later.
+                alog.info("retry_abandoned", reason=stop)
+                return stop
             try:
                 call = await self.provider.create_call(body, attempt.attempt_id)
             except ProviderError as exc:
@@ -234,8 +238,7 @@ class Dispatcher:
                 alog.info(
                     "create_retry", error=str(exc), retry_in=round(delay, 3), try_no=try_no + 1
                 )
-                if not await self._sleep_holding_lease(attempt.campaign_id, token, delay):
-                    return "lease_lost"
+                await self._sleep_unless_stopped(attempt.campaign_id, delay)
                 continue
             await self._record_accepted(attempt, call, alog)
             return "accepted"
@@ -301,14 +304,35 @@ class Dispatcher:
         )
         log.warning("campaign_paused", code="provider_unavailable", error=str(exc))
 
-    async def _sleep_holding_lease(self, campaign_id: str, token: str, seconds: float) -> bool:
+    async def _keep_lease(self, campaign_id: str, token: str) -> None:
+        interval = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await self.store.acquire_lease(
+                    campaign_id, token, self.settings.lease_seconds
+                ):
+                    return  # taken over: the claim script will refuse us from now on
+            except (RedisConnectionError, RedisTimeoutError):
+                continue
+
+    async def _sleep_unless_stopped(self, campaign_id: str, seconds: float) -> None:
+        """Back off, but wake as soon as an operator pauses or cancels: ``pause``
+        waits for this worker to let go of the campaign."""
         deadline = time.monotonic() + seconds
-        step = self.settings.lease_seconds / 3
         while (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(left, step))
-            if not await self.store.acquire_lease(campaign_id, token, self.settings.lease_seconds):
-                return False
-        return True
+            await asyncio.sleep(min(left, 0.2))
+            if await self.store.state(campaign_id) != "running":
+                return
+
+    async def _may_go_on(self, campaign_id: str, token: str) -> SendOutcome | None:
+        """Before a retry: still ours, and still running? A retry is a create request
+        too, so none may start after a pause or halt."""
+        if not await self.store.acquire_lease(campaign_id, token, self.settings.lease_seconds):
+            return "lease_lost"
+        if await self.store.state(campaign_id) != "running":
+            return "stopped"
+        return None
 
     async def _resolve_leftover(
         self,

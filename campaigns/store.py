@@ -751,6 +751,9 @@ class Store:
         """Start a new dispatch chain (submit, resume, sweeper); older jobs stand down."""
         return int(await _aw(self.redis.hincrby(self._c(campaign_id, "meta"), "dispatch_seq", 1)))
 
+    async def state(self, campaign_id: str) -> str | None:
+        return _s(await _aw(self.redis.hget(self._c(campaign_id, "meta"), "state")))
+
     async def heartbeat(self, campaign_id: str) -> None:
         await _aw(self.redis.hset(self._c(campaign_id, "meta"), "heartbeat_at", str(now_ms())))
 

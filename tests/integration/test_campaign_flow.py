@@ -8,7 +8,7 @@ from campaigns.control import CampaignClient
 from campaigns.report import report_rows
 from campaigns.sandbox import SandboxServer
 from campaigns.spec import parse_spec
-from tests.conftest import spec_dict
+from tests.conftest import API_KEY, spec_dict
 from tests.support import WorkerProcess, creates, wait_for
 
 
@@ -39,4 +39,7 @@ async def test_campaign_completes_and_every_call_id_matches_the_ledger(
 
     # SIGTERM stops the worker cleanly.
     assert worker.terminate() == 0
-    assert "worker_stopped" in worker.log_text()
+    log = worker.log_text()
+    assert "worker_stopped" in log
+    assert API_KEY not in log, "the API key reached a log line"
+    assert '"campaign_id": "complete"' in log and '"attempt_id": "complete:000000:1"' in log

@@ -142,3 +142,40 @@ async def test_unresolvable_attempt_goes_in_doubt_and_an_operator_resolves_it(
     accepted = [e for e in creates(sandbox.ledger(), "doubtful") if e["status"] == 201]
     assert sorted(e["variables"]["contact_ref"] for e in accepted) == ["cust_0", "cust_1", "cust_2"]
     assert any(e["idempotency_key"] == "doubtful:000000:2" for e in accepted), "a new attempt ID"
+
+
+async def test_pause_during_retry_back_off_stops_the_retries(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """A retry is a create request too: none may start once pause has returned."""
+    import asyncio
+    import time
+
+    patient = settings.model_copy(
+        update={"retry_attempts": 8, "retry_base_seconds": 1.0, "retry_max_seconds": 2.0}
+    )
+    sandbox.configure(error_rate=1.0)
+    start_worker(patient)
+    await client.submit(parse_spec(spec_dict("backoff", contacts=2)))
+
+    async def retrying() -> bool:
+        return len(creates(sandbox.ledger(), "backoff")) >= 2
+
+    await wait_for(retrying, timeout=20, what="retries under way")
+    began = time.monotonic()
+    assert await client.pause("backoff") == "paused"
+    took = time.monotonic() - began
+    seen = len(creates(sandbox.ledger(), "backoff"))
+    await asyncio.sleep(3.0)
+    assert len(creates(sandbox.ledger(), "backoff")) == seen, "a retry went out after pause"
+    assert took < patient.lease_seconds, f"pause waited {took:.1f}s for the back-off"
+    attempt = await client.store.attempt("backoff:000000:1")
+    assert attempt is not None and attempt.status == "sending", "left unresolved, not failed"
+    sandbox.configure(error_rate=0.0)
+    await client.resume("backoff")
+    await wait_for(lambda: _done(client, "backoff"), timeout=30, what="completion")
+    ok = [e for e in creates(sandbox.ledger(), "backoff") if e["status"] == 201]
+    assert ok[0]["idempotency_key"] == "backoff:000000:1", "re-sent under its own key"
