@@ -228,6 +228,14 @@ def reconcile(campaign_id: str, as_json: bool) -> None:
             click.echo(line)
 
 
+@main.command(name="dead-letters")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+def dead_letters(limit: int) -> None:
+    """Call events that could not be applied, newest first (JSON lines)."""
+    for entry in _run(lambda c: c.store.dead_letters(limit)):
+        click.echo(json.dumps(entry))
+
+
 @main.command(name="estimate")
 @click.argument("spec_path", metavar="SPEC.json", type=click.Path(dir_okay=False))
 @click.option("--contacts", "contacts_csv", type=click.Path(dir_okay=False))

@@ -21,6 +21,7 @@ Key layout (``P`` is the prefix, ``dsp`` by default; ``C`` a campaign ID)::
     P:c:C:unresolved         zset  attempt ID -> claimed_at ms (sent, answer not recorded)
     P:c:C:lease              str   token of the worker dispatching C (PX lease)
     P:c:C:alerts             set   alert thresholds already fired
+    P:c:C:reconciliation     str   the last reconciliation (JSON), kept for operators
     P:a:ATTEMPT              hash  one attempt: contact, reservation, status, call,
                                    exact request body, error, settlement
 
@@ -822,6 +823,13 @@ class Store:
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = await _aw(self.redis.lrange(self._deadletter, 0, limit - 1))
         return [json.loads(cast(str, _s(r))) for r in rows]
+
+    async def save_reconciliation(self, campaign_id: str, result: Mapping[str, Any]) -> None:
+        await _aw(self.redis.set(self._c(campaign_id, "reconciliation"), json.dumps(dict(result))))
+
+    async def last_reconciliation(self, campaign_id: str) -> dict[str, Any] | None:
+        raw = _s(await _aw(self.redis.get(self._c(campaign_id, "reconciliation"))))
+        return None if raw is None else dict(json.loads(raw))
 
     # ------------------------------------------------------------------ alerts
     async def mark_alert_fired(self, campaign_id: str, threshold: int) -> bool:

@@ -35,6 +35,9 @@ __all__ = [
 log = structlog.stdlib.get_logger("worker")
 
 
+_RECONCILE_TRIES = 60
+
+
 class BadJob(ValueError):
     """A job whose arguments are garbage: fail it with one clear line, keep serving."""
 
@@ -98,7 +101,19 @@ async def reconcile_campaign(ctx: dict[str, Any], campaign_id: Any) -> dict[str,
     """Compare a campaign's settled total with the provider's usage for its window."""
     campaign_id = _text(campaign_id, "campaign_id")
     report = await reconcile(ctx["store"], ctx["provider"], campaign_id)
-    return report.to_json()
+    if report.unsettled_calls and ctx.get("job_try", 1) < _RECONCILE_TRIES:
+        # Reconcile once the calls are settled; until then look again shortly.
+        raise Retry(defer=5)
+    result = report.to_json()
+    await ctx["store"].save_reconciliation(campaign_id, result)
+    log.info(
+        "campaign_reconciled",
+        campaign_id=campaign_id,
+        settled_micros=report.settled_micros,
+        provider_micros=report.provider_micros,
+        variance_micros=report.variance_micros,
+    )
+    return result
 
 
 async def deliver_alert(ctx: dict[str, Any], url: Any, payload: Any) -> int:

@@ -34,7 +34,7 @@ class WorkerSettings:
         # the sweeper under a new sequence number.
         func(dispatch_campaign, max_tries=1, keep_result=60),
         func(record_call_event, max_tries=3, keep_result=3600),
-        func(reconcile_campaign, max_tries=3, keep_result=3600),
+        func(reconcile_campaign, max_tries=61, keep_result=3600),
         func(deliver_alert, max_tries=6, keep_result=3600),
     ]
     cron_jobs: ClassVar[list[Any]] = [

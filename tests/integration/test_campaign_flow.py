@@ -37,6 +37,13 @@ async def test_campaign_completes_and_every_call_id_matches_the_ledger(
     assert campaign.reserved_micros == 0
     assert {row["cost_micros"] for row in rows} == {10_000}
 
+    # The completion triggers a reconciliation job once every call is settled.
+    stored = await wait_for(
+        lambda: client.store.last_reconciliation("complete"), timeout=30, what="reconciliation"
+    )
+    assert stored["settled_micros"] == stored["provider_micros"] == 12 * 10_000
+    assert stored["variance_micros"] == 0 and stored["unsettled_calls"] == 0
+
     # SIGTERM stops the worker cleanly.
     assert worker.terminate() == 0
     log = worker.log_text()
