@@ -9,6 +9,7 @@ The run is seeded; the seed is printed so a failure can be replayed with
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections import defaultdict
@@ -188,7 +189,9 @@ async def _chaos_run(
                     return False
             return True
 
-        await wait_for(finished, timeout=120, interval=0.5, what="all chaos campaigns settled")
+        await wait_for(
+            finished, timeout=120 + contacts / 5, interval=0.5, what="all chaos campaigns settled"
+        )
     finally:
         stop.set()
         await sampler
@@ -205,8 +208,8 @@ async def test_chaos_kills_faults_pauses_keep_the_invariants(
     redis_server: RedisServer,
 ) -> None:
     soak = request.config.getoption("--soak")
-    contacts = 1000 if soak else 60
-    duration = 900.0 if soak else 25.0
+    contacts = int(os.environ.get("CHAOS_SOAK_CONTACTS", "1000")) if soak else 60
+    duration = float(os.environ.get("CHAOS_SOAK_SECONDS", "900")) if soak else 25.0
     obs = await _chaos_run(
         client=client,
         sandbox=sandbox,
