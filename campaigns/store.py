@@ -239,7 +239,7 @@ redis.call('RPUSH', KEYS[6], attempt_id)
 redis.call('ZADD', KEYS[4], ARGV[4], attempt_id)
 redis.call('HINCRBY', meta, 'reserved', worst)
 redis.call('HINCRBY', meta, 'live', 1)
-return {'claimed', state, attempt_id, contact, index}
+return {'claimed', state, attempt_id, contact, index, worst}
 """
 )
 
@@ -633,7 +633,6 @@ class Store:
             return Claim(outcome, state=state)
         attempt_id = cast(str, _s(result[2]))
         contact = json.loads(cast(str, _s(result[3])))
-        worst = await _aw(self.redis.hget(self._a(attempt_id), "reserved"))
         return Claim(
             "claimed",
             Attempt(
@@ -644,7 +643,7 @@ class Store:
                 ref=contact.get("ref", ""),
                 variables=contact.get("variables", {}),
                 status="sending",
-                reserved_micros=_i(worst),
+                reserved_micros=_i(result[5]),
             ),
             state,
         )
