@@ -269,7 +269,13 @@ class Dispatcher:
                 await asyncio.sleep(min(0.1 * 2**try_no, 2.0))
         else:
             raise RuntimeError(f"could not record call {call.call_id} for {attempt.attempt_id}")
-        if result == "conflict":
+        if result == "call_id_taken":
+            # The provider answered with a call ID already recorded for another
+            # attempt: never guess which is right; an operator decides.
+            reason = f"provider returned call {call.call_id}, already recorded for another attempt"
+            await self.store.mark_in_doubt(attempt.attempt_id, reason)
+            log.error("record_call_id_taken", call_id=call.call_id)
+        elif result == "conflict":
             log.error("record_conflict", call_id=call.call_id)
         else:
             log.info(

@@ -253,6 +253,8 @@ if status == 'accepted' then
   return 'conflict'
 end
 if status ~= 'sending' and status ~= 'in_doubt' then return 'conflict' end
+local owner = redis.call('HGET', KEYS[5], ARGV[1])
+if owner and owner ~= ARGV[4] then return 'call_id_taken' end
 redis.call('HSET', KEYS[2], 'status', 'accepted', 'call_id', ARGV[1], 'recorded_at', ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
@@ -281,7 +283,9 @@ redis.call('HINCRBY', KEYS[1], 'rejected', 1)
 if ARGV[1] ~= 'contact' then
   redis.call('LPUSH', KEYS[4], redis.call('HGET', KEYS[2], 'contact'))
 end
-if ARGV[1] == 'halt' and redis.call('HGET', KEYS[1], 'state') == 'running' then
+local current = redis.call('HGET', KEYS[1], 'state')
+if ARGV[1] == 'halt' and (current == 'running' or current == 'paused') then
+  -- Also when paused meanwhile: the provider's refusal must survive a resume.
   redis.call('HSET', KEYS[1], 'halt_code', ARGV[2], 'halt_message', ARGV[3])
   set_state(KEYS[1], KEYS[5], KEYS[6], ARGV[6], 'halted', ARGV[4])
 end

@@ -63,6 +63,7 @@ class AttemptModel:
     status: str = "sending"  # sending | in_doubt | accepted | rejected
     call_id: str | None = None
     reject_kind: str | None = None
+    error_code: str | None = None
     settled: bool = False
     cost: int = 0
     alt_calls: int = 0
@@ -146,15 +147,16 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             self.redis: Redis = Redis.from_url(redis_url)
             self.store = Store(self.redis, prefix=PREFIX)
             self.campaigns: dict[str, CampaignModel] = {}
+            self.seen: set[str] = set()  # kinds of outcome met in this run
             self.run(self.redis.flushall())
 
         def run(self, coro: Coroutine[Any, Any, T]) -> T:
             return self.loop.run_until_complete(coro)
 
         def teardown(self) -> None:
-            # Steer generation towards runs that get far: many attempts, settled calls.
+            # Steer generation towards runs that get far and see many kinds of outcome.
             target(float(len(self.attempts())), label="attempts")
-            target(float(sum(a.settled for a in self.attempts())), label="settled")
+            target(float(len(self.seen)), label="distinct outcomes")
             try:
                 self.run(self.redis.aclose())
             finally:
@@ -275,6 +277,7 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             result = self.run(self.store.claim(c.cid, token))
             assert result.outcome == expected, (result, expected, c.state, c.lease)
             event(f"claim: {result.outcome}")
+            self.seen.add(f"claim {result.outcome}")
             if result.outcome == "claimed":
                 # Invariants 4 and 5: only a running campaign, only the lease holder.
                 assert state_before == "running" and lease_before == token
@@ -389,10 +392,10 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             assert got == expected, (got, expected, a)
             event(f"record_rejected {kind}: {got}")
             if expected == "ok":
-                a.status, a.reject_kind = "rejected", kind
+                a.status, a.reject_kind, a.error_code = "rejected", kind, code
                 if kind != "contact":
                     c.pending.insert(0, a.contact)
-                if kind == "halt" and c.state == "running":
+                if kind == "halt" and c.state in ("running", "paused"):
                     c.set_state("halted")
                     c.halt_code = code
                     c.stopped = True
@@ -475,6 +478,7 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             got = self.run(self.store.transition(c.cid, allowed, to, **kwargs))
             assert got == (ok, c.state), (got, ok, c.state, c.halt_code)
             event(f"transition {c.state}->{to}: {'ok' if ok else 'refused'}")
+            self.seen.add(f"{c.state} -> {to}" if ok else "refused")
             if ok:
                 c.set_state(to)
                 c.halt_code = kwargs.get("halt_code") or None
@@ -556,21 +560,36 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
 
         async def _check(self) -> None:
             r, store = self.redis, self.store
-            running = {m.decode() for m in await r.smembers(f"{PREFIX}:running")}
+            cids = sorted(self.campaigns)
+            # The raw keys in one round trip; the store's own reads below.
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.smembers(f"{PREFIX}:running")
+                pipe.zrange(f"{PREFIX}:cooldown", 0, -1, withscores=True)
+                pipe.hgetall(f"{PREFIX}:calls")
+                pipe.zrange(f"{PREFIX}:unsettled", 0, -1)
+                for cid in cids:
+                    pipe.get(f"{PREFIX}:c:{cid}:lease")
+                    pipe.lrange(f"{PREFIX}:c:{cid}:pending", 0, -1)
+                    pipe.zrange(f"{PREFIX}:c:{cid}:unresolved", 0, -1)
+                raw = await pipe.execute()
+            running = {m.decode() for m in raw[0]}
             assert running == {c.cid for c in self.campaigns.values() if c.state == "running"}
-            cooldown = {
-                m.decode(): int(s)
-                for m, s in await r.zrange(f"{PREFIX}:cooldown", 0, -1, withscores=True)
-            }
+            cooldown = {m.decode(): int(score) for m, score in raw[1]}
             assert cooldown == {
                 c.cid: c.cooldown_until
                 for c in self.campaigns.values()
                 if c.cooldown_until is not None
             }
-            calls = {
-                k.decode(): v.decode() for k, v in (await r.hgetall(f"{PREFIX}:calls")).items()
+            calls = {k.decode(): v.decode() for k, v in raw[2].items()}
+            unsettled = {m.decode() for m in raw[3]}
+            per_campaign = {
+                cid: (
+                    raw[4 + 3 * n] and raw[4 + 3 * n].decode(),
+                    [int(i) for i in raw[5 + 3 * n]],
+                    {m.decode() for m in raw[6 + 3 * n]},
+                )
+                for n, cid in enumerate(cids)
             }
-            unsettled = {m.decode() for m in await r.zrange(f"{PREFIX}:unsettled", 0, -1)}
             expected_calls: dict[str, str] = {}
             expected_unsettled: set[str] = set()
 
@@ -593,19 +612,18 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                     assert a.contact_index == m.contact
                     if m.settled:
                         assert a.cost_micros == m.cost and not a.over_reservation
-                    if m.status == "rejected":
-                        assert a.error_code is not None
+                    if m.status == "rejected":  # keeps its code, never costs anything
+                        assert a.error_code == m.error_code and a.cost_micros is None
                     if m.status == "accepted":
                         assert m.call_id is not None
                         expected_calls[m.call_id] = m.attempt_id
-                        # Invariant 7: the call ID maps back to its attempt.
-                        assert await store.attempt_for_call(m.call_id) == m.attempt_id
                         if not m.settled:
                             expected_unsettled.add(m.attempt_id)
 
                 assert rec.state == c.state, (rec.state, c.state)
                 assert rec.halt_code == c.halt_code, (rec.halt_code, c.halt_code)
-                assert await store.lease_holder(c.cid) == c.lease
+                lease, pending, unresolved = per_campaign[c.cid]
+                assert lease == c.lease
                 assert rec.budget_micros == c.budget and rec.worst_case_micros == c.worst
 
                 # Invariant 1: the budget holds at every instant.
@@ -635,13 +653,9 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 assert rec.live == len(holding)
                 assert rec.live <= c.max_in_flight
                 assert rec.unresolved == count("sending")
-                unresolved = {
-                    m.decode() for m in await r.zrange(f"{PREFIX}:c:{c.cid}:unresolved", 0, -1)
-                }
                 assert unresolved == {a.attempt_id for a in attempts if a.status == "sending"}
 
                 # Invariant 3: every contact is in exactly one place, none dialled twice.
-                pending = [int(i) for i in await r.lrange(f"{PREFIX}:c:{c.cid}:pending", 0, -1)]
                 assert pending == c.pending
                 assert len(pending) == len(set(pending)) == rec.pending
                 for index in range(c.contacts):
@@ -652,8 +666,9 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                     final_reject = [
                         m
                         for m in c.attempts
-                        if m.contact == index and m.status == "rejected"
-                        if m.reject_kind == "contact"
+                        if m.contact == index
+                        and m.status == "rejected"
+                        and m.reject_kind == "contact"
                     ]
                     places = (index in pending) + len(in_flight) + len(accepted) + len(final_reject)
                     assert places == 1, (index, pending, mine)
@@ -662,7 +677,12 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 if rec.state == "completed":
                     assert not pending and not any(a.status in LIVE for a in attempts)
 
-            assert calls == expected_calls  # none lost, none invented
+            # Invariant 7: every accepted call ID maps back to its attempt; none invented.
+            assert calls == expected_calls
+            latest = [a for a in self.attempts() if a.status == "accepted"][-1:]
+            for a in latest:  # and the store's own lookup agrees
+                assert a.call_id is not None
+                assert await store.attempt_for_call(a.call_id) == a.attempt_id
             assert unsettled == expected_unsettled
 
     return StoreMachine

@@ -1,0 +1,56 @@
+"""Store edge cases found by the state machine, pinned as plain tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from campaigns.spec import parse_spec
+from campaigns.store import Store
+from tests.conftest import spec_dict
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[Store]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield Store(client)
+    await client.aclose()
+
+
+async def _running(store: Store, cid: str, contacts: int = 3) -> None:
+    await store.submit(parse_spec(spec_dict(cid, contacts=contacts)))
+    await store.transition(cid, ["queued"], "running")
+    assert await store.acquire_lease(cid, "t", 60)
+
+
+async def test_halt_class_rejection_while_paused_still_halts(store: Store) -> None:
+    await _running(store, "c")
+    claim = await store.claim("c", "t")
+    assert claim.attempt is not None
+    # The operator pauses while the request is in flight; then the provider refuses.
+    assert (await store.transition("c", ["queued", "running", "paused"], "paused"))[0]
+    assert (
+        await store.record_rejected(
+            claim.attempt.attempt_id, "halt", "spend_control_exceeded", "limit"
+        )
+        == "ok"
+    )
+    campaign = await store.campaign("c")
+    assert campaign is not None
+    assert campaign.state == "halted"
+    assert campaign.halt == {"code": "spend_control_exceeded", "message": "limit"}
+    assert campaign.pending == 3, "the contact went back to pending"
+
+
+async def test_a_call_id_is_never_moved_to_another_attempt(store: Store) -> None:
+    await _running(store, "c")
+    first = (await store.claim("c", "t")).attempt
+    second = (await store.claim("c", "t")).attempt
+    assert first is not None and second is not None
+    assert await store.record_accepted(first.attempt_id, "call-X", 0) == "ok"
+    assert await store.record_accepted(second.attempt_id, "call-X", 0) == "call_id_taken"
+    assert await store.attempt_for_call("call-X") == first.attempt_id
+    again = await store.attempt(second.attempt_id)
+    assert again is not None and again.status == "sending", "left for the dispatcher to resolve"
