@@ -56,13 +56,13 @@ test: venv
 	$(PYTEST) tests
 
 lint: venv
-	$(RUFF) check .
-	$(RUFF) format --check .
+	$(RUFF) check campaigns worker tests
+	$(RUFF) format --check campaigns worker tests
 	$(MYPY)
 
 fmt: venv
-	$(RUFF) format .
-	$(RUFF) check --fix .
+	$(RUFF) format campaigns worker tests
+	$(RUFF) check --fix campaigns worker tests
 
 chaos-soak: venv
 	$(VPY) -m pytest tests/chaos --soak -q
