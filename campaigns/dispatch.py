@@ -164,17 +164,7 @@ class Dispatcher:
                 return claim.outcome, sent, min(defer, _MAX_DEFER_SECONDS)
             assert claim.attempt is not None
             attempt = claim.attempt
-            body = self.provider.build_create(
-                caller_id=caller_id,
-                to=attempt.to,
-                max_duration_seconds=max_seconds,
-                variables={
-                    **attempt.variables,
-                    "campaign_id": campaign_id,
-                    "attempt_id": attempt.attempt_id,
-                    "contact_ref": attempt.ref,
-                },
-            )
+            body = self._body(attempt, caller_id, max_seconds)
             await self.store.save_request(attempt.attempt_id, body)
             last_send = time.monotonic()
             result = await self._send(attempt, body, token, log)
@@ -184,6 +174,21 @@ class Dispatcher:
             if result == "unresolved":
                 return "paused", sent, 0.0
         return "batch_done", sent, max(0.0, last_send + interval - time.monotonic())
+
+    def _body(self, attempt: Attempt, caller_id: str, max_seconds: int) -> str:
+        """The create request: the contact's variables plus the IDs that let a call
+        be traced back (and found again) by campaign and attempt."""
+        return self.provider.build_create(
+            caller_id=caller_id,
+            to=attempt.to,
+            max_duration_seconds=max_seconds,
+            variables={
+                **attempt.variables,
+                "campaign_id": attempt.campaign_id,
+                "attempt_id": attempt.attempt_id,
+                "contact_ref": attempt.ref,
+            },
+        )
 
     async def _balance_allows(self, campaign_id: str, log: structlog.stdlib.BoundLogger) -> bool:
         """Re-check the provider balance where the dialect has one."""
@@ -351,17 +356,7 @@ class Dispatcher:
         alog = log.bind(attempt_id=attempt.attempt_id)
         if attempt.request is None:
             # Never saved, so never sent: send it now under its own key.
-            body = self.provider.build_create(
-                caller_id=caller_id,
-                to=attempt.to,
-                max_duration_seconds=max_seconds,
-                variables={
-                    **attempt.variables,
-                    "campaign_id": attempt.campaign_id,
-                    "attempt_id": attempt.attempt_id,
-                    "contact_ref": attempt.ref,
-                },
-            )
+            body = self._body(attempt, caller_id, max_seconds)
             await self.store.save_request(attempt.attempt_id, body)
             alog.info("leftover_unsent")
             return await self._send(attempt, body, token, alog)

@@ -15,8 +15,8 @@ import structlog
 
 from campaigns.alerts import check_budget_alerts
 from campaigns.errors import ProviderError
-from campaigns.money import MoneyError, amount_to_micros
 from campaigns.providers import FINAL_STATUSES, CallInfo, Provider
+from campaigns.providers.minivoice import parse_call
 from campaigns.queue import JobQueue
 from campaigns.rating import Rate
 from campaigns.settings import Settings
@@ -55,29 +55,16 @@ def parse_call_event(payload: Any) -> tuple[str, CallInfo]:
     if not isinstance(event, str) or event not in _EVENTS:
         raise EventError(f"event: unsupported {event!r}")
     call = payload.get("call")
-    if not isinstance(call, dict) or not isinstance(call.get("id"), str) or not call["id"]:
+    if not isinstance(call, dict):
         raise EventError("call.id: missing")
     status = call.get("status") or event.removeprefix("call.")
+    try:
+        info = parse_call({**call, "status": status, "variables": payload.get("variables")})
+    except ValueError as exc:
+        raise EventError(f"call.{exc}") from None
     if not isinstance(status, str) or status not in FINAL_STATUSES:
         raise EventError(f"call.status: {status!r} is not final")
-    billsec = call.get("billsec_seconds")
-    cost: int | None = None
-    if call.get("cost_amount") is not None:
-        try:
-            cost = amount_to_micros(call["cost_amount"])
-        except (MoneyError, TypeError) as exc:
-            raise EventError(f"call.cost_amount: {exc}") from None
-    variables = payload.get("variables")
-    return event, CallInfo(
-        call_id=call["id"],
-        status=str(status),
-        direction=str(call.get("direction", "outbound")),
-        to=str(call.get("to", "")),
-        billsec=billsec if isinstance(billsec, int) and not isinstance(billsec, bool) else None,
-        cost_micros=cost,
-        cost_currency=call.get("cost_currency"),
-        variables=variables if isinstance(variables, dict) else {},
-    )
+    return event, info
 
 
 class Settler:

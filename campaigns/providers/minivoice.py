@@ -14,22 +14,26 @@ from campaigns.money import MoneyError, amount_to_micros
 from campaigns.providers._http import request
 from campaigns.providers.base import Balance, CallInfo, Usage
 
-__all__ = ["MiniVoice"]
+__all__ = ["MiniVoice", "parse_call"]
 
 
 def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _call(payload: Any) -> CallInfo:
-    if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
-        raise ProviderError(200, "invalid_response", "call object without an id")
+def parse_call(payload: Any) -> CallInfo:
+    """A MiniVoice call object (API answer or webhook ``call``) as a CallInfo.
+
+    Raises ValueError naming the field; callers turn it into their own error.
+    """
+    if not isinstance(payload, dict) or not isinstance(payload.get("id"), str) or not payload["id"]:
+        raise ValueError("id: missing")
     cost: int | None = None
     if payload.get("cost_amount") is not None:
         try:
             cost = amount_to_micros(payload["cost_amount"])
         except MoneyError as exc:
-            raise ProviderError(200, "invalid_response", f"cost_amount: {exc}") from None
+            raise ValueError(f"cost_amount: {exc}") from None
     billsec = payload.get("billsec_seconds")
     variables = payload.get("variables")
     return CallInfo(
@@ -42,6 +46,13 @@ def _call(payload: Any) -> CallInfo:
         cost_currency=payload.get("cost_currency"),
         variables=variables if isinstance(variables, dict) else {},
     )
+
+
+def _call(payload: Any) -> CallInfo:
+    try:
+        return parse_call(payload)
+    except ValueError as exc:
+        raise ProviderError(200, "invalid_response", f"call object: {exc}") from None
 
 
 class MiniVoice:

@@ -28,7 +28,15 @@ from campaigns.sandbox.state import (
     SandboxState,
 )
 
-__all__ = ["CallRequest", "Dialect", "apply_latency", "get_state", "handle_create"]
+__all__ = [
+    "CallRequest",
+    "Dialect",
+    "apply_latency",
+    "get_state",
+    "guard",
+    "handle_create",
+    "handle_get_call",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,3 +180,22 @@ async def handle_create(request: Request, dialect: Dialect) -> Response:
         _settle(state, entry, fault=fault.name)
         await asyncio.sleep(fault.hang_seconds)
     return JSONResponse(record.body, status_code=record.status, headers=headers)
+
+
+async def guard(request: Request, dialect: Dialect) -> Response | None:
+    """Latency, then auth: the preamble of every read endpoint of a dialect."""
+    state = get_state(request)
+    await apply_latency(state)
+    if not dialect.authorized(request, state.config):
+        return dialect.error(401, "unauthorized", "missing or invalid credentials")
+    return None
+
+
+async def handle_get_call(request: Request, dialect: Dialect) -> Response:
+    if (refused := await guard(request, dialect)) is not None:
+        return refused
+    state = get_state(request)
+    call = state.get_call(request.path_params["call_id"])
+    if call is None:
+        return dialect.error(404, "not_found", "no such call")
+    return JSONResponse(dialect.render_call(call, state.clock()))

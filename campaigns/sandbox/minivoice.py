@@ -17,9 +17,10 @@ from campaigns.sandbox.config import SandboxConfig
 from campaigns.sandbox.create import (
     CallRequest,
     Dialect,
-    apply_latency,
     get_state,
+    guard,
     handle_create,
+    handle_get_call,
 )
 from campaigns.sandbox.formats import amount_string, parse_rfc3339, rfc3339
 from campaigns.sandbox.state import SandboxCall
@@ -85,31 +86,16 @@ class MiniVoiceDialect(Dialect):
 MINIVOICE = MiniVoiceDialect()
 
 
-async def _guard(request: Request) -> Response | None:
-    """Latency, then auth: the preamble of every read endpoint."""
-    state = get_state(request)
-    await apply_latency(state)
-    if not MINIVOICE.authorized(request, state.config):
-        return MINIVOICE.error(401, "unauthorized", "missing or invalid API key")
-    return None
-
-
 async def create_call(request: Request) -> Response:
     return await handle_create(request, MINIVOICE)
 
 
 async def get_call(request: Request) -> Response:
-    if (refused := await _guard(request)) is not None:
-        return refused
-    state = get_state(request)
-    call = state.get_call(request.path_params["call_id"])
-    if call is None:
-        return MINIVOICE.error(404, "not_found", "no such call")
-    return JSONResponse(MINIVOICE.render_call(call, state.clock()))
+    return await handle_get_call(request, MINIVOICE)
 
 
 async def list_calls(request: Request) -> Response:
-    if (refused := await _guard(request)) is not None:
+    if (refused := await guard(request, MINIVOICE)) is not None:
         return refused
     state = get_state(request)
     now = state.clock()
@@ -118,7 +104,7 @@ async def list_calls(request: Request) -> Response:
 
 
 async def usage(request: Request) -> Response:
-    if (refused := await _guard(request)) is not None:
+    if (refused := await guard(request, MINIVOICE)) is not None:
         return refused
     state = get_state(request)
     start_text = request.query_params.get("from")

@@ -17,9 +17,10 @@ from campaigns.sandbox.config import SandboxConfig
 from campaigns.sandbox.create import (
     CallRequest,
     Dialect,
-    apply_latency,
     get_state,
+    guard,
     handle_create,
+    handle_get_call,
 )
 from campaigns.sandbox.formats import rfc3339
 from campaigns.sandbox.state import SandboxCall
@@ -101,31 +102,17 @@ class VoipbinDialect(Dialect):
 VOIPBIN = VoipbinDialect()
 
 
-async def _guard(request: Request) -> Response | None:
-    state = get_state(request)
-    await apply_latency(state)
-    if not VOIPBIN.authorized(request, state.config):
-        return VOIPBIN.error(401, "unauthorized", "missing or invalid token")
-    return None
-
-
 async def create_call(request: Request) -> Response:
     return await handle_create(request, VOIPBIN)
 
 
 async def get_call(request: Request) -> Response:
-    if (refused := await _guard(request)) is not None:
-        return refused
-    state = get_state(request)
-    call = state.get_call(request.path_params["call_id"])
-    if call is None:
-        return VOIPBIN.error(404, "not_found", "no such call")
-    return JSONResponse(VOIPBIN.render_call(call, state.clock()))
+    return await handle_get_call(request, VOIPBIN)
 
 
 async def billing_account(request: Request) -> Response:
     """The caller's own account; an unlimited sandbox balance reads as 0 micros."""
-    if (refused := await _guard(request)) is not None:
+    if (refused := await guard(request, VOIPBIN)) is not None:
         return refused
     state = get_state(request)
     with state.lock:
