@@ -137,7 +137,13 @@ class Settler:
                         attempt.attempt_id, self.settings.poll_interval_seconds, final_seen=True
                     )
                     return "awaiting_cost"
-            cost, estimated = rate.cost_micros(billsec), True
+            if call.billsec is None and call.status == "completed":
+                # An answered call whose length the provider does not report
+                # (VoIPBIN's call object has none): book the worst case we
+                # reserved, so spend is never under-counted.
+                cost, estimated = attempt.reserved_micros, True
+            else:
+                cost, estimated = rate.cost_micros(billsec), True
         result = await self.store.settle(
             attempt.attempt_id,
             final_status=call.status,

@@ -21,11 +21,14 @@ from campaigns.providers.base import Balance, CallInfo, Usage
 __all__ = ["VoIPBIN"]
 
 # VoIPBIN call states mapped onto the dispatcher's (MiniVoice) vocabulary.
-_STATUS = {
-    "dialing": "queued",
-    "ringing": "ringing",
-    "progressing": "in_progress",
-    "hangup": "completed",
+_STATUS = {"dialing": "queued", "ringing": "ringing", "progressing": "in_progress"}
+# A hung-up call's outcome is in its hangup reason.
+_HANGUP = {
+    "normal": "completed",
+    "failed": "failed",
+    "busy": "busy",
+    "noanswer": "no_answer",
+    "canceled": "canceled",
 }
 
 
@@ -41,10 +44,14 @@ def _call(payload: Any, to: str | None = None) -> CallInfo:
     if chosen is None or not isinstance(chosen.get("id"), str):
         raise ProviderError(200, "invalid_response", "no call object with an id")
     status = str(chosen.get("status", ""))
+    if status == "hangup":
+        status = _HANGUP.get(str(chosen.get("hangup_reason", "")), "completed")
+    else:
+        status = _STATUS.get(status, status)
     duration = chosen.get("duration") if isinstance(chosen.get("duration"), int) else None
     return CallInfo(
         call_id=chosen["id"],
-        status=_STATUS.get(status, status),
+        status=status,
         direction=str(chosen.get("direction", "outgoing")),
         to=str((chosen.get("destination") or {}).get("target", to or "")),
         billsec=duration,
@@ -82,13 +89,13 @@ class VoIPBIN:
     async def create_call(self, body: str, idempotency_key: str) -> CallInfo:
         headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
         payload = await request(
-            self._client, "POST", "/v1.0/calls", content=body.encode(), headers=headers
+            self._client, "POST", "/calls", content=body.encode(), headers=headers
         )
         to = json.loads(body)["destinations"][0]["target"]
         return _call(payload, to)
 
     async def get_call(self, call_id: str) -> CallInfo:
-        return _call(await request(self._client, "GET", f"/v1.0/calls/{call_id}"))
+        return _call(await request(self._client, "GET", f"/calls/{call_id}"))
 
     async def find_call(self, attempt_id: str) -> CallInfo | None:
         raise NotImplementedError("VoIPBIN cannot list calls by attempt")
@@ -97,7 +104,7 @@ class VoIPBIN:
         return None
 
     async def balance(self) -> Balance | None:
-        payload = await request(self._client, "GET", "/v1.0/billing_account")
+        payload = await request(self._client, "GET", "/billing_account")
         try:
             return Balance(int(payload["balance_credit"]), int(payload.get("balance_token", 0)))
         except (KeyError, TypeError, ValueError) as exc:
