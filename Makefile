@@ -65,7 +65,7 @@ fmt: venv
 	$(RUFF) check --fix campaigns worker tests
 
 chaos-soak: venv
-	$(VPY) -m pytest tests/chaos --soak -q
+	$(VPY) -m pytest tests/chaos/test_chaos.py -k invariants --soak -q -s --timeout 7200
 
 bench: venv
 	$(VPY) tests/bench/run.py
