@@ -2,8 +2,13 @@
 
 Create requests for one campaign are strictly sequential (one lease holder,
 one request at a time). That is what makes "nothing after a halt" exact: the
-halt is recorded before the next claim, and the claim refuses once the state
-is not ``running``.
+halt is recorded before the next claim, and every request, first try, retry or
+re-send, is preceded by one atomic check that the campaign is still running,
+still ours, and the attempt still unresolved (``Store.stamp_send``).
+
+An attempt whose earlier send *may* have become a call (a timeout, a 5xx, a
+lost answer, a leftover from a dead worker) is never put back to pending on a
+later refusal: it is marked in doubt instead, so no contact is dialled twice.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import signal
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -31,8 +36,21 @@ from campaigns.store import Attempt, Store, now_ms
 __all__ = ["BatchResult", "Dispatcher", "backoff_delay"]
 
 _MAX_DEFER_SECONDS = 5.0
+_LOOKUP_FAILURES_BEFORE_DOUBT = 5
 
-SendOutcome = Literal["accepted", "contact", "halt", "unresolved", "lease_lost", "stopped"]
+SendOutcome = Literal[
+    "accepted",  # recorded with its call ID
+    "contact",  # refused for this number only; the contact is finished
+    "halt",  # refused on money, routing, limits or auth; the campaign halted
+    "in_doubt",  # may or may not be a call; an operator decides
+    "resolved",  # someone else resolved the attempt meanwhile
+    "unresolved",  # retries spent; the campaign paused with provider_unavailable
+    "lease_lost",  # another worker took the campaign over
+    "stopped",  # paused, halted or cancelled meanwhile; nothing sent
+    "skipped",  # could not be resolved now; try again next batch
+]
+_GO_ON: frozenset[str] = frozenset({"accepted", "contact", "in_doubt", "resolved", "skipped"})
+_CONTINUE_CHAIN = frozenset({"batch_done", "in_flight_full", "budget_wait", "empty"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +60,18 @@ class BatchResult:
     sent: int
     next_seq: int | None = None
     defer_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """What one batch run knows: the campaign, its lease and its time limit."""
+
+    campaign_id: str
+    token: str
+    caller_id: str
+    max_seconds: int
+    deadline: float
+    log: Any
 
 
 def backoff_delay(
@@ -95,12 +125,27 @@ class Dispatcher:
             log.info("dispatch_lease_busy", holder=await self.store.lease_holder(campaign_id))
             return BatchResult(campaign_id, "leased_elsewhere", 0)
         await self.store.heartbeat(campaign_id)
-        spec = campaign.spec
         # Renew the lease in the background, so a slow request (up to the
         # provider timeout) never lets it lapse while this worker is alive.
         keeper = asyncio.create_task(self._keep_lease(campaign_id, token))
+        # Finish well inside arq's job timeout: a cancelled batch would leave its
+        # attempt unresolved without ever reaching the provider_unavailable pause.
+        budget = self.settings.job_timeout_seconds - self.settings.provider_timeout_seconds - 5
+        batch = _Batch(
+            campaign_id=campaign_id,
+            token=token,
+            caller_id=str(campaign.spec["caller_id"]),
+            max_seconds=int(campaign.spec["max_call_seconds"]),
+            deadline=time.monotonic() + max(budget, 1.0),
+            log=log,
+        )
         try:
-            outcome, sent, defer = await self._batch(campaign_id, spec, token, log)
+            # Pause and cancel wait for the lease, so a state read under the
+            # lease is final until we let go.
+            if await self.store.state(campaign_id) != "running":
+                outcome, sent, defer = "stopped", 0, 0.0
+            else:
+                outcome, sent, defer = await self._batch(batch, campaign.spec["pacing"])
         finally:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
@@ -109,10 +154,11 @@ class Dispatcher:
             await check_budget_alerts(self.store, self.queue, campaign_id)
 
         next_seq: int | None = None
-        if outcome in ("batch_done", "in_flight_full", "budget_wait", "empty", "unresolved_left"):
+        if outcome in _CONTINUE_CHAIN:
             next_seq = await self.store.next_dispatch_seq(campaign_id, seq)
             if next_seq is not None:
                 await self.queue.dispatch(campaign_id, next_seq, defer)
+                await self.store.heartbeat(campaign_id)
         elif outcome == "completed":
             log.info("campaign_completed")
             await self.queue.reconcile(
@@ -121,67 +167,48 @@ class Dispatcher:
         log.debug("dispatch_batch_done", outcome=outcome, sent=sent, next_seq=next_seq)
         return BatchResult(campaign_id, outcome, sent, next_seq, defer)
 
-    async def _batch(
-        self,
-        campaign_id: str,
-        spec: dict[str, object],
-        token: str,
-        log: structlog.stdlib.BoundLogger,
-    ) -> tuple[str, int, float]:
-        caller_id = str(spec["caller_id"])
-        max_seconds = int(str(spec["max_call_seconds"]))
-        pacing = spec["pacing"]
-        assert isinstance(pacing, dict)
+    async def _batch(self, batch: _Batch, pacing: dict[str, Any]) -> tuple[str, int, float]:
         interval = 1.0 / float(pacing["calls_per_second"])
         batch_size = int(pacing["batch_size"])
 
-        # Leftovers first: an attempt sent by a worker that died (or timed out)
-        # before recording the answer. We hold the lease, so nobody else is
-        # sending for this campaign now.
-        for attempt in await self.store.unresolved_attempts(campaign_id):
-            result = await self._resolve_leftover(attempt, caller_id, max_seconds, token, log)
-            if result in ("halt", "lease_lost", "stopped"):
-                return result, 0, 0.0
-            if result == "unresolved":
-                return "paused", 0, 0.0
+        # Leftovers first: attempts sent by a worker that died (or ran out of
+        # retries) before recording the answer.
+        for attempt in await self.store.unresolved_attempts(batch.campaign_id):
+            result = await self._resolve_leftover(batch, attempt)
+            if result not in _GO_ON:
+                return _batch_outcome(result), 0, 0.0
 
-        if not await self._balance_allows(campaign_id, log):
+        if not await self._balance_allows(batch):
             return "halt", 0, 0.0
 
         sent = 0
         last_send = 0.0
-        while sent < batch_size:
+        while sent < batch_size and time.monotonic() < batch.deadline:
             wait = last_send + interval - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            claim = await self.store.claim(campaign_id, token)
+            claim = await self.store.claim(batch.campaign_id, batch.token)
             if claim.outcome != "claimed":
-                if claim.outcome == "budget_exhausted":
-                    log.warning("campaign_halted", code="budget_exhausted")
-                elif claim.outcome == "needs_review":
-                    log.warning("campaign_halted", code="in_doubt_review")
-                defer = self.settings.poll_interval_seconds
-                return claim.outcome, sent, min(defer, _MAX_DEFER_SECONDS)
+                if claim.outcome in ("budget_exhausted", "needs_review"):
+                    batch.log.warning("campaign_halted", reason=claim.outcome)
+                defer = min(self.settings.poll_interval_seconds, _MAX_DEFER_SECONDS)
+                return claim.outcome, sent, defer
             assert claim.attempt is not None
-            attempt = claim.attempt
-            body = self._body(attempt, caller_id, max_seconds)
-            await self.store.save_request(attempt.attempt_id, body)
             last_send = time.monotonic()
-            result = await self._send(attempt, body, token, log)
+            body = self._body(batch, claim.attempt)
+            result = await self._send(batch, claim.attempt, body, maybe_placed=False)
             sent += 1
-            if result in ("halt", "lease_lost", "stopped"):
-                return result, sent, 0.0
-            if result == "unresolved":
-                return "paused", sent, 0.0
+            if result not in _GO_ON:
+                return _batch_outcome(result), sent, 0.0
         return "batch_done", sent, max(0.0, last_send + interval - time.monotonic())
 
-    def _body(self, attempt: Attempt, caller_id: str, max_seconds: int) -> str:
+    def _body(self, batch: _Batch, attempt: Attempt) -> str:
         """The create request: the contact's variables plus the IDs that let a call
         be traced back (and found again) by campaign and attempt."""
         return self.provider.build_create(
-            caller_id=caller_id,
+            caller_id=batch.caller_id,
             to=attempt.to,
-            max_duration_seconds=max_seconds,
+            max_duration_seconds=batch.max_seconds,
             variables={
                 **attempt.variables,
                 "campaign_id": attempt.campaign_id,
@@ -190,49 +217,60 @@ class Dispatcher:
             },
         )
 
-    async def _balance_allows(self, campaign_id: str, log: structlog.stdlib.BoundLogger) -> bool:
+    async def _balance_allows(self, batch: _Batch) -> bool:
         """Re-check the provider balance where the dialect has one."""
         try:
             balance = await self.provider.balance()
         except ProviderError as exc:
-            log.warning("balance_check_failed", error=str(exc))
+            batch.log.warning("balance_check_failed", error=str(exc))
             return True
         if balance is None:
             return True
-        campaign = await self.store.campaign(campaign_id)
+        campaign = await self.store.campaign(batch.campaign_id)
         worst = campaign.worst_case_micros if campaign else 0
         if balance.credit_micros >= worst:
             return True
         message = f"provider balance {balance.credit_micros} micros is below one call's worst case {worst}"
         await self.store.transition(
-            campaign_id,
+            batch.campaign_id,
             ["running"],
             "halted",
             halt_code="insufficient_balance",
             halt_message=message,
         )
-        log.warning("campaign_halted", code="insufficient_balance", balance=balance.credit_micros)
+        batch.log.warning("campaign_halted", code="insufficient_balance")
         return False
 
     async def _send(
-        self, attempt: Attempt, body: str, token: str, log: structlog.stdlib.BoundLogger
+        self, batch: _Batch, attempt: Attempt, body: str, *, maybe_placed: bool
     ) -> SendOutcome:
-        """Send one attempt (retrying transient failures with the same key) and record it."""
-        alog = log.bind(attempt_id=attempt.attempt_id)
+        """Send one attempt, retrying transient failures under the same key, and record it.
+
+        ``maybe_placed``: an earlier send of this attempt may have become a call.
+        """
+        log = batch.log.bind(attempt_id=attempt.attempt_id)
         last: ProviderError | None = None
         for try_no in range(self.settings.retry_attempts + 1):
-            if try_no and (stop := await self._may_go_on(attempt.campaign_id, token)):
-                # The attempt stays unresolved; it is re-sent with its key later.
-                alog.info("retry_abandoned", reason=stop)
-                return stop
+            stamp = await self.store.stamp_send(attempt.attempt_id, body, batch.token)
+            if stamp != "ok":
+                if try_no:
+                    log.info("retry_abandoned", reason=stamp)
+                if stamp == "not_running":
+                    return "stopped"
+                return "lease_lost" if stamp == "lease_lost" else "resolved"
             try:
                 call = await self.provider.create_call(body, attempt.attempt_id)
             except ProviderError as exc:
-                if exc.error_class is not ErrorClass.TRANSIENT:
-                    return await self._reject(attempt, exc, alog)
+                cls = exc.error_class
+                if cls is not ErrorClass.TRANSIENT:
+                    if maybe_placed and cls is ErrorClass.HALT:
+                        return await self._halt_in_doubt(attempt, exc, log)
+                    return await self._reject(attempt, exc, log)
+                maybe_placed = maybe_placed or exc.ambiguous
+                if maybe_placed and not self.settings.provider_honours_idempotency:
+                    # A second send could be a second call: find it or ask a person.
+                    return await self._look_up(attempt, f"send failed: {exc}", log)
                 last = exc
-                if try_no == self.settings.retry_attempts:
-                    break
                 delay = backoff_delay(
                     try_no,
                     self.settings.retry_base_seconds,
@@ -240,24 +278,25 @@ class Dispatcher:
                     exc.retry_after,
                     self.rng,
                 )
-                alog.info(
+                timeout = self.settings.provider_timeout_seconds
+                if try_no == self.settings.retry_attempts or (
+                    time.monotonic() + delay + timeout > batch.deadline
+                ):
+                    break
+                log.info(
                     "create_retry", error=str(exc), retry_in=round(delay, 3), try_no=try_no + 1
                 )
                 await self._sleep_unless_stopped(attempt.campaign_id, delay)
                 continue
-            await self._record_accepted(attempt, call, alog)
+            await self._record_accepted(attempt, call, log)
             return "accepted"
         assert last is not None
-        await self._provider_unavailable(attempt, last, alog)
+        await self._provider_unavailable(attempt, last, log)
         return "unresolved"
 
-    async def _record_accepted(
-        self, attempt: Attempt, call: CallInfo, log: structlog.stdlib.BoundLogger
-    ) -> None:
-        if (
-            self.settings.fault_kill_after_send
-            and self.rng.random() < self.settings.fault_kill_after_send
-        ):
+    async def _record_accepted(self, attempt: Attempt, call: CallInfo, log: Any) -> None:
+        kill = self.settings.fault_kill_after_send
+        if kill and self.rng.random() < kill:
             log.warning("fault_injection_kill", call_id=call.call_id)
             os.kill(os.getpid(), signal.SIGKILL)
         for try_no in range(20):
@@ -280,6 +319,9 @@ class Dispatcher:
             reason = f"provider returned call {call.call_id}, already recorded for another attempt"
             await self.store.mark_in_doubt(attempt.attempt_id, reason)
             log.error("record_call_id_taken", call_id=call.call_id)
+        elif result in ("late", "late_redialled"):
+            level = log.critical if result == "late_redialled" else log.warning
+            level("call_accepted_after_rejection", call_id=call.call_id, outcome=result)
         elif result == "conflict":
             log.error("record_conflict", call_id=call.call_id)
         else:
@@ -287,9 +329,7 @@ class Dispatcher:
                 "call_accepted", call_id=call.call_id, to=attempt.to, replay=result == "duplicate"
             )
 
-    async def _reject(
-        self, attempt: Attempt, exc: ProviderError, log: structlog.stdlib.BoundLogger
-    ) -> SendOutcome:
+    async def _reject(self, attempt: Attempt, exc: ProviderError, log: Any) -> SendOutcome:
         kind: Literal["contact", "halt"] = (
             "contact" if exc.error_class is ErrorClass.CONTACT else "halt"
         )
@@ -300,9 +340,36 @@ class Dispatcher:
         log.info("contact_rejected", code=exc.code, status=exc.status, to=attempt.to)
         return "contact"
 
-    async def _provider_unavailable(
-        self, attempt: Attempt, exc: ProviderError, log: structlog.stdlib.BoundLogger
-    ) -> None:
+    async def _halt_in_doubt(self, attempt: Attempt, exc: ProviderError, log: Any) -> SendOutcome:
+        """A refusal now does not prove an earlier send of this attempt placed nothing:
+        halt the campaign, but keep the attempt (and its contact) for an operator."""
+        reason = f"{exc.code} after an earlier send that may have placed the call: {exc.message}"
+        await self.store.mark_in_doubt(attempt.attempt_id, reason, code=exc.code, halt=True)
+        log.warning("campaign_halted", code=exc.code, in_doubt=True, status=exc.status)
+        return "halt"
+
+    async def _look_up(self, attempt: Attempt, why: str, log: Any) -> SendOutcome:
+        """Without idempotency, find the call by attempt ID; else leave it in doubt."""
+        if self.provider.can_list_calls:
+            try:
+                found = await self.provider.find_call(attempt.attempt_id)
+            except ProviderError as exc:
+                failures = await self.store.note_lookup_failure(attempt.attempt_id)
+                log.warning("lookup_failed", error=str(exc), failures=failures)
+                if failures < _LOOKUP_FAILURES_BEFORE_DOUBT:
+                    return "skipped"
+                why += f"; looking the call up failed {failures} times ({exc})"
+            else:
+                if found is not None:
+                    await self._record_accepted(attempt, found, log)
+                    return "accepted"
+                why += "; no call found by attempt ID (it may still appear)"
+        reason = f"{why}; the provider does not honour Idempotency-Key"
+        await self.store.mark_in_doubt(attempt.attempt_id, reason)
+        log.warning("attempt_in_doubt", reason=reason)
+        return "in_doubt"
+
+    async def _provider_unavailable(self, attempt: Attempt, exc: ProviderError, log: Any) -> None:
         """Retries spent: leave the attempt unresolved and pause for a cool-down."""
         cooldown = self.settings.provider_unavailable_cooldown_seconds
         await self.store.transition(
@@ -320,10 +387,10 @@ class Dispatcher:
         while True:
             await asyncio.sleep(interval)
             try:
-                if not await self.store.acquire_lease(
+                if not await self.store.renew_lease(
                     campaign_id, token, self.settings.lease_seconds
                 ):
-                    return  # taken over: the claim script will refuse us from now on
+                    return  # lapsed or taken over: every stamp refuses us from now on
             except (RedisConnectionError, RedisTimeoutError):
                 continue
 
@@ -336,45 +403,18 @@ class Dispatcher:
             if await self.store.state(campaign_id) != "running":
                 return
 
-    async def _may_go_on(self, campaign_id: str, token: str) -> SendOutcome | None:
-        """Before a retry: still ours, and still running? A retry is a create request
-        too, so none may start after a pause or halt."""
-        if not await self.store.acquire_lease(campaign_id, token, self.settings.lease_seconds):
-            return "lease_lost"
-        if await self.store.state(campaign_id) != "running":
-            return "stopped"
-        return None
-
-    async def _resolve_leftover(
-        self,
-        attempt: Attempt,
-        caller_id: str,
-        max_seconds: int,
-        token: str,
-        log: structlog.stdlib.BoundLogger,
-    ) -> SendOutcome | Literal["in_doubt", "skipped"]:
-        alog = log.bind(attempt_id=attempt.attempt_id)
+    async def _resolve_leftover(self, batch: _Batch, attempt: Attempt) -> SendOutcome:
+        log = batch.log.bind(attempt_id=attempt.attempt_id)
         if attempt.request is None:
-            # Never saved, so never sent: send it now under its own key.
-            body = self._body(attempt, caller_id, max_seconds)
-            await self.store.save_request(attempt.attempt_id, body)
-            alog.info("leftover_unsent")
-            return await self._send(attempt, body, token, alog)
+            # Never stamped, so never sent: send it now under its own key.
+            log.info("leftover_unsent")
+            return await self._send(batch, attempt, self._body(batch, attempt), maybe_placed=False)
         if self.settings.provider_honours_idempotency:
-            alog.info("leftover_resend", reason="answer never recorded; same Idempotency-Key")
-            return await self._send(attempt, attempt.request, token, alog)
-        if self.provider.can_list_calls:
-            try:
-                found = await self.provider.find_call(attempt.attempt_id)
-            except ProviderError as exc:
-                alog.warning("leftover_lookup_failed", error=str(exc))
-                return "skipped"
-            if found is not None:
-                await self._record_accepted(attempt, found, alog)
-                return "accepted"
-        reason = "answer lost and the provider does not honour Idempotency-Key"
-        if self.provider.can_list_calls:
-            reason += "; no call found by attempt ID (it may still appear)"
-        await self.store.mark_in_doubt(attempt.attempt_id, reason)
-        alog.warning("attempt_in_doubt", reason=reason)
-        return "in_doubt"
+            log.info("leftover_resend", reason="answer never recorded; same Idempotency-Key")
+            return await self._send(batch, attempt, attempt.request, maybe_placed=True)
+        return await self._look_up(attempt, "answer lost", log)
+
+
+def _batch_outcome(result: SendOutcome) -> str:
+    """How a batch ends when one send stops it."""
+    return "paused" if result == "unresolved" else result

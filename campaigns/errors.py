@@ -28,6 +28,7 @@ _HALT_CODES = frozenset(
 _HALT_PREFIXES = ("rating_", "rate_", "routing_", "route_", "no_route")
 _RATE_LIMIT_PREFIXES = ("rate_limit", "rate_limited")
 _CONTACT_CODES = frozenset({"invalid_destination", "invalid_number", "blocked_destination"})
+_IN_PROGRESS = ("in_progress", "in_use", "concurrent")
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -52,6 +53,18 @@ class ProviderError(Exception):
     def error_class(self) -> ErrorClass:
         return classify(self.status, self.code)
 
+    @property
+    def ambiguous(self) -> bool:
+        """Could the provider have acted on the request (placed the call)?
+
+        Only an answer that proves otherwise says no: a refused connection, a
+        429, a 4xx. A timeout, a reset, a 5xx or an unreadable 2xx may all hide
+        a call that exists.
+        """
+        if self.status is None:
+            return self.code != "connect_failed"
+        return self.status >= 500 or 200 <= self.status < 300
+
 
 def classify(status: int | None, code: str | None) -> ErrorClass:
     """Map an HTTP status and error code to what the dispatcher must do.
@@ -69,7 +82,12 @@ def classify(status: int | None, code: str | None) -> ErrorClass:
         return ErrorClass.TRANSIENT if status in (None, *_TRANSIENT_STATUSES) else ErrorClass.HALT
     if normalized.startswith(_HALT_PREFIXES):
         return ErrorClass.HALT
-    if status is None:
+    if status is None or 200 <= status < 300:
+        # Network failures, and a 2xx we could not read (the call may exist):
+        # re-send under the same key to get the answer again.
+        return ErrorClass.TRANSIENT
+    if status == 409 and any(word in normalized for word in _IN_PROGRESS):
+        # Stripe semantics: the key's first request is still being processed.
         return ErrorClass.TRANSIENT
     if status in (400, 422) and normalized in _CONTACT_CODES:
         return ErrorClass.CONTACT

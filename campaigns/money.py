@@ -18,8 +18,9 @@ __all__ = [
 ]
 
 MICROS_PER_UNIT = 1_000_000
-MAX_MICROS = 2**63 - 1
-"""Redis counters are signed 64-bit: nothing larger can be booked."""
+MAX_MICROS = 2**53 - 1
+"""Redis Lua compares numbers as doubles: above 2**53 micros (about 9 billion
+units) integers stop being exact, so nothing larger is accepted."""
 _MICRO = Decimal("0.000001")
 _MAX_AMOUNT = Decimal(MAX_MICROS) / MICROS_PER_UNIT
 
@@ -32,7 +33,7 @@ def _decimal(text: str) -> Decimal:
         raise MoneyError(f"not a decimal amount: {text!r}") from None
     if not amount.is_finite():
         raise MoneyError(f"not a finite amount: {text!r}")
-    if amount.adjusted() > 18 or abs(amount) > _MAX_AMOUNT:
+    if amount.adjusted() > 16 or abs(amount) > _MAX_AMOUNT:
         raise MoneyError(f"amount out of range: {text!r}")
     return amount
 

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -91,6 +92,19 @@ class JobQueue:
             _queue_name=self.queue_name,
             _defer_by=defer_seconds if defer_seconds > 0 else None,
         )
+
+    async def dispatch_waiting(self, campaign_id: str, seq: int) -> bool:
+        """Is this dispatch job queued (or deferred) and not yet started?
+
+        A backlog is not a stall: the sweeper leaves such a campaign alone. A job
+        that started and lost its worker is "in progress" with no lease holder.
+        """
+        job_id = f"dispatch:{campaign_id}:{seq}"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(job_key_prefix + job_id)
+            pipe.exists(in_progress_key_prefix + job_id)
+            queued, running = await pipe.execute()
+        return bool(queued) and not running
 
     async def call_event(self, payload: dict[str, Any], job_id: str | None = None) -> None:
         await self.redis.enqueue_job(

@@ -153,6 +153,13 @@ class Settler:
             currency=currency,
             currency_mismatch=mismatch,
         )
+        if result == "duplicate":
+            # A replayed settle (a retried script, a second event): the first one
+            # may not have got to its follow-ups.
+            booked = await self.store.attempt(attempt.attempt_id)
+            if booked is not None and booked.over_reservation:
+                result = "over_reservation"
+                cost = booked.cost_micros or cost
         if result in ("ok", "over_reservation"):
             await check_budget_alerts(self.store, self.queue, attempt.campaign_id)
         if result == "over_reservation":

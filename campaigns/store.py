@@ -175,6 +175,11 @@ local function set_state(meta, running, cooldown, cid, state, now)
   redis.call('ZREM', cooldown, cid)
   if state == 'completed' or state == 'cancelled' then redis.call('HSET', meta, 'finished_at', now) end
 end
+local function halt_for_review(meta, running, cooldown, cid, now)
+  redis.call('HSET', meta, 'halt_code', 'in_doubt_review', 'halt_message',
+    'attempts in doubt need an operator: campaigns report shows them, campaigns resolve settles them')
+  set_state(meta, running, cooldown, cid, 'halted', now)
+end
 """
 
 # KEYS: meta, contacts, pending, campaigns, staging_contacts, staging_pending
@@ -210,19 +215,31 @@ local worst = num(redis.call('HGET', meta, 'worst_case'))
 if redis.call('LLEN', KEYS[2]) == 0 then
   if redis.call('ZCARD', KEYS[4]) > 0 then return {'empty', state} end
   if num(redis.call('HGET', meta, 'in_doubt')) > 0 then
-    redis.call('HSET', meta, 'halt_code', 'in_doubt_review', 'halt_message',
-      'attempts in doubt need an operator: campaigns report shows them, campaigns resolve settles them')
-    set_state(meta, KEYS[7], KEYS[8], ARGV[2], 'halted', ARGV[4])
+    halt_for_review(meta, KEYS[7], KEYS[8], ARGV[2], ARGV[4])
     return {'needs_review', 'halted'}
   end
   set_state(meta, KEYS[7], KEYS[8], ARGV[2], 'completed', ARGV[4])
   return {'completed', 'completed'}
 end
-if num(redis.call('HGET', meta, 'live')) >= num(redis.call('HGET', meta, 'max_in_flight')) then
+-- Attempts in doubt hold a live slot and their reservation until an operator
+-- resolves them; when nothing else will free up, waiting would be forever.
+local in_doubt = num(redis.call('HGET', meta, 'in_doubt'))
+local live = num(redis.call('HGET', meta, 'live'))
+if live >= num(redis.call('HGET', meta, 'max_in_flight')) then
+  if live - in_doubt <= 0 and in_doubt > 0 then
+    halt_for_review(meta, KEYS[7], KEYS[8], ARGV[2], ARGV[4])
+    return {'needs_review', 'halted'}
+  end
   return {'in_flight_full', state}
 end
 if spent + reserved + worst > budget then
-  if reserved > 0 then return {'budget_wait', state} end
+  if reserved - num(redis.call('HGET', meta, 'in_doubt_reserved')) > 0 then
+    return {'budget_wait', state}
+  end
+  if in_doubt > 0 then
+    halt_for_review(meta, KEYS[7], KEYS[8], ARGV[2], ARGV[4])
+    return {'needs_review', 'halted'}
+  end
   redis.call('HSET', meta, 'halt_code', 'budget_exhausted', 'halt_message',
     'remaining budget ' .. (budget - spent) .. ' micros is below the worst case of one call (' .. worst .. ' micros)')
   set_state(meta, KEYS[7], KEYS[8], ARGV[2], 'halted', ARGV[4])
@@ -243,7 +260,7 @@ return {'claimed', state, attempt_id, contact, index, worst}
 """
 )
 
-# KEYS: meta, attempt, unresolved, unsettled, calls
+# KEYS: meta, attempt, unresolved, unsettled, calls, pending
 # ARGV: call_id, now, poll_due, attempt_id
 _RECORD_ACCEPTED = """
 local status = redis.call('HGET', KEYS[2], 'status')
@@ -252,16 +269,37 @@ if status == 'accepted' then
   if redis.call('HGET', KEYS[2], 'call_id') == ARGV[1] then return 'duplicate' end
   return 'conflict'
 end
-if status ~= 'sending' and status ~= 'in_doubt' then return 'conflict' end
 local owner = redis.call('HGET', KEYS[5], ARGV[1])
 if owner and owner ~= ARGV[4] then return 'call_id_taken' end
+local result = 'ok'
+local reserved = tonumber(redis.call('HGET', KEYS[2], 'reserved') or '0')
+if status == 'rejected' then
+  -- The provider placed the call after all (its answer to an earlier send
+  -- arrived after a rejection). The call is real: record it, reserve for it
+  -- again, and take the contact back out of pending if it was put there.
+  redis.call('HINCRBY', KEYS[1], 'rejected', -1)
+  redis.call('HINCRBY', KEYS[1], 'reserved', reserved)
+  redis.call('HINCRBY', KEYS[1], 'live', 1)
+  result = 'late'
+  if redis.call('HGET', KEYS[2], 'reject_kind') ~= 'contact' then
+    if redis.call('LREM', KEYS[6], 1, redis.call('HGET', KEYS[2], 'contact')) == 0 then
+      result = 'late_redialled'
+    end
+  end
+  redis.call('HSET', KEYS[2], 'late_accept', '1')
+elseif status ~= 'sending' and status ~= 'in_doubt' then
+  return 'conflict'
+end
 redis.call('HSET', KEYS[2], 'status', 'accepted', 'call_id', ARGV[1], 'recorded_at', ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
 redis.call('HSET', KEYS[5], ARGV[1], ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'accepted', 1)
-if status == 'in_doubt' then redis.call('HINCRBY', KEYS[1], 'in_doubt', -1) end
-return 'ok'
+if status == 'in_doubt' then
+  redis.call('HINCRBY', KEYS[1], 'in_doubt', -1)
+  redis.call('HINCRBY', KEYS[1], 'in_doubt_reserved', -reserved)
+end
+return result
 """
 
 # KEYS: meta, attempt, unresolved, pending, running, cooldown
@@ -274,11 +312,15 @@ if not status then return 'unknown' end
 if status == 'rejected' then return 'duplicate' end
 if status ~= 'sending' and status ~= 'in_doubt' then return 'conflict' end
 redis.call('HSET', KEYS[2], 'status', 'rejected', 'error_code', ARGV[2], 'error_message', ARGV[3],
-  'recorded_at', ARGV[4])
+  'recorded_at', ARGV[4], 'reject_kind', ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[5])
-redis.call('HINCRBY', KEYS[1], 'reserved', -num(redis.call('HGET', KEYS[2], 'reserved')))
+local reserved = num(redis.call('HGET', KEYS[2], 'reserved'))
+redis.call('HINCRBY', KEYS[1], 'reserved', -reserved)
 redis.call('HINCRBY', KEYS[1], 'live', -1)
-if status == 'in_doubt' then redis.call('HINCRBY', KEYS[1], 'in_doubt', -1) end
+if status == 'in_doubt' then
+  redis.call('HINCRBY', KEYS[1], 'in_doubt', -1)
+  redis.call('HINCRBY', KEYS[1], 'in_doubt_reserved', -reserved)
+end
 redis.call('HINCRBY', KEYS[1], 'rejected', 1)
 if ARGV[1] ~= 'contact' then
   redis.call('LPUSH', KEYS[4], redis.call('HGET', KEYS[2], 'contact'))
@@ -293,13 +335,38 @@ return 'ok'
 """
 )
 
-# KEYS: meta, attempt, unresolved   ARGV: now, attempt_id, reason
-_MARK_IN_DOUBT = """
+# KEYS: meta, attempt, unresolved, running, cooldown
+# ARGV: now, attempt_id, reason, error code ('' none), halt ('1' to halt), campaign_id
+_MARK_IN_DOUBT = (
+    _LUA_HELPERS
+    + """
 local status = redis.call('HGET', KEYS[2], 'status')
 if status ~= 'sending' then return status or 'unknown' end
 redis.call('HSET', KEYS[2], 'status', 'in_doubt', 'recorded_at', ARGV[1], 'error_message', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'error_code', ARGV[4]) end
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'in_doubt', 1)
+redis.call('HINCRBY', KEYS[1], 'in_doubt_reserved', num(redis.call('HGET', KEYS[2], 'reserved')))
+local state = redis.call('HGET', KEYS[1], 'state')
+if ARGV[5] == '1' and (state == 'running' or state == 'paused') then
+  redis.call('HSET', KEYS[1], 'halt_code', ARGV[4], 'halt_message', ARGV[3])
+  set_state(KEYS[1], KEYS[4], KEYS[5], ARGV[6], 'halted', ARGV[1])
+end
+return 'ok'
+"""
+)
+
+# KEYS: meta, lease, attempt   ARGV: lease token, body, now
+# The last check before a create request leaves: still running, still ours,
+# still unresolved. The body is kept the first time; a re-send reuses it.
+_STAMP_SEND = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 'not_running' end
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lease_lost' end
+local status = redis.call('HGET', KEYS[3], 'status')
+if status ~= 'sending' then return status or 'unknown' end
+if not redis.call('HGET', KEYS[3], 'request') then redis.call('HSET', KEYS[3], 'request', ARGV[2]) end
+redis.call('HSET', KEYS[3], 'sent_at', ARGV[3])
+redis.call('HINCRBY', KEYS[3], 'sends', 1)
 return 'ok'
 """
 
@@ -364,6 +431,12 @@ if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
 return 0
 """
 
+# KEYS: lease   ARGV: token, ttl_ms
+_LEASE_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
 # KEYS: lease   ARGV: token
 _LEASE_RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -415,6 +488,8 @@ class Store:
         self._transition = redis.register_script(_TRANSITION)
         self._lease_acquire = redis.register_script(_LEASE_ACQUIRE)
         self._lease_release = redis.register_script(_LEASE_RELEASE)
+        self._lease_renew = redis.register_script(_LEASE_RENEW)
+        self._stamp = redis.register_script(_STAMP_SEND)
         self._advance = redis.register_script(_ADVANCE_SEQ)
         self._take_due = redis.register_script(_TAKE_DUE)
 
@@ -569,6 +644,10 @@ class Store:
     async def campaign_ids(self) -> list[str]:
         return [cast(str, _s(m)) for m in await _aw(self.redis.zrange(self._campaigns, 0, -1))]
 
+    async def campaigns_created_between(self, start_ms: int, end_ms: int) -> list[str]:
+        found = await _aw(self.redis.zrangebyscore(self._campaigns, start_ms, end_ms))
+        return [cast(str, _s(m)) for m in found]
+
     async def running_campaigns(self) -> list[str]:
         return sorted(cast(str, _s(m)) for m in await _aw(self.redis.smembers(self._running)))
 
@@ -608,6 +687,11 @@ class Store:
     async def acquire_lease(self, campaign_id: str, token: str, ttl_seconds: float) -> bool:
         keys = [self._c(campaign_id, "lease")]
         return bool(await self._lease_acquire(keys=keys, args=[token, int(ttl_seconds * 1000)]))
+
+    async def renew_lease(self, campaign_id: str, token: str, ttl_seconds: float) -> bool:
+        """Extend a lease we still hold; never take back one that lapsed."""
+        keys = [self._c(campaign_id, "lease")]
+        return bool(await self._lease_renew(keys=keys, args=[token, int(ttl_seconds * 1000)]))
 
     async def release_lease(self, campaign_id: str, token: str) -> None:
         await self._lease_release(keys=[self._c(campaign_id, "lease")], args=[token])
@@ -652,13 +736,17 @@ class Store:
             state,
         )
 
-    async def save_request(self, attempt_id: str, body: str) -> None:
-        """Keep the exact body before it is sent: a re-send must reuse these bytes."""
-        await _aw(
-            self.redis.hset(
-                self._a(attempt_id), mapping={"request": body, "sent_at": str(now_ms())}
-            )
-        )
+    async def stamp_send(self, attempt_id: str, body: str, lease_token: str) -> str:
+        """Check running + lease + unresolved and keep the body, right before a send.
+
+        ``ok`` means the request may leave now; ``not_running`` or ``lease_lost``
+        mean it must not; any other answer is the attempt's status (someone
+        else resolved it). A re-send keeps the first body: the same bytes go out
+        under the same Idempotency-Key.
+        """
+        cid = self.campaign_of(attempt_id)
+        keys = [self._c(cid, "meta"), self._c(cid, "lease"), self._a(attempt_id)]
+        return cast(str, _s(await self._stamp(keys=keys, args=[lease_token, body, now_ms()])))
 
     async def record_accepted(self, attempt_id: str, call_id: str, poll_in_seconds: float) -> str:
         """Store the call ID the moment the provider returns it. Idempotent."""
@@ -674,6 +762,7 @@ class Store:
                         self._c(cid, "unresolved"),
                         self._unsettled,
                         self._calls,
+                        self._c(cid, "pending"),
                     ],
                     args=[call_id, now, now + int(poll_in_seconds * 1000), attempt_id],
                 )
@@ -711,10 +800,28 @@ class Store:
             ),
         )
 
-    async def mark_in_doubt(self, attempt_id: str, reason: str) -> str:
+    async def note_lookup_failure(self, attempt_id: str) -> int:
+        """Count failed look-ups of an attempt's call; returns the count so far."""
+        return int(await _aw(self.redis.hincrby(self._a(attempt_id), "lookup_failures", 1)))
+
+    async def mark_in_doubt(
+        self, attempt_id: str, reason: str, *, code: str = "", halt: bool = False
+    ) -> str:
+        """The attempt may or may not be a call: keep its reservation, ask an operator.
+
+        With ``halt``, the campaign halts with ``code`` too (a halt-class answer
+        to an attempt that an earlier send may already have placed).
+        """
         cid = self.campaign_of(attempt_id)
-        keys = [self._c(cid, "meta"), self._a(attempt_id), self._c(cid, "unresolved")]
-        return cast(str, _s(await self._in_doubt(keys=keys, args=[now_ms(), attempt_id, reason])))
+        keys = [
+            self._c(cid, "meta"),
+            self._a(attempt_id),
+            self._c(cid, "unresolved"),
+            self._running,
+            self._cooldown,
+        ]
+        args: list[str | int] = [now_ms(), attempt_id, reason, code, "1" if halt else "0", cid]
+        return cast(str, _s(await self._in_doubt(keys=keys, args=args)))
 
     async def transition(
         self,

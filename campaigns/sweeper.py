@@ -16,6 +16,8 @@ from campaigns.store import Store, now_ms
 
 __all__ = ["sweep"]
 
+_DAY_MS = 86_400_000
+
 
 async def sweep(store: Store, queue: JobQueue, settings: Settings) -> list[str]:
     """One pass; returns the campaigns it restarted."""
@@ -29,12 +31,21 @@ async def sweep(store: Store, queue: JobQueue, settings: Settings) -> list[str]:
             log.info("campaign_resumed", campaign_id=campaign_id, reason="provider cool-down over")
             kicked.append(campaign_id)
     stall_ms = int((settings.lease_seconds + 5) * 1000)
-    for campaign_id in await store.running_campaigns():
+    now = now_ms()
+    # Running campaigns nobody dispatches, and campaigns whose first job was lost.
+    candidates = await store.running_campaigns()
+    for campaign_id in await store.campaigns_created_between(now - _DAY_MS, now - stall_ms):
+        if await store.state(campaign_id) == "queued":
+            candidates.append(campaign_id)
+    for campaign_id in candidates:
         if campaign_id in kicked or await store.lease_holder(campaign_id) is not None:
             continue
-        if now_ms() - await store.last_heartbeat_ms(campaign_id) < stall_ms:
+        if now - await store.last_heartbeat_ms(campaign_id) < stall_ms:
             continue
-        log.warning("campaign_stalled", campaign_id=campaign_id)
+        campaign = await store.campaign(campaign_id)
+        if campaign is None or await queue.dispatch_waiting(campaign_id, campaign.dispatch_seq):
+            continue  # its next batch is queued behind others: a backlog, not a stall
+        log.warning("campaign_stalled", campaign_id=campaign_id, state=campaign.state)
         kicked.append(campaign_id)
     for campaign_id in kicked:
         await store.heartbeat(campaign_id)

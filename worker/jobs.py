@@ -46,6 +46,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     register_secret(settings.provider_api_key.get_secret_value())
+    if settings.webhook_secret is not None:
+        register_secret(settings.webhook_secret.get_secret_value())
     store = Store(ctx["redis"])
     queue = JobQueue(ctx["redis"], settings.queue_name)
     provider = make_provider(settings)
@@ -63,7 +65,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         worker_id=worker_id,
         queue=settings.queue_name,
         dialect=settings.provider_dialect,
-        provider_url=settings.provider_url,
+        provider_host=httpx.URL(settings.provider_url).host,
     )
 
 

@@ -49,6 +49,9 @@ def error_from_response(response: httpx.Response) -> ProviderError:
 
 
 def network_error(exc: httpx.HTTPError) -> ProviderError:
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        # No connection, so the request never reached the provider.
+        return ProviderError(None, "connect_failed", f"{type(exc).__name__}: {exc}")
     if isinstance(exc, httpx.TimeoutException):
         return ProviderError(None, "timeout", f"{type(exc).__name__}: no answer in time")
     return ProviderError(None, "network_error", f"{type(exc).__name__}: {exc}")

@@ -4,7 +4,7 @@ The machine is shared and noisy, so absolute figures drift from run to run;
 the ratios are what to read. Compared variants are interleaved round by round
 (A, B, then B, A, ...) and each row reports the median over the rounds.
 
-1. store: the dispatcher's per-call store path (claim + save_request +
+1. store: the dispatcher's per-call store path (claim + stamp_send +
    record_accepted + settle, three Lua scripts) against a naive, non-atomic
    baseline of plain commands doing the same logical writes with no checks.
 2. e2e: real ``campaigns worker`` processes against the sandbox over HTTP:
@@ -147,7 +147,7 @@ async def store_path(store: Store, spec: CampaignSpec, n: int) -> float:
         claim = await store.claim(cid, token)
         attempt = claim.attempt
         assert attempt is not None, claim.outcome
-        await store.save_request(attempt.attempt_id, BODY)
+        await store.stamp_send(attempt.attempt_id, BODY, token)
         await store.record_accepted(attempt.attempt_id, f"call_{cid}_{i}", 1.0)
         await store.settle(
             attempt.attempt_id,

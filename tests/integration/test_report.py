@@ -229,7 +229,7 @@ async def test_large_campaign_streams_csv_and_json(
         assert claim.outcome == "claimed" and claim.attempt is not None
         attempt_id = claim.attempt.attempt_id
         body = json.dumps({"to": claim.attempt.to, "n": i}, separators=(",", ":"))
-        await store.save_request(attempt_id, body)
+        assert await store.stamp_send(attempt_id, body, "test-writer") == "ok"
         if i % 10 == 9:
             await store.record_rejected(attempt_id, "contact", "invalid_destination", "bad")
             return

@@ -54,3 +54,34 @@ async def test_a_call_id_is_never_moved_to_another_attempt(store: Store) -> None
     assert await store.attempt_for_call("call-X") == first.attempt_id
     again = await store.attempt(second.attempt_id)
     assert again is not None and again.status == "sending", "left for the dispatcher to resolve"
+
+
+async def test_in_doubt_attempts_filling_every_slot_halt_for_review(store: Store) -> None:
+    """Nothing else will free the slot: waiting would be forever."""
+    spec = spec_dict("c", contacts=3)
+    spec["pacing"] = {"calls_per_second": 5, "batch_size": 10, "max_in_flight": 1}
+    await store.submit(parse_spec(spec))
+    await store.transition("c", ["queued"], "running")
+    assert await store.acquire_lease("c", "t", 60)
+    first = (await store.claim("c", "t")).attempt
+    assert first is not None
+    assert await store.mark_in_doubt(first.attempt_id, "answer lost") == "ok"
+    claim = await store.claim("c", "t")
+    assert claim.outcome == "needs_review"
+    campaign = await store.campaign("c")
+    assert campaign is not None and campaign.halt_code == "in_doubt_review"
+
+
+async def test_a_late_acceptance_of_a_rejected_attempt_is_recorded(store: Store) -> None:
+    """The provider's answer to an earlier send arrives after a rejection: the call
+    is real, so it is recorded, reserved for again, and the contact leaves pending."""
+    await _running(store, "c", contacts=2)
+    attempt = (await store.claim("c", "t")).attempt
+    assert attempt is not None
+    await store.record_rejected(attempt.attempt_id, "halt", "spend_control_exceeded", "x")
+    assert await store.record_accepted(attempt.attempt_id, "call-late", 0) == "late"
+    campaign = await store.campaign("c")
+    assert campaign is not None
+    assert (campaign.accepted, campaign.rejected, campaign.pending) == (1, 0, 1)
+    assert campaign.reserved_micros == attempt.reserved_micros
+    assert await store.attempt_for_call("call-late") == attempt.attempt_id

@@ -189,10 +189,17 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 if any(a.status == "in_doubt" for a in c.attempts):
                     return "needs_review", None
                 return "completed", None
+            # In-doubt attempts hold a slot and their reservation until an
+            # operator resolves them: when only they block, the claim halts.
+            in_doubt = [a for a in c.attempts if a.status == "in_doubt"]
             if len(c.live()) >= c.max_in_flight:
+                if in_doubt and len(c.live()) - len(in_doubt) <= 0:
+                    return "needs_review", None
                 return "in_flight_full", None
             if c.spent() + c.reserved() + c.worst > c.budget:
-                return ("budget_wait" if c.reserved() > 0 else "budget_exhausted"), None
+                if c.reserved() - sum(a.reserved for a in in_doubt) > 0:
+                    return "budget_wait", None
+                return ("needs_review" if in_doubt else "budget_exhausted"), None
             return "claimed", c.pending[0]
 
         # ------------------------------------------------------------ setup
@@ -344,6 +351,20 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
 
         # ------------------------------------------------------------ outcomes
         def _accept(self, a: AttemptModel, call_id: str) -> str:
+            c = self.campaigns[a.cid]
+            if a.status == "rejected":
+                # The provider placed the call after all (a late answer). Only
+                # modelled while the contact has not been claimed again: a later
+                # second call is what the dispatcher's in-doubt rule prevents.
+                if a.reject_kind != "contact" and a.contact not in c.pending:
+                    return "skipped"
+                got = self.run(self.store.record_accepted(a.attempt_id, call_id, 0))
+                assert got == "late", (got, a)
+                event("record_accepted: late")
+                if a.reject_kind != "contact":
+                    c.pending.remove(a.contact)
+                a.status, a.call_id = "accepted", call_id
+                return got
             if a.status in LIVE:
                 expected = "ok"
             elif a.status == "accepted":

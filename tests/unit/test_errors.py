@@ -85,7 +85,13 @@ CASES = [
     pytest.param(301, None, HALT, id="301"),
     pytest.param(302, "moved", HALT, id="302"),
     pytest.param(304, None, HALT, id="304"),
-    pytest.param(200, "invalid_response", HALT, id="200-invalid_response"),
+    # a 2xx we could not read may hide a call: re-send under the same key
+    pytest.param(200, "invalid_response", TRANSIENT, id="200-invalid_response"),
+    pytest.param(201, "invalid_response", TRANSIENT, id="201-invalid_response"),
+    # Stripe semantics: the key's first request is still in progress
+    pytest.param(409, "idempotency_key_in_use", TRANSIENT, id="409-in-use"),
+    pytest.param(409, "request_in_progress", TRANSIENT, id="409-in-progress"),
+    pytest.param(409, "idempotency_key_reuse", HALT, id="409-reuse"),
     pytest.param(501, "not_implemented", HALT, id="501"),
     pytest.param(505, None, HALT, id="505"),
     pytest.param(599, None, HALT, id="599"),
@@ -129,3 +135,20 @@ def test_provider_error_is_raisable() -> None:
 
 def test_error_class_values() -> None:
     assert [c.value for c in ErrorClass] == ["halt", "contact", "transient"]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "ambiguous"),
+    [
+        (None, "connect_failed", False),
+        (None, "timeout", True),
+        (None, "network_error", True),
+        (429, "rate_limited", False),
+        (403, "spend_control_exceeded", False),
+        (500, "provider_error", True),
+        (503, "provider_error", True),
+        (201, "invalid_response", True),
+    ],
+)
+def test_ambiguous_answers_may_hide_a_call(status: int | None, code: str, ambiguous: bool) -> None:
+    assert ProviderError(status, code).ambiguous is ambiguous

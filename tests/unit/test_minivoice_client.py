@@ -175,7 +175,9 @@ async def test_create_call_non_json_success_is_invalid_response() -> None:
         await mv.create_call("{}", "k")
     await mv.aclose()
     assert (info.value.status, info.value.code) == (201, "invalid_response")
-    assert info.value.error_class is ErrorClass.HALT
+    # The call may exist: re-send under the same key rather than halt and re-dial.
+    assert info.value.error_class is ErrorClass.TRANSIENT
+    assert info.value.ambiguous
 
 
 # --- errors -------------------------------------------------------------------------
@@ -295,7 +297,6 @@ async def test_retry_after_naive_date_does_not_crash() -> None:
     "exc",
     [
         httpx.ReadTimeout("read timed out"),
-        httpx.ConnectTimeout("connect timed out"),
         httpx.WriteTimeout("write timed out"),
         httpx.PoolTimeout("pool timed out"),
     ],
@@ -309,17 +310,17 @@ async def test_timeouts_are_transient_network_errors(exc: Exception) -> None:
     assert info.value.code == "timeout"
     assert type(exc).__name__ in info.value.message
     assert info.value.error_class is ErrorClass.TRANSIENT
+    assert info.value.ambiguous, "the request may have reached the provider"
 
 
 @pytest.mark.parametrize(
     "exc",
     [
-        httpx.ConnectError("connection refused"),
         httpx.RemoteProtocolError("server disconnected"),
         httpx.ReadError("reset"),
     ],
 )
-async def test_connect_errors_are_transient(exc: Exception) -> None:
+async def test_connection_resets_are_transient_and_ambiguous(exc: Exception) -> None:
     mv = client(Recorder(exc))
     with pytest.raises(ProviderError) as info:
         await mv.get_call("call_1")
@@ -327,6 +328,20 @@ async def test_connect_errors_are_transient(exc: Exception) -> None:
     assert info.value.status is None
     assert info.value.code == "network_error"
     assert info.value.error_class is ErrorClass.TRANSIENT
+    assert info.value.ambiguous
+
+
+@pytest.mark.parametrize(
+    "exc", [httpx.ConnectError("connection refused"), httpx.ConnectTimeout("connect timed out")]
+)
+async def test_failed_connections_are_transient_and_not_ambiguous(exc: Exception) -> None:
+    mv = client(Recorder(exc))
+    with pytest.raises(ProviderError) as info:
+        await mv.create_call("{}", "k")
+    await mv.aclose()
+    assert info.value.code == "connect_failed"
+    assert info.value.error_class is ErrorClass.TRANSIENT
+    assert not info.value.ambiguous, "no connection: the request never arrived"
 
 
 def test_network_error_helper() -> None:
@@ -334,7 +349,7 @@ def test_network_error_helper() -> None:
         None, "timeout", "ReadTimeout: no answer in time"
     )
     assert network_error(httpx.ConnectError("refused")) == ProviderError(
-        None, "network_error", "ConnectError: refused"
+        None, "connect_failed", "ConnectError: refused"
     )
 
 
