@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -52,30 +53,30 @@ def _sample_spec(contacts: int) -> dict[str, Any]:
     }
 
 
-def _progress(campaign: CampaignRecord, sent: int) -> Table:
-    table = Table(title=f"campaign {campaign.campaign_id}", title_justify="left")
-    for name in (
-        "state",
-        "pending",
-        "accepted",
-        "rejected",
-        "settled",
-        "sent",
-        "spent",
-        "reserved",
-        "budget",
-    ):
-        table.add_column(name, justify="right", no_wrap=True)
+def _progress(campaign: CampaignRecord) -> Table:
+    table = Table(
+        title=f"campaign {campaign.campaign_id} ({campaign.currency})",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    columns = ("state", "pending", "accepted", "rejected", "settled", "spent", "reserved", "budget")
+    for name in columns:
+        table.add_column(
+            name,
+            justify="right",
+            no_wrap=True,
+            min_width=max(len(name), 9 if name == "state" else 0),
+        )
     table.add_row(
         campaign.state,
         str(campaign.pending),
         str(campaign.accepted),
         str(campaign.rejected),
         str(campaign.settled),
-        str(sent),
         format_micros(campaign.spent_micros, 2),
         format_micros(campaign.reserved_micros, 2),
-        f"{format_micros(campaign.budget_micros, 2)} {campaign.currency}",
+        format_micros(campaign.budget_micros, 2),
     )
     return table
 
@@ -85,10 +86,10 @@ async def _watch(
 ) -> CampaignRecord:
     deadline = time.monotonic() + seconds
     campaign = await client.get(_CAMPAIGN)
-    with Live(_progress(campaign, 0), console=console, refresh_per_second=8) as live:
+    with Live(_progress(campaign), console=console, refresh_per_second=8) as live:
         while time.monotonic() < deadline:
             campaign = await client.get(_CAMPAIGN)
-            live.update(_progress(campaign, len(sandbox.ledger())))
+            live.update(_progress(campaign))
             stopped = campaign.state in ("halted", "completed", "cancelled")
             if stopped and campaign.settled == campaign.accepted and campaign.live == 0:
                 break
