@@ -12,7 +12,7 @@ from campaigns.control import CampaignClient
 from campaigns.sandbox import SandboxServer
 from campaigns.settings import Settings
 from tests.redis_fixtures import redis_server, redis_url
-from tests.support import WorkerProcess
+from tests.support import WorkerProcess, fast_settings
 
 __all__ = ["redis_server", "redis_url"]
 
@@ -39,22 +39,7 @@ def sandbox(sandbox_server: SandboxServer) -> SandboxServer:
 
 @pytest.fixture
 def settings(redis_url: str, sandbox: SandboxServer) -> Settings:
-    return Settings(
-        redis_url=redis_url,
-        provider_url=sandbox.url,
-        provider_api_key=API_KEY,
-        queue_name="dispatcher:test",
-        lease_seconds=3.0,
-        poll_interval_seconds=0.2,
-        poll_max_interval_seconds=1.0,
-        retry_base_seconds=0.05,
-        retry_max_seconds=0.2,
-        retry_attempts=3,
-        provider_timeout_seconds=2.0,
-        provider_unavailable_cooldown_seconds=3.0,
-        sweep_interval_seconds=1,
-        _env_file=None,  # type: ignore[call-arg]
-    )
+    return fast_settings(redis_url, sandbox.url, API_KEY, "dispatcher:test")
 
 
 @pytest.fixture

@@ -18,6 +18,27 @@ ROOT = Path(__file__).resolve().parent.parent
 CAMPAIGNS_BIN = str(Path(sys.executable).with_name("campaigns"))
 
 
+def fast_settings(redis_url: str, provider_url: str, api_key: str, queue: str) -> Settings:
+    """Settings with short leases, polls and back-offs, so tests and benchmarks
+    see recovery in seconds rather than the production defaults' tens."""
+    return Settings(
+        redis_url=redis_url,
+        provider_url=provider_url,
+        provider_api_key=api_key,  # type: ignore[arg-type]
+        queue_name=queue,
+        lease_seconds=3.0,
+        poll_interval_seconds=0.2,
+        poll_max_interval_seconds=1.0,
+        retry_base_seconds=0.05,
+        retry_max_seconds=0.2,
+        retry_attempts=3,
+        provider_timeout_seconds=2.0,
+        provider_unavailable_cooldown_seconds=3.0,
+        sweep_interval_seconds=1,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(

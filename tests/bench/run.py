@@ -47,7 +47,7 @@ from campaigns.sandbox import SandboxServer
 from campaigns.settings import Settings
 from campaigns.spec import CampaignSpec, parse_spec
 from campaigns.store import Store
-from tests.support import WorkerProcess
+from tests.support import WorkerProcess, fast_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "sk_bench_3e9d1c7a5f2b4e6d8a0c"
@@ -235,22 +235,7 @@ async def bench_store(url: str, calls: int, rounds: int) -> tuple[list[Row], lis
 
 def worker_settings(redis_url: str, sandbox_url: str, queue: str) -> Settings:
     """Like tests/conftest.py's ``settings`` fixture, pointed at the bench's servers."""
-    return Settings(
-        redis_url=redis_url,
-        provider_url=sandbox_url,
-        provider_api_key=API_KEY,
-        queue_name=queue,
-        lease_seconds=3.0,
-        poll_interval_seconds=0.2,
-        poll_max_interval_seconds=1.0,
-        retry_base_seconds=0.05,
-        retry_max_seconds=0.2,
-        retry_attempts=3,
-        provider_timeout_seconds=2.0,
-        provider_unavailable_cooldown_seconds=3.0,
-        sweep_interval_seconds=1,
-        _env_file=None,
-    )
+    return fast_settings(redis_url, sandbox_url, API_KEY, queue)
 
 
 async def wait_until(
