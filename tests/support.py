@@ -123,6 +123,29 @@ async def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
 
 
+def seed_event(
+    call_id: str = "call_123", event: str = "call.completed", **call_fields: Any
+) -> dict[str, Any]:
+    """The ``call.completed`` webhook of seed 000 (a fresh copy), for one call."""
+    call: dict[str, Any] = {
+        "id": call_id,
+        "customer_id": "cust_123",
+        "application_id": "app_123",
+        "status": "completed",
+        "direction": "outbound",
+        "from": "+15551230001",
+        "to": "+15551230002",
+    }
+    call.update(call_fields)
+    return {
+        "event": event,
+        "created_at": "2026-05-29T12:10:00Z",
+        "call": call,
+        "variables": {},
+        "data": {},
+    }
+
+
 def creates(ledger: list[dict[str, Any]], campaign_id: str) -> list[dict[str, Any]]:
     """The sandbox's create requests that belong to one campaign."""
     return [e for e in ledger if (e.get("variables") or {}).get("campaign_id") == campaign_id]

@@ -20,31 +20,12 @@ from campaigns.sandbox import SandboxServer, ThreadedServer, sign_payload
 from campaigns.settings import Settings
 from campaigns.spec import parse_spec
 from tests.conftest import spec_dict
-from tests.support import WorkerProcess, wait_for
+from tests.support import WorkerProcess, seed_event, wait_for
 
 SECRET = "whsec_4b9e2f7a1c6d8e3f0a5b"
 PATH = "/webhooks/minivoice"
 
 StartIngress = Callable[..., ThreadedServer]
-
-
-def completed(call_id: str = "call_123", event: str = "call.completed") -> dict[str, Any]:
-    """The seed-000 webhook."""
-    return {
-        "event": event,
-        "created_at": "2026-05-29T12:10:00Z",
-        "call": {
-            "id": call_id,
-            "customer_id": "cust_123",
-            "application_id": "app_123",
-            "status": "completed",
-            "direction": "outbound",
-            "from": "+15551230001",
-            "to": "+15551230002",
-        },
-        "variables": {},
-        "data": {},
-    }
 
 
 def encode(payload: Any) -> bytes:
@@ -94,7 +75,7 @@ async def test_signed_completed_event_is_enqueued_as_a_json_job(
     start_ingress: StartIngress, http: httpx.AsyncClient, arq_pool: ArqRedis, settings: Settings
 ) -> None:
     ingress = start_ingress()
-    payload = completed()
+    payload = seed_event()
     body = encode(payload)
     with structlog.testing.capture_logs() as logs:
         response = await http.post(ingress.url + PATH, content=body, headers=signed(body))
@@ -128,7 +109,7 @@ async def test_fallback_path_and_health(
     ingress = start_ingress()
     health = await http.get(ingress.url + "/healthz")
     assert health.status_code == 200
-    body = encode(completed("call_fallback", event="call.no_answer"))
+    body = encode(seed_event("call_fallback", event="call.no_answer"))
     response = await http.post(ingress.url + "/webhooks", content=body, headers=signed(body))
     assert response.status_code == 202
     [job] = await queued(arq_pool, settings)
@@ -159,7 +140,7 @@ async def test_forged_or_missing_signature_is_refused_and_nothing_enqueued(
     settings: Settings,
 ) -> None:
     ingress = start_ingress()
-    body = encode(completed())
+    body = encode(seed_event())
     response = await http.post(ingress.url + PATH, content=body, headers=headers(body))
     assert response.status_code == 401
     assert response.json() == {"error": "invalid signature"}
@@ -177,7 +158,7 @@ async def test_replayed_delivery_outside_tolerance_is_refused(
 ) -> None:
     now = 1_780_000_000.0
     ingress = start_ingress(clock=lambda: now)
-    body = encode(completed())
+    body = encode(seed_event())
     response = await http.post(ingress.url + PATH, content=body, headers=signed(body, ts=now - age))
     assert response.status_code == 401
     assert await queued(arq_pool, settings) == []
@@ -192,7 +173,7 @@ async def test_without_a_secret_unsigned_deliveries_are_accepted(
     start_ingress: StartIngress, http: httpx.AsyncClient, arq_pool: ArqRedis, settings: Settings
 ) -> None:
     ingress = start_ingress(secret=None)
-    payload = completed("call_unsigned")
+    payload = seed_event("call_unsigned")
     response = await http.post(ingress.url + PATH, json=payload)
     assert response.status_code == 202
     [job] = await queued(arq_pool, settings)
@@ -203,14 +184,14 @@ async def test_duplicate_delivery_becomes_one_job(
     start_ingress: StartIngress, http: httpx.AsyncClient, arq_pool: ArqRedis, settings: Settings
 ) -> None:
     ingress = start_ingress()
-    body = encode(completed("call_twice"))
+    body = encode(seed_event("call_twice"))
     for _ in range(3):
         response = await http.post(ingress.url + PATH, content=body, headers=signed(body))
         assert response.status_code == 202
     assert len(await queued(arq_pool, settings)) == 1
 
     # A different event for another call is a different job.
-    other = encode(completed("call_other"))
+    other = encode(seed_event("call_other"))
     await http.post(ingress.url + PATH, content=other, headers=signed(other))
     assert len(await queued(arq_pool, settings)) == 2
 
@@ -265,7 +246,7 @@ async def test_non_final_event_is_ignored(
     settings: Settings,
 ) -> None:
     ingress = start_ingress()
-    body = encode(completed(event=event))
+    body = encode(seed_event(event=event))
     response = await http.post(ingress.url + PATH, content=body, headers=signed(body))
     assert response.status_code == 202
     assert response.json() == {"queued": False, "ignored": True}
@@ -276,7 +257,7 @@ async def test_oversized_body_is_refused(
     start_ingress: StartIngress, http: httpx.AsyncClient, arq_pool: ArqRedis, settings: Settings
 ) -> None:
     ingress = start_ingress()
-    payload = completed()
+    payload = seed_event()
     payload["data"] = {"padding": "x" * MAX_BODY_BYTES}
     body = encode(payload)
     response = await http.post(ingress.url + PATH, content=body, headers=signed(body))

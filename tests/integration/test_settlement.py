@@ -29,7 +29,7 @@ from campaigns.settlement import Settler
 from campaigns.spec import parse_spec
 from campaigns.store import Attempt, CampaignRecord
 from tests.conftest import API_KEY, spec_dict
-from tests.support import WorkerProcess, wait_for
+from tests.support import WorkerProcess, seed_event, wait_for
 
 WORST_CASE = 20_000  # 120 s at 0.01/min, 60/60: the reservation of one call
 
@@ -91,27 +91,6 @@ async def settle_all(
 
     result: CampaignRecord = await wait_for(check, timeout=timeout, what="settled by polling")
     return result
-
-
-def seed_event(call_id: str, **call_fields: Any) -> dict[str, Any]:
-    """The ``call.completed`` webhook of seed 000, for one call."""
-    call: dict[str, Any] = {
-        "id": call_id,
-        "customer_id": "cust_123",
-        "application_id": "app_123",
-        "status": "completed",
-        "direction": "outbound",
-        "from": "+15551230001",
-        "to": "+15551230002",
-    }
-    call.update(call_fields)
-    return {
-        "event": "call.completed",
-        "created_at": "2026-05-29T12:10:00Z",
-        "call": call,
-        "variables": {},
-        "data": {},
-    }
 
 
 # --------------------------------------------------------------------------- polling

@@ -10,22 +10,9 @@ import pytest
 
 from campaigns.providers.base import CallInfo
 from campaigns.settlement import EventError, parse_call_event
+from tests.support import seed_event
 
-SEED_EVENT: dict[str, Any] = {
-    "event": "call.completed",
-    "created_at": "2026-05-29T12:10:00Z",
-    "call": {
-        "id": "call_123",
-        "customer_id": "cust_123",
-        "application_id": "app_123",
-        "status": "completed",
-        "direction": "outbound",
-        "from": "+15551230001",
-        "to": "+15551230002",
-    },
-    "variables": {},
-    "data": {},
-}
+SEED_EVENT: dict[str, Any] = seed_event()
 
 
 def event(**call_changes: Any) -> dict[str, Any]:
