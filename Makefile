@@ -13,7 +13,7 @@ PYTEST      ?= .venv/bin/python -m pytest -q
 RUFF        ?= $(VENV)/bin/ruff
 MYPY        ?= $(VENV)/bin/mypy
 
-.PHONY: help venv demo test lint fmt chaos-soak bench clean distclean
+.PHONY: help venv demo test lint fmt chaos-soak fuzz bench clean distclean
 
 help:
 	@echo "make venv        create $(VENV) and install the project (+dev) pinned by requirements.lock"
@@ -22,6 +22,7 @@ help:
 	@echo "make lint        ruff check, ruff format --check, mypy --strict"
 	@echo "make fmt         ruff format + ruff check --fix"
 	@echo "make chaos-soak  long chaos run (tests/chaos --soak)"
+	@echo "make fuzz         long fuzzing run (tests/fuzz, FUZZ=long; FUZZ_EXAMPLES per test, default 2000)"
 	@echo "make bench       benchmarks (tests/bench/run.py)"
 	@echo "make clean       caches and build output; 'make distclean' also removes $(VENV)"
 
@@ -66,6 +67,9 @@ fmt: venv
 
 chaos-soak: venv
 	$(VPY) -m pytest tests/chaos/test_chaos.py -k invariants --soak -q -s --timeout 7200
+
+fuzz: venv
+	FUZZ=long $(VPY) -m pytest tests/fuzz -q --timeout 0
 
 bench: venv
 	$(VPY) tests/bench/run.py
