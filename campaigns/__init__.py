@@ -4,17 +4,23 @@ The public API for other Python services::
 
     from campaigns import CampaignSpec, submit_campaign, CampaignClient
 
-Everything else is reachable through its module (``campaigns.rating``,
+Everything else is reachable through its module (``campaigns.domain.rating``,
 ``campaigns.store``, ...), but only these names are promised to stay.
 """
 
-from campaigns.control import CampaignClient, ControlError, NotFound, SubmitResult, submit_campaign
-from campaigns.errors import ErrorClass, ProviderError, classify
-from campaigns.estimate import Estimate, estimate
-from campaigns.money import format_micros, parse_micros
-from campaigns.rating import PRESETS, Increments, Rate
+from campaigns.domain.errors import ErrorClass, ProviderError, classify
+from campaigns.domain.money import format_micros, parse_micros
+from campaigns.domain.rating import PRESETS, Increments, Rate
+from campaigns.domain.spec import CampaignSpec, Contact, SpecError, load_spec, parse_spec
+from campaigns.operators.control import (
+    CampaignClient,
+    ControlError,
+    NotFound,
+    SubmitResult,
+    submit_campaign,
+)
+from campaigns.operators.estimate import Estimate, estimate
 from campaigns.settings import Settings
-from campaigns.spec import CampaignSpec, Contact, SpecError, load_spec, parse_spec
 
 __all__ = [
     "PRESETS",

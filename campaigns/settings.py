@@ -41,8 +41,3 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(5.0, gt=0)
     provider_unavailable_cooldown_seconds: float = Field(30.0, gt=0)
     job_timeout_seconds: int = Field(60, ge=5)
-
-    fault_kill_after_send: float = Field(0.0, ge=0, le=1)
-    """Test-only switch: the probability of SIGKILLing this process between a
-    create request's answer and its record. 0 (off) in production; the chaos
-    suite sets it."""

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from campaigns.control import CampaignClient
-from campaigns.sandbox import SandboxServer
+from campaigns.operators.control import CampaignClient
 from campaigns.settings import Settings
+from campaigns.testbed.sandbox import SandboxServer
 from tests.redis_fixtures import redis_server, redis_url
 from tests.support import WorkerProcess, fast_settings
 
@@ -54,8 +54,11 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., W
     """Start real ``campaigns worker`` processes; all are stopped after the test."""
     started: list[WorkerProcess] = []
 
-    def start(config: Settings | None = None, **env: str) -> WorkerProcess:
-        proc = WorkerProcess(config or settings, tmp_path / f"worker-{len(started)}.log", **env)
+    def start(
+        config: Settings | None = None, settings_class: str | None = None, **env: str
+    ) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(started)}.log"
+        proc = WorkerProcess(config or settings, log, settings_class=settings_class, **env)
         started.append(proc)
         return proc
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from campaigns.redis_server import RedisServer
+from campaigns.testbed.redis_server import RedisServer
 
 __all__ = ["redis_server", "redis_url"]
 

@@ -12,7 +12,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from campaigns.domain.lifecycle import BUDGET_EXHAUSTED_MESSAGE, REVIEW_MESSAGE
+from campaigns.domain.spec import CampaignSpec
 from campaigns.settings import Settings
+from campaigns.store import Claim, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMPAIGNS_BIN = str(Path(sys.executable).with_name("campaigns"))
@@ -68,11 +71,23 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
 class WorkerProcess:
     """``campaigns worker`` as users start it, in its own process group."""
 
-    def __init__(self, settings: Settings, log_path: Path, **extra_env: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        *,
+        settings_class: str | None = None,
+        **extra_env: str,
+    ) -> None:
+        """``settings_class``: a tests own arq settings (``python -m arq CLASS``),
+        such as the chaos suites fault seam; else ``campaigns worker``."""
         self.log_path = log_path
         self._log = log_path.open("ab")
+        command = [CAMPAIGNS_BIN, "worker"]
+        if settings_class is not None:
+            command = [sys.executable, "-m", "arq", settings_class]
         self.proc = subprocess.Popen(
-            [CAMPAIGNS_BIN, "worker"],
+            command,
             env=worker_env(settings, **extra_env),
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -149,3 +164,20 @@ def seed_event(
 def creates(ledger: list[dict[str, Any]], campaign_id: str) -> list[dict[str, Any]]:
     """The sandbox's create requests that belong to one campaign."""
     return [e for e in ledger if (e.get("variables") or {}).get("campaign_id") == campaign_id]
+
+
+async def submit_spec(store: Store, spec: CampaignSpec) -> str:
+    """``Store.submit`` with the worst case and estimate the operator API computes."""
+    rate = spec.rate_model()
+    return await store.submit(
+        spec,
+        worst_case_micros=spec.worst_case_call_micros(),
+        estimated_micros=rate.cost_micros(spec.max_call_seconds) * len(spec.contacts),
+    )
+
+
+async def claim_next(store: Store, campaign_id: str, token: str) -> Claim:
+    """``Store.claim`` with the dispatcher's operator wording."""
+    return await store.claim(
+        campaign_id, token, review_message=REVIEW_MESSAGE, budget_message=BUDGET_EXHAUSTED_MESSAGE
+    )

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from campaigns import redis_server as rs
-from campaigns.redis_server import RedisServer, RedisServerError, find_redis_server
+from campaigns.testbed import redis_server as rs
+from campaigns.testbed.redis_server import RedisServer, RedisServerError, find_redis_server
 from tests.redis_fixtures import redis_server, redis_url
 
 __all__ = ["redis_server", "redis_url"]  # re-exported so pytest sees the fixtures
@@ -189,7 +189,7 @@ def test_close_removes_own_data_dir_but_not_a_given_one(tmp_path: Path) -> None:
 def test_server_dies_with_a_sigkilled_parent() -> None:
     code = (
         "import sys, time\n"
-        "from campaigns.redis_server import RedisServer\n"
+        "from campaigns.testbed.redis_server import RedisServer\n"
         "s = RedisServer().start()\n"
         "print(s.pid, flush=True)\n"
         "time.sleep(60)\n"

@@ -10,16 +10,16 @@ import httpx
 import structlog
 from arq import Retry
 
-from campaigns import alerts
-from campaigns.dispatch import BatchResult, Dispatcher
+from campaigns.engine import alerts
+from campaigns.engine.dispatch import BatchResult, Dispatcher
+from campaigns.engine.settlement import Settler
+from campaigns.engine.sweeper import sweep
 from campaigns.logs import configure_logging, register_secret
+from campaigns.operators.reconcile import reconcile
 from campaigns.providers import make_provider
 from campaigns.queue import JobQueue
-from campaigns.reconcile import reconcile
 from campaigns.settings import Settings
-from campaigns.settlement import Settler
 from campaigns.store import Store
-from campaigns.sweeper import sweep
 
 __all__ = [
     "deliver_alert",

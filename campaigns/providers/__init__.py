@@ -4,27 +4,36 @@ from __future__ import annotations
 
 import httpx
 
-from campaigns.providers.base import FINAL_STATUSES, Balance, CallInfo, Provider, Usage
+from campaigns.providers.base import FINAL_STATUSES, Balance, CallInfo, EventError, Provider, Usage
 from campaigns.providers.minivoice import MiniVoice
+from campaigns.providers.voipbin import VoIPBIN
 from campaigns.settings import Settings
 
 __all__ = [
     "FINAL_STATUSES",
     "Balance",
     "CallInfo",
+    "EventError",
     "MiniVoice",
     "Provider",
     "Usage",
+    "VoIPBIN",
+    "final_events",
     "make_provider",
 ]
+
+_DIALECTS: dict[str, type[MiniVoice] | type[VoIPBIN]] = {"minivoice": MiniVoice, "voipbin": VoIPBIN}
+
+
+def final_events(dialect: str) -> frozenset[str]:
+    """The webhook events of a dialect that carry a final call (for the ingress)."""
+    return _DIALECTS[dialect].final_events
 
 
 def make_provider(
     settings: Settings, transport: httpx.AsyncBaseTransport | None = None
 ) -> Provider:
     if settings.provider_dialect == "voipbin":
-        from campaigns.providers.voipbin import VoIPBIN
-
         return VoIPBIN(
             settings.provider_url,
             settings.provider_api_key,

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from campaigns.errors import ProviderError
+from campaigns.domain.errors import ProviderError
 
 __all__ = ["error_from_response", "network_error", "parse_retry_after", "request"]
 

@@ -6,9 +6,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-__all__ = ["FINAL_STATUSES", "Balance", "CallInfo", "Provider", "Usage"]
+__all__ = ["FINAL_STATUSES", "Balance", "CallInfo", "EventError", "Provider", "Usage"]
 
 FINAL_STATUSES = frozenset({"completed", "failed", "busy", "no_answer", "canceled"})
+"""A call in one of these statuses is over: it can be settled."""
+
+
+class EventError(ValueError):
+    """A call event that cannot be applied; it goes to the dead-letter list."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +53,16 @@ class Balance:
 
 
 class Provider(Protocol):
-    """A dialect adapter. Errors are raised as :class:`campaigns.errors.ProviderError`."""
+    """A dialect adapter. Errors are raised as :class:`campaigns.domain.errors.ProviderError`."""
 
     dialect: str
     can_list_calls: bool
+    final_events: frozenset[str]
+    """Webhook event names that carry a final call (the only ones worth settling)."""
+
+    def parse_event(self, payload: Any) -> tuple[str, CallInfo]:
+        """A webhook payload (JSON text or decoded) as (event name, call); EventError names the field."""
+        ...
 
     def build_create(
         self, *, caller_id: str, to: str, max_duration_seconds: int, variables: dict[str, Any]

@@ -9,12 +9,23 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from campaigns.errors import ProviderError
-from campaigns.money import MoneyError, amount_to_micros
+from campaigns.domain.errors import ProviderError
+from campaigns.domain.money import MoneyError, amount_to_micros
 from campaigns.providers._http import request
-from campaigns.providers.base import Balance, CallInfo, Usage
+from campaigns.providers.base import FINAL_STATUSES, Balance, CallInfo, EventError, Usage
 
-__all__ = ["MiniVoice", "parse_call"]
+__all__ = ["FINAL_EVENTS", "MiniVoice", "parse_call", "parse_call_event"]
+
+FINAL_EVENTS = frozenset(
+    {
+        "call.completed",
+        "call.failed",
+        "call.busy",
+        "call.no_answer",
+        "call.canceled",
+    }
+)
+"""The seed-000 events that carry a final call."""
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -48,6 +59,33 @@ def parse_call(payload: Any) -> CallInfo:
     )
 
 
+def parse_call_event(payload: Any) -> tuple[str, CallInfo]:
+    """Validate a webhook payload (seed 000 shape) into (event name, call)."""
+    if isinstance(payload, str | bytes):
+        try:
+            payload = json.loads(payload)
+        except json.JSONDecodeError as exc:
+            raise EventError(f"not JSON: {exc.msg}") from None
+        except (UnicodeDecodeError, RecursionError):
+            raise EventError("not JSON: undecodable body") from None
+    if not isinstance(payload, dict):
+        raise EventError("event must be a JSON object")
+    event = payload.get("event")
+    if not isinstance(event, str) or event not in FINAL_EVENTS:
+        raise EventError(f"event: unsupported {event!r}")
+    call = payload.get("call")
+    if not isinstance(call, dict):
+        raise EventError("call.id: missing")
+    status = call.get("status") or event.removeprefix("call.")
+    try:
+        info = parse_call({**call, "status": status, "variables": payload.get("variables")})
+    except ValueError as exc:
+        raise EventError(f"call.{exc}") from None
+    if not isinstance(status, str) or status not in FINAL_STATUSES:
+        raise EventError(f"call.status: {status!r} is not final")
+    return event, info
+
+
 def _call(payload: Any) -> CallInfo:
     try:
         return parse_call(payload)
@@ -58,6 +96,11 @@ def _call(payload: Any) -> CallInfo:
 class MiniVoice:
     dialect = "minivoice"
     can_list_calls = True
+    final_events = FINAL_EVENTS
+
+    @staticmethod
+    def parse_event(payload: Any) -> tuple[str, CallInfo]:
+        return parse_call_event(payload)
 
     def __init__(
         self,

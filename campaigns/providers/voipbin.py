@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from campaigns.errors import ProviderError
+from campaigns.domain.errors import ProviderError
 from campaigns.providers._http import request
-from campaigns.providers.base import Balance, CallInfo, Usage
+from campaigns.providers.base import Balance, CallInfo, EventError, Usage
 
 __all__ = ["VoIPBIN"]
 
@@ -61,6 +61,12 @@ def _call(payload: Any, to: str | None = None) -> CallInfo:
 class VoIPBIN:
     dialect = "voipbin"
     can_list_calls = False
+    final_events: frozenset[str] = frozenset()
+    """VoIPBIN reports no call events here: its calls are settled by polling."""
+
+    @staticmethod
+    def parse_event(payload: Any) -> tuple[str, CallInfo]:
+        raise EventError("event: the voipbin dialect sends no call events; calls settle by polling")
 
     def __init__(
         self,

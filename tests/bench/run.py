@@ -40,14 +40,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from redis.asyncio import Redis
 
-from campaigns.control import CampaignClient
-from campaigns.rating import Rate
-from campaigns.redis_server import RedisServer
-from campaigns.sandbox import SandboxServer
+from campaigns.domain.lifecycle import Move
+from campaigns.domain.rating import Rate
+from campaigns.domain.spec import CampaignSpec, parse_spec
+from campaigns.operators.control import CampaignClient
 from campaigns.settings import Settings
-from campaigns.spec import CampaignSpec, parse_spec
 from campaigns.store import Store
-from tests.support import WorkerProcess, fast_settings
+from campaigns.testbed.redis_server import RedisServer
+from campaigns.testbed.sandbox import SandboxServer
+from tests.support import WorkerProcess, claim_next, fast_settings, submit_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "sk_bench_3e9d1c7a5f2b4e6d8a0c"
@@ -138,13 +139,13 @@ def spec_for(campaign_id: str, contacts: int, **pacing: float) -> CampaignSpec:
 async def store_path(store: Store, spec: CampaignSpec, n: int) -> float:
     """Calls/s through the dispatcher's own store path, setup outside the clock."""
     cid = spec.campaign_id
-    await store.submit(spec)
-    await store.transition(cid, ["queued"], "running")
+    await submit_spec(store, spec)
+    await store.transition(cid, Move.START)
     token = "bench-lease"
     assert await store.acquire_lease(cid, token, 600)
     start = time.perf_counter()
     for i in range(n):
-        claim = await store.claim(cid, token)
+        claim = await claim_next(store, cid, token)
         attempt = claim.attempt
         assert attempt is not None, claim.outcome
         await store.stamp_send(attempt.attempt_id, BODY, token)

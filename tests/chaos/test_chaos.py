@@ -20,15 +20,19 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from campaigns.control import CampaignClient, ControlError
-from campaigns.redis_server import RedisServer
-from campaigns.sandbox import SandboxServer, parse_rfc3339
+from campaigns.domain.spec import parse_spec
+from campaigns.operators.control import CampaignClient, ControlError
 from campaigns.settings import Settings
-from campaigns.spec import parse_spec
+from campaigns.testbed.redis_server import RedisServer
+from campaigns.testbed.sandbox import SandboxServer, parse_rfc3339
+from tests.chaos.faults import ENV
 from tests.conftest import spec_dict
 from tests.support import WorkerProcess, creates, wait_for
 
 pytestmark = pytest.mark.chaos
+
+
+KILLER = "tests.chaos.faults.KillAfterSend"
 
 
 @dataclass
@@ -116,9 +120,9 @@ async def _chaos_run(
         call_duration_real_seconds=0.3,
         latency_seconds=0.005,
     )
-    kill_env = {"DISPATCHER_FAULT_KILL_AFTER_SEND": "0.04"}
+    kill_env = {ENV: "0.04"}
     config = settings.model_copy(update={"provider_honours_idempotency": honour_idempotency})
-    workers = [start_worker(config, **kill_env) for _ in range(3)]
+    workers = [start_worker(config, settings_class=KILLER, **kill_env) for _ in range(3)]
     ids = [f"chaos{n}" for n in range(campaigns)]
     for cid in ids:
         spec = spec_dict(cid, contacts=contacts, budget="100.00")
@@ -283,8 +287,8 @@ async def _chaos_run_until_quiet(
     obs = Observations()
     sandbox.configure(seed=seed, honour_idempotency=False, call_duration_real_seconds=0.3)
     config = settings.model_copy(update={"provider_honours_idempotency": honour_idempotency})
-    env = {"DISPATCHER_FAULT_KILL_AFTER_SEND": "0.1"}
-    workers = [start_worker(config, **env) for _ in range(3)]
+    env = {ENV: "0.1"}
+    workers = [start_worker(config, settings_class=KILLER, **env) for _ in range(3)]
     for cid in ("chaos0", "chaos1"):
         spec = spec_dict(cid, contacts=30)
         spec["pacing"] = {"calls_per_second": 30, "batch_size": 5, "max_in_flight": 30}

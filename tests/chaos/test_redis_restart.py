@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from campaigns.control import CampaignClient
-from campaigns.redis_server import RedisServer
-from campaigns.sandbox import SandboxServer
-from campaigns.spec import parse_spec
+from campaigns.domain.spec import parse_spec
+from campaigns.operators.control import CampaignClient
+from campaigns.testbed.redis_server import RedisServer
+from campaigns.testbed.sandbox import SandboxServer
 from tests.conftest import spec_dict
 from tests.support import WorkerProcess, creates, wait_for
 

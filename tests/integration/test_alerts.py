@@ -11,9 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from campaigns.control import CampaignClient
-from campaigns.sandbox import SandboxServer, ThreadedServer
-from campaigns.spec import parse_spec
+from campaigns.domain.spec import parse_spec
+from campaigns.operators.control import CampaignClient
+from campaigns.testbed.sandbox import SandboxServer, ThreadedServer
 from tests.conftest import spec_dict
 from tests.support import WorkerProcess, wait_for
 

@@ -13,11 +13,11 @@ import pytest
 import redis as redis_sync
 
 from campaigns import SpecError, submit_campaign
-from campaigns.control import CampaignClient
+from campaigns.domain.spec import parse_spec
+from campaigns.operators.control import CampaignClient
 from campaigns.queue import json_serializer
-from campaigns.sandbox import SandboxServer
 from campaigns.settings import Settings
-from campaigns.spec import parse_spec
+from campaigns.testbed.sandbox import SandboxServer
 from tests.conftest import spec_dict
 from tests.support import CAMPAIGNS_BIN, WorkerProcess, wait_for, worker_env
 

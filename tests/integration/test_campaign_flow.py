@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from campaigns.control import CampaignClient
-from campaigns.report import report_rows
-from campaigns.sandbox import SandboxServer
-from campaigns.spec import parse_spec
+from campaigns.domain.spec import parse_spec
+from campaigns.operators.control import CampaignClient
+from campaigns.operators.report import report_rows
+from campaigns.testbed.sandbox import SandboxServer
 from tests.conftest import API_KEY, spec_dict
 from tests.support import WorkerProcess, creates, wait_for
 

@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from campaigns.control import CampaignClient, ControlError
-from campaigns.report import report_rows
-from campaigns.sandbox import SandboxServer
-from campaigns.spec import parse_spec
+from campaigns.domain.spec import parse_spec
+from campaigns.operators.control import CampaignClient, ControlError
+from campaigns.operators.report import report_rows
+from campaigns.testbed.sandbox import SandboxServer
 from tests.conftest import spec_dict
 from tests.support import WorkerProcess, creates, wait_for
 

@@ -13,12 +13,16 @@ import pytest
 import structlog
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
-from campaigns.control import CampaignClient
-from campaigns.ingress import MAX_BODY_BYTES, create_ingress_app_from_settings, event_job_id
+from campaigns.domain.spec import parse_spec
+from campaigns.operators.control import CampaignClient
+from campaigns.operators.ingress import (
+    MAX_BODY_BYTES,
+    create_ingress_app_from_settings,
+    event_job_id,
+)
 from campaigns.queue import JOB_CALL_EVENT, json_deserializer
-from campaigns.sandbox import SandboxServer, ThreadedServer, sign_payload
 from campaigns.settings import Settings
-from campaigns.spec import parse_spec
+from campaigns.testbed.sandbox import SandboxServer, ThreadedServer, sign_payload
 from tests.conftest import spec_dict
 from tests.support import WorkerProcess, seed_event, wait_for
 

@@ -7,10 +7,10 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from campaigns.control import CampaignClient
-from campaigns.sandbox import SandboxServer
+from campaigns.domain.spec import parse_spec
+from campaigns.operators.control import CampaignClient
 from campaigns.settings import Settings
-from campaigns.spec import parse_spec
+from campaigns.testbed.sandbox import SandboxServer
 from tests.conftest import spec_dict
 from tests.support import CAMPAIGNS_BIN, WorkerProcess, creates, wait_for, worker_env
 

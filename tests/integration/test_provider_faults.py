@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from campaigns.control import CampaignClient
-from campaigns.sandbox import SandboxServer
+from campaigns.domain.spec import parse_spec
+from campaigns.operators.control import CampaignClient
 from campaigns.settings import Settings
-from campaigns.spec import parse_spec
+from campaigns.testbed.sandbox import SandboxServer
 from tests.conftest import spec_dict
 from tests.support import WorkerProcess, creates, wait_for
 

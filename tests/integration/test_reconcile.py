@@ -14,15 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
-from campaigns.control import CampaignClient
-from campaigns.dispatch import Dispatcher
+from campaigns.domain.spec import parse_spec
+from campaigns.engine.dispatch import Dispatcher
+from campaigns.engine.settlement import Settler
+from campaigns.operators.control import CampaignClient
+from campaigns.operators.reconcile import reconcile
 from campaigns.providers import Provider, make_provider
-from campaigns.reconcile import reconcile
-from campaigns.sandbox import SandboxServer
 from campaigns.settings import Settings
-from campaigns.settlement import Settler
-from campaigns.spec import parse_spec
 from campaigns.store import CampaignRecord
+from campaigns.testbed.sandbox import SandboxServer
 from tests.conftest import API_KEY, spec_dict
 from tests.support import CAMPAIGNS_BIN, ROOT, wait_for, worker_env
 
@@ -190,7 +190,7 @@ async def test_rate_model_settlements_are_explained(
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from campaigns import settlement
+    from campaigns.engine import settlement
 
     monkeypatch.setattr(settlement, "_COST_GRACE_SECONDS", 0.3)
     sandbox.configure(omit_cost=True, call_seconds=30)

@@ -16,16 +16,17 @@ from typing import Any
 
 import pytest
 
-from campaigns.control import CampaignClient
-from campaigns.dispatch import Dispatcher
-from campaigns.money import format_micros
+from campaigns.domain.lifecycle import Move
+from campaigns.domain.money import format_micros
+from campaigns.domain.spec import parse_spec
+from campaigns.engine.dispatch import Dispatcher
+from campaigns.engine.settlement import Settler
+from campaigns.operators.control import CampaignClient
 from campaigns.providers import Provider, make_provider
-from campaigns.sandbox import SandboxServer
 from campaigns.settings import Settings
-from campaigns.settlement import Settler
-from campaigns.spec import parse_spec
+from campaigns.testbed.sandbox import SandboxServer
 from tests.conftest import API_KEY, spec_dict
-from tests.support import CAMPAIGNS_BIN, ROOT, creates, wait_for, worker_env
+from tests.support import CAMPAIGNS_BIN, ROOT, claim_next, creates, wait_for, worker_env
 
 # The dashboard fields of seed 000, in the order of DESIGN.md.
 DESIGN_FIELDS = [
@@ -221,11 +222,11 @@ async def test_large_campaign_streams_csv_and_json(
     )
     await client.submit(parse_spec(spec))
     store = client.store
-    assert (await store.transition("big", ["queued"], "running"))[0]
+    assert (await store.transition("big", Move.START))[0]
     assert await store.acquire_lease("big", "test-writer", 120)
 
     async def write_one(i: int) -> None:
-        claim = await store.claim("big", "test-writer")
+        claim = await claim_next(store, "big", "test-writer")
         assert claim.outcome == "claimed" and claim.attempt is not None
         attempt_id = claim.attempt.attempt_id
         body = json.dumps({"to": claim.attempt.to, "n": i}, separators=(",", ":"))

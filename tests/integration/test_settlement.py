@@ -17,17 +17,17 @@ import httpx
 import pytest
 from arq.jobs import Job
 
-from campaigns import settlement
-from campaigns.control import CampaignClient
-from campaigns.dispatch import Dispatcher
+from campaigns.domain.spec import parse_spec
+from campaigns.engine import settlement
+from campaigns.engine.dispatch import Dispatcher
+from campaigns.engine.settlement import Settler
+from campaigns.operators.control import CampaignClient
+from campaigns.operators.reconcile import reconcile
 from campaigns.providers import Provider, make_provider
 from campaigns.queue import json_deserializer
-from campaigns.reconcile import reconcile
-from campaigns.sandbox import SandboxServer
 from campaigns.settings import Settings
-from campaigns.settlement import Settler
-from campaigns.spec import parse_spec
 from campaigns.store import Attempt, CampaignRecord
+from campaigns.testbed.sandbox import SandboxServer
 from tests.conftest import API_KEY, spec_dict
 from tests.support import WorkerProcess, seed_event, wait_for
 

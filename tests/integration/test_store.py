@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from campaigns.spec import parse_spec
+from campaigns.domain.lifecycle import Move
+from campaigns.domain.spec import parse_spec
 from campaigns.store import Store
 from tests.conftest import spec_dict
+from tests.support import claim_next, submit_spec
 
 
 @pytest.fixture
@@ -20,17 +22,17 @@ async def store(redis_url: str) -> AsyncIterator[Store]:
 
 
 async def _running(store: Store, cid: str, contacts: int = 3) -> None:
-    await store.submit(parse_spec(spec_dict(cid, contacts=contacts)))
-    await store.transition(cid, ["queued"], "running")
+    await submit_spec(store, parse_spec(spec_dict(cid, contacts=contacts)))
+    await store.transition(cid, Move.START)
     assert await store.acquire_lease(cid, "t", 60)
 
 
 async def test_halt_class_rejection_while_paused_still_halts(store: Store) -> None:
     await _running(store, "c")
-    claim = await store.claim("c", "t")
+    claim = await claim_next(store, "c", "t")
     assert claim.attempt is not None
     # The operator pauses while the request is in flight; then the provider refuses.
-    assert (await store.transition("c", ["queued", "running", "paused"], "paused"))[0]
+    assert (await store.transition("c", Move.PAUSE))[0]
     assert (
         await store.record_rejected(
             claim.attempt.attempt_id, "halt", "spend_control_exceeded", "limit"
@@ -46,8 +48,8 @@ async def test_halt_class_rejection_while_paused_still_halts(store: Store) -> No
 
 async def test_a_call_id_is_never_moved_to_another_attempt(store: Store) -> None:
     await _running(store, "c")
-    first = (await store.claim("c", "t")).attempt
-    second = (await store.claim("c", "t")).attempt
+    first = (await claim_next(store, "c", "t")).attempt
+    second = (await claim_next(store, "c", "t")).attempt
     assert first is not None and second is not None
     assert await store.record_accepted(first.attempt_id, "call-X", 0) == "ok"
     assert await store.record_accepted(second.attempt_id, "call-X", 0) == "call_id_taken"
@@ -60,13 +62,13 @@ async def test_in_doubt_attempts_filling_every_slot_halt_for_review(store: Store
     """Nothing else will free the slot: waiting would be forever."""
     spec = spec_dict("c", contacts=3)
     spec["pacing"] = {"calls_per_second": 5, "batch_size": 10, "max_in_flight": 1}
-    await store.submit(parse_spec(spec))
-    await store.transition("c", ["queued"], "running")
+    await submit_spec(store, parse_spec(spec))
+    await store.transition("c", Move.START)
     assert await store.acquire_lease("c", "t", 60)
-    first = (await store.claim("c", "t")).attempt
+    first = (await claim_next(store, "c", "t")).attempt
     assert first is not None
     assert await store.mark_in_doubt(first.attempt_id, "answer lost") == "ok"
-    claim = await store.claim("c", "t")
+    claim = await claim_next(store, "c", "t")
     assert claim.outcome == "needs_review"
     campaign = await store.campaign("c")
     assert campaign is not None and campaign.halt_code == "in_doubt_review"
@@ -76,7 +78,7 @@ async def test_a_late_acceptance_of_a_rejected_attempt_is_recorded(store: Store)
     """The provider's answer to an earlier send arrives after a rejection: the call
     is real, so it is recorded, reserved for again, and the contact leaves pending."""
     await _running(store, "c", contacts=2)
-    attempt = (await store.claim("c", "t")).attempt
+    attempt = (await claim_next(store, "c", "t")).attempt
     assert attempt is not None
     await store.record_rejected(attempt.attempt_id, "halt", "spend_control_exceeded", "x")
     assert await store.record_accepted(attempt.attempt_id, "call-late", 0) == "late"

@@ -37,8 +37,10 @@ from hypothesis.stateful import (
 )
 from redis.asyncio import Redis
 
-from campaigns.spec import CampaignSpec, parse_spec
+from campaigns.domain.lifecycle import Move
+from campaigns.domain.spec import CampaignSpec, parse_spec
 from campaigns.store import Claim, Store, StoreError, SubmitConflict, now_ms
+from tests.support import claim_next, submit_spec
 
 pytestmark = pytest.mark.integration
 
@@ -214,7 +216,7 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                     shape["max_in_flight"],
                     shape["seconds"],
                 )
-                assert self.run(self.store.submit(spec)) == "created"
+                assert self.run(submit_spec(self.store, spec)) == "created"
                 c = CampaignModel(
                     cid=cid,
                     spec=spec,
@@ -227,7 +229,7 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 assert c.worst == (20_000 if shape["seconds"] > 60 else 10_000)
                 self.campaigns[cid] = c
                 if shape["start"]:
-                    assert self.run(self.store.transition(cid, ["queued"], "running")) == (
+                    assert self.run(self.store.transition(cid, Move.START)) == (
                         True,
                         "queued",
                     )
@@ -239,15 +241,15 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             """Submit again: same spec a no-op, different spec refused; unknown IDs refused."""
             if what == "missing":
                 with pytest.raises(StoreError):
-                    self.run(self.store.transition("sm-missing", ["running"], "paused"))
+                    self.run(self.store.transition("sm-missing", Move.PAUSE))
                 return
             c = self.pick_campaign(data)
             if what == "same":
-                assert self.run(self.store.submit(c.spec)) == "exists"
+                assert self.run(submit_spec(self.store, c.spec)) == "exists"
                 return
             other = _spec(c.cid, c.contacts, c.budget + 1, c.max_in_flight, 61)
             with pytest.raises(SubmitConflict):
-                self.run(self.store.submit(other))
+                self.run(submit_spec(self.store, other))
 
         # ------------------------------------------------------------ leases
         @rule(
@@ -281,7 +283,7 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             token = TOKENS[worker]
             expected, index = self.expect_claim(c, token)
             state_before, lease_before = c.state, c.lease
-            result = self.run(self.store.claim(c.cid, token))
+            result = self.run(claim_next(self.store, c.cid, token))
             assert result.outcome == expected, (result, expected, c.state, c.lease)
             event(f"claim: {result.outcome}")
             self.seen.add(f"claim {result.outcome}")
@@ -493,10 +495,11 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 a.settled, a.cost = True, cost
 
         # ------------------------------------------------------------ operators
-        def _transition(self, c: CampaignModel, allowed: list[str], to: Any, **kwargs: Any) -> bool:
-            required = kwargs.get("require_halt_code", "")
-            ok = c.state in allowed and (not required or c.halt_code == required)
-            got = self.run(self.store.transition(c.cid, allowed, to, **kwargs))
+        def _transition(self, c: CampaignModel, move: Move, **kwargs: Any) -> bool:
+            to = move.to
+            required = move.requires_halt_code
+            ok = c.state in move.from_states and (not required or c.halt_code == required)
+            got = self.run(self.store.transition(c.cid, move, **kwargs))
             assert got == (ok, c.state), (got, ok, c.state, c.halt_code)
             event(f"transition {c.state}->{to}: {'ok' if ok else 'refused'}")
             self.seen.add(f"{c.state} -> {to}" if ok else "refused")
@@ -520,18 +523,17 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
         def operator(self, data: st.DataObject, op: str) -> None:
             c = self.pick_campaign(data)
             if op == "pause":
-                self._transition(c, ["queued", "running", "paused"], "paused")
+                self._transition(c, Move.PAUSE)
             elif op == "resume":
-                self._transition(c, ["paused", "halted"], "running")
+                self._transition(c, Move.RESUME)
             elif op == "start":
-                self._transition(c, ["queued"], "running")
+                self._transition(c, Move.START)
             elif op == "cancel":
-                self._transition(c, ["queued", "running", "paused", "halted"], "cancelled")
+                self._transition(c, Move.CANCEL)
             elif op == "halt":  # the dispatcher's balance re-check
                 self._transition(
                     c,
-                    ["running"],
-                    "halted",
+                    Move.HALT,
                     halt_code="insufficient_balance",
                     halt_message="provider balance below one call's worst case",
                 )
@@ -540,8 +542,7 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 until = now_ms() + (-COOLDOWN_MS if due else COOLDOWN_MS)
                 self._transition(
                     c,
-                    ["running"],
-                    "paused",
+                    Move.COOL_DOWN,
                     halt_code="provider_unavailable",
                     halt_message="create request kept failing",
                     cooldown_until_ms=until,
@@ -556,7 +557,7 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             """
             if any_campaign:
                 c = self.pick_campaign(data)
-                self._transition(c, ["paused"], "running", require_halt_code="provider_unavailable")
+                self._transition(c, Move.END_COOL_DOWN)
                 return
             now = now_ms()
             due = self.run(self.store.due_cooldowns())

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from campaigns.sandbox import (
+from campaigns.testbed.sandbox import (
     SandboxConfigError,
     SandboxServer,
     ThreadedServer,

@@ -14,13 +14,15 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from campaigns.dispatch import Dispatcher
+from campaigns.domain.lifecycle import Move
+from campaigns.domain.spec import parse_spec
+from campaigns.engine.dispatch import Dispatcher
 from campaigns.providers.minivoice import MiniVoice
 from campaigns.queue import JobQueue, open_queue
 from campaigns.settings import Settings
-from campaigns.spec import parse_spec
 from campaigns.store import Store
 from tests.conftest import spec_dict
+from tests.support import claim_next, submit_spec
 
 Answer = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
 
@@ -79,7 +81,7 @@ async def run(
     store = Store(queue.redis)
     mv = MiniVoice("https://mv.test", SecretStr("k" * 12), transport=httpx.MockTransport(provider))
     dispatcher = Dispatcher(store, mv, queue, config)
-    await store.submit(parse_spec(spec_dict("d", contacts=contacts)))
+    await submit_spec(store, parse_spec(spec_dict("d", contacts=contacts)))
     seq = await store.bump_dispatch_seq("d")
     await dispatcher.run_batch("d", seq)
     return store, dispatcher
@@ -175,11 +177,11 @@ async def test_a_pause_between_the_state_read_and_the_lease_sends_nothing(
     pause returns at once), then the batch takes the lease: it must send nothing."""
     provider = Provider([accepted])
     store = Store(queue.redis)
-    await store.submit(parse_spec(spec_dict("d", contacts=2)))
-    await store.transition("d", ["queued"], "running")
+    await submit_spec(store, parse_spec(spec_dict("d", contacts=2)))
+    await store.transition("d", Move.START)
     # A leftover from a dead worker, to tempt the re-send path.
     assert await store.acquire_lease("d", "dead", 60)
-    claim = await store.claim("d", "dead")
+    claim = await claim_next(store, "d", "dead")
     assert claim.attempt is not None
     assert await store.stamp_send(claim.attempt.attempt_id, "{}", "dead") == "ok"
     await store.release_lease("d", "dead")
@@ -190,7 +192,7 @@ async def test_a_pause_between_the_state_read_and_the_lease_sends_nothing(
     real_acquire = store.acquire_lease
 
     async def pause_then_acquire(campaign_id: str, token: str, ttl: float) -> bool:
-        await store.transition(campaign_id, ["running"], "paused")
+        await store.transition(campaign_id, Move.COOL_DOWN)
         return await real_acquire(campaign_id, token, ttl)
 
     store.acquire_lease = pause_then_acquire  # type: ignore[method-assign]
@@ -201,7 +203,7 @@ async def test_a_pause_between_the_state_read_and_the_lease_sends_nothing(
 
 async def test_a_lapsed_lease_is_not_taken_back_by_its_old_holder(queue: JobQueue) -> None:
     store = Store(queue.redis)
-    await store.submit(parse_spec(spec_dict("d", contacts=1)))
+    await submit_spec(store, parse_spec(spec_dict("d", contacts=1)))
     assert await store.acquire_lease("d", "old", 60)
     await queue.redis.delete("dsp:c:d:lease")  # lapsed
     assert not await store.renew_lease("d", "old", 60)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from campaigns.errors import ErrorClass, ProviderError, classify
+from campaigns.domain.errors import ErrorClass, ProviderError, classify
 
 HALT, CONTACT, TRANSIENT = ErrorClass.HALT, ErrorClass.CONTACT, ErrorClass.TRANSIENT
 

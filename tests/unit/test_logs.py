@@ -48,7 +48,7 @@ def lines(out: io.StringIO) -> list[dict[str, Any]]:
 
 
 def test_bound_logger_renders_json_with_context(stream: io.StringIO) -> None:
-    log = get_logger("campaigns.dispatch", campaign_id="spring")
+    log = get_logger("campaigns.engine.dispatch", campaign_id="spring")
     log.info("call_accepted", attempt_id="spring:000001:1", call_id="call_1")
     [line] = lines(stream)
     assert line["event"] == "call_accepted"
@@ -56,7 +56,7 @@ def test_bound_logger_renders_json_with_context(stream: io.StringIO) -> None:
     assert line["attempt_id"] == "spring:000001:1"
     assert line["call_id"] == "call_1"
     assert line["level"] == "info"
-    assert line["logger"] == "campaigns.dispatch"
+    assert line["logger"] == "campaigns.engine.dispatch"
     assert line["timestamp"].endswith("Z")
 
 

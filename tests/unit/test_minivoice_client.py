@@ -11,7 +11,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from campaigns.errors import ErrorClass, ProviderError
+from campaigns.domain.errors import ErrorClass, ProviderError
 from campaigns.providers._http import error_from_response, network_error, parse_retry_after
 from campaigns.providers.base import CallInfo, Usage
 from campaigns.providers.minivoice import MiniVoice

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from campaigns.money import (
+from campaigns.domain.money import (
     MAX_MICROS,
     MICROS_PER_UNIT,
     MoneyError,

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from campaigns.money import MoneyError, format_micros, parse_micros
-from campaigns.rating import (
+from campaigns.domain.money import MoneyError, format_micros, parse_micros
+from campaigns.domain.rating import (
     PRESETS,
     SMS_MICROS,
     Charge,

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from campaigns.estimate import estimate
-from campaigns.rating import Increments, Rate
-from campaigns.spec import (
+from campaigns.domain.rating import Increments, Rate
+from campaigns.domain.spec import (
     CampaignSpec,
     Contact,
     SpecError,
@@ -19,6 +18,7 @@ from campaigns.spec import (
     load_spec,
     parse_spec,
 )
+from campaigns.operators.estimate import estimate
 
 DESIGN_SPEC = """
 {

@@ -1,0 +1,141 @@
+"""The campaign lifecycle: states, attempt statuses, halt codes, moves, the budget rule.
+
+This is the one place these names and rules are written. The store's Lua
+scripts use the same values: ``campaigns.store.scripts`` substitutes them into
+each script when it is loaded (``${state_running}``, ``${halt_budget_exhausted}``,
+...), so a script cannot spell a state differently from Python.
+
+States::
+
+    queued ──start──► running ──pause──► paused ──resume──► running
+       │                 │ ▲                                   ▲
+       │                 │ └──── cool-down ends (sweeper) ─────┤ (paused with
+       │                 ├──cool_down──► paused ───────────────┘  provider_unavailable)
+       │                 ├──halt──► halted ──resume──► running
+       │                 └──(claim finds nothing left)──► completed
+       └──── cancel (from any state but completed/cancelled) ──► cancelled
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "ACTIVE_STATES",
+    "BUDGET_EXHAUSTED_MESSAGE",
+    "FINAL_STATES",
+    "REVIEW_MESSAGE",
+    "AttemptStatus",
+    "HaltCode",
+    "Move",
+    "State",
+    "budget_allows",
+    "lua_constants",
+]
+
+
+class State(enum.StrEnum):
+    QUEUED = "queued"
+    """Submitted; the first dispatch batch has not started yet."""
+    RUNNING = "running"
+    PAUSED = "paused"
+    """By an operator, or automatically for a provider cool-down (halt code
+    ``provider_unavailable``)."""
+    HALTED = "halted"
+    """Stopped on a halt code; only an operator resumes it."""
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATES: frozenset[State] = frozenset({State.COMPLETED, State.CANCELLED})
+ACTIVE_STATES: frozenset[State] = frozenset(State) - FINAL_STATES
+
+
+class AttemptStatus(enum.StrEnum):
+    SENDING = "sending"
+    """Claimed with its reservation; the create request's answer is not recorded yet."""
+    ACCEPTED = "accepted"
+    """The provider returned a call ID, and it is recorded."""
+    REJECTED = "rejected"
+    """The provider refused it; the code and the exact body are kept."""
+    IN_DOUBT = "in_doubt"
+    """It may or may not be a call: it keeps its reservation until an operator resolves it."""
+
+
+class HaltCode(enum.StrEnum):
+    """Codes the dispatcher sets itself. A provider's halt-class error code (for
+    example ``spend_control_exceeded``) is stored as the provider sent it."""
+
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    IN_DOUBT_REVIEW = "in_doubt_review"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    """Not a halt: the code of an automatic cool-down pause."""
+    RATING_COST_ABOVE_RESERVATION = "rating_cost_above_reservation"
+
+
+class Move(enum.Enum):
+    """Every allowed change of state: ``(from states, to, required halt code)``."""
+
+    START = (frozenset({State.QUEUED}), State.RUNNING, None)
+    PAUSE = (frozenset({State.QUEUED, State.RUNNING, State.PAUSED}), State.PAUSED, None)
+    """From paused too: an operator pause overrides a provider cool-down."""
+    RESUME = (frozenset({State.PAUSED, State.HALTED}), State.RUNNING, None)
+    CANCEL = (ACTIVE_STATES, State.CANCELLED, None)
+    HALT = (frozenset({State.RUNNING}), State.HALTED, None)
+    HALT_ON_SETTLEMENT = (
+        frozenset({State.QUEUED, State.RUNNING, State.PAUSED}),
+        State.HALTED,
+        None,
+    )
+    """A cost above its reservation is learnt after the fact, whatever the campaign does now."""
+    COOL_DOWN = (frozenset({State.RUNNING}), State.PAUSED, None)
+    END_COOL_DOWN = (frozenset({State.PAUSED}), State.RUNNING, HaltCode.PROVIDER_UNAVAILABLE)
+
+    @property
+    def from_states(self) -> frozenset[State]:
+        states: frozenset[State] = self.value[0]
+        return states
+
+    @property
+    def to(self) -> State:
+        state: State = self.value[1]
+        return state
+
+    @property
+    def requires_halt_code(self) -> HaltCode | None:
+        """Only when the campaign currently carries this halt code."""
+        code: HaltCode | None = self.value[2]
+        return code
+
+    @property
+    def verb(self) -> str:
+        return self.name.lower().replace("_", " ")
+
+
+REVIEW_MESSAGE = "attempts in doubt need an operator: campaigns report shows them, campaigns resolve settles them"
+"""Why a campaign halted with ``in_doubt_review``."""
+
+BUDGET_EXHAUSTED_MESSAGE = (
+    "remaining budget {remaining} micros is below the worst case of one call ({worst_case} micros)"
+)
+"""Why a campaign halted with ``budget_exhausted``; the claim script fills in the numbers."""
+
+
+def budget_allows(*, budget: int, spent: int, reserved: int, worst_case: int) -> bool:
+    """The budget rule: one more call may be reserved only if its worst case fits.
+
+    ``spent + reserved + worst case <= budget``. The claim script
+    (``store/lua/claim.lua``) applies the same rule atomically; the store's
+    state-machine test holds the two to the same answers.
+    """
+    return spent + reserved + worst_case <= budget
+
+
+def lua_constants() -> dict[str, str]:
+    """Every lifecycle name, as the store's scripts refer to it (``state_running``, ...)."""
+    names: dict[str, str] = {}
+    for prefix, enum_type in (("state", State), ("attempt", AttemptStatus), ("halt", HaltCode)):
+        for member in enum_type:
+            names[f"{prefix}_{member.name.lower()}"] = member.value
+    return names

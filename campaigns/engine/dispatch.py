@@ -1,0 +1,434 @@
+"""One dispatch batch: lease, resolve leftovers, then claim → send → record, paced.
+
+Create requests for one campaign are strictly sequential (one lease holder,
+one request at a time). That is what makes "nothing after a halt" exact: the
+halt is recorded before the next claim, and every request, first try, retry or
+re-send, is preceded by one atomic check that the campaign is still running,
+still ours, and the attempt still unresolved (``Store.stamp_send``).
+
+An attempt whose earlier send *may* have become a call (a timeout, a 5xx, a
+lost answer, a leftover from a dead worker) is never put back to pending on a
+later refusal: it is marked in doubt instead, so no contact is dialled twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from campaigns.domain.errors import ErrorClass, ProviderError
+from campaigns.domain.lifecycle import (
+    BUDGET_EXHAUSTED_MESSAGE,
+    REVIEW_MESSAGE,
+    HaltCode,
+    Move,
+    State,
+)
+from campaigns.domain.spec import Pacing
+from campaigns.engine.alerts import check_budget_alerts
+from campaigns.providers import CallInfo, Provider
+from campaigns.queue import JobQueue
+from campaigns.settings import Settings
+from campaigns.store import Attempt, Store, now_ms
+
+__all__ = ["BatchResult", "Dispatcher", "backoff_delay"]
+
+_MAX_DEFER_SECONDS = 5.0
+_LOOKUP_FAILURES_BEFORE_DOUBT = 5
+
+SendOutcome = Literal[
+    "accepted",  # recorded with its call ID
+    "contact",  # refused for this number only; the contact is finished
+    "halt",  # refused on money, routing, limits or auth; the campaign halted
+    "in_doubt",  # may or may not be a call; an operator decides
+    "resolved",  # someone else resolved the attempt meanwhile
+    "unresolved",  # retries spent; the campaign paused with provider_unavailable
+    "lease_lost",  # another worker took the campaign over
+    "stopped",  # paused, halted or cancelled meanwhile; nothing sent
+    "skipped",  # could not be resolved now; try again next batch
+]
+_GO_ON: frozenset[str] = frozenset({"accepted", "contact", "in_doubt", "resolved", "skipped"})
+_CONTINUE_CHAIN = frozenset({"batch_done", "in_flight_full", "budget_wait", "empty"})
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    campaign_id: str
+    outcome: str
+    sent: int
+    next_seq: int | None = None
+    defer_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """What one batch run knows: the campaign, its lease and its time limit."""
+
+    campaign_id: str
+    token: str
+    caller_id: str
+    max_seconds: int
+    deadline: float
+    log: Any
+
+
+def backoff_delay(
+    attempt: int, base: float, cap: float, retry_after: float | None, rng: random.Random
+) -> float:
+    """Capped exponential backoff with full jitter, never shorter than Retry-After."""
+    delay = rng.uniform(0, min(cap, base * (2**attempt)))
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, 60.0))
+    return delay
+
+
+class Dispatcher:
+    """Runs dispatch batches for any campaign, on behalf of one worker process."""
+
+    def __init__(
+        self,
+        store: Store,
+        provider: Provider,
+        queue: JobQueue,
+        settings: Settings,
+        *,
+        worker_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.queue = queue
+        self.settings = settings
+        self.worker_id = worker_id or uuid.uuid4().hex[:12]
+        self.rng = rng or random.Random()
+        self.before_record: Callable[[Attempt, CallInfo], None] = _nothing
+        """Runs between the provider's answer and its record: the seam where the
+        chaos suite installs its SIGKILL (``tests/chaos/faults.py``)."""
+
+    async def run_batch(self, campaign_id: str, seq: int) -> BatchResult:
+        log = structlog.stdlib.get_logger("campaigns.engine.dispatch").bind(
+            campaign_id=campaign_id, dispatch_seq=seq
+        )
+        campaign = await self.store.campaign(campaign_id)
+        if campaign is None:
+            log.error("dispatch_unknown_campaign")
+            return BatchResult(campaign_id, "unknown_campaign", 0)
+        if campaign.dispatch_seq != seq:
+            log.debug("dispatch_superseded", current_seq=campaign.dispatch_seq)
+            return BatchResult(campaign_id, "superseded", 0)
+        if campaign.state is State.QUEUED:
+            await self.store.transition(campaign_id, Move.START)
+        elif campaign.state is not State.RUNNING:
+            return BatchResult(campaign_id, f"not_running:{campaign.state}", 0)
+
+        token = f"{self.worker_id}:{seq}:{uuid.uuid4().hex[:8]}"
+        if not await self.store.acquire_lease(campaign_id, token, self.settings.lease_seconds):
+            log.info("dispatch_lease_busy", holder=await self.store.lease_holder(campaign_id))
+            return BatchResult(campaign_id, "leased_elsewhere", 0)
+        await self.store.heartbeat(campaign_id)
+        # Renew the lease in the background, so a slow request (up to the
+        # provider timeout) never lets it lapse while this worker is alive.
+        keeper = asyncio.create_task(self._keep_lease(campaign_id, token))
+        # Finish well inside arq's job timeout: a cancelled batch would leave its
+        # attempt unresolved without ever reaching the provider_unavailable pause.
+        budget = self.settings.job_timeout_seconds - self.settings.provider_timeout_seconds - 5
+        batch = _Batch(
+            campaign_id=campaign_id,
+            token=token,
+            caller_id=campaign.spec.caller_id,
+            max_seconds=campaign.spec.max_call_seconds,
+            deadline=time.monotonic() + max(budget, 1.0),
+            log=log,
+        )
+        try:
+            # Pause and cancel wait for the lease, so a state read under the
+            # lease is final until we let go.
+            if await self.store.state(campaign_id) is not State.RUNNING:
+                outcome, sent, defer = "stopped", 0, 0.0
+            else:
+                outcome, sent, defer = await self._batch(batch, campaign.spec.pacing)
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+            await self.store.release_lease(campaign_id, token)
+        if sent:
+            await check_budget_alerts(self.store, self.queue, campaign_id)
+
+        next_seq: int | None = None
+        if outcome in _CONTINUE_CHAIN:
+            next_seq = await self.store.next_dispatch_seq(campaign_id, seq)
+            if next_seq is not None:
+                await self.queue.dispatch(campaign_id, next_seq, defer)
+                await self.store.heartbeat(campaign_id)
+        elif outcome == "completed":
+            log.info("campaign_completed")
+            await self.queue.reconcile(
+                campaign_id, defer_seconds=self.settings.poll_interval_seconds
+            )
+        log.debug("dispatch_batch_done", outcome=outcome, sent=sent, next_seq=next_seq)
+        return BatchResult(campaign_id, outcome, sent, next_seq, defer)
+
+    async def _batch(self, batch: _Batch, pacing: Pacing) -> tuple[str, int, float]:
+        interval = 1.0 / pacing.calls_per_second
+        batch_size = pacing.batch_size
+
+        # Leftovers first: attempts sent by a worker that died (or ran out of
+        # retries) before recording the answer.
+        for attempt in await self.store.unresolved_attempts(batch.campaign_id):
+            result = await self._resolve_leftover(batch, attempt)
+            if result not in _GO_ON:
+                return _batch_outcome(result), 0, 0.0
+
+        if not await self._balance_allows(batch):
+            return "halt", 0, 0.0
+
+        sent = 0
+        last_send = 0.0
+        while sent < batch_size and time.monotonic() < batch.deadline:
+            wait = last_send + interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            claim = await self.store.claim(
+                batch.campaign_id,
+                batch.token,
+                review_message=REVIEW_MESSAGE,
+                budget_message=BUDGET_EXHAUSTED_MESSAGE,
+            )
+            if claim.outcome != "claimed":
+                if claim.outcome in ("budget_exhausted", "needs_review"):
+                    batch.log.warning("campaign_halted", reason=claim.outcome)
+                defer = min(self.settings.poll_interval_seconds, _MAX_DEFER_SECONDS)
+                return claim.outcome, sent, defer
+            assert claim.attempt is not None
+            last_send = time.monotonic()
+            body = self._body(batch, claim.attempt)
+            result = await self._send(batch, claim.attempt, body, maybe_placed=False)
+            sent += 1
+            if result not in _GO_ON:
+                return _batch_outcome(result), sent, 0.0
+        return "batch_done", sent, max(0.0, last_send + interval - time.monotonic())
+
+    def _body(self, batch: _Batch, attempt: Attempt) -> str:
+        """The create request: the contact's variables plus the IDs that let a call
+        be traced back (and found again) by campaign and attempt."""
+        return self.provider.build_create(
+            caller_id=batch.caller_id,
+            to=attempt.to,
+            max_duration_seconds=batch.max_seconds,
+            variables={
+                **attempt.variables,
+                "campaign_id": attempt.campaign_id,
+                "attempt_id": attempt.attempt_id,
+                "contact_ref": attempt.ref,
+            },
+        )
+
+    async def _balance_allows(self, batch: _Batch) -> bool:
+        """Re-check the provider balance where the dialect has one."""
+        try:
+            balance = await self.provider.balance()
+        except ProviderError as exc:
+            batch.log.warning("balance_check_failed", error=str(exc))
+            return True
+        if balance is None:
+            return True
+        campaign = await self.store.campaign(batch.campaign_id)
+        worst = campaign.worst_case_micros if campaign else 0
+        if balance.credit_micros >= worst:
+            return True
+        message = f"provider balance {balance.credit_micros} micros is below one call's worst case {worst}"
+        await self.store.transition(
+            batch.campaign_id,
+            Move.HALT,
+            halt_code=HaltCode.INSUFFICIENT_BALANCE,
+            halt_message=message,
+        )
+        batch.log.warning("campaign_halted", code=HaltCode.INSUFFICIENT_BALANCE)
+        return False
+
+    async def _send(
+        self, batch: _Batch, attempt: Attempt, body: str, *, maybe_placed: bool
+    ) -> SendOutcome:
+        """Send one attempt, retrying transient failures under the same key, and record it.
+
+        ``maybe_placed``: an earlier send of this attempt may have become a call.
+        """
+        log = batch.log.bind(attempt_id=attempt.attempt_id)
+        last: ProviderError | None = None
+        for try_no in range(self.settings.retry_attempts + 1):
+            stamp = await self.store.stamp_send(attempt.attempt_id, body, batch.token)
+            if stamp != "ok":
+                if try_no:
+                    log.info("retry_abandoned", reason=stamp)
+                if stamp == "not_running":
+                    return "stopped"
+                return "lease_lost" if stamp == "lease_lost" else "resolved"
+            try:
+                call = await self.provider.create_call(body, attempt.attempt_id)
+            except ProviderError as exc:
+                cls = exc.error_class
+                if cls is not ErrorClass.TRANSIENT:
+                    if maybe_placed and cls is ErrorClass.HALT:
+                        return await self._halt_in_doubt(attempt, exc, log)
+                    return await self._reject(attempt, exc, log)
+                maybe_placed = maybe_placed or exc.ambiguous
+                if maybe_placed and not self.settings.provider_honours_idempotency:
+                    # A second send could be a second call: find it or ask a person.
+                    return await self._look_up(attempt, f"send failed: {exc}", log)
+                last = exc
+                delay = backoff_delay(
+                    try_no,
+                    self.settings.retry_base_seconds,
+                    self.settings.retry_max_seconds,
+                    exc.retry_after,
+                    self.rng,
+                )
+                timeout = self.settings.provider_timeout_seconds
+                if try_no == self.settings.retry_attempts or (
+                    time.monotonic() + delay + timeout > batch.deadline
+                ):
+                    break
+                log.info(
+                    "create_retry", error=str(exc), retry_in=round(delay, 3), try_no=try_no + 1
+                )
+                await self._sleep_unless_stopped(attempt.campaign_id, delay)
+                continue
+            await self._record_accepted(attempt, call, log)
+            return "accepted"
+        assert last is not None
+        await self._provider_unavailable(attempt, last, log)
+        return "unresolved"
+
+    async def _record_accepted(self, attempt: Attempt, call: CallInfo, log: Any) -> None:
+        self.before_record(attempt, call)
+        for try_no in range(20):
+            try:
+                result = await self.store.record_accepted(
+                    attempt.attempt_id, call.call_id, self.settings.poll_interval_seconds
+                )
+                break
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # The call exists; keep trying to write its ID. If we give up,
+                # the attempt stays unresolved and the next holder re-sends it
+                # with the same Idempotency-Key, which replays this call.
+                log.warning("record_retry", call_id=call.call_id, error=str(exc), try_no=try_no)
+                await asyncio.sleep(min(0.1 * 2**try_no, 2.0))
+        else:
+            raise RuntimeError(f"could not record call {call.call_id} for {attempt.attempt_id}")
+        if result == "call_id_taken":
+            # The provider answered with a call ID already recorded for another
+            # attempt: never guess which is right; an operator decides.
+            reason = f"provider returned call {call.call_id}, already recorded for another attempt"
+            await self.store.mark_in_doubt(attempt.attempt_id, reason)
+            log.error("record_call_id_taken", call_id=call.call_id)
+        elif result in ("late", "late_redialled"):
+            level = log.critical if result == "late_redialled" else log.warning
+            level("call_accepted_after_rejection", call_id=call.call_id, outcome=result)
+        elif result == "conflict":
+            log.error("record_conflict", call_id=call.call_id)
+        else:
+            log.info(
+                "call_accepted", call_id=call.call_id, to=attempt.to, replay=result == "duplicate"
+            )
+
+    async def _reject(self, attempt: Attempt, exc: ProviderError, log: Any) -> SendOutcome:
+        kind: Literal["contact", "halt"] = (
+            "contact" if exc.error_class is ErrorClass.CONTACT else "halt"
+        )
+        await self.store.record_rejected(attempt.attempt_id, kind, exc.code, exc.message)
+        if kind == "halt":
+            log.warning("campaign_halted", code=exc.code, message=exc.message, status=exc.status)
+            return "halt"
+        log.info("contact_rejected", code=exc.code, status=exc.status, to=attempt.to)
+        return "contact"
+
+    async def _halt_in_doubt(self, attempt: Attempt, exc: ProviderError, log: Any) -> SendOutcome:
+        """A refusal now does not prove an earlier send of this attempt placed nothing:
+        halt the campaign, but keep the attempt (and its contact) for an operator."""
+        reason = f"{exc.code} after an earlier send that may have placed the call: {exc.message}"
+        await self.store.mark_in_doubt(attempt.attempt_id, reason, code=exc.code, halt=True)
+        log.warning("campaign_halted", code=exc.code, in_doubt=True, status=exc.status)
+        return "halt"
+
+    async def _look_up(self, attempt: Attempt, why: str, log: Any) -> SendOutcome:
+        """Without idempotency, find the call by attempt ID; else leave it in doubt."""
+        if self.provider.can_list_calls:
+            try:
+                found = await self.provider.find_call(attempt.attempt_id)
+            except ProviderError as exc:
+                failures = await self.store.note_lookup_failure(attempt.attempt_id)
+                log.warning("lookup_failed", error=str(exc), failures=failures)
+                if failures < _LOOKUP_FAILURES_BEFORE_DOUBT:
+                    return "skipped"
+                why += f"; looking the call up failed {failures} times ({exc})"
+            else:
+                if found is not None:
+                    await self._record_accepted(attempt, found, log)
+                    return "accepted"
+                why += "; no call found by attempt ID (it may still appear)"
+        reason = f"{why}; the provider does not honour Idempotency-Key"
+        await self.store.mark_in_doubt(attempt.attempt_id, reason)
+        log.warning("attempt_in_doubt", reason=reason)
+        return "in_doubt"
+
+    async def _provider_unavailable(self, attempt: Attempt, exc: ProviderError, log: Any) -> None:
+        """Retries spent: leave the attempt unresolved and pause for a cool-down."""
+        cooldown = self.settings.provider_unavailable_cooldown_seconds
+        await self.store.transition(
+            attempt.campaign_id,
+            Move.COOL_DOWN,
+            halt_code=HaltCode.PROVIDER_UNAVAILABLE,
+            halt_message=f"create request kept failing ({exc}); resuming after {cooldown:g}s",
+            cooldown_until_ms=now_ms() + int(cooldown * 1000),
+        )
+        log.warning("campaign_paused", code=HaltCode.PROVIDER_UNAVAILABLE, error=str(exc))
+
+    async def _keep_lease(self, campaign_id: str, token: str) -> None:
+        interval = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await self.store.renew_lease(
+                    campaign_id, token, self.settings.lease_seconds
+                ):
+                    return  # lapsed or taken over: every stamp refuses us from now on
+            except (RedisConnectionError, RedisTimeoutError):
+                continue
+
+    async def _sleep_unless_stopped(self, campaign_id: str, seconds: float) -> None:
+        """Back off, but wake as soon as an operator pauses or cancels: ``pause``
+        waits for this worker to let go of the campaign."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, 0.2))
+            if await self.store.state(campaign_id) is not State.RUNNING:
+                return
+
+    async def _resolve_leftover(self, batch: _Batch, attempt: Attempt) -> SendOutcome:
+        log = batch.log.bind(attempt_id=attempt.attempt_id)
+        if attempt.request is None:
+            # Never stamped, so never sent: send it now under its own key.
+            log.info("leftover_unsent")
+            return await self._send(batch, attempt, self._body(batch, attempt), maybe_placed=False)
+        if self.settings.provider_honours_idempotency:
+            log.info("leftover_resend", reason="answer never recorded; same Idempotency-Key")
+            return await self._send(batch, attempt, attempt.request, maybe_placed=True)
+        return await self._look_up(attempt, "answer lost", log)
+
+
+def _nothing(attempt: Attempt, call: CallInfo) -> None:
+    return None
+
+
+def _batch_outcome(result: SendOutcome) -> str:
+    """How a batch ends when one send stops it."""
+    return "paused" if result == "unresolved" else result

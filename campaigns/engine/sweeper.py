@@ -1,0 +1,52 @@
+"""The sweeper: gets stalled campaigns moving again, and ends provider cool-downs.
+
+arq re-runs a SIGKILLed job only after its in-progress key expires, so the
+dispatcher does not rely on that: a running campaign with no lease holder and
+no recent heartbeat gets a fresh dispatch chain (older jobs stand down, since
+they carry an older sequence number).
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from campaigns.domain.lifecycle import Move, State
+from campaigns.queue import JobQueue
+from campaigns.settings import Settings
+from campaigns.store import Store, now_ms
+
+__all__ = ["sweep"]
+
+_DAY_MS = 86_400_000
+
+
+async def sweep(store: Store, queue: JobQueue, settings: Settings) -> list[str]:
+    """One pass; returns the campaigns it restarted."""
+    log = structlog.stdlib.get_logger("campaigns.engine.sweeper")
+    kicked: list[str] = []
+    for campaign_id in await store.due_cooldowns():
+        done, _ = await store.transition(campaign_id, Move.END_COOL_DOWN)
+        if done:
+            log.info("campaign_resumed", campaign_id=campaign_id, reason="provider cool-down over")
+            kicked.append(campaign_id)
+    stall_ms = int((settings.lease_seconds + 5) * 1000)
+    now = now_ms()
+    # Running campaigns nobody dispatches, and campaigns whose first job was lost.
+    candidates = await store.running_campaigns()
+    for campaign_id in await store.campaigns_created_between(now - _DAY_MS, now - stall_ms):
+        if await store.state(campaign_id) is State.QUEUED:
+            candidates.append(campaign_id)
+    for campaign_id in candidates:
+        if campaign_id in kicked or await store.lease_holder(campaign_id) is not None:
+            continue
+        if now - await store.last_heartbeat_ms(campaign_id) < stall_ms:
+            continue
+        campaign = await store.campaign(campaign_id)
+        if campaign is None or await queue.dispatch_waiting(campaign_id, campaign.dispatch_seq):
+            continue  # its next batch is queued behind others: a backlog, not a stall
+        log.warning("campaign_stalled", campaign_id=campaign_id, state=campaign.state)
+        kicked.append(campaign_id)
+    for campaign_id in kicked:
+        await store.heartbeat(campaign_id)
+        await queue.dispatch(campaign_id, await store.bump_dispatch_seq(campaign_id))
+    return kicked

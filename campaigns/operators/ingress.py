@@ -1,0 +1,275 @@
+"""Webhook ingress: turn provider ``call.*`` webhooks into ``record_call_event`` jobs.
+
+An optional, tiny HTTP process in front of the queue. It does as little as it
+can on the request path (check size, check signature, check shape, enqueue) so
+that a slow worker never makes the provider time out and re-deliver, and so
+that a forged or replayed delivery never reaches Redis. Settlement itself, and
+any deeper validation of the payload, stays in the worker (``Settler``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from campaigns.logs import configure_logging, get_logger, register_secret
+from campaigns.providers import final_events
+from campaigns.queue import JobQueue, open_queue
+from campaigns.settings import Settings
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "SIGNATURE_HEADER",
+    "create_ingress_app",
+    "create_ingress_app_from_settings",
+    "event_job_id",
+    "serve_ingress",
+    "verify_signature",
+]
+
+SIGNATURE_HEADER = "X-Signature"
+MAX_BODY_BYTES = 64 * 1024
+"""Seed-000 events are well under 1 KiB; anything this big is not one."""
+_MAX_CALL_ID = 200
+_PATHS = ("/webhooks/minivoice", "/webhooks")
+
+log = get_logger("campaigns.operators.ingress")
+
+Clock = Callable[[], float]
+
+
+class _BodyTooLarge(Exception):
+    """The body passed ``MAX_BODY_BYTES`` while being read."""
+
+
+def verify_signature(
+    secret: str, header: str | None, body: bytes, *, now: float, tolerance_seconds: int
+) -> str | None:
+    """Check ``t=<ts>,v1=<hex>`` against the raw body; return why it fails, or None.
+
+    The timestamp is inside the MAC, so checking its age stops a captured
+    delivery from being replayed later. Several ``v1`` entries are allowed
+    (secret rotation); any one matching is enough.
+    """
+    if not header:
+        return "missing signature"
+    timestamp: int | None = None
+    candidates: list[bytes] = []
+    for part in header.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep:
+            return "garbled signature"
+        if key == "t":
+            if not value.isascii() or not value.isdigit() or len(value) > 12:
+                return "garbled signature"
+            timestamp = int(value)
+        elif key == "v1":
+            candidates.append(value.strip().lower().encode("utf-8", "replace"))
+    if timestamp is None or not candidates:
+        return "garbled signature"
+    if abs(now - timestamp) > tolerance_seconds:
+        return "timestamp outside tolerance"
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    wanted = expected.hexdigest().encode()
+    # Compare against every candidate, so timing says nothing about which one matched.
+    matched = False
+    for candidate in candidates:
+        matched |= hmac.compare_digest(wanted, candidate)
+    return None if matched else "signature mismatch"
+
+
+def event_job_id(call_id: str, event: str, body: bytes) -> str:
+    """Deterministic job id: the same delivery twice becomes one arq job."""
+    return f"event:{call_id}:{event}:{hashlib.sha256(body).hexdigest()[:16]}"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _parse(body: bytes) -> dict[str, Any] | str:
+    """The payload as a dict, or the reason it is not a usable event."""
+    try:
+        payload = json.loads(body, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return "body is not valid JSON"
+    if not isinstance(payload, dict):
+        return "body must be a JSON object"
+    if not isinstance(payload.get("event"), str) or not payload["event"]:
+        return "event: expected a non-empty string"
+    return payload
+
+
+def _call_id(payload: dict[str, Any]) -> str | None:
+    call = payload.get("call")
+    call_id = call.get("id") if isinstance(call, dict) else None
+    if isinstance(call_id, str) and 0 < len(call_id) <= _MAX_CALL_ID:
+        return call_id
+    return None
+
+
+async def _read_body(request: Request) -> bytes:
+    """Read the raw body, giving up as soon as it passes the cap."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _Ingress:
+    """The request handlers, sharing the queue and the verification settings."""
+
+    def __init__(
+        self,
+        queue: JobQueue | None,
+        secret: str | None,
+        tolerance_seconds: int,
+        clock: Clock,
+        dialect: str,
+    ) -> None:
+        if secret is not None and not secret:
+            raise ValueError("secret must not be empty; pass None to accept unsigned webhooks")
+        if tolerance_seconds <= 0:
+            raise ValueError("tolerance_seconds must be positive")
+        if secret is not None:
+            register_secret(secret)
+        self.queue = queue
+        self.secret = secret
+        self.tolerance_seconds = tolerance_seconds
+        self.clock = clock
+        # Only final events settle a call; the rest would be work for nothing.
+        self.final_events = final_events(dialect)
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "queue": self.queue is not None})
+
+    async def webhook(self, request: Request) -> Response:
+        peer = request.client.host if request.client else None
+        try:
+            body = await _read_body(request)
+        except _BodyTooLarge:
+            log.warning("webhook_rejected", reason="body too large", peer=peer, status=413)
+            return JSONResponse({"error": "body too large"}, status_code=413)
+
+        if self.secret is not None:
+            reason = verify_signature(
+                self.secret,
+                request.headers.get(SIGNATURE_HEADER),
+                body,
+                now=self.clock(),
+                tolerance_seconds=self.tolerance_seconds,
+            )
+            if reason is not None:
+                log.warning("webhook_rejected", reason=reason, peer=peer, status=401)
+                return JSONResponse({"error": "invalid signature"}, status_code=401)
+
+        parsed = _parse(body)
+        if isinstance(parsed, str):
+            log.warning("webhook_rejected", reason=parsed, peer=peer, status=400, size=len(body))
+            return JSONResponse({"error": parsed}, status_code=400)
+        event: str = parsed["event"]
+        if event not in self.final_events:
+            log.info("webhook_ignored", event_name=event[:64], peer=peer)
+            return JSONResponse({"queued": False, "ignored": True}, status_code=202)
+        call_id = _call_id(parsed)
+        if call_id is None:
+            reason = "call.id: expected a non-empty string"
+            log.warning("webhook_rejected", reason=reason, event_name=event, peer=peer, status=400)
+            return JSONResponse({"error": reason}, status_code=400)
+
+        job_id = event_job_id(call_id, event, body)
+        if self.queue is None:  # only before the lifespan has opened the pool
+            log.error("webhook_not_queued", reason="queue not open", job_id=job_id)
+            return JSONResponse({"error": "queue unavailable"}, status_code=503)
+        try:
+            await self.queue.call_event(parsed, job_id=job_id)
+        except (RedisError, OSError, TimeoutError) as exc:
+            # 5xx makes the provider deliver again later; the job id keeps that safe.
+            log.error("webhook_not_queued", reason=type(exc).__name__, job_id=job_id)
+            return JSONResponse({"error": "queue unavailable"}, status_code=503)
+        log.info("webhook_accepted", event_name=event, call_id=call_id, job_id=job_id, peer=peer)
+        return JSONResponse({"queued": True}, status_code=202)
+
+
+def _build(ingress: _Ingress, lifespan: Any = None) -> Starlette:
+    routes = [Route("/healthz", ingress.healthz, methods=["GET"])]
+    routes += [Route(path, ingress.webhook, methods=["POST"]) for path in _PATHS]
+    if ingress.secret is None:
+        log.warning("webhook_ingress_unsigned", detail="accepting unsigned webhooks")
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def create_ingress_app(
+    queue: JobQueue,
+    *,
+    secret: str | None,
+    tolerance_seconds: int = 300,
+    clock: Clock = time.time,
+    dialect: str = "minivoice",
+) -> Starlette:
+    """The ingress around an open queue (its Redis pool must live on the serving loop)."""
+    return _build(_Ingress(queue, secret, tolerance_seconds, clock, dialect))
+
+
+def create_ingress_app_from_settings(
+    settings: Settings,
+    *,
+    secret: str | None,
+    tolerance_seconds: int = 300,
+    clock: Clock = time.time,
+) -> Starlette:
+    """The ingress that opens its own arq pool in the lifespan, on the server's loop."""
+    ingress = _Ingress(None, secret, tolerance_seconds, clock, settings.provider_dialect)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        queue = await open_queue(settings.redis_url, settings.queue_name)
+        ingress.queue = queue
+        log.info("webhook_ingress_started", queue=settings.queue_name, signed=secret is not None)
+        try:
+            yield
+        finally:
+            ingress.queue = None
+            await queue.aclose()
+
+    return _build(ingress, lifespan)
+
+
+def serve_ingress(
+    host: str,
+    port: int,
+    settings: Settings,
+    secret: str | None,
+    *,
+    tolerance_seconds: int = 300,
+) -> None:
+    """Run the ingress in the foreground until interrupted (Ctrl-C)."""
+    configure_logging(settings.log_level, settings.log_format)
+    register_secret(settings.provider_api_key.get_secret_value())
+    app = create_ingress_app_from_settings(
+        settings, secret=secret, tolerance_seconds=tolerance_seconds
+    )
+    # log_config=None: uvicorn's lines go through our structlog handlers too.
+    config = uvicorn.Config(
+        app, host=host, port=port, lifespan="on", log_config=None, proxy_headers=False
+    )
+    uvicorn.Server(config).run()

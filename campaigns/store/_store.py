@@ -1,0 +1,495 @@
+"""The campaign store: every read and atomic write of campaign state in Redis.
+
+Each state change that must not race (claim + reserve, record, settle,
+operator transitions) is one Lua script (``lua/``), so any number of workers
+and operators see one consistent order of events. Key names come from
+:mod:`campaigns.store.keys`; states, statuses and halt codes from
+:mod:`campaigns.domain.lifecycle`. The store makes no domain decision: worst
+cases, estimates and operator wording are handed in by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Any, Literal, TypeVar, cast
+
+from redis.asyncio import Redis
+
+from campaigns.domain.lifecycle import AttemptStatus, Move, State
+from campaigns.domain.spec import CampaignSpec
+from campaigns.store.keys import Keys, campaign_of
+from campaigns.store.records import (
+    Attempt,
+    CampaignRecord,
+    Claim,
+    ClaimOutcome,
+    StoreError,
+    SubmitConflict,
+    attempt_from_hash,
+    campaign_from_hash,
+    decode,
+    integer,
+    text,
+)
+from campaigns.store.scripts import load_script
+
+__all__ = ["Store", "now_ms"]
+
+_CONTACT_CHUNK = 1000
+T = TypeVar("T")
+
+
+def _aw(result: Awaitable[T] | T) -> Awaitable[T]:
+    """redis-py types async commands as ``Awaitable[T] | T``; this narrows them."""
+    return cast(Awaitable[T], result)
+
+
+def _str(value: Any) -> str:
+    return cast(str, text(value))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Store:
+    """All reads and atomic writes of campaign state in Redis."""
+
+    def __init__(self, redis: Redis, prefix: str = "dsp") -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.keys = Keys(prefix)
+        self._submit = load_script("submit").bind(redis)
+        self._claim = load_script("claim").bind(redis)
+        self._accepted = load_script("record_accepted").bind(redis)
+        self._rejected = load_script("record_rejected").bind(redis)
+        self._in_doubt = load_script("mark_in_doubt").bind(redis)
+        self._settle = load_script("settle").bind(redis)
+        self._transition = load_script("transition").bind(redis)
+        self._lease_acquire = load_script("lease_acquire").bind(redis)
+        self._lease_release = load_script("lease_release").bind(redis)
+        self._lease_renew = load_script("lease_renew").bind(redis)
+        self._stamp = load_script("stamp_send").bind(redis)
+        self._advance = load_script("advance_seq").bind(redis)
+        self._take_due = load_script("take_due").bind(redis)
+
+    def _c(self, campaign_id: str, what: str) -> str:
+        return self.keys.campaign(campaign_id, what)
+
+    campaign_of = staticmethod(campaign_of)
+
+    # ------------------------------------------------------------------ submit
+    async def submit(
+        self, spec: CampaignSpec, *, worst_case_micros: int, estimated_micros: int
+    ) -> Literal["created", "exists"]:
+        """Write a validated spec and its contacts; same spec again is a no-op.
+
+        Contacts go to staging keys first and are renamed into place by one
+        script, so a crash mid-write leaves no half-submitted campaign.
+        """
+        cid = spec.campaign_id
+        fingerprint = spec.fingerprint()
+        existing = text(await _aw(self.redis.hget(self.keys.meta(cid), "fingerprint")))
+        if existing is not None:
+            if existing == fingerprint:
+                return "exists"
+            raise SubmitConflict(f"campaign {cid!r} exists with a different spec")
+        token = uuid.uuid4().hex
+        staging_contacts = self.keys.staging(cid, token, "contacts")
+        staging_pending = self.keys.staging(cid, token, "pending")
+        try:
+            for start in range(0, len(spec.contacts), _CONTACT_CHUNK):
+                chunk = spec.contacts[start : start + _CONTACT_CHUNK]
+                mapping = {
+                    str(start + i): json.dumps(c.model_dump(mode="json"), separators=(",", ":"))
+                    for i, c in enumerate(chunk)
+                }
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.hset(staging_contacts, mapping=mapping)
+                    pipe.rpush(staging_pending, *range(start, start + len(chunk)))
+                    pipe.expire(staging_contacts, 3600)
+                    pipe.expire(staging_pending, 3600)
+                    await pipe.execute()
+            spec_json = spec.model_dump(mode="json", exclude={"contacts"})
+            fields: dict[str, str | int] = {
+                "state": State.QUEUED,
+                "spec": json.dumps(spec_json, separators=(",", ":")),
+                "currency": spec.currency,
+                "budget": spec.budget_in_micros,
+                "reserved": 0,
+                "spent": 0,
+                "worst_case": worst_case_micros,
+                "max_in_flight": spec.pacing.max_in_flight,
+                "contacts": len(spec.contacts),
+                "accepted": 0,
+                "rejected": 0,
+                "in_doubt": 0,
+                "settled": 0,
+                "live": 0,
+                "dispatch_seq": 0,
+                "duplicates_dropped": spec.duplicates_dropped,
+                "estimated": estimated_micros,
+            }
+            result = text(
+                await self._submit(
+                    meta=self.keys.meta(cid),
+                    contacts=self._c(cid, "contacts"),
+                    pending=self._c(cid, "pending"),
+                    campaigns=self.keys.campaigns,
+                    staging_contacts=staging_contacts,
+                    staging_pending=staging_pending,
+                    fingerprint=fingerprint,
+                    now=now_ms(),
+                    campaign_id=cid,
+                    # Strings, so the script writes integers exactly as given.
+                    fields=json.dumps({k: str(v) for k, v in fields.items()}),
+                )
+            )
+        finally:
+            await _aw(self.redis.delete(staging_contacts, staging_pending))
+        if result == "conflict":
+            raise SubmitConflict(f"campaign {cid!r} exists with a different spec")
+        return "exists" if result == "exists" else "created"
+
+    # ------------------------------------------------------------------ reads
+    async def campaign(self, campaign_id: str) -> CampaignRecord | None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.meta(campaign_id))
+            pipe.llen(self._c(campaign_id, "pending"))
+            pipe.zcard(self._c(campaign_id, "unresolved"))
+            raw, pending, unresolved = await pipe.execute()
+        return campaign_from_hash(campaign_id, decode(raw), int(pending), int(unresolved))
+
+    async def campaign_ids(self) -> list[str]:
+        return [_str(m) for m in await _aw(self.redis.zrange(self.keys.campaigns, 0, -1))]
+
+    async def campaigns_created_between(self, start_ms: int, end_ms: int) -> list[str]:
+        found = await _aw(self.redis.zrangebyscore(self.keys.campaigns, start_ms, end_ms))
+        return [_str(m) for m in found]
+
+    async def running_campaigns(self) -> list[str]:
+        return sorted(_str(m) for m in await _aw(self.redis.smembers(self.keys.running)))
+
+    async def attempt(self, attempt_id: str) -> Attempt | None:
+        raw = decode(await _aw(self.redis.hgetall(self.keys.attempt(attempt_id))))
+        if "status" not in raw:
+            return None
+        return attempt_from_hash(raw)
+
+    async def attempt_for_call(self, call_id: str) -> str | None:
+        return text(await _aw(self.redis.hget(self.keys.calls, call_id)))
+
+    async def attempts(self, campaign_id: str, page: int = 500) -> AsyncIterator[Attempt]:
+        """Every attempt of a campaign in claim order, read a page at a time."""
+        key = self._c(campaign_id, "attempts")
+        start = 0
+        while True:
+            ids = await _aw(self.redis.lrange(key, start, start + page - 1))
+            if not ids:
+                return
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for attempt_id in ids:
+                    pipe.hgetall(self.keys.attempt(_str(attempt_id)))
+                rows = await pipe.execute()
+            for row in rows:
+                decoded = decode(row)
+                if "status" in decoded:
+                    yield attempt_from_hash(decoded)
+            start += page
+
+    async def unresolved_attempts(self, campaign_id: str) -> list[Attempt]:
+        ids = await _aw(self.redis.zrange(self._c(campaign_id, "unresolved"), 0, -1))
+        found = [await self.attempt(_str(i)) for i in ids]
+        return [a for a in found if a is not None]
+
+    # ------------------------------------------------------------------ dispatch
+    async def acquire_lease(self, campaign_id: str, token: str, ttl_seconds: float) -> bool:
+        lease = self._c(campaign_id, "lease")
+        return bool(await self._lease_acquire(lease=lease, token=token, ttl_ms=_ms(ttl_seconds)))
+
+    async def renew_lease(self, campaign_id: str, token: str, ttl_seconds: float) -> bool:
+        """Extend a lease we still hold; never take back one that lapsed."""
+        lease = self._c(campaign_id, "lease")
+        return bool(await self._lease_renew(lease=lease, token=token, ttl_ms=_ms(ttl_seconds)))
+
+    async def release_lease(self, campaign_id: str, token: str) -> None:
+        await self._lease_release(lease=self._c(campaign_id, "lease"), token=token)
+
+    async def lease_holder(self, campaign_id: str) -> str | None:
+        return text(await _aw(self.redis.get(self._c(campaign_id, "lease"))))
+
+    async def claim(
+        self, campaign_id: str, lease_token: str, *, review_message: str, budget_message: str
+    ) -> Claim:
+        """Check running, claim the next contact and reserve its worst case: one script.
+
+        The messages are the operator's words for the two halts the claim can
+        decide (attempts in doubt; budget below one call's worst case).
+        """
+        result = await self._claim(
+            meta=self.keys.meta(campaign_id),
+            pending=self._c(campaign_id, "pending"),
+            tries=self._c(campaign_id, "tries"),
+            unresolved=self._c(campaign_id, "unresolved"),
+            lease=self._c(campaign_id, "lease"),
+            attempts=self._c(campaign_id, "attempts"),
+            running=self.keys.running,
+            cooldown=self.keys.cooldown,
+            contacts=self._c(campaign_id, "contacts"),
+            attempt_prefix=self.keys.attempt_prefix,
+            campaign_id=campaign_id,
+            lease_token=lease_token,
+            now=now_ms(),
+            review_message=review_message,
+            budget_message=budget_message,
+        )
+        outcome = cast(ClaimOutcome, _str(result[0]))
+        state = State(_str(result[1])) if result[1] else None
+        if outcome != "claimed":
+            return Claim(outcome, state=state)
+        attempt_id = _str(result[2])
+        contact = json.loads(_str(result[3]))
+        return Claim(
+            "claimed",
+            Attempt(
+                attempt_id=attempt_id,
+                campaign_id=campaign_id,
+                contact_index=integer(result[4]),
+                to=contact["to"],
+                ref=contact.get("ref", ""),
+                variables=contact.get("variables", {}),
+                status=AttemptStatus.SENDING,
+                reserved_micros=integer(result[5]),
+            ),
+            state,
+        )
+
+    async def stamp_send(self, attempt_id: str, body: str, lease_token: str) -> str:
+        """Check running + lease + unresolved and keep the body, right before a send.
+
+        ``ok`` means the request may leave now; ``not_running`` or ``lease_lost``
+        mean it must not; any other answer is the attempt's status (someone
+        else resolved it). A re-send keeps the first body: the same bytes go out
+        under the same Idempotency-Key.
+        """
+        cid = campaign_of(attempt_id)
+        result = await self._stamp(
+            meta=self.keys.meta(cid),
+            lease=self._c(cid, "lease"),
+            attempt=self.keys.attempt(attempt_id),
+            lease_token=lease_token,
+            body=body,
+            now=now_ms(),
+        )
+        return _str(result)
+
+    async def record_accepted(self, attempt_id: str, call_id: str, poll_in_seconds: float) -> str:
+        """Store the call ID the moment the provider returns it. Idempotent."""
+        cid = campaign_of(attempt_id)
+        now = now_ms()
+        result = await self._accepted(
+            meta=self.keys.meta(cid),
+            attempt=self.keys.attempt(attempt_id),
+            unresolved=self._c(cid, "unresolved"),
+            unsettled=self.keys.unsettled,
+            calls=self.keys.calls,
+            pending=self._c(cid, "pending"),
+            call_id=call_id,
+            now=now,
+            poll_due=now + _ms(poll_in_seconds),
+            attempt_id=attempt_id,
+        )
+        return _str(result)
+
+    async def record_rejected(
+        self,
+        attempt_id: str,
+        kind: Literal["contact", "halt", "not_placed"],
+        code: str,
+        message: str,
+    ) -> str:
+        """Reject an attempt; a halt-class one also halts the campaign, atomically.
+
+        ``contact``: the contact is finished. ``halt``: the contact goes back to
+        pending and the campaign halts with the code. ``not_placed``: an operator
+        confirmed no call exists; the contact goes back to pending.
+        """
+        cid = campaign_of(attempt_id)
+        result = await self._rejected(
+            meta=self.keys.meta(cid),
+            attempt=self.keys.attempt(attempt_id),
+            unresolved=self._c(cid, "unresolved"),
+            pending=self._c(cid, "pending"),
+            running=self.keys.running,
+            cooldown=self.keys.cooldown,
+            kind=kind,
+            code=code,
+            message=message,
+            now=now_ms(),
+            attempt_id=attempt_id,
+            campaign_id=cid,
+        )
+        return _str(result)
+
+    async def note_lookup_failure(self, attempt_id: str) -> int:
+        """Count failed look-ups of an attempt's call; returns the count so far."""
+        key = self.keys.attempt(attempt_id)
+        return int(await _aw(self.redis.hincrby(key, "lookup_failures", 1)))
+
+    async def mark_in_doubt(
+        self, attempt_id: str, reason: str, *, code: str = "", halt: bool = False
+    ) -> str:
+        """The attempt may or may not be a call: keep its reservation, ask an operator.
+
+        With ``halt``, the campaign halts with ``code`` too (a halt-class answer
+        to an attempt that an earlier send may already have placed).
+        """
+        cid = campaign_of(attempt_id)
+        result = await self._in_doubt(
+            meta=self.keys.meta(cid),
+            attempt=self.keys.attempt(attempt_id),
+            unresolved=self._c(cid, "unresolved"),
+            running=self.keys.running,
+            cooldown=self.keys.cooldown,
+            now=now_ms(),
+            attempt_id=attempt_id,
+            reason=reason,
+            code=code,
+            halt="1" if halt else "0",
+            campaign_id=cid,
+        )
+        return _str(result)
+
+    async def transition(
+        self,
+        campaign_id: str,
+        move: Move,
+        *,
+        halt_code: str = "",
+        halt_message: str = "",
+        cooldown_until_ms: int | None = None,
+    ) -> tuple[bool, State]:
+        """One atomic check-and-set of the campaign state. Returns (done, previous state)."""
+        result = await self._transition(
+            meta=self.keys.meta(campaign_id),
+            running=self.keys.running,
+            cooldown=self.keys.cooldown,
+            campaign_id=campaign_id,
+            allowed_from=",".join(sorted(move.from_states)),
+            to=move.to,
+            now=now_ms(),
+            halt_code=halt_code,
+            halt_message=halt_message,
+            cooldown_until="" if cooldown_until_ms is None else cooldown_until_ms,
+            required_halt_code=move.requires_halt_code or "",
+        )
+        outcome, previous = text(result[0]), _str(result[1])
+        if outcome == "missing":
+            raise StoreError(f"no campaign {campaign_id!r}")
+        return outcome == "ok", State(previous)
+
+    async def next_dispatch_seq(self, campaign_id: str, current: int) -> int | None:
+        """Advance the dispatch sequence if this job is still the current one."""
+        value = int(await self._advance(meta=self.keys.meta(campaign_id), expected_seq=current))
+        return value if value > 0 else None
+
+    async def bump_dispatch_seq(self, campaign_id: str) -> int:
+        """Start a new dispatch chain (submit, resume, sweeper); older jobs stand down."""
+        key = self.keys.meta(campaign_id)
+        return int(await _aw(self.redis.hincrby(key, "dispatch_seq", 1)))
+
+    async def state(self, campaign_id: str) -> State | None:
+        value = text(await _aw(self.redis.hget(self.keys.meta(campaign_id), "state")))
+        return None if value is None else State(value)
+
+    async def heartbeat(self, campaign_id: str) -> None:
+        await _aw(self.redis.hset(self.keys.meta(campaign_id), "heartbeat_at", str(now_ms())))
+
+    async def last_heartbeat_ms(self, campaign_id: str) -> int:
+        return integer(await _aw(self.redis.hget(self.keys.meta(campaign_id), "heartbeat_at")))
+
+    async def due_cooldowns(self) -> list[str]:
+        due = await _aw(self.redis.zrangebyscore(self.keys.cooldown, "-inf", now_ms()))
+        return [_str(m) for m in due]
+
+    # ------------------------------------------------------------------ settlement
+    async def take_due_calls(self, limit: int, hold_seconds: float) -> list[str]:
+        """Attempt IDs whose call is due for a poll, held off others for a while."""
+        due = await self._take_due(
+            unsettled=self.keys.unsettled, now=now_ms(), hold_ms=_ms(hold_seconds), limit=limit
+        )
+        return [_str(m) for m in due]
+
+    async def reschedule_poll(
+        self, attempt_id: str, delay_seconds: float, *, final_seen: bool = False
+    ) -> None:
+        key = self.keys.attempt(attempt_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.keys.unsettled, {attempt_id: now_ms() + _ms(delay_seconds)}, xx=True)
+            pipe.hincrby(key, "polls", 1)
+            if final_seen:
+                pipe.hsetnx(key, "final_seen_at", str(now_ms()))
+            await pipe.execute()
+
+    async def settle(
+        self,
+        attempt_id: str,
+        *,
+        final_status: str,
+        billsec: int,
+        cost_micros: int,
+        estimated: bool,
+        currency: str,
+        currency_mismatch: str = "",
+    ) -> str:
+        """Book a final call: release its reservation, add its cost. Idempotent."""
+        cid = campaign_of(attempt_id)
+        result = await self._settle(
+            meta=self.keys.meta(cid),
+            attempt=self.keys.attempt(attempt_id),
+            unsettled=self.keys.unsettled,
+            final_status=final_status,
+            billsec=billsec,
+            cost=cost_micros,
+            estimated="1" if estimated else "0",
+            currency=currency,
+            now=now_ms(),
+            attempt_id=attempt_id,
+            mismatch=currency_mismatch,
+        )
+        return _str(result)
+
+    async def settle_forget(self, attempt_id: str) -> None:
+        """Stop polling an attempt that has nothing left to settle."""
+        await _aw(self.redis.zrem(self.keys.unsettled, attempt_id))
+
+    async def unsettled_count(self) -> int:
+        return int(await _aw(self.redis.zcard(self.keys.unsettled)))
+
+    async def dead_letter(self, entry: Mapping[str, Any]) -> None:
+        await _aw(self.redis.lpush(self.keys.deadletter, json.dumps(dict(entry), default=str)))
+        await _aw(self.redis.ltrim(self.keys.deadletter, 0, 9999))
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await _aw(self.redis.lrange(self.keys.deadletter, 0, limit - 1))
+        return [json.loads(_str(r)) for r in rows]
+
+    async def save_reconciliation(self, campaign_id: str, result: Mapping[str, Any]) -> None:
+        key = self._c(campaign_id, "reconciliation")
+        await _aw(self.redis.set(key, json.dumps(dict(result))))
+
+    async def last_reconciliation(self, campaign_id: str) -> dict[str, Any] | None:
+        raw = text(await _aw(self.redis.get(self._c(campaign_id, "reconciliation"))))
+        return None if raw is None else dict(json.loads(raw))
+
+    # ------------------------------------------------------------------ alerts
+    async def mark_alert_fired(self, campaign_id: str, threshold: int) -> bool:
+        """True the first time a threshold is crossed for a campaign, never again."""
+        return bool(await _aw(self.redis.sadd(self._c(campaign_id, "alerts"), threshold)))
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)

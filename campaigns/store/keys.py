@@ -1,0 +1,94 @@
+"""The Redis key layout and the attempt-ID format: the only place either is spelt.
+
+``P`` is the prefix (``dsp`` by default), ``C`` a campaign ID, ``A`` an attempt ID::
+
+    P:campaigns              zset  C -> created_at ms            (for `list`)
+    P:running                set   campaigns in state running     (for the sweeper)
+    P:cooldown               zset  C -> resume-at ms  (paused with provider_unavailable)
+    P:unsettled              zset  A -> next poll due ms
+    P:calls                  hash  provider call ID -> A
+    P:deadletter             list  events and jobs that could not be applied (JSON)
+    P:c:C:meta               hash  state, spec, money, counters, halt, dispatch_seq
+    P:c:C:contacts           hash  contact index -> contact JSON
+    P:c:C:pending            list  contact indexes not yet finished, head first
+    P:c:C:tries              hash  contact index -> attempts made
+    P:c:C:attempts           list  attempt IDs in the order they were claimed
+    P:c:C:unresolved         zset  A -> claimed_at ms (sent, answer not recorded)
+    P:c:C:lease              str   token of the worker dispatching C (PX lease)
+    P:c:C:alerts             set   alert thresholds already fired
+    P:c:C:reconciliation     str   the last reconciliation (JSON), kept for operators
+    P:a:A                    hash  one attempt: contact, reservation, status, call,
+                                   exact request body, error, settlement
+
+An attempt ID is ``C:NNNNNN:K``: campaign, contact index (six digits or more),
+try number. It is also the create request's ``Idempotency-Key``. Money fields
+are integer micros. The claim script builds attempt keys from
+:attr:`Keys.attempt_prefix`, so the layout assumes one Redis (not Redis Cluster).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ATTEMPT_ID_LUA_FORMAT", "Keys", "attempt_id", "campaign_of"]
+
+ATTEMPT_ID_LUA_FORMAT = "%s:%06d:%d"
+"""The attempt-ID format as the claim script applies it (``string.format``)."""
+
+
+def attempt_id(campaign_id: str, contact_index: int, try_no: int) -> str:
+    """The attempt ID of a contact's ``try_no``-th attempt (same as the claim script)."""
+    return f"{campaign_id}:{contact_index:06d}:{try_no}"
+
+
+def campaign_of(attempt: str) -> str:
+    """The campaign an attempt ID belongs to (campaign IDs contain no ``:``)."""
+    return attempt.split(":", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix."""
+
+    prefix: str = "dsp"
+
+    def campaign(self, campaign_id: str, what: str) -> str:
+        return f"{self.prefix}:c:{campaign_id}:{what}"
+
+    def meta(self, campaign_id: str) -> str:
+        return self.campaign(campaign_id, "meta")
+
+    def staging(self, campaign_id: str, token: str, what: str) -> str:
+        """Where a submit writes contacts before one script renames them into place."""
+        return self.campaign(campaign_id, f"staging:{token}:{what}")
+
+    def attempt(self, attempt: str) -> str:
+        return f"{self.attempt_prefix}{attempt}"
+
+    @property
+    def attempt_prefix(self) -> str:
+        return f"{self.prefix}:a:"
+
+    @property
+    def campaigns(self) -> str:
+        return f"{self.prefix}:campaigns"
+
+    @property
+    def running(self) -> str:
+        return f"{self.prefix}:running"
+
+    @property
+    def cooldown(self) -> str:
+        return f"{self.prefix}:cooldown"
+
+    @property
+    def unsettled(self) -> str:
+        return f"{self.prefix}:unsettled"
+
+    @property
+    def calls(self) -> str:
+        return f"{self.prefix}:calls"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}:deadletter"

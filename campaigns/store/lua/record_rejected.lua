@@ -1,0 +1,29 @@
+-- Record a refusal; a halt-class one halts the campaign too.
+-- KEYS: meta attempt unresolved pending running cooldown
+-- ARGV: kind code message now attempt_id campaign_id
+-- USES: lifecycle
+local status = redis.call('HGET', K.attempt, 'status')
+if not status then return 'unknown' end
+if status == '${attempt_rejected}' then return 'duplicate' end
+if status ~= '${attempt_sending}' and status ~= '${attempt_in_doubt}' then return 'conflict' end
+redis.call('HSET', K.attempt, 'status', '${attempt_rejected}', 'error_code', A.code, 'error_message', A.message,
+  'recorded_at', A.now, 'reject_kind', A.kind)
+redis.call('ZREM', K.unresolved, A.attempt_id)
+local reserved = num(redis.call('HGET', K.attempt, 'reserved'))
+redis.call('HINCRBY', K.meta, 'reserved', -reserved)
+redis.call('HINCRBY', K.meta, 'live', -1)
+if status == '${attempt_in_doubt}' then
+  redis.call('HINCRBY', K.meta, 'in_doubt', -1)
+  redis.call('HINCRBY', K.meta, 'in_doubt_reserved', -reserved)
+end
+redis.call('HINCRBY', K.meta, 'rejected', 1)
+if A.kind ~= 'contact' then
+  redis.call('LPUSH', K.pending, redis.call('HGET', K.attempt, 'contact'))
+end
+local current = redis.call('HGET', K.meta, 'state')
+if A.kind == 'halt' and (current == '${state_running}' or current == '${state_paused}') then
+  -- Also when paused meanwhile: the provider's refusal must survive a resume.
+  redis.call('HSET', K.meta, 'halt_code', A.code, 'halt_message', A.message)
+  set_state(K.meta, K.running, K.cooldown, A.campaign_id, '${state_halted}', A.now)
+end
+return 'ok'

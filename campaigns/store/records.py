@@ -1,0 +1,207 @@
+"""What the store hands back: typed records of campaigns, attempts and claims."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from campaigns.domain.lifecycle import AttemptStatus, State
+from campaigns.domain.spec import StoredSpec
+
+__all__ = [
+    "Attempt",
+    "CampaignRecord",
+    "Claim",
+    "ClaimOutcome",
+    "StoreError",
+    "SubmitConflict",
+    "attempt_from_hash",
+    "campaign_from_hash",
+    "decode",
+    "integer",
+    "text",
+]
+
+
+class StoreError(RuntimeError):
+    """The store refused an operation (missing campaign, impossible transition)."""
+
+
+class SubmitConflict(StoreError):
+    """A campaign with this ID exists with a different spec."""
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRecord:
+    """One campaign as an operator sees it, read in one round trip."""
+
+    campaign_id: str
+    state: State
+    spec: StoredSpec
+    currency: str
+    budget_micros: int
+    reserved_micros: int
+    spent_micros: int
+    worst_case_micros: int
+    contacts: int
+    pending: int
+    accepted: int
+    rejected: int
+    in_doubt: int
+    settled: int
+    live: int
+    unresolved: int
+    halt_code: str | None
+    halt_message: str | None
+    dispatch_seq: int
+    created_at_ms: int
+    started_at_ms: int | None
+    finished_at_ms: int | None
+    duplicates_dropped: int
+    estimated_micros: int
+
+    @property
+    def halt(self) -> dict[str, str] | None:
+        if self.halt_code is None:
+            return None
+        return {"code": self.halt_code, "message": self.halt_message or ""}
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    attempt_id: str
+    campaign_id: str
+    contact_index: int
+    to: str
+    ref: str
+    variables: dict[str, Any]
+    status: AttemptStatus
+    reserved_micros: int
+    call_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    request: str | None = None
+    final_status: str | None = None
+    billsec: int | None = None
+    cost_micros: int | None = None
+    cost_currency: str | None = None
+    cost_estimated: bool = False
+    settled: bool = False
+    over_reservation: bool = False
+    currency_mismatch: str | None = None
+    created_at_ms: int = 0
+    recorded_at_ms: int | None = None
+    settled_at_ms: int | None = None
+    polls: int = 0
+    final_seen_at_ms: int | None = None
+
+
+ClaimOutcome = Literal[
+    "claimed",
+    "not_running",
+    "lease_lost",
+    "in_flight_full",
+    "budget_wait",
+    "budget_exhausted",
+    "empty",
+    "completed",
+    "needs_review",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one claim returned: an attempt to send, or why there is none."""
+
+    outcome: ClaimOutcome
+    attempt: Attempt | None = None
+    state: State | None = None
+
+
+def text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def integer(value: bytes | str | None, default: int = 0) -> int:
+    raw = text(value)
+    return default if raw is None or raw == "" else int(raw)
+
+
+def decode(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {cast(str, text(k)): cast(str, text(v)) for k, v in raw.items()}
+
+
+def attempt_from_hash(raw: dict[str, str]) -> Attempt:
+    contact = json.loads(raw.get("contact_json") or "{}")
+    return Attempt(
+        attempt_id=raw["attempt_id"],
+        campaign_id=raw["campaign_id"],
+        contact_index=integer(raw.get("contact")),
+        to=contact.get("to", ""),
+        ref=contact.get("ref", ""),
+        variables=contact.get("variables", {}),
+        status=AttemptStatus(raw["status"]),
+        reserved_micros=integer(raw.get("reserved")),
+        call_id=raw.get("call_id"),
+        error_code=raw.get("error_code"),
+        error_message=raw.get("error_message"),
+        request=raw.get("request"),
+        final_status=raw.get("final_status"),
+        billsec=integer(raw["billsec"]) if raw.get("billsec") else None,
+        cost_micros=integer(raw["cost"]) if raw.get("cost") else None,
+        cost_currency=raw.get("cost_currency"),
+        cost_estimated=raw.get("cost_estimated") == "1",
+        settled=raw.get("settled") == "1",
+        over_reservation=raw.get("over_reservation") == "1",
+        currency_mismatch=raw.get("currency_mismatch"),
+        created_at_ms=integer(raw.get("created_at")),
+        recorded_at_ms=integer(raw["recorded_at"]) if raw.get("recorded_at") else None,
+        settled_at_ms=integer(raw["settled_at"]) if raw.get("settled_at") else None,
+        polls=integer(raw.get("polls")),
+        final_seen_at_ms=integer(raw["final_seen_at"]) if raw.get("final_seen_at") else None,
+    )
+
+
+def campaign_from_hash(
+    campaign_id: str, meta: dict[str, str], pending: int, unresolved: int
+) -> CampaignRecord | None:
+    """A campaign from its meta hash (None if there is none); damage is a StoreError."""
+    if "state" not in meta:
+        return None
+
+    def optional(field: str) -> int | None:
+        return integer(meta[field]) if meta.get(field) else None
+
+    try:
+        return CampaignRecord(
+            campaign_id=campaign_id,
+            state=State(meta["state"]),
+            spec=StoredSpec.model_validate_json(meta["spec"]),
+            currency=meta["currency"],
+            budget_micros=integer(meta.get("budget")),
+            reserved_micros=integer(meta.get("reserved")),
+            spent_micros=integer(meta.get("spent")),
+            worst_case_micros=integer(meta.get("worst_case")),
+            contacts=integer(meta.get("contacts")),
+            pending=pending,
+            accepted=integer(meta.get("accepted")),
+            rejected=integer(meta.get("rejected")),
+            in_doubt=integer(meta.get("in_doubt")),
+            settled=integer(meta.get("settled")),
+            live=integer(meta.get("live")),
+            unresolved=unresolved,
+            halt_code=meta.get("halt_code"),
+            halt_message=meta.get("halt_message"),
+            dispatch_seq=integer(meta.get("dispatch_seq")),
+            created_at_ms=integer(meta.get("created_at")),
+            started_at_ms=optional("started_at"),
+            finished_at_ms=optional("finished_at"),
+            duplicates_dropped=integer(meta.get("duplicates_dropped")),
+            estimated_micros=integer(meta.get("estimated")),
+        )
+    except (KeyError, ValueError) as exc:
+        raise StoreError(f"campaign {campaign_id!r} is damaged in the store: {exc}") from None

@@ -1,0 +1,105 @@
+"""Lua scripts by name: loaded from ``lua/*.lua``, called with named KEYS and ARGV.
+
+Each script file starts with its header::
+
+    -- One line on what the script decides.
+    -- KEYS: meta pending lease
+    -- ARGV: campaign_id lease_token now
+    -- USES: lifecycle
+
+The loader prepends ``local K = {meta = KEYS[1], ...}`` and ``local A = {...}``,
+so the body says ``K.meta`` and ``A.now``, never an index; a call passes every
+name as a keyword and the wrapper puts them in order, so no call site repeats
+the order either. ``USES: lifecycle`` includes ``lua/_lifecycle.lua``. State,
+attempt-status and halt-code names are written ``${state_running}`` and filled
+in from :mod:`campaigns.domain.lifecycle`; an unknown name fails at load.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import string
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from campaigns.domain.lifecycle import lua_constants
+from campaigns.store.keys import ATTEMPT_ID_LUA_FORMAT
+
+__all__ = ["Script", "ScriptError", "load_script"]
+
+_HEADER = re.compile(r"^--\s*(KEYS|ARGV|USES):(.*)$")
+_Arg = str | int | float
+
+
+class ScriptError(TypeError):
+    """A script was called with names that do not match its header."""
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    name: str
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+    source: str
+
+    def bind(self, redis: Redis) -> _Bound:
+        return _Bound(self, redis.register_script(self.source))
+
+
+class _Bound:
+    """A script registered on one client; call it with every KEYS and ARGV name."""
+
+    def __init__(self, script: Script, registered: Any) -> None:
+        self.script = script
+        self._registered = registered
+
+    async def __call__(self, **values: _Arg) -> Any:
+        script = self.script
+        given = set(values)
+        wanted = set(script.keys) | set(script.args)
+        if given != wanted:
+            missing = ", ".join(sorted(wanted - given)) or "none"
+            extra = ", ".join(sorted(given - wanted)) or "none"
+            raise ScriptError(f"{script.name}: missing {missing}; unexpected {extra}")
+        keys = [values[k] for k in script.keys]
+        args = [values[a] for a in script.args]
+        return await cast(Awaitable[Any], self._registered(keys=keys, args=args))
+
+
+def _read(name: str) -> str:
+    return resources.files("campaigns.store").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+def _table(var: str, source: str, names: tuple[str, ...]) -> str:
+    fields = ", ".join(f"{n} = {source}[{i}]" for i, n in enumerate(names, start=1))
+    return f"local {var} = {{{fields}}}\n"
+
+
+@functools.cache
+def load_script(name: str) -> Script:
+    """Read, check and assemble ``lua/<name>.lua`` (cached: scripts never change at run time)."""
+    text = _read(name)
+    header: dict[str, tuple[str, ...]] = {"KEYS": (), "ARGV": (), "USES": ()}
+    for line in text.splitlines():
+        match = _HEADER.match(line)
+        if match:
+            header[match.group(1)] = tuple(match.group(2).split())
+        elif line.strip() and not line.startswith("--"):
+            break
+    keys, args = header["KEYS"], header["ARGV"]
+    if set(keys) & set(args):
+        raise ScriptError(f"{name}: a name is both a key and an argument")
+    parts = [_read(f"_{used}") for used in header["USES"]]
+    parts.append(_table("K", "KEYS", keys) + _table("A", "ARGV", args) + text)
+    try:
+        source = string.Template("\n".join(parts)).substitute(
+            lua_constants(), attempt_id_format=ATTEMPT_ID_LUA_FORMAT
+        )
+    except (KeyError, ValueError) as exc:
+        raise ScriptError(f"{name}: unknown lifecycle name {exc}") from None
+    return Script(name, keys, args, source)

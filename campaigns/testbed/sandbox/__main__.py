@@ -1,0 +1,24 @@
+"""``python -m campaigns.testbed.sandbox --port N [--config file.json]`` (what ``campaigns sandbox`` runs)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from campaigns.testbed.sandbox.config import SandboxConfig, load_config
+from campaigns.testbed.sandbox.server import serve
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m campaigns.testbed.sandbox")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--config", help="JSON file with initial sandbox config")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    config = load_config(args.config) if args.config else SandboxConfig()
+    serve(args.host, args.port, config)
+
+
+if __name__ == "__main__":
+    main()

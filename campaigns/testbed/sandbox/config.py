@@ -1,0 +1,190 @@
+"""Sandbox configuration: every knob a test can turn, validated by pydantic.
+
+The same model is loaded from a JSON file, patched at runtime through
+``PATCH /_sandbox/config`` and read by the routes, so a typo in a field name
+is refused (400 naming the field) instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+
+from campaigns.domain.money import MoneyError
+from campaigns.domain.rating import Rate, RateError
+
+__all__ = [
+    "FinalStatus",
+    "NumberOverride",
+    "RateConfig",
+    "SandboxConfig",
+    "SandboxConfigError",
+    "ScriptStep",
+    "load_config",
+    "patch_config",
+]
+
+FinalStatus = Literal["completed", "failed", "busy", "no_answer", "canceled"]
+ScriptAction = Literal["respond", "accept_then_fail", "accept_then_hang", "pass"]
+
+
+class SandboxConfigError(ValueError):
+    """A config document or patch that the sandbox refuses."""
+
+
+class RateConfig(BaseModel):
+    """The rate as decimal strings, exactly as written in specs (never floats)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_minute: str = "0.01"
+    increments: str = "60/60"
+    connect_fee: str = "0"
+
+    @model_validator(mode="after")
+    def _check(self) -> RateConfig:
+        self.to_rate()
+        return self
+
+    def to_rate(self) -> Rate:
+        try:
+            return Rate.from_decimal(self.per_minute, self.increments, self.connect_fee)
+        except (MoneyError, RateError) as exc:
+            raise ValueError(str(exc)) from None
+
+
+class NumberOverride(BaseModel):
+    """Per-destination behaviour: a final status and/or billed seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    final_status: FinalStatus | None = None
+    billsec_seconds: int | None = Field(default=None, ge=0)
+
+
+class ScriptStep(BaseModel):
+    """One explicit answer for the next create request, consumed in order.
+
+    ``{"status": 503, "code": "provider_error", "retry_after": 1}`` answers
+    without a call; ``{"action": "accept_then_fail"}`` creates the call and
+    answers 500; ``{"action": "pass"}`` lets one request through untouched.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: ScriptAction = "respond"
+    status: int | None = Field(default=None, ge=400, le=599)
+    code: str | None = None
+    message: str | None = None
+    retry_after: int | None = Field(default=None, ge=0)
+    hang_seconds: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ScriptStep:
+        if self.action == "respond" and self.status is None:
+            raise ValueError("a 'respond' script step needs a status")
+        return self
+
+
+class SandboxConfig(BaseModel):
+    """Everything the fake provider can be told to do."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # account
+    api_key: str = "sandbox-key"
+    application_id: str = "app_sandbox"
+    customer_id: str = "cust_sandbox"
+    balance_micros: StrictInt | None = Field(default=None, ge=0)
+    balance_token: StrictInt = Field(default=0, ge=0)
+    spend_limit_micros: StrictInt | None = Field(default=None, ge=0)
+    # calls and billing
+    call_seconds: int = Field(default=30, ge=0)
+    call_duration_real_seconds: float = Field(default=0.3, ge=0)
+    settle_delay_seconds: float = Field(default=0.0, ge=0)
+    omit_cost: bool = False
+    final_status: FinalStatus = "completed"
+    rate: RateConfig = Field(default_factory=RateConfig)
+    currency: str = "EUR"
+    honour_idempotency: bool = True
+    # destinations
+    invalid_numbers: list[str] = Field(default_factory=list)
+    blocked_numbers: list[str] = Field(default_factory=list)
+    unroutable_numbers: list[str] = Field(default_factory=list)
+    per_number: dict[str, NumberOverride] = Field(default_factory=dict)
+    # webhooks
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_duplicates: bool = False
+    # faults
+    seed: int = 0
+    latency_seconds: float = Field(default=0.0, ge=0)
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    error_statuses: list[int] = Field(default_factory=lambda: [500, 502, 503, 504], min_length=1)
+    rate_limit_rate: float = Field(default=0.0, ge=0, le=1)
+    retry_after_seconds: int = Field(default=1, ge=0)
+    accept_then_hang_rate: float = Field(default=0.0, ge=0, le=1)
+    hang_seconds: float = Field(default=30.0, ge=0)
+    accept_then_fail_rate: float = Field(default=0.0, ge=0, le=1)
+    script: list[ScriptStep] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> SandboxConfig:
+        total = (
+            self.error_rate
+            + self.rate_limit_rate
+            + self.accept_then_hang_rate
+            + self.accept_then_fail_rate
+        )
+        if total > 1:
+            raise ValueError("fault rates must add up to at most 1")
+        if any(not 500 <= status <= 599 for status in self.error_statuses):
+            raise ValueError("error_statuses must all be 5xx")
+        return self
+
+    def rate_model(self) -> Rate:
+        return self.rate.to_rate()
+
+
+def _validate(document: dict[str, Any]) -> SandboxConfig:
+    unknown = sorted(set(document) - set(SandboxConfig.model_fields))
+    if unknown:
+        raise SandboxConfigError(f"unknown config field: {', '.join(unknown)}")
+    try:
+        return SandboxConfig.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc']) or 'config'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SandboxConfigError(problems) from None
+
+
+def patch_config(current: SandboxConfig, patch: object) -> SandboxConfig:
+    """A new config with ``patch`` applied; ``rate`` merges field by field."""
+    if not isinstance(patch, dict):
+        raise SandboxConfigError("config patch must be a JSON object")
+    merged = current.model_dump()
+    for key, value in patch.items():
+        if key == "rate" and isinstance(value, dict) and isinstance(merged.get("rate"), dict):
+            merged["rate"] = {**merged["rate"], **value}
+        else:
+            merged[key] = value
+    unknown = sorted(set(patch) - set(SandboxConfig.model_fields))
+    if unknown:
+        raise SandboxConfigError(f"unknown config field: {', '.join(unknown)}")
+    return _validate(merged)
+
+
+def load_config(path: str | Path) -> SandboxConfig:
+    """Read an initial config from a JSON file (same fields as the PATCH body)."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SandboxConfigError(f"{path}: not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise SandboxConfigError(f"{path}: config must be a JSON object")
+    return _validate(document)

@@ -1,0 +1,41 @@
+"""The chaos suite's fault seam: a real arq worker that SIGKILLs itself at the worst moment.
+
+``arq tests.chaos.faults.KillAfterSend`` runs the production ``WorkerSettings``
+with one change installed at startup: between the provider accepting a call
+and the call ID being recorded, the process SIGKILLs itself with probability
+``CHAOS_KILL_AFTER_SEND``. Production code carries no switch for this; it only
+offers the seam (``Dispatcher.before_record``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from typing import Any
+
+from campaigns.engine.dispatch import Dispatcher
+from campaigns.providers import CallInfo
+from campaigns.store import Attempt
+from worker.jobs import startup
+from worker.settings import WorkerSettings
+
+ENV = "CHAOS_KILL_AFTER_SEND"
+
+
+def _killer(probability: float, rng: random.Random) -> Any:
+    def before_record(attempt: Attempt, call: CallInfo) -> None:
+        if rng.random() < probability:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return before_record
+
+
+async def _startup(ctx: dict[str, Any]) -> None:
+    await startup(ctx)
+    dispatcher: Dispatcher = ctx["dispatcher"]
+    dispatcher.before_record = _killer(float(os.environ.get(ENV, "0")), random.Random())
+
+
+class KillAfterSend(WorkerSettings):
+    on_startup = _startup
