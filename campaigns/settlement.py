@@ -4,26 +4,34 @@ Two roads lead here: ``call.completed`` events (``record_call_event``) and
 polling ``GET /v1/calls/{id}`` as the fallback for events that never come.
 Both end in :meth:`Settler.apply`, and the store's settle script is
 idempotent, so an event arriving twice, late or after a poll books once.
+
+Every billing value is checked and bounded here, before the store is asked to
+book anything: a billsec or a cost that does not fit, or a currency that is not
+a currency, is dead-lettered with the field named and the attempt stays as it
+was (reservation held, nothing spent, still polled), so a later good event or
+poll settles it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import structlog
 
 from campaigns.alerts import check_budget_alerts
 from campaigns.errors import ProviderError
+from campaigns.money import MAX_MICROS
 from campaigns.providers import FINAL_STATUSES, CallInfo, Provider
 from campaigns.providers.minivoice import parse_call
 from campaigns.queue import JobQueue
-from campaigns.rating import Rate
+from campaigns.rating import Rate, RateOverflowError
 from campaigns.settings import Settings
 from campaigns.spec import RateSpec
 from campaigns.store import Attempt, Store, now_ms
 
-__all__ = ["EventError", "Settler", "parse_call_event"]
+__all__ = ["MAX_BILLSEC_SECONDS", "EventError", "Settler", "parse_call_event"]
 
 _EVENTS = {
     "call.completed",
@@ -34,6 +42,10 @@ _EVENTS = {
 }
 _COST_GRACE_SECONDS = 10.0
 """How long a final call may go without cost fields before the rate model books it."""
+MAX_BILLSEC_SECONDS = 366 * 86_400
+"""No call lasts a year: a longer billsec is a corrupt or hostile value, not a call."""
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_MAX_CALL_ID = 200
 
 
 class EventError(ValueError):
@@ -47,24 +59,80 @@ def parse_call_event(payload: Any) -> tuple[str, CallInfo]:
             payload = json.loads(payload)
         except json.JSONDecodeError as exc:
             raise EventError(f"not JSON: {exc.msg}") from None
-        except (UnicodeDecodeError, RecursionError):
+        except (ValueError, RecursionError):
+            # UnicodeDecodeError, or an integer too long to convert.
             raise EventError("not JSON: undecodable body") from None
     if not isinstance(payload, dict):
         raise EventError("event must be a JSON object")
     event = payload.get("event")
     if not isinstance(event, str) or event not in _EVENTS:
-        raise EventError(f"event: unsupported {event!r}")
+        raise EventError(f"event: unsupported {_brief(event)}")
     call = payload.get("call")
     if not isinstance(call, dict):
         raise EventError("call.id: missing")
+    call_id = call.get("id")
+    if isinstance(call_id, str) and not _call_id_ok(call_id):
+        raise EventError(f"call.id: not a call ID: {_brief(call_id)}")
     status = call.get("status") or event.removeprefix("call.")
     try:
         info = parse_call({**call, "status": status, "variables": payload.get("variables")})
     except ValueError as exc:
         raise EventError(f"call.{exc}") from None
     if not isinstance(status, str) or status not in FINAL_STATUSES:
-        raise EventError(f"call.status: {status!r} is not final")
+        raise EventError(f"call.status: {_brief(status)} is not final")
+    # A billsec of another type is ignored (the call is read back for it); a
+    # whole number that no call can have is refused.
+    if info.billsec is not None and _billsec_refusal(info.billsec):
+        raise EventError(f"call.billsec_seconds: {_billsec_refusal(info.billsec)}")
+    currency = call.get("cost_currency")
+    if currency is not None and _currency_refusal(currency):
+        raise EventError(f"call.cost_currency: {_currency_refusal(currency)}")
     return event, info
+
+
+def _brief(value: object) -> str:
+    """A value for an error message: short, and safe for any size of input."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, str | bytes | list | dict | tuple) and len(value) > 40:
+        return f"{type(value).__name__} of length {len(value)}"
+    return repr(value)
+
+
+def _call_id_ok(call_id: str) -> bool:
+    return 0 < len(call_id) <= _MAX_CALL_ID and call_id.isprintable()
+
+
+def _billsec_refusal(billsec: object) -> str:
+    """Why a billsec cannot be booked, or '' when it can."""
+    if not isinstance(billsec, int) or isinstance(billsec, bool):
+        return f"must be a whole number of seconds, got {type(billsec).__name__}"
+    if not 0 <= billsec <= MAX_BILLSEC_SECONDS:
+        return f"{_brief(billsec)} is out of range (0 to {MAX_BILLSEC_SECONDS} s)"
+    return ""
+
+
+def _currency_refusal(currency: object) -> str:
+    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
+        return f"must be an ISO 4217 code such as 'EUR', got {_brief(currency)}"
+    return ""
+
+
+def _billing_refusal(call: CallInfo) -> str:
+    """Why a final call's billing cannot be booked, naming the field; '' when it can.
+
+    Both roads pass here: a webhook event and a call read back from the
+    provider, whose answer is trusted no more than a webhook.
+    """
+    if not _call_id_ok(call.call_id):
+        return f"call.id: not a call ID: {_brief(call.call_id)}"
+    if call.billsec is not None and _billsec_refusal(call.billsec):
+        return f"call.billsec_seconds: {_billsec_refusal(call.billsec)}"
+    if call.cost_micros is not None and not 0 <= call.cost_micros <= MAX_MICROS:
+        return f"call.cost_amount: out of range (0 to {MAX_MICROS} micros)"
+    if call.cost_currency is not None and _currency_refusal(call.cost_currency):
+        return f"call.cost_currency: {_currency_refusal(call.cost_currency)}"
+    return ""
 
 
 class Settler:
@@ -107,7 +175,12 @@ class Settler:
             log.warning("poll_failed", error=str(exc))
             await self.store.reschedule_poll(attempt_id, self._backoff(attempt))
             return "retry"
-        return await self.apply(attempt, call)
+        result = await self.apply(attempt, call)
+        if result == "dead_letter":
+            # The provider's own answer cannot be booked: look again later, not
+            # in a tight loop.
+            await self.store.reschedule_poll(attempt_id, self._backoff(attempt))
+        return result
 
     async def apply(self, attempt: Attempt, call: CallInfo) -> str:
         """Settle a final call, or schedule the next look at one that is not."""
@@ -117,8 +190,20 @@ class Settler:
         if not call.final:
             await self.store.reschedule_poll(attempt.attempt_id, self._backoff(attempt))
             return "pending"
-        rate, currency = await self._rate(attempt.campaign_id)
+        refusal = _billing_refusal(call)
+        if refusal:
+            return await self._refuse(attempt, call, refusal, log)
+        try:
+            rate, currency = await self._rate(attempt.campaign_id)
+        except (LookupError, ValueError) as exc:
+            return await self._refuse(attempt, call, f"campaign rate: {exc}", log)
         billsec = call.billsec or 0
+        try:
+            # Even when the provider's cost is booked, the rate model must be
+            # able to price this billsec: reconciliation re-rates it later.
+            rated = rate.cost_micros(billsec)
+        except RateOverflowError as exc:
+            return await self._refuse(attempt, call, f"call.billsec_seconds: {exc}", log)
         mismatch = ""
         if call.cost_micros is not None and (call.cost_currency or currency) == currency:
             cost, estimated = call.cost_micros, False
@@ -143,7 +228,7 @@ class Settler:
                 # reserved, so spend is never under-counted.
                 cost, estimated = attempt.reserved_micros, True
             else:
-                cost, estimated = rate.cost_micros(billsec), True
+                cost, estimated = rated, True
         result = await self.store.settle(
             attempt.attempt_id,
             final_status=call.status,
@@ -153,6 +238,10 @@ class Settler:
             currency=currency,
             currency_mismatch=mismatch,
         )
+        if result.startswith("invalid:"):
+            # Checked above, so only a stored value can be out of range here.
+            reason = f"store refused to settle ({result}): billsec {billsec}, cost {cost} micros"
+            return await self._refuse(attempt, call, reason, log)
         if result == "duplicate":
             # A replayed settle (a retried script, a second event): the first one
             # may not have got to its follow-ups.
@@ -173,6 +262,25 @@ class Settler:
                 estimated=estimated,
             )
         return result
+
+    async def _refuse(
+        self, attempt: Attempt, call: CallInfo, reason: str, log: structlog.stdlib.BoundLogger
+    ) -> str:
+        """Dead-letter a final call whose billing cannot be booked; touch nothing else.
+
+        The attempt keeps its reservation and its place in the poll schedule:
+        a later good event or poll settles it.
+        """
+        await self.store.dead_letter(
+            {
+                "reason": reason,
+                "call_id": call.call_id[:_MAX_CALL_ID],
+                "attempt_id": attempt.attempt_id,
+                "campaign_id": attempt.campaign_id,
+            }
+        )
+        log.error("call_billing_refused", reason=reason)
+        return "dead_letter"
 
     async def _halt_on_overrun(
         self, attempt: Attempt, cost: int, log: structlog.stdlib.BoundLogger
@@ -241,5 +349,9 @@ class Settler:
 
 
 def _excerpt(payload: Any) -> Any:
-    text = payload if isinstance(payload, str) else json.dumps(payload, default=str)
+    """The start of a refused payload for the dead letter; whatever it is, never raise."""
+    try:
+        text = payload if isinstance(payload, str) else json.dumps(payload, default=str)
+    except (TypeError, ValueError, RecursionError):
+        text = f"<{type(payload).__name__} that is not JSON>"
     return text[:2000]

@@ -372,18 +372,50 @@ return 'ok'
 
 # KEYS: meta, attempt, unsettled
 # ARGV: final_status, billsec, cost, estimated, currency, now, attempt_id, mismatch
+# Redis does not roll back a script that errors half-way, so every argument and
+# every field a write depends on is checked first; a bad one returns
+# 'invalid:<name>' with nothing written. Numbers are digit strings of at most
+# 16 digits and at most 2^53-1, the most a Lua double holds exactly.
 _SETTLE = """
+local MAX = 9007199254740991
+local function count(v)
+  if type(v) ~= 'string' or #v > 16 or not string.match(v, '^[0-9]+$') then return nil end
+  local n = tonumber(v)
+  if n == nil or n > MAX then return nil end
+  return n
+end
+local function counter(v)
+  if v == false or v == nil then return 0 end
+  if #v > 17 or not string.match(v, '^%-?[0-9]+$') then return nil end
+  local n = tonumber(v)
+  if n == nil or n > MAX or n < -MAX then return nil end
+  return n
+end
+local finals = {completed=true, failed=true, busy=true, no_answer=true, canceled=true}
+if not finals[ARGV[1]] then return 'invalid:final_status' end
+if not count(ARGV[2]) then return 'invalid:billsec' end
+local cost = count(ARGV[3])
+if not cost then return 'invalid:cost' end
+if ARGV[4] ~= '0' and ARGV[4] ~= '1' then return 'invalid:estimated' end
+if not string.match(ARGV[5], '^[A-Z][A-Z][A-Z]$') then return 'invalid:currency' end
+if not count(ARGV[6]) then return 'invalid:now' end
+if #ARGV[8] > 256 then return 'invalid:currency_mismatch' end
+local unsettled_type = redis.call('TYPE', KEYS[3])['ok']
+if unsettled_type ~= 'zset' and unsettled_type ~= 'none' then return 'invalid:unsettled' end
 local status = redis.call('HGET', KEYS[2], 'status')
 if status ~= 'accepted' then return status or 'unknown' end
 if redis.call('HGET', KEYS[2], 'settled') == '1' then return 'duplicate' end
-local reserved = tonumber(redis.call('HGET', KEYS[2], 'reserved') or '0')
-local cost = tonumber(ARGV[3])
+local reserved = count(redis.call('HGET', KEYS[2], 'reserved') or '0')
+if not reserved then return 'invalid:reserved' end
+local m = redis.call('HMGET', KEYS[1], 'reserved', 'spent', 'live', 'settled', 'settled_estimated')
+for i = 1, 5 do if not counter(m[i]) then return 'invalid:campaign_counters' end end
+if counter(m[2]) + cost > MAX then return 'invalid:spent_overflow' end
 redis.call('HSET', KEYS[2], 'settled', '1', 'final_status', ARGV[1], 'billsec', ARGV[2],
   'cost', ARGV[3], 'cost_estimated', ARGV[4], 'cost_currency', ARGV[5], 'settled_at', ARGV[6])
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'currency_mismatch', ARGV[8]) end
 if cost > reserved then redis.call('HSET', KEYS[2], 'over_reservation', '1') end
 redis.call('HINCRBY', KEYS[1], 'reserved', -reserved)
-redis.call('HINCRBY', KEYS[1], 'spent', cost)
+redis.call('HINCRBY', KEYS[1], 'spent', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'live', -1)
 redis.call('HINCRBY', KEYS[1], 'settled', 1)
 if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[1], 'settled_estimated', 1) end
@@ -391,6 +423,35 @@ redis.call('ZREM', KEYS[3], ARGV[7])
 if cost > reserved then return 'over_reservation' end
 return 'ok'
 """
+
+_SETTLE_FINAL = frozenset(  # the script's `finals`, providers' FINAL_STATUSES
+    {"completed", "failed", "busy", "no_answer", "canceled"}
+)
+_MAX_EXACT = 2**53 - 1
+
+
+def _settle_refusal(
+    final_status: str, billsec: int, cost_micros: int, currency: str, mismatch: str
+) -> str:
+    """The first settle argument out of range, as ``invalid:<field>``; '' if all are fine."""
+
+    def count(value: object) -> bool:
+        return type(value) is int and 0 <= value <= _MAX_EXACT
+
+    if final_status not in _SETTLE_FINAL:
+        return "invalid:final_status"
+    if not count(billsec):
+        return "invalid:billsec"
+    if not count(cost_micros):
+        return "invalid:cost"
+    if not isinstance(currency, str) or not (
+        len(currency) == 3 and currency.isascii() and currency.isupper() and currency.isalpha()
+    ):
+        return "invalid:currency"
+    if not isinstance(mismatch, str) or len(mismatch) > 256 or not mismatch.isascii():
+        return "invalid:currency_mismatch"
+    return ""
+
 
 # KEYS: meta, running, cooldown
 # ARGV: campaign_id, allowed from-states (comma separated), to-state, now,
@@ -904,7 +965,16 @@ class Store:
         currency: str,
         currency_mismatch: str = "",
     ) -> str:
-        """Book a final call: release its reservation, add its cost. Idempotent."""
+        """Book a final call: release its reservation, add its cost. Idempotent.
+
+        Returns ``ok``, ``over_reservation``, ``duplicate``, the attempt's
+        status when it is not an accepted call, or ``invalid:<field>`` when a
+        value is out of range (checked here and again in the script, before
+        its first write): then nothing at all is written.
+        """
+        invalid = _settle_refusal(final_status, billsec, cost_micros, currency, currency_mismatch)
+        if invalid:
+            return invalid
         cid = self.campaign_of(attempt_id)
         keys = [self._c(cid, "meta"), self._a(attempt_id), self._unsettled]
         args: list[str | int] = [
