@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -47,7 +48,10 @@ FINAL_EVENTS = frozenset(
 )
 """Only final events settle a call; the rest would be work for nothing."""
 _MAX_CALL_ID = 200
-_PATHS = ("/webhooks/minivoice", "/webhooks")
+_MAX_DEPTH = 16
+"""Seed-000 events nest three levels; a deeper body is not one, and a job that
+deep would be refused by the worker's envelope check anyway."""
+_PATHS = ("/webhooks/minivoice", "/webhooks/voipbin", "/webhooks")
 
 log = get_logger("campaigns.ingress")
 
@@ -103,17 +107,53 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
-def _parse(body: bytes) -> dict[str, Any] | str:
-    """The payload as a dict, or the reason it is not a usable event."""
+def _finite_float(text: str) -> float:
+    """``1e400`` would parse as infinity and be stored as non-standard JSON."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _parse(body: bytes) -> tuple[dict[str, Any], str] | str:
+    """The payload and its event name, or the reason it is not a usable event.
+
+    MiniVoice names the event in ``event``; VoIPBIN (``account_updated``) in
+    ``event_type``. Only MiniVoice final call events settle anything, but a
+    genuine delivery of either dialect is acknowledged, so it is not re-sent.
+    """
     try:
-        payload = json.loads(body, parse_constant=_refuse_constant)
+        payload = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError):
         return "body is not valid JSON"
     if not isinstance(payload, dict):
         return "body must be a JSON object"
-    if not isinstance(payload.get("event"), str) or not payload["event"]:
-        return "event: expected a non-empty string"
-    return payload
+    if _depth(payload) > _MAX_DEPTH:
+        return f"body nests more than {_MAX_DEPTH} levels deep"
+    key = "event" if "event" in payload or "event_type" not in payload else "event_type"
+    event = payload.get(key)
+    if not isinstance(event, str) or not event:
+        return f"{key}: expected a non-empty string"
+    return payload, event
+
+
+def _depth(value: Any) -> int:
+    """How many containers deep a parsed JSON value goes (iteratively: no recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > _MAX_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _call_id(payload: dict[str, Any]) -> str | None:
@@ -145,12 +185,21 @@ class _Ingress:
     def __init__(
         self, queue: JobQueue | None, secret: str | None, tolerance_seconds: int, clock: Clock
     ) -> None:
-        if secret is not None and not secret:
-            raise ValueError("secret must not be empty; pass None to accept unsigned webhooks")
+        if secret is not None:
+            if not secret.strip():
+                raise ValueError(
+                    "webhook secret must not be empty (DISPATCHER_WEBHOOK_SECRET); "
+                    "pass None to accept unsigned webhooks"
+                )
+            try:
+                secret.encode()
+            except UnicodeEncodeError:
+                raise ValueError("webhook secret must be valid text") from None
+            register_secret(secret)
+        if isinstance(tolerance_seconds, bool) or not isinstance(tolerance_seconds, int):
+            raise TypeError("tolerance_seconds must be an int")
         if tolerance_seconds <= 0:
             raise ValueError("tolerance_seconds must be positive")
-        if secret is not None:
-            register_secret(secret)
         self.queue = queue
         self.secret = secret
         self.tolerance_seconds = tolerance_seconds
@@ -183,11 +232,11 @@ class _Ingress:
         if isinstance(parsed, str):
             log.warning("webhook_rejected", reason=parsed, peer=peer, status=400, size=len(body))
             return JSONResponse({"error": parsed}, status_code=400)
-        event: str = parsed["event"]
-        if event not in FINAL_EVENTS:
+        payload, event = parsed
+        if event not in FINAL_EVENTS or "event" not in payload:
             log.info("webhook_ignored", event_name=event[:64], peer=peer)
             return JSONResponse({"queued": False, "ignored": True}, status_code=202)
-        call_id = _call_id(parsed)
+        call_id = _call_id(payload)
         if call_id is None:
             reason = "call.id: expected a non-empty string"
             log.warning("webhook_rejected", reason=reason, event_name=event, peer=peer, status=400)
@@ -198,7 +247,7 @@ class _Ingress:
             log.error("webhook_not_queued", reason="queue not open", job_id=job_id)
             return JSONResponse({"error": "queue unavailable"}, status_code=503)
         try:
-            await self.queue.call_event(parsed, job_id=job_id)
+            await self.queue.call_event(payload, job_id=job_id)
         except (RedisError, OSError, TimeoutError) as exc:
             # 5xx makes the provider deliver again later; the job id keeps that safe.
             log.error("webhook_not_queued", reason=type(exc).__name__, job_id=job_id)
@@ -260,7 +309,8 @@ def serve_ingress(
 ) -> None:
     """Run the ingress in the foreground until interrupted (Ctrl-C)."""
     configure_logging(settings.log_level, settings.log_format)
-    register_secret(settings.provider_api_key.get_secret_value())
+    for value in settings.secret_values():
+        register_secret(value)
     app = create_ingress_app_from_settings(
         settings, secret=secret, tolerance_seconds=tolerance_seconds
     )
