@@ -128,8 +128,9 @@ def _parse(body: bytes) -> tuple[dict[str, Any], str] | str:
         return "body is not valid JSON"
     if not isinstance(payload, dict):
         return "body must be a JSON object"
-    if _depth(payload) > _MAX_DEPTH:
-        return f"body nests more than {_MAX_DEPTH} levels deep"
+    problem = _shape_problem(payload)
+    if problem is not None:
+        return problem
     key = "event" if "event" in payload or "event_type" not in payload else "event_type"
     event = payload.get(key)
     if not isinstance(event, str) or not event:
@@ -137,23 +138,38 @@ def _parse(body: bytes) -> tuple[dict[str, Any], str] | str:
     return payload, event
 
 
-def _depth(value: Any) -> int:
-    """How many containers deep a parsed JSON value goes (iteratively: no recursion)."""
-    deepest = 0
+def _shape_problem(value: Any) -> str | None:
+    """Why a parsed body cannot travel on as a job, or None (iteratively: no recursion).
+
+    Deeper than ``_MAX_DEPTH`` is not an event. A ``\\ud800`` escape parses
+    into a lone surrogate, which no Redis client can encode: a call ID like
+    that used to fail the request with a 500, so the provider retried forever.
+    """
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, level = stack.pop()
+        if isinstance(item, str):
+            if not _encodable(item):
+                return "body has a string that is not valid Unicode (a lone surrogate)"
+            continue
         if isinstance(item, dict):
-            children: Any = item.values()
+            children: list[Any] = [*item.keys(), *item.values()]
         elif isinstance(item, list):
             children = item
         else:
             continue
-        deepest = max(deepest, level)
-        if deepest > _MAX_DEPTH:
-            break
+        if level > _MAX_DEPTH:
+            return f"body nests more than {_MAX_DEPTH} levels deep"
         stack.extend((child, level + 1) for child in children)
-    return deepest
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _call_id(payload: dict[str, Any]) -> str | None:

@@ -366,8 +366,16 @@ async def test_a_signed_voipbin_delivery_is_acknowledged_not_queued(
             "16 levels",
         ),
         (b'{"event_type": 7}', "event_type: expected a non-empty string"),
+        (b'{"event": "call.completed", "call": {"id": "\\ud800"}}', "lone surrogate"),
+        (b'{"event": "call.failed", "call": {"id": "c", "x\\udfff": 1}}', "lone surrogate"),
     ],
-    ids=["infinite-number", "too-deep", "event-type-not-string"],
+    ids=[
+        "infinite-number",
+        "too-deep",
+        "event-type-not-string",
+        "surrogate-call-id",
+        "surrogate-key",
+    ],
 )
 async def test_bodies_a_worker_would_choke_on_are_refused(
     body: bytes,
