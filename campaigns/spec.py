@@ -388,7 +388,7 @@ def _first_surrogate(data: Any) -> str | None:
         elif isinstance(value, dict):
             children: list[tuple[str, Any]] = []
             for key, child in value.items():
-                name = _show(str(key), 40)
+                name = _key(key)
                 here = f"{path}.{name}" if path else name
                 if isinstance(key, str) and not _encodable(key):
                     return here
@@ -401,8 +401,13 @@ def _first_surrogate(data: Any) -> str | None:
     return None
 
 
+def _key(part: object) -> str:
+    """One path component of a field name: printable, short, and never empty."""
+    return _show(str(part), 40) or "''"
+
+
 def _loc(parts: tuple[int | str, ...]) -> str:
-    return ".".join(_show(str(part), 40) for part in parts)
+    return ".".join(_key(part) for part in parts)
 
 
 def _spec_error(exc: ValidationError) -> SpecError:
