@@ -501,7 +501,7 @@ async def test_provider_cost_above_the_reservation_is_flagged_and_halts(
 
 async def money_state(client: CampaignClient, campaign_id: str) -> dict[str, Any]:
     """Everything a settle may write, read raw: the campaign's meta and its attempts."""
-    redis = client.store.redis
+    redis: Any = client.store.redis  # redis-py types its async replies as "T | Awaitable[T]"
     meta = await redis.hgetall(f"{client.store.prefix}:c:{campaign_id}:meta")
     rows = {}
     for attempt in await attempts(client, campaign_id):
@@ -633,6 +633,7 @@ async def test_settle_script_checks_every_argument_before_its_first_write(
     await dispatch(client, provider, settings, spec_dict("script", contacts=1))
     (attempt,) = await attempts(client, "script")
     store = client.store
+    redis: Any = store.redis
     keys = [f"{store.prefix}:c:script:meta", f"{store.prefix}:a:{attempt.attempt_id}"]
     keys.append(f"{store.prefix}:unsettled")
     good: list[Any] = [
@@ -669,20 +670,20 @@ async def test_settle_script_checks_every_argument_before_its_first_write(
     before = await money_state(client, "script")
     for expected, attempts_args in cases.items():
         for argv in attempts_args:
-            result = await store.redis.eval(store_module._SETTLE, len(keys), *keys, *argv)
+            result = await redis.eval(store_module._SETTLE, len(keys), *keys, *argv)
             assert result.decode() == expected, argv
             assert await money_state(client, "script") == before, argv
 
     # Corrupt stored counters are refused too, before any write.
-    await store.redis.hset(keys[0], "spent", "1.5")
+    await redis.hset(keys[0], "spent", "1.5")
     before = await money_state(client, "script")
-    result = await store.redis.eval(store_module._SETTLE, len(keys), *keys, *args())
+    result = await redis.eval(store_module._SETTLE, len(keys), *keys, *args())
     assert result == b"invalid:campaign_counters"
     assert await money_state(client, "script") == before
-    await store.redis.hset(keys[0], "spent", str(MAX_MICROS - 9_999))
-    result = await store.redis.eval(store_module._SETTLE, len(keys), *keys, *args())
+    await redis.hset(keys[0], "spent", str(MAX_MICROS - 9_999))
+    result = await redis.eval(store_module._SETTLE, len(keys), *keys, *args())
     assert result == b"invalid:spent_overflow"
-    await store.redis.hset(keys[0], "spent", "0")
+    await redis.hset(keys[0], "spent", "0")
 
     # Store.settle refuses the same values in Python, without a round trip.
     assert (
@@ -697,7 +698,7 @@ async def test_settle_script_checks_every_argument_before_its_first_write(
         == "invalid:billsec"
     )
     # And a good settle at the very ceiling books exactly.
-    result = await store.redis.eval(store_module._SETTLE, len(keys), *keys, *args(cost=MAX_MICROS))
+    result = await redis.eval(store_module._SETTLE, len(keys), *keys, *args(cost=MAX_MICROS))
     assert result == b"over_reservation"
     campaign = await client.get("script")
     assert campaign.spent_micros == MAX_MICROS
