@@ -176,6 +176,16 @@ def _settings() -> Settings:
     return settings
 
 
+def _require_api_key(settings: Settings) -> None:
+    """Commands that talk to the provider need its key: unset, every request would
+    carry ``Authorization: Bearer `` and fail with an obscure protocol error."""
+    if not settings.provider_api_key.get_secret_value():
+        raise _Failure(
+            "invalid settings: DISPATCHER_PROVIDER_API_KEY: must be set to talk to the provider",
+            2,
+        )
+
+
 def _first_setting_error(exc: Exception) -> str:
     """The first problem, as ``DISPATCHER_<NAME>: <why>``; never the value (it may be secret)."""
     errors = getattr(exc, "errors", None)
@@ -343,6 +353,8 @@ def reconcile(campaign_id: str, as_json: bool) -> None:
     from campaigns.providers import make_provider
     from campaigns.reconcile import reconcile as run_reconcile
 
+    _require_api_key(_settings())
+
     async def go(client: CampaignClient) -> Any:
         provider = make_provider(client.settings)
         try:
@@ -396,6 +408,8 @@ def worker(burst: bool, check: bool) -> None:
             asyncio.run(check_redis(settings.redis_url, REDIS_CHECK_SECONDS))
         except ControlError as exc:
             raise _Failure(str(exc)) from None
+    else:
+        _require_api_key(settings)
     args = [sys.executable, "-m", "arq", "worker.WorkerSettings"]
     if burst:
         args.append("--burst")

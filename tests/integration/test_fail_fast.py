@@ -149,6 +149,12 @@ def test_worker_check_fails_fast_on_an_unreachable_redis(tmp_path: Path) -> None
         (("status", "abc\n"), {}, "CAMPAIGN_ID"),
         (("resolve", "a b", "--no-call"), {}, "ATTEMPT_ID"),
         (("no-such-command",), {}, "no-such-command"),
+        (
+            ("worker",),
+            {"DISPATCHER_REDIS_URL": "redis://127.0.0.1:1"},
+            "DISPATCHER_PROVIDER_API_KEY",
+        ),
+        (("reconcile", "x"), {}, "DISPATCHER_PROVIDER_API_KEY"),
     ],
     ids=[
         "redis-scheme",
@@ -162,6 +168,8 @@ def test_worker_check_fails_fast_on_an_unreachable_redis(tmp_path: Path) -> None
         "campaign-id-newline",
         "attempt-id-space",
         "unknown-command",
+        "worker-without-api-key",
+        "reconcile-without-api-key",
     ],
 )
 def test_configuration_errors_are_one_line_naming_it_and_exit_2(
