@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Self
 
+import httpx
 import phonenumbers
 from pydantic import (
     BaseModel,
@@ -221,6 +222,24 @@ class Pacing(_Strict):
 class AlertSpec(_Strict):
     thresholds_percent: list[int] = Field(default_factory=lambda: [80, 100])
     webhook_url: str | None = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        """Checked now: a URL the alert job cannot POST to would fail it on every retry."""
+        if value is None:
+            return None
+        if len(value) > 2048 or not value.isascii() or not value.isprintable() or " " in value:
+            raise ValueError("must be an http(s) URL of at most 2048 printable ASCII characters")
+        try:
+            url = httpx.URL(value)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ValueError(f"not a URL: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        if url.port is not None and not 1 <= url.port <= 65_535:
+            raise ValueError(f"port {url.port} is out of range")
+        return value
 
     @field_validator("thresholds_percent")
     @classmethod

@@ -28,6 +28,7 @@ import subprocess
 from decimal import Context, Decimal, Inexact, Rounded
 from typing import Any
 
+import httpx
 import redis as redis_sync
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -183,7 +184,12 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "pacing.batch_size": huge_ints,
     "pacing.max_in_flight": huge_ints,
     "alerts.thresholds_percent": st.lists(huge_ints, max_size=4),
-    "alerts.webhook_url": hostile_text,
+    "alerts.webhook_url": st.one_of(
+        hostile_text,
+        st.builds(
+            lambda s, t: s + t, st.sampled_from(["http://", "https://x", "ftp://"]), hostile_text
+        ),
+    ),
     "contacts.0.to": phone_text,
     "contacts.1.ref": st.one_of(hostile_text, st.text(min_size=195, max_size=205)),
     "contacts.0.variables": st.dictionaries(hostile_text, scalars, max_size=4),
@@ -310,6 +316,9 @@ def check_usable(spec: CampaignSpec) -> None:
     est = estimate(spec)
     assert est.worst_case_per_call_micros == spec.worst_case_call_micros()
     assert est.calls_within_budget <= est.contacts == len(spec.contacts)
+    if spec.alerts.webhook_url is not None:  # what the alert job will POST to
+        url = httpx.URL(spec.alerts.webhook_url)
+        assert url.scheme in ("http", "https") and url.host
     dumped = spec.model_dump(mode="json")
     json.dumps(dumped, ensure_ascii=False).encode("utf-8")  # valid Unicode throughout
     for contact in spec.contacts:

@@ -872,3 +872,29 @@ def test_load_spec_with_a_bad_csv_names_the_csv(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as info:
         load_spec(spec_path, csv_path)
     assert f"{csv_path} line 2" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000/alerts", "https://alerts.example/hook?team=ops"]
+)
+def test_alert_webhook_url_accepted(url: str) -> None:
+    assert parse_spec(_with(alerts={"webhook_url": url})).alerts.webhook_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://alerts.example/x",
+        "alerts.example/hook",
+        "/hook",
+        "http://",
+        "http://[::1",
+        "http://alerts.example:99999/",
+        "http://alerts.example/\n",
+        "http://ex ample/",
+        "http://alerts.example/" + "a" * 2048,
+    ],
+)
+def test_alert_webhook_url_refused_at_submit_not_on_every_retry(url: str) -> None:
+    err = spec_error(_with(alerts={"webhook_url": url}))
+    assert err.field == "alerts.webhook_url"
