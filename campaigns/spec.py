@@ -213,7 +213,9 @@ class RateSpec(_Strict):
 
 
 class Pacing(_Strict):
-    calls_per_second: float = Field(5.0, gt=0, le=1000)
+    calls_per_second: float = Field(5.0, ge=0.001, le=1000)
+    """At least one call per 1000 s: the dispatcher sleeps ``1 / calls_per_second``
+    inside a batch and defers the next one by it, so 1e-300 would never wake."""
     batch_size: int = Field(10, ge=1, le=1000)
     max_in_flight: int = Field(50, ge=1, le=100_000)
     """Calls placed and not yet final (live channels), as providers limit them."""

@@ -244,8 +244,20 @@ BAD = [
     pytest.param(
         _with(pacing={"calls_per_second": 0}),
         "pacing.calls_per_second",
-        "greater than 0",
+        "greater than or equal to 0.001",
         id="cps-0",
+    ),
+    pytest.param(
+        _with(pacing={"calls_per_second": 1e-300}),
+        "pacing.calls_per_second",
+        "0.001",
+        id="cps-never-wakes",
+    ),
+    pytest.param(
+        _with(pacing={"calls_per_second": float("nan")}),
+        "pacing.calls_per_second",
+        "Input should be",
+        id="cps-nan",
     ),
     pytest.param(_with(pacing={"batch_size": 0}), "pacing.batch_size", "greater", id="batch-0"),
     pytest.param(_with(max_call_seconds=0), "max_call_seconds", "greater", id="max-call-0"),
