@@ -313,6 +313,7 @@ def check_usable(spec: CampaignSpec) -> None:
     if spec.rate.per_second is not None:
         assert rate.per_minute_micros == exact(spec.rate.per_second) * 60
     assert 0 <= spec.worst_case_call_micros() <= MAX_MICROS
+    assert 1 / spec.pacing.calls_per_second <= 1000, "the dispatcher sleeps this long"
     est = estimate(spec)
     assert est.worst_case_per_call_micros == spec.worst_case_call_micros()
     assert est.calls_within_budget <= est.contacts == len(spec.contacts)
