@@ -430,9 +430,12 @@ def worker(burst: bool, check: bool) -> None:
 )
 def sandbox(host: str, port: int, config_path: str | None) -> None:
     """Serve the sandbox provider (MiniVoice dialect) for demos and tests."""
-    from campaigns.sandbox import SandboxConfig, load_config, serve
+    from campaigns.sandbox import SandboxConfig, SandboxConfigError, load_config, serve
 
-    config = load_config(config_path) if config_path else SandboxConfig()
+    try:
+        config = load_config(config_path) if config_path else SandboxConfig()
+    except (SandboxConfigError, OSError) as exc:
+        raise _Failure(f"invalid --config: {exc}", 2) from None
     serve(host, port, config)
 
 

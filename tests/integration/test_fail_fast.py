@@ -155,6 +155,7 @@ def test_worker_check_fails_fast_on_an_unreachable_redis(tmp_path: Path) -> None
             "DISPATCHER_PROVIDER_API_KEY",
         ),
         (("reconcile", "x"), {}, "DISPATCHER_PROVIDER_API_KEY"),
+        (("sandbox", "--config", "/nonexistent/sandbox.json"), {}, "--config"),
     ],
     ids=[
         "redis-scheme",
@@ -170,6 +171,7 @@ def test_worker_check_fails_fast_on_an_unreachable_redis(tmp_path: Path) -> None
         "unknown-command",
         "worker-without-api-key",
         "reconcile-without-api-key",
+        "sandbox-config-missing",
     ],
 )
 def test_configuration_errors_are_one_line_naming_it_and_exit_2(
