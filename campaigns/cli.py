@@ -397,10 +397,12 @@ def estimate_(spec_path: str, contacts_csv: str | None, as_json: bool) -> None:
 @click.option("--burst", is_flag=True, help="process queued jobs, then exit")
 @click.option("--check", is_flag=True, help="health check: exit 0 if a worker is alive")
 def worker(burst: bool, check: bool) -> None:
-    """Run the long-running arq worker (same as `arq worker.WorkerSettings`).
+    """Run the long-running arq worker (``python -m worker``).
 
-    The worker rides out Redis restarts, so it does not check Redis first;
-    ``--check`` does, so a health check answers in seconds.
+    It is arq's worker with a guard: a job arq could not run (bad bytes, an
+    unknown name, arguments that do not fit) is quarantined to the dead letters
+    instead of killing the process. It rides out Redis restarts, so it does not
+    check Redis first; ``--check`` does, so a health check answers in seconds.
     """
     settings = _settings()
     if check:
@@ -410,11 +412,12 @@ def worker(burst: bool, check: bool) -> None:
             raise _Failure(str(exc)) from None
     else:
         _require_api_key(settings)
-    args = [sys.executable, "-m", "arq", "worker.WorkerSettings"]
-    if burst:
-        args.append("--burst")
     if check:
-        args.append("--check")
+        args = [sys.executable, "-m", "arq", "worker.WorkerSettings", "--check"]
+    else:
+        args = [sys.executable, "-m", "worker"]
+        if burst:
+            args.append("--burst")
     sys.stdout.flush()
     sys.stderr.flush()
     # Replace this process: arq installs its own SIGTERM handling. Importing

@@ -98,9 +98,12 @@ def refuses_bad_jobs(job: Callable[..., Coroutine[Any, Any, Any]]) -> WorkerCoro
 async def startup(ctx: dict[str, Any]) -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
-    register_secret(settings.provider_api_key.get_secret_value())
-    if settings.webhook_secret is not None:
-        register_secret(settings.webhook_secret.get_secret_value())
+    for secret in settings.secret_values():
+        register_secret(secret)
+    if not settings.provider_api_key.get_secret_value():
+        # Also for `arq worker.WorkerSettings` run by hand: every create would be
+        # refused as an illegal header, which looks like a provider outage.
+        raise SystemExit("DISPATCHER_PROVIDER_API_KEY: must be set")
     store = Store(ctx["redis"])
     queue = JobQueue(ctx["redis"], settings.queue_name)
     provider = make_provider(settings)
