@@ -8,6 +8,7 @@ enqueue JSON. Job names and arguments are a public contract (docs/jobs.md).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
@@ -22,10 +23,14 @@ __all__ = [
     "JOB_CALL_EVENT",
     "JOB_DISPATCH",
     "JOB_RECONCILE",
+    "MAX_JOB_BYTES",
+    "JobEnvelopeError",
     "JobQueue",
     "json_deserializer",
     "json_serializer",
     "open_queue",
+    "parse_job",
+    "queue_entry_problem",
     "redis_settings",
 ]
 
@@ -46,8 +51,135 @@ def json_serializer(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=_jsonable).encode()
 
 
-def json_deserializer(data: bytes) -> Any:
-    return json.loads(data)
+def json_deserializer(data: bytes) -> dict[str, Any]:
+    """arq's deserializer: a job that is not a well-formed envelope raises, per job.
+
+    arq turns the exception into a failed job instead of tripping over a
+    ``"t": "x"`` or ``"et": 1e300`` later, outside its own error handling.
+    """
+    return parse_job(data)
+
+
+MAX_JOB_BYTES = 1024 * 1024
+"""A job this large is not one of ours (webhook bodies are capped at 64 KiB)."""
+
+_MAX_DEPTH = 32
+_MAX_FUNCTION_NAME = 200
+_MAX_JOB_TRY = 2**31 - 1
+_MAX_ENQUEUE_MS = 253_402_300_800_000
+"""Year 10000 in ms since the epoch: arq turns ``et`` into a datetime, which ends there."""
+
+
+class JobEnvelopeError(ValueError):
+    """A queued job that is not a job envelope; the message names the field at fault."""
+
+
+def _kind(value: Any) -> str:
+    """JSON's name for a parsed value, for messages a producer in any language can read."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _show(value: Any) -> str:
+    """The offending value, short: its JSON kind and a clipped ``repr``."""
+    text = repr(value)
+    return f"{_kind(value)} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise JobEnvelopeError(f"not JSON: {name} is not a JSON number")
+
+
+def _check_tree(value: Any) -> None:
+    """Bounded nesting and real Unicode, so nothing downstream recurses or fails to encode.
+
+    JSON allows ``"\\ud800"`` (a lone surrogate) which Python keeps but cannot
+    encode, so the first Redis key or log line built from it would raise.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise JobEnvelopeError("not JSON: a string holds a lone surrogate") from None
+        elif isinstance(item, dict | list):
+            if depth >= _MAX_DEPTH:
+                raise JobEnvelopeError(f"not JSON: nested deeper than {_MAX_DEPTH} levels")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
+
+def parse_job(data: bytes) -> dict[str, Any]:
+    """Parse and check a job envelope ``{"t", "f", "a", "k", "et"}``; raise naming the field.
+
+    Only UTF-8 JSON is a job: never pickle, and none of ``NaN``/``Infinity``,
+    which are not JSON and which arq's arithmetic on ``et`` cannot survive.
+    """
+    if len(data) > MAX_JOB_BYTES:
+        raise JobEnvelopeError(f"job: {len(data)} bytes, above the {MAX_JOB_BYTES} byte limit")
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JobEnvelopeError(f"not JSON: invalid UTF-8 at byte {exc.start}") from None
+    try:
+        envelope = json.loads(text, parse_constant=_refuse_constant)
+    except JobEnvelopeError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise JobEnvelopeError(f"not JSON: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise JobEnvelopeError(f"job: expected a JSON object, got {_kind(envelope)}")
+    for key in ("t", "f", "a", "k", "et"):
+        if key not in envelope:
+            raise JobEnvelopeError(f"{key}: missing")
+    job_try, name, enqueued = envelope["t"], envelope["f"], envelope["et"]
+    if job_try is not None and (_kind(job_try) != "integer" or not 0 <= job_try <= _MAX_JOB_TRY):
+        raise JobEnvelopeError(
+            f"t: expected null or a try number 0..{_MAX_JOB_TRY}, got {_show(job_try)}"
+        )
+    if not isinstance(name, str) or not 0 < len(name) <= _MAX_FUNCTION_NAME:
+        raise JobEnvelopeError(
+            f"f: expected a job name of 1-{_MAX_FUNCTION_NAME} characters, got {_show(name)}"
+        )
+    if not isinstance(envelope["a"], list):
+        raise JobEnvelopeError(f"a: expected an array of arguments, got {_show(envelope['a'])}")
+    if not isinstance(envelope["k"], dict):
+        raise JobEnvelopeError(f"k: expected an object of arguments, got {_show(envelope['k'])}")
+    if _kind(enqueued) != "integer" or not 0 <= enqueued < _MAX_ENQUEUE_MS:
+        raise JobEnvelopeError(
+            f"et: expected integer milliseconds since the epoch, got {_show(enqueued)}"
+        )
+    _check_tree(envelope)
+    return envelope
+
+
+def queue_entry_problem(raw_id: bytes, score: float | None) -> str | None:
+    """Why arq's poll loop would crash on (or starve behind) this queue entry, if it would.
+
+    arq decodes every ID as UTF-8 and takes ``int(score)`` outside any error
+    handling; it skips a score of 0 forever, so enough of them fill every read
+    of the queue and nothing else runs.
+    """
+    try:
+        raw_id.decode("utf-8")
+    except UnicodeDecodeError:
+        return "job id is not UTF-8"
+    if score is not None and not (math.isfinite(score) and score > 0):
+        return f"score {score!r}: expected the run-at time in milliseconds since the epoch"
+    return None
 
 
 def redis_settings(redis_url: str) -> RedisSettings:

@@ -1,43 +1,207 @@
-"""Process settings, read from ``DISPATCHER_*`` environment variables or ``.env``."""
+"""Process settings, read from ``DISPATCHER_*`` environment variables or ``.env``.
+
+Every value is checked when the settings load, so a careless or hostile value
+stops the process at start with one error naming the setting, instead of
+surfacing later as a crash deep in a worker (or, for a secret, as a leak in an
+error message). Errors never echo the offending input: it may be a secret.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
-from pydantic import Field, SecretStr
+import httpx
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+from campaigns.logs import check_log_level
+
+__all__ = ["Settings", "redis_location"]
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_HTTP_SCHEMES = ("http", "https")
+_MAX_URL = 2048
+
+
+def _has_control_or_space(value: str) -> bool:
+    return any(c.isspace() or not c.isprintable() for c in value)
+
+
+def _token(value: str, what: str, *, ascii_only: bool) -> str:
+    """A credential must be exactly what the provider issued: no padding, no controls.
+
+    A trailing newline from ``$(cat key)`` or a copy-paste would otherwise
+    travel into headers and error messages (where the escaped form slips past
+    naive masking) instead of being refused here.
+    """
+    if _has_control_or_space(value):
+        raise ValueError(f"{what} must not contain whitespace or control characters")
+    if ascii_only and not value.isascii():
+        raise ValueError(f"{what} must be ASCII (it is sent in an HTTP header)")
+    return value
+
+
+def _plain_url(value: str) -> str:
+    if not value or len(value) > _MAX_URL:
+        raise ValueError(f"must be a URL of 1-{_MAX_URL} characters")
+    if _has_control_or_space(value):
+        raise ValueError("must not contain whitespace or control characters")
+    return value
+
+
+def redis_location(url: str) -> str:
+    """Where a Redis URL points, without its credentials (for error messages)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 6379
+    except ValueError:
+        return "an invalid Redis URL"
+    if parts.scheme == "unix":
+        return f"unix:{parts.path}"
+    host = parts.hostname or "localhost"
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}"
+
+
+def _split(value: str) -> SplitResult:
+    """``urlsplit`` plus the port check it defers, as one ValueError with a clear message."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError("is not a valid URL (check the host and the port, 1-65535)") from None
+    if port == 0:
+        raise ValueError("port must be a number from 1 to 65535")
+    return parts
+
+
+def _check_redis_url(value: str) -> str:
+    """Accept exactly what the queue (arq) and redis-py both open the same way."""
+    _plain_url(value)
+    parts = _split(value)
+    if parts.scheme not in _REDIS_SCHEMES:
+        raise ValueError(
+            "scheme must be redis://, rediss:// or unix:// (e.g. redis://127.0.0.1:6379/0)"
+        )
+    query = parse_qs(parts.query, keep_blank_values=True)
+    if set(query) - {"db"}:
+        raise ValueError("the only query parameter understood is db")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("unix:// needs a socket path, e.g. unix:///run/redis.sock")
+        dbs = query.get("db", [])
+    else:
+        dbs = query.get("db") or [parts.path.lstrip("/") if parts.path else "0"]
+    if not all(db.isascii() and db.isdigit() and len(db) <= 5 for db in dbs):
+        raise ValueError("database must be a number, e.g. redis://127.0.0.1:6379/0")
+    return value
+
+
+def _check_provider_url(value: str) -> str:
+    _plain_url(value)
+    parts = _split(value)
+    if parts.scheme not in _HTTP_SCHEMES or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials; use DISPATCHER_PROVIDER_API_KEY")
+    try:
+        httpx.URL(value)
+    except httpx.InvalidURL:
+        raise ValueError("is not a valid URL") from None
+    return value
 
 
 class Settings(BaseSettings):
+    """Bounds on durations are sanity limits: beyond them a value is a typo, not a choice."""
+
     model_config = SettingsConfigDict(
-        env_prefix="DISPATCHER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="DISPATCHER_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        # Validation errors would otherwise quote the input, which may be a secret.
+        hide_input_in_errors=True,
     )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     provider_url: str = "http://127.0.0.1:8089"
     provider_api_key: SecretStr = SecretStr("")
     provider_dialect: Literal["minivoice", "voipbin"] = "minivoice"
-    provider_timeout_seconds: float = Field(10.0, gt=0)
+    provider_timeout_seconds: float = Field(10.0, ge=0.01, le=600, allow_inf_nan=False)
     provider_honours_idempotency: bool = True
     """False for a provider that ignores Idempotency-Key: unresolved attempts
     are then looked up by attempt ID, or marked in doubt, never re-sent."""
     webhook_secret: SecretStr | None = None
-    """HMAC-SHA256 secret the provider signs webhooks with (``campaigns ingress``)."""
-    queue_name: str = "dispatcher:queue"
+    """HMAC-SHA256 secret the provider signs webhooks with (``campaigns ingress``).
+    Unset means unsigned; set but empty is refused, never read as "unsigned"."""
+    queue_name: str = Field("dispatcher:queue", min_length=1, max_length=200)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 
-    lease_seconds: float = Field(10.0, gt=0)
+    lease_seconds: float = Field(10.0, ge=1, le=3600, allow_inf_nan=False)
     """A dispatching worker renews its campaign lease well within this."""
     sweep_interval_seconds: int = Field(5, ge=1, le=60)
-    poll_interval_seconds: float = Field(1.0, gt=0)
+    poll_interval_seconds: float = Field(1.0, ge=0.01, le=3600, allow_inf_nan=False)
     """First delay before an accepted call is read back; doubles up to the cap."""
-    poll_max_interval_seconds: float = Field(30.0, gt=0)
-    retry_attempts: int = Field(5, ge=0)
+    poll_max_interval_seconds: float = Field(30.0, ge=0.01, le=86400, allow_inf_nan=False)
+    retry_attempts: int = Field(5, ge=0, le=100)
     """Transient failures of one create request before it is left unresolved."""
-    retry_base_seconds: float = Field(0.2, gt=0)
-    retry_max_seconds: float = Field(5.0, gt=0)
-    provider_unavailable_cooldown_seconds: float = Field(30.0, gt=0)
-    job_timeout_seconds: int = Field(60, ge=5)
+    retry_base_seconds: float = Field(0.2, ge=0.001, le=60, allow_inf_nan=False)
+    retry_max_seconds: float = Field(5.0, ge=0.001, le=3600, allow_inf_nan=False)
+    provider_unavailable_cooldown_seconds: float = Field(
+        30.0, ge=0.01, le=86400, allow_inf_nan=False
+    )
+    job_timeout_seconds: int = Field(60, ge=5, le=86400)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        return _check_redis_url(value)
+
+    @field_validator("provider_url")
+    @classmethod
+    def _provider_url(cls, value: str) -> str:
+        return _check_provider_url(value)
+
+    @field_validator("provider_api_key")
+    @classmethod
+    def _api_key(cls, value: SecretStr) -> SecretStr:
+        _token(value.get_secret_value(), "the API key", ascii_only=True)
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if not secret.strip():
+            raise ValueError(
+                "must not be empty: unset it to accept unsigned webhooks, "
+                "or set the secret the provider signs with"
+            )
+        _token(secret, "the webhook secret", ascii_only=False)
+        return value
+
+    @field_validator("queue_name")
+    @classmethod
+    def _queue_name(cls, value: str) -> str:
+        if _has_control_or_space(value):
+            raise ValueError("must not contain whitespace or control characters")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        return check_log_level(value)
+
+    def secret_values(self) -> list[str]:
+        """Every secret these settings hold, to register with the log scrubber."""
+        values = [self.provider_api_key.get_secret_value()]
+        if self.webhook_secret is not None:
+            values.append(self.webhook_secret.get_secret_value())
+        password = urlsplit(self.redis_url).password
+        if password:
+            values += [password, unquote(password)]
+        return [v for v in values if v]

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import uuid
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
 import structlog
 from arq import Retry
+from arq.typing import WorkerCoroutine
 
+from campaigns.domain.spec import is_campaign_id
 from campaigns.engine import alerts
 from campaigns.engine.dispatch import BatchResult, Dispatcher
 from campaigns.engine.settlement import Settler
@@ -36,18 +41,69 @@ log = structlog.stdlib.get_logger("worker")
 
 
 _RECONCILE_TRIES = 60
+_MAX_SEQ = 2**53 - 1
+_MAX_URL = 2048
+_MAX_ALERT_BYTES = 64 * 1024
+_EXCERPT_CHARS = 2000
 
 
 class BadJob(ValueError):
-    """A job whose arguments are garbage: fail it with one clear line, keep serving."""
+    """A job whose arguments are garbage: dead-letter it with one clear line, keep serving.
+
+    The message starts with the argument at fault (``campaign_id: ...``).
+    """
+
+
+def _show(value: Any) -> str:
+    """The offending argument in a message: its type and a short ``repr``."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _excerpt(args: tuple[Any, ...]) -> str:
+    text = json.dumps(args, default=repr)
+    return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "..."
+
+
+def refuses_bad_jobs(job: Callable[..., Coroutine[Any, Any, Any]]) -> WorkerCoroutine:
+    """A ``BadJob`` ends as one log line and a dead letter, never as a retry.
+
+    Retrying cannot fix the arguments; arq's failure path would log a traceback
+    and keep nothing an operator can look at. The job returns ``{"refused": why}``.
+    """
+
+    @functools.wraps(job)
+    async def run(ctx: dict[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await job(ctx, *args, **kwargs)
+        except BadJob as exc:
+            reason = str(exc)
+            store: Store = ctx["store"]
+            await store.dead_letter(
+                {
+                    "reason": f"bad job: {reason}",
+                    "job_id": ctx.get("job_id"),
+                    "function": job.__name__,
+                    "args": _excerpt((*args, *kwargs.values())),
+                }
+            )
+            log.warning(
+                "job_refused", job_id=ctx.get("job_id"), function=job.__name__, reason=reason
+            )
+            return {"refused": reason}
+
+    return run
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
-    register_secret(settings.provider_api_key.get_secret_value())
-    if settings.webhook_secret is not None:
-        register_secret(settings.webhook_secret.get_secret_value())
+    for secret in settings.secret_values():
+        register_secret(secret)
+    if not settings.provider_api_key.get_secret_value():
+        # Also for `arq worker.WorkerSettings` run by hand: every create would be
+        # refused as an illegal header, which looks like a provider outage.
+        raise SystemExit("DISPATCHER_PROVIDER_API_KEY: must be set")
     store = Store(ctx["redis"])
     queue = JobQueue(ctx["redis"], settings.queue_name)
     provider = make_provider(settings)
@@ -76,32 +132,55 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     log.info("worker_stopped")
 
 
-def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > 200:
-        raise BadJob(f"{name}: expected a non-empty string, got {type(value).__name__}")
+def _campaign_id(value: Any) -> str:
+    """The spec's campaign ID rule, whole-string: ``abc\\n`` is not ``abc``."""
+    if not isinstance(value, str) or not value:
+        raise BadJob(f"campaign_id: expected a non-empty string, got {_show(value)}")
+    if not is_campaign_id(value):
+        raise BadJob(
+            "campaign_id: expected 1-64 characters of letters, digits, '_', '.', '-', "
+            f"got {_show(value)}"
+        )
     return value
 
 
+@refuses_bad_jobs
 async def dispatch_campaign(ctx: dict[str, Any], campaign_id: Any, seq: Any) -> dict[str, Any]:
     """Run one dispatch batch of a campaign."""
-    campaign_id = _text(campaign_id, "campaign_id")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise BadJob(f"seq: expected a non-negative integer, got {seq!r}")
+    campaign_id = _campaign_id(campaign_id)
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= _MAX_SEQ:
+        raise BadJob(f"seq: expected an integer 0..{_MAX_SEQ}, got {_show(seq)}")
     with structlog.contextvars.bound_contextvars(campaign_id=campaign_id):
         result: BatchResult = await ctx["dispatcher"].run_batch(campaign_id, seq)
+    if result.outcome == "unknown_campaign":
+        # The dispatcher has logged it; keep the job where an operator looks.
+        await ctx["store"].dead_letter(
+            {
+                "reason": f"bad job: campaign_id: no campaign {campaign_id!r}",
+                "job_id": ctx.get("job_id"),
+                "function": "dispatch_campaign",
+                "args": _excerpt((campaign_id, seq)),
+            }
+        )
     return {"outcome": result.outcome, "sent": result.sent, "next_seq": result.next_seq}
 
 
 async def record_call_event(ctx: dict[str, Any], payload: Any) -> str:
-    """Apply a provider call event (the raw ``call.completed`` webhook payload)."""
+    """Apply a provider call event (the raw ``call.completed`` webhook payload).
+
+    Any payload is an argument here: the settler dead-letters what it cannot use.
+    """
     settler: Settler = ctx["settler"]
     result: str = await settler.record_event(payload)
     return result
 
 
+@refuses_bad_jobs
 async def reconcile_campaign(ctx: dict[str, Any], campaign_id: Any) -> dict[str, Any]:
     """Compare a campaign's settled total with the provider's usage for its window."""
-    campaign_id = _text(campaign_id, "campaign_id")
+    campaign_id = _campaign_id(campaign_id)
+    if await ctx["store"].campaign(campaign_id) is None:
+        raise BadJob(f"campaign_id: no campaign {campaign_id!r}")
     report = await reconcile(ctx["store"], ctx["provider"], campaign_id)
     if report.unsettled_calls and ctx.get("job_try", 1) < _RECONCILE_TRIES:
         # Reconcile once the calls are settled; until then look again shortly.
@@ -118,12 +197,27 @@ async def reconcile_campaign(ctx: dict[str, Any], campaign_id: Any) -> dict[str,
     return result
 
 
+def _alert_url(value: Any) -> str:
+    """An absolute http(s) URL with a host, that httpx will accept as it is."""
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_URL:
+        raise BadJob(f"url: expected an http(s) URL of at most {_MAX_URL} characters")
+    try:
+        url = httpx.URL(value)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise BadJob(f"url: expected an http(s) URL, got {_show(value)}")
+    return value
+
+
+@refuses_bad_jobs
 async def deliver_alert(ctx: dict[str, Any], url: Any, payload: Any) -> int:
     """POST a budget alert to the campaign's configured webhook (retried on failure)."""
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise BadJob("url: expected an http(s) URL")
+    url = _alert_url(url)
     if not isinstance(payload, dict):
-        raise BadJob("payload: expected a JSON object")
+        raise BadJob(f"payload: expected a JSON object, got {_show(payload)}")
+    if len(json.dumps(payload)) > _MAX_ALERT_BYTES:
+        raise BadJob(f"payload: larger than {_MAX_ALERT_BYTES} bytes")
     try:
         return await alerts.deliver_alert(url, payload)
     except httpx.HTTPError as exc:

@@ -1,15 +1,43 @@
-"""``WorkerSettings`` for arq: ``arq worker.WorkerSettings`` or ``campaigns worker``."""
+"""``WorkerSettings`` for arq, and the worker that ``campaigns worker`` runs with them.
+
+``GuardedWorker`` is arq's worker made to survive any bytes in its queue: arq
+trusts what it reads, and a job it cannot read can end the whole process.
+"""
 
 from __future__ import annotations
 
+import base64
+import inspect
 import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from arq import cron, func
+import structlog
+from arq import Worker, cron, func
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    retry_key_prefix,
+)
+from arq.worker import get_kwargs
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from campaigns.queue import json_deserializer, json_serializer
+from campaigns.logs import configure_logging, register_secret, scrub
+from campaigns.queue import (
+    MAX_JOB_BYTES,
+    JobEnvelopeError,
+    json_deserializer,
+    json_serializer,
+    parse_job,
+    queue_entry_problem,
+)
 from campaigns.queue import redis_settings as _redis_settings
 from campaigns.settings import Settings
+from campaigns.store import Store
 from worker.jobs import (
     deliver_alert,
     dispatch_campaign,
@@ -21,9 +49,19 @@ from worker.jobs import (
     sweep_campaigns,
 )
 
-__all__ = ["WorkerSettings"]
+__all__ = ["GuardedWorker", "WorkerSettings", "main"]
+
+log = structlog.stdlib.get_logger("worker")
 
 _settings = Settings()
+
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+"""Redis itself failing is not the job's fault: the worker exits and is restarted."""
+
+_DEAD_LETTER_BYTES = 64 * 1024
+"""Raw bytes kept in a dead letter; jobs are far smaller, garbage may not be."""
+
+_REASON_CHARS = 500
 
 
 class WorkerSettings:
@@ -61,3 +99,181 @@ class WorkerSettings:
     job_completion_wait = 15
     poll_delay = 0.1
     keep_result = 300
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """What a job key holds: its Redis type and, for a string, its size and first bytes."""
+
+    kind: str
+    size: int = 0
+    head: bytes | None = None
+
+    def dead_letter_fields(self) -> dict[str, Any]:
+        """The raw job for the dead letter: text if it is UTF-8, else base64; clipped."""
+        if self.head is None:
+            return {"job_type": self.kind}
+        head = self.head[:_DEAD_LETTER_BYTES]
+        fields: dict[str, Any] = {"job_bytes": self.size}
+        if len(head) < self.size:
+            fields["job_truncated"] = True
+        try:
+            fields["job"] = head.decode("utf-8")
+        except UnicodeDecodeError:
+            fields["job_base64"] = base64.b64encode(head).decode("ascii")
+        return fields
+
+
+def _parameters(signature: inspect.Signature) -> str:
+    return "(" + ", ".join(list(signature.parameters)[1:]) + ")"
+
+
+def _printable(text: str) -> str:
+    return text if text.isprintable() else ascii(text)
+
+
+class GuardedWorker(Worker):
+    """arq's worker, checking every job before arq runs it; a poison job is quarantined.
+
+    Without this, an envelope with ``"t": "x"``, ``"et": "x"`` or ``"f": ["x"]``,
+    a job key that is not a string, a non-UTF-8 job ID or a ``-inf`` score
+    raise outside arq's per-job error handling and end the process, and since
+    the job stays queued, they end each restarted worker too. Quarantine: the
+    raw job goes to the dead-letter list once, with the reason, it leaves the
+    queue, one log line says so, and the worker goes on.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._signatures = {
+            name: inspect.signature(function.coroutine) for name, function in self.functions.items()
+        }
+        self._store: Store | None = None
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        if not job_ids:
+            return
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for raw_id in job_ids:
+                pipe.zscore(self.queue_name, raw_id)
+            scores: Sequence[float | None] = await pipe.execute()
+        runnable: list[bytes] = []
+        for raw_id, score in zip(job_ids, scores, strict=True):
+            problem = queue_entry_problem(raw_id, score)
+            if problem is None:
+                runnable.append(raw_id)
+            elif await self._claim(raw_id):
+                # Claimed like arq claims a job, so only one worker moves it aside.
+                await self._quarantine(raw_id, problem, await self.read_job(raw_id))
+        await super().start_jobs(runnable)
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        raw_id = job_id.encode()
+        try:
+            stored = await self.read_job(raw_id)
+            problem = self.job_problem(stored)
+            if problem is not None:
+                await self._quarantine(raw_id, problem, stored)
+                return
+            await super().run_job(job_id, score)
+        except _REDIS_DOWN:
+            raise
+        except Exception as exc:
+            # Whatever arq tripped over outside its own handling (a retry counter
+            # that is not a number, a key changed under it): the job goes, not the worker.
+            problem = f"the worker could not run it: {type(exc).__name__}: {exc}"
+            await self._quarantine(raw_id, problem, await self.read_job(raw_id))
+
+    async def read_job(self, raw_id: bytes) -> StoredJob:
+        key = job_key_prefix.encode() + raw_id
+        async with self.pool.pipeline(transaction=True) as pipe:
+            pipe.type(key)
+            pipe.strlen(key)
+            pipe.getrange(key, 0, MAX_JOB_BYTES)
+            kind, size, head = await pipe.execute(raise_on_error=False)
+        if isinstance(kind, Exception):
+            raise kind
+        kind_name = kind.decode() if isinstance(kind, bytes) else str(kind)
+        if kind_name != "string":
+            return StoredJob(kind_name)
+        return StoredJob(kind_name, int(size), bytes(head))
+
+    def job_problem(self, stored: StoredJob) -> str | None:
+        """Why this job must not reach arq, naming the field; ``None`` if arq may run it."""
+        if stored.kind == "none":
+            return None  # gone meanwhile or expired: arq says so itself
+        if stored.head is None:
+            return f"job: the key holds a Redis {stored.kind}, not a string"
+        if stored.size > MAX_JOB_BYTES:
+            return f"job: {stored.size} bytes, above the {MAX_JOB_BYTES} byte limit"
+        try:
+            envelope = parse_job(stored.head)
+        except JobEnvelopeError as exc:
+            return str(exc)
+        name = envelope["f"]
+        signature = self._signatures.get(name)
+        if signature is None:
+            return f"f: job {name!r} not found"
+        try:
+            signature.bind(None, *envelope["a"], **envelope["k"])
+        except TypeError as exc:
+            return f"a: {name}{_parameters(signature)} cannot take these arguments: {exc}"
+        return None
+
+    async def _claim(self, raw_id: bytes) -> bool:
+        """Take the entry as arq takes a job (its in-progress key), if it is still queued.
+
+        Quarantine removes the key and the entry in one transaction, so a worker
+        that gets the key after another moved the entry aside finds it gone.
+        """
+        key = in_progress_key_prefix.encode() + raw_id
+        ttl_ms = int(self.in_progress_timeout_s * 1000)
+        if not await self.pool.set(key, b"1", nx=True, px=ttl_ms):
+            return False
+        if await self.pool.zscore(self.queue_name, raw_id) is None:
+            await self.pool.delete(key)
+            return False
+        return True
+
+    async def _quarantine(self, raw_id: bytes, problem: str, stored: StoredJob) -> None:
+        """Dead-letter the raw job, then take it out of the queue, then say so once."""
+        problem = scrub(problem[:_REASON_CHARS])
+        job_id = raw_id.decode("utf-8", "backslashreplace")
+        if self._store is None:
+            self._store = Store(self.pool)
+        await self._store.dead_letter(
+            {
+                "reason": f"poison job: {problem}",
+                "job_id": job_id,
+                "queue": self.queue_name,
+                **stored.dead_letter_fields(),
+            }
+        )
+        async with self.pool.pipeline(transaction=True) as tr:
+            tr.delete(
+                job_key_prefix.encode() + raw_id,
+                retry_key_prefix.encode() + raw_id,
+                in_progress_key_prefix.encode() + raw_id,
+            )
+            tr.zrem(self.queue_name, raw_id)
+            tr.zrem(abort_jobs_ss, raw_id)
+            await tr.execute()
+        self.jobs_failed += 1
+        log.warning("job_quarantined", job_id=_printable(job_id), reason=problem)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run ``GuardedWorker`` with ``WorkerSettings`` (``campaigns worker`` execs this).
+
+    Logging is configured before arq starts, so its own lines go through the
+    same JSON formatting and secret scrubbing as everything else.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    unknown = [a for a in args if a != "--burst"]
+    if unknown:
+        print(f"worker: unknown arguments {unknown}; the only option is --burst", file=sys.stderr)
+        raise SystemExit(2)
+    configure_logging(_settings.log_level, _settings.log_format)
+    register_secret(_settings.provider_api_key.get_secret_value())
+    kwargs: dict[str, Any] = dict(get_kwargs(dict(vars(WorkerSettings))))
+    GuardedWorker(**kwargs, burst="--burst" in args).run()

@@ -23,6 +23,7 @@ import enum
 __all__ = [
     "ACTIVE_STATES",
     "BUDGET_EXHAUSTED_MESSAGE",
+    "FINAL_CALL_STATUSES",
     "FINAL_STATES",
     "REVIEW_MESSAGE",
     "AttemptStatus",
@@ -49,6 +50,13 @@ class State(enum.StrEnum):
 
 FINAL_STATES: frozenset[State] = frozenset({State.COMPLETED, State.CANCELLED})
 ACTIVE_STATES: frozenset[State] = frozenset(State) - FINAL_STATES
+
+
+FINAL_CALL_STATUSES: frozenset[str] = frozenset(
+    {"completed", "failed", "busy", "no_answer", "canceled"}
+)
+"""A call in one of these statuses is over: it can be settled (every dialect maps
+its own words onto these)."""
 
 
 class AttemptStatus(enum.StrEnum):

@@ -4,19 +4,28 @@ Validation happens here and only here, before anything is written. Numbers
 must be E.164 numbers that ``phonenumbers`` finds *possible* (strict validity
 is opt-in: the seeds' fictional +1555 numbers are possible but not valid).
 Money is a decimal string, or integer micros in a ``*_micros`` field; a JSON
-float for money is refused.
+float for money is refused, and so is a rate whose worst case (price times max
+call length + connect fee) passes the micros ceiling. Every error is a
+:class:`SpecError` naming the field, so the CLI exits 2 with one line and
+nothing is written: input is hostile until proven otherwise (anchored regexes
+use ``fullmatch``, since ``$`` lets a trailing newline through; text must be
+valid Unicode; files must be UTF-8).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
+import io
 import json
 import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Self, TypeGuard
 
+import httpx
 import phonenumbers
 from pydantic import (
     BaseModel,
@@ -40,12 +49,26 @@ __all__ = [
     "RateSpec",
     "SpecError",
     "StoredSpec",
+    "is_campaign_id",
     "load_contacts_csv",
     "load_spec",
     "parse_spec",
 ]
 
-_CAMPAIGN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_CAMPAIGN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
+
+
+def is_campaign_id(value: object) -> TypeGuard[str]:
+    """The campaign-ID rule (1-64 of letters, digits, ``_ . -``; no ``:``, which
+    separates the parts of an attempt ID), for every entry point that takes one."""
+    return isinstance(value, str) and _CAMPAIGN_ID.fullmatch(value) is not None
+
+
+"""Used with ``fullmatch`` only: ``$`` would accept a trailing newline."""
+_CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
+_INCREMENTS = re.compile(r"[ \t]*[0-9]{1,6}[ \t]*/[ \t]*[0-9]{1,6}[ \t]*", re.ASCII)
+"""ASCII digits, at most 999999 s each: ``\\d`` would take other scripts' digits."""
+_REF_MAX = 200
 
 
 class SpecError(ValueError):
@@ -57,6 +80,12 @@ class SpecError(ValueError):
         self.message = message
 
 
+def _show(text: str, limit: int = 80) -> str:
+    """Text from the input as it may appear in a one-line error: printable, short."""
+    shown = text if text.isprintable() else repr(text)[1:-1]
+    return shown if len(shown) <= limit else f"{shown[:limit]}... ({len(text)} characters)"
+
+
 def _decimal_string(value: object) -> object:
     """Money fields take decimal strings only; ints belong in ``*_micros``."""
     if isinstance(value, bool | float):
@@ -66,7 +95,7 @@ def _decimal_string(value: object) -> object:
     if isinstance(value, str):
         try:
             parse_micros(value)
-        except MoneyError as exc:
+        except (MoneyError, ArithmeticError) as exc:
             raise ValueError(str(exc)) from None
     return value
 
@@ -77,7 +106,7 @@ def _micros_int(value: object) -> object:
     if value < 0:
         raise ValueError("must not be negative")
     if value > MAX_MICROS:
-        raise ValueError("out of range")
+        raise ValueError(f"out of range (at most {MAX_MICROS} micros)")
     return value
 
 
@@ -112,9 +141,25 @@ class Contact(_Strict):
     @field_validator("ref")
     @classmethod
     def _ref_length(cls, value: str) -> str:
-        if len(value) > 200:
-            raise ValueError("must be at most 200 characters")
+        if len(value) > _REF_MAX:
+            raise ValueError(f"must be at most {_REF_MAX} characters, not {len(value)}")
         return value
+
+    @field_validator("variables")
+    @classmethod
+    def _exact_numbers(
+        cls, value: dict[str, str | int | bool | None]
+    ) -> dict[str, str | int | bool | None]:
+        """Integers every JSON reader holds exactly (Lua and JavaScript use doubles)."""
+        for key, item in value.items():
+            if isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_MICROS:
+                raise ValueError(
+                    f"{_show(key, 40)!r} is out of range (integers up to ±{MAX_MICROS})"
+                )
+        return value
+
+
+_PRICE_FIELDS = ("preset", "per_minute", "per_minute_micros", "per_second")
 
 
 class RateSpec(_Strict):
@@ -130,28 +175,41 @@ class RateSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_price(self) -> Self:
-        given = [
-            n
-            for n in ("preset", "per_minute", "per_minute_micros", "per_second")
-            if getattr(self, n) is not None
-        ]
+        given = [n for n in _PRICE_FIELDS if getattr(self, n) is not None]
         if len(given) > 1:
             raise ValueError(f"give one price, not {' and '.join(given)}")
         if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
+            raise ValueError(f"unknown preset {_show(self.preset)!r}; known: {', '.join(PRESETS)}")
         if self.connect_fee is not None and self.connect_fee_micros is not None:
             raise ValueError("give connect_fee or connect_fee_micros, not both")
+        if not _INCREMENTS.fullmatch(self.increments):
+            raise ValueError(
+                f"increments must look like '60/60' (ASCII digits, at most 999999 s each), "
+                f"got {_show(self.increments)!r}"
+            )
         try:
             Increments.parse(self.increments)
         except RateError as exc:
             raise ValueError(str(exc)) from None
         return self
 
+    @property
+    def price_field(self) -> str:
+        """The field that sets the price, for an error about the rate as a whole."""
+        given = [n for n in _PRICE_FIELDS if getattr(self, n) is not None]
+        return f"rate.{given[0]}" if given else "rate"
+
     def to_rate(self) -> Rate:
+        """The rate model; :class:`MoneyError` if a price passes the micros ceiling."""
         if self.preset is not None:
             return PRESETS[self.preset]
         if self.per_second is not None:
             per_minute = parse_micros(self.per_second) * 60
+            if per_minute > MAX_MICROS:
+                raise MoneyError(
+                    f"{self.per_second!r} per second is {per_minute} micros per minute, "
+                    f"above the ceiling of {MAX_MICROS} micros"
+                )
         elif self.per_minute is not None:
             per_minute = parse_micros(self.per_minute)
         elif self.per_minute_micros is not None:
@@ -165,7 +223,9 @@ class RateSpec(_Strict):
 
 
 class Pacing(_Strict):
-    calls_per_second: float = Field(5.0, gt=0, le=1000)
+    calls_per_second: float = Field(5.0, ge=0.001, le=1000)
+    """At least one call per 1000 s: the dispatcher sleeps ``1 / calls_per_second``
+    inside a batch and defers the next one by it, so 1e-300 would never wake."""
     batch_size: int = Field(10, ge=1, le=1000)
     max_in_flight: int = Field(50, ge=1, le=100_000)
     """Calls placed and not yet final (live channels), as providers limit them."""
@@ -174,6 +234,24 @@ class Pacing(_Strict):
 class AlertSpec(_Strict):
     thresholds_percent: list[int] = Field(default_factory=lambda: [80, 100])
     webhook_url: str | None = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        """Checked now: a URL the alert job cannot POST to would fail it on every retry."""
+        if value is None:
+            return None
+        if len(value) > 2048 or not value.isascii() or not value.isprintable() or " " in value:
+            raise ValueError("must be an http(s) URL of at most 2048 printable ASCII characters")
+        try:
+            url = httpx.URL(value)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ValueError(f"not a URL: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        if url.port is not None and not 1 <= url.port <= 65_535:
+            raise ValueError(f"port {url.port} is out of range")
+        return value
 
     @field_validator("thresholds_percent")
     @classmethod
@@ -199,17 +277,26 @@ class CampaignSpec(_Strict):
 
     _duplicates_dropped: int = PrivateAttr(default=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        """Refuse lone surrogates (JSON ``"\\ud800"``): no UTF-8 store or terminal takes them."""
+        where = _first_surrogate(data)
+        if where is not None:
+            raise _FieldError(where, "not valid Unicode (a lone surrogate such as \\ud800)")
+        return data
+
     @field_validator("campaign_id")
     @classmethod
     def _campaign_id(cls, value: str) -> str:
-        if not _CAMPAIGN_ID.match(value):
+        if not _CAMPAIGN_ID.fullmatch(value):
             raise ValueError("1-64 characters of letters, digits, '_', '.', '-'")
         return value
 
     @field_validator("currency")
     @classmethod
     def _currency(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Z]{3}", value):
+        if not _CURRENCY.fullmatch(value):
             raise ValueError("must be an ISO 4217 code such as 'EUR'")
         return value
 
@@ -219,6 +306,7 @@ class CampaignSpec(_Strict):
             raise _FieldError(
                 "budget", "give exactly one of budget (decimal string) or budget_micros"
             )
+        self._check_money()
         strict = self.strict_numbers
         try:
             caller = normalize_number(self.caller_id, strict=strict)
@@ -241,6 +329,33 @@ class CampaignSpec(_Strict):
         self._duplicates_dropped = len(self.contacts) - len(unique)
         object.__setattr__(self, "contacts", unique)
         return self
+
+    def _check_money(self) -> None:
+        """Budget, rate and worst case exact and within the micros ceiling, or the field named.
+
+        The worst case is what the dispatcher reserves per call: checked here,
+        it can never first fail in a worker, holding a reservation.
+        """
+        try:
+            self.budget_in_micros  # noqa: B018 - parsed for its error
+        except (MoneyError, ArithmeticError) as exc:
+            raise _FieldError("budget", str(exc)) from None
+        field = self.rate.price_field
+        try:
+            rate = self.rate.to_rate()
+        except (MoneyError, RateError, ArithmeticError) as exc:
+            raise _FieldError(field, str(exc)) from None
+        try:
+            worst = rate.worst_case_micros(self.max_call_seconds)
+        except (MoneyError, RateError, ArithmeticError) as exc:
+            raise _FieldError(field, str(exc)) from None
+        if worst > MAX_MICROS:
+            raise _FieldError(
+                field,
+                f"the worst case of one call (the rate over max_call_seconds "
+                f"{self.max_call_seconds}, plus the connect fee) is {worst} micros, "
+                f"above the ceiling of {MAX_MICROS} micros",
+            )
 
     @property
     def duplicates_dropped(self) -> int:
@@ -282,10 +397,54 @@ class _FieldError(ValueError):
         self.message = message
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _first_surrogate(data: Any) -> str | None:
+    """The dotted path of the first key or string that is not valid Unicode, if any.
+
+    Iterative, so a deeply nested hostile document cannot exhaust the stack.
+    """
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                return path or "spec"
+        elif isinstance(value, dict):
+            children: list[tuple[str, Any]] = []
+            for key, child in value.items():
+                name = _key(key)
+                here = f"{path}.{name}" if path else name
+                if isinstance(key, str) and not _encodable(key):
+                    return here
+                children.append((here, child))
+            stack.extend(reversed(children))
+        elif isinstance(value, list | tuple):
+            stack.extend(
+                reversed([(f"{path}.{i}" if path else str(i), c) for i, c in enumerate(value)])
+            )
+    return None
+
+
+def _key(part: object) -> str:
+    """One path component of a field name: printable, short, and never empty."""
+    return _show(str(part), 40) or "''"
+
+
+def _loc(parts: tuple[int | str, ...]) -> str:
+    return ".".join(_key(part) for part in parts)
+
+
 def _spec_error(exc: ValidationError) -> SpecError:
     errors = exc.errors()
     first = errors[0]
-    field = ".".join(str(part) for part in first["loc"])
+    field = _loc(first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     original = (first.get("ctx") or {}).get("error")
     if isinstance(original, _FieldError):
@@ -294,7 +453,7 @@ def _spec_error(exc: ValidationError) -> SpecError:
     if first["type"] == "extra_forbidden":
         message = "unknown field"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return SpecError(field, message + more)
+    return SpecError(field or "spec", _show(message, 400) + more)
 
 
 def parse_spec(data: Any) -> CampaignSpec:
@@ -309,14 +468,20 @@ def parse_spec(data: Any) -> CampaignSpec:
 
 def load_spec(path: str | Path, contacts_csv: str | Path | None = None) -> CampaignSpec:
     """Read a spec file (and optionally a contacts CSV) into a validated spec."""
+    shown = _show(str(path))
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as exc:
-        raise SpecError("spec", f"cannot read {path}: {exc.strerror}") from None
+        raise SpecError("spec", f"cannot read {shown}: {exc.strerror or exc}") from None
+    text = _decode_utf8(raw, shown, "spec")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SpecError("spec", f"not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    except RecursionError:
+        raise SpecError("spec", "not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise SpecError("spec", f"not valid JSON: {_show(str(exc), 120)}") from None
     if not isinstance(data, dict):
         raise SpecError("spec", "must be a JSON object")
     spec = parse_spec(data)
@@ -325,31 +490,147 @@ def load_spec(path: str | Path, contacts_csv: str | Path | None = None) -> Campa
     return spec
 
 
-def load_contacts_csv(path: str | Path) -> list[Contact]:
-    """Contacts from a CSV file with a ``to,ref`` header; other columns become variables."""
+def _decode_utf8(raw: bytes, shown: str, field: str) -> str:
+    """UTF-8 (a leading BOM is dropped) or a SpecError naming the file and line."""
+    body = raw[len(codecs.BOM_UTF8) :] if raw.startswith(codecs.BOM_UTF8) else raw
     try:
-        with Path(path).open(newline="", encoding="utf-8") as handle:
-            return _read_contacts(csv.DictReader(handle), str(path))
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = body[: exc.start]
+        line = 1 + before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n")
+        raise SpecError(
+            field,
+            f"{shown} line {line}: not UTF-8 (byte 0x{body[exc.start]:02x}); save the file as UTF-8",
+        ) from None
+
+
+def load_contacts_csv(path: str | Path) -> list[Contact]:
+    """Contacts from a UTF-8 CSV file with a ``to,ref`` header; other columns become variables.
+
+    The whole file is checked before anything is returned, so a bad line
+    anywhere means nothing is submitted; every error names the file and line.
+    """
+    shown = _show(str(path))
+    try:
+        raw = Path(path).read_bytes()
     except OSError as exc:
-        raise SpecError("contacts", f"cannot read {path}: {exc.strerror}") from None
+        raise SpecError("contacts", f"cannot read {shown}: {exc.strerror or exc}") from None
+    return _read_contacts(_decode_utf8(raw, shown, "contacts"), shown)
 
 
-def _read_contacts(reader: csv.DictReader[str], path: str) -> list[Contact]:
-    if reader.fieldnames is None or "to" not in reader.fieldnames:
-        raise SpecError("contacts", f"{path}: the CSV header must include 'to' (e.g. 'to,ref')")
+class _Lines:
+    """The lines fed to ``csv.reader``, kept per record to explain a parse error."""
+
+    def __init__(self, text: str) -> None:
+        # newline="" splits on \n, \r and \r\n only, exactly as open(newline="") does.
+        self._lines = iter(io.StringIO(text, newline=""))
+        self.record: list[str] = []
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.record.append(line)
+        return line
+
+
+def _long_column(record: str, limit: int) -> int | None:
+    """Index of the first field longer than ``limit`` in one raw CSV record (excel dialect)."""
+    column = length = 0
+    quoted = False
+    at_start = True
+    i = 0
+    while i < len(record):
+        ch = record[i]
+        i += 1
+        if quoted:
+            if ch == '"':
+                if record[i : i + 1] == '"':
+                    i += 1
+                else:
+                    quoted = False
+                    continue
+        elif ch == '"' and at_start:
+            quoted = True
+            at_start = False
+            continue
+        elif ch == ",":
+            column, length, at_start = column + 1, 0, True
+            continue
+        elif ch in "\r\n":
+            return None
+        at_start = False
+        length += 1
+        if length > limit:
+            return column
+    return None
+
+
+def _rows(text: str, shown: str) -> Iterator[tuple[int, list[str]]]:
+    """(line where the record starts, values) per non-blank record; csv errors named."""
+    lines = _Lines(text)
+    reader = csv.reader(lines)
+    header: list[str] | None = None
+    while True:
+        start = reader.line_num + 1
+        lines.record.clear()
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            limit = csv.field_size_limit()
+            column = _long_column("".join(lines.record), limit)
+            if column is None:
+                raise SpecError("contacts", f"{shown} line {start}: not valid CSV: {exc}") from None
+            name = header[column] if header is not None and column < len(header) else None
+            field = f"contacts[{shown} line {start}]" + (f".{_show(name, 40)}" if name else "")
+            what = f"column {column + 1}" if name is None else "the value"
+            raise SpecError(field, f"{what} is longer than {limit} characters") from None
+        if not row:
+            continue
+        if header is None:
+            header = row
+        yield start, row
+
+
+def _read_contacts(text: str, shown: str) -> list[Contact]:
+    rows = _rows(text, shown)
+    first = next(rows, None)
+    header_line, header = (1, []) if first is None else first
+    if "to" not in header:
+        found = f"; found {_show(','.join(header), 60)!r}" if header else "; the file is empty"
+        raise SpecError(
+            "contacts", f"{shown}: the CSV header must include 'to' (e.g. 'to,ref'){found}"
+        )
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise SpecError(
+            "contacts",
+            f"{shown} line {header_line}: column {_show(duplicated[0], 40)!r} appears twice",
+        )
     contacts: list[Contact] = []
-    for row in reader:
-        line = reader.line_num
-        if None in row:
-            raise SpecError("contacts", f"{path} line {line}: more values than header columns")
-        to = (row.pop("to") or "").strip()
+    for line, values in rows:
+        where = f"contacts[{shown} line {line}]"
+        if len(values) > len(header):
+            raise SpecError("contacts", f"{shown} line {line}: more values than header columns")
+        row = dict(zip(header, values, strict=False))
+        to = (row.pop("to", "") or "").strip()
         ref = (row.pop("ref", "") or "").strip()
         try:
             normalize_number(to)
         except ValueError as exc:
-            raise SpecError(f"contacts[{path} line {line}].to", str(exc)) from None
+            raise SpecError(f"{where}.to", str(exc)) from None
         variables: dict[str, str | int | bool | None] = {k: v for k, v in row.items() if v}
-        contacts.append(Contact(to=to, ref=ref, variables=variables))
+        try:
+            contacts.append(Contact(to=to, ref=ref, variables=variables))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            loc = error["loc"]
+            column = str(loc[1]) if loc[:1] == ("variables",) and len(loc) > 1 else str(loc[0])
+            message = error["msg"].removeprefix("Value error, ")
+            raise SpecError(f"{where}.{_show(column, 40)}", message) from None
     return contacts
 
 

@@ -4,6 +4,12 @@ Two roads lead here: ``call.completed`` events (``record_call_event``) and
 polling ``GET /v1/calls/{id}`` as the fallback for events that never come.
 Both end in :meth:`Settler.apply`, and the store's settle script is
 idempotent, so an event arriving twice, late or after a poll books once.
+
+Every billing value is checked and bounded here, before the store is asked to
+book anything: a billsec or a cost that does not fit, or a currency that is not
+a currency, is dead-lettered with the field named and the attempt stays as it
+was (reservation held, nothing spent, still polled), so a later good event or
+poll settles it.
 """
 
 from __future__ import annotations
@@ -15,9 +21,9 @@ import structlog
 
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.lifecycle import AttemptStatus, HaltCode, Move
-from campaigns.domain.rating import Rate
+from campaigns.domain.rating import Rate, RateOverflowError
 from campaigns.engine.alerts import check_budget_alerts
-from campaigns.providers import CallInfo, EventError, Provider
+from campaigns.providers import MAX_CALL_ID, CallInfo, EventError, Provider, billing_refusal
 from campaigns.queue import JobQueue
 from campaigns.settings import Settings
 from campaigns.store import Attempt, Store, now_ms
@@ -72,7 +78,12 @@ class Settler:
             log.warning("poll_failed", error=str(exc))
             await self.store.reschedule_poll(attempt_id, self._backoff(attempt))
             return "retry"
-        return await self.apply(attempt, call)
+        result = await self.apply(attempt, call)
+        if result == "dead_letter":
+            # The provider's own answer cannot be booked: look again later, not
+            # in a tight loop.
+            await self.store.reschedule_poll(attempt_id, self._backoff(attempt))
+        return result
 
     async def apply(self, attempt: Attempt, call: CallInfo) -> str:
         """Settle a final call, or schedule the next look at one that is not."""
@@ -82,8 +93,20 @@ class Settler:
         if not call.final:
             await self.store.reschedule_poll(attempt.attempt_id, self._backoff(attempt))
             return "pending"
-        rate, currency = await self._rate(attempt.campaign_id)
+        refusal = billing_refusal(call)
+        if refusal:
+            return await self._refuse(attempt, call, refusal, log)
+        try:
+            rate, currency = await self._rate(attempt.campaign_id)
+        except (LookupError, ValueError) as exc:
+            return await self._refuse(attempt, call, f"campaign rate: {exc}", log)
         billsec = call.billsec or 0
+        try:
+            # Even when the provider's cost is booked, the rate model must be
+            # able to price this billsec: reconciliation re-rates it later.
+            rated = rate.cost_micros(billsec)
+        except RateOverflowError as exc:
+            return await self._refuse(attempt, call, f"call.billsec_seconds: {exc}", log)
         mismatch = ""
         if call.cost_micros is not None and (call.cost_currency or currency) == currency:
             cost, estimated = call.cost_micros, False
@@ -108,7 +131,7 @@ class Settler:
                 # reserved, so spend is never under-counted.
                 cost, estimated = attempt.reserved_micros, True
             else:
-                cost, estimated = rate.cost_micros(billsec), True
+                cost, estimated = rated, True
         result = await self.store.settle(
             attempt.attempt_id,
             final_status=call.status,
@@ -118,6 +141,10 @@ class Settler:
             currency=currency,
             currency_mismatch=mismatch,
         )
+        if result.startswith("invalid:"):
+            # Checked above, so only a stored value can be out of range here.
+            reason = f"store refused to settle ({result}): billsec {billsec}, cost {cost} micros"
+            return await self._refuse(attempt, call, reason, log)
         if result == "duplicate":
             # A replayed settle (a retried script, a second event): the first one
             # may not have got to its follow-ups.
@@ -138,6 +165,25 @@ class Settler:
                 estimated=estimated,
             )
         return result
+
+    async def _refuse(
+        self, attempt: Attempt, call: CallInfo, reason: str, log: structlog.stdlib.BoundLogger
+    ) -> str:
+        """Dead-letter a final call whose billing cannot be booked; touch nothing else.
+
+        The attempt keeps its reservation and its place in the poll schedule:
+        a later good event or poll settles it.
+        """
+        await self.store.dead_letter(
+            {
+                "reason": reason,
+                "call_id": call.call_id[:MAX_CALL_ID],
+                "attempt_id": attempt.attempt_id,
+                "campaign_id": attempt.campaign_id,
+            }
+        )
+        log.error("call_billing_refused", reason=reason)
+        return "dead_letter"
 
     async def _halt_on_overrun(
         self, attempt: Attempt, cost: int, log: structlog.stdlib.BoundLogger
@@ -205,5 +251,9 @@ class Settler:
 
 
 def _excerpt(payload: Any) -> Any:
-    text = payload if isinstance(payload, str) else json.dumps(payload, default=str)
+    """The start of a refused payload for the dead letter; whatever it is, never raise."""
+    try:
+        text = payload if isinstance(payload, str) else json.dumps(payload, default=str)
+    except (TypeError, ValueError, RecursionError):
+        text = f"<{type(payload).__name__} that is not JSON>"
     return text[:2000]

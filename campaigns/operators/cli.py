@@ -1,26 +1,38 @@
 """The ``campaigns`` command: operators' view of the dispatcher.
 
-Exit codes: 0 success, 2 invalid input (nothing written), 1 any other failure,
-always with one clear line on stderr.
+Exit codes: 0 success; 2 invalid input, invalid settings or invalid options
+(nothing written, the line names the field, setting or option); 1 any other
+failure, such as Redis not answering within a few seconds. Always one clear
+line on stderr, never a traceback, never a secret.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TextIO, TypeVar, cast
 
 import click
+import httpx
+from redis.exceptions import RedisError
 from rich.console import Console
 
 from campaigns.domain.money import format_micros
-from campaigns.domain.spec import SpecError, load_spec
-from campaigns.logs import configure_logging, register_secret
-from campaigns.operators.control import CampaignClient, ControlError, status_json
+from campaigns.domain.spec import SpecError, is_campaign_id, load_spec
+from campaigns.logs import (
+    LOG_FORMATS,
+    check_log_level,
+    configure_logging,
+    register_secret,
+    scrub,
+)
+from campaigns.operators.control import CampaignClient, ControlError, check_redis, status_json
 from campaigns.operators.estimate import estimate
 from campaigns.settings import Settings
 from campaigns.store import StoreError, SubmitConflict
@@ -31,13 +43,19 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+REDIS_CHECK_SECONDS = 3.0
+"""How long a command waits for Redis to answer before it gives up (exit 1)."""
+
+_MAX_TOKEN = 200
+
+
 class _Failed(click.ClickException):
     """One line on stderr, exit 1."""
 
     exit_code = 1
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.message}", err=True)
+        click.echo(f"error: {scrub(self.message)}", err=True)
 
 
 class _Invalid(_Failed):
@@ -50,29 +68,138 @@ def _Failure(message: str, code: int = 1) -> _Failed:
     return _Invalid(message) if code == 2 else _Failed(message)
 
 
+def _echo(text: str) -> None:
+    """Print one line of output with any registered secret masked."""
+    click.echo(scrub(text))
+
+
+class _Scrubbed(io.TextIOBase):
+    """A text stream that masks registered secrets in whatever is written to it.
+
+    Stored strings (a provider's halt message, rejected bodies) reach reports;
+    each row is one write, so a secret in a row is masked whole.
+    """
+
+    def __init__(self, target: TextIO) -> None:
+        self._target = target
+
+    def write(self, text: str) -> int:
+        self._target.write(scrub(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._target.flush()
+
+    def isatty(self) -> bool:
+        return self._target.isatty()
+
+    def writable(self) -> bool:
+        return True
+
+
+class _CampaignIdType(click.ParamType[str]):
+    """A campaign ID as specs allow it, checked before anything touches Redis."""
+
+    name = "campaign_id"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if not is_campaign_id(value):
+            self.fail("1-64 characters of letters, digits, '_', '.', '-'", param, ctx)
+        return value
+
+
+class _TokenType(click.ParamType[str]):
+    """An attempt or call ID: 1-200 printable characters, no whitespace."""
+
+    name = "id"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if (
+            not isinstance(value, str)
+            or not 0 < len(value) <= _MAX_TOKEN
+            or any(c.isspace() or not c.isprintable() for c in value)
+        ):
+            self.fail(f"1-{_MAX_TOKEN} printable characters without whitespace", param, ctx)
+        return value
+
+
+CAMPAIGN_ID = _CampaignIdType()
+TOKEN = _TokenType()
+
+
+class _Group(click.Group):
+    """Usage errors as one line (exit 2) and no traceback for anything unexpected."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _usage(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _usage(exc) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            logging.getLogger("campaigns.operators.cli").debug("unexpected failure", exc_info=True)
+            raise _Failed(f"unexpected {type(exc).__name__}: {exc}") from None
+
+
+def _usage(exc: click.UsageError) -> _Invalid:
+    path = exc.ctx.command_path if exc.ctx is not None else "campaigns"
+    message = " ".join(exc.format_message().split())
+    return _Invalid(f"{message} (see '{path} --help')")
+
+
 def _settings() -> Settings:
     try:
         settings = Settings()
     except Exception as exc:  # pydantic ValidationError names the variable
         raise _Failure(f"invalid settings: {_first_setting_error(exc)}", 2) from None
-    register_secret(settings.provider_api_key.get_secret_value())
+    for secret in settings.secret_values():
+        register_secret(secret)
     return settings
 
 
+def _require_api_key(settings: Settings) -> None:
+    """Commands that talk to the provider need its key: unset, every request would
+    carry ``Authorization: Bearer `` and fail with an obscure protocol error."""
+    if not settings.provider_api_key.get_secret_value():
+        raise _Failure(
+            "invalid settings: DISPATCHER_PROVIDER_API_KEY: must be set to talk to the provider",
+            2,
+        )
+
+
 def _first_setting_error(exc: Exception) -> str:
+    """The first problem, as ``DISPATCHER_<NAME>: <why>``; never the value (it may be secret)."""
     errors = getattr(exc, "errors", None)
     if callable(errors):
-        first = errors()[0]
+        first = errors(include_input=False)[0]
         field = ".".join(str(p) for p in first["loc"])
-        return f"DISPATCHER_{field.upper()}: {first['msg']}"
-    return str(exc)
+        message = str(first["msg"]).removeprefix("Value error, ")
+        return f"DISPATCHER_{field.upper()}: {message}"
+    return f"cannot read settings: {type(exc).__name__}: {exc}"
 
 
 def _run(make: Callable[[CampaignClient], Awaitable[R]]) -> R:
     """Run one client call with clean error mapping."""
 
     async def go() -> R:
-        client = await CampaignClient.connect(_settings())
+        client = await CampaignClient.connect(_settings(), check_timeout=REDIS_CHECK_SECONDS)
         async with client:
             return await make(client)
 
@@ -84,8 +211,10 @@ def _run(make: Callable[[CampaignClient], Awaitable[R]]) -> R:
         raise _Failure(str(exc), 2) from None
     except (ControlError, StoreError, LookupError) as exc:
         raise _Failure(str(exc)) from None
-    except OSError as exc:  # redis connection refused and friends
-        raise _Failure(f"cannot reach Redis: {exc}") from None
+    except (RedisError, OSError) as exc:  # Redis went away after the first check
+        raise _Failure(f"Redis failed: {type(exc).__name__}: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise _Failure(f"provider request failed: {type(exc).__name__}: {exc}") from None
 
 
 def _cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
@@ -99,12 +228,19 @@ def _cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-@click.group()
+@click.group(cls=_Group)
 @click.version_option(package_name="campaign-dispatcher")
 def main() -> None:
     """Budget-safe outbound call campaign dispatcher."""
-    settings_format = os.environ.get("DISPATCHER_LOG_FORMAT", "auto")
-    configure_logging(os.environ.get("DISPATCHER_LOG_LEVEL", "WARNING"), settings_format)
+    try:
+        level = check_log_level(os.environ.get("DISPATCHER_LOG_LEVEL", "WARNING"))
+    except ValueError as exc:
+        raise _Failure(f"invalid settings: DISPATCHER_LOG_LEVEL: {exc}", 2) from None
+    fmt = os.environ.get("DISPATCHER_LOG_FORMAT", "auto")
+    if fmt not in LOG_FORMATS:
+        choices = ", ".join(LOG_FORMATS)
+        raise _Failure(f"invalid settings: DISPATCHER_LOG_FORMAT: must be one of {choices}", 2)
+    configure_logging(level, fmt)
 
 
 @main.command()
@@ -118,47 +254,47 @@ def submit(spec_path: str, contacts_csv: str | None) -> None:
     spec = load_spec(spec_path, contacts_csv)
     result = _run(lambda c: c.submit(spec))
     verb = "submitted" if result.created else "already submitted (no change)"
-    click.echo(
+    _echo(
         f"{result.campaign_id}: {verb}, {result.contacts} contacts"
         f" ({result.duplicates_dropped} duplicates dropped)"
     )
 
 
 @main.command()
-@click.argument("campaign_id")
+@click.argument("campaign_id", type=CAMPAIGN_ID)
 @click.option("--json", "as_json", is_flag=True, help="the status JSON of DESIGN.md")
 def status(campaign_id: str, as_json: bool) -> None:
     """Show a campaign's state, counts and money."""
     campaign = _run(lambda c: c.get(campaign_id))
     if as_json:
-        click.echo(json.dumps(status_json(campaign)))
+        _echo(json.dumps(status_json(campaign)))
         return
     from campaigns.operators.report import summary_lines
 
     for key, value in summary_lines(campaign):
-        click.echo(f"{key:<18} {value}")
+        _echo(f"{key:<18} {value}")
 
 
 @main.command(name="list")
 def list_() -> None:
     """List campaigns, oldest first."""
     campaigns = _run(lambda c: c.campaigns())
-    click.echo(
+    _echo(
         f"{'CAMPAIGN':<28} {'STATE':<10} {'CONTACTS':>8} {'PENDING':>8} {'ACCEPTED':>8} {'SPENT':>14}"
     )
     for c in campaigns:
         spent = f"{format_micros(c.spent_micros)} {c.currency}"
-        click.echo(
+        _echo(
             f"{c.campaign_id:<28} {c.state:<10} {c.contacts:>8} {c.pending:>8} {c.accepted:>8} {spent:>14}"
         )
 
 
 def _state_command(verb: str, doc: str) -> None:
     @main.command(name=verb, help=doc)
-    @click.argument("campaign_id")
+    @click.argument("campaign_id", type=CAMPAIGN_ID)
     def command(campaign_id: str) -> None:
         state = _run(lambda c: getattr(c, verb)(campaign_id))
-        click.echo(f"{campaign_id}: {state}")
+        _echo(f"{campaign_id}: {state}")
 
 
 _state_command("pause", "Pause: returns once no new create request can start.")
@@ -167,8 +303,8 @@ _state_command("cancel", "Cancel for good; calls already placed still settle.")
 
 
 @main.command()
-@click.argument("attempt_id")
-@click.option("--call-id", help="the provider call this attempt became")
+@click.argument("attempt_id", type=TOKEN)
+@click.option("--call-id", type=TOKEN, help="the provider call this attempt became")
 @click.option(
     "--no-call", is_flag=True, help="confirmed: no call was placed; dial the contact again"
 )
@@ -177,11 +313,11 @@ def resolve(attempt_id: str, call_id: str | None, no_call: bool) -> None:
     if bool(call_id) == no_call:
         raise _Failure("give exactly one of --call-id or --no-call", 2)
     outcome = _run(lambda c: c.resolve(attempt_id, call_id=call_id))
-    click.echo(f"{attempt_id}: {outcome}")
+    _echo(f"{attempt_id}: {outcome}")
 
 
 @main.command()
-@click.argument("campaign_id")
+@click.argument("campaign_id", type=CAMPAIGN_ID)
 @click.option(
     "--format",
     "fmt",
@@ -193,25 +329,29 @@ def report(campaign_id: str, fmt: str) -> None:
     """Every attempt: accepted calls with cost, rejected attempts with code and body."""
     from campaigns.operators import report as rep
 
+    out = cast(TextIO, _Scrubbed(sys.stdout))
+
     async def render(client: CampaignClient) -> None:
         campaign = await client.get(campaign_id)
         if fmt == "json":
-            await rep.write_json(client.store, campaign, sys.stdout)
+            await rep.write_json(client.store, campaign, out)
         elif fmt == "csv":
-            await rep.write_csv(client.store, campaign, sys.stdout)
+            await rep.write_csv(client.store, campaign, out)
         else:
-            await rep.write_table(client.store, campaign, Console())
+            await rep.write_table(client.store, campaign, Console(file=out))
 
     _run(render)
 
 
 @main.command()
-@click.argument("campaign_id")
+@click.argument("campaign_id", type=CAMPAIGN_ID)
 @click.option("--json", "as_json", is_flag=True)
 def reconcile(campaign_id: str, as_json: bool) -> None:
     """Settled total beside the provider's usage for the campaign's window."""
     from campaigns.operators.reconcile import reconcile as run_reconcile
     from campaigns.providers import make_provider
+
+    _require_api_key(_settings())
 
     async def go(client: CampaignClient) -> Any:
         provider = make_provider(client.settings)
@@ -222,10 +362,10 @@ def reconcile(campaign_id: str, as_json: bool) -> None:
 
     result = _run(go)
     if as_json:
-        click.echo(json.dumps(result.to_json()))
+        _echo(json.dumps(result.to_json()))
     else:
         for line in result.lines():
-            click.echo(line)
+            _echo(line)
 
 
 @main.command(name="dead-letters")
@@ -233,7 +373,7 @@ def reconcile(campaign_id: str, as_json: bool) -> None:
 def dead_letters(limit: int) -> None:
     """Call events that could not be applied, newest first (JSON lines)."""
     for entry in _run(lambda c: c.store.dead_letters(limit)):
-        click.echo(json.dumps(entry))
+        _echo(json.dumps(entry))
 
 
 @main.command(name="estimate")
@@ -245,23 +385,37 @@ def estimate_(spec_path: str, contacts_csv: str | None, as_json: bool) -> None:
     """Worst-case cost of a spec before submitting it (nothing is written)."""
     result = estimate(load_spec(spec_path, contacts_csv))
     if as_json:
-        click.echo(json.dumps(result.to_json()))
+        _echo(json.dumps(result.to_json()))
     else:
         for line in result.lines():
-            click.echo(line)
+            _echo(line)
 
 
 @main.command()
 @click.option("--burst", is_flag=True, help="process queued jobs, then exit")
 @click.option("--check", is_flag=True, help="health check: exit 0 if a worker is alive")
 def worker(burst: bool, check: bool) -> None:
-    """Run the long-running arq worker (same as `arq worker.WorkerSettings`)."""
-    _settings()
-    args = [sys.executable, "-m", "arq", "worker.WorkerSettings"]
-    if burst:
-        args.append("--burst")
+    """Run the long-running arq worker (``python -m worker``).
+
+    It is arq's worker with a guard: a job arq could not run (bad bytes, an
+    unknown name, arguments that do not fit) is quarantined to the dead letters
+    instead of killing the process. It rides out Redis restarts, so it does not
+    check Redis first; ``--check`` does, so a health check answers in seconds.
+    """
+    settings = _settings()
     if check:
-        args.append("--check")
+        try:
+            asyncio.run(check_redis(settings.redis_url, REDIS_CHECK_SECONDS))
+        except ControlError as exc:
+            raise _Failure(str(exc)) from None
+    else:
+        _require_api_key(settings)
+    if check:
+        args = [sys.executable, "-m", "arq", "worker.WorkerSettings", "--check"]
+    else:
+        args = [sys.executable, "-m", "worker"]
+        if burst:
+            args.append("--burst")
     sys.stdout.flush()
     sys.stderr.flush()
     # Replace this process: arq installs its own SIGTERM handling. Importing
@@ -271,9 +425,12 @@ def worker(burst: bool, check: bool) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8089, show_default=True, type=int)
+@click.option("--port", default=8089, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), help="initial config JSON"
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, readable=True),
+    help="initial config JSON",
 )
 def sandbox(host: str, port: int, config_path: str | None) -> None:
     """Serve the sandbox provider (MiniVoice dialect) for demos and tests."""
@@ -285,16 +442,26 @@ def sandbox(host: str, port: int, config_path: str | None) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8090, show_default=True, type=int)
+@click.option("--port", default=8090, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
-    "--tolerance", default=300, show_default=True, type=int, help="signature age limit (s)"
+    "--tolerance",
+    default=300,
+    show_default=True,
+    type=click.IntRange(1, 86_400),
+    help="signature age limit (s)",
 )
 def ingress(host: str, port: int, tolerance: int) -> None:
-    """Receive provider webhooks (HMAC-verified) and enqueue record_call_event jobs."""
+    """Receive provider webhooks (HMAC-verified) and enqueue record_call_event jobs.
+
+    Signed with DISPATCHER_WEBHOOK_SECRET; unset, deliveries are accepted unsigned
+    (a warning at start). Set but empty is refused: it never means "unsigned".
+    """
     from campaigns.operators.ingress import serve_ingress
 
     settings = _settings()
-    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    secret = None
+    if settings.webhook_secret is not None:
+        secret = settings.webhook_secret.get_secret_value()
     serve_ingress(host, port, settings, secret, tolerance_seconds=tolerance)
 
 

@@ -11,17 +11,23 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
+
 from campaigns.domain.lifecycle import AttemptStatus, Move, State, budget_allows
 from campaigns.domain.spec import CampaignSpec
+from campaigns.logs import scrub
 from campaigns.queue import JobQueue, open_queue
-from campaigns.settings import Settings
+from campaigns.settings import Settings, redis_location
 from campaigns.store import CampaignRecord, Store, StoreError
 
 __all__ = [
     "CampaignClient",
     "ControlError",
     "NotFound",
+    "RedisUnavailable",
     "SubmitResult",
+    "check_redis",
     "status_json",
     "submit_campaign",
 ]
@@ -33,6 +39,44 @@ class ControlError(RuntimeError):
 
 class NotFound(ControlError):
     pass
+
+
+class RedisUnavailable(ControlError):
+    """Redis did not answer a PING in time: say so at once instead of riding it out."""
+
+
+async def check_redis(redis_url: str, wait_seconds: float) -> None:
+    """One PING on a fresh connection with no retries, bounded by ``wait_seconds``.
+
+    The queue's pool retries for minutes so that a worker rides out a Redis
+    restart; an operator at a terminal wants to know now. The message names
+    where Redis was expected, never the URL's credentials.
+    """
+    where = redis_location(redis_url)
+    redis: Redis = Redis.from_url(
+        redis_url,
+        socket_connect_timeout=wait_seconds,
+        socket_timeout=wait_seconds,
+        retry_on_timeout=False,
+    )
+    try:
+        async with asyncio.timeout(wait_seconds):
+            await redis.ping()
+    except AuthenticationError as exc:
+        raise RedisUnavailable(
+            f"Redis at {where} refused the credentials: {scrub(str(exc))}"
+        ) from None
+    except ResponseError as exc:
+        raise RedisUnavailable(f"Redis at {where} answered: {scrub(str(exc))}") from None
+    except TimeoutError:
+        raise RedisUnavailable(
+            f"cannot reach Redis at {where}: no answer within {wait_seconds:g}s"
+        ) from None
+    except (RedisError, OSError) as exc:
+        reason = scrub(str(exc)) or type(exc).__name__
+        raise RedisUnavailable(f"cannot reach Redis at {where}: {reason}") from None
+    finally:
+        await redis.aclose()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +123,17 @@ class CampaignClient:
         self.settings = settings
 
     @classmethod
-    async def connect(cls, settings: Settings | None = None) -> CampaignClient:
+    async def connect(
+        cls, settings: Settings | None = None, *, check_timeout: float | None = None
+    ) -> CampaignClient:
+        """Open the queue's pool, which rides out Redis restarts (retrying for minutes).
+
+        With ``check_timeout``, first check Redis answers within that many
+        seconds and raise :class:`RedisUnavailable` if not (the CLI does).
+        """
         settings = settings or Settings()
+        if check_timeout is not None:
+            await check_redis(settings.redis_url, check_timeout)
         queue = await open_queue(settings.redis_url, settings.queue_name)
         return cls(Store(queue.redis), queue, settings)
 

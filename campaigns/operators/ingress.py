@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from campaigns.logs import configure_logging, get_logger, register_secret
-from campaigns.providers import final_events
+from campaigns.providers import MAX_CALL_ID, final_events
 from campaigns.queue import JobQueue, open_queue
 from campaigns.settings import Settings
 
@@ -42,8 +43,10 @@ __all__ = [
 SIGNATURE_HEADER = "X-Signature"
 MAX_BODY_BYTES = 64 * 1024
 """Seed-000 events are well under 1 KiB; anything this big is not one."""
-_MAX_CALL_ID = 200
-_PATHS = ("/webhooks/minivoice", "/webhooks")
+_MAX_DEPTH = 16
+"""Seed-000 events nest three levels; a deeper body is not one, and a job that
+deep would be refused by the worker's envelope check anyway."""
+_PATHS = ("/webhooks/minivoice", "/webhooks/voipbin", "/webhooks")
 
 log = get_logger("campaigns.operators.ingress")
 
@@ -99,23 +102,75 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
-def _parse(body: bytes) -> dict[str, Any] | str:
-    """The payload as a dict, or the reason it is not a usable event."""
+def _finite_float(text: str) -> float:
+    """``1e400`` would parse as infinity and be stored as non-standard JSON."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _parse(body: bytes) -> tuple[dict[str, Any], str] | str:
+    """The payload and its event name, or the reason it is not a usable event.
+
+    MiniVoice names the event in ``event``; VoIPBIN (``account_updated``) in
+    ``event_type``. Only MiniVoice final call events settle anything, but a
+    genuine delivery of either dialect is acknowledged, so it is not re-sent.
+    """
     try:
-        payload = json.loads(body, parse_constant=_refuse_constant)
+        payload = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError):
         return "body is not valid JSON"
     if not isinstance(payload, dict):
         return "body must be a JSON object"
-    if not isinstance(payload.get("event"), str) or not payload["event"]:
-        return "event: expected a non-empty string"
-    return payload
+    problem = _shape_problem(payload)
+    if problem is not None:
+        return problem
+    key = "event" if "event" in payload or "event_type" not in payload else "event_type"
+    event = payload.get(key)
+    if not isinstance(event, str) or not event:
+        return f"{key}: expected a non-empty string"
+    return payload, event
+
+
+def _shape_problem(value: Any) -> str | None:
+    """Why a parsed body cannot travel on as a job, or None (iteratively: no recursion).
+
+    Deeper than ``_MAX_DEPTH`` is not an event. A ``\\ud800`` escape parses
+    into a lone surrogate, which no Redis client can encode: a call ID like
+    that used to fail the request with a 500, so the provider retried forever.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, str):
+            if not _encodable(item):
+                return "body has a string that is not valid Unicode (a lone surrogate)"
+            continue
+        if isinstance(item, dict):
+            children: list[Any] = [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if level > _MAX_DEPTH:
+            return f"body nests more than {_MAX_DEPTH} levels deep"
+        stack.extend((child, level + 1) for child in children)
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _call_id(payload: dict[str, Any]) -> str | None:
     call = payload.get("call")
     call_id = call.get("id") if isinstance(call, dict) else None
-    if isinstance(call_id, str) and 0 < len(call_id) <= _MAX_CALL_ID:
+    if isinstance(call_id, str) and 0 < len(call_id) <= MAX_CALL_ID:
         return call_id
     return None
 
@@ -146,12 +201,21 @@ class _Ingress:
         clock: Clock,
         dialect: str,
     ) -> None:
-        if secret is not None and not secret:
-            raise ValueError("secret must not be empty; pass None to accept unsigned webhooks")
+        if secret is not None:
+            if not secret.strip():
+                raise ValueError(
+                    "webhook secret must not be empty (DISPATCHER_WEBHOOK_SECRET); "
+                    "pass None to accept unsigned webhooks"
+                )
+            try:
+                secret.encode()
+            except UnicodeEncodeError:
+                raise ValueError("webhook secret must be valid text") from None
+            register_secret(secret)
+        if isinstance(tolerance_seconds, bool) or not isinstance(tolerance_seconds, int):
+            raise TypeError("tolerance_seconds must be an int")
         if tolerance_seconds <= 0:
             raise ValueError("tolerance_seconds must be positive")
-        if secret is not None:
-            register_secret(secret)
         self.queue = queue
         self.secret = secret
         self.tolerance_seconds = tolerance_seconds
@@ -186,11 +250,11 @@ class _Ingress:
         if isinstance(parsed, str):
             log.warning("webhook_rejected", reason=parsed, peer=peer, status=400, size=len(body))
             return JSONResponse({"error": parsed}, status_code=400)
-        event: str = parsed["event"]
-        if event not in self.final_events:
+        payload, event = parsed
+        if event not in self.final_events or "event" not in payload:
             log.info("webhook_ignored", event_name=event[:64], peer=peer)
             return JSONResponse({"queued": False, "ignored": True}, status_code=202)
-        call_id = _call_id(parsed)
+        call_id = _call_id(payload)
         if call_id is None:
             reason = "call.id: expected a non-empty string"
             log.warning("webhook_rejected", reason=reason, event_name=event, peer=peer, status=400)
@@ -201,7 +265,7 @@ class _Ingress:
             log.error("webhook_not_queued", reason="queue not open", job_id=job_id)
             return JSONResponse({"error": "queue unavailable"}, status_code=503)
         try:
-            await self.queue.call_event(parsed, job_id=job_id)
+            await self.queue.call_event(payload, job_id=job_id)
         except (RedisError, OSError, TimeoutError) as exc:
             # 5xx makes the provider deliver again later; the job id keeps that safe.
             log.error("webhook_not_queued", reason=type(exc).__name__, job_id=job_id)
@@ -264,7 +328,8 @@ def serve_ingress(
 ) -> None:
     """Run the ingress in the foreground until interrupted (Ctrl-C)."""
     configure_logging(settings.log_level, settings.log_format)
-    register_secret(settings.provider_api_key.get_secret_value())
+    for value in settings.secret_values():
+        register_secret(value)
     app = create_ingress_app_from_settings(
         settings, secret=secret, tolerance_seconds=tolerance_seconds
     )

@@ -2,22 +2,53 @@
 
 The JSON form is the flat array of DESIGN.md (tools parse it). Summaries come
 from the campaign's settled totals in the store, never from summing rows.
+
+Every value shown is data from outside (contact refs and variables from the
+submitter, call IDs, codes and messages from the provider), so no output form
+may interpret it:
+
+- JSON carries values unchanged (``json.dumps`` escapes everything; ASCII out).
+- CSV is opened in spreadsheets, which run a cell starting with ``=``, ``+``,
+  ``-`` or ``@`` as a formula (and strip a leading tab, CR or LF, or spaces,
+  first). Such a cell is written with a ``'`` in front (the OWASP advice), so
+  ``=1+1``, ``+1+1``, ``-2+3``, ``@SUM(1+1)`` and `` =1+1`` are shown as text.
+  Two shapes stay as they are, because a spreadsheet reads them as a plain
+  number and they cannot compute anything: an E.164 number (``+`` and 2 to 15
+  digits, e.g. ``+15551234567``) and a plain decimal (``-12``, ``0.5``). The
+  full-width forms of the four characters are neutralised too, out of caution.
+  Tools that need the exact values read the JSON form.
+- The table never reads rich markup or emoji codes in data (``[/oops]`` is
+  printed as is), and shows control, bidi-override and surrogate characters as
+  escapes (``\\x1b``), so data cannot move the cursor or recolour the terminal.
+- CSV and table output is always encodable as UTF-8: a lone surrogate left in
+  old stored data is written as its ``\\udXXX`` escape.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import IO, Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from campaigns.domain.money import format_micros
 from campaigns.store import Attempt, CampaignRecord, Store
 
-__all__ = ["REPORT_FIELDS", "attempt_row", "report_rows", "write_csv", "write_json", "write_table"]
+__all__ = [
+    "REPORT_FIELDS",
+    "attempt_row",
+    "csv_cell",
+    "report_rows",
+    "shown",
+    "write_csv",
+    "write_json",
+    "write_table",
+]
 
 REPORT_FIELDS = (
     "attempt_id",
@@ -52,6 +83,39 @@ def attempt_row(attempt: Attempt, currency: str) -> dict[str, Any]:
     }
 
 
+_FORMULA_TRIGGERS = frozenset("=+-@\t\r\n\uff1d\uff0b\uff0d\uff20")
+_PLAIN_NUMBER = re.compile(r"\+[0-9]{2,15}|-?[0-9]+(?:\.[0-9]+)?", re.ASCII)
+"""E.164 or a plain decimal: a spreadsheet reads either as a number, never a formula."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f"  # C0 and C1 controls, DEL
+    "\u200e\u200f\u202a-\u202e\u2066-\u2069"  # bidi marks and overrides
+    "\ud800-\udfff]"  # lone surrogates
+)
+"""Control characters, bidi overrides and lone surrogates: escaped in the table."""
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+def csv_cell(value: object) -> str:
+    """One CSV cell that no spreadsheet runs as a formula (see the module docstring)."""
+    if value is None:
+        return ""
+    text = _SURROGATE.sub(_escape, str(value))
+    if not text or _PLAIN_NUMBER.fullmatch(text):
+        return text
+    if text[0] in _FORMULA_TRIGGERS or text.lstrip()[:1] in _FORMULA_TRIGGERS:
+        return "'" + text
+    return text
+
+
+def shown(value: object) -> Text:
+    """A table cell: literal text, never markup, with invisible characters escaped."""
+    return Text(_UNPRINTABLE.sub(_escape, "" if value is None else str(value)))
+
+
 async def report_rows(store: Store, campaign: CampaignRecord) -> AsyncIterator[dict[str, Any]]:
     async for attempt in store.attempts(campaign.campaign_id):
         yield attempt_row(attempt, campaign.currency)
@@ -71,14 +135,16 @@ async def write_csv(store: Store, campaign: CampaignRecord, out: IO[str]) -> Non
     writer = csv.DictWriter(out, fieldnames=REPORT_FIELDS, extrasaction="ignore")
     writer.writeheader()
     async for row in report_rows(store, campaign):
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        writer.writerow({k: csv_cell(v) for k, v in row.items()})
 
 
 def summary_lines(campaign: CampaignRecord) -> list[tuple[str, str]]:
+    """Key and value lines; the halt text (a provider's words) has invisibles escaped."""
     cur = campaign.currency
     halt = campaign.halt
+    why = _UNPRINTABLE.sub(_escape, f" ({halt['code']}: {halt['message']})") if halt else ""
     return [
-        ("state", campaign.state + (f" ({halt['code']}: {halt['message']})" if halt else "")),
+        ("state", campaign.state + why),
         ("contacts", f"{campaign.contacts} ({campaign.pending} pending)"),
         ("accepted calls", str(campaign.accepted)),
         ("rejected attempts", str(campaign.rejected)),
@@ -91,8 +157,12 @@ def summary_lines(campaign: CampaignRecord) -> list[tuple[str, str]]:
 
 
 async def write_table(store: Store, campaign: CampaignRecord, console: Console) -> None:
-    """Accepted calls, then rejected attempts apart, then the summary block."""
-    calls = Table(title=f"Calls of {campaign.campaign_id}", title_justify="left")
+    """Accepted calls, then rejected attempts apart, then the summary block.
+
+    Every cell is a :class:`~rich.text.Text` built by :func:`shown`: data is
+    never parsed as markup.
+    """
+    calls = Table(title=shown(f"Calls of {campaign.campaign_id}"), title_justify="left")
     for name in ("call ID", "direction", "destination", "final status", "billed s", "cost", "cur"):
         calls.add_column(
             name,
@@ -113,21 +183,26 @@ async def write_table(store: Store, campaign: CampaignRecord, console: Console) 
             if attempt.cost_estimated and attempt.cost_micros is not None:
                 cost += "*"
             calls.add_row(
-                attempt.call_id or "",
-                "outbound",
-                attempt.to,
-                attempt.final_status or "(in progress)",
-                "-" if attempt.billsec is None else str(attempt.billsec),
-                cost,
-                campaign.currency,
+                shown(attempt.call_id),
+                shown("outbound"),
+                shown(attempt.to),
+                shown(attempt.final_status or "(in progress)"),
+                shown("-" if attempt.billsec is None else attempt.billsec),
+                shown(cost),
+                shown(campaign.currency),
             )
         elif attempt.status == "rejected":
             rejected.add_row(
-                attempt.attempt_id, attempt.to, attempt.error_code or "", attempt.request or ""
+                shown(attempt.attempt_id),
+                shown(attempt.to),
+                shown(attempt.error_code),
+                shown(attempt.request),
             )
         else:
             doubt.add_row(
-                attempt.attempt_id, attempt.to, attempt.error_message or "answer not recorded yet"
+                shown(attempt.attempt_id),
+                shown(attempt.to),
+                shown(attempt.error_message or "answer not recorded yet"),
             )
     console.print(calls)
     if rejected.row_count:
@@ -138,6 +213,8 @@ async def write_table(store: Store, campaign: CampaignRecord, console: Console) 
     summary.add_column("field")
     summary.add_column("value")
     for key, value in summary_lines(campaign):
-        summary.add_row(key, value)
+        summary.add_row(shown(key), shown(value))
     console.print(summary)
-    console.print("* cost booked by the rate model: the provider gave no cost for a final call")
+    console.print(
+        shown("* cost booked by the rate model: the provider gave no cost for a final call")
+    )

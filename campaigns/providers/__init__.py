@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import httpx
 
-from campaigns.providers.base import FINAL_STATUSES, Balance, CallInfo, EventError, Provider, Usage
+from campaigns.providers.base import (
+    FINAL_STATUSES,
+    MAX_BILLSEC_SECONDS,
+    MAX_CALL_ID,
+    Balance,
+    CallInfo,
+    EventError,
+    Provider,
+    Usage,
+    billing_refusal,
+)
 from campaigns.providers.minivoice import MiniVoice
 from campaigns.providers.voipbin import VoIPBIN
 from campaigns.settings import Settings
 
 __all__ = [
     "FINAL_STATUSES",
+    "MAX_BILLSEC_SECONDS",
+    "MAX_CALL_ID",
     "Balance",
     "CallInfo",
     "EventError",
@@ -18,6 +30,7 @@ __all__ = [
     "Provider",
     "Usage",
     "VoIPBIN",
+    "billing_refusal",
     "final_events",
     "make_provider",
 ]

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from campaigns.domain.errors import ProviderError
+from campaigns.logs import scrub
 
 __all__ = ["error_from_response", "network_error", "parse_retry_after", "request"]
 
@@ -43,18 +44,22 @@ def error_from_response(response: httpx.Response) -> ProviderError:
             message = str(error.get("message") or message)
         elif isinstance(error, str):
             code = error
+    # The message becomes a stored halt message: shown by status and report.
     return ProviderError(
-        response.status_code, code, message, parse_retry_after(response.headers.get("Retry-After"))
+        response.status_code,
+        scrub(code),
+        scrub(message),
+        parse_retry_after(response.headers.get("Retry-After")),
     )
 
 
 def network_error(exc: httpx.HTTPError) -> ProviderError:
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         # No connection, so the request never reached the provider.
-        return ProviderError(None, "connect_failed", f"{type(exc).__name__}: {exc}")
+        return ProviderError(None, "connect_failed", scrub(f"{type(exc).__name__}: {exc}"))
     if isinstance(exc, httpx.TimeoutException):
         return ProviderError(None, "timeout", f"{type(exc).__name__}: no answer in time")
-    return ProviderError(None, "network_error", f"{type(exc).__name__}: {exc}")
+    return ProviderError(None, "network_error", scrub(f"{type(exc).__name__}: {exc}"))
 
 
 async def request(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> Any:

@@ -12,7 +12,17 @@ from pydantic import SecretStr
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.money import MoneyError, amount_to_micros
 from campaigns.providers._http import request
-from campaigns.providers.base import FINAL_STATUSES, Balance, CallInfo, EventError, Usage
+from campaigns.providers.base import (
+    FINAL_STATUSES,
+    Balance,
+    CallInfo,
+    EventError,
+    Usage,
+    billsec_refusal,
+    brief,
+    call_id_ok,
+    currency_refusal,
+)
 
 __all__ = ["FINAL_EVENTS", "MiniVoice", "parse_call", "parse_call_event"]
 
@@ -66,23 +76,34 @@ def parse_call_event(payload: Any) -> tuple[str, CallInfo]:
             payload = json.loads(payload)
         except json.JSONDecodeError as exc:
             raise EventError(f"not JSON: {exc.msg}") from None
-        except (UnicodeDecodeError, RecursionError):
+        except (ValueError, RecursionError):
+            # UnicodeDecodeError, or an integer too long to convert.
             raise EventError("not JSON: undecodable body") from None
     if not isinstance(payload, dict):
         raise EventError("event must be a JSON object")
     event = payload.get("event")
     if not isinstance(event, str) or event not in FINAL_EVENTS:
-        raise EventError(f"event: unsupported {event!r}")
+        raise EventError(f"event: unsupported {brief(event)}")
     call = payload.get("call")
     if not isinstance(call, dict):
         raise EventError("call.id: missing")
+    call_id = call.get("id")
+    if isinstance(call_id, str) and not call_id_ok(call_id):
+        raise EventError(f"call.id: not a call ID: {brief(call_id)}")
     status = call.get("status") or event.removeprefix("call.")
     try:
         info = parse_call({**call, "status": status, "variables": payload.get("variables")})
     except ValueError as exc:
         raise EventError(f"call.{exc}") from None
     if not isinstance(status, str) or status not in FINAL_STATUSES:
-        raise EventError(f"call.status: {status!r} is not final")
+        raise EventError(f"call.status: {brief(status)} is not final")
+    # A billsec of another type is ignored (the call is read back for it); a
+    # whole number that no call can have is refused.
+    if info.billsec is not None and billsec_refusal(info.billsec):
+        raise EventError(f"call.billsec_seconds: {billsec_refusal(info.billsec)}")
+    currency = call.get("cost_currency")
+    if currency is not None and currency_refusal(currency):
+        raise EventError(f"call.cost_currency: {currency_refusal(currency)}")
     return event, info
 
 

@@ -18,7 +18,8 @@ from typing import Any, Literal, TypeVar, cast
 
 from redis.asyncio import Redis
 
-from campaigns.domain.lifecycle import AttemptStatus, Move, State
+from campaigns.domain.lifecycle import FINAL_CALL_STATUSES, AttemptStatus, Move, State
+from campaigns.domain.money import MAX_MICROS
 from campaigns.domain.spec import CampaignSpec
 from campaigns.store.keys import Keys, campaign_of
 from campaigns.store.records import (
@@ -445,7 +446,16 @@ class Store:
         currency: str,
         currency_mismatch: str = "",
     ) -> str:
-        """Book a final call: release its reservation, add its cost. Idempotent."""
+        """Book a final call: release its reservation, add its cost. Idempotent.
+
+        Returns ``ok``, ``over_reservation``, ``duplicate``, the attempt's
+        status when it is not an accepted call, or ``invalid:<field>`` when a
+        value is out of range (checked here and again in the script, before
+        its first write): then nothing at all is written.
+        """
+        invalid = _settle_refusal(final_status, billsec, cost_micros, currency, currency_mismatch)
+        if invalid:
+            return invalid
         cid = campaign_of(attempt_id)
         result = await self._settle(
             meta=self.keys.meta(cid),
@@ -489,6 +499,29 @@ class Store:
     async def mark_alert_fired(self, campaign_id: str, threshold: int) -> bool:
         """True the first time a threshold is crossed for a campaign, never again."""
         return bool(await _aw(self.redis.sadd(self._c(campaign_id, "alerts"), threshold)))
+
+
+def _settle_refusal(
+    final_status: str, billsec: int, cost_micros: int, currency: str, mismatch: str
+) -> str:
+    """The first settle argument out of range, as ``invalid:<field>``; '' if all are fine."""
+
+    def count(value: object) -> bool:
+        return type(value) is int and 0 <= value <= MAX_MICROS
+
+    if final_status not in FINAL_CALL_STATUSES:
+        return "invalid:final_status"
+    if not count(billsec):
+        return "invalid:billsec"
+    if not count(cost_micros):
+        return "invalid:cost"
+    if not isinstance(currency, str) or not (
+        len(currency) == 3 and currency.isascii() and currency.isupper() and currency.isalpha()
+    ):
+        return "invalid:currency"
+    if not isinstance(mismatch, str) or len(mismatch) > 256 or not mismatch.isascii():
+        return "invalid:currency_mismatch"
+    return ""
 
 
 def _ms(seconds: float) -> int:

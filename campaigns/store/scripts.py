@@ -27,7 +27,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from campaigns.domain.lifecycle import lua_constants
+from campaigns.domain.lifecycle import FINAL_CALL_STATUSES, lua_constants
 from campaigns.store.keys import ATTEMPT_ID_LUA_FORMAT
 
 __all__ = ["Script", "ScriptError", "load_script"]
@@ -98,7 +98,9 @@ def load_script(name: str) -> Script:
     parts.append(_table("K", "KEYS", keys) + _table("A", "ARGV", args) + text)
     try:
         source = string.Template("\n".join(parts)).substitute(
-            lua_constants(), attempt_id_format=ATTEMPT_ID_LUA_FORMAT
+            lua_constants(),
+            attempt_id_format=ATTEMPT_ID_LUA_FORMAT,
+            final_call_statuses=", ".join(f"{s}=true" for s in sorted(FINAL_CALL_STATUSES)),
         )
     except (KeyError, ValueError) as exc:
         raise ScriptError(f"{name}: unknown lifecycle name {exc}") from None

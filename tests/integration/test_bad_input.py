@@ -177,7 +177,7 @@ async def test_worker_survives_garbage_jobs(
     await wait_for(healthy_done, timeout=30, what="the healthy campaign")
     assert worker.alive
     log = worker.log_text()
-    assert "deserializing job garbage-bytes failed" in log
+    assert '"job_quarantined"' in log and "garbage-bytes" in log
     assert "launch_missiles" in log and "not found" in log
     assert "campaign_id: expected a non-empty string" in log
     assert "dispatch_unknown_campaign" in log

@@ -313,3 +313,84 @@ async def test_sandbox_webhooks_settle_a_campaign_through_the_ingress(
     assert {r.args[0]["call"]["id"] for r in results} == call_ids
     assert all(r.success for r in results)
     assert {r.result for r in results} <= {"ok", "duplicate"}
+
+
+async def test_unsigned_zero_cost_completion_is_refused(
+    start_ingress: StartIngress, http: httpx.AsyncClient, arq_pool: ArqRedis, settings: Settings
+) -> None:
+    """Issue #12, defect 2: this delivery settled a live 3,600 s call at zero cost."""
+    ingress = start_ingress()
+    payload = seed_event(billsec_seconds=3600, cost_amount="0", cost_currency="EUR")
+    response = await http.post(ingress.url + PATH, json=payload)
+    assert response.status_code == 401
+    assert response.json() == {"error": "invalid signature"}
+    assert await queued(arq_pool, settings) == []
+    assert await arq_pool.keys("arq:job:*") == []
+
+
+@pytest.mark.parametrize("secret", ["", " ", "\n"], ids=["empty", "space", "newline"])
+def test_an_empty_secret_never_starts_an_unsigned_ingress(secret: str, settings: Settings) -> None:
+    """Empty is refused where the ingress is built, as well as in the settings."""
+    with pytest.raises(ValueError, match="DISPATCHER_WEBHOOK_SECRET"):
+        create_ingress_app_from_settings(settings, secret=secret)
+
+
+async def test_a_signed_voipbin_delivery_is_acknowledged_not_queued(
+    start_ingress: StartIngress, http: httpx.AsyncClient, arq_pool: ArqRedis, settings: Settings
+) -> None:
+    """VoIPBIN names its event ``event_type``; a genuine delivery gets a 2xx so it is
+    not re-sent, and nothing settles from it."""
+    ingress = start_ingress()
+    body = encode(
+        {
+            "event_type": "account_updated",
+            "timestamp": "2026-05-29T12:10:00Z",
+            "data": {"id": "acc_1", "balance_credit": 5_000_000, "balance_token": 0},
+        }
+    )
+    response = await http.post(
+        ingress.url + "/webhooks/voipbin", content=body, headers=signed(body)
+    )
+    assert response.status_code == 202
+    assert response.json() == {"queued": False, "ignored": True}
+    unsigned = await http.post(ingress.url + "/webhooks/voipbin", content=body)
+    assert unsigned.status_code == 401
+    assert await queued(arq_pool, settings) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b'{"event": "call.completed", "call": {"id": "c", "billsec_seconds": 1e400}}', "JSON"),
+        (
+            b'{"event": "call.completed", "call": {"id": "c"}, "data": '
+            + b'{"a": ' * 16
+            + b"1"
+            + b"}" * 17,
+            "16 levels",
+        ),
+        (b'{"event_type": 7}', "event_type: expected a non-empty string"),
+        (b'{"event": "call.completed", "call": {"id": "\\ud800"}}', "lone surrogate"),
+        (b'{"event": "call.failed", "call": {"id": "c", "x\\udfff": 1}}', "lone surrogate"),
+    ],
+    ids=[
+        "infinite-number",
+        "too-deep",
+        "event-type-not-string",
+        "surrogate-call-id",
+        "surrogate-key",
+    ],
+)
+async def test_bodies_a_worker_would_choke_on_are_refused(
+    body: bytes,
+    why: str,
+    start_ingress: StartIngress,
+    http: httpx.AsyncClient,
+    arq_pool: ArqRedis,
+    settings: Settings,
+) -> None:
+    ingress = start_ingress()
+    response = await http.post(ingress.url + PATH, content=body, headers=signed(body))
+    assert response.status_code == 400
+    assert why in response.json()["error"]
+    assert await queued(arq_pool, settings) == []

@@ -266,3 +266,85 @@ async def test_large_campaign_streams_csv_and_json(
     document = json.loads(out)
     assert len(document) == n
     assert [r["attempt_id"] for r in document] == [r["attempt_id"] for r in rows]
+
+
+# --- issue 12: data from outside is never interpreted (defects 5 and 7) ----------------
+
+FORMULAS = ["=1+1", "+1+1", "-2+3", "@SUM(1+1)", " =1+1", "\t=1+1", "\uff1d1+1"]
+MARKUP = {"x": "[/oops]", "style": "[bold red]loud[/]", "emoji": ":smile:", "esc": "\x1b[2J"}
+
+
+async def hostile_campaign(
+    client: CampaignClient, sandbox: SandboxServer, provider: Provider, settings: Settings
+) -> dict[str, Any]:
+    """Formula refs and markup variables; every other contact rejected for the contact."""
+    spec = spec_dict("hostile", contacts=len(FORMULAS))
+    for contact, ref in zip(spec["contacts"], FORMULAS, strict=True):
+        contact["ref"] = ref
+        contact["variables"] = dict(MARKUP)
+    numbers = [c["to"] for c in spec["contacts"]]
+    sandbox.configure(call_seconds=75, invalid_numbers=numbers[1::2])
+    await client.submit(parse_spec(spec))
+    dispatcher = Dispatcher(client.store, provider, client.queue, settings)
+    seq = 1
+    for _ in range(20):
+        result = await dispatcher.run_batch("hostile", seq)
+        if result.next_seq is None:
+            break
+        seq = result.next_seq
+    assert result.outcome == "completed"
+    campaign = await client.get("hostile")
+    assert campaign.rejected == len(numbers[1::2])
+    return spec
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+async def test_csv_report_neutralises_formulas_and_keeps_numbers(
+    client: CampaignClient, sandbox: SandboxServer, provider: Provider, settings: Settings
+) -> None:
+    """Defect 5: a ref of =1+1, +1+1, -2+3 or @SUM(1+1) went into the CSV unchanged."""
+    spec = await hostile_campaign(client, sandbox, provider, settings)
+    code, out, err = await run_cli(settings, "report", "hostile", "--format", "csv")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out, newline="")))
+    assert sorted(r["ref"] for r in rows) == sorted("'" + ref for ref in FORMULAS)
+    by_ref = {r["ref"][1:]: r for r in rows}
+    for contact in spec["contacts"]:
+        row = by_ref[contact["ref"]]
+        assert row["to"] == contact["to"], "an E.164 number stays readable"
+        assert row["to"].startswith("+1555")
+    for row in rows:
+        for name, cell in row.items():
+            if cell.startswith(FORMULA_START) or cell.lstrip().startswith(FORMULA_START):
+                assert name == "to" and cell[1:].isdigit(), (name, cell)
+    assert sorted(r["cost_micros"] for r in rows if r["status"] == "accepted") == [""] * 4
+
+    # JSON is for tools: the same values, unchanged.
+    code, out, err = await run_cli(settings, "report", "hostile", "--format", "json")
+    assert code == 0, err
+    assert sorted(r["ref"] for r in json.loads(out)) == sorted(FORMULAS)
+
+
+async def test_table_report_prints_markup_in_data_literally(
+    client: CampaignClient, sandbox: SandboxServer, provider: Provider, settings: Settings
+) -> None:
+    """Defect 7: variables {"x": "[/oops]"} on a rejected attempt crashed the table."""
+    await hostile_campaign(client, sandbox, provider, settings)
+    code, out, err = await run_cli(
+        settings, "report", "hostile", "--format", "table", COLUMNS="2000"
+    )
+    assert code == 0, err
+    assert "Traceback" not in err
+    rejected = out[out.index("Rejected attempts (not charged)") : out.index("Summary")]
+    assert rejected.count("[/oops]") == 3
+    assert rejected.count("[bold red]loud[/]") == 3
+    assert rejected.count(":smile:") == 3
+    assert "\x1b" not in out, "an escape sequence in data never reaches the terminal"
+    assert rejected.count("\\u001b[2J") == 3, "shown as the JSON escape it was sent as"
+
+    # At the fallback width of a pipe the table must not crash either.
+    code, out, err = await run_cli(settings, "report", "hostile", "--format", "table", COLUMNS="80")
+    assert code == 0, err
+    assert "invalid_destination" in out

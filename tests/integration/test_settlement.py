@@ -17,21 +17,26 @@ import httpx
 import pytest
 from arq.jobs import Job
 
+from campaigns.domain.money import MAX_MICROS
 from campaigns.domain.spec import parse_spec
 from campaigns.engine import settlement
 from campaigns.engine.dispatch import Dispatcher
 from campaigns.engine.settlement import Settler
 from campaigns.operators.control import CampaignClient
 from campaigns.operators.reconcile import reconcile
-from campaigns.providers import Provider, make_provider
+from campaigns.providers import CallInfo, Provider, make_provider
 from campaigns.queue import json_deserializer
 from campaigns.settings import Settings
 from campaigns.store import Attempt, CampaignRecord
+from campaigns.store.scripts import load_script
 from campaigns.testbed.sandbox import SandboxServer
 from tests.conftest import API_KEY, spec_dict
 from tests.support import WorkerProcess, seed_event, wait_for
 
 WORST_CASE = 20_000  # 120 s at 0.01/min, 60/60: the reservation of one call
+
+SETTLE = load_script("settle")
+"""The settle script as the store runs it, called raw to feed it what Python never would."""
 
 
 @pytest.fixture
@@ -492,3 +497,256 @@ async def test_provider_cost_above_the_reservation_is_flagged_and_halts(
     assert result.outcome == "not_running:halted"
     assert result.sent == 0
     assert len(sandbox.calls()) == 2, "no third call"
+
+
+# --------------------------------------------------------------------------- out of range (issue #12)
+
+
+async def money_state(client: CampaignClient, campaign_id: str) -> dict[str, Any]:
+    """Everything a settle may write, read raw: the campaign's meta and its attempts."""
+    redis: Any = client.store.redis  # redis-py types its async replies as "T | Awaitable[T]"
+    meta = await redis.hgetall(client.store.keys.meta(campaign_id))
+    rows = {}
+    for attempt in await attempts(client, campaign_id):
+        rows[attempt.attempt_id] = await redis.hgetall(
+            client.store.keys.attempt(attempt.attempt_id)
+        )
+    meta.pop(b"heartbeat_at", None)
+    return {"meta": meta, "attempts": rows}
+
+
+async def test_out_of_range_event_is_dead_lettered_and_nothing_is_booked(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    provider: Provider,
+    settings: Settings,
+    settler: Settler,
+) -> None:
+    """Issue #12 defect 3: billsec 10^25 with a mismatched currency used to make the
+    settle script fail after its first writes: settled, reservation gone, spent 0."""
+    await dispatch(client, provider, settings, spec_dict("huge", contacts=1))
+    await sandbox_settled(sandbox, 1)
+    (attempt,) = await attempts(client, "huge")
+    call_id = attempt.call_id
+    assert call_id is not None
+    await client.store.reschedule_poll(attempt.attempt_id, 3600)  # only events settle it here
+    before = await money_state(client, "huge")
+
+    bad = [
+        seed_event(call_id, billsec_seconds=10**25, cost_amount="0.01", cost_currency="USD"),
+        seed_event(call_id, billsec_seconds=10**25),
+        seed_event(call_id, billsec_seconds=-30, cost_amount="0.01", cost_currency="EUR"),
+        seed_event(call_id, billsec_seconds=30, cost_amount="0.01", cost_currency="eur\n"),
+        seed_event(call_id, billsec_seconds=30, cost_amount="0.01", cost_currency=["EUR"]),
+        seed_event(call_id, billsec_seconds=30, cost_amount="9007199254.740992"),
+        seed_event(call_id, billsec_seconds=30, cost_amount="1e-7"),
+        '{"event": "call.completed", "call": {"id": "x", "billsec_seconds": 1' + "0" * 5000 + "}}",
+    ]
+    for payload in bad:
+        assert await settler.record_event(payload) == "dead_letter", payload
+        assert await money_state(client, "huge") == before, f"a refused event wrote: {payload}"
+
+    letters = await client.store.dead_letters(limit=100)
+    assert len(letters) == len(bad)
+    reasons = [entry["reason"] for entry in reversed(letters)]
+    assert reasons[0].startswith("call.billsec_seconds:") and "out of range" in reasons[0]
+    assert reasons[2].startswith("call.billsec_seconds:")
+    assert reasons[3].startswith("call.cost_currency:")
+    assert reasons[5].startswith("call.cost_amount:") and "out of range" in reasons[5]
+    assert reasons[6].startswith("call.cost_amount:") and "exponent" in reasons[6]
+
+    campaign = await client.get("huge")
+    assert (campaign.settled, campaign.spent_micros, campaign.live) == (0, 0, 1)
+    assert campaign.reserved_micros == WORST_CASE
+    unsettled = await client.store.attempt(attempt.attempt_id)
+    assert unsettled is not None and not unsettled.settled
+    assert await client.store.unsettled_count() == 1, "still polled: a poll can settle it"
+
+    # A later valid event settles it once, correctly.
+    good = seed_event(call_id, billsec_seconds=30, cost_amount="0.01", cost_currency="EUR")
+    assert await settler.record_event(good) == "ok"
+    campaign = await client.get("huge")
+    assert (campaign.settled, campaign.spent_micros, campaign.reserved_micros) == (1, 10_000, 0)
+    assert campaign.live == 0
+    assert await settler.record_event(good) == "duplicate"
+    assert await settler.record_event(bad[0]) == "dead_letter", "still garbage, still refused"
+    campaign = await client.get("huge")
+    assert (campaign.settled, campaign.spent_micros, campaign.reserved_micros) == (1, 10_000, 0)
+
+
+async def test_provider_answer_out_of_range_is_dead_lettered_and_polled_again(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    provider: Provider,
+    settings: Settings,
+    settler: Settler,
+) -> None:
+    """The poll road: a call read back from the provider is trusted no more than an event."""
+    await dispatch(client, provider, settings, spec_dict("huge-poll", contacts=1))
+    (attempt,) = await attempts(client, "huge-poll")
+    assert attempt.call_id is not None
+    before = await money_state(client, "huge-poll")
+    answers = [
+        CallInfo(attempt.call_id, "completed", billsec=10**25, cost_micros=10_000),
+        CallInfo(attempt.call_id, "completed", billsec=30, cost_micros=MAX_MICROS + 1),
+        CallInfo(attempt.call_id, "completed", billsec=30, cost_micros=10, cost_currency="€"),
+        CallInfo(attempt.call_id, "busy", billsec=-1),
+        CallInfo("call\x00" + "x" * 300, "completed", billsec=30),
+    ]
+    for answer in answers:
+        assert await settler.apply(attempt, answer) == "dead_letter", answer
+        assert await money_state(client, "huge-poll") == before
+    assert len(await client.store.dead_letters()) == len(answers)
+    ok = CallInfo(attempt.call_id, "completed", billsec=30, cost_micros=12_345, cost_currency="EUR")
+    assert await settler.apply(attempt, ok) == "ok"
+    campaign = await client.get("huge-poll")
+    assert (campaign.settled, campaign.spent_micros, campaign.reserved_micros) == (1, 12_345, 0)
+
+
+async def test_billsec_the_rate_cannot_price_is_refused(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    provider: Provider,
+    settings: Settings,
+    settler: Settler,
+) -> None:
+    """A year-long call at a price whose worst case fits but whose year does not."""
+    spec = spec_dict("pricey", contacts=1, budget="9007199254.740991", max_call_seconds=60)
+    spec["rate"] = {"per_minute": "1000000000", "increments": "60/60"}
+    await dispatch(client, provider, settings, spec)
+    (attempt,) = await attempts(client, "pricey")
+    assert attempt.call_id is not None
+    before = await money_state(client, "pricey")
+    year = CallInfo(attempt.call_id, "completed", billsec=365 * 86_400, cost_currency="USD")
+    assert await settler.apply(attempt, year) == "dead_letter"
+    assert await money_state(client, "pricey") == before
+    (letter,) = await client.store.dead_letters()
+    assert letter["reason"].startswith("call.billsec_seconds:")
+    assert "9007199254740991 micros" in letter["reason"] and "e+" not in letter["reason"]
+
+
+async def test_settle_script_checks_every_argument_before_its_first_write(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    provider: Provider,
+    settings: Settings,
+) -> None:
+    """Redis keeps the writes of a script that errors half-way: the script must refuse
+    first. Called past Store.settle's own checks, as a caller with a bug would."""
+    await dispatch(client, provider, settings, spec_dict("script", contacts=1))
+    (attempt,) = await attempts(client, "script")
+    store = client.store
+    redis: Any = store.redis
+    keys = [f"{store.prefix}:c:script:meta", f"{store.prefix}:a:{attempt.attempt_id}"]
+    keys.append(f"{store.prefix}:unsettled")
+    good: list[Any] = [
+        "completed",
+        30,
+        10_000,
+        "0",
+        "EUR",
+        1_700_000_000_000,
+        attempt.attempt_id,
+        "",
+    ]
+
+    def args(**changes: Any) -> list[Any]:
+        names = ["status", "billsec", "cost", "estimated", "currency", "now", "id", "mismatch"]
+        return [changes.get(name, value) for name, value in zip(names, good, strict=True)]
+
+    cases = {
+        "invalid:billsec": [args(billsec=10**25), args(billsec=-1), args(billsec="1e3")],
+        "invalid:cost": [
+            args(cost=2**53),
+            args(cost="9007199254740993"),
+            args(cost=10**25),
+            args(cost="nan"),
+            args(cost="0x10"),
+            args(cost=""),
+        ],
+        "invalid:currency": [args(currency="USDX"), args(currency="eur"), args(currency="")],
+        "invalid:final_status": [args(status="in_progress"), args(status="")],
+        "invalid:estimated": [args(estimated="yes")],
+        "invalid:now": [args(now="soon")],
+        "invalid:currency_mismatch": [args(mismatch="x" * 300)],
+    }
+    before = await money_state(client, "script")
+    for expected, attempts_args in cases.items():
+        for argv in attempts_args:
+            result = await redis.eval(SETTLE.source, len(keys), *keys, *argv)
+            assert result.decode() == expected, argv
+            assert await money_state(client, "script") == before, argv
+
+    # Corrupt stored counters are refused too, before any write.
+    await redis.hset(keys[0], "spent", "1.5")
+    before = await money_state(client, "script")
+    result = await redis.eval(SETTLE.source, len(keys), *keys, *args())
+    assert result == b"invalid:campaign_counters"
+    assert await money_state(client, "script") == before
+    await redis.hset(keys[0], "spent", str(MAX_MICROS - 9_999))
+    result = await redis.eval(SETTLE.source, len(keys), *keys, *args())
+    assert result == b"invalid:spent_overflow"
+    await redis.hset(keys[0], "spent", "0")
+
+    # Store.settle refuses the same values in Python, without a round trip.
+    assert (
+        await store.settle(
+            attempt.attempt_id,
+            final_status="completed",
+            billsec=10**25,
+            cost_micros=10**25,
+            estimated=True,
+            currency="EUR",
+        )
+        == "invalid:billsec"
+    )
+    # And a good settle at the very ceiling books exactly.
+    result = await redis.eval(SETTLE.source, len(keys), *keys, *args(cost=MAX_MICROS))
+    assert result == b"over_reservation"
+    campaign = await client.get("script")
+    assert campaign.spent_micros == MAX_MICROS
+    assert (campaign.reserved_micros, campaign.live, campaign.settled) == (0, 0, 1)
+
+
+async def test_out_of_range_event_through_a_real_worker(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    provider: Provider,
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """The issue's repro, as the record_call_event job a worker runs."""
+    await dispatch(client, provider, settings, spec_dict("huge-job", contacts=1))
+    (attempt,) = await attempts(client, "huge-job")
+    call_id = attempt.call_id
+    assert call_id is not None
+    await client.store.reschedule_poll(attempt.attempt_id, 3600)
+    await sandbox_settled(sandbox, 1)
+    before = await money_state(client, "huge-job")
+    worker = start_worker()
+
+    async def run(payload: Any) -> Any:
+        job_id = f"test-event:{uuid.uuid4().hex}"
+        await client.queue.call_event(payload, job_id=job_id)
+        job = Job(
+            job_id,
+            client.queue.redis,
+            _queue_name=settings.queue_name,
+            _deserializer=json_deserializer,
+        )
+        return await job.result(timeout=30, poll_delay=0.1)
+
+    bad = seed_event(call_id, billsec_seconds=10**25, cost_amount="0.01", cost_currency="USD")
+    assert await run(bad) == "dead_letter"
+    assert worker.alive
+    assert await money_state(client, "huge-job") == before
+    (letter,) = await client.store.dead_letters()
+    assert letter["reason"].startswith("call.billsec_seconds:")
+    assert "call_billing_refused" in worker.log_text() or "call_event_rejected" in (
+        worker.log_text()
+    )
+
+    good = seed_event(call_id, billsec_seconds=30, cost_amount="0.01", cost_currency="EUR")
+    assert await run(good) == "ok"
+    campaign = await client.get("huge-job")
+    assert (campaign.settled, campaign.spent_micros, campaign.reserved_micros) == (1, 10_000, 0)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from campaigns.providers import EventError
-from campaigns.providers.minivoice import parse_call_event
 from campaigns.providers.base import CallInfo
+from campaigns.providers.minivoice import parse_call_event
 from tests.support import seed_event
 
 SEED_EVENT: dict[str, Any] = seed_event()

@@ -214,3 +214,25 @@ def test_auto_format_on_a_non_tty_is_json(stream: io.StringIO) -> None:
     configure_logging("INFO", fmt="auto", stream=out)
     get_logger().info("auto")
     assert json.loads(out.getvalue())["event"] == "auto"
+
+
+@pytest.mark.parametrize("level", ["NOPE", "", "10", "warn ing"])
+def test_an_unknown_level_is_refused_before_anything_changes(
+    level: str, stream: io.StringIO
+) -> None:
+    handlers = logging.getLogger().handlers[:]
+    with pytest.raises(ValueError, match="log level must be one of CRITICAL, ERROR, WARNING"):
+        configure_logging(level, fmt="json", stream=io.StringIO())
+    assert logging.getLogger().handlers == handlers
+    get_logger().info("still configured")
+    assert lines(stream)[0]["event"] == "still configured"
+
+
+def test_an_unknown_format_is_refused(stream: io.StringIO) -> None:
+    with pytest.raises(ValueError, match="log format must be one of auto, json, console"):
+        configure_logging("INFO", fmt="xml", stream=io.StringIO())
+
+
+def test_level_names_are_case_insensitive(stream: io.StringIO) -> None:
+    configure_logging(" warning ", fmt="json", stream=stream)
+    assert logging.getLogger().level == logging.WARNING

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from campaigns.domain.money import MoneyError, format_micros, parse_micros
+from campaigns.domain.money import MAX_MICROS, MoneyError, format_micros, parse_micros
 from campaigns.domain.rating import (
     PRESETS,
     SMS_MICROS,
@@ -14,6 +14,7 @@ from campaigns.domain.rating import (
     Increments,
     Rate,
     RateError,
+    RateOverflowError,
     ceil_div,
 )
 
@@ -252,3 +253,86 @@ def test_cost_formula(rate: Rate, seconds: int) -> None:
         else ceil_div(billed * rate.per_minute_micros, 60) + rate.connect_fee_micros
     )
     assert rate.cost_micros(seconds) == expected
+
+
+# --- the micros ceiling (issue #12) ---------------------------------------------
+
+MAX = MAX_MICROS
+
+
+def test_per_second_price_whose_per_minute_passes_the_ceiling_is_refused() -> None:
+    """Issue #12: a per-second rate of 9007199254.740991 gave a 7.78e20 worst case."""
+    with pytest.raises(RateOverflowError) as caught:
+        Rate.from_decimal(0, "1/1", per_second="9007199254.740991")
+    assert caught.value.quantity == "per_second"
+    assert isinstance(caught.value, MoneyError) and isinstance(caught.value, RateError)
+    assert "540431955284459460 micros" in str(caught.value)
+    assert "e+" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("per_minute", "fee", "quantity"),
+    [(MAX + 1, 0, "per_minute"), (0, MAX + 1, "connect_fee"), (10**40, 0, "per_minute")],
+)
+def test_prices_above_the_ceiling_are_refused(per_minute: int, fee: int, quantity: str) -> None:
+    with pytest.raises(RateOverflowError) as caught:
+        Rate(per_minute_micros=per_minute, connect_fee_micros=fee)
+    assert caught.value.quantity == quantity
+
+
+@pytest.mark.parametrize(
+    ("rate", "seconds"),
+    [
+        (Rate(per_minute_micros=MAX), 120),  # rate x max call length
+        (Rate(per_minute_micros=1_000_000, connect_fee_micros=MAX), 60),  # + connect fee
+        (Rate(per_minute_micros=MAX // 2 + 1, increments=Increments(1, 1)), 120),
+        (Rate(per_minute_micros=10**12), 86_400 * 1000),
+    ],
+)
+def test_worst_case_above_the_ceiling_is_refused_with_exact_integers(
+    rate: Rate, seconds: int
+) -> None:
+    with pytest.raises(RateOverflowError) as caught:
+        rate.worst_case_micros(seconds)
+    message = str(caught.value)
+    assert caught.value.quantity == "worst_case"
+    assert message.startswith("worst_case: ")
+    assert f"{MAX} micros" in message
+    assert "e+" not in message and "E+" not in message, "never float-formatted"
+
+
+def test_worst_case_exactly_at_the_ceiling_is_accepted() -> None:
+    assert Rate(per_minute_micros=MAX).worst_case_micros(60) == MAX
+    assert Rate(per_minute_micros=MAX - 7, connect_fee_micros=7).worst_case_micros(1) == MAX
+    assert Rate.from_decimal("9007199254.740991").worst_case_micros(59) == MAX
+
+
+def test_cost_of_an_absurd_billsec_is_refused_not_a_huge_int() -> None:
+    with pytest.raises(RateOverflowError) as caught:
+        PSTN.cost_micros(10**25)
+    assert caught.value.quantity == "cost"
+    with pytest.raises(RateOverflowError):
+        VN.charge(10**25, tokens_available=1)  # tokens cover part, credit still overflows
+    assert VN.charge(10**25, tokens_available=10**30).credit_micros == 0
+
+
+@given(
+    st.integers(min_value=0, max_value=MAX),
+    st.sampled_from(["60/60", "1/1", "30/6", "600/600"]),
+    st.integers(min_value=0, max_value=MAX),
+    st.integers(min_value=0, max_value=10**12),
+)
+def test_worst_case_is_an_int_within_the_ceiling_or_refused(
+    per_minute: int, increments: str, fee: int, seconds: int
+) -> None:
+    rate = Rate(per_minute, Increments.parse(increments), fee)
+    try:
+        worst = rate.worst_case_micros(seconds)
+    except RateOverflowError as exc:
+        exact = ceil_div(rate.billed_seconds(max(seconds, 1)) * per_minute, 60) + fee
+        assert exact > MAX
+        assert exc.quantity == "worst_case"
+        return
+    assert type(worst) is int
+    assert 0 <= worst <= MAX
+    assert worst == ceil_div(rate.billed_seconds(max(seconds, 1)) * per_minute, 60) + fee

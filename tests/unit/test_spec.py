@@ -182,6 +182,31 @@ BAD = [
     pytest.param(_with(campaign_id="spring renewals"), "campaign_id", "letters", id="space-id"),
     pytest.param(_with(campaign_id=""), "campaign_id", "letters", id="empty-id"),
     pytest.param(_with(campaign_id="a" * 65), "campaign_id", "letters", id="long-id"),
+    # Issue 12, defect 6: `$` in re.match let a trailing newline through.
+    pytest.param(_with(campaign_id="abc\n"), "campaign_id", "letters", id="id-trailing-newline"),
+    pytest.param(_with(campaign_id="abc\r\n"), "campaign_id", "letters", id="id-trailing-crlf"),
+    pytest.param(_with(campaign_id="\nabc"), "campaign_id", "letters", id="id-leading-newline"),
+    pytest.param(_with(campaign_id="abc "), "campaign_id", "letters", id="id-trailing-space"),
+    pytest.param(_with(campaign_id="ab\u0661"), "campaign_id", "letters", id="id-arabic-digit"),
+    pytest.param(_with(currency="EUR\n"), "currency", "ISO 4217", id="currency-newline"),
+    pytest.param(
+        _with(rate={"per_minute": "0.01", "increments": "60/60\n"}),
+        "rate",
+        "increments",
+        id="increments-newline",
+    ),
+    pytest.param(
+        _with(rate={"per_minute": "0.01", "increments": "\u0666\u0660/\u0666\u0660"}),
+        "rate",
+        "ASCII digits",
+        id="increments-arabic-digits",
+    ),
+    pytest.param(
+        _with(rate={"per_minute": "0.01", "increments": "9" * 5000 + "/1"}),
+        "rate",
+        "increments",
+        id="increments-5000-digits",
+    ),
     pytest.param(
         _with(rate={"per_minute": "0.01", "increments": "60-60"}),
         "rate",
@@ -219,8 +244,20 @@ BAD = [
     pytest.param(
         _with(pacing={"calls_per_second": 0}),
         "pacing.calls_per_second",
-        "greater than 0",
+        "greater than or equal to 0.001",
         id="cps-0",
+    ),
+    pytest.param(
+        _with(pacing={"calls_per_second": 1e-300}),
+        "pacing.calls_per_second",
+        "0.001",
+        id="cps-never-wakes",
+    ),
+    pytest.param(
+        _with(pacing={"calls_per_second": float("nan")}),
+        "pacing.calls_per_second",
+        "Input should be",
+        id="cps-nan",
     ),
     pytest.param(_with(pacing={"batch_size": 0}), "pacing.batch_size", "greater", id="batch-0"),
     pytest.param(_with(max_call_seconds=0), "max_call_seconds", "greater", id="max-call-0"),
@@ -551,3 +588,325 @@ def test_estimate_no_contacts() -> None:
     assert est.worst_case_total_micros == 0
     assert est.calls_within_budget == 0
     assert est.budget_covers_all is True
+
+
+# --- issue 12: hostile values ------------------------------------------------------
+
+
+def test_trailing_newline_campaign_id_refused_in_json_text_too() -> None:
+    """Defect 6 through the JSON-text path (the CLI reads files, other services send text)."""
+    text = json.dumps({**base(), "campaign_id": "abc\n"})
+    with pytest.raises(SpecError) as info:
+        parse_spec(text)
+    assert info.value.field == "campaign_id"
+    assert parse_spec(json.dumps({**base(), "campaign_id": "abc"})).campaign_id == "abc"
+
+
+# Defect 10: money beyond the decimal context was rounded, not refused. These need
+# campaigns/money.py to read amounts exactly (strict grammar, integer arithmetic).
+@pytest.mark.parametrize(
+    ("budget", "fragment"),
+    [
+        pytest.param("5.9999999999999999999999999999999", "precision", id="31-places"),
+        pytest.param("6.0000000", "precision", id="7-places-zeros"),
+        pytest.param("1e-999999999", "exponent", id="tiny-exponent"),
+        pytest.param("1E2", "exponent", id="exponent"),
+        pytest.param("\u0665", "ASCII", id="arabic-indic-five"),
+        pytest.param("\uff15", "ASCII", id="fullwidth-five"),
+        pytest.param("1_000", "_", id="underscore"),
+        pytest.param("9007199254.740992", "range", id="one-micro-over-ceiling"),
+    ],
+)
+def test_inexact_budget_is_refused_naming_budget(budget: str, fragment: str) -> None:
+    err = spec_error(_with(budget=budget))
+    assert err.field == "budget"
+    assert fragment in err.message
+
+
+def test_budget_at_the_ceiling_is_exact() -> None:
+    assert parse_spec(_with(budget="9007199254.740991")).budget_in_micros == 2**53 - 1
+
+
+def test_per_second_rate_whose_worst_case_passes_the_ceiling_is_refused() -> None:
+    """Issue 12's example: 7.78e20 micros was accepted and halted later with a float."""
+    err = spec_error(_with(rate={"per_second": "9007199254.740991"}, max_call_seconds=3600))
+    assert err.field == "rate.per_second"
+    assert "9007199254740991" in err.message  # the ceiling, written as an integer
+    assert "e+" not in err.message and "e20" not in err.message
+
+
+@pytest.mark.parametrize(
+    ("rate", "max_call_seconds", "field"),
+    [
+        pytest.param(
+            {"per_minute_micros": 2**53 - 1}, 61, "rate.per_minute_micros", id="micros-x-2min"
+        ),
+        pytest.param(
+            {"per_minute": "9007199254.740991", "connect_fee_micros": 1},
+            60,
+            "rate.per_minute",
+            id="fee-pushes-over",
+        ),
+        pytest.param(
+            {"per_minute": "1000000", "increments": "999999/1"}, 1, "rate.per_minute", id="incr"
+        ),
+        pytest.param({"per_second": "200000000"}, 1, "rate.per_second", id="x60-over"),
+    ],
+)
+def test_worst_case_above_the_ceiling_names_the_price(
+    rate: dict[str, Any], max_call_seconds: int, field: str
+) -> None:
+    err = spec_error(_with(rate=rate, max_call_seconds=max_call_seconds))
+    assert err.field == field
+    assert "ceiling" in err.message
+
+
+def test_worst_case_exactly_at_the_ceiling_is_accepted() -> None:
+    spec = parse_spec(_with(rate={"per_minute_micros": 2**53 - 1}, max_call_seconds=60))
+    assert spec.worst_case_call_micros() == 2**53 - 1
+    assert estimate(spec).worst_case_per_call_micros == 2**53 - 1
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        pytest.param({"name": "a\ud800"}, "name", id="name"),
+        pytest.param({"contacts": [{"to": "+15551230002", "ref": "\udfff"}]}, "contacts.0.ref"),
+        pytest.param(
+            {"contacts": [{"to": "+15551230002", "variables": {"k": "\ud83d"}}]},
+            "contacts.0.variables.k",
+            id="variable-value",
+        ),
+        pytest.param(
+            {"contacts": [{"to": "+15551230002", "variables": {"\ud83d": "v"}}]},
+            "contacts.0.variables.\\ud83d",
+            id="variable-key",
+        ),
+    ],
+)
+def test_lone_surrogates_are_refused_naming_the_field(patch: dict[str, Any], field: str) -> None:
+    """JSON may carry "\\ud800"; no UTF-8 store, terminal or report can take it."""
+    err = spec_error(_with(**patch))
+    assert err.field == field
+    assert "Unicode" in err.message
+    with pytest.raises(SpecError) as info:
+        parse_spec(json.dumps(_with(**patch)))  # the same, as JSON text with \u escapes
+    assert info.value.field
+
+
+def test_surrogate_check_survives_deep_nesting() -> None:
+    deep: Any = "\ud800"
+    for _ in range(5_000):
+        deep = [deep]
+    err = spec_error(_with(contacts=[{"to": "+15551230002", "variables": {"k": deep}}]))
+    assert err.field.startswith("contacts.0.variables.k.0.0.0")
+    assert "Unicode" in err.message
+
+
+def test_contact_integer_variables_stay_exact() -> None:
+    ok = parse_spec(_with(contacts=[{"to": "+15551230002", "variables": {"n": 2**53 - 1}}]))
+    assert ok.contacts[0].variables == {"n": 2**53 - 1}
+    err = spec_error(_with(contacts=[{"to": "+15551230002", "variables": {"n": 2**53}}]))
+    assert err.field == "contacts.0.variables"
+    assert "'n'" in err.message
+
+
+def test_field_names_from_hostile_keys_stay_on_one_line() -> None:
+    err = spec_error(_with(**{"evil\nkey": 1}))
+    assert "\n" not in str(err)
+    assert err.message == "unknown field"
+    assert err.field == "evil\\nkey"
+
+
+def test_invalid_json_text_names_spec() -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec("{not json")
+    assert info.value.field == "spec"
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        pytest.param(b'{"name": "caf\xe9"}', "line 1: not UTF-8 (byte 0xe9)", id="latin-1"),
+        pytest.param(b'{\n\n  "name": "\xff"}', "line 3: not UTF-8", id="line-3"),
+        pytest.param("{}".encode("utf-16"), "line 1: not UTF-8 (byte 0xff)", id="utf-16"),
+        pytest.param(b"[" * 100_000, "nested too deeply", id="deep"),
+        pytest.param(b'{"budget_micros": ' + b"9" * 5000 + b"}", "not valid JSON", id="int-5000"),
+    ],
+)
+def test_load_spec_refuses_bad_bytes_naming_the_line(
+    tmp_path: Path, raw: bytes, fragment: str
+) -> None:
+    path = tmp_path / "s.json"
+    path.write_bytes(raw)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert info.value.field == "spec"
+    assert fragment in info.value.message
+
+
+def test_load_spec_accepts_a_utf8_bom(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_bytes(b"\xef\xbb\xbf" + DESIGN_SPEC.encode())
+    assert load_spec(path) == parse_spec(DESIGN_SPEC)
+
+
+# --- issue 12, defect 8: the CSV loader -----------------------------------------------
+
+
+def write_bytes(tmp_path: Path, raw: bytes, name: str = "c.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes(raw)
+    return path
+
+
+def csv_error(path: Path) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        load_contacts_csv(path)
+    assert "\n" not in str(info.value), "one line at the CLI"
+    return info.value
+
+
+def test_csv_with_a_utf8_bom_reads_the_header(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts with a BOM: it used to read as a header '\\ufeffto'."""
+    path = write_bytes(tmp_path, b"\xef\xbb\xbfto,ref\r\n+15551230002,a\r\n")
+    assert load_contacts_csv(path) == [Contact(to="+15551230002", ref="a")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "line", "byte"),
+    [
+        pytest.param(b"to,ref\n+15551230002,caf\xe9\n", 2, "0xe9", id="latin-1-line-2"),
+        pytest.param(
+            b"to,ref\r\n+15551230002,a\r\n+15551230003,\xc3\x28\r\n", 3, "0xc3", id="crlf"
+        ),
+        pytest.param(b"to,ref\r+15551230002,a\r\x80\r", 3, "0x80", id="cr-only"),
+        pytest.param("to,ref\n".encode("utf-16"), 1, "0xff", id="utf-16"),
+        pytest.param(b"\xef\xbb\xbfto,ref\n\n\n\xff\n", 4, "0xff", id="bom-then-bad"),
+    ],
+)
+def test_csv_not_utf8_names_file_and_line(tmp_path: Path, raw: bytes, line: int, byte: str) -> None:
+    path = write_bytes(tmp_path, raw)
+    err = csv_error(path)
+    assert err.field == "contacts"
+    assert f"{path} line {line}: not UTF-8 (byte {byte})" in err.message
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        pytest.param(b"to,ref\n+15551230002," + b"x" * 131_073 + b"\n", "ref", id="ref"),
+        pytest.param(
+            b'to,ref\n+15551230002,a\n+15551230003,"' + b'x""' * 65_537 + b'"\n',
+            "ref",
+            id="quoted-ref",
+        ),
+        pytest.param(
+            b"to,ref,note\n+15551230002,a,b\n+15551230003,b," + b"n" * 200_000 + b"\n",
+            "note",
+            id="variable",
+        ),
+        pytest.param(b"to,ref\n" + b"1" * 131_073 + b",a\n", "to", id="to"),
+    ],
+)
+def test_csv_field_over_the_size_limit_names_line_and_column(
+    tmp_path: Path, raw: bytes, field: str
+) -> None:
+    path = write_bytes(tmp_path, raw)
+    line = raw.count(b"\n")  # the over-long record is the last line
+    err = csv_error(path)
+    assert err.field == f"contacts[{path} line {line}].{field}"
+    assert "longer than 131072 characters" in err.message
+
+
+def test_csv_field_exactly_at_the_size_limit_is_read(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, b"to,note\n+15551230002," + b"n" * 131_072 + b"\n")
+    assert load_contacts_csv(path)[0].variables == {"note": "n" * 131_072}
+
+
+def test_csv_header_over_the_size_limit_names_the_column(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, b"to," + b"h" * 131_073 + b"\n")
+    err = csv_error(path)
+    assert err.field == f"contacts[{path} line 1]"
+    assert "column 2 is longer than 131072" in err.message
+
+
+def test_csv_ref_over_200_characters_names_file_line_and_field(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, b"to,ref\n+15551230002,ok\n+15551230003," + b"r" * 201 + b"\n")
+    err = csv_error(path)
+    assert err.field == f"contacts[{path} line 3].ref"
+    assert "200" in err.message
+    ok = write_bytes(tmp_path, b"to,ref\n+15551230002," + b"r" * 200 + b"\n", "ok.csv")
+    assert load_contacts_csv(ok)[0].ref == "r" * 200
+
+
+def test_csv_multiline_record_is_named_by_its_first_line(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, b'to,ref\n+15551230002,"two\nlines"\n12,b\n')
+    err = csv_error(path)
+    assert err.field == f"contacts[{path} line 4].to"
+    ok = write_bytes(tmp_path, b'to,ref\n+15551230002,"two\nlines"\n', "ok.csv")
+    assert load_contacts_csv(ok)[0].ref == "two\nlines"
+
+
+def test_csv_missing_to_shows_the_header_found(tmp_path: Path) -> None:
+    err = csv_error(write_bytes(tmp_path, b"phone,ref\n+15551230002,a\n"))
+    assert err.field == "contacts"
+    assert "'phone,ref'" in err.message
+
+
+def test_csv_duplicate_column_refused(tmp_path: Path) -> None:
+    err = csv_error(write_bytes(tmp_path, b"to,ref,to\n+15551230002,a,+15551230003\n"))
+    assert err.field == "contacts"
+    assert "'to' appears twice" in err.message
+
+
+def test_csv_blank_lines_skipped_and_line_numbers_kept(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, b"\nto,ref\n\n+15551230002,a\n\nbad,b\n")
+    err = csv_error(path)
+    assert err.field == f"contacts[{path} line 6].to"
+
+
+def test_csv_hostile_path_stays_on_one_line(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, b"to\n\xff\n", "evil\nname.csv")
+    err = csv_error(path)
+    assert "evil\\nname.csv line 2" in err.message
+
+
+def test_csv_variable_keeps_unicode_and_nul(tmp_path: Path) -> None:
+    text = "to,ref,name\n+15551230002,a,Zo\u00eb \u4e2d\u6587\x00\n"
+    path = write_bytes(tmp_path, text.encode())
+    assert load_contacts_csv(path)[0].variables == {"name": "Zo\u00eb \u4e2d\u6587\x00"}
+
+
+def test_load_spec_with_a_bad_csv_names_the_csv(tmp_path: Path) -> None:
+    spec_path = write(tmp_path, "s.json", DESIGN_SPEC)
+    csv_path = write_bytes(tmp_path, b"to,ref\n+15551230002,\xff\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(spec_path, csv_path)
+    assert f"{csv_path} line 2" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000/alerts", "https://alerts.example/hook?team=ops"]
+)
+def test_alert_webhook_url_accepted(url: str) -> None:
+    assert parse_spec(_with(alerts={"webhook_url": url})).alerts.webhook_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://alerts.example/x",
+        "alerts.example/hook",
+        "/hook",
+        "http://",
+        "http://[::1",
+        "http://alerts.example:99999/",
+        "http://alerts.example/\n",
+        "http://ex ample/",
+        "http://alerts.example/" + "a" * 2048,
+    ],
+)
+def test_alert_webhook_url_refused_at_submit_not_on_every_retry(url: str) -> None:
+    err = spec_error(_with(alerts={"webhook_url": url}))
+    assert err.field == "alerts.webhook_url"

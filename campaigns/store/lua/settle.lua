@@ -1,17 +1,49 @@
 -- Book a final call: release its reservation, add its cost. Idempotent.
 -- KEYS: meta attempt unsettled
 -- ARGV: final_status billsec cost estimated currency now attempt_id mismatch
+-- Redis does not roll back a script that errors half-way, so every argument and
+-- every field a write depends on is checked first; a bad one returns
+-- 'invalid:<name>' with nothing written. Numbers are digit strings of at most
+-- 16 digits and at most 2^53-1, the most a Lua double holds exactly.
+local MAX = 9007199254740991
+local function count(v)
+  if type(v) ~= 'string' or #v > 16 or not string.match(v, '^[0-9]+$') then return nil end
+  local n = tonumber(v)
+  if n == nil or n > MAX then return nil end
+  return n
+end
+local function counter(v)
+  if v == false or v == nil then return 0 end
+  if #v > 17 or not string.match(v, '^%-?[0-9]+$') then return nil end
+  local n = tonumber(v)
+  if n == nil or n > MAX or n < -MAX then return nil end
+  return n
+end
+local finals = {${final_call_statuses}}
+if not finals[A.final_status] then return 'invalid:final_status' end
+if not count(A.billsec) then return 'invalid:billsec' end
+local cost = count(A.cost)
+if not cost then return 'invalid:cost' end
+if A.estimated ~= '0' and A.estimated ~= '1' then return 'invalid:estimated' end
+if not string.match(A.currency, '^[A-Z][A-Z][A-Z]$') then return 'invalid:currency' end
+if not count(A.now) then return 'invalid:now' end
+if #A.mismatch > 256 then return 'invalid:currency_mismatch' end
+local unsettled_type = redis.call('TYPE', K.unsettled)['ok']
+if unsettled_type ~= 'zset' and unsettled_type ~= 'none' then return 'invalid:unsettled' end
 local status = redis.call('HGET', K.attempt, 'status')
 if status ~= '${attempt_accepted}' then return status or 'unknown' end
 if redis.call('HGET', K.attempt, 'settled') == '1' then return 'duplicate' end
-local reserved = tonumber(redis.call('HGET', K.attempt, 'reserved') or '0')
-local cost = tonumber(A.cost)
+local reserved = count(redis.call('HGET', K.attempt, 'reserved') or '0')
+if not reserved then return 'invalid:reserved' end
+local m = redis.call('HMGET', K.meta, 'reserved', 'spent', 'live', 'settled', 'settled_estimated')
+for i = 1, 5 do if not counter(m[i]) then return 'invalid:campaign_counters' end end
+if counter(m[2]) + cost > MAX then return 'invalid:spent_overflow' end
 redis.call('HSET', K.attempt, 'settled', '1', 'final_status', A.final_status, 'billsec', A.billsec,
   'cost', A.cost, 'cost_estimated', A.estimated, 'cost_currency', A.currency, 'settled_at', A.now)
 if A.mismatch ~= '' then redis.call('HSET', K.attempt, 'currency_mismatch', A.mismatch) end
 if cost > reserved then redis.call('HSET', K.attempt, 'over_reservation', '1') end
 redis.call('HINCRBY', K.meta, 'reserved', -reserved)
-redis.call('HINCRBY', K.meta, 'spent', cost)
+redis.call('HINCRBY', K.meta, 'spent', A.cost)
 redis.call('HINCRBY', K.meta, 'live', -1)
 redis.call('HINCRBY', K.meta, 'settled', 1)
 if A.estimated == '1' then redis.call('HINCRBY', K.meta, 'settled_estimated', 1) end

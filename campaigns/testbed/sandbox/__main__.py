@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
-from campaigns.testbed.sandbox.config import SandboxConfig, load_config
+from campaigns.testbed.sandbox.config import SandboxConfig, SandboxConfigError, load_config
 from campaigns.testbed.sandbox.server import serve
 
 
@@ -15,8 +16,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--config", help="JSON file with initial sandbox config")
     args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config) if args.config else SandboxConfig()
+    except (SandboxConfigError, OSError) as exc:
+        print(f"error: invalid --config: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     logging.basicConfig(level=logging.INFO)
-    config = load_config(args.config) if args.config else SandboxConfig()
     serve(args.host, args.port, config)
 
 

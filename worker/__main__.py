@@ -1,0 +1,5 @@
+"""``python -m worker [--burst]``: the guarded arq worker (what ``campaigns worker`` runs)."""
+
+from worker.settings import main
+
+main()
