@@ -136,6 +136,16 @@ def decode(raw: Mapping[Any, Any]) -> dict[str, str]:
 
 
 def attempt_from_hash(raw: dict[str, str]) -> Attempt:
+    """An attempt from its hash; damage (a status no script writes, a broken
+    number or contact) is a StoreError naming the attempt, never a crash."""
+    try:
+        return _attempt(raw)
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        name = raw.get("attempt_id", "?")
+        raise StoreError(f"attempt {name!r} is damaged in the store: {exc}") from None
+
+
+def _attempt(raw: dict[str, str]) -> Attempt:
     contact = json.loads(raw.get("contact_json") or "{}")
     return Attempt(
         attempt_id=raw["attempt_id"],

@@ -11,7 +11,8 @@ The loader prepends ``local K = {meta = KEYS[1], ...}`` and ``local A = {...}``,
 so the body says ``K.meta`` and ``A.now``, never an index; a call passes every
 name as a keyword and the wrapper puts them in order, so no call site repeats
 the order either. ``USES: lifecycle`` includes ``lua/_lifecycle.lua``. State,
-attempt-status and halt-code names are written ``${state_running}`` and filled
+attempt-status and halt-code names are written ``${state_running}`` (only that
+form: a bare ``$`` is a Lua pattern anchor) and filled
 in from :mod:`campaigns.domain.lifecycle`; an unknown name fails at load.
 """
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import re
-import string
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from importlib import resources
@@ -33,6 +33,7 @@ from campaigns.store.keys import ATTEMPT_ID_LUA_FORMAT
 __all__ = ["Script", "ScriptError", "load_script"]
 
 _HEADER = re.compile(r"^--\s*(KEYS|ARGV|USES):(.*)$")
+_PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 _Arg = str | int | float
 
 
@@ -96,12 +97,17 @@ def load_script(name: str) -> Script:
         raise ScriptError(f"{name}: a name is both a key and an argument")
     parts = [_read(f"_{used}") for used in header["USES"]]
     parts.append(_table("K", "KEYS", keys) + _table("A", "ARGV", args) + text)
-    try:
-        source = string.Template("\n".join(parts)).substitute(
-            lua_constants(),
-            attempt_id_format=ATTEMPT_ID_LUA_FORMAT,
-            final_call_statuses=", ".join(f"{s}=true" for s in sorted(FINAL_CALL_STATUSES)),
-        )
-    except (KeyError, ValueError) as exc:
-        raise ScriptError(f"{name}: unknown lifecycle name {exc}") from None
+    names = {
+        **lua_constants(),
+        "attempt_id_format": ATTEMPT_ID_LUA_FORMAT,
+        "final_call_statuses": ", ".join(f"{s}=true" for s in sorted(FINAL_CALL_STATUSES)),
+    }
+
+    def fill(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            raise ScriptError(f"{name}: unknown lifecycle name ${{{match.group(1)}}}")
+        return names[match.group(1)]
+
+    # Only ``${name}`` is filled in: a bare ``$`` is a Lua pattern anchor.
+    source = _PLACEHOLDER.sub(fill, "\n".join(parts))
     return Script(name, keys, args, source)

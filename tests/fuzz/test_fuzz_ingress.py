@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 from redis import Redis
 
 from campaigns.logs import register_secret
-from campaigns.operators.ingress import FINAL_EVENTS, MAX_BODY_BYTES, create_ingress_app
+from campaigns.operators.ingress import MAX_BODY_BYTES, create_ingress_app
+from campaigns.providers.minivoice import FINAL_EVENTS
 from campaigns.queue import JOB_CALL_EVENT, JobQueue, open_queue
 from campaigns.testbed.sandbox import sign_payload
 from tests.fuzz.conftest import FUZZ_PROFILE

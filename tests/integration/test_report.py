@@ -348,3 +348,18 @@ async def test_table_report_prints_markup_in_data_literally(
     code, out, err = await run_cli(settings, "report", "hostile", "--format", "table", COLUMNS="80")
     assert code == 0, err
     assert "invalid_destination" in out
+
+
+async def test_a_damaged_attempt_is_one_line_not_a_traceback(
+    client: CampaignClient, sandbox: SandboxServer, provider: Provider, settings: Settings
+) -> None:
+    """A status no script writes is damage: the report says which attempt, exit 1."""
+    await hostile_campaign(client, sandbox, provider, settings)
+    first = [a async for a in client.store.attempts("hostile")][0]
+    await client.store.redis.hset(client.store.keys.attempt(first.attempt_id), "status", "bogus")
+    for fmt in ("table", "csv", "json"):
+        code, out, err = await run_cli(settings, "report", "hostile", "--format", fmt)
+        assert code == 1, (fmt, out, err)
+        assert len(err.strip().splitlines()) == 1, err
+        assert first.attempt_id in err and "damaged" in err, err
+        assert "Traceback" not in out + err
