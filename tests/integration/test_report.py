@@ -355,7 +355,7 @@ async def test_a_damaged_attempt_is_one_line_not_a_traceback(
 ) -> None:
     """A status no script writes is damage: the report says which attempt, exit 1."""
     await hostile_campaign(client, sandbox, provider, settings)
-    first = [a async for a in client.store.attempts("hostile")][0]
+    first = await anext(client.store.attempts("hostile"))
     await client.store.redis.hset(client.store.keys.attempt(first.attempt_id), "status", "bogus")
     for fmt in ("table", "csv", "json"):
         code, out, err = await run_cli(settings, "report", "hostile", "--format", fmt)
