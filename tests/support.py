@@ -8,12 +8,16 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from arq.jobs import Job
+
 from campaigns.domain.lifecycle import BUDGET_EXHAUSTED_MESSAGE, REVIEW_MESSAGE
 from campaigns.domain.spec import CampaignSpec
+from campaigns.queue import JobQueue, json_deserializer
 from campaigns.settings import Settings
 from campaigns.store import Claim, Store
 
@@ -181,3 +185,11 @@ async def claim_next(store: Store, campaign_id: str, token: str) -> Claim:
     return await store.claim(
         campaign_id, token, review_message=REVIEW_MESSAGE, budget_message=BUDGET_EXHAUSTED_MESSAGE
     )
+
+
+async def event_job_result(queue: JobQueue, payload: Any, *, timeout: float = 30) -> Any:
+    """Enqueue ``record_call_event`` under a fresh job id and wait for a worker's answer."""
+    job_id = f"test-event:{uuid.uuid4().hex}"
+    await queue.call_event(payload, job_id=job_id)
+    job = Job(job_id, queue.redis, _queue_name=queue.queue_name, _deserializer=json_deserializer)
+    return await job.result(timeout=timeout, poll_delay=0.05)

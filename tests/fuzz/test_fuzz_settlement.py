@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from arq.jobs import Job
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
@@ -38,13 +37,19 @@ from campaigns.engine import settlement
 from campaigns.engine.settlement import Settler
 from campaigns.operators.control import CampaignClient
 from campaigns.providers import MAX_BILLSEC_SECONDS, CallInfo, Provider, make_provider
-from campaigns.queue import json_deserializer
 from campaigns.settings import Settings
 from campaigns.store import Attempt, Store
 from tests.conftest import API_KEY, spec_dict
 from tests.fuzz.conftest import FUZZ_PROFILE
 from tests.fuzz.test_fuzz_money import money_text
-from tests.support import WorkerProcess, claim_next, seed_event, submit_spec, wait_for
+from tests.support import (
+    WorkerProcess,
+    claim_next,
+    event_job_result,
+    seed_event,
+    submit_spec,
+    wait_for,
+)
 
 PROFILE = settings.get_profile(FUZZ_PROFILE)
 RESULTS = {
@@ -334,15 +339,7 @@ async def test_a_real_worker_answers_every_event_job_and_stays_alive(
     letters = len(await store.dead_letters(limit=10_000))
 
     async def run(payload: Any) -> Any:
-        job_id = f"fuzz-event:{uuid.uuid4().hex}"
-        await client.queue.call_event(payload, job_id=job_id)
-        job = Job(
-            job_id,
-            client.queue.redis,
-            _queue_name=settings.queue_name,
-            _deserializer=json_deserializer,
-        )
-        return await job.result(timeout=30, poll_delay=0.05)
+        return await event_job_result(client.queue, payload)
 
     for _ in range(data.draw(st.integers(min_value=1, max_value=3), label="steps")):
         payload = data.draw(call_events(call_ids), label="event")

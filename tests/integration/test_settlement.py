@@ -9,13 +9,11 @@ decides exactly when a poll or an event happens. One test runs the
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
-from arq.jobs import Job
 
 from campaigns.domain.money import MAX_MICROS
 from campaigns.domain.spec import parse_spec
@@ -25,13 +23,12 @@ from campaigns.engine.settlement import Settler
 from campaigns.operators.control import CampaignClient
 from campaigns.operators.reconcile import reconcile
 from campaigns.providers import CallInfo, Provider, make_provider
-from campaigns.queue import json_deserializer
 from campaigns.settings import Settings
 from campaigns.store import Attempt, CampaignRecord
 from campaigns.store.scripts import load_script
 from campaigns.testbed.sandbox import SandboxServer
 from tests.conftest import API_KEY, spec_dict
-from tests.support import WorkerProcess, seed_event, wait_for
+from tests.support import WorkerProcess, event_job_result, seed_event, wait_for
 
 WORST_CASE = 20_000  # 120 s at 0.01/min, 60/60: the reservation of one call
 
@@ -399,15 +396,7 @@ async def test_record_call_event_job_through_a_real_worker(
     worker = start_worker()
 
     async def run(payload: Any) -> Any:
-        job_id = f"test-event:{uuid.uuid4().hex}"
-        await client.queue.call_event(payload, job_id=job_id)
-        job = Job(
-            job_id,
-            client.queue.redis,
-            _queue_name=settings.queue_name,
-            _deserializer=json_deserializer,
-        )
-        return await job.result(timeout=30, poll_delay=0.1)
+        return await event_job_result(client.queue, payload)
 
     first, second = (a.call_id or "" for a in rows)
     assert await run(seed_event(first)) == "ok"
@@ -726,15 +715,7 @@ async def test_out_of_range_event_through_a_real_worker(
     worker = start_worker()
 
     async def run(payload: Any) -> Any:
-        job_id = f"test-event:{uuid.uuid4().hex}"
-        await client.queue.call_event(payload, job_id=job_id)
-        job = Job(
-            job_id,
-            client.queue.redis,
-            _queue_name=settings.queue_name,
-            _deserializer=json_deserializer,
-        )
-        return await job.result(timeout=30, poll_delay=0.1)
+        return await event_job_result(client.queue, payload)
 
     bad = seed_event(call_id, billsec_seconds=10**25, cost_amount="0.01", cost_currency="USD")
     assert await run(bad) == "dead_letter"
