@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from campaigns import metrics
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.lifecycle import AttemptStatus, HaltCode, Move
 from campaigns.domain.rating import Rate, RateOverflowError
@@ -73,7 +74,7 @@ class Settler:
             campaign_id=attempt.campaign_id, attempt_id=attempt_id, call_id=attempt.call_id
         )
         try:
-            call = await self.provider.get_call(attempt.call_id)
+            call = await metrics.timed("get_call", self.provider.get_call(attempt.call_id))
         except ProviderError as exc:
             log.warning("poll_failed", error=str(exc))
             await self.store.reschedule_poll(attempt_id, self._backoff(attempt))
@@ -141,6 +142,7 @@ class Settler:
             currency=currency,
             currency_mismatch=mismatch,
         )
+        metrics.settlement(result)
         if result.startswith("invalid:"):
             # Checked above, so only a stored value can be out of range here.
             reason = f"store refused to settle ({result}): billsec {billsec}, cost {cost} micros"
@@ -210,6 +212,8 @@ class Settler:
             halted=halted,
             previous_state=previous,
         )
+        if halted:
+            metrics.halt(HaltCode.RATING_COST_ABOVE_RESERVATION)
 
     async def record_event(self, payload: Any) -> str:
         """Apply a call event from a webhook; anything unusable is dead-lettered."""
