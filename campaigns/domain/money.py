@@ -11,6 +11,7 @@ are refused, so a value is either exact or an error, never silently rounded.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from decimal import ROUND_CEILING, Decimal
 
 __all__ = [
@@ -18,7 +19,10 @@ __all__ = [
     "MICROS_PER_UNIT",
     "MoneyError",
     "amount_to_micros",
+    "currency_places",
     "format_micros",
+    "format_money",
+    "humanize_micros",
     "parse_micros",
     "round_micros",
 ]
@@ -147,3 +151,66 @@ def amount_to_micros(text: str) -> int:
     if fraction[_PLACES:].strip("0"):
         micros += 1
     return _checked(micros, text, allow_negative=False)
+
+
+_MINOR_UNITS: Mapping[str, int] = {
+    **dict.fromkeys(
+        [
+            "BIF",
+            "CLP",
+            "DJF",
+            "GNF",
+            "ISK",
+            "JPY",
+            "KMF",
+            "KRW",
+            "PYG",
+            "RWF",
+            "UGX",
+            "UYI",
+            "VND",
+            "VUV",
+            "XAF",
+            "XOF",
+            "XPF",
+        ],
+        0,
+    ),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
+    **dict.fromkeys(["CLF", "UYW"], 4),
+}
+"""ISO 4217 minor units that are not 2 (the usual number of decimals)."""
+
+_MICROS_PHRASE = re.compile(r"(?<![\w.])(-?[0-9]{1,16}) micros\b", re.ASCII)
+
+
+def currency_places(currency: str) -> int:
+    """The decimals a currency is usually written with (ISO 4217; 2 if not listed)."""
+    return _MINOR_UNITS.get(currency.upper(), 2)
+
+
+def format_money(micros: int, currency: str, *, exact: bool = False) -> str:
+    """Money for people: ``EUR 1,234.57`` (the currency's usual decimals, thousands
+    separated, rounded half-even for display only).
+
+    ``exact`` adds decimals, up to 6, until nothing is rounded away: a call
+    costing ``0.0036`` reads ``EUR 0.0036``, never ``EUR 0.00``.
+    """
+    places = currency_places(currency)
+    if exact:
+        while places < _PLACES and micros % 10 ** (_PLACES - places):
+            places += 1
+    text = format_micros(micros, places)
+    sign = "-" if text.startswith("-") else ""
+    whole, _, fraction = text.lstrip("-").partition(".")
+    grouped = f"{int(whole):,}"
+    return f"{currency} {sign}{grouped}{'.' + fraction if fraction else ''}"
+
+
+def humanize_micros(text: str, currency: str) -> str:
+    """Rewrite ``N micros`` in a stored message (written for exactness) as money for people.
+
+    Halt messages are stored with integer micros, exact and language-neutral;
+    this is where an operator's screen turns them into ``EUR 0.60``.
+    """
+    return _MICROS_PHRASE.sub(lambda m: format_money(int(m.group(1)), currency, exact=True), text)
