@@ -161,10 +161,37 @@ def _render_then_redact(renderer: Any) -> Any:
     return render
 
 
+_JOB_CHATTER = ("%6.2fs → ", "%6.2fs ← ", "recording health")
+"""arq's INFO lines for every job start and finish (two cron runs a second per
+worker) and its health record every few seconds: routine, so DEBUG."""
+_CAMPAIGN_JOB = re.compile(r"(?:dispatch|reconcile):([A-Za-z0-9][A-Za-z0-9_.-]{0,63})[:(]")
+
+
+class _ArqChatter(logging.Filter):
+    """Demote arq's per-job chatter to DEBUG, and name the job's campaign where its ID has one.
+
+    A filter on arq's logger runs after the logger's INFO check, so it drops a
+    demoted record itself unless DEBUG is on.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg if isinstance(record.msg, str) else ""
+        if isinstance(record.args, tuple) and len(record.args) > 1:
+            found = _CAMPAIGN_JOB.match(str(record.args[1]))
+            if found:
+                record.campaign_id = found.group(1)
+        if record.levelno == logging.INFO and message.startswith(_JOB_CHATTER):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog and the standard library together. Safe to call again.
 
-    An unknown level or format is a ValueError naming it, before anything changes.
+    ``stream`` defaults to stderr (the CLI's output is stdout); the worker logs
+    to stdout, one JSON object per line unless the stream is a terminal. An
+    unknown level or format is a ValueError naming it, before anything changes.
     """
     try:
         level = check_log_level(level)
@@ -185,6 +212,8 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # campaign_id / attempt_id set on a stdlib record (arq's job lines).
+        structlog.stdlib.ExtraAdder(allow=("campaign_id", "attempt_id")),
     ]
     if fmt == "json":
         # Format exceptions before scrubbing, so a secret in a message is caught
@@ -212,6 +241,12 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
     # httpx logs full URLs at INFO; a VoIPBIN token travels in the query string.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # arq's own CLI gives its logger a plain-text handler; ours formats every line.
+    logging.getLogger("arq").handlers[:] = []
+    logging.getLogger("arq").propagate = True
+    arq = logging.getLogger("arq.worker")
+    arq.filters[:] = [f for f in arq.filters if not isinstance(f, _ArqChatter)]
+    arq.addFilter(_ArqChatter())
 
 
 def get_logger(name: str = "campaigns", **bound: Any) -> structlog.stdlib.BoundLogger:
