@@ -10,7 +10,16 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["ErrorClass", "ProviderError", "classify"]
+from campaigns.domain.lifecycle import HaltCode
+
+__all__ = [
+    "CONFIGURATION_CODES",
+    "ErrorClass",
+    "ProviderError",
+    "classify",
+    "provider_error",
+    "unsendable",
+]
 
 
 class ErrorClass(enum.StrEnum):
@@ -30,6 +39,11 @@ _RATE_LIMIT_PREFIXES = ("rate_limit", "rate_limited")
 _CONTACT_CODES = frozenset({"invalid_destination", "invalid_number", "blocked_destination"})
 _IN_PROGRESS = ("in_progress", "in_use", "concurrent")
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+_AUTH_STATUSES = frozenset({401, 403})
+CONFIGURATION_CODES = frozenset({HaltCode.PROVIDER_AUTH_FAILED, HaltCode.REQUEST_UNSENDABLE})
+"""Our own codes for a provider we are configured wrongly for: they halt, whatever
+the status, so a bad key never loops as a provider outage."""
+_CONFIG_HINT = "check DISPATCHER_PROVIDER_API_KEY and DISPATCHER_PROVIDER_URL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +76,7 @@ class ProviderError(Exception):
         a call that exists.
         """
         if self.status is None:
-            return self.code != "connect_failed"
+            return self.code not in ("connect_failed", HaltCode.REQUEST_UNSENDABLE)
         return self.status >= 500 or 200 <= self.status < 300
 
 
@@ -74,7 +88,7 @@ def classify(status: int | None, code: str | None) -> ErrorClass:
     unless their code says money or routing.
     """
     normalized = (code or "").strip().lower()
-    if normalized in _HALT_CODES:
+    if normalized in _HALT_CODES or normalized in CONFIGURATION_CODES:
         return ErrorClass.HALT
     if status == 429 or normalized.startswith(_RATE_LIMIT_PREFIXES):
         # "rate_limited" is throttling, not rating: CONTRACT.md lists both 429
@@ -94,3 +108,34 @@ def classify(status: int | None, code: str | None) -> ErrorClass:
     if status in _TRANSIENT_STATUSES:
         return ErrorClass.TRANSIENT
     return ErrorClass.HALT
+
+
+def provider_error(
+    status: int | None, code: str, message: str = "", retry_after: float | None = None
+) -> ProviderError:
+    """A ProviderError for a provider's answer, with our own code where we are at fault.
+
+    An authentication failure (401, or a 403 whose code is not about money or
+    routing) is ``provider_auth_failed``: the campaign halts saying which
+    setting to check, with the provider's own code and words kept in the message.
+    """
+    normalized = code.strip().lower()
+    financial_or_routing = normalized in _HALT_CODES or normalized.startswith(_HALT_PREFIXES)
+    if status in _AUTH_STATUSES and not financial_or_routing:
+        return ProviderError(
+            status,
+            HaltCode.PROVIDER_AUTH_FAILED,
+            f"the provider refused our credentials (HTTP {status} {code}: {message}); "
+            "check DISPATCHER_PROVIDER_API_KEY",
+            retry_after,
+        )
+    return ProviderError(status, code, message, retry_after)
+
+
+def unsendable(reason: str) -> ProviderError:
+    """The HTTP client refused to send the request: our configuration, not the provider."""
+    return ProviderError(
+        None,
+        HaltCode.REQUEST_UNSENDABLE,
+        f"the request could not be sent ({reason}); {_CONFIG_HINT}",
+    )

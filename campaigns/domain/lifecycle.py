@@ -77,8 +77,17 @@ class HaltCode(enum.StrEnum):
     BUDGET_EXHAUSTED = "budget_exhausted"
     IN_DOUBT_REVIEW = "in_doubt_review"
     INSUFFICIENT_BALANCE = "insufficient_balance"
+    """The account (all campaigns on it) cannot pay for the next batch's worst case."""
+    MONTHLY_CAP_REACHED = "monthly_cap_reached"
+    """Month-to-date usage plus what is committed would pass ``DISPATCHER_MONTHLY_CAP``."""
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     """Not a halt: the code of an automatic cool-down pause."""
+    PROVIDER_AUTH_FAILED = "provider_auth_failed"
+    """The provider refused our credentials (401, or a 403 that is not about money
+    or routing): a configuration error, never retried."""
+    REQUEST_UNSENDABLE = "request_unsendable"
+    """The HTTP client could not send the request at all (an illegal header such as
+    an empty ``Bearer`` key, an unsupported URL scheme): a configuration error."""
     RATING_COST_ABOVE_RESERVATION = "rating_cost_above_reservation"
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from campaigns.domain.errors import ProviderError
+from campaigns.domain.errors import ProviderError, provider_error, unsendable
 from campaigns.logs import scrub
 
 __all__ = ["error_from_response", "network_error", "parse_retry_after", "request"]
@@ -45,7 +45,7 @@ def error_from_response(response: httpx.Response) -> ProviderError:
         elif isinstance(error, str):
             code = error
     # The message becomes a stored halt message: shown by status and report.
-    return ProviderError(
+    return provider_error(
         response.status_code,
         scrub(code),
         scrub(message),
@@ -54,6 +54,10 @@ def error_from_response(response: httpx.Response) -> ProviderError:
 
 
 def network_error(exc: httpx.HTTPError) -> ProviderError:
+    if isinstance(exc, httpx.LocalProtocolError | httpx.UnsupportedProtocol):
+        # Refused by our own client before anything left: an empty API key's
+        # "Bearer " header, a bad scheme. A configuration error, never transient.
+        return unsendable(scrub(f"{type(exc).__name__}: {exc}"))
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         # No connection, so the request never reached the provider.
         return ProviderError(None, "connect_failed", scrub(f"{type(exc).__name__}: {exc}"))

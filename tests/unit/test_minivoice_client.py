@@ -189,7 +189,6 @@ async def test_create_call_non_json_success_is_invalid_response() -> None:
         (403, "spend_control_exceeded", "outbound spend limit exceeded", ErrorClass.HALT),
         (402, "insufficient_funds", "top up", ErrorClass.HALT),
         (422, "invalid_number", "bad number", ErrorClass.CONTACT),
-        (401, "unauthorized", "bad key", ErrorClass.HALT),
         (500, "internal_error", "oops", ErrorClass.TRANSIENT),
         (503, "routing_unavailable", "no carrier", ErrorClass.HALT),
     ],
