@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from campaigns.domain.money import format_micros
+from campaigns.domain.money import format_money
 from campaigns.domain.spec import CampaignSpec
 
 __all__ = ["Estimate", "estimate"]
@@ -30,14 +30,16 @@ class Estimate:
         return asdict(self)
 
     def lines(self) -> list[str]:
-        cur = self.currency
+        def money(micros: int) -> str:
+            return format_money(micros, self.currency, exact=True)
+
         return [
             f"contacts              {self.contacts} ({self.duplicates_dropped} duplicates dropped)",
             f"rate increments       {self.increments}",
-            f"worst case per call   {format_micros(self.worst_case_per_call_micros, 6)} {cur} "
+            f"worst case per call   {money(self.worst_case_per_call_micros)} "
             f"({self.max_call_seconds}s billed as {self.billed_seconds_worst_case}s)",
-            f"worst case, all calls {format_micros(self.worst_case_total_micros, 6)} {cur}",
-            f"budget                {format_micros(self.budget_micros, 6)} {cur}",
+            f"worst case, all calls {money(self.worst_case_total_micros)}",
+            f"budget                {money(self.budget_micros)}",
             f"calls within budget   {self.calls_within_budget} of {self.contacts} at worst case"
             + ("" if self.budget_covers_all else "  (budget runs out first)"),
         ]

@@ -8,7 +8,7 @@ from typing import Any
 
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.lifecycle import AttemptStatus
-from campaigns.domain.money import format_micros
+from campaigns.domain.money import format_money
 from campaigns.providers import Provider, Usage
 from campaigns.store import Store
 
@@ -35,6 +35,8 @@ class Reconciliation:
     provider_currency: str | None
     variance_micros: int | None
     explanation: list[str] = field(default_factory=list)
+    usage_error: str | None = None
+    """Why the provider's usage could not be read (the CLI then exits 1)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,7 +45,12 @@ class Reconciliation:
         cur = self.currency
 
         def money(micros: int | None) -> str:
-            return "-" if micros is None else f"{format_micros(micros, 6)} {cur}"
+            return "-" if micros is None else format_money(micros, cur, exact=True)
+
+        if self.provider_micros is not None:
+            usage = f"{money(self.provider_micros)} over {self.provider_calls} calls"
+        else:
+            usage = f"unavailable ({self.usage_error or 'no usage endpoint'})"
 
         out = [
             f"window            {self.window_from} .. {self.window_to}",
@@ -52,7 +59,7 @@ class Reconciliation:
             f"worst case        {money(self.worst_case_total_micros)} (reserved per call before dialling)",
             f"rated estimate    {money(self.rated_estimate_micros)} (rate model on billed seconds)",
             f"settled actual    {money(self.settled_micros)}",
-            f"provider usage    {money(self.provider_micros)} over {self.provider_calls} calls",
+            f"provider usage    {usage}",
             f"variance          {money(self.variance_micros)} (provider minus settled)",
         ]
         return out + [f"  - {line}" for line in self.explanation]
@@ -84,9 +91,11 @@ async def reconcile(store: Store, provider: Provider, campaign_id: str) -> Recon
             rated += rate.cost_micros(attempt.billsec or 0)
     usage: Usage | None = None
     explanation: list[str] = []
+    usage_error: str | None = None
     try:
         usage = await provider.usage(start, end)
     except ProviderError as exc:
+        usage_error = str(exc)
         explanation.append(f"provider usage unavailable: {exc}")
     if usage is None and not explanation:
         explanation.append(f"the {provider.dialect} dialect has no usage endpoint")
@@ -130,4 +139,5 @@ async def reconcile(store: Store, provider: Provider, campaign_id: str) -> Recon
         provider_currency=usage.currency if usage else None,
         variance_micros=variance,
         explanation=explanation,
+        usage_error=usage_error,
     )

@@ -229,8 +229,8 @@ async def test_cli_reconcile_json_and_text(
 
     code, out, err = await run_cli(settings, "reconcile", "cli")
     assert code == 0, err
-    assert "variance          0.010000 EUR (provider minus settled)" in out
-    assert "settled actual    0.020000 EUR" in out
+    assert "variance          EUR 0.01 (provider minus settled)" in out
+    assert "settled actual    EUR 0.02" in out
     assert "other traffic" in out
 
     code, out, err = await run_cli(settings, "reconcile", "no-such-campaign", "--json")

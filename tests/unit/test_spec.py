@@ -547,7 +547,7 @@ def test_estimate_budget_runs_out_first() -> None:
     assert est.calls_within_budget == 2
     assert est.budget_covers_all is False
     lines = "\n".join(est.lines())
-    assert "0.020000 EUR (61s billed as 120s)" in lines
+    assert "EUR 0.02 (61s billed as 120s)" in lines
     assert "2 of 5" in lines
     assert "budget runs out first" in lines
     assert est.to_json()["calls_within_budget"] == 2
