@@ -1,0 +1,743 @@
+"""The HTTP API (``campaigns api``): the operator API over HTTP, and the live campaign page.
+
+Starlette rather than FastAPI: it is already here for the ingress, and the
+request bodies are campaign specs that ``campaigns.domain.spec`` validates
+itself (422 naming the field, exactly as ``campaigns submit`` exits 2), so a
+second layer of request models would be a second implementation of the spec.
+The OpenAPI document is written out here (:func:`openapi`), with the spec's
+JSON schema taken from the spec model, and checked in as ``docs/openapi.json``.
+
+Every endpoint calls the same ``campaigns`` functions as the CLI
+(:class:`CampaignClient`, :func:`status_json`, the report writers, estimate,
+reconcile). Authentication is a bearer token from ``DISPATCHER_API_TOKENS``
+with one of two roles: ``viewer`` reads, ``operator`` reads and changes.
+Tokens are compared as SHA-256 digests with :func:`hmac.compare_digest`,
+against every known token, so timing says nothing about a token; they are
+registered with the log scrubber and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import io
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import IO, Any, cast
+
+import httpx
+import uvicorn
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from campaigns.domain.lifecycle import Move
+from campaigns.domain.spec import CampaignSpec, SpecError, is_campaign_id, parse_spec
+from campaigns.logs import configure_logging, get_logger, register_secret, scrub
+from campaigns.operators import report as _report
+from campaigns.operators.control import CampaignClient, ControlError, NotFound, status_json
+from campaigns.operators.estimate import estimate
+from campaigns.operators.reconcile import reconcile
+from campaigns.settings import Settings
+from campaigns.store import StoreError, SubmitConflict
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "OPERATOR",
+    "VIEWER",
+    "create_api_app",
+    "openapi",
+    "serve_api",
+]
+
+VIEWER = "viewer"
+OPERATOR = "operator"
+MAX_BODY_BYTES = 32 * 1024 * 1024
+"""A spec with 100 000 contacts is about 10 MB; anything far beyond is not a spec."""
+_MAX_ID = 200
+_PAGE_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/page/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/page/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+_PAGE_HEADERS = {
+    # Everything the page needs comes from this origin; nothing inline, no CDN.
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+_ACTIONS = {move.verb: sorted(move.from_states) for move in (Move.PAUSE, Move.RESUME, Move.CANCEL)}
+"""The states each operator action starts from (the page offers only those)."""
+
+log = get_logger("campaigns.operators.api")
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class _Problem(Exception):
+    """An error answer: HTTP status, a stable code, the message, and the field if any."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def response(self) -> Response:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return _json({"error": error}, self.status, headers)
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer with every registered secret masked (stored text may quote one)."""
+    body = scrub(json.dumps(data, separators=(",", ":")))
+    return Response(body, status, headers, media_type="application/json")
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+class _Api:
+    """The endpoints, around one :class:`CampaignClient` opened on the server's loop."""
+
+    def __init__(self, settings: Settings, tokens: dict[str, str]) -> None:
+        self.settings = settings
+        self.client: CampaignClient | None = None
+        self._tokens = [(_digest(token), role) for token, role in tokens.items()]
+
+    # ------------------------------------------------------------ plumbing
+    def role(self, request: Request) -> str | None:
+        """The caller's role, checking the presented token against every known one."""
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            return None
+        digest = _digest(presented.strip())
+        found: str | None = None
+        for known, role in self._tokens:
+            if hmac.compare_digest(digest, known):
+                found = role
+        return found
+
+    def endpoint(self, need: str, handler: Handler) -> Handler:
+        """Authenticate, authorise, run, and map errors to answers; one log line."""
+
+        async def run(request: Request) -> Response:
+            started = time.monotonic()
+            role = self.role(request)
+            try:
+                if role is None:
+                    raise _Problem(401, "unauthorized", "a valid bearer token is required")
+                if need == OPERATOR and role != OPERATOR:
+                    raise _Problem(403, "forbidden", "this needs the operator role")
+                response = await handler(request)
+            except _Problem as problem:
+                response = problem.response()
+            except SpecError as exc:
+                response = _Problem(422, "invalid", exc.message, exc.field or "spec").response()
+            except SubmitConflict as exc:
+                response = _Problem(409, "conflict", str(exc)).response()
+            except NotFound as exc:
+                response = _Problem(404, "not_found", str(exc)).response()
+            except (ControlError, StoreError) as exc:
+                response = _Problem(409, "conflict", str(exc)).response()
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.error("api_redis_failed", error=type(exc).__name__, path=request.url.path)
+                response = _Problem(503, "unavailable", "Redis is not answering").response()
+            except httpx.HTTPError as exc:
+                detail = f"provider request failed: {type(exc).__name__}"
+                response = _Problem(502, "provider_failed", detail).response()
+            level = (
+                log.info if request.method != "GET" or response.status_code >= 400 else log.debug
+            )
+            level(
+                "api_request",
+                method=request.method,
+                path=request.url.path,
+                status=response.status_code,
+                role=role,
+                campaign_id=request.path_params.get("campaign_id"),
+                ms=round((time.monotonic() - started) * 1000, 1),
+            )
+            return response
+
+        return run
+
+    def campaigns(self) -> CampaignClient:
+        if self.client is None:
+            raise _Problem(503, "unavailable", "the API is starting")
+        return self.client
+
+    # ------------------------------------------------------------ reads
+    async def list_campaigns(self, request: Request) -> Response:
+        found = await self.campaigns().campaigns()
+        return _json({"campaigns": [status_json(c) for c in found], "actions": _ACTIONS})
+
+    async def get_campaign(self, request: Request) -> Response:
+        return _json(await self.campaigns().status(_campaign_id(request)))
+
+    async def get_report(self, request: Request) -> Response:
+        fmt = request.query_params.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise _Problem(422, "invalid", "must be json or csv", "format")
+        client = self.campaigns()
+        campaign = await client.get(_campaign_id(request))
+        write = _report.write_csv if fmt == "csv" else _report.write_json
+        headers = {}
+        if fmt == "csv":
+            headers["Content-Disposition"] = f'attachment; filename="{campaign.campaign_id}.csv"'
+        return StreamingResponse(
+            _stream(lambda out: write(client.store, campaign, out)),
+            media_type="text/csv; charset=utf-8" if fmt == "csv" else "application/json",
+            headers=headers,
+        )
+
+    async def get_reconcile(self, request: Request) -> Response:
+        campaign_id = _campaign_id(request)
+        if not self.settings.provider_api_key.get_secret_value():
+            raise _Problem(
+                503, "unavailable", "DISPATCHER_PROVIDER_API_KEY must be set to reconcile"
+            )
+        from campaigns.providers import make_provider
+
+        client = self.campaigns()
+        provider = make_provider(self.settings)
+        try:
+            result = await reconcile(client.store, provider, campaign_id)
+        except LookupError as exc:
+            raise _Problem(404, "not_found", str(exc)) from None
+        finally:
+            await provider.aclose()
+        return _json(result.to_json())
+
+    async def post_estimate(self, request: Request) -> Response:
+        return _json(estimate(parse_spec(await _body(request))).to_json())
+
+    async def dead_letters(self, request: Request) -> Response:
+        raw = request.query_params.get("limit", "20")
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+            raise _Problem(422, "invalid", "must be an integer from 1 to 10000", "limit")
+        return _json({"dead_letters": await self.campaigns().store.dead_letters(int(raw))})
+
+    async def whoami(self, request: Request) -> Response:
+        return _json({"role": self.role(request)})
+
+    # ------------------------------------------------------------ changes
+    async def submit(self, request: Request) -> Response:
+        spec: CampaignSpec = parse_spec(await _body(request))
+        client = self.campaigns()
+        result = await client.submit(spec)
+        log.info("api_campaign_submitted", campaign_id=spec.campaign_id, created=result.created)
+        return _json(
+            {
+                "created": result.created,
+                "contacts": result.contacts,
+                "duplicates_dropped": result.duplicates_dropped,
+                "campaign": await client.status(spec.campaign_id),
+            },
+            201 if result.created else 200,
+        )
+
+    def change(self, verb: str) -> Handler:
+        async def run(request: Request) -> Response:
+            campaign_id = _campaign_id(request)
+            client = self.campaigns()
+            action: Callable[[str], Awaitable[str]] = getattr(client, verb)
+            await action(campaign_id)
+            log.info(f"api_campaign_{verb}", campaign_id=campaign_id)
+            return _json(await client.status(campaign_id))
+
+        return run
+
+    async def resolve(self, request: Request) -> Response:
+        attempt_id = request.path_params["attempt_id"]
+        if not _is_token(attempt_id):
+            raise _Problem(
+                422, "invalid", f"1-{_MAX_ID} printable characters without spaces", "attempt_id"
+            )
+        body = _object(await _body(request))
+        unknown = sorted(set(body) - {"call_id", "no_call"})
+        if unknown:
+            raise _Problem(422, "invalid", "unknown field", unknown[0])
+        call_id, no_call = body.get("call_id"), body.get("no_call", False)
+        if call_id is not None and not _is_token(call_id):
+            raise _Problem(
+                422, "invalid", f"1-{_MAX_ID} printable characters without spaces", "call_id"
+            )
+        if not isinstance(no_call, bool):
+            raise _Problem(422, "invalid", "must be true or false", "no_call")
+        if (call_id is not None) == no_call:
+            raise _Problem(
+                422, "invalid", "give exactly one of call_id or no_call: true", "call_id"
+            )
+        outcome = await self.campaigns().resolve(attempt_id, call_id=call_id)
+        log.info("api_attempt_resolved", attempt_id=attempt_id, outcome=outcome)
+        return _json({"attempt_id": attempt_id, "outcome": outcome})
+
+    # ------------------------------------------------------------ open
+    async def healthz(self, request: Request) -> Response:
+        try:
+            await asyncio.wait_for(self.campaigns().store.redis.ping(), 3)
+        except (_Problem, RedisError, OSError, TimeoutError):
+            return _json({"ok": False}, 503)
+        return _json({"ok": True})
+
+    async def openapi(self, request: Request) -> Response:
+        return _json(openapi())
+
+    async def page(self, request: Request) -> Response:
+        name, media = _PAGE_FILES[request.url.path]
+        content = resources.files("campaigns.operators").joinpath(f"page/{name}").read_bytes()
+        return Response(content, media_type=media, headers=_PAGE_HEADERS)
+
+
+def _campaign_id(request: Request) -> str:
+    value = request.path_params["campaign_id"]
+    if not is_campaign_id(value):
+        raise _Problem(
+            422, "invalid", "1-64 characters of letters, digits, '_', '.', '-'", "campaign_id"
+        )
+    return str(value)
+
+
+def _is_token(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= _MAX_ID
+        and not any(c.isspace() or not c.isprintable() for c in value)
+    )
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refused past :data:`MAX_BODY_BYTES` while it is read."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _Problem(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _Problem(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise _Problem(422, "invalid", "the body must be a JSON object", "body") from None
+    if not isinstance(data, dict):
+        raise _Problem(422, "invalid", "the body must be a JSON object", "body")
+    return data
+
+
+class _Chunks(io.TextIOBase):
+    """A text stream for the report writers whose writes come out as response chunks.
+
+    Each write is one row, so a registered secret in a row is masked whole.
+    """
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def write(self, text: str) -> int:
+        self.queue.put_nowait(scrub(text))
+        return len(text)
+
+    def writable(self) -> bool:
+        return True
+
+
+async def _stream(write: Callable[[IO[str]], Awaitable[None]]) -> AsyncIterator[str]:
+    """Run a report writer and yield what it writes, as it writes it."""
+    out = _Chunks()
+
+    async def produce() -> None:
+        try:
+            await write(cast(IO[str], out))
+        finally:
+            out.queue.put_nowait(None)
+
+    task = asyncio.create_task(produce())
+    try:
+        while (chunk := await out.queue.get()) is not None:
+            yield chunk
+        await task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _routes(api: _Api) -> list[Route]:
+    def viewer(handler: Handler) -> Handler:
+        return api.endpoint(VIEWER, handler)
+
+    def operator(handler: Handler) -> Handler:
+        return api.endpoint(OPERATOR, handler)
+
+    routes = [
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/v1/openapi.json", api.openapi, methods=["GET"]),
+        Route("/v1/whoami", viewer(api.whoami), methods=["GET"]),
+        Route("/v1/campaigns", viewer(api.list_campaigns), methods=["GET"]),
+        Route("/v1/campaigns", operator(api.submit), methods=["POST"]),
+        Route("/v1/campaigns/{campaign_id}", viewer(api.get_campaign), methods=["GET"]),
+        Route("/v1/campaigns/{campaign_id}/report", viewer(api.get_report), methods=["GET"]),
+        Route("/v1/campaigns/{campaign_id}/reconcile", viewer(api.get_reconcile), methods=["GET"]),
+        Route("/v1/estimate", viewer(api.post_estimate), methods=["POST"]),
+        Route("/v1/dead-letters", viewer(api.dead_letters), methods=["GET"]),
+        Route("/v1/attempts/{attempt_id}/resolve", operator(api.resolve), methods=["POST"]),
+    ]
+    for verb in ("pause", "resume", "cancel"):
+        path = f"/v1/campaigns/{{campaign_id}}/{verb}"
+        routes.append(Route(path, operator(api.change(verb)), methods=["POST"]))
+    routes += [Route(path, api.page, methods=["GET"]) for path in _PAGE_FILES]
+    return routes
+
+
+def create_api_app(settings: Settings, tokens: dict[str, str] | None = None) -> Starlette:
+    """The API, opening its Redis client in the lifespan, on the server's loop.
+
+    ``tokens`` defaults to ``settings.api_roles()``; none at all is refused.
+    """
+    tokens = settings.api_roles() if tokens is None else tokens
+    if not tokens:
+        raise ValueError("DISPATCHER_API_TOKENS: must be set to serve the API")
+    for token in tokens:
+        register_secret(token)
+    api = _Api(settings, tokens)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        api.client = await CampaignClient.connect(settings)
+        log.info("api_started", queue=settings.queue_name, tokens=len(tokens))
+        try:
+            yield
+        finally:
+            client, api.client = api.client, None
+            await client.aclose()
+
+    return Starlette(routes=_routes(api), lifespan=lifespan)
+
+
+def serve_api(host: str, port: int, settings: Settings) -> None:
+    """Run the API in the foreground until interrupted (Ctrl-C, SIGTERM)."""
+    configure_logging(settings.log_level, settings.log_format)
+    for value in settings.secret_values():
+        register_secret(value)
+    app = create_api_app(settings)
+    # log_config=None: uvicorn's lines go through our structlog handlers too;
+    # no access log: the page polls every second, and api_request says the rest.
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
+    uvicorn.Server(config).run()
+
+
+# ---------------------------------------------------------------- OpenAPI
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_STATUS = {"$ref": "#/components/schemas/CampaignStatus"}
+_ID_PARAM = {
+    "name": "campaign_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+}
+
+
+def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description}
+    if schema is not None:
+        answer["content"] = {"application/json": {"schema": schema}}
+    return answer
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    why = {
+        401: "no token, or not a known one",
+        403: "a viewer token on an operator endpoint",
+        404: "no such campaign",
+        409: "the campaign is not in a state that allows this, or exists with another spec",
+        413: "body too large",
+        422: "invalid input; `error.field` names the field; nothing was written",
+        502: "the provider request failed",
+        503: "Redis is not answering",
+    }
+    return {str(s): _answer(why[s], _ERROR) for s in (401, *statuses, 503)}
+
+
+def _operation(
+    summary: str,
+    role: str,
+    ok: dict[str, Any],
+    errors: tuple[int, ...],
+    *,
+    params: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "description": f"Role: `{role}` (an `operator` token can do anything a `viewer` can).",
+        "security": [{"bearer": []}],
+        "responses": {**ok, **_errors(*errors)},
+    }
+    if params:
+        operation["parameters"] = params
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": body}}
+    return operation
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of this API (served at ``/v1/openapi.json``)."""
+    spec_schema = CampaignSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas: dict[str, Any] = dict(spec_schema.pop("$defs", {}))
+    schemas["CampaignSpec"] = spec_schema
+    counts = ("contacts", "pending", "accepted", "rejected", "in_doubt", "settled")
+    money = ("budget_micros", "reserved_micros", "spent_micros")
+    schemas["CampaignStatus"] = {
+        "type": "object",
+        "description": "The `campaigns status --json` shape of DESIGN.md.",
+        "required": ["campaign_id", "state", "halt", "counts", "money"],
+        "properties": {
+            "campaign_id": {"type": "string"},
+            "state": {"type": "string"},
+            "halt": {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                    },
+                ]
+            },
+            "counts": {
+                "type": "object",
+                "properties": {name: {"type": "integer"} for name in counts},
+            },
+            "money": {
+                "type": "object",
+                "properties": {
+                    "currency": {"type": "string"},
+                    **{name: {"type": "integer"} for name in money},
+                },
+            },
+        },
+        "additionalProperties": True,
+    }
+    schemas["Error"] = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "field": {"type": "string"},
+                },
+            }
+        },
+    }
+    schemas["ReportRow"] = {
+        "type": "object",
+        "description": "One attempt, as `campaigns report --format json`.",
+        "properties": {name: {} for name in _report.REPORT_FIELDS},
+    }
+    spec_body = {"schema": {"$ref": "#/components/schemas/CampaignSpec"}}
+    paths: dict[str, Any] = {
+        "/v1/campaigns": {
+            "get": _operation(
+                "Every campaign's status, oldest first",
+                VIEWER,
+                {
+                    "200": _answer(
+                        "the campaigns",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "campaigns": {"type": "array", "items": _STATUS},
+                                "actions": {
+                                    "type": "object",
+                                    "description": "states each of pause, resume, cancel "
+                                    "starts from",
+                                },
+                            },
+                        },
+                    )
+                },
+                (),
+            ),
+            "post": _operation(
+                "Validate and submit a campaign; the same ID and spec again is a no-op (200)",
+                OPERATOR,
+                {
+                    "201": _answer("submitted"),
+                    "200": _answer("already submitted with this spec: nothing changed"),
+                },
+                (403, 409, 413, 422),
+                body=spec_body,
+            ),
+        },
+        "/v1/campaigns/{campaign_id}": {
+            "get": _operation(
+                "A campaign's status",
+                VIEWER,
+                {"200": _answer("status", _STATUS)},
+                (404, 422),
+                params=[_ID_PARAM],
+            )
+        },
+        "/v1/campaigns/{campaign_id}/report": {
+            "get": _operation(
+                "Every attempt: JSON array (default) or CSV, streamed",
+                VIEWER,
+                {
+                    "200": {
+                        "description": "the report",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/ReportRow"},
+                                }
+                            },
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    }
+                },
+                (404, 422),
+                params=[
+                    _ID_PARAM,
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "schema": {"enum": ["json", "csv"], "default": "json"},
+                    },
+                ],
+            )
+        },
+        "/v1/campaigns/{campaign_id}/reconcile": {
+            "get": _operation(
+                "Settled total beside the provider's usage for the campaign's window",
+                VIEWER,
+                {"200": _answer("the reconciliation", {"type": "object"})},
+                (404, 422, 502),
+                params=[_ID_PARAM],
+            )
+        },
+        "/v1/estimate": {
+            "post": _operation(
+                "Worst-case cost of a spec (nothing is written)",
+                VIEWER,
+                {"200": _answer("the estimate", {"type": "object"})},
+                (413, 422),
+                body=spec_body,
+            )
+        },
+        "/v1/dead-letters": {
+            "get": _operation(
+                "Jobs and events that could not be applied, newest first",
+                VIEWER,
+                {"200": _answer("dead letters", {"type": "object"})},
+                (422,),
+                params=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                    }
+                ],
+            )
+        },
+        "/v1/attempts/{attempt_id}/resolve": {
+            "post": _operation(
+                "Settle an attempt in doubt: the call found, or no call at all",
+                OPERATOR,
+                {"200": _answer("resolved", {"type": "object"})},
+                (403, 404, 409, 422),
+                params=[
+                    {
+                        "name": "attempt_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                body={
+                    "schema": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "call_id": {"type": "string"},
+                            "no_call": {"type": "boolean"},
+                        },
+                    }
+                },
+            )
+        },
+        "/v1/whoami": {
+            "get": _operation(
+                "The role of the presented token",
+                VIEWER,
+                {"200": _answer("the role", {"type": "object"})},
+                (),
+            )
+        },
+    }
+    wording = {
+        "pause": "Pause; answers once no create request can start",
+        "resume": "Resume a paused or halted campaign (re-checks the budget)",
+        "cancel": "Cancel for good; calls already placed still settle",
+    }
+    for verb, summary in wording.items():
+        paths[f"/v1/campaigns/{{campaign_id}}/{verb}"] = {
+            "post": _operation(
+                summary,
+                OPERATOR,
+                {"200": _answer("the status after the change", _STATUS)},
+                (403, 404, 409, 422),
+                params=[_ID_PARAM],
+            )
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Campaign dispatcher API",
+            "version": "1",
+            "description": "Submit and steer call campaigns. Money is integer micros or "
+            "decimal strings, never JSON numbers with a fraction. See docs/api.md.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+if (
+    __name__ == "__main__"
+):  # pragma: no cover - `python -m campaigns.operators.api > docs/openapi.json`
+    print(json.dumps(openapi(), indent=2, sort_keys=True))
