@@ -152,12 +152,15 @@ _shown: set[tuple[str, str]] = set()
 async def sample(store: Store, queue_name: str, worker_id: str) -> None:
     """Read the gauges from Redis: queue depth, leases, and each running campaign's money.
 
-    Campaigns that stopped running since the last sample lose their series.
+    Only running campaigns are read (the store's running set), so the cost follows
+    the campaigns in flight, not every campaign ever submitted; a lease is only
+    taken on a running campaign. Campaigns that stopped running since the last
+    sample lose their series.
     """
     QUEUE_DEPTH.set(await store.redis.zcard(queue_name))
     mine = held = 0
     seen: set[tuple[str, str]] = set()
-    for campaign_id in await store.campaign_ids():
+    for campaign_id in await store.running_campaigns():
         holder = await store.lease_holder(campaign_id)
         if holder is not None:
             held += 1
