@@ -308,6 +308,9 @@ async def test_submit_run_report_reconcile_estimate(
 
     response = await http.get("/v1/campaigns/via-api/report?format=csv", headers=VIEWER)
     assert response.headers["content-type"].startswith("text/csv")
+    assert response.headers["transfer-encoding"] == "chunked", "streamed, not built in memory"
+    assert "content-length" not in response.headers
+    assert 'filename="via-api.csv"' in response.headers["content-disposition"]
     table = list(csv.DictReader(io.StringIO(response.text)))
     assert [r["attempt_id"] for r in table] == [r["attempt_id"] for r in rows]
 
