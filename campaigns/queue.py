@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
+    "JOB_ACCOUNT_EVENT",
     "JOB_ALERT",
     "JOB_CALL_EVENT",
     "JOB_DISPATCH",
@@ -38,6 +39,7 @@ JOB_DISPATCH = "dispatch_campaign"
 JOB_CALL_EVENT = "record_call_event"
 JOB_RECONCILE = "reconcile_campaign"
 JOB_ALERT = "deliver_alert"
+JOB_ACCOUNT_EVENT = "record_account_event"
 
 
 def _jsonable(value: Any) -> Any:
@@ -241,6 +243,11 @@ class JobQueue:
     async def call_event(self, payload: dict[str, Any], job_id: str | None = None) -> None:
         await self.redis.enqueue_job(
             JOB_CALL_EVENT, payload, _job_id=job_id, _queue_name=self.queue_name
+        )
+
+    async def account_event(self, payload: dict[str, Any], job_id: str) -> None:
+        await self.redis.enqueue_job(
+            JOB_ACCOUNT_EVENT, payload, _job_id=job_id, _queue_name=self.queue_name
         )
 
     async def alert(self, url: str, payload: dict[str, Any], job_id: str) -> None:

@@ -8,17 +8,33 @@ error message). Errors never echo the offending input: it may be a secret.
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 import httpx
-from pydantic import Field, SecretStr, field_validator
+from dotenv import dotenv_values
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from campaigns.domain.money import MoneyError, parse_micros
 from campaigns.logs import check_log_level
 
-__all__ = ["Settings", "redis_location"]
+__all__ = [
+    "API_ROLES",
+    "ENV_PREFIX",
+    "Settings",
+    "redis_location",
+    "setting_names",
+    "unknown_settings",
+]
 
+ENV_PREFIX = "DISPATCHER_"
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _HTTP_SCHEMES = ("http", "https")
 _MAX_URL = 2048
@@ -48,6 +64,35 @@ def _plain_url(value: str) -> str:
     if _has_control_or_space(value):
         raise ValueError("must not contain whitespace or control characters")
     return value
+
+
+_ACCOUNT = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
+
+
+def _accounts(value: str) -> list[str]:
+    """``"a, b,c"`` as ``["a", "b", "c"]``; empty entries are ignored."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+API_ROLES = ("viewer", "operator")
+_MIN_API_TOKEN = 16
+
+
+def _parse_api_tokens(text: str) -> dict[str, str]:
+    """``{"<token>": "viewer" | "operator", ...}``; errors never quote a token."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError('must be a JSON object such as {"<token>": "operator"}') from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError("must be a non-empty JSON object mapping each token to a role")
+    for number, (token, role) in enumerate(data.items(), 1):
+        if role not in API_ROLES:
+            raise ValueError(f"token {number}: role must be one of {', '.join(API_ROLES)}")
+        if len(token) < _MIN_API_TOKEN:
+            raise ValueError(f"token {number}: must be at least {_MIN_API_TOKEN} characters")
+        _token(token, f"token {number}", ascii_only=True)
+    return dict(data)
 
 
 def redis_location(url: str) -> str:
@@ -153,6 +198,28 @@ class Settings(BaseSettings):
         30.0, ge=0.01, le=86400, allow_inf_nan=False
     )
     job_timeout_seconds: int = Field(60, ge=5, le=86400)
+    # The account (issue 10, docs/account.md): balance, credits and monthly usage.
+    balance_buffer_percent: int = Field(10, ge=0, le=1000)
+    """Safety margin on the account gate's worst case (seed 001: 10-20 %)."""
+    low_balance_micros: int | None = Field(None, ge=0, le=2**53 - 1)
+    """Below this credit balance: one warning and one alert per crossing."""
+    balance_source: Literal["provider", "voxpria"] = "provider"
+    """Where the account balance comes from: the dialect's own, or Voxpria credits."""
+    balance_url: str | None = Field(None, validate_default=True)
+    """Voxpria credits base URL (``.../api/v1``); required with ``balance_source=voxpria``."""
+    balance_api_key: SecretStr | None = Field(None, validate_default=True)
+    usage_url: str | None = None
+    """Billing Insights base URL; the path ``/billing-insights/usage`` is appended."""
+    usage_token: SecretStr | None = None
+    usage_accounts: str = ""
+    """Comma-separated Billing Insights account IDs."""
+    monthly_cap: str | None = Field(None, validate_default=True)
+    """Money (decimal): month-to-date usage plus what is committed must stay within it."""
+    api_tokens: SecretStr | None = None
+    """``campaigns api`` bearer tokens: a JSON object mapping each token to
+    ``viewer`` (read) or ``operator`` (read and change). Unset: the API refuses to start."""
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    """Each worker serves Prometheus metrics on this port; unset, no metrics server."""
 
     @field_validator("redis_url")
     @classmethod
@@ -191,17 +258,121 @@ class Settings(BaseSettings):
             raise ValueError("must not contain whitespace or control characters")
         return value
 
+    @field_validator("balance_url", "usage_url")
+    @classmethod
+    def _account_urls(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            if info.field_name == "balance_url" and info.data.get("balance_source") == "voxpria":
+                raise ValueError("must be set when DISPATCHER_BALANCE_SOURCE=voxpria")
+            return None
+        return _check_provider_url(value)
+
+    @field_validator("balance_api_key", "usage_token")
+    @classmethod
+    def _account_secrets(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None:
+            if (
+                info.field_name == "balance_api_key"
+                and info.data.get("balance_source") == "voxpria"
+            ):
+                raise ValueError("must be set when DISPATCHER_BALANCE_SOURCE=voxpria")
+            return None
+        if not value.get_secret_value():
+            raise ValueError("must not be empty")
+        _token(value.get_secret_value(), "the credential", ascii_only=True)
+        return value
+
+    @field_validator("usage_accounts")
+    @classmethod
+    def _usage_accounts(cls, value: str) -> str:
+        for number, account in enumerate(_accounts(value), 1):
+            if not _ACCOUNT.fullmatch(account):
+                raise ValueError(f"account {number}: expected 1-64 letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("monthly_cap")
+    @classmethod
+    def _monthly_cap(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        try:
+            parse_micros(value)
+        except MoneyError:
+            raise ValueError(
+                "must be a plain decimal amount with at most 6 places, e.g. 250.00"
+            ) from None
+        missing = [
+            f"DISPATCHER_{name.upper()}"
+            for name in ("usage_url", "usage_token", "usage_accounts")
+            if not info.data.get(name)
+        ]
+        if missing:
+            raise ValueError(f"needs {', '.join(missing)} (the month-to-date usage source)")
+        return value
+
+    @property
+    def usage_account_list(self) -> list[str]:
+        return _accounts(self.usage_accounts)
+
+    @property
+    def monthly_cap_micros(self) -> int | None:
+        return None if self.monthly_cap is None else parse_micros(self.monthly_cap)
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
         return check_log_level(value)
 
+    @field_validator("api_tokens")
+    @classmethod
+    def _api_tokens(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _parse_api_tokens(value.get_secret_value())
+        return value
+
+    def api_roles(self) -> dict[str, str]:
+        """Token to role (``viewer`` or ``operator``); empty when no tokens are set."""
+        if self.api_tokens is None:
+            return {}
+        return _parse_api_tokens(self.api_tokens.get_secret_value())
+
     def secret_values(self) -> list[str]:
         """Every secret these settings hold, to register with the log scrubber."""
-        values = [self.provider_api_key.get_secret_value()]
+        values = [self.provider_api_key.get_secret_value(), *self.api_roles()]
         if self.webhook_secret is not None:
             values.append(self.webhook_secret.get_secret_value())
+        for secret in (self.balance_api_key, self.usage_token):
+            if secret is not None:
+                values.append(secret.get_secret_value())
         password = urlsplit(self.redis_url).password
         if password:
             values += [password, unquote(password)]
         return [v for v in values if v]
+
+
+def setting_names() -> list[str]:
+    """Every ``DISPATCHER_*`` variable the settings read, in declaration order."""
+    return [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+
+
+def unknown_settings(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> list[str]:
+    """``DISPATCHER_*`` names in the environment or ``.env`` that no setting reads.
+
+    A misspelt name (``DISPATCHER_REDIS_URI``) would otherwise be ignored
+    silently and the default used; each is returned with a suggestion, e.g.
+    ``DISPATCHER_REDIS_URI (did you mean DISPATCHER_REDIS_URL?)``.
+    """
+    known = setting_names()
+    names = list(os.environ if environ is None else environ)
+    if env_file is not None and Path(env_file).is_file():
+        names += [str(k) for k in dotenv_values(env_file)]
+    found: list[str] = []
+    for name in dict.fromkeys(names):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        guess = difflib.get_close_matches(upper, known, n=1, cutoff=0.75)
+        found.append(f"{name} (did you mean {guess[0]}?)" if guess else name)
+    return found

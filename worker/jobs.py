@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
+import sys
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -13,15 +15,18 @@ import httpx
 import structlog
 from arq import Retry
 from arq.typing import WorkerCoroutine
+from redis.exceptions import RedisError
 
+from campaigns import metrics
 from campaigns.domain.spec import is_campaign_id
 from campaigns.engine import alerts
+from campaigns.engine.account import apply_account_event
 from campaigns.engine.dispatch import BatchResult, Dispatcher
 from campaigns.engine.settlement import Settler
 from campaigns.engine.sweeper import sweep
 from campaigns.logs import configure_logging, register_secret
 from campaigns.operators.reconcile import reconcile
-from campaigns.providers import make_provider
+from campaigns.providers import EventError, make_provider
 from campaigns.queue import JobQueue
 from campaigns.settings import Settings
 from campaigns.store import Store
@@ -31,6 +36,7 @@ __all__ = [
     "dispatch_campaign",
     "poll_calls",
     "reconcile_campaign",
+    "record_account_event",
     "record_call_event",
     "shutdown",
     "startup",
@@ -45,6 +51,7 @@ _MAX_SEQ = 2**53 - 1
 _MAX_URL = 2048
 _MAX_ALERT_BYTES = 64 * 1024
 _EXCERPT_CHARS = 2000
+_METRICS_SAMPLE_SECONDS = 2.0
 
 
 class BadJob(ValueError):
@@ -97,7 +104,7 @@ def refuses_bad_jobs(job: Callable[..., Coroutine[Any, Any, Any]]) -> WorkerCoro
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings = Settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, stream=sys.stdout)
     for secret in settings.secret_values():
         register_secret(secret)
     if not settings.provider_api_key.get_secret_value():
@@ -116,16 +123,39 @@ async def startup(ctx: dict[str, Any]) -> None:
         dispatcher=Dispatcher(store, provider, queue, settings, worker_id=worker_id),
         settler=Settler(store, provider, settings, queue),
     )
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_port)
+        ctx["metrics_sampler"] = asyncio.create_task(
+            _sample_metrics(store, settings.queue_name, worker_id)
+        )
     log.info(
         "worker_started",
         worker_id=worker_id,
         queue=settings.queue_name,
         dialect=settings.provider_dialect,
         provider_host=httpx.URL(settings.provider_url).host,
+        metrics_port=settings.metrics_port,
     )
 
 
+async def _sample_metrics(store: Store, queue_name: str, worker_id: str) -> None:
+    """Refresh the gauges every few seconds; a Redis hiccup skips one sample."""
+    while True:
+        try:
+            await metrics.sample(store, queue_name, worker_id)
+        except (RedisError, OSError) as exc:
+            log.debug("metrics_sample_failed", error=type(exc).__name__)
+        await asyncio.sleep(_METRICS_SAMPLE_SECONDS)
+
+
 async def shutdown(ctx: dict[str, Any]) -> None:
+    sampler = ctx.get("metrics_sampler")
+    if sampler is not None:
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+    dispatcher = ctx.get("dispatcher")
+    if dispatcher is not None:
+        await dispatcher.gate.aclose()
     provider = ctx.get("provider")
     if provider is not None:
         await provider.aclose()
@@ -173,6 +203,15 @@ async def record_call_event(ctx: dict[str, Any], payload: Any) -> str:
     settler: Settler = ctx["settler"]
     result: str = await settler.record_event(payload)
     return result
+
+
+@refuses_bad_jobs
+async def record_account_event(ctx: dict[str, Any], payload: Any) -> str:
+    """Refresh the cached account balance from a VoIPBIN ``account_updated`` webhook."""
+    try:
+        return await apply_account_event(ctx["store"], ctx["queue"], ctx["settings"], payload)
+    except EventError as exc:
+        raise BadJob(str(exc)) from None
 
 
 @refuses_bad_jobs

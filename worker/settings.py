@@ -43,6 +43,7 @@ from worker.jobs import (
     dispatch_campaign,
     poll_calls,
     reconcile_campaign,
+    record_account_event,
     record_call_event,
     shutdown,
     startup,
@@ -74,6 +75,7 @@ class WorkerSettings:
         func(record_call_event, max_tries=3, keep_result=3600),
         func(reconcile_campaign, max_tries=61, keep_result=3600),
         func(deliver_alert, max_tries=6, keep_result=3600),
+        func(record_account_event, max_tries=3, keep_result=3600),
     ]
     cron_jobs: ClassVar[list[Any]] = [
         cron(poll_calls, second=set(range(60)), timeout=30, run_at_startup=True),
@@ -266,14 +268,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run ``GuardedWorker`` with ``WorkerSettings`` (``campaigns worker`` execs this).
 
     Logging is configured before arq starts, so its own lines go through the
-    same JSON formatting and secret scrubbing as everything else.
+    same JSON formatting and secret scrubbing as everything else, on stdout.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     unknown = [a for a in args if a != "--burst"]
     if unknown:
         print(f"worker: unknown arguments {unknown}; the only option is --burst", file=sys.stderr)
         raise SystemExit(2)
-    configure_logging(_settings.log_level, _settings.log_format)
+    configure_logging(_settings.log_level, _settings.log_format, stream=sys.stdout)
     register_secret(_settings.provider_api_key.get_secret_value())
     kwargs: dict[str, Any] = dict(get_kwargs(dict(vars(WorkerSettings))))
     GuardedWorker(**kwargs, burst="--burst" in args).run()

@@ -25,6 +25,7 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from campaigns import metrics
 from campaigns.domain.errors import ErrorClass, ProviderError
 from campaigns.domain.lifecycle import (
     BUDGET_EXHAUSTED_MESSAGE,
@@ -34,8 +35,10 @@ from campaigns.domain.lifecycle import (
     State,
 )
 from campaigns.domain.spec import Pacing
+from campaigns.engine.account import AccountGate, make_usage_source
 from campaigns.engine.alerts import check_budget_alerts
 from campaigns.providers import CallInfo, Provider
+from campaigns.providers.balance import make_balance_source
 from campaigns.queue import JobQueue
 from campaigns.settings import Settings
 from campaigns.store import Attempt, Store, now_ms
@@ -103,6 +106,7 @@ class Dispatcher:
         *,
         worker_id: str | None = None,
         rng: random.Random | None = None,
+        gate: AccountGate | None = None,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -110,6 +114,13 @@ class Dispatcher:
         self.settings = settings
         self.worker_id = worker_id or uuid.uuid4().hex[:12]
         self.rng = rng or random.Random()
+        self.gate = gate or AccountGate(
+            store,
+            make_balance_source(settings, provider),
+            settings,
+            queue,
+            usage=make_usage_source(settings),
+        )
         self.before_record: Callable[[Attempt, CallInfo], None] = _nothing
         """Runs between the provider's answer and its record: the seam where the
         chaos suite installs its SIGKILL (``tests/chaos/faults.py``)."""
@@ -189,7 +200,8 @@ class Dispatcher:
                 return _batch_outcome(result), 0, 0.0
 
         if not await self._balance_allows(batch):
-            return "halt", 0, 0.0
+            state = await self.store.state(batch.campaign_id)
+            return ("paused" if state is State.PAUSED else "halt"), 0, 0.0
 
         sent = 0
         last_send = 0.0
@@ -206,6 +218,7 @@ class Dispatcher:
             if claim.outcome != "claimed":
                 if claim.outcome in ("budget_exhausted", "needs_review"):
                     batch.log.warning("campaign_halted", reason=claim.outcome)
+                    metrics.halt(claim.outcome)
                 defer = min(self.settings.poll_interval_seconds, _MAX_DEFER_SECONDS)
                 return claim.outcome, sent, defer
             assert claim.attempt is not None
@@ -233,26 +246,32 @@ class Dispatcher:
         )
 
     async def _balance_allows(self, batch: _Batch) -> bool:
-        """Re-check the provider balance where the dialect has one."""
-        try:
-            balance = await self.provider.balance()
-        except ProviderError as exc:
-            batch.log.warning("balance_check_failed", error=str(exc))
-            return True
-        if balance is None:
-            return True
+        """The account gate (``engine/account.py``): halt before sending, or cool down
+        when the balance cannot be read (never assume it is fine)."""
         campaign = await self.store.campaign(batch.campaign_id)
-        worst = campaign.worst_case_micros if campaign else 0
-        if balance.credit_micros >= worst:
+        if campaign is None:
+            return False
+        result = await self.gate.check(campaign)
+        if result.verdict == "ok":
             return True
-        message = f"provider balance {balance.credit_micros} micros is below one call's worst case {worst}"
+        if result.verdict == "unknown":
+            cooldown = self.settings.provider_unavailable_cooldown_seconds
+            await self.store.transition(
+                batch.campaign_id,
+                Move.COOL_DOWN,
+                halt_code=HaltCode.PROVIDER_UNAVAILABLE,
+                halt_message=f"{result.message}; nothing sent, resuming after {cooldown:g}s",
+                cooldown_until_ms=now_ms() + int(cooldown * 1000),
+            )
+            batch.log.warning("balance_check_failed", error=result.message)
+            metrics.halt(HaltCode.PROVIDER_UNAVAILABLE)
+            return False
+        assert result.code is not None
         await self.store.transition(
-            batch.campaign_id,
-            Move.HALT,
-            halt_code=HaltCode.INSUFFICIENT_BALANCE,
-            halt_message=message,
+            batch.campaign_id, Move.HALT, halt_code=result.code, halt_message=result.message
         )
-        batch.log.warning("campaign_halted", code=HaltCode.INSUFFICIENT_BALANCE)
+        batch.log.warning("campaign_halted", code=result.code, message=result.message)
+        metrics.halt(result.code)
         return False
 
     async def _send(
@@ -273,7 +292,7 @@ class Dispatcher:
                     return "stopped"
                 return "lease_lost" if stamp == "lease_lost" else "resolved"
             try:
-                call = await self.provider.create_call(body, attempt.attempt_id)
+                call = await metrics.create(self.provider.create_call(body, attempt.attempt_id))
             except ProviderError as exc:
                 cls = exc.error_class
                 if cls is not ErrorClass.TRANSIENT:
@@ -347,6 +366,7 @@ class Dispatcher:
         await self.store.record_rejected(attempt.attempt_id, kind, exc.code, exc.message)
         if kind == "halt":
             log.warning("campaign_halted", code=exc.code, message=exc.message, status=exc.status)
+            metrics.halt(exc.code)
             return "halt"
         log.info("contact_rejected", code=exc.code, status=exc.status, to=attempt.to)
         return "contact"
@@ -357,6 +377,7 @@ class Dispatcher:
         reason = f"{exc.code} after an earlier send that may have placed the call: {exc.message}"
         await self.store.mark_in_doubt(attempt.attempt_id, reason, code=exc.code, halt=True)
         log.warning("campaign_halted", code=exc.code, in_doubt=True, status=exc.status)
+        metrics.halt(exc.code)
         return "halt"
 
     async def _look_up(self, attempt: Attempt, why: str, log: Any) -> SendOutcome:
@@ -391,6 +412,7 @@ class Dispatcher:
             cooldown_until_ms=now_ms() + int(cooldown * 1000),
         )
         log.warning("campaign_paused", code=HaltCode.PROVIDER_UNAVAILABLE, error=str(exc))
+        metrics.halt(HaltCode.PROVIDER_UNAVAILABLE)
 
     async def _keep_lease(self, campaign_id: str, token: str) -> None:
         interval = self.settings.lease_seconds / 3

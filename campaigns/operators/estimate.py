@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from campaigns.domain.account import batch_charge, credits_per_call, with_buffer
 from campaigns.domain.money import format_money
 from campaigns.domain.spec import CampaignSpec
+from campaigns.providers.balance import AccountBalance
 
-__all__ = ["Estimate", "estimate"]
+__all__ = ["AccountEstimate", "Estimate", "account_estimate", "estimate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,8 @@ class Estimate:
     budget_micros: int
     calls_within_budget: int
     budget_covers_all: bool
+    account: AccountEstimate | None = None
+    """With ``--average-seconds`` or ``--account``: expected cost, tokens, the balance."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,10 +46,124 @@ class Estimate:
             f"budget                {money(self.budget_micros)}",
             f"calls within budget   {self.calls_within_budget} of {self.contacts} at worst case"
             + ("" if self.budget_covers_all else "  (budget runs out first)"),
-        ]
+        ] + (self.account.lines(money) if self.account is not None else [])
 
 
-def estimate(spec: CampaignSpec) -> Estimate:
+@dataclass(frozen=True, slots=True)
+class AccountEstimate:
+    """Expected cost at an average call length, what tokens cover, and the account's answer.
+
+    Tokens are spent first, call after call, exactly as the gate and the
+    provider bill them (``campaigns/domain/account.py``); the account covers a
+    figure when its balance reaches it plus ``buffer_percent``.
+    """
+
+    average_seconds: int | None
+    expected_total_micros: int | None
+    """At the average length with no tokens."""
+    expected_credit_micros: int | None
+    """At the average length, tokens first."""
+    tokens_used: int | None
+    tokens_cover_micros: int | None
+    worst_case_credit_micros: int
+    """Every call at ``max_call_seconds``, tokens first."""
+    buffer_percent: int
+    balance_source: str | None = None
+    balance_unit: str | None = None
+    balance: int | None = None
+    balance_tokens: int | None = None
+    need_worst_case: int | None = None
+    need_expected: int | None = None
+    covers_worst_case: bool | None = None
+    covers_expected: bool | None = None
+
+    def lines(self, money: Any) -> list[str]:
+        out: list[str] = []
+        if self.average_seconds is not None:
+            out += [
+                f"expected at {self.average_seconds}s    {money(self.expected_total_micros)} "
+                f"({money(self.expected_credit_micros)} after {self.tokens_used} tokens; "
+                f"tokens cover {money(self.tokens_cover_micros)})",
+            ]
+        if self.balance is None:
+            return out
+        show = (lambda v: f"{v} credits") if self.balance_unit == "credits" else money
+        covers = "covers" if self.covers_worst_case else "does NOT cover"
+        out.append(
+            f"account balance       {show(self.balance)}, {self.balance_tokens} tokens "
+            f"({self.balance_source}): {covers} the worst case {show(self.need_worst_case)} "
+            f"with the {self.buffer_percent}% buffer"
+        )
+        if self.covers_expected is not None:
+            expected = "covers" if self.covers_expected else "does NOT cover"
+            out.append(
+                f"                      {expected} the expected {show(self.need_expected)} "
+                f"with the buffer"
+            )
+        return out
+
+
+def account_estimate(
+    spec: CampaignSpec,
+    *,
+    average_seconds: int | None,
+    balance: AccountBalance | None,
+    buffer_percent: int,
+) -> AccountEstimate:
+    """The account side of an estimate (seed 001: estimate, add a buffer, check the balance)."""
+    rate = spec.rate_model()
+    calls = len(spec.contacts)
+    tokens = balance.tokens if balance is not None and balance.unit == "micros" else 0
+    worst = batch_charge(rate, spec.max_call_seconds, calls, tokens)
+    expected_total = expected_credit = used = covered = None
+    if average_seconds is not None:
+        expected_total = rate.cost_micros(average_seconds) * calls
+        charge = batch_charge(rate, average_seconds, calls, tokens)
+        expected_credit, used = charge.credit_micros, charge.tokens
+        covered = expected_total - expected_credit
+    result = AccountEstimate(
+        average_seconds=average_seconds,
+        expected_total_micros=expected_total,
+        expected_credit_micros=expected_credit,
+        tokens_used=used,
+        tokens_cover_micros=covered,
+        worst_case_credit_micros=worst.credit_micros,
+        buffer_percent=buffer_percent,
+    )
+    if balance is None:
+        return result
+    if balance.unit == "credits":
+        need_worst = with_buffer(calls * credits_per_call(spec.max_call_seconds), buffer_percent)
+        need_expected = (
+            None
+            if average_seconds is None
+            else with_buffer(calls * credits_per_call(average_seconds), buffer_percent)
+        )
+    else:
+        need_worst = with_buffer(worst.credit_micros, buffer_percent)
+        need_expected = (
+            None if expected_credit is None else with_buffer(expected_credit, buffer_percent)
+        )
+    return replace(
+        result,
+        balance_source=balance.source,
+        balance_unit=balance.unit,
+        balance=balance.amount,
+        balance_tokens=balance.tokens,
+        need_worst_case=need_worst,
+        need_expected=need_expected,
+        covers_worst_case=balance.amount >= need_worst,
+        covers_expected=None if need_expected is None else balance.amount >= need_expected,
+    )
+
+
+def estimate(
+    spec: CampaignSpec,
+    *,
+    average_seconds: int | None = None,
+    balance: AccountBalance | None = None,
+    buffer_percent: int = 10,
+) -> Estimate:
     rate = spec.rate_model()
     worst = rate.worst_case_micros(spec.max_call_seconds)
     budget = spec.budget_in_micros
@@ -64,4 +182,9 @@ def estimate(spec: CampaignSpec) -> Estimate:
         budget_micros=budget,
         calls_within_budget=affordable,
         budget_covers_all=affordable == contacts,
+        account=None
+        if average_seconds is None and balance is None
+        else account_estimate(
+            spec, average_seconds=average_seconds, balance=balance, buffer_percent=buffer_percent
+        ),
     )

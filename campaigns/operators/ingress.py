@@ -1,4 +1,5 @@
-"""Webhook ingress: turn provider ``call.*`` webhooks into ``record_call_event`` jobs.
+"""Webhook ingress: provider ``call.*`` webhooks become ``record_call_event`` jobs,
+VoIPBIN ``account_updated`` deliveries ``record_account_event`` jobs.
 
 An optional, tiny HTTP process in front of the queue. It does as little as it
 can on the request path (check size, check signature, check shape, enqueue) so
@@ -26,13 +27,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from campaigns.logs import configure_logging, get_logger, register_secret
-from campaigns.providers import MAX_CALL_ID, final_events
+from campaigns.providers import MAX_CALL_ID, EventError, final_events
+from campaigns.providers.voipbin import ACCOUNT_EVENT, parse_account_event
 from campaigns.queue import JobQueue, open_queue
 from campaigns.settings import Settings
 
 __all__ = [
     "MAX_BODY_BYTES",
     "SIGNATURE_HEADER",
+    "account_job_id",
     "create_ingress_app",
     "create_ingress_app_from_settings",
     "event_job_id",
@@ -96,6 +99,11 @@ def verify_signature(
 def event_job_id(call_id: str, event: str, body: bytes) -> str:
     """Deterministic job id: the same delivery twice becomes one arq job."""
     return f"event:{call_id}:{event}:{hashlib.sha256(body).hexdigest()[:16]}"
+
+
+def account_job_id(body: bytes) -> str:
+    """Deterministic job id of an ``account_updated`` delivery (the same body twice is one job)."""
+    return f"account:{hashlib.sha256(body).hexdigest()[:16]}"
 
 
 def _refuse_constant(name: str) -> Any:
@@ -251,6 +259,8 @@ class _Ingress:
             log.warning("webhook_rejected", reason=parsed, peer=peer, status=400, size=len(body))
             return JSONResponse({"error": parsed}, status_code=400)
         payload, event = parsed
+        if event == ACCOUNT_EVENT and "event" not in payload:
+            return await self._account_event(payload, body, peer)
         if event not in self.final_events or "event" not in payload:
             log.info("webhook_ignored", event_name=event[:64], peer=peer)
             return JSONResponse({"queued": False, "ignored": True}, status_code=202)
@@ -271,6 +281,28 @@ class _Ingress:
             log.error("webhook_not_queued", reason=type(exc).__name__, job_id=job_id)
             return JSONResponse({"error": "queue unavailable"}, status_code=503)
         log.info("webhook_accepted", event_name=event, call_id=call_id, job_id=job_id, peer=peer)
+        return JSONResponse({"queued": True}, status_code=202)
+
+    async def _account_event(
+        self, payload: dict[str, Any], body: bytes, peer: str | None
+    ) -> Response:
+        """Check the balance fields here (a bad one is a 400, nothing queued); the
+        worker refreshes the cached balance and alerts."""
+        try:
+            parse_account_event(payload)
+        except EventError as exc:
+            log.warning("webhook_rejected", reason=str(exc), event_name=ACCOUNT_EVENT, status=400)
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        job_id = account_job_id(body)
+        if self.queue is None:
+            log.error("webhook_not_queued", reason="queue not open", job_id=job_id)
+            return JSONResponse({"error": "queue unavailable"}, status_code=503)
+        try:
+            await self.queue.account_event(payload, job_id=job_id)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.error("webhook_not_queued", reason=type(exc).__name__, job_id=job_id)
+            return JSONResponse({"error": "queue unavailable"}, status_code=503)
+        log.info("webhook_accepted", event_name=ACCOUNT_EVENT, job_id=job_id, peer=peer)
         return JSONResponse({"queued": True}, status_code=202)
 
 

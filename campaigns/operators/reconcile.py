@@ -37,6 +37,10 @@ class Reconciliation:
     explanation: list[str] = field(default_factory=list)
     usage_error: str | None = None
     """Why the provider's usage could not be read (the CLI then exits 1)."""
+    actual_minus_estimate_micros: int = 0
+    """Seed 001's "compare with estimate": settled actual minus the rated estimate."""
+    actual_minus_worst_case_micros: int = 0
+    """Settled actual minus the worst case reserved (never above 0 unless a cost overran)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,11 +62,17 @@ class Reconciliation:
             f"({self.estimated_settlements} by the rate model), {self.unsettled_calls} unsettled",
             f"worst case        {money(self.worst_case_total_micros)} (reserved per call before dialling)",
             f"rated estimate    {money(self.rated_estimate_micros)} (rate model on billed seconds)",
-            f"settled actual    {money(self.settled_micros)}",
+            f"settled actual    {money(self.settled_micros)} "
+            f"(vs estimate {_signed(self.actual_minus_estimate_micros, money)}, "
+            f"vs worst case {_signed(self.actual_minus_worst_case_micros, money)})",
             f"provider usage    {usage}",
             f"variance          {money(self.variance_micros)} (provider minus settled)",
         ]
         return out + [f"  - {line}" for line in self.explanation]
+
+
+def _signed(micros: int, money: Any) -> str:
+    return ("+" if micros > 0 else "") + str(money(micros))
 
 
 def _window(started_ms: int, finished_ms: int | None) -> tuple[datetime, datetime]:
@@ -140,4 +150,6 @@ async def reconcile(store: Store, provider: Provider, campaign_id: str) -> Recon
         variance_micros=variance,
         explanation=explanation,
         usage_error=usage_error,
+        actual_minus_estimate_micros=campaign.spent_micros - rated,
+        actual_minus_worst_case_micros=campaign.spent_micros - worst_total,
     )

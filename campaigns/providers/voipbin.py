@@ -15,10 +15,14 @@ import httpx
 from pydantic import SecretStr
 
 from campaigns.domain.errors import ProviderError
+from campaigns.domain.money import MAX_MICROS
 from campaigns.providers._http import request
-from campaigns.providers.base import Balance, CallInfo, EventError, Usage
+from campaigns.providers.base import Balance, CallInfo, EventError, Usage, brief
 
-__all__ = ["VoIPBIN"]
+__all__ = ["ACCOUNT_EVENT", "VoIPBIN", "parse_account_event", "parse_balance"]
+
+ACCOUNT_EVENT = "account_updated"
+"""Seed 001's balance webhook (``event_type``), delivered through ``campaigns ingress``."""
 
 # VoIPBIN call states mapped onto the dispatcher's (MiniVoice) vocabulary.
 _STATUS = {"dialing": "queued", "ringing": "ringing", "progressing": "in_progress"}
@@ -56,6 +60,54 @@ def _call(payload: Any, to: str | None = None) -> CallInfo:
         to=str((chosen.get("destination") or {}).get("target", to or "")),
         billsec=duration,
     )
+
+
+def _whole(payload: dict[str, Any], name: str, low: int) -> int:
+    value = payload.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_MICROS:
+        raise ValueError(f"{name}: expected a whole number {low}..{MAX_MICROS}, got {brief(value)}")
+    return value
+
+
+def parse_balance(payload: Any) -> Balance:
+    """``balance_credit`` (int64 micros) and ``balance_token`` (int) of a billing
+    account or an ``account_updated`` event's ``data``; never through a float."""
+    if not isinstance(payload, dict):
+        raise ValueError("expected an object")
+    # A credit balance may be overdrawn; a token count may not.
+    credit = _whole(payload, "balance_credit", -MAX_MICROS)
+    return Balance(credit, _whole(payload, "balance_token", 0))
+
+
+def _timestamp_ms(value: object) -> int:
+    if not isinstance(value, str) or not 0 < len(value) <= 64 or "T" not in value.upper():
+        raise EventError("timestamp: expected an RFC 3339 time such as 2024-01-15T10:30:00Z")
+    try:
+        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise EventError("timestamp: expected an RFC 3339 time with an offset")
+    return int(parsed.timestamp() * 1000)
+
+
+def parse_account_event(payload: Any) -> tuple[int, Balance]:
+    """An ``account_updated`` delivery (seed 001) as (its time in ms, the balance it reports).
+
+    Raises :class:`EventError` naming the field.
+    """
+    if not isinstance(payload, dict):
+        raise EventError("payload: expected a JSON object")
+    if payload.get("event_type") != ACCOUNT_EVENT:
+        raise EventError(f"event_type: expected {ACCOUNT_EVENT!r}")
+    at_ms = _timestamp_ms(payload.get("timestamp"))
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise EventError("data: expected an object")
+    try:
+        return at_ms, parse_balance(data)
+    except ValueError as exc:
+        raise EventError(f"data.{exc}") from None
 
 
 class VoIPBIN:
@@ -112,8 +164,8 @@ class VoIPBIN:
     async def balance(self) -> Balance | None:
         payload = await request(self._client, "GET", "/billing_account")
         try:
-            return Balance(int(payload["balance_credit"]), int(payload.get("balance_token", 0)))
-        except (KeyError, TypeError, ValueError) as exc:
+            return parse_balance(payload)
+        except ValueError as exc:
             raise ProviderError(200, "invalid_response", f"billing_account: {exc}") from None
 
     async def aclose(self) -> None:

@@ -76,6 +76,8 @@ class Store:
         self._stamp = load_script("stamp_send").bind(redis)
         self._advance = load_script("advance_seq").bind(redis)
         self._take_due = load_script("take_due").bind(redis)
+        self._commitments = load_script("account_commitments").bind(redis)
+        self._account_put = load_script("account_put").bind(redis)
 
     def _c(self, campaign_id: str, what: str) -> str:
         return self.keys.campaign(campaign_id, what)
@@ -205,6 +207,61 @@ class Store:
         ids = await _aw(self.redis.zrange(self._c(campaign_id, "unresolved"), 0, -1))
         found = [await self.attempt(_str(i)) for i in ids]
         return [a for a in found if a is not None]
+
+    async def campaign_clock(self, campaign_id: str) -> dict[str, int | None]:
+        """The times ``status`` explains a campaign with: its dispatcher's last
+        heartbeat, its last state change, and when a cool-down ends (ms)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.meta(campaign_id), ["heartbeat_at", "updated_at"])
+            pipe.zscore(self.keys.cooldown, campaign_id)
+            (heartbeat, updated), cooldown = await pipe.execute()
+        return {
+            "heartbeat_at": integer(heartbeat) or None,
+            "updated_at": integer(updated) or None,
+            "cooldown_until": None if cooldown is None else int(cooldown),
+        }
+
+    async def recent_claims(self, campaign_id: str, since_ms: int, page: int = 200) -> list[int]:
+        """Claim times (ms) of the attempts claimed at or after ``since_ms``, newest first.
+
+        Reads the attempt list from its tail a page at a time, so the cost is
+        the recent attempts, not the campaign's size.
+        """
+        key = self._c(campaign_id, "attempts")
+        found: list[int] = []
+        end = -1
+        while True:
+            ids = await _aw(self.redis.lrange(key, end - page + 1, end))
+            if not ids:
+                return found
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for attempt_id in ids:
+                    pipe.hget(self.keys.attempt(_str(attempt_id)), "created_at")
+                times = [integer(t) for t in await pipe.execute()]
+            for claimed in reversed(times):
+                if claimed < since_ms:
+                    return found
+                found.append(claimed)
+            if len(ids) < page:
+                return found
+            end -= page
+
+    async def any_key(self, pattern: str, *, max_scanned: int = 200_000) -> bool | None:
+        """Whether a key matching ``pattern`` exists (a worker's health-check key).
+
+        SCAN walks the whole keyspace to prove a key absent, so the walk is
+        bounded: None means "not found in the first ``max_scanned`` keys".
+        """
+        cursor, scanned, step = 0, 0, min(1000, max_scanned)
+        while True:
+            cursor, found = await self.redis.scan(cursor, match=pattern, count=step)
+            if found:
+                return True
+            scanned += step
+            if cursor == 0:
+                return False
+            if scanned >= max_scanned:
+                return None
 
     # ------------------------------------------------------------------ dispatch
     async def acquire_lease(self, campaign_id: str, token: str, ttl_seconds: float) -> bool:
@@ -494,6 +551,55 @@ class Store:
     async def last_reconciliation(self, campaign_id: str) -> dict[str, Any] | None:
         raw = text(await _aw(self.redis.get(self._c(campaign_id, "reconciliation"))))
         return None if raw is None else dict(json.loads(raw))
+
+    # ------------------------------------------------------------------ account
+    async def account_commitments(self) -> dict[str, tuple[int, int]]:
+        """``{campaign: (reserved, spent)}`` over every campaign that has either.
+
+        Read by one script, so the sums are of one instant across all campaigns
+        sharing the provider account.
+        """
+        flat = await self._commitments(
+            campaigns=self.keys.campaigns, campaign_prefix=self.keys.campaign_prefix
+        )
+        return {
+            _str(flat[i]): (integer(flat[i + 1]), integer(flat[i + 2]))
+            for i in range(0, len(flat), 3)
+        }
+
+    async def put_account(
+        self, what: Literal["balance", "usage"], document: Mapping[str, Any], ttl_seconds: float
+    ) -> bool:
+        """Cache an account document (it carries ``at_ms``) unless a newer one is cached."""
+        return bool(
+            await self._account_put(
+                key=self.keys.account(what),
+                newest=self.keys.account(f"{what}_at"),
+                at_ms=int(document["at_ms"]),
+                document=json.dumps(dict(document), separators=(",", ":")),
+                ttl_ms=max(1, _ms(ttl_seconds)),
+            )
+        )
+
+    async def account(self, what: Literal["balance", "usage"]) -> dict[str, Any] | None:
+        """The cached account document, or None when absent, expired or unreadable."""
+        raw = text(await _aw(self.redis.get(self.keys.account(what))))
+        if raw is None:
+            return None
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            return None
+        return document if isinstance(document, dict) else None
+
+    async def mark_low_balance(self, at_ms: int) -> bool:
+        """True once per crossing below the low-balance mark (until it is cleared)."""
+        key = self.keys.account("low_balance")
+        return bool(await _aw(self.redis.set(key, str(at_ms), nx=True)))
+
+    async def clear_low_balance(self) -> None:
+        """The balance is back above the mark: the next crossing alerts again."""
+        await _aw(self.redis.delete(self.keys.account("low_balance")))
 
     # ------------------------------------------------------------------ alerts
     async def mark_alert_fired(self, campaign_id: str, threshold: int) -> bool:

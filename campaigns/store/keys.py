@@ -8,6 +8,11 @@
     P:unsettled              zset  A -> next poll due ms
     P:calls                  hash  provider call ID -> A
     P:deadletter             list  events and jobs that could not be applied (JSON)
+    P:account:balance        str   the account balance (JSON, short PX TTL), newest wins
+    P:account:balance_at     str   the newest balance time seen, ms (outlives the TTL)
+    P:account:usage          str   month-to-date usage of the usage source (JSON, PX TTL)
+    P:account:usage_at       str   the newest usage time seen, ms
+    P:account:low_balance    str   set while the balance is below the low-balance mark
     P:c:C:meta               hash  state, spec, money, counters, halt, dispatch_seq
     P:c:C:contacts           hash  contact index -> contact JSON
     P:c:C:pending            list  contact indexes not yet finished, head first
@@ -92,3 +97,12 @@ class Keys:
     @property
     def deadletter(self) -> str:
         return f"{self.prefix}:deadletter"
+
+    @property
+    def campaign_prefix(self) -> str:
+        """``P:c:``: scripts that visit every campaign build ``P:c:C:meta`` from it."""
+        return f"{self.prefix}:c:"
+
+    def account(self, what: str) -> str:
+        """Account-wide keys: ``balance``, ``usage`` (and their ``_at``), ``low_balance``."""
+        return f"{self.prefix}:account:{what}"

@@ -17,6 +17,7 @@ from campaigns.domain.spec import parse_spec
 from campaigns.operators.control import CampaignClient
 from campaigns.operators.ingress import (
     MAX_BODY_BYTES,
+    account_job_id,
     create_ingress_app_from_settings,
     event_job_id,
 )
@@ -335,11 +336,12 @@ def test_an_empty_secret_never_starts_an_unsigned_ingress(secret: str, settings:
         create_ingress_app_from_settings(settings, secret=secret)
 
 
-async def test_a_signed_voipbin_delivery_is_acknowledged_not_queued(
+async def test_a_signed_account_updated_delivery_is_queued_once(
     start_ingress: StartIngress, http: httpx.AsyncClient, arq_pool: ArqRedis, settings: Settings
 ) -> None:
-    """VoIPBIN names its event ``event_type``; a genuine delivery gets a 2xx so it is
-    not re-sent, and nothing settles from it."""
+    """VoIPBIN names its event ``event_type``: ``account_updated`` becomes one
+    ``record_account_event`` job (the same body twice is one job); another
+    VoIPBIN event is acknowledged and not queued; unsigned is 401."""
     ingress = start_ingress()
     body = encode(
         {
@@ -348,13 +350,59 @@ async def test_a_signed_voipbin_delivery_is_acknowledged_not_queued(
             "data": {"id": "acc_1", "balance_credit": 5_000_000, "balance_token": 0},
         }
     )
+    for _ in range(2):
+        response = await http.post(
+            ingress.url + "/webhooks/voipbin", content=body, headers=signed(body)
+        )
+        assert response.status_code == 202
+        assert response.json() == {"queued": True}
+    jobs = await queued(arq_pool, settings)
+    assert [(j.function, j.job_id) for j in jobs] == [
+        ("record_account_event", account_job_id(body))
+    ]
+    other = encode({"event_type": "call_updated", "data": {}})
     response = await http.post(
-        ingress.url + "/webhooks/voipbin", content=body, headers=signed(body)
+        ingress.url + "/webhooks/voipbin", content=other, headers=signed(other)
     )
-    assert response.status_code == 202
     assert response.json() == {"queued": False, "ignored": True}
     unsigned = await http.post(ingress.url + "/webhooks/voipbin", content=body)
     assert unsigned.status_code == 401
+    assert len(await queued(arq_pool, settings)) == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        ({"balance_credit": 1.5, "balance_token": 0}, "data.balance_credit"),
+        ({"balance_credit": "100", "balance_token": 0}, "data.balance_credit"),
+        ({"balance_credit": 100, "balance_token": -1}, "data.balance_token"),
+        ({"balance_credit": 100}, "data.balance_token"),
+        ({"balance_credit": 2**63, "balance_token": 0}, "data.balance_credit"),
+        ("nope", "data: expected an object"),
+    ],
+)
+async def test_a_bad_account_updated_is_400_and_queues_nothing(
+    start_ingress: StartIngress,
+    http: httpx.AsyncClient,
+    arq_pool: ArqRedis,
+    settings: Settings,
+    data: Any,
+    why: str,
+) -> None:
+    ingress = start_ingress()
+    body = encode(
+        {"event_type": "account_updated", "timestamp": "2026-05-29T12:10:00Z", "data": data}
+    )
+    response = await http.post(
+        ingress.url + "/webhooks/voipbin", content=body, headers=signed(body)
+    )
+    assert response.status_code == 400
+    assert why in response.json()["error"]
+    bad_time = encode({"event_type": "account_updated", "timestamp": "yesterday", "data": {}})
+    response = await http.post(
+        ingress.url + "/webhooks/voipbin", content=bad_time, headers=signed(bad_time)
+    )
+    assert response.status_code == 400 and "timestamp" in response.json()["error"]
     assert await queued(arq_pool, settings) == []
 
 

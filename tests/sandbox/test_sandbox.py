@@ -526,7 +526,12 @@ def test_config_patch_validates(server: SandboxServer) -> None:
     r = ctl(server).patch("/_sandbox/config", json={"error_rate": 0.7, "rate_limit_rate": 0.7})
     assert r.status_code == 400
     cfg = configure(server, rate={"increments": "1/1"}, spend_limit_micros=None)
-    assert cfg["rate"] == {"per_minute": "0.01", "increments": "1/1", "connect_fee": "0"}
+    assert cfg["rate"] == {
+        "per_minute": "0.01",
+        "increments": "1/1",
+        "connect_fee": "0",
+        "tokens_per_minute": 0,
+    }
     assert ctl(server).get("/_sandbox/config").json()["rate"]["increments"] == "1/1"
 
 

@@ -1,4 +1,5 @@
-"""The sandbox ASGI app: both provider dialects plus the control API."""
+"""The sandbox ASGI app: both provider dialects, Voxpria credits, Billing Insights
+usage, plus the control API."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
+from campaigns.testbed.sandbox.billing_insights import billing_insights_routes
 from campaigns.testbed.sandbox.config import SandboxConfig
 from campaigns.testbed.sandbox.control import control_routes
 from campaigns.testbed.sandbox.minivoice import minivoice_routes
 from campaigns.testbed.sandbox.state import SandboxState
 from campaigns.testbed.sandbox.voipbin import voipbin_routes
+from campaigns.testbed.sandbox.voxpria import voxpria_routes
 from campaigns.testbed.sandbox.webhooks import WebhookNotifier
 
 __all__ = ["create_app"]
@@ -41,7 +44,14 @@ def create_app(
             await notifier.stop()
 
     app = Starlette(
-        routes=[*minivoice_routes(), *voipbin_routes(), *control_routes()], lifespan=lifespan
+        routes=[
+            *minivoice_routes(),
+            *voipbin_routes(),
+            *voxpria_routes(),
+            *billing_insights_routes(),
+            *control_routes(),
+        ],
+        lifespan=lifespan,
     )
     app.state.sandbox = sandbox
     return app

@@ -8,12 +8,14 @@ is refused (400 naming the field) instead of silently ignored.
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
-from campaigns.domain.money import MoneyError
+from campaigns.domain.money import MoneyError, parse_micros
 from campaigns.domain.rating import Rate, RateError
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "SandboxConfig",
     "SandboxConfigError",
     "ScriptStep",
+    "UsageRecordConfig",
     "load_config",
     "patch_config",
 ]
@@ -43,6 +46,9 @@ class RateConfig(BaseModel):
     per_minute: str = "0.01"
     increments: str = "60/60"
     connect_fee: str = "0"
+    tokens_per_minute: int = Field(default=0, ge=0, le=1000)
+    """> 0: token-eligible (seed 001 ``vn`` 1, ``tts`` 3): the VoIPBIN dialect
+    debits whole-minute tokens first at hangup, then credit."""
 
     @model_validator(mode="after")
     def _check(self) -> RateConfig:
@@ -51,9 +57,38 @@ class RateConfig(BaseModel):
 
     def to_rate(self) -> Rate:
         try:
-            return Rate.from_decimal(self.per_minute, self.increments, self.connect_fee)
+            rate = Rate.from_decimal(self.per_minute, self.increments, self.connect_fee)
         except (MoneyError, RateError) as exc:
             raise ValueError(str(exc)) from None
+        return replace(rate, tokens_per_minute=self.tokens_per_minute)
+
+
+_JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?", re.ASCII)
+
+
+class UsageRecordConfig(BaseModel):
+    """An extra Billing Insights record; amounts are JSON number *text*, sent verbatim
+    (``"0.1"``, ``"1e-6"``), so a test can serve numbers a float would round."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: str = "acc_sandbox"
+    month: str = Field(default="2026-01", pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+    type: str = "CALL"
+    product_id: str = "TD-USG-TEL-UG-102213"
+    description: str = "Outbound calls"
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    unit: str = "MINUTES"
+    price: str = "0.01"
+    number_of_units: str = "1"
+    total_amount: str = "0.01"
+
+    @model_validator(mode="after")
+    def _check(self) -> UsageRecordConfig:
+        for name in ("price", "number_of_units", "total_amount"):
+            if not _JSON_NUMBER.fullmatch(getattr(self, name)):
+                raise ValueError(f"{name} must be JSON number text such as '0.1' or '1e-6'")
+        return self
 
 
 class NumberOverride(BaseModel):
@@ -101,6 +136,17 @@ class SandboxConfig(BaseModel):
     balance_micros: StrictInt | None = Field(default=None, ge=0)
     balance_token: StrictInt = Field(default=0, ge=0)
     spend_limit_micros: StrictInt | None = Field(default=None, ge=0)
+    # Voxpria credits (seed 002): 3 credits per started minute, debited at hangup
+    credits_balance: StrictInt = Field(default=0, ge=0)
+    credit_price: str = "0.10"
+    """What one credit costs in USD, for the usage history's ``cost`` strings."""
+    credits_fail: Literal["no", "success_false", "http_500"] = "no"
+    # Billing Insights (seed 003): paged monthly usage; other accounts are a 403
+    usage_token: str = "sandbox-usage-token"
+    usage_accounts: list[str] = Field(default_factory=lambda: ["acc_sandbox"])
+    """Accounts under the sandbox organisation; asking for any other is a 403."""
+    usage_records: list[UsageRecordConfig] = Field(default_factory=list)
+    usage_page_size: int = Field(default=100, ge=1, le=1000)
     # calls and billing
     call_seconds: int = Field(default=30, ge=0)
     call_duration_real_seconds: float = Field(default=0.3, ge=0)
@@ -133,6 +179,10 @@ class SandboxConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> SandboxConfig:
+        try:
+            parse_micros(self.credit_price)
+        except MoneyError as exc:
+            raise ValueError(f"credit_price: {exc}") from None
         total = (
             self.error_rate
             + self.rate_limit_rate

@@ -20,6 +20,7 @@ from campaigns.testbed.sandbox.config import FinalStatus, SandboxConfig, patch_c
 from campaigns.testbed.sandbox.formats import amount_string, rfc3339
 
 __all__ = [
+    "CREDITS_PER_MINUTE",
     "Admission",
     "DialectName",
     "Fault",
@@ -31,7 +32,16 @@ __all__ = [
     "WebhookDelivery",
 ]
 
+CREDITS_PER_MINUTE = 3
+"""Voxpria (seed 002): a voice call costs 3 credits per started minute."""
+
 DialectName = Literal["minivoice", "voipbin"]
+
+
+def credits_for(billsec: int) -> int:
+    return CREDITS_PER_MINUTE * -(-billsec // 60) if billsec > 0 else 0
+
+
 FaultKind = Literal["respond", "accept_then_fail", "accept_then_hang"]
 LiveStatus = Literal["queued", "ringing", "in_progress"]
 
@@ -60,6 +70,13 @@ class SandboxCall:
     currency: str
     omit_cost: bool
     notified: bool = False
+    hold_tokens: int = 0
+    """VoIPBIN: tokens this call takes at hangup (tokens first, whole minutes)."""
+    hold_micros: int = 0
+    """VoIPBIN: credit this call takes at hangup (the overflow)."""
+    hold_credits: int = 0
+    """Voxpria: 3 credits per started minute, taken at hangup."""
+    debited: bool = False
 
     @property
     def attempt_id(self) -> str | None:
@@ -220,6 +237,8 @@ class SandboxState:
     webhook_deliveries: list[WebhookDelivery] = field(default_factory=list)
     committed_spend_micros: int = 0
     balance_debit_micros: int = 0
+    token_debit: int = 0
+    credits_debit: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -234,11 +253,41 @@ class SandboxState:
         configured = self.config.balance_micros
         return None if configured is None else configured - self.balance_debit_micros
 
+    @property
+    def balance_tokens(self) -> int:
+        return self.config.balance_token - self.token_debit
+
+    @property
+    def credits(self) -> int:
+        """Voxpria credits left: the configured balance minus what hung-up calls took."""
+        return self.config.credits_balance - self.credits_debit
+
+    def debit_hangups(self) -> None:
+        """Take what every call that has hung up since the last look owes, in hangup order.
+
+        MiniVoice calls paid at acceptance; VoIPBIN calls pay their tokens and
+        credit now, and every call pays its Voxpria credits now.
+        """
+        with self.lock:
+            now = self.clock()
+            ended = sorted(
+                (c for c in self.calls.values() if not c.debited and c.is_final(now)),
+                key=lambda c: c.ended_at,
+            )
+            for call in ended:
+                call.debited = True
+                self.token_debit += call.hold_tokens
+                if self.config.balance_micros is not None:
+                    self.balance_debit_micros += call.hold_micros
+                self.credits_debit += call.hold_credits
+
     def account(self) -> dict[str, Any]:
         with self.lock:
+            self.debit_hangups()
             return {
                 "balance_micros": self.balance_micros,
-                "balance_token": self.config.balance_token,
+                "balance_token": self.balance_tokens,
+                "credits": self.credits,
                 "spend_limit_micros": self.config.spend_limit_micros,
                 "committed_spend_micros": self.committed_spend_micros,
                 "calls": len(self.calls),
@@ -254,6 +303,10 @@ class SandboxState:
             self.config = config
             if config.balance_micros != old.balance_micros:
                 self.balance_debit_micros = 0
+            if config.balance_token != old.balance_token:
+                self.token_debit = 0
+            if config.credits_balance != old.credits_balance:
+                self.credits_debit = 0
             if config.seed != old.seed:
                 self.rng.seed(config.seed)
 
@@ -275,6 +328,8 @@ class SandboxState:
             self.webhook_deliveries.clear()
             self.committed_spend_micros = 0
             self.balance_debit_micros = 0
+            self.token_debit = 0
+            self.credits_debit = 0
             self.rng.seed(self.config.seed)
 
     # -- ledger ------------------------------------------------------------
@@ -398,12 +453,28 @@ class SandboxState:
                 billsec = override.billsec_seconds
             if max_duration_seconds is not None:
                 billsec = min(billsec, max_duration_seconds)
-            cost = cfg.rate_model().cost_micros(billsec)
+            rate = cfg.rate_model()
+            cost = rate.cost_micros(billsec)
             limit = cfg.spend_limit_micros
             if limit is not None and self.committed_spend_micros + cost > limit:
                 return Rejection(403, "spend_control_exceeded", "outbound spend limit exceeded")
+            self.debit_hangups()
             balance = self.balance_micros
-            if balance is not None and balance < cost:
+            hold_tokens = hold_micros = 0
+            if dialect == "voipbin":
+                # Tokens first, then credit, as seed 001 bills; what calls still
+                # up will take at their hangup is not available to this one.
+                live = [c for c in self.calls.values() if not c.debited]
+                free_tokens = max(self.balance_tokens - sum(c.hold_tokens for c in live), 0)
+                charge = rate.charge(billsec, free_tokens)
+                hold_tokens, hold_micros = charge.tokens, charge.credit_micros
+                if balance is not None and (
+                    balance - sum(c.hold_micros for c in live) < hold_micros
+                ):
+                    return Rejection(
+                        402, "insufficient_balance", "insufficient credit balance for this call"
+                    )
+            elif balance is not None and balance < cost:
                 return Rejection(402, "insufficient_balance", "insufficient balance for this call")
             call_id = f"call_{uuid.uuid4().hex}" if dialect == "minivoice" else str(uuid.uuid4())
             call = SandboxCall(
@@ -422,10 +493,13 @@ class SandboxState:
                 cost_micros=cost,
                 currency=cfg.currency,
                 omit_cost=cfg.omit_cost,
+                hold_tokens=hold_tokens,
+                hold_micros=hold_micros,
+                hold_credits=credits_for(billsec),
             )
             self.calls[call.id] = call
             self.committed_spend_micros += cost
-            if balance is not None:
+            if balance is not None and dialect != "voipbin":
                 self.balance_debit_micros += cost
             return call
 
@@ -455,6 +529,37 @@ class SandboxState:
                 sum(call.billsec_seconds for call in settled),
                 sum(call.cost_micros for call in settled),
             )
+
+    def credits_usage(self, first: str, last: str) -> list[dict[str, Any]]:
+        """Voxpria's per-day history of hung-up calls, newest day first (seed 002)."""
+        with self.lock:
+            self.debit_hangups()
+            days: dict[str, list[int]] = {}
+            for call in self.calls.values():
+                day = rfc3339(call.created_at)[:10]
+                if call.debited and first <= day <= last:
+                    row = days.setdefault(day, [0, 0])
+                    row[0] += 1
+                    row[1] += call.hold_credits
+            return [
+                {"date": day, "calls": calls, "creditsUsed": used}
+                for day, (calls, used) in sorted(days.items(), reverse=True)
+            ]
+
+    def month_usage(self, month: str) -> dict[str, tuple[int, int, int]]:
+        """Settled calls created in ``month`` (YYYY-MM): currency -> (calls, billsec, micros)."""
+        with self.lock:
+            now = self.clock()
+            totals: dict[str, tuple[int, int, int]] = {}
+            for call in self.calls.values():
+                if rfc3339(call.created_at)[:7] == month and call.is_settled(now):
+                    calls, billsec, micros = totals.get(call.currency, (0, 0, 0))
+                    totals[call.currency] = (
+                        calls + 1,
+                        billsec + call.billsec_seconds,
+                        micros + call.cost_micros,
+                    )
+            return totals
 
     def take_newly_final(self) -> list[SandboxCall]:
         """Calls that turned final since the last look; each is returned once."""

@@ -111,11 +111,13 @@ async def get_call(request: Request) -> Response:
 
 
 async def billing_account(request: Request) -> Response:
-    """The caller's own account; an unlimited sandbox balance reads as 0 micros."""
+    """The caller's own account, after every hung-up call has paid (tokens first);
+    an unlimited sandbox balance reads as 0 micros."""
     if (refused := await guard(request, VOIPBIN)) is not None:
         return refused
     state = get_state(request)
     with state.lock:
+        state.debit_hangups()
         config = state.config
         balance = state.balance_micros
         return JSONResponse(
@@ -127,7 +129,7 @@ async def billing_account(request: Request) -> Response:
                 "plan_type": "free",
                 "plan_status": "active",
                 "balance_credit": 0 if balance is None else balance,
-                "balance_token": config.balance_token,
+                "balance_token": state.balance_tokens,
                 "payment_type": "",
                 "payment_method": "",
                 "tm_delete": _NEVER,

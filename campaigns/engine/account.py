@@ -1,0 +1,344 @@
+"""The account gate: before every batch, can the provider account pay for it?
+
+The dispatcher asks :meth:`AccountGate.check` before a batch (and so at
+resume, whose first batch runs it). It sums what *every* campaign on the
+account has reserved, adds the next batch's worst case (tokens first, as the
+rate model bills), puts ``DISPATCHER_BALANCE_BUFFER_PERCENT`` on top and
+compares that with the balance; with ``DISPATCHER_MONTHLY_CAP`` it also
+checks month-to-date usage. Balance and usage are cached in Redis for a few
+seconds, so N workers do not each poll the provider per batch; an
+``account_updated`` webhook (:func:`apply_account_event`) refreshes the
+balance in between. Below ``DISPATCHER_LOW_BALANCE_MICROS`` one warning and
+one alert per crossing (:func:`note_balance`), like the budget alerts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import structlog
+
+from campaigns.domain.account import Commitment, Need, credits_need, micros_need
+from campaigns.domain.errors import ProviderError
+from campaigns.domain.lifecycle import ACTIVE_STATES, HaltCode
+from campaigns.domain.money import format_micros
+from campaigns.providers.balance import AccountBalance, BalanceSource
+from campaigns.providers.billing_insights import BillingInsights, UsageError
+from campaigns.providers.voipbin import parse_account_event
+from campaigns.queue import JobQueue
+from campaigns.settings import Settings
+from campaigns.store import CampaignRecord, Store, now_ms
+
+__all__ = [
+    "BALANCE_TTL_SECONDS",
+    "USAGE_TTL_SECONDS",
+    "AccountGate",
+    "GateResult",
+    "apply_account_event",
+    "make_usage_source",
+    "month_to_date",
+    "note_balance",
+]
+
+BALANCE_TTL_SECONDS = 5.0
+"""How long a balance is trusted: short, since other campaigns spend from it."""
+USAGE_TTL_SECONDS = 30.0
+"""How long month-to-date usage is trusted; spend booked since is added on top."""
+
+log = structlog.stdlib.get_logger("campaigns.engine.account")
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """``ok``; ``halt`` with a code and message; or ``unknown`` (the check itself failed)."""
+
+    verdict: Literal["ok", "halt", "unknown"]
+    code: HaltCode | None = None
+    message: str = ""
+
+
+_OK = GateResult("ok")
+
+
+def make_usage_source(settings: Settings) -> BillingInsights | None:
+    """The Billing Insights client, when ``DISPATCHER_USAGE_URL`` is set."""
+    if settings.usage_url is None or settings.usage_token is None:
+        return None
+    return BillingInsights(
+        settings.usage_url,
+        settings.usage_token,
+        settings.usage_account_list,
+        timeout=settings.provider_timeout_seconds,
+    )
+
+
+def _month(at: datetime | None = None) -> str:
+    return (at or datetime.now(UTC)).strftime("%Y-%m")
+
+
+async def month_to_date(
+    store: Store, usage: BillingInsights, spent_now: int, *, refresh: bool = False
+) -> dict[str, Any]:
+    """This month's usage totals (cached), with the dispatcher's booked total when read.
+
+    ``spent_at_fetch`` lets the gate add what was booked after the read:
+    usage the source could not have reported yet.
+    """
+    month = _month()
+    cached = None if refresh else await store.account("usage")
+    if cached is not None and cached.get("month") == month:
+        return cached
+    result = await usage.monthly_usage(month)
+    document = {
+        "month": month,
+        "at_ms": now_ms(),
+        "records": len(result.records),
+        "totals": result.totals(),
+        "spent_at_fetch": spent_now,
+    }
+    await store.put_account("usage", document, USAGE_TTL_SECONDS)
+    return document
+
+
+class AccountGate:
+    """The account-wide check the dispatcher runs before a batch."""
+
+    def __init__(
+        self,
+        store: Store,
+        source: BalanceSource,
+        settings: Settings,
+        queue: JobQueue | None = None,
+        usage: BillingInsights | None = None,
+    ) -> None:
+        self.store = store
+        self.source = source
+        self.settings = settings
+        self.queue = queue
+        self.usage = usage
+
+    async def aclose(self) -> None:
+        await self.source.aclose()
+        if self.usage is not None:
+            await self.usage.aclose()
+
+    async def balance(self) -> AccountBalance | None:
+        """The cached balance of this source, else a fresh one (cached and noted).
+
+        Raises :class:`~campaigns.domain.errors.ProviderError` when the source fails.
+        """
+        cached = await self.cached_balance()
+        return cached if cached is not None else await self.fresh_balance()
+
+    async def cached_balance(self) -> AccountBalance | None:
+        document = await self.store.account("balance")
+        if document is None:
+            return None
+        balance = AccountBalance.from_json(document)
+        if balance is None or balance.source != self.source.source:
+            return None
+        return balance
+
+    async def fresh_balance(self) -> AccountBalance | None:
+        """Read the source now; cache it and note a low balance."""
+        fresh = await self.source.fetch()
+        if fresh is None:
+            return None
+        await self.store.put_account("balance", fresh.to_json(), BALANCE_TTL_SECONDS)
+        await note_balance(self.store, self.queue, self.settings, fresh)
+        return fresh
+
+    async def check(self, campaign: CampaignRecord) -> GateResult:
+        """May the next batch of ``campaign`` be sent? Nothing is sent on anything but ok.
+
+        The batch's worst case is ``min(batch_size, pending)`` calls; every
+        campaign's reservations (this one's included: its calls in flight are
+        not paid yet) are outstanding.
+        """
+        calls = min(campaign.spec.pacing.batch_size, campaign.pending)
+        if calls <= 0:
+            return _OK
+        money = await self.store.account_commitments()
+        commitments = await self._commitments(money)
+        try:
+            cap = await self._cap(campaign, calls, money, commitments)
+            if cap is not None:
+                return cap
+            cached = await self.cached_balance()
+            if cached is not None:
+                result = self._judge(campaign, calls, commitments, cached)
+                if result.verdict == "ok":
+                    return result
+            # Trust a cached balance to let a batch go, not to stop one: an
+            # operator may have topped up and resumed since it was read.
+            balance = await self.fresh_balance()
+            if balance is None:
+                return _OK
+            result = self._judge(campaign, calls, commitments, balance)
+        except (ProviderError, UsageError, ValueError, OSError) as exc:
+            return GateResult("unknown", message=f"account check failed: {exc}")
+        return result
+
+    def _judge(
+        self,
+        campaign: CampaignRecord,
+        calls: int,
+        commitments: list[Commitment],
+        balance: AccountBalance,
+    ) -> GateResult:
+        spec = campaign.spec
+        buffer = self.settings.balance_buffer_percent
+        if balance.unit == "credits":
+            need = credits_need(
+                max_call_seconds=spec.max_call_seconds,
+                calls=calls,
+                commitments=commitments,
+                buffer_percent=buffer,
+            )
+        else:
+            need = micros_need(
+                rate=spec.rate_model(),
+                max_call_seconds=spec.max_call_seconds,
+                calls=calls,
+                tokens=balance.tokens,
+                commitments=commitments,
+                buffer_percent=buffer,
+            )
+        if balance.amount >= need.total:
+            return _OK
+        return GateResult("halt", HaltCode.INSUFFICIENT_BALANCE, _shortfall(balance, need, calls))
+
+    async def _commitments(self, money: dict[str, tuple[int, int]]) -> list[Commitment]:
+        found: list[Commitment] = []
+        for campaign_id, (reserved, _spent) in money.items():
+            if reserved <= 0:
+                continue
+            record = await self.store.campaign(campaign_id)
+            if record is None:
+                continue
+            found.append(
+                Commitment(
+                    reserved,
+                    record.worst_case_micros,
+                    record.spec.max_call_seconds,
+                    record.spec.rate_model(),
+                )
+            )
+        return found
+
+    async def _cap(
+        self,
+        campaign: CampaignRecord,
+        calls: int,
+        money: dict[str, tuple[int, int]],
+        commitments: list[Commitment],
+    ) -> GateResult | None:
+        cap = self.settings.monthly_cap_micros
+        if cap is None or self.usage is None:
+            return None
+        spent_now = sum(spent for _reserved, spent in money.values())
+        document = await month_to_date(self.store, self.usage, spent_now)
+        totals = document.get("totals") or {}
+        used = int(totals.get(campaign.currency, 0))
+        booked_since = max(spent_now - int(document.get("spent_at_fetch", spent_now)), 0)
+        reserved = sum(c.reserved_micros for c in commitments)
+        batch = calls * campaign.worst_case_micros
+        total = used + booked_since + reserved + batch
+        if total <= cap:
+            return None
+        cur = campaign.currency
+        return GateResult(
+            "halt",
+            HaltCode.MONTHLY_CAP_REACHED,
+            f"month {document.get('month')}: usage {_money(used, cur)} + booked since "
+            f"{_money(booked_since, cur)} + reserved {_money(reserved, cur)} + this batch's "
+            f"worst case {_money(batch, cur)} ({calls} calls) = {_money(total, cur)} "
+            f"passes the monthly cap {_money(cap, cur)} (DISPATCHER_MONTHLY_CAP)",
+        )
+
+
+def _money(micros: int, currency: str = "") -> str:
+    text = f"{format_micros(micros, 6)} ({micros} micros)"
+    return f"{currency} {text}" if currency else text
+
+
+def _shortfall(balance: AccountBalance, need: Need, calls: int) -> str:
+    """The halt message: the balance, the tokens, the amount needed and the buffer."""
+    if balance.unit == "credits":
+        return (
+            f"{balance.source} balance {balance.amount} credits is below {need.total} credits: "
+            f"this batch's worst case {need.batch} credits ({calls} calls) + outstanding "
+            f"{need.committed} credits + {need.buffer_percent}% buffer"
+        )
+    return (
+        f"{balance.source} balance {_money(balance.amount)} and {balance.tokens} tokens "
+        f"({need.tokens_free} free of outstanding calls) is below {_money(need.total)}: "
+        f"this batch's worst case {_money(need.batch)} after {need.batch_tokens} tokens "
+        f"({calls} calls) + outstanding reservations {_money(need.committed)} "
+        f"+ {need.buffer_percent}% buffer"
+    )
+
+
+async def note_balance(
+    store: Store, queue: JobQueue | None, settings: Settings, balance: AccountBalance
+) -> bool:
+    """Warn and alert once when the credit balance crosses below the low-balance mark.
+
+    Back at or above the mark re-arms it. The alert goes to the alert webhook
+    of every campaign that is not finished (deduplicated), as a
+    ``deliver_alert`` job. True when this call fired it.
+    """
+    mark = settings.low_balance_micros
+    if mark is None or balance.unit != "micros":
+        return False
+    if balance.amount >= mark:
+        await store.clear_low_balance()
+        return False
+    if not await store.mark_low_balance(balance.at_ms):
+        return False
+    payload: dict[str, Any] = {
+        "event": "account.low_balance",
+        "source": balance.source,
+        "balance_micros": balance.amount,
+        "tokens": balance.tokens,
+        "threshold_micros": mark,
+        "at": datetime.fromtimestamp(balance.at_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    log.warning("account_low_balance", **{k: v for k, v in payload.items() if k != "event"})
+    if queue is not None:
+        for url in await _alert_urls(store):
+            digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+            await queue.alert(url, payload, job_id=f"alert:account:{balance.at_ms}:{digest}")
+    return True
+
+
+async def _alert_urls(store: Store) -> list[str]:
+    urls: dict[str, None] = {}
+    for campaign_id in await store.campaign_ids():
+        record = await store.campaign(campaign_id)
+        if record is None or record.state not in ACTIVE_STATES:
+            continue
+        url = record.spec.alerts.webhook_url
+        if url:
+            urls[str(url)] = None
+    return list(urls)
+
+
+async def apply_account_event(
+    store: Store, queue: JobQueue | None, settings: Settings, payload: Any
+) -> str:
+    """Refresh the cached balance from a webhook; ``updated`` or ``stale`` (older than cached).
+
+    Raises :class:`~campaigns.providers.EventError` naming the field; nothing is written then.
+    """
+    at_ms, parsed = parse_account_event(payload)
+    balance = AccountBalance("provider", "micros", parsed.credit_micros, parsed.tokens, at_ms)
+    if not await store.put_account("balance", balance.to_json(), BALANCE_TTL_SECONDS):
+        log.info("account_event_stale", at_ms=balance.at_ms)
+        return "stale"
+    log.info("account_balance_updated", balance_micros=balance.amount, tokens=balance.tokens)
+    await note_balance(store, queue, settings, balance)
+    return "updated"

@@ -1,0 +1,107 @@
+"""``campaigns usage``: the month's Billing Insights usage by type and product (seed 003);
+and the account balance read once, for ``campaigns estimate --account``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from campaigns.domain.money import format_micros
+from campaigns.providers import make_provider
+from campaigns.providers.balance import AccountBalance, make_balance_source
+from campaigns.providers.billing_insights import BillingInsights, MonthlyUsage, UsageError
+from campaigns.settings import Settings
+
+__all__ = [
+    "UsageError",
+    "UsageNotConfigured",
+    "fetch_month",
+    "read_balance",
+    "usage_json",
+    "usage_lines",
+]
+
+
+class UsageNotConfigured(ValueError):
+    """The usage source settings are missing; the message names the setting."""
+
+
+async def fetch_month(settings: Settings, month: str) -> MonthlyUsage:
+    """Every usage record of ``month`` (YYYY-MM) over all pages.
+
+    Raises :class:`UsageNotConfigured`, or the client's
+    :class:`~campaigns.providers.billing_insights.UsageError` (a 403 as
+    :class:`~campaigns.providers.billing_insights.UsageRefused`).
+    """
+    for name in ("usage_url", "usage_token", "usage_accounts"):
+        if not getattr(settings, name):
+            raise UsageNotConfigured(f"DISPATCHER_{name.upper()}: must be set for campaigns usage")
+    assert settings.usage_url is not None and settings.usage_token is not None
+    client = BillingInsights(
+        settings.usage_url,
+        settings.usage_token,
+        settings.usage_account_list,
+        timeout=settings.provider_timeout_seconds,
+    )
+    try:
+        return await client.monthly_usage(month)
+    finally:
+        await client.aclose()
+
+
+def _groups(usage: MonthlyUsage) -> list[dict[str, Any]]:
+    """Records summed by (type, product, currency), in a stable order."""
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for record in usage.records:
+        key = (record.type, record.product_id, record.currency)
+        group = groups.setdefault(
+            key,
+            {
+                "type": record.type,
+                "product_id": record.product_id,
+                "description": record.description,
+                "currency": record.currency,
+                "records": 0,
+                "total_micros": 0,
+            },
+        )
+        group["records"] += 1
+        group["total_micros"] += record.total_micros
+    return [groups[k] for k in sorted(groups)]
+
+
+def usage_json(usage: MonthlyUsage) -> dict[str, Any]:
+    return {
+        "month": usage.month_from,
+        "accounts": usage.accounts,
+        "pages": usage.pages,
+        "records": len(usage.records),
+        "totals_micros": usage.totals(),
+        "by_product": _groups(usage),
+    }
+
+
+def usage_lines(usage: MonthlyUsage) -> list[str]:
+    lines = [
+        f"usage {usage.month_from} for {', '.join(usage.accounts)}: "
+        f"{len(usage.records)} records on {usage.pages} pages"
+    ]
+    for group in _groups(usage):
+        amount = format_micros(group["total_micros"], 6)
+        lines.append(
+            f"  {group['type']:<16} {group['product_id'] or '-':<24} "
+            f"{amount:>16} {group['currency']}  ({group['records']} records)"
+        )
+    for currency, micros in sorted(usage.totals().items()):
+        lines.append(f"  {'total':<16} {'':<24} {format_micros(micros, 6):>16} {currency}")
+    return lines
+
+
+async def read_balance(settings: Settings) -> AccountBalance | None:
+    """The account's balance right now, from the configured source (``campaigns estimate --account``)."""
+    provider = make_provider(settings)
+    source = make_balance_source(settings, provider)
+    try:
+        return await source.fetch()
+    finally:
+        await source.aclose()
+        await provider.aclose()
