@@ -23,19 +23,25 @@ import httpx
 from redis.exceptions import RedisError
 from rich.console import Console
 
-from campaigns.domain.money import format_micros
+from campaigns.domain.errors import ProviderError
+from campaigns.domain.money import format_money
 from campaigns.domain.spec import SpecError, is_campaign_id, load_spec
 from campaigns.logs import (
-    LOG_FORMATS,
-    check_log_level,
     configure_logging,
     register_secret,
     scrub,
 )
-from campaigns.operators.control import CampaignClient, ControlError, check_redis, status_json
+from campaigns.operators.control import (
+    CampaignClient,
+    ControlError,
+    Explanation,
+    check_redis,
+    iso_time,
+    status_json,
+)
 from campaigns.operators.estimate import estimate
-from campaigns.settings import Settings
-from campaigns.store import StoreError, SubmitConflict
+from campaigns.settings import Settings, unknown_settings
+from campaigns.store import CampaignRecord, StoreError, SubmitConflict
 
 __all__ = ["main"]
 
@@ -62,6 +68,16 @@ class _Invalid(_Failed):
     """Invalid input: one line on stderr, exit 2, nothing written."""
 
     exit_code = 2
+
+
+_STORE_SETTINGS = "DISPATCHER_REDIS_URL, DISPATCHER_QUEUE_NAME"
+
+
+def _example(*commands: str, settings: str | None = _STORE_SETTINGS) -> str:
+    """A --help epilog: an example, and the settings the command reads."""
+    lines = "\n".join(f"  $ {c}" for c in commands)
+    reads = f"Reads {settings} (environment or .env)." if settings else "Reads no settings."
+    return f"\b\nExample:\n{lines}\n\n{reads}"
 
 
 def _Failure(message: str, code: int = 1) -> _Failed:
@@ -153,9 +169,21 @@ class _Group(click.Group):
             raise _usage(exc) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            _reader_left()
         except Exception as exc:
             logging.getLogger("campaigns.operators.cli").debug("unexpected failure", exc_info=True)
             raise _Failed(f"unexpected {type(exc).__name__}: {exc}") from None
+
+
+def _reader_left() -> None:
+    """Output piped into ``head`` or a pager that quit: end quietly, exit 0.
+
+    Later writes and the flush at exit go to /dev/null instead of raising again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise click.exceptions.Exit(0)
 
 
 def _usage(exc: click.UsageError) -> _Invalid:
@@ -171,7 +199,26 @@ def _settings() -> Settings:
         raise _Failure(f"invalid settings: {_first_setting_error(exc)}", 2) from None
     for secret in settings.secret_values():
         register_secret(secret)
+    unknown = unknown_settings()
+    if unknown:
+        names = ", ".join(unknown)
+        raise _Failure(f"invalid settings: {names}: not a DISPATCHER_* setting", 2)
     return settings
+
+
+def start_checks(settings: Settings, *, provider: bool, redis: bool) -> None:
+    """What a long-running process checks before it serves: the provider key
+    (``provider``) and Redis answering within a few seconds (``redis``).
+
+    Settings themselves (URLs parse, known names) are checked when they load.
+    """
+    if provider:
+        _require_api_key(settings)
+    if redis:
+        try:
+            asyncio.run(check_redis(settings.redis_url, REDIS_CHECK_SECONDS))
+        except ControlError as exc:
+            raise _Failure(f"{exc} (DISPATCHER_REDIS_URL)") from None
 
 
 def _require_api_key(settings: Settings) -> None:
@@ -211,8 +258,12 @@ def _run(make: Callable[[CampaignClient], Awaitable[R]]) -> R:
         raise _Failure(str(exc), 2) from None
     except (ControlError, StoreError, LookupError) as exc:
         raise _Failure(str(exc)) from None
-    except (RedisError, OSError) as exc:  # Redis went away after the first check
+    except BrokenPipeError:
+        raise  # the reader left (``| head``): handled quietly by the group
+    except RedisError as exc:  # Redis went away after the first check
         raise _Failure(f"Redis failed: {type(exc).__name__}: {exc}") from None
+    except OSError as exc:  # writing the output, most likely: not Redis's fault
+        raise _Failure(f"{type(exc).__name__}: {exc}") from None
     except httpx.HTTPError as exc:
         raise _Failure(f"provider request failed: {type(exc).__name__}: {exc}") from None
 
@@ -232,27 +283,35 @@ def _cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
 @click.version_option(package_name="campaign-dispatcher")
 def main() -> None:
     """Budget-safe outbound call campaign dispatcher."""
-    try:
-        level = check_log_level(os.environ.get("DISPATCHER_LOG_LEVEL", "WARNING"))
-    except ValueError as exc:
-        raise _Failure(f"invalid settings: DISPATCHER_LOG_LEVEL: {exc}", 2) from None
-    fmt = os.environ.get("DISPATCHER_LOG_FORMAT", "auto")
-    if fmt not in LOG_FORMATS:
-        choices = ", ".join(LOG_FORMATS)
-        raise _Failure(f"invalid settings: DISPATCHER_LOG_FORMAT: must be one of {choices}", 2)
-    configure_logging(level, fmt)
+    # From the settings, so .env counts too; commands log only warnings unless told.
+    settings = _settings()
+    level = settings.log_level if "log_level" in settings.model_fields_set else "WARNING"
+    configure_logging(level, settings.log_format)
 
 
-@main.command()
+@main.command(epilog=_example("campaigns submit spring.json --contacts contacts.csv"))
 @click.argument("spec_path", metavar="SPEC.json", type=click.Path(dir_okay=False))
 @click.option(
     "--contacts", "contacts_csv", type=click.Path(dir_okay=False), help="contacts CSV (to,ref)"
 )
 @_cli_errors
 def submit(spec_path: str, contacts_csv: str | None) -> None:
-    """Validate and submit a campaign; same ID and spec again is a no-op."""
+    """Validate and submit a campaign; same ID and spec again is a no-op.
+
+    Refuses a spec without contacts; warns when the budget cannot pay for one
+    call at its worst case (the campaign would halt before its first call).
+    """
     spec = load_spec(spec_path, contacts_csv)
     result = _run(lambda c: c.submit(spec))
+    worst = spec.worst_case_call_micros()
+    if spec.budget_in_micros < worst:
+        cur = spec.currency
+        click.echo(
+            f"warning: budget {format_money(spec.budget_in_micros, cur)} cannot cover one call's "
+            f"worst case ({format_money(worst, cur, exact=True)}, {spec.max_call_seconds} s): "
+            "the campaign halts with budget_exhausted before its first call",
+            err=True,
+        )
     verb = "submitted" if result.created else "already submitted (no change)"
     _echo(
         f"{result.campaign_id}: {verb}, {result.contacts} contacts"
@@ -260,37 +319,57 @@ def submit(spec_path: str, contacts_csv: str | None) -> None:
     )
 
 
-@main.command()
+@main.command(epilog=_example("campaigns status spring-renewals --json"))
 @click.argument("campaign_id", type=CAMPAIGN_ID)
-@click.option("--json", "as_json", is_flag=True, help="the status JSON of DESIGN.md")
+@click.option(
+    "--json", "as_json", is_flag=True, help="machine-readable: counts, money in micros, waiting"
+)
 def status(campaign_id: str, as_json: bool) -> None:
-    """Show a campaign's state, counts and money."""
-    campaign = _run(lambda c: c.get(campaign_id))
+    """Show a campaign's state, why it is not sending, progress, ETA, counts and money."""
+
+    async def read(client: CampaignClient) -> tuple[CampaignRecord, Explanation]:
+        campaign = await client.get(campaign_id)
+        return campaign, await client.explain(campaign)
+
+    campaign, explanation = _run(read)
     if as_json:
-        _echo(json.dumps(status_json(campaign)))
+        _echo(json.dumps(status_json(campaign, explanation)))
         return
     from campaigns.operators.report import summary_lines
 
-    for key, value in summary_lines(campaign):
+    for key, value in summary_lines(campaign, explanation):
         _echo(f"{key:<18} {value}")
 
 
-@main.command(name="list")
-def list_() -> None:
-    """List campaigns, oldest first."""
-    campaigns = _run(lambda c: c.campaigns())
-    _echo(
-        f"{'CAMPAIGN':<28} {'STATE':<10} {'CONTACTS':>8} {'PENDING':>8} {'ACCEPTED':>8} {'SPENT':>14}"
-    )
-    for c in campaigns:
-        spent = f"{format_micros(c.spent_micros)} {c.currency}"
+@main.command(name="list", epilog=_example("campaigns list --json"))
+@click.option("--json", "as_json", is_flag=True, help="one status JSON object per campaign")
+def list_(as_json: bool) -> None:
+    """List campaigns, oldest first: state, progress, money, and why one waits."""
+
+    async def read(client: CampaignClient) -> list[tuple[CampaignRecord, Explanation]]:
+        return [(c, await client.explain(c)) for c in await client.campaigns()]
+
+    rows = _run(read)
+    if as_json:
+        _echo(json.dumps([status_json(c, e) for c, e in rows]))
+        return
+    _echo(f"{'CAMPAIGN':<28} {'STATE':<10} {'DONE':>6} {'SPENT':>16} {'BUDGET':>16}  WAITING / ETA")
+    for c, e in rows:
+        if e.waiting is not None:
+            note = e.waiting.reason
+        elif e.eta_ms is not None:
+            note = f"eta {iso_time(e.eta_ms)}"
+        else:
+            note = "-"
+        spent = format_money(c.spent_micros, c.currency)
+        budget = format_money(c.budget_micros, c.currency)
         _echo(
-            f"{c.campaign_id:<28} {c.state:<10} {c.contacts:>8} {c.pending:>8} {c.accepted:>8} {spent:>14}"
+            f"{c.campaign_id:<28} {c.state:<10} {e.percent_done:>5g}% {spent:>16} {budget:>16}  {note}"
         )
 
 
 def _state_command(verb: str, doc: str) -> None:
-    @main.command(name=verb, help=doc)
+    @main.command(name=verb, help=doc, epilog=_example(f"campaigns {verb} spring-renewals"))
     @click.argument("campaign_id", type=CAMPAIGN_ID)
     def command(campaign_id: str) -> None:
         state = _run(lambda c: getattr(c, verb)(campaign_id))
@@ -302,7 +381,7 @@ _state_command("resume", "Resume a paused or halted campaign (re-checks the budg
 _state_command("cancel", "Cancel for good; calls already placed still settle.")
 
 
-@main.command()
+@main.command(epilog=_example("campaigns resolve spring-renewals:000004:1 --call-id call_8f2a"))
 @click.argument("attempt_id", type=TOKEN)
 @click.option("--call-id", type=TOKEN, help="the provider call this attempt became")
 @click.option(
@@ -316,7 +395,7 @@ def resolve(attempt_id: str, call_id: str | None, no_call: bool) -> None:
     _echo(f"{attempt_id}: {outcome}")
 
 
-@main.command()
+@main.command(epilog=_example("campaigns report spring-renewals --format csv > calls.csv"))
 @click.argument("campaign_id", type=CAMPAIGN_ID)
 @click.option(
     "--format",
@@ -337,13 +416,23 @@ def report(campaign_id: str, fmt: str) -> None:
             await rep.write_json(client.store, campaign, out)
         elif fmt == "csv":
             await rep.write_csv(client.store, campaign, out)
-        else:
-            await rep.write_table(client.store, campaign, Console(file=out))
+        elif out.isatty():
+            explanation = await client.explain(campaign)
+            await rep.write_table(client.store, campaign, Console(file=out), explanation)
+        else:  # a file or a pipe: plain text, every column whole
+            explanation = await client.explain(campaign)
+            await rep.write_plain(client.store, campaign, out, explanation)
 
     _run(render)
 
 
-@main.command()
+@main.command(
+    epilog=_example(
+        "campaigns reconcile spring-renewals --json",
+        settings=f"{_STORE_SETTINGS}, DISPATCHER_PROVIDER_URL, DISPATCHER_PROVIDER_API_KEY, "
+        "DISPATCHER_PROVIDER_DIALECT",
+    )
+)
 @click.argument("campaign_id", type=CAMPAIGN_ID)
 @click.option("--json", "as_json", is_flag=True)
 def reconcile(campaign_id: str, as_json: bool) -> None:
@@ -366,9 +455,11 @@ def reconcile(campaign_id: str, as_json: bool) -> None:
     else:
         for line in result.lines():
             _echo(line)
+    if result.usage_error is not None:  # nothing was compared: not a success
+        raise _Failure(f"the provider's usage could not be read: {result.usage_error}")
 
 
-@main.command(name="dead-letters")
+@main.command(name="dead-letters", epilog=_example("campaigns dead-letters --limit 5"))
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 def dead_letters(limit: int) -> None:
     """Call events that could not be applied, newest first (JSON lines)."""
@@ -376,14 +467,56 @@ def dead_letters(limit: int) -> None:
         _echo(json.dumps(entry))
 
 
-@main.command(name="estimate")
+@main.command(
+    name="estimate",
+    epilog=_example(
+        "campaigns estimate spring.json",
+        "campaigns estimate spring.json --average-seconds 90 --account",
+        settings="no settings; with --account DISPATCHER_BALANCE_SOURCE, "
+        "DISPATCHER_BALANCE_BUFFER_PERCENT and the provider or Voxpria settings",
+    ),
+)
 @click.argument("spec_path", metavar="SPEC.json", type=click.Path(dir_okay=False))
 @click.option("--contacts", "contacts_csv", type=click.Path(dir_okay=False))
+@click.option(
+    "--average-seconds",
+    type=click.IntRange(1, 86_400),
+    help="expected cost at this average call length (tokens first)",
+)
+@click.option(
+    "--account", is_flag=True, help="read the account's balance: does it cover it, with the buffer?"
+)
 @click.option("--json", "as_json", is_flag=True)
 @_cli_errors
-def estimate_(spec_path: str, contacts_csv: str | None, as_json: bool) -> None:
+def estimate_(
+    spec_path: str,
+    contacts_csv: str | None,
+    average_seconds: int | None,
+    account: bool,
+    as_json: bool,
+) -> None:
     """Worst-case cost of a spec before submitting it (nothing is written)."""
-    result = estimate(load_spec(spec_path, contacts_csv))
+    spec = load_spec(spec_path, contacts_csv)
+    buffer = 10
+    balance = None
+    if account:
+        from campaigns.operators.usage import read_balance
+
+        settings = _settings()
+        if settings.balance_source == "provider":
+            _require_api_key(settings)
+        buffer = settings.balance_buffer_percent
+        try:
+            balance = asyncio.run(read_balance(settings))
+        except ProviderError as exc:
+            raise _Failure(f"balance check failed: {exc}") from None
+        if balance is None:
+            raise _Failure(
+                f"the {settings.provider_dialect} dialect reports no balance "
+                "(DISPATCHER_BALANCE_SOURCE=voxpria reads Voxpria credits)",
+                2,
+            )
+    result = estimate(spec, average_seconds=average_seconds, balance=balance, buffer_percent=buffer)
     if as_json:
         _echo(json.dumps(result.to_json()))
     else:
@@ -391,7 +524,58 @@ def estimate_(spec_path: str, contacts_csv: str | None, as_json: bool) -> None:
             _echo(line)
 
 
-@main.command()
+class _MonthType(click.ParamType[str]):
+    name = "YYYY-MM"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from campaigns.providers.billing_insights import MONTH
+
+        if not isinstance(value, str) or not MONTH.fullmatch(value):
+            self.fail("a month such as 2026-05 (YYYY-MM)", param, ctx)
+        return value
+
+
+@main.command(
+    name="usage",
+    epilog=_example(
+        "campaigns usage --month 2026-05 --json",
+        settings="DISPATCHER_USAGE_URL, DISPATCHER_USAGE_TOKEN, DISPATCHER_USAGE_ACCOUNTS",
+    ),
+)
+@click.option("--month", required=True, type=_MonthType(), help="the month, YYYY-MM")
+@click.option("--json", "as_json", is_flag=True)
+def usage_(month: str, as_json: bool) -> None:
+    """The month's Billing Insights usage by type and product, over every page.
+
+    A 403 (an account outside the organisation) exits 1 naming the accounts.
+    """
+    from campaigns.operators.usage import (
+        UsageError,
+        UsageNotConfigured,
+        fetch_month,
+        usage_json,
+        usage_lines,
+    )
+
+    try:
+        result = asyncio.run(fetch_month(_settings(), month))
+    except UsageNotConfigured as exc:
+        raise _Failure(f"invalid settings: {exc}", 2) from None
+    except UsageError as exc:
+        raise _Failure(f"usage source: {exc}") from None
+    if as_json:
+        _echo(json.dumps(usage_json(result)))
+    else:
+        for line in usage_lines(result):
+            _echo(line)
+
+
+@main.command(
+    epilog=_example(
+        "DISPATCHER_PROVIDER_API_KEY=... campaigns worker",
+        settings="every DISPATCHER_* setting (docs/operations.md)",
+    )
+)
 @click.option("--burst", is_flag=True, help="process queued jobs, then exit")
 @click.option("--check", is_flag=True, help="health check: exit 0 if a worker is alive")
 def worker(burst: bool, check: bool) -> None:
@@ -399,17 +583,24 @@ def worker(burst: bool, check: bool) -> None:
 
     It is arq's worker with a guard: a job arq could not run (bad bytes, an
     unknown name, arguments that do not fit) is quarantined to the dead letters
-    instead of killing the process. It rides out Redis restarts, so it does not
-    check Redis first; ``--check`` does, so a health check answers in seconds.
+    instead of killing the process. It refuses to start without
+    DISPATCHER_PROVIDER_API_KEY; when Redis does not answer it says so at once
+    and keeps retrying (it rides out Redis restarts); ``--check`` fails instead,
+    so a health check answers in seconds.
     """
     settings = _settings()
+    if not check:
+        # A worker's log lines, from here on, are JSON on stdout (docs/operations.md).
+        configure_logging(settings.log_level, settings.log_format, stream=sys.stdout)
     if check:
-        try:
-            asyncio.run(check_redis(settings.redis_url, REDIS_CHECK_SECONDS))
-        except ControlError as exc:
-            raise _Failure(str(exc)) from None
+        start_checks(settings, provider=False, redis=True)
     else:
         _require_api_key(settings)
+        try:
+            start_checks(settings, provider=False, redis=True)
+        except _Failed as exc:
+            # Say so at once, then ride it out: Redis may simply be starting too.
+            click.echo(f"warning: {scrub(exc.message)}; the worker keeps retrying", err=True)
     if check:
         args = [sys.executable, "-m", "arq", "worker.WorkerSettings", "--check"]
     else:
@@ -423,7 +614,12 @@ def worker(burst: bool, check: bool) -> None:
     os.execv(sys.executable, args)
 
 
-@main.command()
+@main.command(
+    epilog=_example(
+        "DISPATCHER_PROVIDER_API_KEY=sandbox-key campaigns sandbox --port 8089",
+        settings="DISPATCHER_PROVIDER_API_KEY, the key it accepts (default sandbox-key)",
+    )
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8089, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
@@ -435,12 +631,20 @@ def worker(burst: bool, check: bool) -> None:
 def sandbox(host: str, port: int, config_path: str | None) -> None:
     """Serve the sandbox provider (MiniVoice dialect) for demos and tests."""
     args = ["--host", host, "--port", str(port)]
+    key = _settings().provider_api_key.get_secret_value()
+    if key:  # the key the workers send, also from .env; never on a command line
+        os.environ["DISPATCHER_PROVIDER_API_KEY"] = key
     if config_path:
         args += ["--config", config_path]
     _exec_testbed("campaigns.testbed.sandbox", args)
 
 
-@main.command()
+@main.command(
+    epilog=_example(
+        "DISPATCHER_WEBHOOK_SECRET=... campaigns ingress --host 0.0.0.0 --port 8090",
+        settings=f"{_STORE_SETTINGS}, DISPATCHER_WEBHOOK_SECRET, DISPATCHER_PROVIDER_DIALECT",
+    )
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8090, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
@@ -459,13 +663,37 @@ def ingress(host: str, port: int, tolerance: int) -> None:
     from campaigns.operators.ingress import serve_ingress
 
     settings = _settings()
+    start_checks(settings, provider=False, redis=True)
     secret = None
     if settings.webhook_secret is not None:
         secret = settings.webhook_secret.get_secret_value()
     serve_ingress(host, port, settings, secret, tolerance_seconds=tolerance)
 
 
-@main.command()
+@main.command(
+    epilog=_example(
+        "DISPATCHER_API_TOKENS=... campaigns api --host 0.0.0.0 --port 8091",
+        settings=f"{_STORE_SETTINGS}, DISPATCHER_API_TOKENS, DISPATCHER_PROVIDER_URL, "
+        "DISPATCHER_PROVIDER_API_KEY (reconcile)",
+    )
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8091, show_default=True, type=click.IntRange(1, 65535))
+def api(host: str, port: int) -> None:
+    """Serve the HTTP API under /v1 and the live campaign page at / (docs/api.md).
+
+    Bearer tokens and their roles (viewer, operator) come from DISPATCHER_API_TOKENS.
+    """
+    from campaigns.operators.api import serve_api
+
+    settings = _settings()
+    if not settings.api_roles():
+        raise _Failure("invalid settings: DISPATCHER_API_TOKENS: must be set to serve the API", 2)
+    start_checks(settings, provider=False, redis=True)
+    serve_api(host, port, settings)
+
+
+@main.command(epilog=_example("campaigns demo --contacts 50 --spend-limit-calls 20", settings=None))
 @click.option("--contacts", default=30, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--spend-limit-calls", default=12, show_default=True, type=click.IntRange(0, 10_000))
 def demo(contacts: int, spend_limit_calls: int) -> None:

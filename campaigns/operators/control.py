@@ -8,29 +8,60 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-from campaigns.domain.lifecycle import AttemptStatus, Move, State, budget_allows
-from campaigns.domain.spec import CampaignSpec
+from campaigns.domain.lifecycle import (
+    FINAL_STATES,
+    AttemptStatus,
+    HaltCode,
+    Move,
+    State,
+    budget_allows,
+)
+from campaigns.domain.money import format_money
+from campaigns.domain.spec import CampaignSpec, SpecError
 from campaigns.logs import scrub
 from campaigns.queue import JobQueue, open_queue
 from campaigns.settings import Settings, redis_location
-from campaigns.store import CampaignRecord, Store, StoreError
+from campaigns.store import CampaignRecord, Store, StoreError, now_ms
 
 __all__ = [
+    "WAIT_REASONS",
     "CampaignClient",
     "ControlError",
+    "Explanation",
     "NotFound",
     "RedisUnavailable",
     "SubmitResult",
+    "Waiting",
     "check_redis",
+    "explain",
+    "iso_time",
     "status_json",
     "submit_campaign",
 ]
+
+WAIT_REASONS: dict[str, str] = {
+    "queued": "submitted; waiting for a worker to start it",
+    "no_worker": "no worker is running for this queue (start: campaigns worker)",
+    "stalled": "no dispatcher heartbeat; a worker's sweeper restarts it",
+    "max_in_flight": "live calls at max_in_flight; waiting for calls to end",
+    "budget_held": "the rest of the budget is held by live calls; waiting for them to settle",
+    "settling": "every contact dialled; waiting for the last calls to end and settle",
+    "cooldown": "automatic cool-down: the provider kept failing; resumes by itself",
+    "paused_by_operator": "paused by an operator; campaigns resume ID continues it",
+    "halted": "halted; an operator decides, then campaigns resume ID",
+}
+"""Why a campaign that is not over is not sending, in the operator's words.
+Other parts may add their reasons here (one word each, explained once)."""
+
+RATE_WINDOW_MS = 60_000
+"""``status`` reports how many create requests went out in the last minute."""
 
 
 class ControlError(RuntimeError):
@@ -87,9 +118,144 @@ class SubmitResult:
     duplicates_dropped: int
 
 
-def status_json(campaign: CampaignRecord) -> dict[str, Any]:
-    """The ``campaigns status --json`` shape of DESIGN.md."""
-    return {
+def iso_time(ms: int | None) -> str | None:
+    """A stored millisecond time as ISO 8601 UTC (``2026-05-01T12:00:00Z``)."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Why a campaign that is not over is not sending, since when, and until when."""
+
+    reason: str
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+    @property
+    def message(self) -> str:
+        return WAIT_REASONS.get(self.reason, self.reason)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "message": self.message,
+            "since": iso_time(self.since_ms),
+            "until": iso_time(self.until_ms),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """What ``status`` adds to the stored record: why, how far, how fast, how long."""
+
+    now_ms: int
+    waiting: Waiting | None
+    done: int
+    percent_done: float
+    calls_last_minute: int
+    calls_per_second: float
+    eta_ms: int | None
+    times: dict[str, int | None] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "waiting": None if self.waiting is None else self.waiting.to_json(),
+            "progress": {
+                "done": self.done,
+                "percent": self.percent_done,
+                "calls_last_minute": self.calls_last_minute,
+                "configured_calls_per_second": self.calls_per_second,
+            },
+            "eta": iso_time(self.eta_ms),
+            "times": {name: iso_time(ms) for name, ms in self.times.items()},
+        }
+
+
+async def explain(
+    store: Store, campaign: CampaignRecord, settings: Settings, *, now: int | None = None
+) -> Explanation:
+    """Read what the stored record leaves out and say why the campaign is not sending.
+
+    A worker is alive when its arq health-check key exists (it expires a few
+    seconds after the worker stops); a campaign's dispatcher is stalled when
+    its heartbeat is older than the sweeper waits before restarting it.
+    """
+    now = now_ms() if now is None else now
+    clock = await store.campaign_clock(campaign.campaign_id)
+    claims = await store.recent_claims(campaign.campaign_id, now - RATE_WINDOW_MS)
+    worker_alive = await store.any_key(f"{settings.queue_name}:health-check*")
+    pace = campaign.spec.pacing.calls_per_second
+    waiting = _waiting(campaign, clock, worker_alive, claims[0] if claims else None, now, settings)
+    done = campaign.contacts - campaign.pending
+    eta: int | None = None
+    if campaign.state in (State.QUEUED, State.RUNNING) and (
+        waiting is None or waiting.reason in ("max_in_flight", "budget_held", "queued", "stalled")
+    ):
+        eta = now + int(campaign.pending / pace * 1000)
+    return Explanation(
+        now_ms=now,
+        waiting=waiting,
+        done=done,
+        percent_done=round(100 * done / campaign.contacts, 1) if campaign.contacts else 100.0,
+        calls_last_minute=len(claims),
+        calls_per_second=pace,
+        eta_ms=eta,
+        times={
+            "created_at": campaign.created_at_ms or None,
+            "started_at": campaign.started_at_ms,
+            "updated_at": clock["updated_at"],
+            "heartbeat_at": clock["heartbeat_at"],
+            "finished_at": campaign.finished_at_ms,
+        },
+    )
+
+
+def _waiting(
+    campaign: CampaignRecord,
+    clock: dict[str, int | None],
+    worker_alive: bool | None,
+    last_claim: int | None,
+    now: int,
+    settings: Settings,
+) -> Waiting | None:
+    state, updated, heartbeat = campaign.state, clock["updated_at"], clock["heartbeat_at"]
+    if state in FINAL_STATES:
+        return None
+    if state is State.PAUSED:
+        if campaign.halt_code == HaltCode.PROVIDER_UNAVAILABLE:
+            return Waiting("cooldown", updated, clock["cooldown_until"])
+        return Waiting("paused_by_operator", updated)
+    if state is State.HALTED:
+        return Waiting("halted", updated)
+    if worker_alive is False:  # None: too many keys to be sure; the heartbeat decides
+        return Waiting("no_worker", heartbeat or updated or campaign.created_at_ms)
+    if state is State.QUEUED:
+        return Waiting("queued", campaign.created_at_ms)
+    stall_ms = int((settings.lease_seconds + 5 + settings.sweep_interval_seconds) * 1000)
+    if heartbeat is None or now - heartbeat > stall_ms:
+        return Waiting("stalled", heartbeat or updated)
+    since = last_claim or campaign.started_at_ms
+    if campaign.pending == 0 and campaign.live > 0:
+        return Waiting("settling", since)
+    if campaign.live >= campaign.spec.pacing.max_in_flight:
+        return Waiting("max_in_flight", since)
+    fits = budget_allows(
+        budget=campaign.budget_micros,
+        spent=campaign.spent_micros,
+        reserved=campaign.reserved_micros,
+        worst_case=campaign.worst_case_micros,
+    )
+    if not fits and campaign.reserved_micros > 0:
+        return Waiting("budget_held", since)
+    return None
+
+
+def status_json(campaign: CampaignRecord, explanation: Explanation | None = None) -> dict[str, Any]:
+    """The ``campaigns status --json`` shape: the stored record, plus (with an
+    explanation) ``waiting``, ``progress``, ``eta`` and ``times``."""
+    shape = {
         "campaign_id": campaign.campaign_id,
         "state": campaign.state,
         "halt": campaign.halt,
@@ -108,6 +274,9 @@ def status_json(campaign: CampaignRecord) -> dict[str, Any]:
             "spent_micros": campaign.spent_micros,
         },
     }
+    if explanation is not None:
+        shape.update(explanation.to_json())
+    return shape
 
 
 class CampaignClient:
@@ -147,7 +316,15 @@ class CampaignClient:
         await self.queue.aclose()
 
     async def submit(self, spec: CampaignSpec) -> SubmitResult:
-        """Store a validated spec and start it. Same ID and spec again: a no-op."""
+        """Store a validated spec and start it. Same ID and spec again: a no-op.
+
+        A spec without contacts is refused (SpecError, nothing written): it
+        would complete at once and look like a campaign that ran.
+        """
+        if not spec.contacts:
+            raise SpecError(
+                "contacts", "at least one contact is needed (in the spec, or --contacts FILE.csv)"
+            )
         rate = spec.rate_model()
         outcome = await self.store.submit(
             spec,
@@ -169,7 +346,12 @@ class CampaignClient:
         return campaign
 
     async def status(self, campaign_id: str) -> dict[str, Any]:
-        return status_json(await self.get(campaign_id))
+        campaign = await self.get(campaign_id)
+        return status_json(campaign, await self.explain(campaign))
+
+    async def explain(self, campaign: CampaignRecord) -> Explanation:
+        """Why it is (not) sending, how far along, how fast, and when it should end."""
+        return await explain(self.store, campaign, self.settings)
 
     async def campaigns(self) -> list[CampaignRecord]:
         found = [await self.store.campaign(cid) for cid in await self.store.campaign_ids()]
@@ -182,6 +364,9 @@ class CampaignClient:
         return State.PAUSED
 
     async def cancel(self, campaign_id: str) -> str:
+        """Cancel; cancelling a cancelled campaign is a no-op, as pausing a paused one."""
+        if (await self.get(campaign_id)).state is State.CANCELLED:
+            return State.CANCELLED
         await self._transition(campaign_id, Move.CANCEL)
         await self._wait_for_dispatcher(campaign_id)
         return State.CANCELLED
@@ -199,9 +384,11 @@ class CampaignClient:
         )
         remaining = campaign.budget_micros - campaign.spent_micros - campaign.reserved_micros
         if not fits and campaign.reserved_micros == 0:
+            cur = campaign.currency
             raise ControlError(
-                f"cannot resume campaign {campaign_id!r}: remaining budget {remaining} micros "
-                f"is below one call's worst case ({campaign.worst_case_micros} micros)"
+                f"cannot resume campaign {campaign_id!r}: remaining budget "
+                f"{format_money(remaining, cur, exact=True)} is below one call's worst case "
+                f"({format_money(campaign.worst_case_micros, cur, exact=True)})"
             )
         await self._transition(campaign_id, Move.RESUME)
         await self._kick(campaign_id)

@@ -1,6 +1,6 @@
 """The operator's report: one row per attempt, as JSON, CSV (streamed) or a table.
 
-The JSON form is the flat array of DESIGN.md (tools parse it). Summaries come
+The JSON form is a flat array of attempts (tools parse it). Summaries come
 from the campaign's settled totals in the store, never from summing rows.
 
 Every value shown is data from outside (contact refs and variables from the
@@ -20,6 +20,11 @@ may interpret it:
 - The table never reads rich markup or emoji codes in data (``[/oops]`` is
   printed as is), and shows control, bidi-override and surrogate characters as
   escapes (``\\x1b``), so data cannot move the cursor or recolour the terminal.
+- The table fits the terminal: it drops the least useful columns first
+  (direction, destination, billed seconds, final status), never the call ID or
+  the cost. Written to a file or a pipe, ``--format table`` is plain text
+  instead: one titled section of comma-separated rows per kind of attempt,
+  cells as safe as the CSV form's, nothing cut.
 - CSV and table output is always encodable as UTF-8: a lone surrogate left in
   old stored data is written as its ``\\udXXX`` escape.
 """
@@ -29,14 +34,19 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import IO, Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from campaigns.domain.money import format_micros
+from campaigns.domain.lifecycle import AttemptStatus
+from campaigns.domain.money import format_money, humanize_micros
+from campaigns.operators.control import Explanation
 from campaigns.store import Attempt, CampaignRecord, Store
 
 __all__ = [
@@ -45,8 +55,10 @@ __all__ = [
     "csv_cell",
     "report_rows",
     "shown",
+    "summary_lines",
     "write_csv",
     "write_json",
+    "write_plain",
     "write_table",
 ]
 
@@ -72,7 +84,7 @@ def attempt_row(attempt: Attempt, currency: str) -> dict[str, Any]:
         "attempt_id": attempt.attempt_id,
         "ref": attempt.ref,
         "to": attempt.to,
-        "status": attempt.status if attempt.status != "sending" else "in_doubt",
+        "status": attempt.status,
         "call_id": attempt.call_id,
         "error_code": attempt.error_code,
         "request": attempt.request,
@@ -138,83 +150,252 @@ async def write_csv(store: Store, campaign: CampaignRecord, out: IO[str]) -> Non
         writer.writerow({k: csv_cell(v) for k, v in row.items()})
 
 
-def summary_lines(campaign: CampaignRecord) -> list[tuple[str, str]]:
-    """Key and value lines; the halt text (a provider's words) has invisibles escaped."""
+def _when(ms: int | None, now_ms: int) -> str:
+    """``13:45:02 UTC (2m 05s ago)``: a time people can place."""
+    if ms is None:
+        return "-"
+    moment = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    delta = (now_ms - ms) // 1000
+    return f"{moment} ({_span(abs(delta))} {'ago' if delta >= 0 else 'from now'})"
+
+
+def _span(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def summary_lines(
+    campaign: CampaignRecord, explanation: Explanation | None = None
+) -> list[tuple[str, str]]:
+    """Key and value lines, money for people; the halt text (a provider's words)
+    has invisibles escaped and stored micros written as money."""
     cur = campaign.currency
     halt = campaign.halt
-    why = _UNPRINTABLE.sub(_escape, f" ({halt['code']}: {halt['message']})") if halt else ""
-    return [
-        ("state", campaign.state + why),
+    why = ""
+    if halt:
+        why = _UNPRINTABLE.sub(
+            _escape, f" ({halt['code']}: {humanize_micros(halt['message'], cur)})"
+        )
+    lines = [("state", campaign.state + why)]
+    if explanation is not None:
+        now = explanation.now_ms
+        waiting = explanation.waiting
+        if waiting is not None:
+            text = f"{waiting.reason}: {waiting.message}"
+            if waiting.since_ms is not None:
+                text += f"; since {_when(waiting.since_ms, now)}"
+            if waiting.until_ms is not None:
+                text += f"; until {_when(waiting.until_ms, now)}"
+            lines.append(("waiting", text))
+        elif campaign.state == "running":
+            lines.append(("waiting", "no: sending at the configured pace"))
+        lines += [
+            (
+                "progress",
+                f"{explanation.percent_done:g}% "
+                f"({explanation.done} of {campaign.contacts} contacts done or dialling)",
+            ),
+            (
+                "rate",
+                f"{explanation.calls_last_minute} calls in the last minute "
+                f"(configured {explanation.calls_per_second:g} per second)",
+            ),
+            (
+                "eta",
+                "-"
+                if explanation.eta_ms is None
+                else f"{_when(explanation.eta_ms, now)} at the configured pace",
+            ),
+        ]
+    lines += [
         ("contacts", f"{campaign.contacts} ({campaign.pending} pending)"),
         ("accepted calls", str(campaign.accepted)),
         ("rejected attempts", str(campaign.rejected)),
         ("in doubt", str(campaign.in_doubt)),
         ("settled calls", str(campaign.settled)),
-        ("spent (settled)", f"{format_micros(campaign.spent_micros, 6)} {cur}"),
-        ("reserved", f"{format_micros(campaign.reserved_micros, 6)} {cur}"),
-        ("budget", f"{format_micros(campaign.budget_micros, 6)} {cur}"),
+        ("spent (settled)", format_money(campaign.spent_micros, cur)),
+        ("reserved", format_money(campaign.reserved_micros, cur)),
+        ("budget", format_money(campaign.budget_micros, cur)),
+    ]
+    if explanation is not None:
+        now = explanation.now_ms
+        lines += [
+            (name.replace("_at", ""), _when(ms, now)) for name, ms in explanation.times.items()
+        ]
+    return lines
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
+    """One kind of attempt in the table: its title, columns and cells.
+
+    ``drop`` orders the columns a narrow terminal loses first (0: never).
+    """
+
+    title: str
+    status: AttemptStatus
+    columns: tuple[tuple[str, int], ...]
+    cells: Callable[[Attempt, str], tuple[object, ...]]
+
+
+def _cost(attempt: Attempt, currency: str) -> str:
+    if attempt.cost_micros is None:
+        return "-"
+    cost = format_money(attempt.cost_micros, currency, exact=True)
+    return cost + "*" if attempt.cost_estimated else cost
+
+
+_SECTIONS = (
+    _Section(
+        "Calls of {campaign}",
+        AttemptStatus.ACCEPTED,
+        (
+            ("call ID", 0),
+            ("direction", 5),
+            ("destination", 4),
+            ("final status", 2),
+            ("billed s", 3),
+            ("cost", 0),
+        ),
+        lambda a, cur: (
+            a.call_id,
+            "outbound",
+            a.to,
+            a.final_status or "(in progress)",
+            "-" if a.billsec is None else a.billsec,
+            _cost(a, cur),
+        ),
+    ),
+    _Section(
+        "Rejected attempts (not charged)",
+        AttemptStatus.REJECTED,
+        (("attempt", 0), ("destination", 2), ("error code", 0), ("request body", 1)),
+        lambda a, cur: (a.attempt_id, a.to, a.error_code, a.request),
+    ),
+    _Section(
+        "Being sent (the provider's answer is not recorded yet)",
+        AttemptStatus.SENDING,
+        (("attempt", 0), ("destination", 1), ("claimed at", 2)),
+        lambda a, cur: (a.attempt_id, a.to, _clock(a.created_at_ms)),
+    ),
+    _Section(
+        "In doubt (needs an operator: campaigns resolve)",
+        AttemptStatus.IN_DOUBT,
+        (("attempt", 0), ("destination", 1), ("note", 0)),
+        lambda a, cur: (a.attempt_id, a.to, a.error_message or "no call recorded"),
+    ),
+)
+_FOOTNOTE = "* cost booked by the rate model: the provider gave no cost for a final call"
+_SUMMARY_TITLE = "Summary (from settled totals)"
+
+
+def _clock(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S UTC") if ms else "-"
+
+
+def _fit(section: _Section, rows: list[tuple[str, ...]], width: int) -> list[int]:
+    """Indexes of the columns to show in ``width``: drop the least useful first."""
+    keep = list(range(len(section.columns)))
+    natural = [
+        max([len(name), *(len(row[i]) for row in rows)])
+        for i, (name, _) in enumerate(section.columns)
     ]
 
+    def needed() -> int:
+        return sum(natural[i] for i in keep) + 2 * (len(keep) - 1)
 
-async def write_table(store: Store, campaign: CampaignRecord, console: Console) -> None:
-    """Accepted calls, then rejected attempts apart, then the summary block.
+    for i in sorted(keep, key=lambda i: -section.columns[i][1]):
+        if needed() <= width or section.columns[i][1] == 0:
+            break
+        keep.remove(i)
+    return keep
 
-    Every cell is a :class:`~rich.text.Text` built by :func:`shown`: data is
-    never parsed as markup.
+
+async def write_table(
+    store: Store,
+    campaign: CampaignRecord,
+    console: Console,
+    explanation: Explanation | None = None,
+) -> None:
+    """Accepted calls, then rejected, sending and in-doubt attempts apart, then the summary.
+
+    Fitted to the console's width (see the module docstring). Every cell is a
+    :class:`~rich.text.Text` built by :func:`shown`: data is never parsed as markup.
     """
-    calls = Table(title=shown(f"Calls of {campaign.campaign_id}"), title_justify="left")
-    for name in ("call ID", "direction", "destination", "final status", "billed s", "cost", "cur"):
-        calls.add_column(
-            name,
-            justify="right" if name in ("billed s", "cost") else "left",
-            overflow="fold",
-            no_wrap=name in ("call ID", "destination"),
-            min_width=len(name),
-        )
-    rejected = Table(title="Rejected attempts (not charged)", title_justify="left")
-    for name in ("attempt", "destination", "error code", "request body"):
-        rejected.add_column(name, overflow="fold")
-    doubt = Table(title="In doubt (needs an operator: campaigns resolve)", title_justify="left")
-    for name in ("attempt", "destination", "note"):
-        doubt.add_column(name, overflow="fold")
+    buckets: dict[AttemptStatus, list[tuple[str, ...]]] = {s.status: [] for s in _SECTIONS}
+    by_status = {s.status: s for s in _SECTIONS}
     async for attempt in store.attempts(campaign.campaign_id):
-        if attempt.status == "accepted":
-            cost = "-" if attempt.cost_micros is None else format_micros(attempt.cost_micros, 6)
-            if attempt.cost_estimated and attempt.cost_micros is not None:
-                cost += "*"
-            calls.add_row(
-                shown(attempt.call_id),
-                shown("outbound"),
-                shown(attempt.to),
-                shown(attempt.final_status or "(in progress)"),
-                shown("-" if attempt.billsec is None else attempt.billsec),
-                shown(cost),
-                shown(campaign.currency),
+        section = by_status[attempt.status]
+        cells = section.cells(attempt, campaign.currency)
+        buckets[attempt.status].append(tuple(str(shown(c)) for c in cells))
+    for section in _SECTIONS:
+        rows = buckets[section.status]
+        if not rows and section.status is not AttemptStatus.ACCEPTED:
+            continue
+        keep = _fit(section, rows, console.width)
+        table = Table(
+            title=shown(section.title.format(campaign=campaign.campaign_id)),
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+        )
+        for i in keep:
+            name, drop = section.columns[i]
+            table.add_column(
+                name,
+                justify="right" if name in ("billed s", "cost") else "left",
+                overflow="fold",
+                no_wrap=drop == 0 and name != "note",
+                min_width=len(name),
             )
-        elif attempt.status == "rejected":
-            rejected.add_row(
-                shown(attempt.attempt_id),
-                shown(attempt.to),
-                shown(attempt.error_code),
-                shown(attempt.request),
-            )
-        else:
-            doubt.add_row(
-                shown(attempt.attempt_id),
-                shown(attempt.to),
-                shown(attempt.error_message or "answer not recorded yet"),
-            )
-    console.print(calls)
-    if rejected.row_count:
-        console.print(rejected)
-    if doubt.row_count:
-        console.print(doubt)
-    summary = Table(title="Summary (from settled totals)", title_justify="left", show_header=False)
-    summary.add_column("field")
-    summary.add_column("value")
-    for key, value in summary_lines(campaign):
+        for row in rows:
+            table.add_row(*(Text(row[i]) for i in keep))
+        console.print(table)
+    summary = Table(title=_SUMMARY_TITLE, title_justify="left", show_header=False)
+    summary.add_column("field", no_wrap=True)
+    summary.add_column("value", overflow="fold")
+    for key, value in summary_lines(campaign, explanation):
         summary.add_row(shown(key), shown(value))
     console.print(summary)
-    console.print(
-        shown("* cost booked by the rate model: the provider gave no cost for a final call")
-    )
+    console.print(shown(_FOOTNOTE))
+
+
+async def write_plain(
+    store: Store,
+    campaign: CampaignRecord,
+    out: IO[str],
+    explanation: Explanation | None = None,
+) -> None:
+    """The table for a file or a pipe: titled sections of comma-separated rows,
+    every column, nothing cut; cells as safe as :func:`csv_cell` and :func:`shown`.
+
+    One pass over the attempts per section, so nothing is held in memory.
+    """
+
+    def cell(value: object) -> str:
+        # "-" (nothing yet) is an empty cell here: a lone "-" would be neutralised to "'-".
+        return _UNPRINTABLE.sub(_escape, csv_cell(None if value == "-" else value))
+
+    writer = csv.writer(out, lineterminator="\n")
+    for section in _SECTIONS:
+        title = cell(section.title.format(campaign=campaign.campaign_id))
+        # Calls always have a section; the other kinds only when there are any.
+        untitled = section.status is not AttemptStatus.ACCEPTED
+        if not untitled:
+            out.write(f"# {title}\n")
+            writer.writerow([name for name, _ in section.columns])
+        async for attempt in store.attempts(campaign.campaign_id):
+            if attempt.status is not section.status:
+                continue
+            if untitled:
+                out.write(f"\n# {title}\n")
+                writer.writerow([name for name, _ in section.columns])
+                untitled = False
+            writer.writerow([cell(c) for c in section.cells(attempt, campaign.currency)])
+    out.write(f"\n# {_SUMMARY_TITLE}\n")
+    for key, value in summary_lines(campaign, explanation):
+        writer.writerow([key, cell(value)])
+    out.write(f"\n{_FOOTNOTE}\n")
