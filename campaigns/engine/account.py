@@ -161,23 +161,29 @@ class AccountGate:
         calls = min(campaign.spec.pacing.batch_size, campaign.pending)
         if calls <= 0:
             return _OK
-        money = await self.store.account_commitments()
-        commitments = await self._commitments(money)
+        money: dict[str, tuple[int, int]] | None = None
+        commitments: list[Commitment] = []
         try:
-            cap = await self._cap(campaign, calls, money, commitments)
-            if cap is not None:
-                return cap
+            if self.settings.monthly_cap_micros is not None and self.usage is not None:
+                money = await self.store.account_commitments()
+                commitments = await self._commitments(money)
+                cap = await self._cap(campaign, calls, money, commitments)
+                if cap is not None:
+                    return cap
             cached = await self.cached_balance()
-            if cached is not None:
-                result = self._judge(campaign, calls, commitments, cached)
-                if result.verdict == "ok":
-                    return result
-            # Trust a cached balance to let a batch go, not to stop one: an
-            # operator may have topped up and resumed since it was read.
-            balance = await self.fresh_balance()
+            balance = cached if cached is not None else await self.fresh_balance()
             if balance is None:
-                return _OK
+                return _OK  # no balance at this source (MiniVoice): nothing to compare
+            if money is None:
+                commitments = await self._commitments(await self.store.account_commitments())
             result = self._judge(campaign, calls, commitments, balance)
+            if result.verdict != "ok" and cached is not None:
+                # Trust a cached balance to let a batch go, not to stop one: an
+                # operator may have topped up and resumed since it was read.
+                fresh = await self.fresh_balance()
+                if fresh is None:
+                    return _OK
+                result = self._judge(campaign, calls, commitments, fresh)
         except (ProviderError, UsageError, ValueError, OSError) as exc:
             return GateResult("unknown", message=f"account check failed: {exc}")
         return result
