@@ -21,8 +21,9 @@ may interpret it:
   printed as is), and shows control, bidi-override and surrogate characters as
   escapes (``\\x1b``), so data cannot move the cursor or recolour the terminal.
 - The table fits the terminal: it drops the least useful columns first
-  (direction, destination, billed seconds, final status), never the call ID or
-  the cost. Written to a file or a pipe, ``--format table`` is plain text
+  (for calls: direction, destination, billed seconds, final status; for
+  rejected attempts: the request body, then the destination), never the call
+  ID or the cost, nor the attempt and its error code. Written to a file or a pipe, ``--format table`` is plain text
   instead: one titled section of comma-separated rows per kind of attempt,
   cells as safe as the CSV form's, nothing cut.
 - CSV and table output is always encodable as UTF-8: a lone surrogate left in
@@ -272,7 +273,7 @@ _SECTIONS = (
     _Section(
         "Rejected attempts (not charged)",
         AttemptStatus.REJECTED,
-        (("attempt", 0), ("destination", 2), ("error code", 0), ("request body", 1)),
+        (("attempt", 0), ("destination", 1), ("error code", 0), ("request body", 2)),
         lambda a, cur: (a.attempt_id, a.to, a.error_code, a.request),
     ),
     _Section(
