@@ -196,8 +196,8 @@ class Settler:
         do is stop placing calls priced on a rate it now knows to be too low.
         """
         message = (
-            f"call {attempt.call_id} cost {cost} micros, above its {attempt.reserved_micros} "
-            "micro reservation: the campaign's rate is below the provider's"
+            f"call {attempt.call_id} cost {cost} micros, above the {attempt.reserved_micros} "
+            "micros reserved for it: the campaign's rate is below the provider's"
         )
         halted, previous = await self.store.transition(
             attempt.campaign_id,
