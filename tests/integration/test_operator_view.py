@@ -536,3 +536,31 @@ async def test_the_reads_behind_status_page_from_the_tail_and_bound_their_scan(
     assert await store.any_key("no-such-key:*") is False
     await store.redis.set("dispatcher:test:health-check:host", "x")
     assert await store.any_key("dispatcher:test:health-check*") is True
+
+
+async def test_status_says_stalled_and_settling(settings: Settings, client: CampaignClient) -> None:
+    """A worker is alive (its arq health-check key, as arq writes it) but this campaign's
+    dispatcher has not beaten for longer than the sweeper waits: stalled. All contacts
+    claimed with calls still live: settling."""
+    await client.submit(parse_spec(spec_dict("slow", contacts=2)))
+    store = client.store
+    await store.transition("slow", Move.START)
+    await store.redis.set(f"{settings.queue_name}:health-check:host", "j_complete=0", px=60_000)
+    stale = now_ms() - 120_000
+    await store.redis.hset(store.keys.meta("slow"), "heartbeat_at", str(stale))
+    shown = status(settings, "slow")
+    assert shown["waiting"]["reason"] == "stalled"
+    assert shown["eta"] is not None  # the sweeper restarts it: the pace still applies
+
+    await store.heartbeat("slow")
+    assert status(settings, "slow")["waiting"] is None  # running and free to send
+    assert "no: sending at the configured pace" in cli(settings, "status", "slow").stdout
+    await store.acquire_lease("slow", "t", 10)
+    for _ in range(2):
+        claim = await store.claim(
+            "slow", "t", review_message=REVIEW_MESSAGE, budget_message=BUDGET_EXHAUSTED_MESSAGE
+        )
+        assert claim.outcome == "claimed"
+    shown = status(settings, "slow")
+    assert shown["waiting"]["reason"] == "settling"
+    assert shown["progress"]["percent"] == 100.0 and shown["progress"]["calls_last_minute"] == 2
