@@ -27,6 +27,7 @@ from campaigns.engine.sweeper import sweep
 from campaigns.logs import configure_logging, register_secret
 from campaigns.operators.reconcile import reconcile
 from campaigns.providers import EventError, make_provider
+from campaigns.providers.balance import VoxpriaBalance
 from campaigns.queue import JobQueue
 from campaigns.settings import Settings
 from campaigns.store import Store
@@ -211,7 +212,8 @@ async def record_account_event(ctx: dict[str, Any], payload: Any) -> str:
     try:
         return await apply_account_event(ctx["store"], ctx["queue"], ctx["settings"], payload)
     except EventError as exc:
-        raise BadJob(str(exc)) from None
+        reason = str(exc)
+        raise BadJob(reason if reason.startswith("payload") else f"payload.{reason}") from None
 
 
 @refuses_bad_jobs
@@ -220,7 +222,9 @@ async def reconcile_campaign(ctx: dict[str, Any], campaign_id: Any) -> dict[str,
     campaign_id = _campaign_id(campaign_id)
     if await ctx["store"].campaign(campaign_id) is None:
         raise BadJob(f"campaign_id: no campaign {campaign_id!r}")
-    report = await reconcile(ctx["store"], ctx["provider"], campaign_id)
+    gate_source = ctx["dispatcher"].gate.source
+    credits = gate_source.client if isinstance(gate_source, VoxpriaBalance) else None
+    report = await reconcile(ctx["store"], ctx["provider"], campaign_id, credits)
     if report.unsettled_calls and ctx.get("job_try", 1) < _RECONCILE_TRIES:
         # Reconcile once the calls are settled; until then look again shortly.
         raise Retry(defer=5)

@@ -443,11 +443,16 @@ def reconcile(campaign_id: str, as_json: bool) -> None:
     _require_api_key(_settings())
 
     async def go(client: CampaignClient) -> Any:
+        from campaigns.providers.balance import voxpria_client
+
         provider = make_provider(client.settings)
+        credits = voxpria_client(client.settings)
         try:
-            return await run_reconcile(client.store, provider, campaign_id)
+            return await run_reconcile(client.store, provider, campaign_id, credits)
         finally:
             await provider.aclose()
+            if credits is not None:
+                await credits.aclose()
 
     result = _run(go)
     if as_json:

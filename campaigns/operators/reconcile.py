@@ -10,6 +10,7 @@ from campaigns.domain.errors import ProviderError
 from campaigns.domain.lifecycle import AttemptStatus
 from campaigns.domain.money import format_money
 from campaigns.providers import Provider, Usage
+from campaigns.providers.voxpria import CreditsUsage, VoxpriaCredits
 from campaigns.store import Store
 
 __all__ = ["Reconciliation", "reconcile"]
@@ -41,6 +42,11 @@ class Reconciliation:
     """Seed 001's "compare with estimate": settled actual minus the rated estimate."""
     actual_minus_worst_case_micros: int = 0
     """Settled actual minus the worst case reserved (never above 0 unless a cost overran)."""
+    credits_used: int | None = None
+    """Voxpria (balance source): credits used on the window's days, account-wide."""
+    credits_calls: int | None = None
+    credits_cost_micros: int | None = None
+    """Voxpria's ``cost`` for those days, parsed exactly (USD)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +74,12 @@ class Reconciliation:
             f"provider usage    {usage}",
             f"variance          {money(self.variance_micros)} (provider minus settled)",
         ]
+        if self.credits_used is not None:
+            out.append(
+                f"voxpria credits   {self.credits_used} credits over {self.credits_calls} calls "
+                f"({format_money(self.credits_cost_micros or 0, 'USD', exact=True)}) "
+                "on the window's days, account-wide"
+            )
         return out + [f"  - {line}" for line in self.explanation]
 
 
@@ -82,7 +94,11 @@ def _window(started_ms: int, finished_ms: int | None) -> tuple[datetime, datetim
     return start, end
 
 
-async def reconcile(store: Store, provider: Provider, campaign_id: str) -> Reconciliation:
+async def reconcile(
+    store: Store, provider: Provider, campaign_id: str, credits: VoxpriaCredits | None = None
+) -> Reconciliation:
+    """``credits``: the Voxpria client when it is the balance source; its daily usage
+    history for the window's days is shown beside the rest (seed 002)."""
     campaign = await store.campaign(campaign_id)
     if campaign is None:
         raise LookupError(f"no campaign {campaign_id!r}")
@@ -125,6 +141,12 @@ async def reconcile(store: Store, provider: Provider, campaign_id: str) -> Recon
                 )
             if variance == 0 and other <= 0:
                 explanation.append("settled total matches the provider's usage")
+    history: CreditsUsage | None = None
+    if credits is not None:
+        try:
+            history = await credits.usage(start.date(), end.date())
+        except ProviderError as exc:
+            explanation.append(f"voxpria credits usage unavailable: {exc}")
     unsettled = accepted - settled_calls
     if unsettled:
         explanation.append(f"{unsettled} accepted calls are not settled yet")
@@ -152,4 +174,7 @@ async def reconcile(store: Store, provider: Provider, campaign_id: str) -> Recon
         usage_error=usage_error,
         actual_minus_estimate_micros=campaign.spent_micros - rated,
         actual_minus_worst_case_micros=campaign.spent_micros - worst_total,
+        credits_used=None if history is None else history.credits_used,
+        credits_calls=None if history is None else history.calls,
+        credits_cost_micros=None if history is None else history.cost_micros,
     )

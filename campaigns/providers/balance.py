@@ -22,6 +22,7 @@ __all__ = [
     "ProviderBalance",
     "VoxpriaBalance",
     "make_balance_source",
+    "voxpria_client",
 ]
 
 Unit = Literal["micros", "credits"]
@@ -102,13 +103,16 @@ class VoxpriaBalance:
         await self.client.aclose()
 
 
+def voxpria_client(settings: Settings) -> VoxpriaCredits | None:
+    """The Voxpria credits client when it is the balance source, else None."""
+    if settings.balance_source != "voxpria":
+        return None
+    assert settings.balance_url is not None and settings.balance_api_key is not None
+    return VoxpriaCredits(
+        settings.balance_url, settings.balance_api_key, timeout=settings.provider_timeout_seconds
+    )
+
+
 def make_balance_source(settings: Settings, provider: Provider) -> BalanceSource:
-    if settings.balance_source == "voxpria":
-        assert settings.balance_url is not None and settings.balance_api_key is not None
-        client = VoxpriaCredits(
-            settings.balance_url,
-            settings.balance_api_key,
-            timeout=settings.provider_timeout_seconds,
-        )
-        return VoxpriaBalance(client)
-    return ProviderBalance(provider)
+    client = voxpria_client(settings)
+    return ProviderBalance(provider) if client is None else VoxpriaBalance(client)

@@ -128,3 +128,34 @@ async def test_reconcile_shows_actual_beside_estimate_and_worst_case(
     assert report["actual_minus_estimate_micros"] == 30_000 - report["rated_estimate_micros"]
     table = _run(settings, "reconcile", "recon")
     assert "vs estimate" in table.stdout and "vs worst case" in table.stdout
+
+
+async def test_reconcile_shows_the_voxpria_usage_history(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """With Voxpria as the balance source, the days' credits and ``$`` cost (parsed
+    exactly) stand beside the settled total: 3 calls of 30 s, 3 credits each."""
+    sandbox.configure(credits_balance=100, credit_price="0.15")
+    env = {
+        "DISPATCHER_BALANCE_SOURCE": "voxpria",
+        "DISPATCHER_BALANCE_URL": f"{sandbox.url}/api/v1",
+        "DISPATCHER_BALANCE_API_KEY": settings.provider_api_key.get_secret_value(),
+    }
+    start_worker(**env)
+    await client.submit(parse_spec(spec_dict("voxrec", contacts=3, max_call_seconds=60)))
+
+    async def settled() -> bool:
+        c = await client.get("voxrec")
+        return c.state == "completed" and c.settled == 3
+
+    await wait_for(settled, timeout=40, what="settled")
+    out = _run(settings, "reconcile", "voxrec", "--json", **env)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert (report["credits_used"], report["credits_calls"]) == (9, 3)
+    assert report["credits_cost_micros"] == 1_350_000
+    table = _run(settings, "reconcile", "voxrec", **env)
+    assert "9 credits over 3 calls" in table.stdout
