@@ -7,6 +7,7 @@ operators, or an operator and a worker, never race into an impossible state.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -185,7 +186,8 @@ async def explain(
     now = now_ms() if now is None else now
     clock = await store.campaign_clock(campaign.campaign_id)
     claims = await store.recent_claims(campaign.campaign_id, now - RATE_WINDOW_MS)
-    worker_alive = await store.any_key(f"{settings.queue_name}:health-check*")
+    queue = re.sub(r"([*?\[\]\\])", r"\\\1", settings.queue_name)  # literal in a glob
+    worker_alive = await store.any_key(f"{queue}:health-check*")
     pace = campaign.spec.pacing.calls_per_second
     waiting = _waiting(campaign, clock, worker_alive, claims[0] if claims else None, now, settings)
     done = campaign.contacts - campaign.pending

@@ -564,3 +564,17 @@ async def test_status_says_stalled_and_settling(settings: Settings, client: Camp
     shown = status(settings, "slow")
     assert shown["waiting"]["reason"] == "settling"
     assert shown["progress"]["percent"] == 100.0 and shown["progress"]["calls_last_minute"] == 2
+
+
+async def test_a_queue_name_with_glob_characters_finds_only_its_own_workers(
+    settings: Settings, client: CampaignClient
+) -> None:
+    from campaigns.operators.control import explain
+
+    await client.submit(parse_spec(spec_dict("globbed", contacts=1)))
+    campaign = await client.get("globbed")
+    odd = settings.model_copy(update={"queue_name": "q[1]*"})
+    await client.store.redis.set("q1x:health-check:host", "x", px=60_000)  # another queue's
+    assert (await explain(client.store, campaign, odd)).waiting.reason == "no_worker"  # type: ignore[union-attr]
+    await client.store.redis.set("q[1]*:health-check:host", "x", px=60_000)
+    assert (await explain(client.store, campaign, odd)).waiting.reason == "queued"  # type: ignore[union-attr]
