@@ -24,7 +24,6 @@ import structlog
 from campaigns.domain.account import Commitment, Need, credits_need, micros_need
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.lifecycle import ACTIVE_STATES, HaltCode
-from campaigns.domain.money import format_micros
 from campaigns.providers.balance import AccountBalance, BalanceSource
 from campaigns.providers.billing_insights import BillingInsights, UsageError
 from campaigns.providers.voipbin import parse_account_event
@@ -259,16 +258,17 @@ class AccountGate:
         return GateResult(
             "halt",
             HaltCode.MONTHLY_CAP_REACHED,
-            f"month {document.get('month')}: usage {_money(used, cur)} + booked since "
-            f"{_money(booked_since, cur)} + reserved {_money(reserved, cur)} + this batch's "
-            f"worst case {_money(batch, cur)} ({calls} calls) = {_money(total, cur)} "
-            f"passes the monthly cap {_money(cap, cur)} (DISPATCHER_MONTHLY_CAP)",
+            f"month {document.get('month')}: usage {_money(used)} + booked since "
+            f"{_money(booked_since)} + reserved {_money(reserved)} + this batch's "
+            f"worst case {_money(batch)} ({calls} calls) = {_money(total)} "
+            f"passes the monthly cap {_money(cap)} (DISPATCHER_MONTHLY_CAP, {cur})",
         )
 
 
-def _money(micros: int, currency: str = "") -> str:
-    text = f"{format_micros(micros, 6)} ({micros} micros)"
-    return f"{currency} {text}" if currency else text
+def _money(micros: int) -> str:
+    """Exact and language-neutral, as halt messages are stored; ``status`` and
+    ``report`` show ``N micros`` as money (``humanize_micros``)."""
+    return f"{micros} micros"
 
 
 def _shortfall(balance: AccountBalance, need: Need, calls: int) -> str:

@@ -70,7 +70,7 @@ async def test_two_campaigns_on_one_account_the_second_halts_before_sending(
     await wait_for(b_halted, timeout=30, what="the second campaign halted")
     halt = (await client.status("acct_b"))["halt"]
     assert halt["code"] == "insufficient_balance"
-    for part in ("balance 0.040000", "0 tokens", "66000 micros", "10% buffer", "(3 calls)"):
+    for part in ("balance 40000 micros", "0 tokens", "66000 micros", "10% buffer", "(3 calls)"):
         assert part in halt["message"], (part, halt["message"])
     assert len(sandbox.ledger()) == 3, "the second campaign sent a create request"
 
