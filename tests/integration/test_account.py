@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import pytest
 from arq.jobs import Job
 from starlette.applications import Starlette
@@ -21,7 +22,7 @@ from starlette.routing import Route
 
 from campaigns.domain.spec import parse_spec
 from campaigns.operators.control import CampaignClient
-from campaigns.operators.ingress import account_job_id
+from campaigns.operators.ingress import account_job_id, create_ingress_app_from_settings
 from campaigns.queue import JobQueue, json_deserializer, open_queue
 from campaigns.settings import Settings
 from campaigns.store import Store
@@ -177,6 +178,9 @@ async def test_account_updated_moves_the_cached_balance_and_alerts_once_per_cros
     queue: JobQueue,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
+    """Seed 001's webhook posted to ``campaigns ingress``, applied by a real worker: the
+    cached balance follows the newest timestamp, and below the mark one alert goes to
+    the campaigns' webhook per crossing."""
     received: list[dict[str, Any]] = []
 
     async def hook(request: Request) -> JSONResponse:
@@ -185,6 +189,10 @@ async def test_account_updated_moves_the_cached_balance_and_alerts_once_per_cros
 
     receiver = ThreadedServer(Starlette(routes=[Route("/alerts", hook, methods=["POST"])]))
     receiver.start()
+    ingress = ThreadedServer(
+        create_ingress_app_from_settings(settings, secret=None), health_path="/healthz"
+    )
+    ingress.start()
     try:
         spec = spec_dict("watched", contacts=1)
         spec["alerts"] = {"thresholds_percent": [90], "webhook_url": f"{receiver.url}/alerts"}
@@ -201,7 +209,12 @@ async def test_account_updated_moves_the_cached_balance_and_alerts_once_per_cros
             }
             raw = json.dumps(body).encode()
             job_id = account_job_id(raw)
-            await queue.account_event(body, job_id=job_id)
+            if isinstance(credit, int):  # through campaigns ingress, as VoIPBIN posts it
+                async with httpx.AsyncClient(timeout=10) as http:
+                    posted = await http.post(f"{ingress.url}/webhooks/voipbin", content=raw)
+                assert posted.json() == {"queued": True}
+            else:  # the ingress refuses it (400); a producer could still enqueue it
+                await queue.account_event(body, job_id=job_id)
             job = Job(
                 job_id, queue.redis, _queue_name=queue.queue_name, _deserializer=json_deserializer
             )
@@ -232,6 +245,7 @@ async def test_account_updated_moves_the_cached_balance_and_alerts_once_per_cros
         assert await deliver(6_000_000, "2026-05-01T10:05:00Z") == "updated"
         assert worker.alive
     finally:
+        ingress.stop()
         receiver.stop()
 
 
