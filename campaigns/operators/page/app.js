@@ -221,6 +221,8 @@ async function start() {
   } catch (error) {
     return signOut(error.status === 401 ? "that token is not accepted" : error.message);
   }
+  // Rows drawn for another token's role go; the next refresh draws them for this one.
+  document.querySelector("#campaigns tbody").replaceChildren();
   document.getElementById("role").textContent = "signed in as " + role;
   document.getElementById("login").hidden = true;
   document.getElementById("main").hidden = false;
