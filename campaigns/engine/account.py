@@ -24,6 +24,7 @@ import structlog
 from campaigns.domain.account import Commitment, Need, credits_need, micros_need
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.lifecycle import ACTIVE_STATES, HaltCode
+from campaigns.domain.rating import Rate
 from campaigns.providers.balance import AccountBalance, BalanceSource
 from campaigns.providers.billing_insights import BillingInsights, UsageError
 from campaigns.providers.voipbin import parse_account_event
@@ -45,6 +46,7 @@ __all__ = [
 BALANCE_TTL_SECONDS = 5.0
 """How long a balance is trusted: short, since other campaigns spend from it."""
 USAGE_TTL_SECONDS = 30.0
+_PRICING_CACHE = 10_000
 """How long month-to-date usage is trusted; spend booked since is added on top."""
 
 log = structlog.stdlib.get_logger("campaigns.engine.account")
@@ -118,6 +120,9 @@ class AccountGate:
         self.settings = settings
         self.queue = queue
         self.usage = usage
+        self._pricing: dict[tuple[str, str], tuple[int, int, Rate]] = {}
+        """(campaign, spec fingerprint) -> (worst case, max_call_seconds, rate): fixed by
+        the spec, so read once per process."""
 
     async def aclose(self) -> None:
         await self.source.aclose()
@@ -160,7 +165,7 @@ class AccountGate:
         calls = min(campaign.spec.pacing.batch_size, campaign.pending)
         if calls <= 0:
             return _OK
-        money: dict[str, tuple[int, int]] | None = None
+        money: dict[str, tuple[int, int, str]] | None = None
         commitments: list[Commitment] = []
         try:
             if self.settings.monthly_cap_micros is not None and self.usage is not None:
@@ -216,35 +221,38 @@ class AccountGate:
             return _OK
         return GateResult("halt", HaltCode.INSUFFICIENT_BALANCE, _shortfall(balance, need, calls))
 
-    async def _commitments(self, money: dict[str, tuple[int, int]]) -> list[Commitment]:
+    async def _commitments(self, money: dict[str, tuple[int, int, str]]) -> list[Commitment]:
         found: list[Commitment] = []
-        for campaign_id, (reserved, _spent) in money.items():
+        for campaign_id, (reserved, _spent, fingerprint) in money.items():
             if reserved <= 0:
                 continue
-            record = await self.store.campaign(campaign_id)
-            if record is None:
-                continue
-            found.append(
-                Commitment(
-                    reserved,
+            pricing = self._pricing.get((campaign_id, fingerprint))
+            if pricing is None:
+                record = await self.store.campaign(campaign_id)
+                if record is None:
+                    continue
+                if len(self._pricing) >= _PRICING_CACHE:
+                    self._pricing.clear()
+                pricing = (
                     record.worst_case_micros,
                     record.spec.max_call_seconds,
                     record.spec.rate_model(),
                 )
-            )
+                self._pricing[(campaign_id, fingerprint)] = pricing
+            found.append(Commitment(reserved, *pricing))
         return found
 
     async def _cap(
         self,
         campaign: CampaignRecord,
         calls: int,
-        money: dict[str, tuple[int, int]],
+        money: dict[str, tuple[int, int, str]],
         commitments: list[Commitment],
     ) -> GateResult | None:
         cap = self.settings.monthly_cap_micros
         if cap is None or self.usage is None:
             return None
-        spent_now = sum(spent for _reserved, spent in money.values())
+        spent_now = sum(spent for _reserved, spent, _spec in money.values())
         document = await month_to_date(self.store, self.usage, spent_now)
         totals = document.get("totals") or {}
         used = int(totals.get(campaign.currency, 0))

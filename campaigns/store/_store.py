@@ -553,18 +553,20 @@ class Store:
         return None if raw is None else dict(json.loads(raw))
 
     # ------------------------------------------------------------------ account
-    async def account_commitments(self) -> dict[str, tuple[int, int]]:
-        """``{campaign: (reserved, spent)}`` over every campaign that has either.
+    async def account_commitments(self) -> dict[str, tuple[int, int, str]]:
+        """``{campaign: (reserved, spent, spec fingerprint)}`` over every campaign
+        that has reserved or spent anything.
 
         Read by one script, so the sums are of one instant across all campaigns
-        sharing the provider account.
+        sharing the provider account; the fingerprint names the spec (and so the
+        price) the reservation was made at.
         """
         flat = await self._commitments(
             campaigns=self.keys.campaigns, campaign_prefix=self.keys.campaign_prefix
         )
         return {
-            _str(flat[i]): (integer(flat[i + 1]), integer(flat[i + 2]))
-            for i in range(0, len(flat), 3)
+            _str(flat[i]): (integer(flat[i + 1]), integer(flat[i + 2]), _str(flat[i + 3]))
+            for i in range(0, len(flat), 4)
         }
 
     async def put_account(

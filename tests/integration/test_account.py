@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from campaigns.domain.lifecycle import Move
 from campaigns.domain.spec import parse_spec
 from campaigns.operators.control import CampaignClient
 from campaigns.operators.ingress import account_job_id, create_ingress_app_from_settings
@@ -28,7 +29,7 @@ from campaigns.settings import Settings
 from campaigns.store import Store
 from campaigns.testbed.sandbox import SandboxServer, ThreadedServer
 from tests.conftest import spec_dict
-from tests.support import WorkerProcess, wait_for
+from tests.support import WorkerProcess, claim_next, submit_spec, wait_for
 
 
 def _voipbin(settings: Settings, sandbox: SandboxServer) -> Settings:
@@ -355,3 +356,26 @@ async def test_the_monthly_cap_stops_a_campaign_at_the_cap(
     assert 20_000 + 10_000 * campaign.accepted <= 50_000
     assert 1 <= campaign.accepted <= 3
     assert sandbox.state.account()["committed_spend_micros"] == 10_000 * campaign.accepted
+
+
+async def test_commitments_are_read_across_every_campaign_in_one_script(
+    client: CampaignClient,
+) -> None:
+    """What the gate sums: every campaign's reservation (and spend), with the spec's
+    fingerprint that prices it; campaigns with neither are left out."""
+    store = client.store
+    for campaign_id, contacts in (("com_a", 3), ("com_b", 2), ("com_idle", 1)):
+        await submit_spec(store, parse_spec(spec_dict(campaign_id, contacts=contacts)))
+    for campaign_id, claims in (("com_a", 2), ("com_b", 1)):
+        await store.transition(campaign_id, Move.START)
+        assert await store.acquire_lease(campaign_id, "t", 30)
+        for _ in range(claims):
+            assert (await claim_next(store, campaign_id, "t")).outcome == "claimed"
+    found = await store.account_commitments()
+    worst = 20_000  # 120 s at 0.01/min
+    assert {cid: (r, s) for cid, (r, s, _f) in found.items()} == {
+        "com_a": (2 * worst, 0),
+        "com_b": (worst, 0),
+    }
+    spec = parse_spec(spec_dict("com_a", contacts=3))
+    assert found["com_a"][2] == spec.fingerprint()
