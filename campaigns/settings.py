@@ -203,6 +203,8 @@ class Settings(BaseSettings):
     """Safety margin on the account gate's worst case (seed 001: 10-20 %)."""
     low_balance_micros: int | None = Field(None, ge=0, le=2**53 - 1)
     """Below this credit balance: one warning and one alert per crossing."""
+    low_balance_credits: int | None = Field(None, ge=0, le=2**53 - 1)
+    """The same for Voxpria credits (seed 002: alert when credits run low)."""
     balance_source: Literal["provider", "voxpria"] = "provider"
     """Where the account balance comes from: the dialect's own, or Voxpria credits."""
     balance_url: str | None = Field(None, validate_default=True)

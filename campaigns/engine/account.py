@@ -299,14 +299,17 @@ def _shortfall(balance: AccountBalance, need: Need, calls: int) -> str:
 async def note_balance(
     store: Store, queue: JobQueue | None, settings: Settings, balance: AccountBalance
 ) -> bool:
-    """Warn and alert once when the credit balance crosses below the low-balance mark.
+    """Warn and alert once when the balance crosses below the low-balance mark
+    (``DISPATCHER_LOW_BALANCE_MICROS``, or ``DISPATCHER_LOW_BALANCE_CREDITS`` for
+    Voxpria credits).
 
     Back at or above the mark re-arms it. The alert goes to the alert webhook
     of every campaign that is not finished (deduplicated), as a
     ``deliver_alert`` job. True when this call fired it.
     """
-    mark = settings.low_balance_micros
-    if mark is None or balance.unit != "micros":
+    unit = balance.unit
+    mark = settings.low_balance_micros if unit == "micros" else settings.low_balance_credits
+    if mark is None:
         return False
     if balance.amount >= mark:
         await store.clear_low_balance()
@@ -316,9 +319,9 @@ async def note_balance(
     payload: dict[str, Any] = {
         "event": "account.low_balance",
         "source": balance.source,
-        "balance_micros": balance.amount,
+        f"balance_{unit}": balance.amount,
         "tokens": balance.tokens,
-        "threshold_micros": mark,
+        f"threshold_{unit}": mark,
         "at": datetime.fromtimestamp(balance.at_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     log.warning("account_low_balance", **{k: v for k, v in payload.items() if k != "event"})

@@ -379,3 +379,44 @@ async def test_commitments_are_read_across_every_campaign_in_one_script(
     }
     spec = parse_spec(spec_dict("com_a", contacts=3))
     assert found["com_a"][2] == spec.fingerprint()
+
+
+async def test_voxpria_credits_running_low_alert_once(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """Seed 002: alert when credits fall below a threshold. 40 credits against a mark
+    of 50: however many batches read the balance, one alert for this crossing."""
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: Request) -> JSONResponse:
+        received.append(await request.json())
+        return JSONResponse({"ok": True})
+
+    receiver = ThreadedServer(Starlette(routes=[Route("/alerts", hook, methods=["POST"])]))
+    receiver.start()
+    try:
+        sandbox.configure(credits_balance=40)
+        key = settings.provider_api_key.get_secret_value()
+        worker = start_worker(**_voxpria_env(sandbox, key), DISPATCHER_LOW_BALANCE_CREDITS="50")
+        spec = spec_dict("voxlow", contacts=4, max_call_seconds=60)
+        spec["alerts"] = {"thresholds_percent": [90], "webhook_url": f"{receiver.url}/alerts"}
+        spec["pacing"] = {"calls_per_second": 50, "batch_size": 1, "max_in_flight": 50}
+        await client.submit(parse_spec(spec))
+
+        async def done() -> bool:
+            c = await client.get("voxlow")
+            return c.state == "completed" and c.settled == 4
+
+        await wait_for(done, timeout=40, what="completion")
+
+        async def alerted() -> bool:
+            return len(received) >= 1
+
+        await wait_for(alerted, timeout=20, what="the low-credits alert")
+        assert received[0]["balance_credits"] == 40 and received[0]["threshold_credits"] == 50
+        assert worker.log_text().count('"account_low_balance"') == 1
+    finally:
+        receiver.stop()
