@@ -46,8 +46,9 @@ __all__ = [
 BALANCE_TTL_SECONDS = 5.0
 """How long a balance is trusted: short, since other campaigns spend from it."""
 USAGE_TTL_SECONDS = 30.0
-_PRICING_CACHE = 10_000
 """How long month-to-date usage is trusted; spend booked since is added on top."""
+_PRICING_CACHE = 10_000
+"""Campaigns whose pricing a gate keeps in memory (cleared when full)."""
 
 log = structlog.stdlib.get_logger("campaigns.engine.account")
 
@@ -80,16 +81,14 @@ def _month(at: datetime | None = None) -> str:
     return (at or datetime.now(UTC)).strftime("%Y-%m")
 
 
-async def month_to_date(
-    store: Store, usage: BillingInsights, spent_now: int, *, refresh: bool = False
-) -> dict[str, Any]:
+async def month_to_date(store: Store, usage: BillingInsights, spent_now: int) -> dict[str, Any]:
     """This month's usage totals (cached), with the dispatcher's booked total when read.
 
     ``spent_at_fetch`` lets the gate add what was booked after the read:
     usage the source could not have reported yet.
     """
     month = _month()
-    cached = None if refresh else await store.account("usage")
+    cached = await store.account("usage")
     if cached is not None and cached.get("month") == month:
         return cached
     result = await usage.monthly_usage(month)
@@ -129,15 +128,8 @@ class AccountGate:
         if self.usage is not None:
             await self.usage.aclose()
 
-    async def balance(self) -> AccountBalance | None:
-        """The cached balance of this source, else a fresh one (cached and noted).
-
-        Raises :class:`~campaigns.domain.errors.ProviderError` when the source fails.
-        """
-        cached = await self.cached_balance()
-        return cached if cached is not None else await self.fresh_balance()
-
     async def cached_balance(self) -> AccountBalance | None:
+        """The cached balance if it is this source's (a VoIPBIN webhook's is not Voxpria's)."""
         document = await self.store.account("balance")
         if document is None:
             return None
