@@ -420,3 +420,56 @@ async def test_voxpria_credits_running_low_alert_once(
         assert worker.log_text().count('"account_low_balance"') == 1
     finally:
         receiver.stop()
+
+
+async def test_the_sandboxs_own_account_updated_reaches_the_cache_through_the_ingress(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """End to end: VoIPBIN calls hang up and pay, the sandbox posts ``account_updated``
+    to ``campaigns ingress``, a worker moves the cached balance and, below the mark,
+    alerts once."""
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: Request) -> JSONResponse:
+        received.append(await request.json())
+        return JSONResponse({"ok": True})
+
+    receiver = ThreadedServer(Starlette(routes=[Route("/alerts", hook, methods=["POST"])]))
+    receiver.start()
+    ingress = ThreadedServer(
+        create_ingress_app_from_settings(settings, secret=None), health_path="/healthz"
+    )
+    ingress.start()
+    try:
+        sandbox.configure(
+            balance_micros=100_000,
+            webhook_url=f"{ingress.url}/webhooks/voipbin",
+            account_webhooks=True,
+        )
+        # The alert goes to the webhooks of campaigns not finished: one stays paused.
+        watcher = spec_dict("vbwatch", contacts=1)
+        watcher["alerts"] = {"thresholds_percent": [90], "webhook_url": f"{receiver.url}/alerts"}
+        await client.submit(parse_spec(watcher))
+        await client.pause("vbwatch")
+        start_worker(_voipbin(settings, sandbox), DISPATCHER_LOW_BALANCE_MICROS="85000")
+        await client.submit(parse_spec(spec_dict("vbhook", contacts=2, max_call_seconds=60)))
+
+        async def cached_after_hangups() -> bool:
+            cached = await client.store.account("balance")
+            return cached is not None and cached["amount"] == 80_000
+
+        await wait_for(cached_after_hangups, timeout=30, what="the webhook's balance cached")
+
+        async def alerted() -> bool:
+            return len(received) >= 1
+
+        await wait_for(alerted, timeout=20, what="the low-balance alert")
+        assert [a["balance_micros"] for a in received] == [80_000]
+        deliveries = sandbox.state.webhook_deliveries
+        assert any(d.call_id == "account_updated" and d.status_code == 202 for d in deliveries)
+    finally:
+        ingress.stop()
+        receiver.stop()

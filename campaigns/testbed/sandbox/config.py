@@ -165,6 +165,9 @@ class SandboxConfig(BaseModel):
     webhook_url: str | None = None
     webhook_secret: str | None = None
     webhook_duplicates: bool = False
+    account_webhooks: bool = False
+    """Also post VoIPBIN ``account_updated`` (seed 001) to ``webhook_url`` after the
+    hangups of VoIPBIN calls have been paid."""
     # faults
     seed: int = 0
     latency_seconds: float = Field(default=0.0, ge=0)

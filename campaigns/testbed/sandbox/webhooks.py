@@ -1,7 +1,8 @@
-"""Outbound ``call.completed`` webhooks, fire and forget.
+"""Outbound ``call.completed`` webhooks (and VoIPBIN ``account_updated``), fire and forget.
 
 A background task looks for newly final calls every ~100 ms and posts the
-seed-000 payload. Delivery failures are logged and recorded, never raised:
+seed-000 payload; with ``account_webhooks``, once VoIPBIN calls hung up and
+paid, seed 001's ``account_updated`` with the balance after them. Delivery failures are logged and recorded, never raised:
 a real provider's webhooks may arrive late, twice, or never.
 """
 
@@ -19,7 +20,7 @@ import httpx
 from campaigns.testbed.sandbox.formats import rfc3339
 from campaigns.testbed.sandbox.state import SandboxCall, SandboxState, WebhookDelivery
 
-__all__ = ["WebhookNotifier", "call_completed_payload", "sign_payload"]
+__all__ = ["WebhookNotifier", "account_updated_payload", "call_completed_payload", "sign_payload"]
 
 log = logging.getLogger("campaigns.testbed.sandbox.webhooks")
 
@@ -48,6 +49,26 @@ def call_completed_payload(
         "variables": call.variables,
         "data": {},
     }
+
+
+def account_updated_payload(state: SandboxState) -> dict[str, Any]:
+    """Seed 001's ``account_updated``: the VoIPBIN balance after every hangup so far."""
+    with state.lock:
+        state.debit_hangups()
+        config = state.config
+        return {
+            "event_type": "account_updated",
+            "timestamp": rfc3339(state.clock()),
+            "data": {
+                "id": f"ba_{config.application_id}",
+                "customer_id": config.customer_id,
+                "name": "Sandbox Account",
+                "plan_type": "free",
+                "plan_status": "active",
+                "balance_credit": state.balance_micros or 0,
+                "balance_token": state.balance_tokens,
+            },
+        }
 
 
 class WebhookNotifier:
@@ -84,17 +105,22 @@ class WebhookNotifier:
         if not fresh or not config.webhook_url:
             return
         copies = 2 if config.webhook_duplicates else 1
+        if config.account_webhooks and any(call.dialect == "voipbin" for call in fresh):
+            payload = account_updated_payload(self.state)
+            body = json.dumps(payload, separators=(",", ":")).encode()
+            self._send(config.webhook_url, body, config.webhook_secret, "account_updated")
         for call in fresh:
             payload = call_completed_payload(
                 call, customer_id=config.customer_id, application_id=config.application_id
             )
             body = json.dumps(payload, separators=(",", ":")).encode()
             for _ in range(copies):
-                task = asyncio.create_task(
-                    self._deliver(config.webhook_url, body, config.webhook_secret, call.id)
-                )
-                self._sends.add(task)
-                task.add_done_callback(self._sends.discard)
+                self._send(config.webhook_url, body, config.webhook_secret, call.id)
+
+    def _send(self, url: str, body: bytes, secret: str | None, what: str) -> None:
+        task = asyncio.create_task(self._deliver(url, body, secret, what))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
 
     async def _deliver(self, url: str, body: bytes, secret: str | None, call_id: str) -> None:
         assert self._client is not None
