@@ -30,7 +30,7 @@ from redis import Redis
 from campaigns.logs import register_secret
 from campaigns.operators.ingress import MAX_BODY_BYTES, create_ingress_app
 from campaigns.providers.minivoice import FINAL_EVENTS
-from campaigns.queue import JOB_CALL_EVENT, JobQueue, open_queue
+from campaigns.queue import JOB_ACCOUNT_EVENT, JOB_CALL_EVENT, JobQueue, open_queue
 from campaigns.testbed.sandbox import sign_payload
 from tests.fuzz.conftest import FUZZ_PROFILE
 
@@ -126,13 +126,32 @@ def minivoice_events(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
 
 @st.composite
 def voipbin_events(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
-    """A VoIPBIN delivery (``event_type``): acknowledged, never queued."""
+    """A VoIPBIN delivery (``event_type``). ``account_updated`` (seed 001) is queued
+    for the worker when well formed and refused when not; any other is
+    acknowledged and never queued."""
+    if draw(st.booleans()):
+        payload = {
+            "event_type": "account_updated",
+            "timestamp": draw(
+                st.sampled_from(["2026-11-25T10:30:00Z", "2026-11-25T10:30:00+01:00"])
+            ),
+            "data": {
+                "id": draw(any_text),
+                "balance_credit": draw(st.integers(-(2**53 - 1), 2**53 - 1)),
+                "balance_token": draw(st.integers(0, 2**53 - 1)),
+            },
+        }
+        return payload, "queue_account"
     event_type = draw(st.sampled_from(["account_updated", "call_hangup"]) | any_text)
     payload = {
         "event_type": event_type,
         "timestamp": draw(any_text),
         "data": draw(st.dictionaries(any_text, json_values, max_size=4)),
     }
+    if event_type == "account_updated":
+        # Random fields are almost never a valid event: refused naming the field,
+        # or (if hypothesis builds a valid one) queued for the worker.
+        return payload, "refuse_or_account"
     return payload, "ignore" if event_type else "refuse"
 
 
@@ -280,7 +299,7 @@ def test_fuzz_webhook_deliveries(
     elif mode not in VALID:
         assert response.status_code == 401
         assert response.json() == {"error": "invalid signature"}
-    elif expected == "queue":
+    elif expected in ("queue", "queue_account"):
         assert response.status_code == 202, response.text
         assert response.json() == {"queued": True}
     elif expected == "ignore":
@@ -288,13 +307,21 @@ def test_fuzz_webhook_deliveries(
         assert response.json() == {"queued": False, "ignored": True}
     elif expected == "refuse":
         assert response.status_code == 400, response.text
+    elif expected == "refuse_or_account":
+        assert response.status_code in (400, 202), response.text
+        if response.status_code == 202:
+            assert response.json() == {"queued": True}
+            expected = "queue_account"
 
     if response.status_code == 202 and response.json().get("queued"):
         [job_id] = queued
         raw = json.loads(harness.redis.get(b"arq:job:" + job_id) or b"null")
-        assert raw["f"] == JOB_CALL_EVENT
         assert raw["a"] == [json.loads(body)]
-        assert raw["a"][0]["event"] in FINAL_EVENTS
+        if expected == "queue_account":
+            assert raw["f"] == JOB_ACCOUNT_EVENT
+        else:
+            assert raw["f"] == JOB_CALL_EVENT
+            assert raw["a"][0]["event"] in FINAL_EVENTS
     else:
         assert queued == [], "nothing may be queued for a delivery that was not accepted"
         assert 400 <= response.status_code < 500 or response.json().get("ignored")
