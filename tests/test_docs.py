@@ -101,8 +101,13 @@ def test_the_real_binary_shows_the_example() -> None:
     assert "DESIGN.md" not in result.stdout
 
 
-def test_readme_starts_with_its_title() -> None:
-    assert (ROOT / "README.md").read_text().startswith("# Campaign dispatcher\n")
+def test_readme_starts_with_its_title_then_the_two_commands() -> None:
+    """The title, then exactly the two commands that work on a fresh machine."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert lines[0] == "# Campaign dispatcher"
+    block = lines[lines.index("```") + 1 : lines.index("```", lines.index("```") + 1)]
+    assert lines.index("```") == 2
+    assert [line.split("#")[0].strip() for line in block] == ["make demo", "make test"]
 
 
 def test_benchmark_prose_matches_its_table() -> None:
