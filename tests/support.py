@@ -173,11 +173,12 @@ def creates(ledger: list[dict[str, Any]], campaign_id: str) -> list[dict[str, An
 async def submit_spec(store: Store, spec: CampaignSpec) -> str:
     """``Store.submit`` with the worst case and estimate the operator API computes."""
     rate = spec.rate_model()
-    return await store.submit(
+    outcome, _ = await store.submit(
         spec,
         worst_case_micros=spec.worst_case_call_micros(),
-        estimated_micros=rate.cost_micros(spec.max_call_seconds) * len(spec.contacts),
+        estimated_micros_per_contact=rate.cost_micros(spec.max_call_seconds),
     )
+    return outcome
 
 
 async def claim_next(store: Store, campaign_id: str, token: str) -> Claim:

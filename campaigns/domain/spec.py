@@ -14,19 +14,14 @@ valid Unicode; files must be UTF-8).
 
 from __future__ import annotations
 
-import codecs
-import csv
 import hashlib
-import io
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Self, TypeGuard
 
 import httpx
-import phonenumbers
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -38,7 +33,11 @@ from pydantic import (
     model_validator,
 )
 
+from campaigns.domain.inputs import SpecError
+from campaigns.domain.inputs import decode_utf8 as _decode_utf8
+from campaigns.domain.inputs import show as _show
 from campaigns.domain.money import MAX_MICROS, MoneyError, parse_micros
+from campaigns.domain.numbers import normalize_number
 from campaigns.domain.rating import PRESETS, Increments, Rate, RateError
 
 __all__ = [
@@ -71,21 +70,6 @@ _INCREMENTS = re.compile(r"[ \t]*[0-9]{1,6}[ \t]*/[ \t]*[0-9]{1,6}[ \t]*", re.AS
 _REF_MAX = 200
 
 
-class SpecError(ValueError):
-    """Invalid input, with the field it is about. The CLI exits 2 on it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
-        self.message = message
-
-
-def _show(text: str, limit: int = 80) -> str:
-    """Text from the input as it may appear in a one-line error: printable, short."""
-    shown = text if text.isprintable() else repr(text)[1:-1]
-    return shown if len(shown) <= limit else f"{shown[:limit]}... ({len(text)} characters)"
-
-
 def _decimal_string(value: object) -> object:
     """Money fields take decimal strings only; ints belong in ``*_micros``."""
     if isinstance(value, bool | float):
@@ -112,21 +96,6 @@ def _micros_int(value: object) -> object:
 
 DecimalMoney = Annotated[str, BeforeValidator(_decimal_string)]
 Micros = Annotated[int, BeforeValidator(_micros_int)]
-
-
-def normalize_number(value: str, *, strict: bool = False) -> str:
-    """Return the E.164 form of a possible number, or raise ValueError."""
-    if not isinstance(value, str) or not value.strip().startswith("+"):
-        raise ValueError("must be an E.164 number starting with '+'")
-    try:
-        parsed = phonenumbers.parse(value.strip(), None)
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"not a phone number: {exc}") from None
-    if not phonenumbers.is_possible_number(parsed):
-        raise ValueError(f"{value!r} is not a possible phone number")
-    if strict and not phonenumbers.is_valid_number(parsed):
-        raise ValueError(f"{value!r} is not a valid phone number")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 class _Strict(BaseModel):
@@ -490,148 +459,11 @@ def load_spec(path: str | Path, contacts_csv: str | Path | None = None) -> Campa
     return spec
 
 
-def _decode_utf8(raw: bytes, shown: str, field: str) -> str:
-    """UTF-8 (a leading BOM is dropped) or a SpecError naming the file and line."""
-    body = raw[len(codecs.BOM_UTF8) :] if raw.startswith(codecs.BOM_UTF8) else raw
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        before = body[: exc.start]
-        line = 1 + before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n")
-        raise SpecError(
-            field,
-            f"{shown} line {line}: not UTF-8 (byte 0x{body[exc.start]:02x}); save the file as UTF-8",
-        ) from None
-
-
 def load_contacts_csv(path: str | Path) -> list[Contact]:
-    """Contacts from a UTF-8 CSV file with a ``to,ref`` header; other columns become variables.
+    """Contacts from a UTF-8 CSV file (see :func:`campaigns.domain.contacts.load_contacts_csv`)."""
+    from campaigns.domain.contacts import load_contacts_csv as load
 
-    The whole file is checked before anything is returned, so a bad line
-    anywhere means nothing is submitted; every error names the file and line.
-    """
-    shown = _show(str(path))
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise SpecError("contacts", f"cannot read {shown}: {exc.strerror or exc}") from None
-    return _read_contacts(_decode_utf8(raw, shown, "contacts"), shown)
-
-
-class _Lines:
-    """The lines fed to ``csv.reader``, kept per record to explain a parse error."""
-
-    def __init__(self, text: str) -> None:
-        # newline="" splits on \n, \r and \r\n only, exactly as open(newline="") does.
-        self._lines = iter(io.StringIO(text, newline=""))
-        self.record: list[str] = []
-
-    def __iter__(self) -> Iterator[str]:
-        return self
-
-    def __next__(self) -> str:
-        line = next(self._lines)
-        self.record.append(line)
-        return line
-
-
-def _long_column(record: str, limit: int) -> int | None:
-    """Index of the first field longer than ``limit`` in one raw CSV record (excel dialect)."""
-    column = length = 0
-    quoted = False
-    at_start = True
-    i = 0
-    while i < len(record):
-        ch = record[i]
-        i += 1
-        if quoted:
-            if ch == '"':
-                if record[i : i + 1] == '"':
-                    i += 1
-                else:
-                    quoted = False
-                    continue
-        elif ch == '"' and at_start:
-            quoted = True
-            at_start = False
-            continue
-        elif ch == ",":
-            column, length, at_start = column + 1, 0, True
-            continue
-        elif ch in "\r\n":
-            return None
-        at_start = False
-        length += 1
-        if length > limit:
-            return column
-    return None
-
-
-def _rows(text: str, shown: str) -> Iterator[tuple[int, list[str]]]:
-    """(line where the record starts, values) per non-blank record; csv errors named."""
-    lines = _Lines(text)
-    reader = csv.reader(lines)
-    header: list[str] | None = None
-    while True:
-        start = reader.line_num + 1
-        lines.record.clear()
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            limit = csv.field_size_limit()
-            column = _long_column("".join(lines.record), limit)
-            if column is None:
-                raise SpecError("contacts", f"{shown} line {start}: not valid CSV: {exc}") from None
-            name = header[column] if header is not None and column < len(header) else None
-            field = f"contacts[{shown} line {start}]" + (f".{_show(name, 40)}" if name else "")
-            what = f"column {column + 1}" if name is None else "the value"
-            raise SpecError(field, f"{what} is longer than {limit} characters") from None
-        if not row:
-            continue
-        if header is None:
-            header = row
-        yield start, row
-
-
-def _read_contacts(text: str, shown: str) -> list[Contact]:
-    rows = _rows(text, shown)
-    first = next(rows, None)
-    header_line, header = (1, []) if first is None else first
-    if "to" not in header:
-        found = f"; found {_show(','.join(header), 60)!r}" if header else "; the file is empty"
-        raise SpecError(
-            "contacts", f"{shown}: the CSV header must include 'to' (e.g. 'to,ref'){found}"
-        )
-    duplicated = sorted({name for name in header if header.count(name) > 1})
-    if duplicated:
-        raise SpecError(
-            "contacts",
-            f"{shown} line {header_line}: column {_show(duplicated[0], 40)!r} appears twice",
-        )
-    contacts: list[Contact] = []
-    for line, values in rows:
-        where = f"contacts[{shown} line {line}]"
-        if len(values) > len(header):
-            raise SpecError("contacts", f"{shown} line {line}: more values than header columns")
-        row = dict(zip(header, values, strict=False))
-        to = (row.pop("to", "") or "").strip()
-        ref = (row.pop("ref", "") or "").strip()
-        try:
-            normalize_number(to)
-        except ValueError as exc:
-            raise SpecError(f"{where}.to", str(exc)) from None
-        variables: dict[str, str | int | bool | None] = {k: v for k, v in row.items() if v}
-        try:
-            contacts.append(Contact(to=to, ref=ref, variables=variables))
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            loc = error["loc"]
-            column = str(loc[1]) if loc[:1] == ("variables",) and len(loc) > 1 else str(loc[0])
-            message = error["msg"].removeprefix("Value error, ")
-            raise SpecError(f"{where}.{_show(column, 40)}", message) from None
-    return contacts
+    return load(path)
 
 
 class StoredSpec(BaseModel):

@@ -23,9 +23,10 @@ import httpx
 from redis.exceptions import RedisError
 from rich.console import Console
 
+from campaigns.domain.contacts import Contacts
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.money import format_money
-from campaigns.domain.spec import SpecError, is_campaign_id, load_spec
+from campaigns.domain.spec import SpecError, is_campaign_id
 from campaigns.logs import (
     configure_logging,
     register_secret,
@@ -301,8 +302,9 @@ def submit(spec_path: str, contacts_csv: str | None) -> None:
     Refuses a spec without contacts; warns when the budget cannot pay for one
     call at its worst case (the campaign would halt before its first call).
     """
-    spec = load_spec(spec_path, contacts_csv)
-    result = _run(lambda c: c.submit(spec))
+    contacts = Contacts.load(spec_path, contacts_csv)
+    spec = contacts.spec
+    result = _run(lambda c: c.submit(contacts))
     worst = spec.worst_case_call_micros()
     if spec.budget_in_micros < worst:
         cur = spec.currency
@@ -501,7 +503,8 @@ def estimate_(
     as_json: bool,
 ) -> None:
     """Worst-case cost of a spec before submitting it (nothing is written)."""
-    spec = load_spec(spec_path, contacts_csv)
+    contacts = Contacts.load(spec_path, contacts_csv)
+    spec = contacts.spec
     buffer = 10
     balance = None
     if account:
@@ -521,7 +524,13 @@ def estimate_(
                 "(DISPATCHER_BALANCE_SOURCE=voxpria reads Voxpria credits)",
                 2,
             )
-    result = estimate(spec, average_seconds=average_seconds, balance=balance, buffer_percent=buffer)
+    result = estimate(
+        spec,
+        tally=contacts.tally(),
+        average_seconds=average_seconds,
+        balance=balance,
+        buffer_percent=buffer,
+    )
     if as_json:
         _echo(json.dumps(result.to_json()))
     else:

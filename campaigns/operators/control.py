@@ -16,6 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
+from campaigns.domain.contacts import Contacts
 from campaigns.domain.lifecycle import (
     FINAL_STATES,
     AttemptStatus,
@@ -25,7 +26,7 @@ from campaigns.domain.lifecycle import (
     budget_allows,
 )
 from campaigns.domain.money import format_money
-from campaigns.domain.spec import CampaignSpec, SpecError
+from campaigns.domain.spec import CampaignSpec
 from campaigns.logs import scrub
 from campaigns.queue import JobQueue, open_queue
 from campaigns.settings import Settings, redis_location
@@ -317,28 +318,30 @@ class CampaignClient:
     async def aclose(self) -> None:
         await self.queue.aclose()
 
-    async def submit(self, spec: CampaignSpec) -> SubmitResult:
+    async def submit(self, spec: CampaignSpec | Contacts) -> SubmitResult:
         """Store a validated spec and start it. Same ID and spec again: a no-op.
 
-        A spec without contacts is refused (SpecError, nothing written): it
+        ``Contacts`` (a spec and a CSV file) are validated as they are written,
+        a chunk at a time; a bad row is a SpecError with nothing written. A
+        spec without contacts is refused (SpecError, nothing written): it
         would complete at once and look like a campaign that ran.
         """
-        if not spec.contacts:
-            raise SpecError(
-                "contacts", "at least one contact is needed (in the spec, or --contacts FILE.csv)"
-            )
-        rate = spec.rate_model()
-        outcome = await self.store.submit(
-            spec,
-            worst_case_micros=spec.worst_case_call_micros(),
-            estimated_micros=rate.cost_micros(spec.max_call_seconds) * len(spec.contacts),
+        contacts = spec if isinstance(spec, Contacts) else Contacts(spec)
+        if contacts.none_given:
+            raise Contacts.no_contacts()
+        valid = contacts.spec
+        rate = valid.rate_model()
+        outcome, tally = await self.store.submit(
+            contacts,
+            worst_case_micros=valid.worst_case_call_micros(),
+            estimated_micros_per_contact=rate.cost_micros(valid.max_call_seconds),
         )
-        campaign = await self.store.campaign(spec.campaign_id)
+        campaign = await self.store.campaign(valid.campaign_id)
         if campaign is not None and campaign.state is State.QUEUED:
             # Also after "exists": a submit that died before enqueueing is finished here.
-            await self._kick(spec.campaign_id)
+            await self._kick(valid.campaign_id)
         return SubmitResult(
-            spec.campaign_id, outcome == "created", len(spec.contacts), spec.duplicates_dropped
+            valid.campaign_id, outcome == "created", tally.contacts, tally.duplicates_dropped
         )
 
     async def get(self, campaign_id: str) -> CampaignRecord:

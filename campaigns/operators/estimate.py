@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from campaigns.domain.account import batch_charge, credits_per_call, with_buffer
+from campaigns.domain.contacts import Tally
 from campaigns.domain.money import format_money
 from campaigns.domain.spec import CampaignSpec
 from campaigns.providers.balance import AccountBalance
@@ -106,13 +107,14 @@ class AccountEstimate:
 def account_estimate(
     spec: CampaignSpec,
     *,
+    calls: int | None = None,
     average_seconds: int | None,
     balance: AccountBalance | None,
     buffer_percent: int,
 ) -> AccountEstimate:
     """The account side of an estimate (seed 001: estimate, add a buffer, check the balance)."""
     rate = spec.rate_model()
-    calls = len(spec.contacts)
+    calls = len(spec.contacts) if calls is None else calls
     tokens = balance.tokens if balance is not None and balance.unit == "micros" else 0
     worst = batch_charge(rate, spec.max_call_seconds, calls, tokens)
     expected_total = expected_credit = used = covered = None
@@ -160,20 +162,24 @@ def account_estimate(
 def estimate(
     spec: CampaignSpec,
     *,
+    tally: Tally | None = None,
     average_seconds: int | None = None,
     balance: AccountBalance | None = None,
     buffer_percent: int = 10,
 ) -> Estimate:
+    """The estimate of a spec; ``tally``: its contacts as counted from a stream
+    (:meth:`Contacts.tally`), else the spec's inline contacts."""
     rate = spec.rate_model()
     worst = rate.worst_case_micros(spec.max_call_seconds)
     budget = spec.budget_in_micros
-    contacts = len(spec.contacts)
+    contacts = len(spec.contacts) if tally is None else tally.contacts
+    dropped = spec.duplicates_dropped if tally is None else tally.duplicates_dropped
     affordable = contacts if worst == 0 else min(contacts, budget // worst)
     return Estimate(
         campaign_id=spec.campaign_id,
         currency=spec.currency,
         contacts=contacts,
-        duplicates_dropped=spec.duplicates_dropped,
+        duplicates_dropped=dropped,
         increments=str(rate.increments),
         max_call_seconds=spec.max_call_seconds,
         billed_seconds_worst_case=rate.billed_seconds(spec.max_call_seconds),
@@ -185,6 +191,10 @@ def estimate(
         account=None
         if average_seconds is None and balance is None
         else account_estimate(
-            spec, average_seconds=average_seconds, balance=balance, buffer_percent=buffer_percent
+            spec,
+            calls=contacts,
+            average_seconds=average_seconds,
+            balance=balance,
+            buffer_percent=buffer_percent,
         ),
     )

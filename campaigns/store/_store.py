@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from redis.asyncio import Redis
 
+from campaigns.domain.contacts import Contacts, Tally
 from campaigns.domain.lifecycle import FINAL_CALL_STATUSES, AttemptStatus, Move, State
 from campaigns.domain.money import MAX_MICROS
 from campaigns.domain.spec import CampaignSpec
@@ -39,7 +40,8 @@ from campaigns.store.scripts import load_script
 
 __all__ = ["Store", "now_ms"]
 
-_CONTACT_CHUNK = 1000
+_STAGING_SECONDS = 3600
+"""Staged contacts outlive a submitting process that died by at most this long."""
 T = TypeVar("T")
 
 
@@ -86,36 +88,50 @@ class Store:
 
     # ------------------------------------------------------------------ submit
     async def submit(
-        self, spec: CampaignSpec, *, worst_case_micros: int, estimated_micros: int
-    ) -> Literal["created", "exists"]:
+        self,
+        source: Contacts | CampaignSpec,
+        *,
+        worst_case_micros: int,
+        estimated_micros_per_contact: int,
+    ) -> tuple[Literal["created", "exists"], Tally]:
         """Write a validated spec and its contacts; same spec again is a no-op.
 
-        Contacts go to staging keys first and are renamed into place by one
-        script, so a crash mid-write leaves no half-submitted campaign.
+        Returns whether it was created and what the read found (contacts,
+        duplicates dropped, fingerprint).
+
+        Contacts are validated and staged a chunk at a time as they are read
+        (the file is never held whole), then renamed into place by one script,
+        so a bad row or a crash mid-write leaves nothing visible: the staging
+        keys are deleted (or expire). A campaign that exists is compared by
+        fingerprint after a full read that writes nothing.
         """
+        contacts = source if isinstance(source, Contacts) else Contacts(source)
+        spec = contacts.spec
         cid = spec.campaign_id
-        fingerprint = spec.fingerprint()
         existing = text(await _aw(self.redis.hget(self.keys.meta(cid), "fingerprint")))
         if existing is not None:
-            if existing == fingerprint:
-                return "exists"
+            tally = contacts.tally(required=True)
+            if existing == tally.fingerprint:
+                return "exists", tally
             raise SubmitConflict(f"campaign {cid!r} exists with a different spec")
         token = uuid.uuid4().hex
         staging_contacts = self.keys.staging(cid, token, "contacts")
         staging_pending = self.keys.staging(cid, token, "pending")
+        reader = contacts.read(required=True)
         try:
-            for start in range(0, len(spec.contacts), _CONTACT_CHUNK):
-                chunk = spec.contacts[start : start + _CONTACT_CHUNK]
-                mapping = {
-                    str(start + i): json.dumps(c.model_dump(mode="json"), separators=(",", ":"))
-                    for i, c in enumerate(chunk)
-                }
+            start = 0
+            for chunk in reader:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.hset(staging_contacts, mapping=mapping)
+                    pipe.hset(
+                        staging_contacts,
+                        mapping=dict(zip(range(start, start + len(chunk)), chunk, strict=True)),
+                    )
                     pipe.rpush(staging_pending, *range(start, start + len(chunk)))
-                    pipe.expire(staging_contacts, 3600)
-                    pipe.expire(staging_pending, 3600)
+                    pipe.expire(staging_contacts, _STAGING_SECONDS)
+                    pipe.expire(staging_pending, _STAGING_SECONDS)
                     await pipe.execute()
+                start += len(chunk)
+            tally = reader.tally
             spec_json = spec.model_dump(mode="json", exclude={"contacts"})
             fields: dict[str, str | int] = {
                 "state": State.QUEUED,
@@ -126,15 +142,15 @@ class Store:
                 "spent": 0,
                 "worst_case": worst_case_micros,
                 "max_in_flight": spec.pacing.max_in_flight,
-                "contacts": len(spec.contacts),
+                "contacts": tally.contacts,
                 "accepted": 0,
                 "rejected": 0,
                 "in_doubt": 0,
                 "settled": 0,
                 "live": 0,
                 "dispatch_seq": 0,
-                "duplicates_dropped": spec.duplicates_dropped,
-                "estimated": estimated_micros,
+                "duplicates_dropped": tally.duplicates_dropped,
+                "estimated": estimated_micros_per_contact * tally.contacts,
             }
             result = text(
                 await self._submit(
@@ -144,7 +160,7 @@ class Store:
                     campaigns=self.keys.campaigns,
                     staging_contacts=staging_contacts,
                     staging_pending=staging_pending,
-                    fingerprint=fingerprint,
+                    fingerprint=tally.fingerprint,
                     now=now_ms(),
                     campaign_id=cid,
                     # Strings, so the script writes integers exactly as given.
@@ -155,7 +171,7 @@ class Store:
             await _aw(self.redis.delete(staging_contacts, staging_pending))
         if result == "conflict":
             raise SubmitConflict(f"campaign {cid!r} exists with a different spec")
-        return "exists" if result == "exists" else "created"
+        return ("exists" if result == "exists" else "created"), tally
 
     # ------------------------------------------------------------------ reads
     async def campaign(self, campaign_id: str) -> CampaignRecord | None:

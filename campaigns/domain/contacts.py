@@ -1,0 +1,370 @@
+"""A campaign's contacts, read in chunks: the spec's own, then a CSV file's.
+
+A million-row CSV must not become a million Python objects: :class:`Contacts`
+reads the file a record at a time, validates each row (the same checks and
+messages as :func:`load_contacts_csv`: file, line, field), drops duplicate
+numbers (a set of integers, the E.164 digits) and yields chunks of canonical
+contact JSON for the store to stage. The spec fingerprint is hashed as the
+contacts pass, so it equals :meth:`CampaignSpec.fingerprint` of the same spec
+with every contact inline: a resubmit is a no-op and a change is a conflict,
+whichever way the contacts came.
+
+The file is read twice: once as bytes to check it is UTF-8 (a bad byte
+anywhere is reported before any row, as when the file was read whole), then
+as CSV text.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
+from pathlib import Path
+
+from campaigns.domain.inputs import SpecError, decode_utf8, show
+from campaigns.domain.numbers import normalize_number
+from campaigns.domain.spec import CampaignSpec, Contact, load_spec
+
+__all__ = [
+    "CHUNK_SIZE",
+    "ContactReader",
+    "Contacts",
+    "Tally",
+    "contact_json",
+    "load_contacts_csv",
+]
+
+CHUNK_SIZE = 5000
+"""Contacts per chunk: one pipeline round trip each, a few hundred kB of JSON."""
+
+_REF_MAX = 200
+_NO_CONTACTS = "at least one contact is needed (in the spec, or --contacts FILE.csv)"
+_JSON = {"sort_keys": True, "separators": (",", ":")}
+
+
+def _check_utf8(path: Path, shown: str) -> None:
+    """The file decodes as UTF-8, read a block at a time; else the error naming its line."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as file:
+            while block := file.read(1 << 20):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        decode_utf8(path.read_bytes(), shown, "contacts")  # raises, naming the line
+        raise  # pragma: no cover - decode_utf8 raised for the same bytes
+    except OSError as exc:
+        raise SpecError("contacts", f"cannot read {shown}: {exc.strerror or exc}") from None
+
+
+class _Lines:
+    """The lines fed to ``csv.reader``, kept per record to explain a parse error."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self.record: list[str] = []
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.record.append(line)
+        return line
+
+
+def _long_column(record: str, limit: int) -> int | None:
+    """Index of the first field longer than ``limit`` in one raw CSV record (excel dialect)."""
+    column = length = 0
+    quoted = False
+    at_start = True
+    i = 0
+    while i < len(record):
+        ch = record[i]
+        i += 1
+        if quoted:
+            if ch == '"':
+                if record[i : i + 1] == '"':
+                    i += 1
+                else:
+                    quoted = False
+                    continue
+        elif ch == '"' and at_start:
+            quoted = True
+            at_start = False
+            continue
+        elif ch == ",":
+            column, length, at_start = column + 1, 0, True
+            continue
+        elif ch in "\r\n":
+            return None
+        at_start = False
+        length += 1
+        if length > limit:
+            return column
+    return None
+
+
+def _records(text: Iterable[str], shown: str) -> Iterator[tuple[int, list[str]]]:
+    """(line where the record starts, values) per non-blank record; csv errors named.
+
+    ``text`` yields lines split as ``open(newline="")`` splits them (on \\n, \\r
+    and \\r\\n), so ``csv.reader`` sees line ends inside quotes as written.
+    """
+    lines = _Lines(text)
+    reader = csv.reader(lines)
+    header: list[str] | None = None
+    while True:
+        start = reader.line_num + 1
+        lines.record.clear()
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            limit = csv.field_size_limit()
+            column = _long_column("".join(lines.record), limit)
+            if column is None:
+                raise SpecError("contacts", f"{shown} line {start}: not valid CSV: {exc}") from None
+            name = header[column] if header is not None and column < len(header) else None
+            field = f"contacts[{shown} line {start}]" + (f".{show(name, 40)}" if name else "")
+            what = f"column {column + 1}" if name is None else "the value"
+            raise SpecError(field, f"{what} is longer than {limit} characters") from None
+        except UnicodeDecodeError:  # the file changed since it was checked
+            raise SpecError("contacts", f"{shown} line {start}: not UTF-8") from None
+        if not row:
+            continue
+        if header is None:
+            header = row
+        yield start, row
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    line: int
+    to: str
+    ref: str
+    variables: dict[str, str]
+
+
+def _csv_rows(path: Path) -> Iterator[_Row]:
+    """Every data row of a contacts CSV with a checked header, ``to`` and ``ref`` stripped.
+
+    A row with more values than the header is refused here; the number and the
+    ref are the caller's to check (it knows whether the number is canonical).
+    """
+    shown = show(str(path))
+    _check_utf8(path, shown)
+    try:
+        file = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:  # pragma: no cover - it was just read
+        raise SpecError("contacts", f"cannot read {shown}: {exc.strerror or exc}") from None
+    with file:
+        rows = _records(file, shown)
+        first = next(rows, None)
+        header_line, header = (1, []) if first is None else first
+        if "to" not in header:
+            found = f"; found {show(','.join(header), 60)!r}" if header else "; the file is empty"
+            raise SpecError(
+                "contacts", f"{shown}: the CSV header must include 'to' (e.g. 'to,ref'){found}"
+            )
+        duplicated = sorted({name for name in header if header.count(name) > 1})
+        if duplicated:
+            raise SpecError(
+                "contacts",
+                f"{shown} line {header_line}: column {show(duplicated[0], 40)!r} appears twice",
+            )
+        to_at = header.index("to")
+        ref_at = header.index("ref") if "ref" in header else None
+        others = sorted((name, i) for i, name in enumerate(header) if name not in ("to", "ref"))
+        width = len(header)
+        for line, values in rows:
+            count = len(values)
+            if count > width:
+                raise SpecError("contacts", f"{shown} line {line}: more values than header columns")
+            to = values[to_at].strip() if to_at < count else ""
+            ref = values[ref_at].strip() if ref_at is not None and ref_at < count else ""
+            variables = {name: values[i] for name, i in others if i < count and values[i]}
+            yield _Row(line, to, ref, variables)
+
+
+def _bad(path: Path, line: int, column: str, message: str) -> SpecError:
+    return SpecError(f"contacts[{show(str(path))} line {line}].{show(column, 40)}", message)
+
+
+def _checked_ref(path: Path, row: _Row) -> str:
+    if len(row.ref) > _REF_MAX:
+        raise _bad(
+            path, row.line, "ref", f"must be at most {_REF_MAX} characters, not {len(row.ref)}"
+        )
+    return row.ref
+
+
+def load_contacts_csv(path: str | Path) -> list[Contact]:
+    """Contacts from a UTF-8 CSV file with a ``to,ref`` header; other columns become variables.
+
+    The numbers are as written (checked, not normalized) and duplicates kept:
+    the spec normalizes and drops them. For small files and tests; a campaign
+    is submitted with :class:`Contacts`, which never holds the whole file.
+    """
+    path = Path(path)
+    contacts: list[Contact] = []
+    for row in _csv_rows(path):
+        try:
+            normalize_number(row.to)
+        except ValueError as exc:
+            raise _bad(path, row.line, "to", str(exc)) from None
+        ref = _checked_ref(path, row)
+        contacts.append(Contact(to=row.to, ref=ref, variables=dict(row.variables)))
+    return contacts
+
+
+def contact_json(contact: Contact) -> str:
+    """A contact as the store keeps it and the fingerprint hashes it (sorted keys)."""
+    return json.dumps(contact.model_dump(mode="json"), **_JSON)  # type: ignore[arg-type]
+
+
+def _row_json(to: str, ref: str, variables: dict[str, str]) -> str:
+    """:func:`contact_json` of a CSV row, without a model (``variables`` in sorted order)."""
+    pairs = ",".join(
+        f"{encode_basestring_ascii(k)}:{encode_basestring_ascii(v)}" for k, v in variables.items()
+    )
+    return f'{{"ref":{encode_basestring_ascii(ref)},"to":"{to}","variables":{{{pairs}}}}}'
+
+
+def _fingerprint_frame(spec: CampaignSpec) -> tuple[str, str]:
+    """The canonical spec JSON before and after its contacts' items (``"contacts":[`` … ``]``).
+
+    ``json.dumps(sort_keys=True, separators=(",", ":"))`` of a dict is its
+    sorted ``key:value`` pairs joined by commas: built here around the contacts.
+    """
+    data = spec.model_dump(mode="json", exclude={"contacts"})
+    names = sorted([*data, "contacts"])
+    at = names.index("contacts")
+
+    def pairs(keys: list[str]) -> str:
+        return ",".join(f"{json.dumps(k)}:{json.dumps(data[k], **_JSON)}" for k in keys)  # type: ignore[arg-type]
+
+    before, after = pairs(names[:at]), pairs(names[at + 1 :])
+    return (
+        "{" + before + ("," if before else "") + '"contacts":[',
+        "]" + ("," if after else "") + after + "}",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What a full read found: unique contacts, duplicates dropped, the spec fingerprint."""
+
+    contacts: int
+    duplicates_dropped: int
+    fingerprint: str
+
+
+class ContactReader:
+    """One pass over a campaign's contacts: iterate for chunks of contact JSON.
+
+    After the last chunk, :attr:`tally` holds the counts and fingerprint; a bad
+    row raises :class:`SpecError` (file, line, field) from the iteration.
+    """
+
+    def __init__(self, source: Contacts, size: int, *, required: bool) -> None:
+        self._source = source
+        self._size = size
+        self._required = required
+        self._tally: Tally | None = None
+
+    @property
+    def tally(self) -> Tally:
+        if self._tally is None:
+            raise RuntimeError("the contacts have not all been read yet")
+        return self._tally
+
+    def __iter__(self) -> Iterator[list[str]]:
+        spec = self._source.spec
+        head, tail = _fingerprint_frame(spec)
+        digest = hashlib.sha256(head.encode())
+        seen: set[int] = set()
+        count = 0
+        dropped = spec.duplicates_dropped
+        for chunk in self._chunks(seen):
+            digest.update(("," if count else "").encode() + ",".join(chunk).encode())
+            count += len(chunk)
+            yield chunk
+        dropped += self._dropped
+        if self._required and count == 0:
+            raise SpecError("contacts", _NO_CONTACTS)
+        digest.update(tail.encode())
+        self._tally = Tally(count, dropped, digest.hexdigest())
+
+    def _chunks(self, seen: set[int]) -> Iterator[list[str]]:
+        """Unique contacts, inline first, ``size`` at a time; counts the CSV's duplicates."""
+        spec, path, size = self._source.spec, self._source.csv_path, self._size
+        self._dropped = 0
+        chunk: list[str] = []
+        for contact in spec.contacts:  # normalized and unique already
+            seen.add(int(contact.to))
+            chunk.append(contact_json(contact))
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        if path is not None:
+            strict = spec.strict_numbers
+            for row in _csv_rows(path):
+                try:
+                    to = normalize_number(row.to, strict=strict)
+                except ValueError as exc:
+                    raise _bad(path, row.line, "to", str(exc)) from None
+                ref = _checked_ref(path, row)
+                number = int(to)
+                if number in seen:
+                    self._dropped += 1
+                    continue
+                seen.add(number)
+                chunk.append(_row_json(to, ref, row.variables))
+                if len(chunk) >= size:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
+
+
+@dataclass(frozen=True, slots=True)
+class Contacts:
+    """A validated spec (its own contacts inline) and, optionally, a contacts CSV file.
+
+    Nothing is read until :meth:`read` or :meth:`tally`; each reads the file
+    afresh, so holding one costs nothing however large the file.
+    """
+
+    spec: CampaignSpec
+    csv_path: Path | None = None
+
+    def read(self, size: int = CHUNK_SIZE, *, required: bool = False) -> ContactReader:
+        """A pass over the contacts; ``required``: none at all is a :class:`SpecError`."""
+        return ContactReader(self, size, required=required)
+
+    def tally(self, *, required: bool = False) -> Tally:
+        """Validate and count every contact without keeping any (estimate, resubmit)."""
+        reader = self.read(required=required)
+        for _ in reader:
+            pass
+        return reader.tally
+
+    @property
+    def none_given(self) -> bool:
+        """No inline contacts and no file: refused before anything is read or written."""
+        return self.csv_path is None and not self.spec.contacts
+
+    @classmethod
+    def load(cls, spec_path: str | Path, contacts_csv: str | Path | None = None) -> Contacts:
+        """The spec file, validated now; the CSV file, read only when the contacts are."""
+        return cls(load_spec(spec_path), None if contacts_csv is None else Path(contacts_csv))
+
+    @staticmethod
+    def no_contacts() -> SpecError:
+        return SpecError("contacts", _NO_CONTACTS)

@@ -1,0 +1,98 @@
+"""Phone numbers: the E.164 form of a possible number, ``phonenumbers`` being the authority.
+
+A contact list of a million numbers is mostly numbers already written in
+canonical E.164 (``+`` and ASCII digits). For those, ``phonenumbers`` answers
+from the country calling code and the length of the national number alone,
+unless the national number starts with the region's national prefix (which
+``parse`` may strip or transform):
+
+- ``parse`` takes the shortest leading 1-3 digits that are a known calling
+  code; the rest is the national number, unchanged unless it matches the
+  region's ``national_prefix_for_parsing`` at its start; its leading zeros are
+  kept, so formatting it as E.164 gives the input back;
+- ``is_possible_number`` compares only the national number's *length* with
+  the region's possible lengths (``_test_number_length``).
+
+So :func:`normalize_number` asks ``phonenumbers`` once per (calling code,
+national length) and reuses that answer for every plain number with the same
+key; anything else (spaces, a national prefix, strict validity, an error to
+explain) goes to ``phonenumbers`` itself. ``tests/unit/test_numbers.py`` checks
+the two agree over every calling code and length.
+"""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+from phonenumbers.phonemetadata import PhoneMetadata
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
+
+__all__ = ["normalize_number"]
+
+_PLAIN = re.compile(r"\+[1-9][0-9]{2,19}", re.ASCII)
+"""Canonical-looking E.164 (used with ``fullmatch``); longer ones take the slow path."""
+
+
+def _national_prefix(code: int) -> re.Pattern[str] | None:
+    """The pattern ``parse`` strips a national prefix with, for this calling code's
+    main region (the metadata ``parse`` and ``is_possible_number`` both use)."""
+    region = phonenumbers.region_code_for_country_code(code)
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, region)
+    pattern = None if metadata is None else metadata.national_prefix_for_parsing
+    return re.compile(pattern) if pattern else None
+
+
+_CODES: dict[str, re.Pattern[str] | None] = {
+    str(code): _national_prefix(code) for code in COUNTRY_CODE_TO_REGION_CODE
+}
+"""Every known calling code (as digits) -> its national-prefix pattern, if any."""
+
+_POSSIBLE: dict[tuple[str, int], bool] = {}
+"""(calling code, national length) -> whether such a plain number is possible."""
+
+
+def _slow(value: str, strict: bool) -> str:
+    """``phonenumbers`` itself: the E.164 form of a possible number, or ValueError."""
+    if not isinstance(value, str) or not value.strip().startswith("+"):
+        raise ValueError("must be an E.164 number starting with '+'")
+    try:
+        parsed = phonenumbers.parse(value.strip(), None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number: {exc}") from None
+    if not phonenumbers.is_possible_number(parsed):
+        raise ValueError(f"{value!r} is not a possible phone number")
+    if strict and not phonenumbers.is_valid_number(parsed):
+        raise ValueError(f"{value!r} is not a valid phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _plain_key(value: str) -> tuple[str, int] | None:
+    """(calling code, national length) of a number ``parse`` leaves as written, else None."""
+    digits = value[1:]
+    for size in (1, 2, 3):
+        code = digits[:size]
+        if code in _CODES:
+            prefix = _CODES[code]
+            national = digits[size:]
+            if prefix is not None and prefix.match(national):
+                return None
+            return code, len(national)
+    return None
+
+
+def normalize_number(value: str, *, strict: bool = False) -> str:
+    """Return the E.164 form of a possible number, or raise ValueError."""
+    if strict or not isinstance(value, str) or _PLAIN.fullmatch(value) is None:
+        return _slow(value, strict)
+    key = _plain_key(value)
+    if key is None:
+        return _slow(value, strict)
+    possible = _POSSIBLE.get(key)
+    if possible is None:
+        try:
+            possible = _slow(value, False) == value
+        except ValueError:
+            possible = False
+        _POSSIBLE[key] = possible
+    return value if possible else _slow(value, False)
