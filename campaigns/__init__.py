@@ -8,6 +8,7 @@ Everything else is reachable through its module (``campaigns.domain.rating``,
 ``campaigns.store``, ...), but only these names are promised to stay.
 """
 
+from campaigns.domain.contacts import Contacts
 from campaigns.domain.errors import ErrorClass, ProviderError, classify
 from campaigns.domain.money import format_micros, parse_micros
 from campaigns.domain.rating import PRESETS, Increments, Rate
@@ -27,6 +28,7 @@ __all__ = [
     "CampaignClient",
     "CampaignSpec",
     "Contact",
+    "Contacts",
     "ControlError",
     "ErrorClass",
     "Estimate",

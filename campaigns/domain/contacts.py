@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -43,7 +44,8 @@ CHUNK_SIZE = 5000
 
 _REF_MAX = 200
 _NO_CONTACTS = "at least one contact is needed (in the spec, or --contacts FILE.csv)"
-_JSON = {"sort_keys": True, "separators": (",", ":")}
+_dumps = functools.partial(json.dumps, sort_keys=True, separators=(",", ":"))
+"""The canonical JSON of :meth:`CampaignSpec.fingerprint`."""
 
 
 def _check_utf8(path: Path, shown: str) -> None:
@@ -143,12 +145,8 @@ def _records(text: Iterable[str], shown: str) -> Iterator[tuple[int, list[str]]]
         yield start, row
 
 
-@dataclass(frozen=True, slots=True)
-class _Row:
-    line: int
-    to: str
-    ref: str
-    variables: dict[str, str]
+_Row = tuple[int, str, str, dict[str, str]]
+"""(line, to, ref, variables): a tuple, as a million of them pass through."""
 
 
 def _csv_rows(path: Path) -> Iterator[_Row]:
@@ -189,19 +187,16 @@ def _csv_rows(path: Path) -> Iterator[_Row]:
             to = values[to_at].strip() if to_at < count else ""
             ref = values[ref_at].strip() if ref_at is not None and ref_at < count else ""
             variables = {name: values[i] for name, i in others if i < count and values[i]}
-            yield _Row(line, to, ref, variables)
+            yield line, to, ref, variables
 
 
 def _bad(path: Path, line: int, column: str, message: str) -> SpecError:
     return SpecError(f"contacts[{show(str(path))} line {line}].{show(column, 40)}", message)
 
 
-def _checked_ref(path: Path, row: _Row) -> str:
-    if len(row.ref) > _REF_MAX:
-        raise _bad(
-            path, row.line, "ref", f"must be at most {_REF_MAX} characters, not {len(row.ref)}"
-        )
-    return row.ref
+def _check_ref(path: Path, line: int, ref: str) -> None:
+    if len(ref) > _REF_MAX:
+        raise _bad(path, line, "ref", f"must be at most {_REF_MAX} characters, not {len(ref)}")
 
 
 def load_contacts_csv(path: str | Path) -> list[Contact]:
@@ -213,19 +208,19 @@ def load_contacts_csv(path: str | Path) -> list[Contact]:
     """
     path = Path(path)
     contacts: list[Contact] = []
-    for row in _csv_rows(path):
+    for line, to, ref, variables in _csv_rows(path):
         try:
-            normalize_number(row.to)
+            normalize_number(to)
         except ValueError as exc:
-            raise _bad(path, row.line, "to", str(exc)) from None
-        ref = _checked_ref(path, row)
-        contacts.append(Contact(to=row.to, ref=ref, variables=dict(row.variables)))
+            raise _bad(path, line, "to", str(exc)) from None
+        _check_ref(path, line, ref)
+        contacts.append(Contact(to=to, ref=ref, variables=dict(variables)))
     return contacts
 
 
 def contact_json(contact: Contact) -> str:
     """A contact as the store keeps it and the fingerprint hashes it (sorted keys)."""
-    return json.dumps(contact.model_dump(mode="json"), **_JSON)  # type: ignore[arg-type]
+    return _dumps(contact.model_dump(mode="json"))
 
 
 def _row_json(to: str, ref: str, variables: dict[str, str]) -> str:
@@ -247,7 +242,7 @@ def _fingerprint_frame(spec: CampaignSpec) -> tuple[str, str]:
     at = names.index("contacts")
 
     def pairs(keys: list[str]) -> str:
-        return ",".join(f"{json.dumps(k)}:{json.dumps(data[k], **_JSON)}" for k in keys)  # type: ignore[arg-type]
+        return ",".join(f"{json.dumps(k)}:{_dumps(data[k])}" for k in keys)
 
     before, after = pairs(names[:at]), pairs(names[at + 1 :])
     return (
@@ -314,18 +309,19 @@ class ContactReader:
                 chunk = []
         if path is not None:
             strict = spec.strict_numbers
-            for row in _csv_rows(path):
+            for line, written, ref, variables in _csv_rows(path):
                 try:
-                    to = normalize_number(row.to, strict=strict)
+                    to = normalize_number(written, strict=strict)
                 except ValueError as exc:
-                    raise _bad(path, row.line, "to", str(exc)) from None
-                ref = _checked_ref(path, row)
+                    raise _bad(path, line, "to", str(exc)) from None
+                if len(ref) > _REF_MAX:
+                    _check_ref(path, line, ref)
                 number = int(to)
                 if number in seen:
                     self._dropped += 1
                     continue
                 seen.add(number)
-                chunk.append(_row_json(to, ref, row.variables))
+                chunk.append(_row_json(to, ref, variables))
                 if len(chunk) >= size:
                     yield chunk
                     chunk = []

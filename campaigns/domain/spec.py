@@ -1,6 +1,8 @@
 """The campaign spec: what another service or an operator submits.
 
-Validation happens here and only here, before anything is written. Numbers
+Validation happens here (and, for a contacts CSV, row by row in
+:mod:`campaigns.domain.contacts`, with the same rules) before anything is
+visible. Numbers
 must be E.164 numbers that ``phonenumbers`` finds *possible* (strict validity
 is opt-in: the seeds' fictional +1555 numbers are possible but not valid).
 Money is a decimal string, or integer micros in a ``*_micros`` field; a JSON
@@ -436,7 +438,12 @@ def parse_spec(data: Any) -> CampaignSpec:
 
 
 def load_spec(path: str | Path, contacts_csv: str | Path | None = None) -> CampaignSpec:
-    """Read a spec file (and optionally a contacts CSV) into a validated spec."""
+    """Read a spec file (and optionally a contacts CSV) into a validated spec.
+
+    With a CSV every contact is held in the spec: fine for small files; the CLI
+    submits and estimates through :class:`campaigns.domain.contacts.Contacts`,
+    which reads the file in chunks.
+    """
     shown = _show(str(path))
     try:
         raw = Path(path).read_bytes()

@@ -448,16 +448,17 @@ class CampaignClient:
 
 
 async def submit_campaign(
-    spec: CampaignSpec | dict[str, Any] | str, settings: Settings | None = None
+    spec: CampaignSpec | Contacts | dict[str, Any] | str, settings: Settings | None = None
 ) -> SubmitResult:
     """Validate and submit a campaign in one call (for other Python services).
 
-    Raises :class:`campaigns.domain.spec.SpecError` naming the field, with nothing
-    written, when the spec is invalid.
+    ``Contacts.load(spec_path, contacts_csv)`` submits a large CSV a chunk at a
+    time. Raises :class:`campaigns.domain.spec.SpecError` naming the field, with
+    nothing written, when the spec or a contact is invalid.
     """
     from campaigns.domain.spec import parse_spec
 
-    valid = spec if isinstance(spec, CampaignSpec) else parse_spec(spec)
+    valid = spec if isinstance(spec, CampaignSpec | Contacts) else parse_spec(spec)
     client = await CampaignClient.connect(settings)
     async with client:
         return await client.submit(valid)

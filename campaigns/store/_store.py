@@ -66,6 +66,7 @@ class Store:
         self.prefix = prefix
         self.keys = Keys(prefix)
         self._submit = load_script("submit").bind(redis)
+        self._stage = load_script("stage_contacts").bind(redis)
         self._claim = load_script("claim").bind(redis)
         self._accepted = load_script("record_accepted").bind(redis)
         self._rejected = load_script("record_rejected").bind(redis)
@@ -121,15 +122,15 @@ class Store:
         try:
             start = 0
             for chunk in reader:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.hset(
-                        staging_contacts,
-                        mapping=dict(zip(range(start, start + len(chunk)), chunk, strict=True)),
-                    )
-                    pipe.rpush(staging_pending, *range(start, start + len(chunk)))
-                    pipe.expire(staging_contacts, _STAGING_SECONDS)
-                    pipe.expire(staging_pending, _STAGING_SECONDS)
-                    await pipe.execute()
+                staged = await self._stage(
+                    staging_contacts=staging_contacts,
+                    staging_pending=staging_pending,
+                    first=start,
+                    contacts="\n".join(chunk),
+                    ttl=_STAGING_SECONDS,
+                )
+                if staged != len(chunk):
+                    raise StoreError(f"staged {staged} of {len(chunk)} contacts")
                 start += len(chunk)
             tally = reader.tally
             spec_json = spec.model_dump(mode="json", exclude={"contacts"})

@@ -14,6 +14,8 @@
     P:account:usage_at       str   the newest usage time seen, ms
     P:account:low_balance    str   set while the balance is below the low-balance mark
     P:c:C:meta               hash  state, spec, money, counters, halt, dispatch_seq
+    P:c:C:staging:T:contacts hash  a submit's contacts as they are read (token T, 1 h TTL),
+    P:c:C:staging:T:pending  list    renamed to contacts / pending once all are valid
     P:c:C:contacts           hash  contact index -> contact JSON
     P:c:C:pending            list  contact indexes not yet finished, head first
     P:c:C:tries              hash  contact index -> attempts made
