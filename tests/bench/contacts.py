@@ -8,10 +8,11 @@ Measured side by side in one run, against a Redis this script starts (never 6379
 3. ``campaigns submit SPEC --contacts FILE`` (the same, and stage the contacts);
 
 each as a subprocess, in contacts per second and the peak RSS of that process
-(``ru_maxrss`` of the child, from ``os.wait4``). Then the worker: a real
+(``/usr/bin/time``, else ``ru_maxrss`` from ``os.wait4``). Then the worker: a real
 ``campaigns worker`` beside a paused campaign of 10k, then of the full size,
 pending contacts; its RSS (``VmRSS``/``VmHWM`` of ``/proc/PID/status``) after
-it has taken the campaign's dispatch job and run its sweeper a few times.
+it has taken the campaign's dispatch job and run its sweeper a few times, and
+the peak RSS of ``campaigns status`` on that campaign.
 
     .venv/bin/python tests/bench/contacts.py [--quick]
 
@@ -142,6 +143,7 @@ def worker_rss(folder: Path, redis_url: str, csv_path: Path, campaign_id: str) -
     write_spec(spec, campaign_id)
     timed([CAMPAIGNS, "submit", str(spec), "--contacts", str(csv_path)], env)
     timed([CAMPAIGNS, "pause", campaign_id], env)
+    status = timed([CAMPAIGNS, "status", campaign_id], env)
     log = (folder / f"{campaign_id}.log").open("wb")
     worker = subprocess.Popen(
         [CAMPAIGNS, "worker"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
@@ -152,7 +154,7 @@ def worker_rss(folder: Path, redis_url: str, csv_path: Path, campaign_id: str) -
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker exited {worker.returncode}; see {log.name}")
             time.sleep(0.2)
-        return _status_kb(worker.pid)
+        return {**_status_kb(worker.pid), "status_peak": status.peak_rss_kb}
     finally:
         worker.terminate()
         try:
@@ -199,14 +201,13 @@ def run(quick: bool) -> list[str]:
             out.append(f"  submit / reference time    {submit.seconds / reference.seconds:6.1f}x")
             low = worker_rss(folder, server.url, small_csv, "bench-worker-small")
             high = worker_rss(folder, server.url, big_csv, "bench-worker-big")
-        out.append("worker beside a paused campaign (VmRSS, VmHWM):")
-        out.append(
-            f"  {small_unique:>8} pending  {low['VmRSS'] / 1024:6.1f} MB  {low['VmHWM'] / 1024:6.1f} MB"
-        )
-        out.append(
-            f"  {unique:>8} pending  {high['VmRSS'] / 1024:6.1f} MB  {high['VmHWM'] / 1024:6.1f} MB"
-        )
-        out.append(f"  growth           {(high['VmRSS'] - low['VmRSS']) / 1024:+6.1f} MB")
+        out.append("a paused campaign: worker VmRSS, VmHWM; `campaigns status` peak RSS:")
+        for pending, rss in ((small_unique, low), (unique, high)):
+            out.append(
+                f"  {pending:>8} pending  {rss['VmRSS'] / 1024:6.1f} MB  "
+                f"{rss['VmHWM'] / 1024:6.1f} MB  {rss['status_peak'] / 1024:6.1f} MB"
+            )
+        out.append(f"  worker growth    {(high['VmRSS'] - low['VmRSS']) / 1024:+6.1f} MB")
     return out
 
 
