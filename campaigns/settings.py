@@ -198,6 +198,11 @@ class Settings(BaseSettings):
         30.0, ge=0.01, le=86400, allow_inf_nan=False
     )
     job_timeout_seconds: int = Field(60, ge=5, le=86400)
+    provider_calls_per_second: float | None = Field(None, gt=0, le=100_000, allow_inf_nan=False)
+    """Create requests per second to the provider account, all campaigns and workers
+    together (unset: only each campaign's own pace)."""
+    provider_max_live_calls: int | None = Field(None, ge=1, le=10_000_000)
+    """Live calls on the provider account, all campaigns together (trunk capacity)."""
     # The account (issue 10, docs/account.md): balance, credits and monthly usage.
     balance_buffer_percent: int = Field(10, ge=0, le=1000)
     """Safety margin on the account gate's worst case (seed 001: 10-20 %)."""

@@ -68,6 +68,10 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         ),
         DISPATCHER_SWEEP_INTERVAL_SECONDS=str(settings.sweep_interval_seconds),
     )
+    if settings.provider_calls_per_second is not None:
+        env["DISPATCHER_PROVIDER_CALLS_PER_SECOND"] = str(settings.provider_calls_per_second)
+    if settings.provider_max_live_calls is not None:
+        env["DISPATCHER_PROVIDER_MAX_LIVE_CALLS"] = str(settings.provider_max_live_calls)
     env.update(extra)
     return env
 
@@ -163,6 +167,17 @@ def seed_event(
         "variables": {},
         "data": {},
     }
+
+
+def busiest_window(times: list[float], seconds: float) -> int:
+    """The most requests in any window of ``seconds`` (sliding, from each request)."""
+    ordered = sorted(times)
+    most, first = 0, 0
+    for last, at in enumerate(ordered):
+        while at - ordered[first] >= seconds:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 def creates(ledger: list[dict[str, Any]], campaign_id: str) -> list[dict[str, Any]]:

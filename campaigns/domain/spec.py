@@ -200,6 +200,11 @@ class Pacing(_Strict):
     batch_size: int = Field(10, ge=1, le=1000)
     max_in_flight: int = Field(50, ge=1, le=100_000)
     """Calls placed and not yet final (live channels), as providers limit them."""
+    max_concurrent_requests: int = Field(4, ge=1, le=1000)
+    """Create requests open at once. A provider ``L`` seconds away needs about
+    ``calls_per_second * L`` to keep the pace (5/s at 250 ms: 2); past a halt-class
+    answer up to ``max_concurrent_requests - 1`` requests already open still land,
+    so the default, 4, keeps 10 calls/s across a 300 ms provider and bounds that."""
 
 
 class AlertSpec(_Strict):

@@ -1,10 +1,17 @@
-"""One dispatch batch: lease, resolve leftovers, then claim → send → record, paced.
+"""One dispatch run: lease, resolve leftovers, then claim → send → record, paced.
 
-Create requests for one campaign are strictly sequential (one lease holder,
-one request at a time). That is what makes "nothing after a halt" exact: the
-halt is recorded before the next claim, and every request, first try, retry or
-re-send, is preceded by one atomic check that the campaign is still running,
-still ours, and the attempt still unresolved (``Store.stamp_send``).
+A run holds the campaign's lease and keeps going for up to one job's time
+(``job_timeout_seconds`` less a margin), then hands over to the next run with
+no delay: the pace is a schedule in Redis (``domain/pacing.py``, taken inside
+the claim), so whoever runs next continues it without a gap or a burst.
+
+Create requests overlap: one is started on every slot of the schedule whether
+or not the previous one has answered, at most ``pacing.max_concurrent_requests``
+open at once. Claims stay sequential (one claimer per lease), and every
+request, first try, retry or re-send, is still preceded by one atomic check
+that the campaign is running, still ours, and the attempt still unresolved
+(``Store.stamp_send``). After a halt-class answer or a pause no new request
+starts; requests already open finish and are recorded as they answer.
 
 An attempt whose earlier send *may* have become a call (a timeout, a 5xx, a
 lost answer, a leftover from a dead worker) is never put back to pending on a
@@ -14,10 +21,11 @@ later refusal: it is marked in doubt instead, so no contact is dialled twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,6 +42,7 @@ from campaigns.domain.lifecycle import (
     Move,
     State,
 )
+from campaigns.domain.pacing import PaceRule, pace_rule
 from campaigns.domain.spec import Pacing
 from campaigns.engine.account import AccountGate, make_usage_source
 from campaigns.engine.alerts import check_budget_alerts
@@ -47,6 +56,13 @@ __all__ = ["BatchResult", "Dispatcher", "backoff_delay"]
 
 _MAX_DEFER_SECONDS = 5.0
 _LOOKUP_FAILURES_BEFORE_DOUBT = 5
+_MAX_HELD_WAIT_SECONDS = 1.0
+"""A longer wait for the next slot ends the run and defers the next one instead,
+so a slow campaign never holds its lease (and a worker's job) while it waits."""
+_CAPACITY_POLL_SECONDS = 0.2
+_MAX_CAPACITY_WAIT_SECONDS = 2.0
+"""How long a run waits inside for live calls to end before it hands over."""
+_CAPACITY_WAITS = frozenset({"in_flight_full", "budget_wait", "account_live_full"})
 
 SendOutcome = Literal[
     "accepted",  # recorded with its call ID
@@ -60,7 +76,7 @@ SendOutcome = Literal[
     "skipped",  # could not be resolved now; try again next batch
 ]
 _GO_ON: frozenset[str] = frozenset({"accepted", "contact", "in_doubt", "resolved", "skipped"})
-_CONTINUE_CHAIN = frozenset({"batch_done", "in_flight_full", "budget_wait", "empty"})
+_CONTINUE_CHAIN = frozenset({"batch_done", "pace_wait", "empty", *_CAPACITY_WAITS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +98,10 @@ class _Batch:
     max_seconds: int
     deadline: float
     log: Any
+    pace: PaceRule
+    account_pace: PaceRule
+    stopped: asyncio.Event
+    """Set when one of the run's requests stopped the campaign: start no other."""
 
 
 def backoff_delay(
@@ -121,6 +141,7 @@ class Dispatcher:
             queue,
             usage=make_usage_source(settings),
         )
+        self.account_pace = pace_rule(settings.provider_calls_per_second)
         self.before_record: Callable[[Attempt, CallInfo], None] = _nothing
         """Runs between the provider's answer and its record: the seam where the
         chaos suite installs its SIGKILL (``tests/chaos/faults.py``)."""
@@ -159,6 +180,9 @@ class Dispatcher:
             max_seconds=campaign.spec.max_call_seconds,
             deadline=time.monotonic() + max(budget, 1.0),
             log=log,
+            pace=pace_rule(campaign.spec.pacing.calls_per_second),
+            account_pace=self.account_pace,
+            stopped=asyncio.Event(),
         )
         try:
             # Pause and cancel wait for the lease, so a state read under the
@@ -189,9 +213,6 @@ class Dispatcher:
         return BatchResult(campaign_id, outcome, sent, next_seq, defer)
 
     async def _batch(self, batch: _Batch, pacing: Pacing) -> tuple[str, int, float]:
-        interval = 1.0 / pacing.calls_per_second
-        batch_size = pacing.batch_size
-
         # Leftovers first: attempts sent by a worker that died (or ran out of
         # retries) before recording the answer.
         for attempt in await self.store.unresolved_attempts(batch.campaign_id):
@@ -203,32 +224,77 @@ class Dispatcher:
             state = await self.store.state(batch.campaign_id)
             return ("paused" if state is State.PAUSED else "halt"), 0, 0.0
 
-        sent = 0
-        last_send = 0.0
-        while sent < batch_size and time.monotonic() < batch.deadline:
-            wait = last_send + interval - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+        run = _Run(pacing.max_concurrent_requests, batch.stopped)
+        try:
+            outcome, defer = await self._claim_and_send(batch, pacing, run)
+        finally:
+            # Requests already open finish and are recorded, whatever ended the run.
+            answers = await asyncio.gather(*run.open, return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        if run.stop is not None:
+            return run.stop, run.sent, 0.0
+        return outcome, run.sent, defer
+
+    async def _claim_and_send(self, batch: _Batch, pacing: Pacing, run: _Run) -> tuple[str, float]:
+        """Claim on the pace schedule and start each request as its own task."""
+        since_check = 0
+        waited = 0.0
+        while time.monotonic() < batch.deadline:
+            await run.slots.acquire()
+            if run.stop is not None:
+                run.slots.release()
+                return "stopped", 0.0
+            if since_check >= pacing.batch_size:
+                # A checkpoint: the account's money, alerts, liveness.
+                since_check = 0
+                await self.store.heartbeat(batch.campaign_id)
+                await check_budget_alerts(self.store, self.queue, batch.campaign_id)
+                if not await self._balance_allows(batch):
+                    run.slots.release()
+                    state = await self.store.state(batch.campaign_id)
+                    return ("paused" if state is State.PAUSED else "halt"), 0.0
             claim = await self.store.claim(
                 batch.campaign_id,
                 batch.token,
                 review_message=REVIEW_MESSAGE,
                 budget_message=BUDGET_EXHAUSTED_MESSAGE,
+                pace=batch.pace,
+                account_pace=batch.account_pace,
+                max_live=self.settings.provider_max_live_calls,
             )
+            if claim.outcome != "claimed":
+                run.slots.release()
+            if claim.outcome == "pace_wait":
+                if claim.wait_seconds > _MAX_HELD_WAIT_SECONDS:
+                    return "pace_wait", claim.wait_seconds
+                await _sleep_unless_set(batch.stopped, claim.wait_seconds)
+                continue
+            if claim.outcome in _CAPACITY_WAITS or (claim.outcome == "empty" and run.open):
+                # Live calls ending (or open requests answering) make room; a
+                # short wait here keeps the pace, a long one hands over.
+                if waited >= _MAX_CAPACITY_WAIT_SECONDS:
+                    return claim.outcome, min(
+                        self.settings.poll_interval_seconds, _MAX_DEFER_SECONDS
+                    )
+                waited += _CAPACITY_POLL_SECONDS
+                await _sleep_unless_set(batch.stopped, _CAPACITY_POLL_SECONDS)
+                continue
             if claim.outcome != "claimed":
                 if claim.outcome in ("budget_exhausted", "needs_review"):
                     batch.log.warning("campaign_halted", reason=claim.outcome)
                     metrics.halt(claim.outcome)
                 defer = min(self.settings.poll_interval_seconds, _MAX_DEFER_SECONDS)
-                return claim.outcome, sent, defer
+                return claim.outcome, defer
             assert claim.attempt is not None
-            last_send = time.monotonic()
-            body = self._body(batch, claim.attempt)
-            result = await self._send(batch, claim.attempt, body, maybe_placed=False)
-            sent += 1
-            if result not in _GO_ON:
-                return _batch_outcome(result), sent, 0.0
-        return "batch_done", sent, max(0.0, last_send + interval - time.monotonic())
+            waited = 0.0
+            since_check += 1
+            run.start(self._send_claimed(batch, claim.attempt))
+        return "batch_done", 0.0
+
+    async def _send_claimed(self, batch: _Batch, attempt: Attempt) -> SendOutcome:
+        return await self._send(batch, attempt, self._body(batch, attempt), maybe_placed=False)
 
     def _body(self, batch: _Batch, attempt: Attempt) -> str:
         """The create request: the contact's variables plus the IDs that let a call
@@ -275,15 +341,19 @@ class Dispatcher:
         return False
 
     async def _send(
-        self, batch: _Batch, attempt: Attempt, body: str, *, maybe_placed: bool
+        self, batch: _Batch, attempt: Attempt, body: str, *, maybe_placed: bool, paced: bool = True
     ) -> SendOutcome:
         """Send one attempt, retrying transient failures under the same key, and record it.
 
         ``maybe_placed``: an earlier send of this attempt may have become a call.
+        ``paced``: the first try's slot was taken by its claim; every other
+        request (a retry, a re-send) takes its own.
         """
         log = batch.log.bind(attempt_id=attempt.attempt_id)
         last: ProviderError | None = None
         for try_no in range(self.settings.retry_attempts + 1):
+            if (try_no or not paced) and not await self._wait_for_slot(batch):
+                return "stopped"
             stamp = await self.store.stamp_send(attempt.attempt_id, body, batch.token)
             if stamp != "ok":
                 if try_no:
@@ -295,6 +365,9 @@ class Dispatcher:
                 call = await metrics.create(self.provider.create_call(body, attempt.attempt_id))
             except ProviderError as exc:
                 cls = exc.error_class
+                if exc.status == 429 and exc.retry_after is not None:
+                    # The account is over the provider's limit: every campaign waits.
+                    await self.store.hold_account(min(exc.retry_after, 60.0))
                 if cls is not ErrorClass.TRANSIENT:
                     if maybe_placed and cls is ErrorClass.HALT:
                         return await self._halt_in_doubt(attempt, exc, log)
@@ -414,6 +487,17 @@ class Dispatcher:
         log.warning("campaign_paused", code=HaltCode.PROVIDER_UNAVAILABLE, error=str(exc))
         metrics.halt(HaltCode.PROVIDER_UNAVAILABLE)
 
+    async def _wait_for_slot(self, batch: _Batch) -> bool:
+        """Take a pace slot for a request without a claim; False if the run stopped."""
+        while not batch.stopped.is_set():
+            wait = await self.store.take_pace_slot(
+                batch.campaign_id, batch.pace, batch.account_pace
+            )
+            if wait <= 0:
+                return True
+            await _sleep_unless_set(batch.stopped, wait)
+        return False
+
     async def _keep_lease(self, campaign_id: str, token: str) -> None:
         interval = self.settings.lease_seconds / 3
         while True:
@@ -423,6 +507,7 @@ class Dispatcher:
                     campaign_id, token, self.settings.lease_seconds
                 ):
                     return  # lapsed or taken over: every stamp refuses us from now on
+                await self.store.heartbeat(campaign_id)
             except (RedisConnectionError, RedisTimeoutError):
                 continue
 
@@ -440,11 +525,52 @@ class Dispatcher:
         if attempt.request is None:
             # Never stamped, so never sent: send it now under its own key.
             log.info("leftover_unsent")
-            return await self._send(batch, attempt, self._body(batch, attempt), maybe_placed=False)
+            return await self._send(
+                batch, attempt, self._body(batch, attempt), maybe_placed=False, paced=False
+            )
         if self.settings.provider_honours_idempotency:
             log.info("leftover_resend", reason="answer never recorded; same Idempotency-Key")
-            return await self._send(batch, attempt, attempt.request, maybe_placed=True)
+            return await self._send(batch, attempt, attempt.request, maybe_placed=True, paced=False)
         return await self._look_up(attempt, "answer lost", log)
+
+
+class _Run:
+    """The requests one run has open, and the first outcome that stopped it."""
+
+    def __init__(self, max_open: int, stopped: asyncio.Event) -> None:
+        self.slots = asyncio.Semaphore(max_open)
+        self.open: set[asyncio.Task[SendOutcome]] = set()
+        self.sent = 0
+        self.stop: str | None = None
+        self._stopped = stopped
+
+    def start(self, send: Coroutine[Any, Any, SendOutcome]) -> None:
+        """Start one request; its slot is given back when it has been recorded."""
+        task = asyncio.create_task(send)
+        self.open.add(task)
+        self.sent += 1
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[SendOutcome]) -> None:
+        self.open.discard(task)
+        self.slots.release()
+        if task.cancelled() or task.exception() is not None:
+            self._halt("stopped")
+            return
+        result = task.result()
+        if result not in _GO_ON:
+            self._halt(_batch_outcome(result))
+
+    def _halt(self, outcome: str) -> None:
+        if self.stop is None:
+            self.stop = outcome
+        self._stopped.set()
+
+
+async def _sleep_unless_set(event: asyncio.Event, seconds: float) -> None:
+    """Sleep, but wake as soon as the run is stopped."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=max(seconds, 0.0))
 
 
 def _nothing(attempt: Attempt, call: CallInfo) -> None:

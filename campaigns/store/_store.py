@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from campaigns.domain.contacts import Contacts, Tally
 from campaigns.domain.lifecycle import FINAL_CALL_STATUSES, AttemptStatus, Move, State
 from campaigns.domain.money import MAX_MICROS
+from campaigns.domain.pacing import NO_LIMIT, PaceRule
 from campaigns.domain.spec import CampaignSpec
 from campaigns.store.keys import Keys, campaign_of
 from campaigns.store.records import (
@@ -81,6 +82,8 @@ class Store:
         self._take_due = load_script("take_due").bind(redis)
         self._commitments = load_script("account_commitments").bind(redis)
         self._account_put = load_script("account_put").bind(redis)
+        self._pace = load_script("pace").bind(redis)
+        self._hold = load_script("hold_account").bind(redis)
 
     def _c(self, campaign_id: str, what: str) -> str:
         return self.keys.campaign(campaign_id, what)
@@ -297,14 +300,28 @@ class Store:
         return text(await _aw(self.redis.get(self._c(campaign_id, "lease"))))
 
     async def claim(
-        self, campaign_id: str, lease_token: str, *, review_message: str, budget_message: str
+        self,
+        campaign_id: str,
+        lease_token: str,
+        *,
+        review_message: str,
+        budget_message: str,
+        pace: PaceRule = NO_LIMIT,
+        account_pace: PaceRule = NO_LIMIT,
+        max_live: int | None = None,
     ) -> Claim:
-        """Check running, claim the next contact and reserve its worst case: one script.
+        """Check running, take a pace slot, claim the next contact and reserve its
+        worst case: one script.
 
         The messages are the operator's words for the two halts the claim can
         decide (attempts in doubt; budget below one call's worst case).
+        ``pace_wait`` means the campaign's next slot is not due yet: it stays
+        held in Redis, and the claim made when it is due takes it.
         """
         result = await self._claim(
+            **self._pace_args(campaign_id, pace, account_pace),
+            account_live=self.keys.account("live"),
+            max_live=max_live or 0,
             meta=self.keys.meta(campaign_id),
             pending=self._c(campaign_id, "pending"),
             tries=self._c(campaign_id, "tries"),
@@ -323,6 +340,8 @@ class Store:
         )
         outcome = cast(ClaimOutcome, _str(result[0]))
         state = State(_str(result[1])) if result[1] else None
+        if outcome == "pace_wait":
+            return Claim(outcome, state=state, wait_seconds=integer(result[2]) / 1e6)
         if outcome != "claimed":
             return Claim(outcome, state=state)
         attempt_id = _str(result[2])
@@ -341,6 +360,36 @@ class Store:
             ),
             state,
         )
+
+    def _pace_args(self, campaign_id: str, pace: PaceRule, account: PaceRule) -> dict[str, Any]:
+        return {
+            "pace": self._c(campaign_id, "pace"),
+            "pace_log": self._c(campaign_id, "pace_log"),
+            "account_pace": self.keys.account("pace"),
+            "account_pace_log": self.keys.account("pace_log"),
+            "account_hold": self.keys.account("pace_hold"),
+            "pace_interval": pace.interval_us,
+            "pace_burst": pace.burst,
+            "pace_window": pace.window_us,
+            "account_interval": account.interval_us,
+            "account_burst": account.burst,
+            "account_window": account.window_us,
+        }
+
+    async def take_pace_slot(
+        self, campaign_id: str, pace: PaceRule, account_pace: PaceRule = NO_LIMIT
+    ) -> float:
+        """For a request without a claim (a retry, a re-send): 0 when it may start
+        now (it is counted), else the seconds until the campaign's held slot."""
+        result = await self._pace(**self._pace_args(campaign_id, pace, account_pace))
+        return integer(result) / 1e6
+
+    async def hold_account(self, seconds: float) -> None:
+        """No campaign starts a create request for ``seconds`` (a 429's Retry-After)."""
+        await self._hold(account_hold=self.keys.account("pace_hold"), hold_us=int(seconds * 1e6))
+
+    async def account_live_calls(self) -> int:
+        return integer(await _aw(self.redis.get(self.keys.account("live"))))
 
     async def stamp_send(self, attempt_id: str, body: str, lease_token: str) -> str:
         """Check running + lease + unresolved and keep the body, right before a send.
@@ -372,6 +421,7 @@ class Store:
             unsettled=self.keys.unsettled,
             calls=self.keys.calls,
             pending=self._c(cid, "pending"),
+            account_live=self.keys.account("live"),
             call_id=call_id,
             now=now,
             poll_due=now + _ms(poll_in_seconds),
@@ -400,6 +450,7 @@ class Store:
             pending=self._c(cid, "pending"),
             running=self.keys.running,
             cooldown=self.keys.cooldown,
+            account_live=self.keys.account("live"),
             kind=kind,
             code=code,
             message=message,
@@ -535,6 +586,7 @@ class Store:
             meta=self.keys.meta(cid),
             attempt=self.keys.attempt(attempt_id),
             unsettled=self.keys.unsettled,
+            account_live=self.keys.account("live"),
             final_status=final_status,
             billsec=billsec,
             cost=cost_micros,

@@ -13,6 +13,10 @@
     P:account:usage          str   month-to-date usage of the usage source (JSON, PX TTL)
     P:account:usage_at       str   the newest usage time seen, ms
     P:account:low_balance    str   set while the balance is below the low-balance mark
+    P:account:live           str   live calls of every campaign (the live-calls ceiling)
+    P:account:pace           hash  tat: the account ceiling's next free slot, us (Redis clock)
+    P:account:pace_log       list  the newest request start times, us (the ceiling's window)
+    P:account:pace_hold      str   no request starts before this, us (a 429's Retry-After)
     P:c:C:meta               hash  state, spec, money, counters, halt, dispatch_seq
     P:c:C:staging:T:contacts hash  a submit's contacts as they are read (token T, 1 h TTL),
     P:c:C:staging:T:pending  list    renamed to contacts / pending once all are valid
@@ -22,6 +26,8 @@
     P:c:C:attempts           list  attempt IDs in the order they were claimed
     P:c:C:unresolved         zset  A -> claimed_at ms (sent, answer not recorded)
     P:c:C:lease              str   token of the worker dispatching C (PX lease)
+    P:c:C:pace               hash  tat: next free slot; held: the slot C reserved, us
+    P:c:C:pace_log           list  C's newest request start times, us (its pace window)
     P:c:C:alerts             set   alert thresholds already fired
     P:c:C:reconciliation     str   the last reconciliation (JSON), kept for operators
     P:a:A                    hash  one attempt: contact, reservation, status, call,
@@ -106,5 +112,6 @@ class Keys:
         return f"{self.prefix}:c:"
 
     def account(self, what: str) -> str:
-        """Account-wide keys: ``balance``, ``usage`` (and their ``_at``), ``low_balance``."""
+        """Account-wide keys: ``balance``, ``usage`` (and their ``_at``), ``low_balance``,
+        ``live``, ``pace``, ``pace_log``, ``pace_hold``."""
         return f"{self.prefix}:account:{what}"

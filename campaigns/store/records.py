@@ -108,6 +108,8 @@ ClaimOutcome = Literal[
     "empty",
     "completed",
     "needs_review",
+    "account_live_full",
+    "pace_wait",
 ]
 
 
@@ -118,6 +120,8 @@ class Claim:
     outcome: ClaimOutcome
     attempt: Attempt | None = None
     state: State | None = None
+    wait_seconds: float = 0.0
+    """With ``pace_wait``: until the campaign's next slot (held for it in Redis)."""
 
 
 def text(value: bytes | str | None) -> str | None:

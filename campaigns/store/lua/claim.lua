@@ -1,9 +1,10 @@
 -- Check running and the lease, claim the next contact and reserve its worst case.
--- KEYS: meta pending tries unresolved lease attempts running cooldown contacts
--- ARGV: attempt_prefix campaign_id lease_token now review_message budget_message
+-- KEYS: meta pending tries unresolved lease attempts running cooldown contacts pace pace_log account_pace account_pace_log account_hold account_live
+-- ARGV: attempt_prefix campaign_id lease_token now review_message budget_message pace_interval pace_burst pace_window account_interval account_burst account_window max_live
 -- The budget rule is campaigns.domain.lifecycle.budget_allows; the messages come
--- from there too ({remaining} and {worst_case} are filled in here).
--- USES: lifecycle
+-- from there too ({remaining} and {worst_case} are filled in here). The pace is
+-- checked last, so a slot is only ever taken for a contact that can be claimed.
+-- USES: lifecycle pace
 local meta = K.meta
 local state = redis.call('HGET', meta, 'state')
 if state ~= '${state_running}' then return {'not_running', state or ''} end
@@ -45,6 +46,14 @@ if spent + reserved + worst > budget then
   set_state(meta, K.running, K.cooldown, A.campaign_id, '${state_halted}', A.now)
   return {'${halt_budget_exhausted}', '${state_halted}'}
 end
+local max_live = tonumber(A.max_live)
+if max_live > 0 and num(redis.call('GET', K.account_live)) >= max_live then
+  return {'account_live_full', state}
+end
+local wait = pace_take(K.pace, K.pace_log, K.account_pace, K.account_pace_log, K.account_hold,
+  pace_rule(A.pace_interval, A.pace_burst, A.pace_window),
+  pace_rule(A.account_interval, A.account_burst, A.account_window))
+if wait > 0 then return {'pace_wait', state, string.format('%.0f', wait)} end
 local index = redis.call('LPOP', K.pending)
 local try = redis.call('HINCRBY', K.tries, index, 1)
 local attempt_id = string.format('${attempt_id_format}', A.campaign_id, tonumber(index), try)
@@ -56,4 +65,5 @@ redis.call('RPUSH', K.attempts, attempt_id)
 redis.call('ZADD', K.unresolved, A.now, attempt_id)
 redis.call('HINCRBY', meta, 'reserved', worst)
 redis.call('HINCRBY', meta, 'live', 1)
+redis.call('INCR', K.account_live)
 return {'claimed', state, attempt_id, contact, index, worst}

@@ -1,5 +1,5 @@
 -- Record the call ID the provider returned for an attempt. Idempotent.
--- KEYS: meta attempt unresolved unsettled calls pending
+-- KEYS: meta attempt unresolved unsettled calls pending account_live
 -- ARGV: call_id now poll_due attempt_id
 local status = redis.call('HGET', K.attempt, 'status')
 if not status then return 'unknown' end
@@ -18,6 +18,7 @@ if status == '${attempt_rejected}' then
   redis.call('HINCRBY', K.meta, 'rejected', -1)
   redis.call('HINCRBY', K.meta, 'reserved', reserved)
   redis.call('HINCRBY', K.meta, 'live', 1)
+  redis.call('INCR', K.account_live)
   result = 'late'
   if redis.call('HGET', K.attempt, 'reject_kind') ~= 'contact' then
     if redis.call('LREM', K.pending, 1, redis.call('HGET', K.attempt, 'contact')) == 0 then

@@ -1,5 +1,5 @@
 -- Record a refusal; a halt-class one halts the campaign too.
--- KEYS: meta attempt unresolved pending running cooldown
+-- KEYS: meta attempt unresolved pending running cooldown account_live
 -- ARGV: kind code message now attempt_id campaign_id
 -- USES: lifecycle
 local status = redis.call('HGET', K.attempt, 'status')
@@ -12,6 +12,7 @@ redis.call('ZREM', K.unresolved, A.attempt_id)
 local reserved = num(redis.call('HGET', K.attempt, 'reserved'))
 redis.call('HINCRBY', K.meta, 'reserved', -reserved)
 redis.call('HINCRBY', K.meta, 'live', -1)
+redis.call('DECR', K.account_live)
 if status == '${attempt_in_doubt}' then
   redis.call('HINCRBY', K.meta, 'in_doubt', -1)
   redis.call('HINCRBY', K.meta, 'in_doubt_reserved', -reserved)

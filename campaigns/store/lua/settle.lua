@@ -1,5 +1,5 @@
 -- Book a final call: release its reservation, add its cost. Idempotent.
--- KEYS: meta attempt unsettled
+-- KEYS: meta attempt unsettled account_live
 -- ARGV: final_status billsec cost estimated currency now attempt_id mismatch
 -- Redis does not roll back a script that errors half-way, so every argument and
 -- every field a write depends on is checked first; a bad one returns
@@ -30,6 +30,11 @@ if not count(A.now) then return 'invalid:now' end
 if #A.mismatch > 256 then return 'invalid:currency_mismatch' end
 local unsettled_type = redis.call('TYPE', K.unsettled)['ok']
 if unsettled_type ~= 'zset' and unsettled_type ~= 'none' then return 'invalid:unsettled' end
+local live_type = redis.call('TYPE', K.account_live)['ok']
+if live_type ~= 'string' and live_type ~= 'none' then return 'invalid:account_live' end
+if live_type == 'string' and not counter(redis.call('GET', K.account_live)) then
+  return 'invalid:account_live'
+end
 local status = redis.call('HGET', K.attempt, 'status')
 if status ~= '${attempt_accepted}' then return status or 'unknown' end
 if redis.call('HGET', K.attempt, 'settled') == '1' then return 'duplicate' end
@@ -45,6 +50,7 @@ if cost > reserved then redis.call('HSET', K.attempt, 'over_reservation', '1') e
 redis.call('HINCRBY', K.meta, 'reserved', -reserved)
 redis.call('HINCRBY', K.meta, 'spent', A.cost)
 redis.call('HINCRBY', K.meta, 'live', -1)
+redis.call('DECR', K.account_live)
 redis.call('HINCRBY', K.meta, 'settled', 1)
 if A.estimated == '1' then redis.call('HINCRBY', K.meta, 'settled_estimated', 1) end
 redis.call('ZREM', K.unsettled, A.attempt_id)
