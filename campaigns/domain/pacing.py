@@ -46,6 +46,6 @@ def pace_rule(calls_per_second: float | None) -> PaceRule:
         return NO_LIMIT
     if not (math.isfinite(calls_per_second) and calls_per_second > 0):
         raise ValueError(f"calls per second must be a positive number, got {calls_per_second!r}")
-    interval = max(1, round(1_000_000 / calls_per_second))
+    interval = max(1, math.ceil(1_000_000 / calls_per_second))  # never faster than asked
     burst = max(1, math.floor(calls_per_second))
     return PaceRule(interval, burst, burst * interval + WINDOW_MARGIN_US)

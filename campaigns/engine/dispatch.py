@@ -25,7 +25,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -60,6 +60,7 @@ _MAX_HELD_WAIT_SECONDS = 1.0
 """A longer wait for the next slot ends the run and defers the next one instead,
 so a slow campaign never holds its lease (and a worker's job) while it waits."""
 _CAPACITY_POLL_SECONDS = 0.2
+_CALM_POLL_SECONDS = 0.05
 _MAX_CAPACITY_WAIT_SECONDS = 2.0
 """How long a run waits inside for live calls to end before it hands over."""
 _CAPACITY_WAITS = frozenset({"in_flight_full", "budget_wait", "account_live_full"})
@@ -102,6 +103,7 @@ class _Batch:
     account_pace: PaceRule
     stopped: asyncio.Event
     """Set when one of the run's requests stopped the campaign: start no other."""
+    backoff: _Backoff
 
 
 def backoff_delay(
@@ -183,6 +185,7 @@ class Dispatcher:
             pace=pace_rule(campaign.spec.pacing.calls_per_second),
             account_pace=self.account_pace,
             stopped=asyncio.Event(),
+            backoff=_Backoff(),
         )
         try:
             # Pause and cancel wait for the lease, so a state read under the
@@ -242,6 +245,8 @@ class Dispatcher:
         since_check = 0
         waited = 0.0
         while time.monotonic() < batch.deadline:
+            while not batch.backoff.calm.is_set() and not batch.stopped.is_set():
+                await _sleep_unless_set(batch.stopped, _CALM_POLL_SECONDS)
             await run.slots.acquire()
             if run.stop is not None:
                 run.slots.release()
@@ -349,6 +354,18 @@ class Dispatcher:
         ``paced``: the first try's slot was taken by its claim; every other
         request (a retry, a re-send) takes its own.
         """
+        with batch.backoff.track() as trouble:
+            return await self._send_tries(batch, attempt, body, maybe_placed, paced, trouble)
+
+    async def _send_tries(
+        self,
+        batch: _Batch,
+        attempt: Attempt,
+        body: str,
+        maybe_placed: bool,
+        paced: bool,
+        trouble: _Trouble,
+    ) -> SendOutcome:
         log = batch.log.bind(attempt_id=attempt.attempt_id)
         last: ProviderError | None = None
         for try_no in range(self.settings.retry_attempts + 1):
@@ -377,6 +394,7 @@ class Dispatcher:
                     # A second send could be a second call: find it or ask a person.
                     return await self._look_up(attempt, f"send failed: {exc}", log)
                 last = exc
+                trouble.backing_off()
                 delay = backoff_delay(
                     try_no,
                     self.settings.retry_base_seconds,
@@ -532,6 +550,47 @@ class Dispatcher:
             log.info("leftover_resend", reason="answer never recorded; same Idempotency-Key")
             return await self._send(batch, attempt, attempt.request, maybe_placed=True, paced=False)
         return await self._look_up(attempt, "answer lost", log)
+
+
+class _Trouble:
+    """One request's part in :class:`_Backoff`."""
+
+    def __init__(self, owner: _Backoff) -> None:
+        self._owner = owner
+        self.counted = False
+
+    def backing_off(self) -> None:
+        if not self.counted:
+            self.counted = True
+            self._owner.enter()
+
+
+class _Backoff:
+    """While any request of a run backs off after a transient failure, no new one
+    starts: a provider in trouble gets one request's retries, not one per slot."""
+
+    def __init__(self) -> None:
+        self.calm = asyncio.Event()
+        self.calm.set()
+        self._count = 0
+
+    def enter(self) -> None:
+        self._count += 1
+        self.calm.clear()
+
+    def leave(self) -> None:
+        self._count -= 1
+        if self._count == 0:
+            self.calm.set()
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[_Trouble]:
+        trouble = _Trouble(self)
+        try:
+            yield trouble
+        finally:
+            if trouble.counted:
+                self.leave()
 
 
 class _Run:

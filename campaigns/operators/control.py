@@ -54,6 +54,10 @@ WAIT_REASONS: dict[str, str] = {
     "stalled": "no dispatcher heartbeat; a worker's sweeper restarts it",
     "max_in_flight": "live calls at max_in_flight; waiting for calls to end",
     "budget_held": "the rest of the budget is held by live calls; waiting for them to settle",
+    "account_live_full": (
+        "live calls of the whole account at DISPATCHER_PROVIDER_MAX_LIVE_CALLS; "
+        "waiting for calls to end"
+    ),
     "settling": "every contact dialled; waiting for the last calls to end and settle",
     "cooldown": "automatic cool-down: the provider kept failing; resumes by itself",
     "paused_by_operator": "paused by an operator; campaigns resume ID continues it",
@@ -190,11 +194,18 @@ async def explain(
     queue = re.sub(r"([*?\[\]\\])", r"\\\1", settings.queue_name)  # literal in a glob
     worker_alive = await store.any_key(f"{queue}:health-check*")
     pace = campaign.spec.pacing.calls_per_second
-    waiting = _waiting(campaign, clock, worker_alive, claims[0] if claims else None, now, settings)
+    account_live = (
+        await store.account_live_calls() if settings.provider_max_live_calls is not None else None
+    )
+    waiting = _waiting(
+        campaign, clock, worker_alive, claims[0] if claims else None, now, settings, account_live
+    )
     done = campaign.contacts - campaign.pending
     eta: int | None = None
     if campaign.state in (State.QUEUED, State.RUNNING) and (
-        waiting is None or waiting.reason in ("max_in_flight", "budget_held", "queued", "stalled")
+        waiting is None
+        or waiting.reason
+        in ("max_in_flight", "budget_held", "account_live_full", "queued", "stalled")
     ):
         eta = now + int(campaign.pending / pace * 1000)
     return Explanation(
@@ -222,6 +233,7 @@ def _waiting(
     last_claim: int | None,
     now: int,
     settings: Settings,
+    account_live: int | None = None,
 ) -> Waiting | None:
     state, updated, heartbeat = campaign.state, clock["updated_at"], clock["heartbeat_at"]
     if state in FINAL_STATES:
@@ -244,6 +256,9 @@ def _waiting(
         return Waiting("settling", since)
     if campaign.live >= campaign.spec.pacing.max_in_flight:
         return Waiting("max_in_flight", since)
+    ceiling = settings.provider_max_live_calls
+    if ceiling is not None and account_live is not None and account_live >= ceiling:
+        return Waiting("account_live_full", since)
     fits = budget_allows(
         budget=campaign.budget_micros,
         spent=campaign.spent_micros,

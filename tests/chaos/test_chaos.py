@@ -111,14 +111,17 @@ async def _chaos_run(
     duration: float,
     honour_idempotency: bool = True,
     redis_server: RedisServer | None = None,
+    overlap: bool = False,
 ) -> Observations:
+    """``overlap``: a provider 80 ms away and up to 5 create requests open at once
+    per campaign, so kills, faults and pauses land while several are in flight."""
     rng = random.Random(seed)
     obs = Observations()
     sandbox.configure(
         seed=seed,
         honour_idempotency=honour_idempotency,
         call_duration_real_seconds=0.3,
-        latency_seconds=0.005,
+        latency_seconds=0.08 if overlap else 0.005,
     )
     kill_env = {ENV: "0.04"}
     config = settings.model_copy(update={"provider_honours_idempotency": honour_idempotency})
@@ -126,7 +129,12 @@ async def _chaos_run(
     ids = [f"chaos{n}" for n in range(campaigns)]
     for cid in ids:
         spec = spec_dict(cid, contacts=contacts, budget="100.00")
-        spec["pacing"] = {"calls_per_second": 40, "batch_size": 8, "max_in_flight": 30}
+        spec["pacing"] = {
+            "calls_per_second": 40,
+            "batch_size": 8,
+            "max_in_flight": 30,
+            "max_concurrent_requests": 5 if overlap else 1,
+        }
         await client.submit(parse_spec(spec))
 
     stop = asyncio.Event()
@@ -202,7 +210,9 @@ async def _chaos_run(
     return obs
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["one_request_at_a_time", "overlapping"])
 async def test_chaos_kills_faults_pauses_keep_the_invariants(
+    overlap: bool,
     client: CampaignClient,
     sandbox: SandboxServer,
     settings: Settings,
@@ -224,6 +234,7 @@ async def test_chaos_kills_faults_pauses_keep_the_invariants(
         contacts=contacts,
         duration=duration,
         redis_server=redis_server,
+        overlap=overlap,
     )
     ids = [f"chaos{n}" for n in range(3)]
     ledger = sandbox.ledger()
@@ -243,7 +254,7 @@ async def test_chaos_kills_faults_pauses_keep_the_invariants(
     assert not obs.budget_violations, obs.budget_violations[:5]
     assert obs.budget_samples > 100
     print(
-        f"chaos summary: seed={chaos_seed} contacts={3 * contacts} kills={obs.kills} "
+        f"chaos summary: seed={chaos_seed} overlap={overlap} contacts={3 * contacts} kills={obs.kills} "
         f"injected_kills={obs.injected_kills} pauses={len(obs.pause_windows)} "
         f"create_requests={len(ledger)} duplicates=0 lost_ids={lost} "
         f"budget_samples={obs.budget_samples}"

@@ -4,9 +4,11 @@ Safety properties only, counted from the sandbox's ledger: never more requests
 in a window than the pace allows, never more open at once than configured,
 nothing started after a halt. Delivered-rate figures belong to ``make bench``.
 
-The provider sees a request a little after it was stamped to start, with some
-jitter (more on a loaded machine); windows are therefore counted over
-``1 s - _JITTER``, which a dispatcher without the ceiling still overruns by far.
+The pace is enforced where a request is allowed to start (the Redis clock);
+the provider sees it after a claim's answer, a stamp and the HTTP trip, and on
+a loaded two-core machine that delay varies by tens of milliseconds. Windows
+are therefore counted over ``1 s - _JITTER``: a dispatcher without the pace or
+the ceiling (or with either wrong by more than about 15 %) still overruns them.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from tests.support import (
     wait_for,
 )
 
-_JITTER = 0.05
+_JITTER = 0.15
 
 
 @pytest.fixture

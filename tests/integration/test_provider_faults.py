@@ -27,7 +27,10 @@ async def test_transient_faults_retry_the_same_attempt_with_the_same_key(
         ]
     )
     start_worker()
-    await client.submit(parse_spec(spec_dict("flaky", contacts=3)))
+    # One request at a time, so the scripted faults all land on the first attempt.
+    spec = spec_dict("flaky", contacts=3)
+    spec["pacing"] = {**spec["pacing"], "max_concurrent_requests": 1}
+    await client.submit(parse_spec(spec))
     await wait_for(lambda: _done(client, "flaky"), timeout=30, what="completion")
     ledger = creates(sandbox.ledger(), "flaky")
     first = [e for e in ledger if e["idempotency_key"] == "flaky:000000:1"]
@@ -58,7 +61,11 @@ async def test_a_provider_that_keeps_failing_pauses_then_resumes_by_itself(
 ) -> None:
     sandbox.configure(error_rate=1.0)
     start_worker()
-    await client.submit(parse_spec(spec_dict("outage", contacts=4)))
+    # One request at a time: with overlap, a second attempt may start before the
+    # first one's 500 arrives (then both back off, and both are re-sent later).
+    spec = spec_dict("outage", contacts=4)
+    spec["pacing"] = {**spec["pacing"], "max_concurrent_requests": 1}
+    await client.submit(parse_spec(spec))
 
     async def paused() -> bool:
         return await _state(client, "outage") == "paused"

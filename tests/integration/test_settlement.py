@@ -628,6 +628,7 @@ async def test_settle_script_checks_every_argument_before_its_first_write(
     redis: Any = store.redis
     keys = [f"{store.prefix}:c:script:meta", f"{store.prefix}:a:{attempt.attempt_id}"]
     keys.append(f"{store.prefix}:unsettled")
+    keys.append(f"{store.prefix}:account:live")
     good: list[Any] = [
         "completed",
         30,
@@ -676,6 +677,13 @@ async def test_settle_script_checks_every_argument_before_its_first_write(
     result = await redis.eval(SETTLE.source, len(keys), *keys, *args())
     assert result == b"invalid:spent_overflow"
     await redis.hset(keys[0], "spent", "0")
+    live = await redis.get(keys[3])
+    await redis.set(keys[3], "many")
+    before = await money_state(client, "script")
+    result = await redis.eval(SETTLE.source, len(keys), *keys, *args())
+    assert result == b"invalid:account_live"
+    assert await money_state(client, "script") == before
+    await redis.set(keys[3], live or b"0")
 
     # Store.settle refuses the same values in Python, without a round trip.
     assert (
