@@ -13,6 +13,10 @@
     P:account:usage          str   month-to-date usage of the usage source (JSON, PX TTL)
     P:account:usage_at       str   the newest usage time seen, ms
     P:account:low_balance    str   set while the balance is below the low-balance mark
+    P:dnc                    set   the account-wide do-not-call list: canonical E.164
+                                   numbers, as contacts are stored; the claim reads it
+    P:dnc:staging:T          set   one `dnc import` (token T) being validated; merged
+                                   into P:dnc by one script, or deleted (PX 1 h)
     P:c:C:meta               hash  state, spec, money, counters, halt, dispatch_seq
     P:c:C:contacts           hash  contact index -> contact JSON
     P:c:C:pending            list  contact indexes not yet finished, head first
@@ -97,6 +101,14 @@ class Keys:
     @property
     def deadletter(self) -> str:
         return f"{self.prefix}:deadletter"
+
+    @property
+    def dnc(self) -> str:
+        return f"{self.prefix}:dnc"
+
+    def dnc_staging(self, token: str) -> str:
+        """Where a ``dnc import`` collects its numbers before one script merges them."""
+        return f"{self.prefix}:dnc:staging:{token}"
 
     @property
     def campaign_prefix(self) -> str:
