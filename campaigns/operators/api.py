@@ -659,8 +659,8 @@ def _dnc_paths() -> dict[str, Any]:
         "/v1/dnc/import": {
             "post": {
                 **_operation(
-                    "Import a CSV (a `number` or `to` column): every row checked, then merged "
-                    "at once; one bad row and nothing is added",
+                    "Import a CSV (a `number` or `to` column): every row is checked before any "
+                    "is merged; one bad row and nothing is added",
                     OPERATOR,
                     {"200": _answer("imported", counts("rows", "numbers", "added", "listed"))},
                     (403, 413, 422),

@@ -13,9 +13,9 @@ argument (``numbers.2``) or the file, line and column, with nothing written.
 An import reads a UTF-8 CSV whose header has a ``number`` or a ``to`` column
 (case-insensitive; so a contacts file imports as it is; other columns are
 ignored). It streams: rows are validated a chunk at a time into a private
-staging set, and one script merges that set into the list at the end, so a bad
-row anywhere (or a crash) leaves the list as it was, and memory stays flat
-whatever the file's size.
+staging set that is merged into the list only after the last row passed
+(:class:`campaigns.store.dnc.StagedImport`), so a bad row anywhere leaves the
+list as it was, and memory stays flat whatever the file's size.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 The claim script reads the same set (``SISMEMBER`` on :attr:`Keys.dnc`), so a
 number is suppressed for every campaign the moment the command that added it
-is answered: ``SADD`` is one atomic command, and an import is merged by one
-script. Numbers arrive here already canonical (``normalize_number``); the
-store makes no decision about what a number is.
+is answered: ``SADD`` is one atomic command, and an import is merged by a
+script (in bounded steps when it is large). Numbers arrive here already
+canonical (``normalize_number``); the store makes no decision about what a
+number is.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ __all__ = ["DoNotCallList", "MergeResult", "StagedImport"]
 
 STAGING_TTL_MS = 3_600_000
 """An import that dies half-way leaves a staging set that expires by itself."""
+MERGE_STEP = 20_000
+"""Numbers moved into the list per merge script call: an import of at most this
+many merges in one atomic step (about 50 ms of Redis time, measured at 50k per
+130 ms); a larger one into a non-empty list in several, so no call holds Redis
+for seconds (one step for a million would take about 2.5 s)."""
 
 T = TypeVar("T")
 
@@ -86,15 +92,26 @@ class DoNotCallList:
         return StagedImport(self, self.keys.dnc_staging(uuid.uuid4().hex))
 
     async def _commit(self, staging: str) -> MergeResult:
-        numbers, added, listed = await self._merge(dnc=self.keys.dnc, staging=staging)
-        return MergeResult(int(numbers), int(added), int(listed))
+        numbers = int(await _aw(self.redis.scard(staging)))
+        added = 0
+        while True:
+            step, left, listed = await self._merge(
+                dnc=self.keys.dnc, staging=staging, step=MERGE_STEP
+            )
+            added += int(step)
+            if int(left) == 0:
+                return MergeResult(numbers, added, int(listed))
 
 
 class StagedImport:
     """Numbers collected in a private set, invisible to the claim until :meth:`commit`.
 
-    Leaving the ``async with`` block without committing (a bad row, a crash of
-    the command) deletes the staging set, so a failed import writes nothing.
+    Leaving the ``async with`` block without committing (a bad row, an
+    interrupted command) deletes the staging set, so an import that fails
+    before its merge writes nothing. The merge is one atomic step into an empty
+    list or for up to :data:`MERGE_STEP` numbers; a larger one that dies between
+    steps leaves part of the file listed (never anything else), and running the
+    import again completes it.
     """
 
     def __init__(self, dnc: DoNotCallList, key: str) -> None:

@@ -19,6 +19,7 @@ from campaigns.domain.spec import SpecError
 from campaigns.operators import dnc as ops
 from campaigns.settings import Settings
 from campaigns.store import Keys, Store
+from campaigns.store import dnc as store_dnc
 from campaigns.store.dnc import DoNotCallList
 from tests.support import CAMPAIGNS_BIN, worker_env
 
@@ -136,6 +137,7 @@ async def test_import_into_an_empty_list_and_merge_into_a_full_one(
     dnc: DoNotCallList, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ops, "IMPORT_CHUNK", 7)
+    monkeypatch.setattr(store_dnc, "MERGE_STEP", 8)  # the second import merges in 4 steps
     first = await ops.import_csv(dnc, io.BytesIO(b"number\n" + rows(50)), shown="a.csv")
     assert first == ops.ImportResult(rows=50, numbers=50, added=50, listed=50)
     with redis_sync.Redis.from_url(settings.redis_url) as r:

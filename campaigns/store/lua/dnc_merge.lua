@@ -1,28 +1,23 @@
--- Merge one staged `dnc import` into the do-not-call list, all or nothing.
+-- Merge (a step of) one staged `dnc import` into the do-not-call list, atomically.
 -- KEYS: dnc staging
--- ARGV:
--- Atomic, so the claim sees either none of the import or all of it. Into an
--- empty list the staging set is renamed (O(1); PERSIST drops its staging TTL);
--- otherwise its members are added a page at a time, O(size of the import),
--- never O(size of the list). Returns {numbers in the import, new to the list,
--- list size after}.
-local staged = redis.call('SCARD', K.staging)
-local added = 0
-if staged > 0 and redis.call('EXISTS', K.dnc) == 0 then
+-- ARGV: step
+-- Into an empty list the whole staging set is renamed into place (O(1), at
+-- once; PERSIST drops its staging TTL). Otherwise up to A.step numbers move per
+-- call (SPOP then SADD), so an import of at most A.step numbers is merged in one
+-- atomic step and a larger one in steps that each hold Redis briefly: the cost
+-- is the size of the import, never of the list. Returns {new to the list, left
+-- in staging, list size after}.
+if redis.call('EXISTS', K.dnc) == 0 then
+  if redis.call('EXISTS', K.staging) == 0 then return {0, 0, 0} end
   redis.call('RENAME', K.staging, K.dnc)
   redis.call('PERSIST', K.dnc)
-  added = staged
-elseif staged > 0 then
-  local cursor = '0'
-  repeat
-    local page = redis.call('SSCAN', K.staging, cursor, 'COUNT', 1000)
-    cursor = page[1]
-    if #page[2] > 0 then
-      added = added + redis.call('SADD', K.dnc, unpack(page[2]))
-    end
-  until cursor == '0'
-  redis.call('DEL', K.staging)
-else
-  redis.call('DEL', K.staging)
+  local listed = redis.call('SCARD', K.dnc)
+  return {listed, 0, listed}
 end
-return {staged, added, redis.call('SCARD', K.dnc)}
+local popped = redis.call('SPOP', K.staging, tonumber(A.step))
+local added = 0
+for first = 1, #popped, 1000 do
+  local last = math.min(first + 999, #popped)
+  added = added + redis.call('SADD', K.dnc, unpack(popped, first, last))
+end
+return {added, redis.call('SCARD', K.staging), redis.call('SCARD', K.dnc)}
