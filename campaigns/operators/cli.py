@@ -753,7 +753,10 @@ def _count(n: int, noun: str) -> str:
 @click.option("--strict", is_flag=True, help=_STRICT_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def dnc_add(numbers: tuple[str, ...], strict: bool, as_json: bool) -> None:
-    """Add numbers; one bad number and none is added. Returns once every claim sees them."""
+    """Add numbers, all or none.
+
+    One bad number and none is added (exit 2). Returns once every claim sees them.
+    """
     from campaigns.operators import dnc as ops
 
     change = _run(lambda c: ops.add(ops.list_for(c.store), numbers, strict=strict, name=_argument))
@@ -764,7 +767,10 @@ def dnc_add(numbers: tuple[str, ...], strict: bool, as_json: bool) -> None:
 @_dnc_numbers
 @click.option("--json", "as_json", is_flag=True)
 def dnc_remove(numbers: tuple[str, ...], as_json: bool) -> None:
-    """Remove numbers; one bad number and none is removed; an unlisted one is no error."""
+    """Remove numbers, all or none.
+
+    One bad number and none is removed (exit 2); an unlisted number is no error.
+    """
     from campaigns.operators import dnc as ops
 
     change = _run(lambda c: ops.remove(ops.list_for(c.store), numbers, name=_argument))
@@ -775,7 +781,10 @@ def dnc_remove(numbers: tuple[str, ...], as_json: bool) -> None:
 @_dnc_numbers
 @click.option("--json", "as_json", is_flag=True, help='one {"number", "listed"} object per line')
 def dnc_check(numbers: tuple[str, ...], as_json: bool) -> None:
-    """Whether each number is on the list: exit 0 either way (2 for a bad number)."""
+    """Whether each number is listed.
+
+    Exits 0 whether listed or not; 2 only for a number that is not one.
+    """
     from campaigns.operators import dnc as ops
 
     found = _run(lambda c: ops.check(ops.list_for(c.store), numbers, name=_argument))
@@ -791,9 +800,10 @@ def dnc_check(numbers: tuple[str, ...], as_json: bool) -> None:
 @click.option("--strict", is_flag=True, help=_STRICT_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def dnc_import(csv_path: str, strict: bool, as_json: bool) -> None:
-    """Add every number of a UTF-8 CSV with a 'number' (or 'to') column, all or nothing.
+    """Add every number of a CSV file, all or nothing.
 
-    Every row is checked first; a bad one names the file, line and column and
+    A UTF-8 CSV whose header has a 'number' or a 'to' column (other columns are
+    ignored). Every row is checked first; a bad one names the file, line and column and
     nothing is added. Large files stream: memory stays flat.
     """
     from campaigns.operators import dnc as ops
@@ -830,7 +840,11 @@ def dnc_count(as_json: bool) -> None:
 
 @dnc.command(name="list", epilog=_example("campaigns dnc list > dnc-backup.csv"))
 def dnc_list() -> None:
-    """Every listed number, as a CSV with a 'number' header that dnc import reads back."""
+    """Every listed number, as a CSV.
+
+    A 'number' header, then one number a line in no particular order: what
+    campaigns dnc import reads back.
+    """
     from campaigns.operators import dnc as ops
 
     async def write(client: CampaignClient) -> None:
