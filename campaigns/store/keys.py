@@ -8,15 +8,14 @@
     P:unsettled              zset  A -> next poll due ms
     P:calls                  hash  provider call ID -> A
     P:deadletter             list  events and jobs that could not be applied (JSON)
+    P:dnc:staging:T          set   one `dnc import` (token T) until its rows pass, then
+                                   merged into P:dnc by dnc_merge.lua; PX 1 h
     P:account:balance        str   the account balance (JSON, short PX TTL), newest wins
     P:account:balance_at     str   the newest balance time seen, ms (outlives the TTL)
     P:account:usage          str   month-to-date usage of the usage source (JSON, PX TTL)
     P:account:usage_at       str   the newest usage time seen, ms
     P:account:low_balance    str   set while the balance is below the low-balance mark
-    P:dnc                    set   the account-wide do-not-call list: canonical E.164
-                                   numbers, as contacts are stored; the claim reads it
-    P:dnc:staging:T          set   one `dnc import` (token T) being validated; merged
-                                   into P:dnc by one script, or deleted (PX 1 h)
+    P:dnc                    set   the account's do-not-call list: canonical E.164 numbers
     P:c:C:meta               hash  state, spec, money, counters, halt, dispatch_seq
     P:c:C:contacts           hash  contact index -> contact JSON
     P:c:C:pending            list  contact indexes not yet finished, head first
@@ -99,12 +98,12 @@ class Keys:
         return f"{self.prefix}:calls"
 
     @property
-    def deadletter(self) -> str:
-        return f"{self.prefix}:deadletter"
-
-    @property
     def dnc(self) -> str:
         return f"{self.prefix}:dnc"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}:deadletter"
 
     def dnc_staging(self, token: str) -> str:
         """Where a ``dnc import`` collects its numbers before one script merges them."""
