@@ -106,7 +106,7 @@ class Keys:
         return f"{self.prefix}:deadletter"
 
     def dnc_staging(self, token: str) -> str:
-        """Where a ``dnc import`` collects its numbers before one script merges them."""
+        """Where a ``dnc import`` collects its numbers until ``dnc_merge.lua`` merges them."""
         return f"{self.prefix}:dnc:staging:{token}"
 
     @property
