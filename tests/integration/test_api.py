@@ -246,10 +246,9 @@ async def test_unknown_campaign_and_attempt_are_404(http: httpx.AsyncClient, sto
 async def test_oversized_body_is_413(http: httpx.AsyncClient, store: Store) -> None:
     from campaigns.operators.api import MAX_BODY_BYTES
 
-    response = await http.post(
-        "/v1/campaigns", headers=OPERATOR, content=b" " * (MAX_BODY_BYTES + 1)
-    )
-    assert response.status_code == 413
+    for path in ("/v1/campaigns", "/v1/dnc/import"):
+        response = await http.post(path, headers=OPERATOR, content=b" " * (MAX_BODY_BYTES + 1))
+        assert response.status_code == 413, path
     assert await nothing_stored(store)
 
 
