@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import io
 import json
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -40,6 +41,7 @@ from starlette.routing import Route
 from campaigns.domain.lifecycle import Move
 from campaigns.domain.spec import CampaignSpec, SpecError, is_campaign_id, parse_spec
 from campaigns.logs import configure_logging, get_logger, register_secret, scrub
+from campaigns.operators import dnc as _dnc
 from campaigns.operators import report as _report
 from campaigns.operators.control import CampaignClient, ControlError, NotFound, status_json
 from campaigns.operators.estimate import estimate
@@ -61,6 +63,8 @@ OPERATOR = "operator"
 MAX_BODY_BYTES = 32 * 1024 * 1024
 """A spec with 100 000 contacts is about 10 MB; anything far beyond is not a spec."""
 _MAX_ID = 200
+_SPOOL_BYTES = 4 * 1024 * 1024
+"""An imported CSV is held in memory up to this size, then in a temporary file."""
 _PAGE_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/page/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -285,6 +289,38 @@ class _Api:
         log.info("api_attempt_resolved", attempt_id=attempt_id, outcome=outcome)
         return _json({"attempt_id": attempt_id, "outcome": outcome})
 
+    # ------------------------------------------------------------ do-not-call list
+    async def dnc_count(self, request: Request) -> Response:
+        return _json({"count": await _dnc.list_for(self.campaigns().store).count()})
+
+    async def dnc_check(self, request: Request) -> Response:
+        dnc = _dnc.list_for(self.campaigns().store)
+        [(number, listed)] = await _dnc.check(dnc, [request.path_params["number"]], name=_number)
+        return _json({"number": number, "listed": listed})
+
+    async def dnc_add(self, request: Request) -> Response:
+        numbers, strict = _numbers_body(_object(await _body(request)), strict_allowed=True)
+        change = await _dnc.add(_dnc.list_for(self.campaigns().store), numbers, strict=strict)
+        log.info("api_dnc_added", numbers=len(change.numbers), added=change.changed)
+        return _json(change.to_json())
+
+    async def dnc_remove(self, request: Request) -> Response:
+        numbers, _ = _numbers_body(_object(await _body(request)), strict_allowed=False)
+        change = await _dnc.remove(_dnc.list_for(self.campaigns().store), numbers)
+        log.info("api_dnc_removed", numbers=len(change.numbers), removed=change.changed)
+        return _json(change.to_json())
+
+    async def dnc_import(self, request: Request) -> Response:
+        strict = _flag(request, "strict")
+        dnc = _dnc.list_for(self.campaigns().store)
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+            async for chunk in _limited(request):
+                spool.write(chunk)
+            spool.seek(0)
+            result = await _dnc.import_csv(dnc, spool, shown="body", strict=strict)
+        log.info("api_dnc_imported", **result.to_json())
+        return _json(result.to_json())
+
     # ------------------------------------------------------------ open
     async def healthz(self, request: Request) -> Response:
         try:
@@ -319,19 +355,48 @@ def _is_token(value: object) -> bool:
     )
 
 
-async def _body(request: Request) -> bytes:
-    """The request body, refused past :data:`MAX_BODY_BYTES` while it is read."""
+async def _limited(request: Request) -> AsyncIterator[bytes]:
+    """The request body's chunks, refused past :data:`MAX_BODY_BYTES` while it is read."""
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise _Problem(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes")
-    chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise _Problem(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield chunk
+
+
+async def _body(request: Request) -> bytes:
+    """The whole request body (at most :data:`MAX_BODY_BYTES`)."""
+    return b"".join([chunk async for chunk in _limited(request)])
+
+
+def _number(index: int) -> str:
+    return "number"
+
+
+def _flag(request: Request, name: str) -> bool:
+    """A boolean query parameter: absent, ``true`` or ``false``."""
+    value = request.query_params.get(name, "false")
+    if value not in ("true", "false"):
+        raise _Problem(422, "invalid", "must be true or false", name)
+    return value == "true"
+
+
+def _numbers_body(body: dict[str, Any], *, strict_allowed: bool) -> tuple[list[Any], bool]:
+    """``{"numbers": [...]}`` (and ``"strict"`` where allowed), or a 422 naming the field."""
+    allowed = {"numbers", "strict"} if strict_allowed else {"numbers"}
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise _Problem(422, "invalid", "unknown field", unknown[0])
+    numbers, strict = body.get("numbers"), body.get("strict", False)
+    if not isinstance(numbers, list):
+        raise _Problem(422, "invalid", "must be a list of E.164 numbers", "numbers")
+    if not isinstance(strict, bool):
+        raise _Problem(422, "invalid", "must be true or false", "strict")
+    return numbers, strict
 
 
 def _object(body: bytes) -> dict[str, Any]:
@@ -400,6 +465,11 @@ def _routes(api: _Api) -> list[Route]:
         Route("/v1/estimate", viewer(api.post_estimate), methods=["POST"]),
         Route("/v1/dead-letters", viewer(api.dead_letters), methods=["GET"]),
         Route("/v1/attempts/{attempt_id}/resolve", operator(api.resolve), methods=["POST"]),
+        Route("/v1/dnc", viewer(api.dnc_count), methods=["GET"]),
+        Route("/v1/dnc/add", operator(api.dnc_add), methods=["POST"]),
+        Route("/v1/dnc/remove", operator(api.dnc_remove), methods=["POST"]),
+        Route("/v1/dnc/import", operator(api.dnc_import), methods=["POST"]),
+        Route("/v1/dnc/{number}", viewer(api.dnc_check), methods=["GET"]),
     ]
     for verb in ("pause", "resume", "cancel"):
         path = f"/v1/campaigns/{{campaign_id}}/{verb}"
@@ -506,6 +576,109 @@ def _operation(
     if body is not None:
         operation["requestBody"] = {"required": True, "content": {"application/json": body}}
     return operation
+
+
+def _dnc_paths() -> dict[str, Any]:
+    """The do-not-call list's endpoints (``campaigns dnc``)."""
+    numbers = {
+        "type": "array",
+        "items": {"type": "string", "examples": ["+15551230002"]},
+        "minItems": 1,
+        "maxItems": _dnc.MAX_NUMBERS,
+    }
+
+    def body(strict: bool) -> dict[str, Any]:
+        properties: dict[str, Any] = {"numbers": numbers}
+        if strict:
+            properties["strict"] = {"type": "boolean", "default": False}
+        return {
+            "schema": {
+                "type": "object",
+                "required": ["numbers"],
+                "additionalProperties": False,
+                "properties": properties,
+            }
+        }
+
+    def counts(*names: str) -> dict[str, Any]:
+        fields: dict[str, Any] = {n: {"type": "integer"} for n in names}
+        if "added" in names or "removed" in names:
+            fields["numbers"] = {"type": "array", "items": {"type": "string"}}
+        return {"type": "object", "properties": fields}
+
+    return {
+        "/v1/dnc": {
+            "get": _operation(
+                "How many numbers the do-not-call list holds",
+                VIEWER,
+                {"200": _answer("the count", counts("count"))},
+                (),
+            )
+        },
+        "/v1/dnc/{number}": {
+            "get": _operation(
+                "Whether a number (E.164, `+` as `%2B` or literal) is on the do-not-call list",
+                VIEWER,
+                {
+                    "200": _answer(
+                        "the canonical number and whether it is listed",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "number": {"type": "string"},
+                                "listed": {"type": "boolean"},
+                            },
+                        },
+                    )
+                },
+                (422,),
+                params=[
+                    {"name": "number", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+            )
+        },
+        "/v1/dnc/add": {
+            "post": _operation(
+                "Add numbers to the do-not-call list, all or none; once answered, no claim "
+                "picks them",
+                OPERATOR,
+                {"200": _answer("added", counts("added", "already_listed"))},
+                (403, 413, 422),
+                body=body(strict=True),
+            )
+        },
+        "/v1/dnc/remove": {
+            "post": _operation(
+                "Remove numbers from the do-not-call list, all or none",
+                OPERATOR,
+                {"200": _answer("removed", counts("removed", "not_listed"))},
+                (403, 413, 422),
+                body=body(strict=False),
+            )
+        },
+        "/v1/dnc/import": {
+            "post": {
+                **_operation(
+                    "Import a CSV (a `number` or `to` column): every row is checked before any "
+                    "is merged; one bad row and nothing is added",
+                    OPERATOR,
+                    {"200": _answer("imported", counts("rows", "numbers", "added", "listed"))},
+                    (403, 413, 422),
+                    params=[
+                        {
+                            "name": "strict",
+                            "in": "query",
+                            "schema": {"type": "boolean", "default": False},
+                        }
+                    ],
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {"text/csv": {"schema": {"type": "string"}}},
+                },
+            }
+        },
+    }
 
 
 def openapi() -> dict[str, Any]:
@@ -706,6 +879,7 @@ def openapi() -> dict[str, Any]:
             )
         },
     }
+    paths.update(_dnc_paths())
     wording = {
         "pause": "Pause; answers once no create request can start",
         "resume": "Resume a paused or halted campaign (re-checks the budget)",

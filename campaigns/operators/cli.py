@@ -724,5 +724,145 @@ def _exec_testbed(module: str, args: list[str]) -> None:
     os.execv(sys.executable, [sys.executable, "-m", module, *args])
 
 
+# ---------------------------------------------------------------- do-not-call list
+
+
+@main.group(
+    name="dnc",
+    cls=_Group,
+    no_args_is_help=False,
+    epilog=_example("campaigns dnc add +15551230002", "campaigns dnc import suppressed.csv"),
+)
+def dnc() -> None:
+    """The account-wide do-not-call list: no campaign dials a number on it.
+
+    Numbers are normalised as contacts are (E.164). Once add or import has
+    returned, no claim can pick the number: every campaign, running or not.
+    """
+
+
+def _dnc_numbers(fn: Callable[P, R]) -> Callable[P, R]:
+    return click.argument("numbers", nargs=-1, required=True, metavar="NUMBER...")(fn)
+
+
+_STRICT_HELP = "refuse numbers phonenumbers finds possible but not valid (as strict_numbers)"
+
+
+def _argument(index: int) -> str:
+    """The i-th NUMBER argument (from 0), as an operator counts them."""
+    return f"NUMBER {index + 1}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+@dnc.command(name="add", epilog=_example("campaigns dnc add +15551230002 '+1 555 123 0003'"))
+@_dnc_numbers
+@click.option("--strict", is_flag=True, help=_STRICT_HELP)
+@click.option("--json", "as_json", is_flag=True)
+def dnc_add(numbers: tuple[str, ...], strict: bool, as_json: bool) -> None:
+    """Add numbers, all or none.
+
+    One bad number and none is added (exit 2). Returns once every claim sees them.
+    """
+    from campaigns.operators import dnc as ops
+
+    change = _run(lambda c: ops.add(ops.list_for(c.store), numbers, strict=strict, name=_argument))
+    _echo(json.dumps(change.to_json()) if as_json else change.line())
+
+
+@dnc.command(name="remove", epilog=_example("campaigns dnc remove +15551230002"))
+@_dnc_numbers
+@click.option("--json", "as_json", is_flag=True)
+def dnc_remove(numbers: tuple[str, ...], as_json: bool) -> None:
+    """Remove numbers, all or none.
+
+    One bad number and none is removed (exit 2); an unlisted number is no error.
+    """
+    from campaigns.operators import dnc as ops
+
+    change = _run(lambda c: ops.remove(ops.list_for(c.store), numbers, name=_argument))
+    _echo(json.dumps(change.to_json()) if as_json else change.line())
+
+
+@dnc.command(name="check", epilog=_example("campaigns dnc check +15551230002"))
+@_dnc_numbers
+@click.option("--json", "as_json", is_flag=True, help='one {"number", "listed"} object per line')
+def dnc_check(numbers: tuple[str, ...], as_json: bool) -> None:
+    """Whether each number is listed.
+
+    Exits 0 whether listed or not; 2 only for a number that is not one.
+    """
+    from campaigns.operators import dnc as ops
+
+    found = _run(lambda c: ops.check(ops.list_for(c.store), numbers, name=_argument))
+    for number, listed in found:
+        if as_json:
+            _echo(json.dumps({"number": number, "listed": listed}))
+        else:
+            _echo(f"{number} {'listed' if listed else 'not listed'}")
+
+
+@dnc.command(name="import", epilog=_example("campaigns dnc import suppressed.csv --json"))
+@click.argument("csv_path", metavar="FILE.csv", type=click.Path(dir_okay=False))
+@click.option("--strict", is_flag=True, help=_STRICT_HELP)
+@click.option("--json", "as_json", is_flag=True)
+def dnc_import(csv_path: str, strict: bool, as_json: bool) -> None:
+    """Add every number of a CSV file, all or nothing.
+
+    A UTF-8 CSV whose header has a 'number' or a 'to' column (other columns are
+    ignored). Every row is checked first; a bad one names the file, line and column and
+    nothing is added. Large files stream: memory stays flat.
+    """
+    from campaigns.operators import dnc as ops
+
+    shown = repr(csv_path)[1:-1]
+    try:
+        source = open(csv_path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise _Failure(
+            f"invalid input: dnc: cannot read {shown}: {exc.strerror or exc}", 2
+        ) from None
+    with source:
+        result = _run(
+            lambda c: ops.import_csv(ops.list_for(c.store), source, shown=shown, strict=strict)
+        )
+    if as_json:
+        _echo(json.dumps(result.to_json()))
+        return
+    _echo(
+        f"{shown}: {_count(result.rows, 'row')}, {_count(result.numbers, 'number')}, "
+        f"{result.added:,} new; the do-not-call list holds {_count(result.listed, 'number')}"
+    )
+
+
+@dnc.command(name="count", epilog=_example("campaigns dnc count --json"))
+@click.option("--json", "as_json", is_flag=True)
+def dnc_count(as_json: bool) -> None:
+    """How many numbers the do-not-call list holds."""
+    from campaigns.operators import dnc as ops
+
+    listed = _run(lambda c: ops.list_for(c.store).count())
+    _echo(json.dumps({"count": listed}) if as_json else _count(listed, "number"))
+
+
+@dnc.command(name="list", epilog=_example("campaigns dnc list > dnc-backup.csv"))
+def dnc_list() -> None:
+    """Every listed number, as a CSV.
+
+    A 'number' header, then one number a line in no particular order: what
+    campaigns dnc import reads back.
+    """
+    from campaigns.operators import dnc as ops
+
+    async def write(client: CampaignClient) -> None:
+        _echo("number")
+        async for number in ops.list_for(client.store).numbers():
+            _echo(number)
+
+    _run(write)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -8,6 +8,8 @@
     P:unsettled              zset  A -> next poll due ms
     P:calls                  hash  provider call ID -> A
     P:deadletter             list  events and jobs that could not be applied (JSON)
+    P:dnc:staging:T          set   one `dnc import` (token T) until its rows pass, then
+                                   merged into P:dnc by dnc_merge.lua; PX 1 h
     P:account:balance        str   the account balance (JSON, short PX TTL), newest wins
     P:account:balance_at     str   the newest balance time seen, ms (outlives the TTL)
     P:account:usage          str   month-to-date usage of the usage source (JSON, PX TTL)
@@ -17,6 +19,7 @@
     P:account:pace           hash  tat: the account ceiling's next free slot, us (Redis clock)
     P:account:pace_log       list  the newest request start times, us (the ceiling's window)
     P:account:pace_hold      str   no request starts before this, us (a 429's Retry-After)
+    P:dnc                    set   the account's do-not-call list: canonical E.164 numbers
     P:c:C:meta               hash  state, spec, money, counters, halt, dispatch_seq
     P:c:C:staging:T:contacts hash  a submit's contacts as they are read (token T, 1 h TTL),
     P:c:C:staging:T:pending  list    renamed to contacts / pending once all are valid
@@ -103,8 +106,16 @@ class Keys:
         return f"{self.prefix}:calls"
 
     @property
+    def dnc(self) -> str:
+        return f"{self.prefix}:dnc"
+
+    @property
     def deadletter(self) -> str:
         return f"{self.prefix}:deadletter"
+
+    def dnc_staging(self, token: str) -> str:
+        """Where a ``dnc import`` collects its numbers until ``dnc_merge.lua`` merges them."""
+        return f"{self.prefix}:dnc:staging:{token}"
 
     @property
     def campaign_prefix(self) -> str:

@@ -58,7 +58,9 @@ COMMANDS = (
     "sandbox",
     "worker",
     "demo",
+    "dnc",
 )
+DNC_COMMANDS = ("add", "remove", "check", "import", "count", "list")
 OPTIONS: dict[str, tuple[str, ...]] = {
     "status": ("--json",),
     "report": ("--format",),
@@ -71,8 +73,14 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "sandbox": ("--host", "--port", "--config"),
     "worker": ("--burst", "--check"),
     "demo": ("--contacts", "--spend-limit-calls"),
+    "dnc add": ("--strict", "--json"),
+    "dnc remove": ("--json",),
+    "dnc check": ("--json",),
+    "dnc import": ("--strict", "--json"),
+    "dnc count": ("--json",),
+    "dnc list": (),
 }
-FLAGS = {"--json", "--no-call", "--burst", "--check"}
+FLAGS = {"--json", "--no-call", "--burst", "--check", "--strict"}
 
 hostile_text = st.one_of(
     st.text(st.characters(codec=None), max_size=80),  # control characters, lone surrogates
@@ -104,12 +112,17 @@ hostile_text = st.one_of(
     ),
 )
 campaign_ids = st.sampled_from([CAMPAIGN, "unknown-1", "Spring", "spring.v2"]) | hostile_text
+phone_numbers = st.one_of(
+    *[st.sampled_from(["+15551240009", "+1 555 124 0008", "+4930901820"])] * 3,
+    st.sampled_from(["+1555", "15551240009", "+1 555 124 0008 x"]),
+    hostile_text,
+)
 
 
 @st.composite
-def argvs(draw: st.DrawFn, files: dict[str, str]) -> list[str]:
-    known = draw(st.integers(0, 9)) > 0
-    command = draw(st.sampled_from(COMMANDS) if known else hostile_text)
+def argvs(draw: st.DrawFn, files: dict[str, str], only: str | None = None) -> list[str]:
+    known = only is not None or draw(st.integers(0, 9)) > 0
+    command = only or draw(st.sampled_from(COMMANDS) if known else hostile_text)
     argv = [command]
     if command in ID_COMMANDS:
         argv.append(draw(campaign_ids))
@@ -117,7 +130,16 @@ def argvs(draw: st.DrawFn, files: dict[str, str]) -> list[str]:
         argv.append(draw(st.sampled_from([f"{CAMPAIGN}:000001:1"]) | hostile_text))
     elif command in ("submit", "estimate"):
         argv.append(draw(st.sampled_from(sorted(files.values())) | hostile_text))
-    for option in draw(st.lists(st.sampled_from(OPTIONS.get(command, ("--json",))), max_size=3)):
+    elif command == "dnc":
+        sub = draw(st.sampled_from(DNC_COMMANDS) if draw(st.integers(0, 9)) else hostile_text)
+        argv.append(sub)
+        command = f"dnc {sub}"
+        if sub in ("add", "remove", "check"):
+            argv += draw(st.lists(phone_numbers, max_size=3))
+        elif sub == "import":
+            argv.append(draw(st.sampled_from(sorted(files.values())) | hostile_text))
+    choices = OPTIONS.get(command, ("--json",))
+    for option in draw(st.lists(st.sampled_from(choices), max_size=3)) if choices else []:
         argv.append(option)
         if option not in FLAGS:
             argv.append(draw(st.sampled_from(sorted(files.values())) | hostile_text))
@@ -152,6 +174,8 @@ NAMES_SOMETHING = (
     "'CAMPAIGN_ID'",
     "'ATTEMPT_ID'",
     "'SPEC.json'",
+    "'NUMBER...'",
+    "'FILE.csv'",
     "DISPATCHER_",
     "No such command",
     "Missing command",
@@ -172,10 +196,16 @@ def files(tmp_path: Path) -> dict[str, str]:
     garbage.write_bytes(b"\xff\xfe{not json")
     csv = tmp_path / "contacts.csv"
     csv.write_text("to,ref\n+15551240001,a\n")
+    dnc = tmp_path / "dnc.csv"
+    dnc.write_text("number\n+15551240002\n+1 555 124 0003\n")
+    dnc_bad = tmp_path / "dnc-bad.csv"
+    dnc_bad.write_text("number\n+15551240004\n+1555\n")
     return {
         "spec": str(spec),
         "garbage": str(garbage),
         "csv": str(csv),
+        "dnc": str(dnc),
+        "dnc-bad": str(dnc_bad),
         "dir": str(tmp_path),
         "missing": str(tmp_path / "missing.json"),
     }
@@ -193,18 +223,24 @@ def cli_env(settings: Settings) -> dict[str, str | None]:
 PROFILE = settings.get_profile(FUZZ_PROFILE)
 
 
+@pytest.mark.parametrize("only", [None, "dnc"], ids=["all", "dnc"])
 @settings(PROFILE, max_examples=PROFILE.max_examples * 3)
 @given(data=st.data())
 def test_fuzz_cli_arguments(
     data: st.DataObject,
+    only: str | None,
     settings: Settings,
     files: dict[str, str],
     cli_env: dict[str, str | None],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Every command; then the ``dnc`` group alone (its sub-commands are a small share)."""
     monkeypatch.chdir(tmp_path)  # no .env file
-    argv = data.draw(argvs(files))
+    invoke_and_check(data.draw(argvs(files, only)), settings, cli_env)
+
+
+def invoke_and_check(argv: list[str], settings: Settings, cli_env: dict[str, str | None]) -> None:
     note(repr(argv))
     redis = Redis.from_url(settings.redis_url)
     try:
@@ -233,7 +269,10 @@ def test_fuzz_cli_arguments(
         redis.close()
 
     out, err = result.stdout, result.stderr
-    event(f"{argv[0] if argv[0] in COMMANDS else 'other'}: exit {result.exit_code}")
+    label = argv[0] if argv[0] in COMMANDS else "other"
+    if label == "dnc" and len(argv) > 1:
+        label += f" {argv[1] if argv[1] in DNC_COMMANDS else 'other'}"
+    event(f"{label}: exit {result.exit_code}")
     note(f"exit {result.exit_code}\nstdout: {out[:300]!r}\nstderr: {err[:300]!r}")
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(
         result.exception
@@ -257,3 +296,4 @@ async def _submit(settings: Settings) -> None:
     client = await CampaignClient.connect(settings)
     async with client:
         await client.submit(parse_spec(spec_dict(CAMPAIGN, contacts=3)))
+        await client.store.redis.sadd(client.store.keys.dnc, "+15551240009")

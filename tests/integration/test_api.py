@@ -73,6 +73,9 @@ CHANGES = [
     ("POST", "/v1/campaigns/acme/resume"),
     ("POST", "/v1/campaigns/acme/cancel"),
     ("POST", "/v1/attempts/acme:000000:1/resolve"),
+    ("POST", "/v1/dnc/add"),
+    ("POST", "/v1/dnc/remove"),
+    ("POST", "/v1/dnc/import"),
 ]
 READS = [
     ("GET", "/v1/campaigns"),
@@ -82,6 +85,8 @@ READS = [
     ("POST", "/v1/estimate"),
     ("GET", "/v1/dead-letters"),
     ("GET", "/v1/whoami"),
+    ("GET", "/v1/dnc"),
+    ("GET", "/v1/dnc/+15551230002"),
 ]
 
 
@@ -241,10 +246,9 @@ async def test_unknown_campaign_and_attempt_are_404(http: httpx.AsyncClient, sto
 async def test_oversized_body_is_413(http: httpx.AsyncClient, store: Store) -> None:
     from campaigns.operators.api import MAX_BODY_BYTES
 
-    response = await http.post(
-        "/v1/campaigns", headers=OPERATOR, content=b" " * (MAX_BODY_BYTES + 1)
-    )
-    assert response.status_code == 413
+    for path in ("/v1/campaigns", "/v1/dnc/import"):
+        response = await http.post(path, headers=OPERATOR, content=b" " * (MAX_BODY_BYTES + 1))
+        assert response.status_code == 413, path
     assert await nothing_stored(store)
 
 
@@ -404,3 +408,85 @@ def test_api_refuses_to_start_without_tokens(settings: Settings, tmp_path: Path)
         assert done.returncode == 2, done.stderr
         assert "DISPATCHER_API_TOKENS" in done.stderr and why in done.stderr
         assert "short" not in done.stderr
+
+
+# ---------------------------------------------------------------- do-not-call list
+
+
+def _listed(store: Store) -> Any:
+    return store.redis.smembers(store.keys.dnc)
+
+
+async def test_dnc_add_check_remove_count(http: httpx.AsyncClient, store: Store) -> None:
+    body = {"numbers": ["+15551230002", "+1 555 123 0003"]}
+    added = await http.post("/v1/dnc/add", headers=OPERATOR, json=body)
+    assert added.status_code == 200, added.text
+    assert added.json() == {
+        "numbers": ["+15551230002", "+15551230003"],
+        "added": 2,
+        "already_listed": 0,
+    }
+    again = await http.post("/v1/dnc/add", headers=OPERATOR, json=body)
+    assert again.json()["added"] == 0 and again.json()["already_listed"] == 2
+    for path, listed in [
+        ("/v1/dnc/+15551230002", True),
+        ("/v1/dnc/%2B15551230003", True),
+        ("/v1/dnc/+1%20555%20123%200009", False),
+    ]:
+        found = await http.get(path, headers=VIEWER)
+        assert found.status_code == 200, found.text
+        assert found.json()["listed"] is listed
+    assert (await http.get("/v1/dnc", headers=VIEWER)).json() == {"count": 2}
+    removed = await http.post(
+        "/v1/dnc/remove", headers=OPERATOR, json={"numbers": ["+15551230002", "+15551230009"]}
+    )
+    assert removed.json() == {
+        "numbers": ["+15551230002", "+15551230009"],
+        "removed": 1,
+        "not_listed": 1,
+    }
+    assert await _listed(store) == {b"+15551230003"}
+
+
+async def test_dnc_import_streams_a_csv_body(http: httpx.AsyncClient, store: Store) -> None:
+    data = "number,reason\n" + "".join(f"+1555{i:07d},asked\n" for i in range(12_000))
+    response = await http.post("/v1/dnc/import", headers=OPERATOR, content=data.encode())
+    assert response.status_code == 200, response.text
+    assert response.json() == {"rows": 12_000, "numbers": 12_000, "added": 12_000, "listed": 12_000}
+    assert await store.redis.scard(store.keys.dnc) == 12_000
+    assert await store.redis.keys("*") == [store.keys.dnc.encode()]
+
+
+DNC_BAD = [
+    ("POST", "/v1/dnc/add", {"numbers": ["+15551230002", "12345"]}, "numbers.1"),
+    ("POST", "/v1/dnc/add", {"numbers": ["+15551230002", 7]}, "numbers.1"),
+    ("POST", "/v1/dnc/add", {"numbers": []}, "numbers"),
+    ("POST", "/v1/dnc/add", {"numbers": "+15551230002"}, "numbers"),
+    ("POST", "/v1/dnc/add", {"numbers": ["+15551230002"], "strict": "yes"}, "strict"),
+    ("POST", "/v1/dnc/add", {"numbers": ["+15551230002"], "strict": True}, "numbers.0"),
+    ("POST", "/v1/dnc/add", {"number": ["+15551230002"]}, "number"),
+    ("POST", "/v1/dnc/add", [1], "body"),
+    ("POST", "/v1/dnc/remove", {"numbers": ["+1555"]}, "numbers.0"),
+    ("POST", "/v1/dnc/remove", {"numbers": ["+15551230002"], "strict": True}, "strict"),
+    ("POST", "/v1/dnc/import", b"number\n+15551230002\n+1555\n", "dnc[body line 3].number"),
+    ("POST", "/v1/dnc/import", b"phone\n+15551230002\n", "dnc"),
+    ("POST", "/v1/dnc/import", b"", "dnc"),
+    ("POST", "/v1/dnc/import?strict=1", b"number\n+15551230002\n", "strict"),
+    ("POST", "/v1/dnc/import?strict=true", b"number\n+15551230002\n", "dnc[body line 2].number"),
+    ("GET", "/v1/dnc/15551230002", None, "number"),
+    ("GET", "/v1/dnc/add", None, "number"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), DNC_BAD)
+async def test_dnc_bad_input_is_422_naming_the_field_and_nothing_is_written(
+    http: httpx.AsyncClient, store: Store, method: str, path: str, body: Any, field: str
+) -> None:
+    await store.redis.sadd(store.keys.dnc, "+15551239999")
+    content = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    response = await http.request(method, path, headers=OPERATOR, content=content)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid", field), error
+    assert await store.redis.keys("*") == [store.keys.dnc.encode()]
+    assert await _listed(store) == {b"+15551239999"}
