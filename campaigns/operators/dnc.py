@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
-from campaigns.domain.spec import SpecError, normalize_number
+from campaigns.domain.inputs import SpecError
+from campaigns.domain.numbers import normalize_number
 from campaigns.store import Store
 from campaigns.store.dnc import DoNotCallList
 
