@@ -402,11 +402,14 @@ class Dispatcher:
                     exc.retry_after,
                     self.rng,
                 )
-                timeout = self.settings.provider_timeout_seconds
-                if try_no == self.settings.retry_attempts or (
-                    time.monotonic() + delay + timeout > batch.deadline
-                ):
+                if try_no == self.settings.retry_attempts:
                     break
+                timeout = self.settings.provider_timeout_seconds
+                if time.monotonic() + delay + timeout > batch.deadline:
+                    # The run's time is up, not the provider's chances: the attempt
+                    # stays unresolved and the next run re-sends it under its key.
+                    log.info("retry_next_run", error=str(exc), try_no=try_no + 1)
+                    return "skipped"
                 log.info(
                     "create_retry", error=str(exc), retry_in=round(delay, 3), try_no=try_no + 1
                 )

@@ -184,3 +184,29 @@ async def test_pause_during_retry_back_off_stops_the_retries(
     await wait_for(lambda: _done(client, "backoff"), timeout=30, what="completion")
     ok = [e for e in creates(sandbox.ledger(), "backoff") if e["status"] == 201]
     assert ok[0]["idempotency_key"] == "backoff:000000:1", "re-sent under its own key"
+
+
+async def test_a_retry_that_would_outlast_the_run_is_left_to_the_next_run(
+    client: CampaignClient, sandbox: SandboxServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """A run ends with requests still failing over: that is the run's time, not the
+    provider's outage. No cool-down; the next run re-sends under the same key."""
+    sandbox.configure(script=[{"status": 503, "code": "provider_error"}])
+    # A 5 s job leaves a 1 s run, shorter than one retry plus the 2 s provider timeout.
+    start_worker(DISPATCHER_JOB_TIMEOUT_SECONDS="5")
+    spec = spec_dict("tight", contacts=2)
+    spec["pacing"] = {**spec["pacing"], "max_concurrent_requests": 1}
+    await client.submit(parse_spec(spec))
+    seen: set[str] = set()
+
+    async def done_watching() -> bool:
+        campaign = await client.get("tight")
+        seen.add(campaign.state)
+        return await _done(client, "tight")
+
+    await wait_for(done_watching, timeout=30, interval=0.02, what="completion")
+    assert "paused" not in seen, "the run's end is not a provider outage (no cool-down)"
+    first = [
+        e for e in creates(sandbox.ledger(), "tight") if e["idempotency_key"] == "tight:000000:1"
+    ]
+    assert [e["status"] for e in first] == [503, 201]
