@@ -384,7 +384,9 @@ def test_dict_json_text_and_file_roads_agree(
     assert len(set(verdicts)) == 1, (by_dict, by_text, by_file)
     if isinstance(by_dict, CampaignSpec):
         assert isinstance(by_text, CampaignSpec) and isinstance(by_file, CampaignSpec)
-        assert by_dict.fingerprint() == by_text.fingerprint() == by_file.fingerprint()
+        # Without a campaign_id each road generates its own; the rest must agree.
+        same = [s.model_copy(update={"campaign_id": "x"}) for s in (by_dict, by_text, by_file)]
+        assert len({s.fingerprint() for s in same}) == 1
 
 
 @st.composite

@@ -30,7 +30,7 @@ async def test_spend_control_halts_after_n_calls_and_resume_completes(
     # Requests may overlap (max_concurrent_requests 4), but a provider faster than
     # the schedule has answered each one before the next slot: still exactly N+1.
     spec = spec_dict("capped", contacts=10)
-    spec["pacing"] = {"calls_per_second": 10, "max_concurrent_requests": 4}
+    spec["pacing"] = {"calls_per_second": 4, "max_concurrent_requests": 4}
     await client.submit(parse_spec(spec))
     await wait_for(lambda: _state(client, "capped", "halted"), timeout=30, what="halt")
 

@@ -152,7 +152,10 @@ async def test_a_rejected_api_key_halts_with_its_own_code(
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     """A 401 is a configuration error: one request, then halted, never a cool-down loop."""
-    await client.submit(parse_spec(spec_dict("keyed", contacts=3)))
+    # One request at a time: with overlap, a second could start before the 401 is back.
+    spec = spec_dict("keyed", contacts=3)
+    spec["pacing"] = {**spec["pacing"], "max_concurrent_requests": 1}
+    await client.submit(parse_spec(spec))
     wrong = settings.model_copy(update={"provider_api_key": SecretStr("not-the-sandbox-key")})
     start_worker(wrong)
 
