@@ -227,6 +227,30 @@ class Settings(BaseSettings):
     ``viewer`` (read) or ``operator`` (read and change). Unset: the API refuses to start."""
     metrics_port: int | None = Field(None, ge=1, le=65535)
     """Each worker serves Prometheus metrics on this port; unset, no metrics server."""
+    max_calls_per_number: int | None = Field(None, ge=1, le=1000)
+    """The frequency cap: at most this many calls to one number, over every campaign,
+    within ``DISPATCHER_FREQUENCY_WINDOW_SECONDS``. Unset: no cap."""
+    frequency_window_seconds: int | None = Field(None, ge=1, le=366 * 86_400, validate_default=True)
+    wait_recheck_seconds: float = Field(60.0, ge=0.1, le=600, allow_inf_nan=False)
+    """A campaign waiting for its calling window, schedule, a retry or the frequency
+    cap looks again at least this often, whatever it waits for."""
+
+    @field_validator("frequency_window_seconds")
+    @classmethod
+    def _frequency_window(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if (value is None) != (info.data.get("max_calls_per_number") is None):
+            raise ValueError(
+                "set DISPATCHER_MAX_CALLS_PER_NUMBER and DISPATCHER_FREQUENCY_WINDOW_SECONDS "
+                "together (both unset: no cap)"
+            )
+        return value
+
+    @property
+    def frequency_cap(self) -> tuple[int, int] | None:
+        """``(calls, window ms)`` per number across campaigns, or None."""
+        if self.max_calls_per_number is None or self.frequency_window_seconds is None:
+            return None
+        return self.max_calls_per_number, self.frequency_window_seconds * 1000
 
     @field_validator("redis_url")
     @classmethod

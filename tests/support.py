@@ -46,6 +46,17 @@ def fast_settings(redis_url: str, provider_url: str, api_key: str, queue: str) -
     )
 
 
+def arq_settings(base: type, **changes: Any) -> dict[str, Any]:
+    """A worker settings object for ``python -m arq``: ``base``'s settings with changes.
+
+    arq reads only a settings class's *own* ``__dict__``, so a subclass that
+    overrides ``on_startup`` would lose every inherited setting (its functions
+    first: such a worker refuses to start). A dict keeps them all.
+    """
+    own = {k: v for k, v in vars(base).items() if not k.startswith("__")}
+    return {**own, **changes}
+
+
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(

@@ -237,7 +237,7 @@ def _fingerprint_frame(spec: CampaignSpec) -> tuple[str, str]:
     ``json.dumps(sort_keys=True, separators=(",", ":"))`` of a dict is its
     sorted ``key:value`` pairs joined by commas: built here around the contacts.
     """
-    data = spec.model_dump(mode="json", exclude={"contacts"})
+    data = spec.fingerprint_data(exclude={"contacts"})
     names = sorted([*data, "contacts"])
     at = names.index("contacts")
 

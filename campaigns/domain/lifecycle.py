@@ -25,6 +25,7 @@ __all__ = [
     "BUDGET_EXHAUSTED_MESSAGE",
     "FINAL_CALL_STATUSES",
     "FINAL_STATES",
+    "NEVER_SENT_STATUSES",
     "REVIEW_MESSAGE",
     "AttemptStatus",
     "HaltCode",
@@ -68,6 +69,21 @@ class AttemptStatus(enum.StrEnum):
     """The provider refused it; the code and the exact body are kept."""
     IN_DOUBT = "in_doubt"
     """It may or may not be a call: it keeps its reservation until an operator resolves it."""
+    SUPPRESSED = "suppressed"
+    """Never sent: the number is on the account's do-not-call list or the campaign's
+    ``suppress`` list when its turn came. No reservation, no charge, no request."""
+    EXPIRED = "expired"
+    """Never sent: the schedule's ``end_at`` came before this contact's next attempt."""
+    CAPPED = "capped"
+    """Never sent: the number was at ``DISPATCHER_MAX_CALLS_PER_NUMBER`` until the
+    campaign ended."""
+
+
+NEVER_SENT_STATUSES: frozenset[AttemptStatus] = frozenset(
+    {AttemptStatus.SUPPRESSED, AttemptStatus.EXPIRED, AttemptStatus.CAPPED}
+)
+"""Contact outcomes recorded as attempt rows that never reached the provider: no
+request body, no Idempotency-Key used, never counted as calls or charged."""
 
 
 class HaltCode(enum.StrEnum):

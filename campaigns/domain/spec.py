@@ -40,6 +40,7 @@ from campaigns.domain.inputs import decode_utf8 as _decode_utf8
 from campaigns.domain.inputs import show as _show
 from campaigns.domain.money import MAX_MICROS, MoneyError, parse_micros
 from campaigns.domain.numbers import normalize_number
+from campaigns.domain.policy import CallingWindow, RetryPolicy, RuleError, Schedule
 from campaigns.domain.rating import PRESETS, Increments, Rate, RateError
 
 __all__ = [
@@ -249,6 +250,11 @@ class CampaignSpec(_Strict):
     pacing: Pacing = Field(default_factory=Pacing)
     alerts: AlertSpec = Field(default_factory=AlertSpec)
     strict_numbers: bool = False
+    calling_window: CallingWindow | None = None
+    schedule: Schedule | None = None
+    retry: RetryPolicy | None = None
+    suppress: list[str] = Field(default_factory=list, max_length=100_000)
+    """Numbers this campaign never dials (beside the account's do-not-call list)."""
     contacts: list[Contact] = Field(default_factory=list)
 
     _duplicates_dropped: int = PrivateAttr(default=0)
@@ -289,6 +295,13 @@ class CampaignSpec(_Strict):
         except ValueError as exc:
             raise _FieldError("caller_id", str(exc)) from None
         object.__setattr__(self, "caller_id", caller)
+        suppress: list[str] = []
+        for index, entry in enumerate(self.suppress):
+            try:
+                suppress.append(normalize_number(entry))
+            except ValueError as exc:
+                raise _FieldError(f"suppress.{index}", str(exc)) from None
+        object.__setattr__(self, "suppress", sorted(set(suppress)))
         seen: set[str] = set()
         unique: list[Contact] = []
         for index, contact in enumerate(self.contacts):
@@ -351,9 +364,22 @@ class CampaignSpec(_Strict):
         return self.rate_model().worst_case_micros(self.max_call_seconds)
 
     def fingerprint(self) -> str:
-        """Stable hash of the normalized spec: same input, same campaign."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """Stable hash of the normalized spec: same input, same campaign.
+
+        Contact-policy fields left unset are not part of it, so a spec written
+        before they existed keeps its fingerprint.
+        """
+        canonical = json.dumps(self.fingerprint_data(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def fingerprint_data(self, *, exclude: set[str] | None = None) -> dict[str, Any]:
+        """What :meth:`fingerprint` hashes: the JSON dump without the contact-policy
+        fields left unset (``exclude``: fields a streaming hash adds itself)."""
+        data = self.model_dump(mode="json", exclude=exclude)
+        for name in _POLICY_FIELDS:
+            if not data.get(name):
+                data.pop(name, None)
+        return data
 
     def with_contacts(self, contacts: list[Contact]) -> CampaignSpec:
         """A copy with more contacts (from a CSV file), validated like the rest."""
@@ -362,6 +388,9 @@ class CampaignSpec(_Strict):
         merged = parse_spec(data)
         merged._duplicates_dropped += self._duplicates_dropped
         return merged
+
+
+_POLICY_FIELDS = ("calling_window", "schedule", "retry", "suppress")
 
 
 class _FieldError(ValueError):
@@ -423,7 +452,7 @@ def _spec_error(exc: ValidationError) -> SpecError:
     field = _loc(first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     original = (first.get("ctx") or {}).get("error")
-    if isinstance(original, _FieldError):
+    if isinstance(original, _FieldError | RuleError):
         field = original.field
         message = original.message
     if first["type"] == "extra_forbidden":
@@ -499,6 +528,9 @@ class StoredSpec(BaseModel):
     pacing: Pacing = Field(default_factory=Pacing)
     alerts: AlertSpec = Field(default_factory=AlertSpec)
     strict_numbers: bool = False
+    calling_window: CallingWindow | None = None
+    schedule: Schedule | None = None
+    retry: RetryPolicy | None = None
 
     _rate: Rate = PrivateAttr()
 

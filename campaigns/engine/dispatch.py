@@ -46,11 +46,12 @@ from campaigns.domain.pacing import PaceRule, pace_rule
 from campaigns.domain.spec import Pacing
 from campaigns.engine.account import AccountGate, make_usage_source
 from campaigns.engine.alerts import check_budget_alerts
+from campaigns.engine.policy import ContactPolicy
 from campaigns.providers import CallInfo, Provider
 from campaigns.providers.balance import make_balance_source
 from campaigns.queue import JobQueue
 from campaigns.settings import Settings
-from campaigns.store import Attempt, Store, now_ms
+from campaigns.store import Attempt, CampaignRecord, Store, now_ms
 
 __all__ = ["BatchResult", "Dispatcher", "backoff_delay"]
 
@@ -77,7 +78,9 @@ SendOutcome = Literal[
     "skipped",  # could not be resolved now; try again next batch
 ]
 _GO_ON: frozenset[str] = frozenset({"accepted", "contact", "in_doubt", "resolved", "skipped"})
-_CONTINUE_CHAIN = frozenset({"batch_done", "pace_wait", "empty", *_CAPACITY_WAITS})
+_CONTINUE_CHAIN = frozenset(
+    {"batch_done", "pace_wait", "empty", "wait", "skipped", *_CAPACITY_WAITS}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,7 @@ class BatchResult:
 class _Batch:
     """What one batch run knows: the campaign, its lease and its time limit."""
 
-    campaign_id: str
+    campaign: CampaignRecord
     token: str
     caller_id: str
     max_seconds: int
@@ -104,6 +107,10 @@ class _Batch:
     stopped: asyncio.Event
     """Set when one of the run's requests stopped the campaign: start no other."""
     backoff: _Backoff
+
+    @property
+    def campaign_id(self) -> str:
+        return self.campaign.campaign_id
 
 
 def backoff_delay(
@@ -144,6 +151,7 @@ class Dispatcher:
             usage=make_usage_source(settings),
         )
         self.account_pace = pace_rule(settings.provider_calls_per_second)
+        self.policy = ContactPolicy(store, settings)
         self.before_record: Callable[[Attempt, CallInfo], None] = _nothing
         """Runs between the provider's answer and its record: the seam where the
         chaos suite installs its SIGKILL (``tests/chaos/faults.py``)."""
@@ -176,7 +184,7 @@ class Dispatcher:
         # attempt unresolved without ever reaching the provider_unavailable pause.
         budget = self.settings.job_timeout_seconds - self.settings.provider_timeout_seconds - 5
         batch = _Batch(
-            campaign_id=campaign_id,
+            campaign=campaign,
             token=token,
             caller_id=campaign.spec.caller_id,
             max_seconds=campaign.spec.max_call_seconds,
@@ -244,6 +252,7 @@ class Dispatcher:
         """Claim on the pace schedule and start each request as its own task."""
         since_check = 0
         waited = 0.0
+        noted_wait = batch.campaign.wait_reason is not None
         while time.monotonic() < batch.deadline:
             while not batch.backoff.calm.is_set() and not batch.stopped.is_set():
                 await _sleep_unless_set(batch.stopped, _CALM_POLL_SECONDS)
@@ -260,8 +269,8 @@ class Dispatcher:
                     run.slots.release()
                     state = await self.store.state(batch.campaign_id)
                     return ("paused" if state is State.PAUSED else "halt"), 0.0
-            claim = await self.store.claim(
-                batch.campaign_id,
+            claim = await self.policy.claim(
+                batch.campaign,
                 batch.token,
                 review_message=REVIEW_MESSAGE,
                 budget_message=BUDGET_EXHAUSTED_MESSAGE,
@@ -271,6 +280,18 @@ class Dispatcher:
             )
             if claim.outcome != "claimed":
                 run.slots.release()
+            if claim.outcome == "wait":
+                # Nothing may be called now (window, schedule, retries, cap): say
+                # why and until when, and come back then (bounded), holding no
+                # lease and no reservation meanwhile.
+                now = self.policy.clock()
+                why = self.policy.wait_for(batch.campaign, claim, now)
+                await self.store.note_waiting(batch.campaign_id, why.reason, why.until_ms)
+                batch.log.debug("dispatch_waiting", reason=why.reason, until_ms=why.until_ms)
+                return "wait", why.defer_seconds(now, self.settings.wait_recheck_seconds)
+            if noted_wait:
+                noted_wait = False
+                await self.store.note_waiting(batch.campaign_id, None)
             if claim.outcome == "pace_wait":
                 if claim.wait_seconds > _MAX_HELD_WAIT_SECONDS:
                     return "pace_wait", claim.wait_seconds

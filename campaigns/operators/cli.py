@@ -40,7 +40,7 @@ from campaigns.operators.control import (
     iso_time,
     status_json,
 )
-from campaigns.operators.estimate import estimate
+from campaigns.operators.estimate import estimate_contacts
 from campaigns.settings import Settings, unknown_settings
 from campaigns.store import CampaignRecord, StoreError, SubmitConflict
 
@@ -504,7 +504,6 @@ def estimate_(
 ) -> None:
     """Worst-case cost of a spec before submitting it (nothing is written)."""
     contacts = Contacts.load(spec_path, contacts_csv)
-    spec = contacts.spec
     buffer = 10
     balance = None
     if account:
@@ -524,9 +523,8 @@ def estimate_(
                 "(DISPATCHER_BALANCE_SOURCE=voxpria reads Voxpria credits)",
                 2,
             )
-    result = estimate(
-        spec,
-        tally=contacts.tally(),
+    result = estimate_contacts(
+        contacts,
         average_seconds=average_seconds,
         balance=balance,
         buffer_percent=buffer,

@@ -62,9 +62,16 @@ WAIT_REASONS: dict[str, str] = {
     "cooldown": "automatic cool-down: the provider kept failing; resumes by itself",
     "paused_by_operator": "paused by an operator; campaigns resume ID continues it",
     "halted": "halted; an operator decides, then campaigns resume ID",
+    "window": "every contact left is outside its calling window; waiting for the next one to open",
+    "not_started": "the schedule's start_at has not come yet",
+    "retry": "every contact left waits for its retry to come due",
+    "capped": "every number left is at DISPATCHER_MAX_CALLS_PER_NUMBER; waiting for its window",
 }
 """Why a campaign that is not over is not sending, in the operator's words.
 Other parts may add their reasons here (one word each, explained once)."""
+
+_POLICY_WAITS = frozenset({"window", "not_started", "retry", "capped"})
+"""Waits of the contact policy: they end at a known time (``waiting.until``)."""
 
 RATE_WINDOW_MS = 60_000
 """``status`` reports how many create requests went out in the last minute."""
@@ -208,6 +215,8 @@ async def explain(
         in ("max_in_flight", "budget_held", "account_live_full", "queued", "stalled")
     ):
         eta = now + int(campaign.pending / pace * 1000)
+    elif waiting is not None and waiting.reason in _POLICY_WAITS and waiting.until_ms is not None:
+        eta = max(now, waiting.until_ms) + int(campaign.pending / pace * 1000)
     return Explanation(
         now_ms=now,
         waiting=waiting,
@@ -248,6 +257,10 @@ def _waiting(
         return Waiting("no_worker", heartbeat or updated or campaign.created_at_ms)
     if state is State.QUEUED:
         return Waiting("queued", campaign.created_at_ms)
+    if campaign.wait_reason is not None:
+        # The dispatcher found nothing it may call and deferred its next look
+        # (at most a minute): not a stall, even though no heartbeat comes meanwhile.
+        return Waiting(campaign.wait_reason, campaign.wait_since_ms, campaign.wait_until_ms)
     stall_ms = int((settings.lease_seconds + 5 + settings.sweep_interval_seconds) * 1000)
     if heartbeat is None or now - heartbeat > stall_ms:
         return Waiting("stalled", heartbeat or updated)
@@ -284,12 +297,20 @@ def status_json(campaign: CampaignRecord, explanation: Explanation | None = None
             "rejected": campaign.rejected,
             "in_doubt": campaign.in_doubt,
             "settled": campaign.settled,
+            "suppressed": campaign.suppressed,
+            "expired": campaign.expired,
+            "capped": campaign.capped,
+            "retries": campaign.retries,
         },
         "money": {
             "currency": campaign.currency,
             "budget_micros": campaign.budget_micros,
             "reserved_micros": campaign.reserved_micros,
             "spent_micros": campaign.spent_micros,
+        },
+        "schedule": {
+            "start_at": iso_time(campaign.start_at_ms),
+            "end_at": iso_time(campaign.end_at_ms),
         },
     }
     if explanation is not None:

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from campaigns.domain.account import batch_charge, credits_per_call, with_buffer
-from campaigns.domain.contacts import Tally
+from campaigns.domain.contacts import Contacts, Tally
 from campaigns.domain.money import format_money
+from campaigns.domain.policy import ZoneGroups, contact_number
 from campaigns.domain.spec import CampaignSpec
+from campaigns.domain.window import zone
 from campaigns.providers.balance import AccountBalance
 
-__all__ = ["AccountEstimate", "Estimate", "account_estimate", "estimate"]
+__all__ = [
+    "AccountEstimate",
+    "Estimate",
+    "PolicyEstimate",
+    "account_estimate",
+    "estimate",
+    "estimate_contacts",
+    "policy_estimate",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +40,8 @@ class Estimate:
     budget_micros: int
     calls_within_budget: int
     budget_covers_all: bool
+    policy: PolicyEstimate | None = None
+    """With a calling window, schedule, retry policy or suppress list: what they change."""
     account: AccountEstimate | None = None
     """With ``--average-seconds`` or ``--account``: expected cost, tokens, the balance."""
 
@@ -38,16 +52,119 @@ class Estimate:
         def money(micros: int) -> str:
             return format_money(micros, self.currency, exact=True)
 
-        return [
-            f"contacts              {self.contacts} ({self.duplicates_dropped} duplicates dropped)",
-            f"rate increments       {self.increments}",
-            f"worst case per call   {money(self.worst_case_per_call_micros)} "
-            f"({self.max_call_seconds}s billed as {self.billed_seconds_worst_case}s)",
-            f"worst case, all calls {money(self.worst_case_total_micros)}",
-            f"budget                {money(self.budget_micros)}",
-            f"calls within budget   {self.calls_within_budget} of {self.contacts} at worst case"
-            + ("" if self.budget_covers_all else "  (budget runs out first)"),
-        ] + (self.account.lines(money) if self.account is not None else [])
+        return (
+            [
+                f"contacts              {self.contacts} ({self.duplicates_dropped} duplicates dropped)",
+                f"rate increments       {self.increments}",
+                f"worst case per call   {money(self.worst_case_per_call_micros)} "
+                f"({self.max_call_seconds}s billed as {self.billed_seconds_worst_case}s)",
+                f"worst case, all calls {money(self.worst_case_total_micros)}",
+                f"budget                {money(self.budget_micros)}",
+                f"calls within budget   {self.calls_within_budget} of {self.contacts} at worst case"
+                + ("" if self.budget_covers_all else "  (budget runs out first)"),
+            ]
+            + (self.policy.lines(money) if self.policy is not None else [])
+            + (self.account.lines(money) if self.account is not None else [])
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyEstimate:
+    """The contact policy's share of an estimate (``campaigns/domain/policy.py``).
+
+    Suppressed counts the contacts on the spec's own ``suppress`` list (the
+    account's do-not-call list is applied at each claim, when the number's turn
+    comes). The worst case with retries assumes every contact gets every
+    attempt its retry policy allows.
+    """
+
+    suppressed_in_spec: int
+    contacts_to_call: int
+    max_attempts_per_contact: int
+    worst_case_with_retries_micros: int
+    zone_groups: int
+    next_window_opening: str | None
+    """ISO 8601 UTC; None without a calling window (or when none opens within two years)."""
+    window_open_now: bool | None
+    schedule_start_at: str | None
+    schedule_end_at: str | None
+
+    def lines(self, money: Any) -> list[str]:
+        out = [
+            f"suppressed in spec    {self.suppressed_in_spec} "
+            f"({self.contacts_to_call} contacts to call)",
+            f"attempts per contact  at most {self.max_attempts_per_contact}; worst case "
+            f"with every retry {money(self.worst_case_with_retries_micros)}",
+        ]
+        if self.window_open_now is not None:
+            state = "open now" if self.window_open_now else "closed now"
+            out.append(
+                f"calling window        {state} for some contacts ({self.zone_groups} zone "
+                f"groups); next opening {self.next_window_opening or 'none within two years'}"
+            )
+        if self.schedule_start_at or self.schedule_end_at:
+            out.append(
+                f"schedule              from {self.schedule_start_at or 'submit'} "
+                f"to {self.schedule_end_at or 'done'}"
+            )
+        return out
+
+
+def policy_estimate(
+    spec: CampaignSpec, *, numbers: Iterable[str] | None = None, now: datetime | None = None
+) -> PolicyEstimate | None:
+    """What the spec's contact policy changes, or None when it sets none.
+
+    ``numbers``: every contact's number (a stream, see :func:`estimate_contacts`);
+    by default the spec's inline contacts.
+    """
+    if not (spec.calling_window or spec.schedule or spec.retry or spec.suppress):
+        return None
+    now = now or datetime.now(UTC)
+    suppress = set(spec.suppress)
+    groups = ZoneGroups(spec.calling_window)
+    contacts = suppressed = 0
+    for number in (c.to for c in spec.contacts) if numbers is None else numbers:
+        contacts += 1
+        suppressed += number in suppress
+        groups.group_of(number)
+    to_call = contacts - suppressed
+    attempts = spec.retry.max_attempts if spec.retry is not None else 1
+    opening: str | None = None
+    open_now: bool | None = None
+    if spec.calling_window is not None:
+        window = spec.calling_window.window()
+        openings = [window.next_open([zone(z) for z in g], now) for g in groups.zones]
+        found = [o for o in openings if o is not None]
+        open_now = any(o == now for o in found)
+        first = min(found) if found else None
+        opening = None if first is None else first.strftime("%Y-%m-%dT%H:%M:%SZ")
+    schedule = spec.schedule
+    return PolicyEstimate(
+        suppressed_in_spec=suppressed,
+        contacts_to_call=to_call,
+        max_attempts_per_contact=attempts,
+        worst_case_with_retries_micros=spec.worst_case_call_micros() * to_call * attempts,
+        zone_groups=len(groups.zones),
+        next_window_opening=opening,
+        window_open_now=open_now,
+        schedule_start_at=None if schedule is None else schedule.start_at,
+        schedule_end_at=None if schedule is None else schedule.end_at,
+    )
+
+
+def estimate_contacts(contacts: Contacts, **options: Any) -> Estimate:
+    """:func:`estimate` of a spec and its streamed contacts, read once: the tally
+    and, with a contact policy, every number for it (suppressed, zone groups)."""
+    spec = contacts.spec
+    reader = contacts.read()
+    if not (spec.calling_window or spec.suppress):
+        for _ in reader:
+            pass
+        return estimate(spec, tally=reader.tally, **options)
+    numbers = (contact_number(doc) for chunk in reader for doc in chunk)
+    policy = policy_estimate(spec, numbers=numbers)  # reads them all
+    return estimate(spec, tally=reader.tally, policy=policy, **options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +283,11 @@ def estimate(
     average_seconds: int | None = None,
     balance: AccountBalance | None = None,
     buffer_percent: int = 10,
+    policy: PolicyEstimate | None = None,
 ) -> Estimate:
     """The estimate of a spec; ``tally``: its contacts as counted from a stream
-    (:meth:`Contacts.tally`), else the spec's inline contacts."""
+    (:meth:`Contacts.tally`), else the spec's inline contacts; ``policy``: the
+    contact policy's part when computed from a stream (:func:`estimate_contacts`)."""
     rate = spec.rate_model()
     worst = rate.worst_case_micros(spec.max_call_seconds)
     budget = spec.budget_in_micros
@@ -188,6 +307,7 @@ def estimate(
         budget_micros=budget,
         calls_within_budget=affordable,
         budget_covers_all=affordable == contacts,
+        policy=policy if policy is not None else policy_estimate(spec),
         account=None
         if average_seconds is None and balance is None
         else account_estimate(

@@ -216,6 +216,10 @@ def summary_lines(
         ("accepted calls", str(campaign.accepted)),
         ("rejected attempts", str(campaign.rejected)),
         ("in doubt", str(campaign.in_doubt)),
+        ("suppressed", str(campaign.suppressed)),
+        ("expired", str(campaign.expired)),
+        ("capped", str(campaign.capped)),
+        ("retries scheduled", str(campaign.retries)),
         ("settled calls", str(campaign.settled)),
         ("spent (settled)", format_money(campaign.spent_micros, cur)),
         ("reserved", format_money(campaign.reserved_micros, cur)),
@@ -287,6 +291,19 @@ _SECTIONS = (
         AttemptStatus.IN_DOUBT,
         (("attempt", 0), ("destination", 1), ("note", 0)),
         lambda a, cur: (a.attempt_id, a.to, a.error_message or "no call recorded"),
+    ),
+    *(
+        _Section(
+            title,
+            status,
+            (("attempt", 0), ("destination", 1), ("why", 2)),
+            lambda a, cur: (a.attempt_id, a.to, a.error_message),
+        )
+        for title, status in (
+            ("Suppressed (do-not-call; never dialled, never charged)", AttemptStatus.SUPPRESSED),
+            ("Expired (the schedule ended first; never dialled)", AttemptStatus.EXPIRED),
+            ("Capped (calls-per-number cap until the end; never dialled)", AttemptStatus.CAPPED),
+        )
     ),
 )
 _FOOTNOTE = "* cost booked by the rate model: the provider gave no cost for a final call"

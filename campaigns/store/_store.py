@@ -13,15 +13,22 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, cast
 
 from redis.asyncio import Redis
 
 from campaigns.domain.contacts import Contacts, Tally
-from campaigns.domain.lifecycle import FINAL_CALL_STATUSES, AttemptStatus, Move, State
+from campaigns.domain.lifecycle import (
+    FINAL_CALL_STATUSES,
+    NEVER_SENT_STATUSES,
+    AttemptStatus,
+    Move,
+    State,
+)
 from campaigns.domain.money import MAX_MICROS
 from campaigns.domain.pacing import NO_LIMIT, PaceRule
+from campaigns.domain.policy import ZoneGroups, contact_number
 from campaigns.domain.spec import CampaignSpec
 from campaigns.store.keys import Keys, campaign_of
 from campaigns.store.records import (
@@ -43,6 +50,8 @@ __all__ = ["Store", "now_ms"]
 
 _STAGING_SECONDS = 3600
 """Staged contacts outlive a submitting process that died by at most this long."""
+_CONTACT_CHUNK = 1000
+_NEVER_SENT = frozenset(str(s) for s in NEVER_SENT_STATUSES)
 T = TypeVar("T")
 
 
@@ -69,6 +78,7 @@ class Store:
         self._submit = load_script("submit").bind(redis)
         self._stage = load_script("stage_contacts").bind(redis)
         self._claim = load_script("claim").bind(redis)
+        self._expire = load_script("expire").bind(redis)
         self._accepted = load_script("record_accepted").bind(redis)
         self._rejected = load_script("record_rejected").bind(redis)
         self._in_doubt = load_script("mark_in_doubt").bind(redis)
@@ -121,8 +131,16 @@ class Store:
         token = uuid.uuid4().hex
         staging_contacts = self.keys.staging(cid, token, "contacts")
         staging_pending = self.keys.staging(cid, token, "pending")
+        staging_suppress = self.keys.staging(cid, token, "suppress")
+        zones = ZoneGroups(spec.calling_window)
         reader = contacts.read(required=True)
         try:
+            for first in range(0, len(spec.suppress), _CONTACT_CHUNK):
+                numbers = spec.suppress[first : first + _CONTACT_CHUNK]
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.sadd(staging_suppress, *numbers)
+                    pipe.expire(staging_suppress, _STAGING_SECONDS)
+                    await pipe.execute()
             start = 0
             for chunk in reader:
                 staged = await self._stage(
@@ -130,13 +148,14 @@ class Store:
                     staging_pending=staging_pending,
                     first=start,
                     contacts="\n".join(chunk),
+                    groups=_zone_groups_of(zones, chunk),
                     ttl=_STAGING_SECONDS,
                 )
                 if staged != len(chunk):
                     raise StoreError(f"staged {staged} of {len(chunk)} contacts")
                 start += len(chunk)
             tally = reader.tally
-            spec_json = spec.model_dump(mode="json", exclude={"contacts"})
+            spec_json = spec.model_dump(mode="json", exclude={"contacts", "suppress"})
             fields: dict[str, str | int] = {
                 "state": State.QUEUED,
                 "spec": json.dumps(spec_json, separators=(",", ":")),
@@ -155,6 +174,7 @@ class Store:
                 "dispatch_seq": 0,
                 "duplicates_dropped": tally.duplicates_dropped,
                 "estimated": estimated_micros_per_contact * tally.contacts,
+                **_policy_fields(spec, zones),
             }
             result = text(
                 await self._submit(
@@ -164,6 +184,8 @@ class Store:
                     campaigns=self.keys.campaigns,
                     staging_contacts=staging_contacts,
                     staging_pending=staging_pending,
+                    suppress=self._c(cid, "suppress"),
+                    staging_suppress=staging_suppress,
                     fingerprint=tally.fingerprint,
                     now=now_ms(),
                     campaign_id=cid,
@@ -172,19 +194,42 @@ class Store:
                 )
             )
         finally:
-            await _aw(self.redis.delete(staging_contacts, staging_pending))
+            staged_groups = [f"{staging_pending}:{g}" for g in range(1, len(zones.zones))]
+            await _aw(
+                self.redis.delete(
+                    staging_contacts, staging_pending, staging_suppress, *staged_groups
+                )
+            )
         if result == "conflict":
             raise SubmitConflict(f"campaign {cid!r} exists with a different spec")
         return ("exists" if result == "exists" else "created"), tally
 
     # ------------------------------------------------------------------ reads
     async def campaign(self, campaign_id: str) -> CampaignRecord | None:
+        """One campaign; ``pending`` counts every contact still to call: in its zone
+        group's list, waiting for a retry, or parked by the frequency cap."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.keys.meta(campaign_id))
             pipe.llen(self._c(campaign_id, "pending"))
             pipe.zcard(self._c(campaign_id, "unresolved"))
-            raw, pending, unresolved = await pipe.execute()
-        return campaign_from_hash(campaign_id, decode(raw), int(pending), int(unresolved))
+            pipe.zcard(self._c(campaign_id, "retry"))
+            pipe.zcard(self._c(campaign_id, "parked"))
+            raw, pending, unresolved, retry, parked = await pipe.execute()
+        meta = decode(raw)
+        groups = integer(meta.get("groups"), 1)
+        if groups > 1:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for group in range(1, groups):
+                    pipe.llen(self.keys.pending(campaign_id, group))
+                pending += sum(int(n) for n in await pipe.execute())
+        return campaign_from_hash(
+            campaign_id,
+            meta,
+            int(pending) + int(retry) + int(parked),
+            int(unresolved),
+            retry_waiting=int(retry),
+            parked=int(parked),
+        )
 
     async def campaign_ids(self) -> list[str]:
         return [_str(m) for m in await _aw(self.redis.zrange(self.keys.campaigns, 0, -1))]
@@ -256,12 +301,13 @@ class Store:
                 return found
             async with self.redis.pipeline(transaction=False) as pipe:
                 for attempt_id in ids:
-                    pipe.hget(self.keys.attempt(_str(attempt_id)), "created_at")
-                times = [integer(t) for t in await pipe.execute()]
-            for claimed in reversed(times):
+                    pipe.hmget(self.keys.attempt(_str(attempt_id)), ["created_at", "status"])
+                rows = [(integer(t), text(s)) for t, s in await pipe.execute()]
+            for claimed, status in reversed(rows):
                 if claimed < since_ms:
                     return found
-                found.append(claimed)
+                if status not in _NEVER_SENT:
+                    found.append(claimed)
             if len(ids) < page:
                 return found
             end -= page
@@ -309,14 +355,21 @@ class Store:
         pace: PaceRule = NO_LIMIT,
         account_pace: PaceRule = NO_LIMIT,
         max_live: int | None = None,
+        open_groups: Sequence[int] = (0,),
+        cap: tuple[int, int] | None = None,
+        now: int | None = None,
+        skip_limit: int = 100,
     ) -> Claim:
-        """Check running, take a pace slot, claim the next contact and reserve its
-        worst case: one script.
+        """Check running, apply the contact policy, take a pace slot, claim the next
+        contact and reserve its worst case: one script.
 
         The messages are the operator's words for the two halts the claim can
         decide (attempts in doubt; budget below one call's worst case).
         ``pace_wait`` means the campaign's next slot is not due yet: it stays
         held in Redis, and the claim made when it is due takes it.
+        ``open_groups`` are the zone groups whose calling window is open now
+        (the caller's time-zone math: ``campaigns/engine/policy.py``); ``cap`` is
+        ``(max calls, window ms)`` per number across campaigns, or None.
         """
         result = await self._claim(
             **self._pace_args(campaign_id, pace, account_pace),
@@ -331,17 +384,36 @@ class Store:
             running=self.keys.running,
             cooldown=self.keys.cooldown,
             contacts=self._c(campaign_id, "contacts"),
+            retry=self._c(campaign_id, "retry"),
+            parked=self._c(campaign_id, "parked"),
+            suppress=self._c(campaign_id, "suppress"),
+            dnc=self.keys.dnc,
             attempt_prefix=self.keys.attempt_prefix,
+            freq_prefix=self.keys.frequency_prefix,
             campaign_id=campaign_id,
             lease_token=lease_token,
-            now=now_ms(),
+            now=now_ms() if now is None else now,
             review_message=review_message,
             budget_message=budget_message,
+            open_groups=",".join(str(g) for g in open_groups),
+            cap_max=0 if cap is None else cap[0],
+            cap_window_ms=0 if cap is None else cap[1],
+            skip_limit=max(1, skip_limit),
         )
         outcome = cast(ClaimOutcome, _str(result[0]))
         state = State(_str(result[1])) if result[1] else None
         if outcome == "pace_wait":
             return Claim(outcome, state=state, wait_seconds=integer(result[2]) / 1e6)
+        if outcome == "wait":
+            due = _str(result[3])
+            closed = _str(result[4])
+            return Claim(
+                outcome,
+                state=state,
+                wait_reason=_str(result[2]),
+                due_ms=int(due) if due else None,
+                closed_groups=tuple(int(g) for g in closed.split(",") if g),
+            )
         if outcome != "claimed":
             return Claim(outcome, state=state)
         attempt_id = _str(result[2])
@@ -391,12 +463,63 @@ class Store:
     async def account_live_calls(self) -> int:
         return integer(await _aw(self.redis.get(self.keys.account("live"))))
 
+    async def expire(
+        self, campaign_id: str, lease_token: str, *, limit: int = 1000, now: int | None = None
+    ) -> int:
+        """The schedule ended: record up to ``limit`` contacts still to call as expired
+        (capped if parked by the frequency cap). Returns how many are left, or -1
+        when the campaign is not running under this lease or has not ended."""
+        result = await self._expire(
+            meta=self.keys.meta(campaign_id),
+            pending=self._c(campaign_id, "pending"),
+            tries=self._c(campaign_id, "tries"),
+            attempts=self._c(campaign_id, "attempts"),
+            lease=self._c(campaign_id, "lease"),
+            retry=self._c(campaign_id, "retry"),
+            parked=self._c(campaign_id, "parked"),
+            contacts=self._c(campaign_id, "contacts"),
+            attempt_prefix=self.keys.attempt_prefix,
+            campaign_id=campaign_id,
+            lease_token=lease_token,
+            now=now_ms() if now is None else now,
+            limit=max(1, limit),
+        )
+        return int(result)
+
+    async def note_waiting(
+        self, campaign_id: str, reason: str | None, until_ms: int | None = None
+    ) -> None:
+        """Remember why the dispatcher found nothing to call now, and until when
+        (None: it is sending again). ``status`` and the sweeper read it."""
+        key = self.keys.meta(campaign_id)
+        if reason is None:
+            await _aw(self.redis.hdel(key, "wait_reason", "wait_since", "wait_until"))
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(key, "wait_reason")
+            pipe.hset(key, "wait_reason", reason)
+            if until_ms is None:
+                pipe.hdel(key, "wait_until")
+            else:
+                pipe.hset(key, "wait_until", str(until_ms))
+            previous = (await pipe.execute())[0]
+        if text(previous) != reason:
+            await _aw(self.redis.hset(key, "wait_since", str(now_ms())))
+
+    async def dnc_add(self, *numbers: str) -> int:
+        """Put canonical E.164 numbers on the account's do-not-call list."""
+        return int(await _aw(self.redis.sadd(self.keys.dnc, *numbers))) if numbers else 0
+
+    async def dnc_contains(self, number: str) -> bool:
+        return bool(await _aw(self.redis.sismember(self.keys.dnc, number)))
+
     async def stamp_send(self, attempt_id: str, body: str, lease_token: str) -> str:
         """Check running + lease + unresolved and keep the body, right before a send.
 
         ``ok`` means the request may leave now; ``not_running`` or ``lease_lost``
         mean it must not; any other answer is the attempt's status (someone
-        else resolved it). A re-send keeps the first body: the same bytes go out
+        else resolved it, or ``suppressed``: its number went on a do-not-call
+        list after the claim, so it was recorded as never sent). A re-send keeps the first body: the same bytes go out
         under the same Idempotency-Key.
         """
         cid = campaign_of(attempt_id)
@@ -404,9 +527,14 @@ class Store:
             meta=self.keys.meta(cid),
             lease=self._c(cid, "lease"),
             attempt=self.keys.attempt(attempt_id),
+            unresolved=self._c(cid, "unresolved"),
+            dnc=self.keys.dnc,
+            suppress=self._c(cid, "suppress"),
+            account_live=self.keys.account("live"),
             lease_token=lease_token,
             body=body,
             now=now_ms(),
+            attempt_id=attempt_id,
         )
         return _str(result)
 
@@ -587,6 +715,8 @@ class Store:
             attempt=self.keys.attempt(attempt_id),
             unsettled=self.keys.unsettled,
             account_live=self.keys.account("live"),
+            tries=self._c(cid, "tries"),
+            retry=self._c(cid, "retry"),
             final_status=final_status,
             billsec=billsec,
             cost=cost_micros,
@@ -676,6 +806,28 @@ class Store:
     async def mark_alert_fired(self, campaign_id: str, threshold: int) -> bool:
         """True the first time a threshold is crossed for a campaign, never again."""
         return bool(await _aw(self.redis.sadd(self._c(campaign_id, "alerts"), threshold)))
+
+
+def _zone_groups_of(zones: ZoneGroups, chunk: list[str]) -> str:
+    """Each staged contact's zone group, comma separated ('' when all are group 0)."""
+    if not zones.by_recipient:
+        return ""
+    return ",".join(str(zones.group_of(contact_number(doc))) for doc in chunk)
+
+
+def _policy_fields(spec: CampaignSpec, zones: ZoneGroups) -> dict[str, str | int]:
+    """The meta fields the claim, settle and expire scripts read the contact policy from."""
+    fields: dict[str, str | int] = {"groups": max(1, len(zones.zones))}
+    if spec.calling_window is not None:
+        fields["zone_groups"] = json.dumps(zones.zones or [[]], separators=(",", ":"))
+    if spec.schedule is not None:
+        if spec.schedule.start_ms is not None:
+            fields["start_at"] = spec.schedule.start_ms
+        if spec.schedule.end_ms is not None:
+            fields["end_at"] = spec.schedule.end_ms
+    if spec.retry is not None and spec.retry.rules():
+        fields["retry_policy"] = json.dumps(spec.retry.stored(), separators=(",", ":"))
+    return fields
 
 
 def _settle_refusal(

@@ -20,11 +20,17 @@
     P:account:pace_log       list  the newest request start times, us (the ceiling's window)
     P:account:pace_hold      str   no request starts before this, us (a 429's Retry-After)
     P:dnc                    set   the account's do-not-call list: canonical E.164 numbers
+    P:freq:N                 zset  attempt IDs that claimed number N -> claim ms, every
+                                   campaign (the frequency cap; PX expiry = its window)
     P:c:C:meta               hash  state, spec, money, counters, halt, dispatch_seq
     P:c:C:staging:T:contacts hash  a submit's contacts as they are read (token T, 1 h TTL),
     P:c:C:staging:T:pending  list    renamed to contacts / pending once all are valid
     P:c:C:contacts           hash  contact index -> contact JSON
-    P:c:C:pending            list  contact indexes not yet finished, head first
+    P:c:C:pending            list  contact indexes not yet finished, head first (zone group 0)
+    P:c:C:pending:G          list  the same for zone group G > 0 (meta ``zone_groups``)
+    P:c:C:retry              zset  ``G|index`` -> when the contact's retry is due (ms)
+    P:c:C:parked             zset  ``G|index`` -> when a number at the frequency cap frees up
+    P:c:C:suppress           set   the campaign's own ``suppress`` numbers (E.164)
     P:c:C:tries              hash  contact index -> attempts made
     P:c:C:attempts           list  attempt IDs in the order they were claimed
     P:c:C:unresolved         zset  A -> claimed_at ms (sent, answer not recorded)
@@ -108,6 +114,19 @@ class Keys:
     @property
     def dnc(self) -> str:
         return f"{self.prefix}:dnc"
+
+    @property
+    def frequency_prefix(self) -> str:
+        """``P:freq:``: the claim script appends the number (the cap counts every campaign)."""
+        return f"{self.prefix}:freq:"
+
+    def frequency(self, number: str) -> str:
+        return f"{self.frequency_prefix}{number}"
+
+    def pending(self, campaign_id: str, group: int = 0) -> str:
+        """Zone group ``group``'s list of contacts to call (group 0: ``pending`` itself)."""
+        base = self.campaign(campaign_id, "pending")
+        return base if group == 0 else f"{base}:{group}"
 
     @property
     def deadletter(self) -> str:

@@ -61,6 +61,24 @@ class CampaignRecord:
     finished_at_ms: int | None
     duplicates_dropped: int
     estimated_micros: int
+    suppressed: int = 0
+    """Never dialled: on a do-not-call or suppress list when their turn came."""
+    expired: int = 0
+    capped: int = 0
+    retries: int = 0
+    """Retries scheduled by the retry policy so far."""
+    retry_waiting: int = 0
+    """Of ``pending``: contacts whose retry is not due yet."""
+    parked: int = 0
+    """Of ``pending``: contacts waiting for the frequency cap's window."""
+    zone_groups: tuple[tuple[str, ...], ...] = ((),)
+    """Group id -> the zones its calling window is judged in (``()``: no window)."""
+    start_at_ms: int | None = None
+    end_at_ms: int | None = None
+    wait_reason: str | None = None
+    """Why the dispatcher last found nothing it may call now (``window``, ...)."""
+    wait_since_ms: int | None = None
+    wait_until_ms: int | None = None
 
     @property
     def halt(self) -> dict[str, str] | None:
@@ -110,6 +128,9 @@ ClaimOutcome = Literal[
     "needs_review",
     "account_live_full",
     "pace_wait",
+    "wait",
+    "expire",
+    "skipped",
 ]
 
 
@@ -122,6 +143,12 @@ class Claim:
     state: State | None = None
     wait_seconds: float = 0.0
     """With ``pace_wait``: until the campaign's next slot (held for it in Redis)."""
+    wait_reason: str | None = None
+    """With ``wait``: ``not_started``, ``window``, ``retry`` or ``capped``."""
+    due_ms: int | None = None
+    """With ``wait``: when the schedule starts, or the first retry or parked contact is due."""
+    closed_groups: tuple[int, ...] = ()
+    """With ``wait``: zone groups with contacts whose window is closed."""
 
 
 def text(value: bytes | str | None) -> str | None:
@@ -181,7 +208,13 @@ def _attempt(raw: dict[str, str]) -> Attempt:
 
 
 def campaign_from_hash(
-    campaign_id: str, meta: dict[str, str], pending: int, unresolved: int
+    campaign_id: str,
+    meta: dict[str, str],
+    pending: int,
+    unresolved: int,
+    *,
+    retry_waiting: int = 0,
+    parked: int = 0,
 ) -> CampaignRecord | None:
     """A campaign from its meta hash (None if there is none); damage is a StoreError."""
     if "state" not in meta:
@@ -216,6 +249,18 @@ def campaign_from_hash(
             finished_at_ms=optional("finished_at"),
             duplicates_dropped=integer(meta.get("duplicates_dropped")),
             estimated_micros=integer(meta.get("estimated")),
+            suppressed=integer(meta.get("suppressed")),
+            expired=integer(meta.get("expired")),
+            capped=integer(meta.get("capped")),
+            retries=integer(meta.get("retries")),
+            retry_waiting=retry_waiting,
+            parked=parked,
+            zone_groups=tuple(tuple(g) for g in json.loads(meta.get("zone_groups") or "[[]]")),
+            start_at_ms=optional("start_at"),
+            end_at_ms=optional("end_at"),
+            wait_reason=meta.get("wait_reason") or None,
+            wait_since_ms=optional("wait_since"),
+            wait_until_ms=optional("wait_until"),
         )
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise StoreError(f"campaign {campaign_id!r} is damaged in the store: {exc}") from None

@@ -17,6 +17,7 @@ from typing import Any
 from campaigns.engine.dispatch import Dispatcher
 from campaigns.providers import CallInfo
 from campaigns.store import Attempt
+from tests.support import arq_settings
 from worker.jobs import startup
 from worker.settings import WorkerSettings
 
@@ -37,5 +38,4 @@ async def _startup(ctx: dict[str, Any]) -> None:
     dispatcher.before_record = _killer(float(os.environ.get(ENV, "0")), random.Random())
 
 
-class KillAfterSend(WorkerSettings):
-    on_startup = _startup
+KillAfterSend = arq_settings(WorkerSettings, on_startup=_startup)

@@ -79,17 +79,32 @@ async def _sample_budget(
 
 
 def _check_ledger(
-    ledger: list[dict[str, Any]], campaign_ids: list[str], obs: Observations
+    ledger: list[dict[str, Any]],
+    campaign_ids: list[str],
+    obs: Observations,
+    *,
+    calls_per_contact: Callable[[str], int] | None = None,
 ) -> dict[str, set[str]]:
-    """One accepted call per contact, and nothing sent inside a pause window."""
+    """One accepted call per attempt, and nothing sent inside a pause window.
+
+    Without a retry policy an attempt is a contact's only one: one call per
+    contact. With ``calls_per_contact`` (a retry policy is on), each contact
+    has at most that many calls, each under its own attempt ID: a retry is a
+    new, intended attempt, never a second call for the same attempt.
+    """
     accepted: dict[str, set[str]] = {}
     for cid in campaign_ids:
+        per_attempt: dict[str, set[str]] = defaultdict(set)
         per_contact: dict[str, set[str]] = defaultdict(set)
         for entry in creates(ledger, cid):
             if entry["status"] in (200, 201) and entry["call_id"]:
+                per_attempt[entry["idempotency_key"]].add(entry["call_id"])
                 per_contact[entry["variables"]["contact_ref"]].add(entry["call_id"])
-        doubles = {ref: ids for ref, ids in per_contact.items() if len(ids) > 1}
-        assert not doubles, f"{cid}: contacts with more than one call: {doubles}"
+        doubles = {key: ids for key, ids in per_attempt.items() if len(ids) > 1}
+        assert not doubles, f"{cid}: attempts with more than one call: {doubles}"
+        limit = calls_per_contact or (lambda ref: 1)
+        extra = {ref: ids for ref, ids in per_contact.items() if len(ids) > limit(ref)}
+        assert not extra, f"{cid}: contacts with more calls than attempts allowed: {extra}"
         accepted[cid] = {i for ids in per_contact.values() for i in ids}
     for cid, start, end in obs.pause_windows:
         inside = [
@@ -112,6 +127,8 @@ async def _chaos_run(
     honour_idempotency: bool = True,
     redis_server: RedisServer | None = None,
     overlap: bool = False,
+    retry: dict[str, Any] | None = None,
+    per_number: dict[str, Any] | None = None,
 ) -> Observations:
     """``overlap``: a provider 80 ms away and up to 5 create requests open at once
     per campaign, so kills, faults and pauses land while several are in flight."""
@@ -122,6 +139,7 @@ async def _chaos_run(
         honour_idempotency=honour_idempotency,
         call_duration_real_seconds=0.3,
         latency_seconds=0.08 if overlap else 0.005,
+        per_number=per_number or {},
     )
     kill_env = {ENV: "0.04"}
     config = settings.model_copy(update={"provider_honours_idempotency": honour_idempotency})
@@ -135,6 +153,8 @@ async def _chaos_run(
             "max_in_flight": 30,
             "max_concurrent_requests": 5 if overlap else 1,
         }
+        if retry is not None:
+            spec["retry"] = retry
         await client.submit(parse_spec(spec))
 
     stop = asyncio.Event()
@@ -258,6 +278,62 @@ async def test_chaos_kills_faults_pauses_keep_the_invariants(
         f"injected_kills={obs.injected_kills} pauses={len(obs.pause_windows)} "
         f"create_requests={len(ledger)} duplicates=0 lost_ids={lost} "
         f"budget_samples={obs.budget_samples}"
+    )
+
+
+RETRY = {
+    "busy": {"after_seconds": 1, "max_attempts": 3},
+    "no_answer": {"after_seconds": 1, "max_attempts": 2},
+}
+
+
+async def test_chaos_with_retries_never_dials_an_attempt_twice(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+    chaos_seed: int,
+) -> None:
+    """Retries switched on (busy three attempts, no answer two) under kills, faults
+    and pauses: every attempt is one call at most, every contact gets exactly the
+    calls its final statuses and the policy allow, and the report lists them all."""
+    contacts = 40
+    numbers = [c["to"] for c in spec_dict("x", contacts=contacts)["contacts"]]
+    busy = set(numbers[::4])
+    silent = set(numbers[1::5]) - busy
+    per_number = {n: {"final_status": "busy"} for n in busy}
+    per_number.update({n: {"final_status": "no_answer"} for n in silent})
+    refs = {c["to"]: c["ref"] for c in spec_dict("x", contacts=contacts)["contacts"]}
+    expected = {refs[n]: 3 if n in busy else 2 if n in silent else 1 for n in numbers}
+    obs = await _chaos_run(
+        client=client,
+        sandbox=sandbox,
+        settings=settings,
+        start_worker=start_worker,
+        seed=chaos_seed,
+        campaigns=2,
+        contacts=contacts,
+        duration=20.0,
+        retry=RETRY,
+        per_number=per_number,
+    )
+    ids = ["chaos0", "chaos1"]
+    ledger = sandbox.ledger()
+    accepted = _check_ledger(ledger, ids, obs, calls_per_contact=lambda ref: expected[ref])
+    for cid in ids:
+        campaign = await client.get(cid)
+        assert campaign.accepted == sum(expected.values()), f"{cid}: {campaign}"
+        assert len(accepted[cid]) == sum(expected.values())
+        assert campaign.retries == sum(expected.values()) - contacts
+        assert campaign.in_doubt == 0
+        assert campaign.reserved_micros == 0
+        for call_id in accepted[cid]:
+            assert await client.store.attempt_for_call(call_id) is not None, call_id
+    assert not obs.budget_violations, obs.budget_violations[:5]
+    print(
+        f"chaos retries summary: seed={chaos_seed} kills={obs.kills} "
+        f"injected_kills={obs.injected_kills} pauses={len(obs.pause_windows)} "
+        f"calls={sum(len(a) for a in accepted.values())} duplicates=0"
     )
 
 

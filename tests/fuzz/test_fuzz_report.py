@@ -247,6 +247,9 @@ TABLE_FIELDS = {
     "rejected": ("attempt_id", "to", "error_code", "request"),
     "sending": ("attempt_id", "to"),
     "in_doubt": ("attempt_id", "to", "error_message"),
+    "suppressed": ("attempt_id", "to", "error_message"),
+    "expired": ("attempt_id", "to", "error_message"),
+    "capped": ("attempt_id", "to", "error_message"),
 }
 """Which stored values each table shows."""
 

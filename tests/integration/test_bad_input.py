@@ -39,6 +39,45 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ("float rate", {"rate": {"per_minute": 0.01}}, "rate.per_minute"),
     ("zero pacing", {"pacing": {"calls_per_second": 0}}, "pacing.calls_per_second"),
     ("zero max seconds", {"max_call_seconds": 0}, "max_call_seconds"),
+    # The contact policy (issue 8): every invalid rule names its field.
+    (
+        "unknown day",
+        {
+            "calling_window": {
+                "days": ["mon", "someday"],
+                "start": "09:00",
+                "end": "20:00",
+                "timezone": "UTC",
+            }
+        },
+        "calling_window.days",
+    ),
+    (
+        "window start equals end",
+        {"calling_window": {"start": "09:00", "end": "09:00", "timezone": "UTC"}},
+        "calling_window.end",
+    ),
+    (
+        "unknown zone",
+        {"calling_window": {"start": "09:00", "end": "20:00", "timezone": "Mars/Olympus"}},
+        "calling_window.timezone",
+    ),
+    (
+        "recipient zone without a default",
+        {"calling_window": {"start": "09:00", "end": "20:00", "timezone": "recipient"}},
+        "calling_window.default_timezone",
+    ),
+    (
+        "schedule ends before it starts",
+        {"schedule": {"start_at": "2026-12-02T09:00:00Z", "end_at": "2026-12-01T09:00:00Z"}},
+        "schedule.end_at",
+    ),
+    (
+        "retry for completed",
+        {"retry": {"completed": {"after_seconds": 60, "max_attempts": 2}}},
+        "retry.completed",
+    ),
+    ("impossible suppress number", {"suppress": ["+1555"]}, "suppress.0"),
 ]
 
 

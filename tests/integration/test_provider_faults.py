@@ -45,6 +45,10 @@ async def test_transient_faults_retry_the_same_attempt_with_the_same_key(
         "rejected": 0,
         "in_doubt": 0,
         "settled": 3,
+        "suppressed": 0,
+        "expired": 0,
+        "capped": 0,
+        "retries": 0,
     }
 
 

@@ -151,7 +151,7 @@ campaign_shapes = st.fixed_dictionaries(
 
 def costs(reserved: int) -> st.SearchStrategy[int]:
     """A final cost within the reservation, edges included."""
-    return st.sampled_from([reserved, reserved, reserved - 1, 0]) | st.integers(0, reserved)
+    return st.sampled_from([reserved, reserved, max(reserved - 1, 0), 0]) | st.integers(0, reserved)
 
 
 def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
@@ -162,6 +162,9 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             self.redis: Redis = Redis.from_url(redis_url)
             self.store = Store(self.redis, prefix=PREFIX)
             self.campaigns: dict[str, CampaignModel] = {}
+            self.dnc: set[int] = set()
+            """Contact indexes whose number is on the account's do-not-call list
+            (every campaign here numbers its contacts the same way)."""
             self.run(self.redis.flushall())
 
         def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -211,7 +214,11 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 if c.reserved() - sum(a.reserved for a in in_doubt) > 0:
                     return "budget_wait", None
                 return ("needs_review" if in_doubt else "budget_exhausted"), None
-            return "claimed", c.pending[0]
+            # Numbers on the do-not-call list are passed over (recorded suppressed).
+            for index in c.pending:
+                if index not in self.dnc:
+                    return "claimed", index
+            return "skipped", None
 
         # ------------------------------------------------------------ setup
         @initialize(shapes=st.lists(campaign_shapes, min_size=1, max_size=2))
@@ -295,7 +302,17 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             result = self.run(claim_next(self.store, c.cid, token))
             assert result.outcome == expected, (result, expected, c.state, c.lease)
             event(f"claim: {result.outcome}")
+            if result.outcome in ("claimed", "skipped"):
+                # The contacts passed over: recorded suppressed, never sent or reserved.
+                while c.pending and c.pending[0] in self.dnc:
+                    skipped = c.pending.pop(0)
+                    c.tries[skipped] = c.tries.get(skipped, 0) + 1
+                    attempt_id = f"{c.cid}:{skipped:06d}:{c.tries[skipped]}"
+                    c.attempts.append(
+                        AttemptModel(attempt_id, c.cid, skipped, 0, worker, status="suppressed")
+                    )
             if result.outcome == "claimed":
+                assert result.attempt is not None and index not in self.dnc
                 # Invariants 4 and 5: only a running campaign, only the lease holder.
                 assert state_before == "running" and lease_before == token
                 assert not c.stopped
@@ -358,6 +375,15 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                     a.status = "in_doubt"
                 else:
                     break  # the worker died before recording anything
+
+        @rule(index=st.integers(0, 7))
+        def dnc_add(self, index: int) -> None:
+            """An operator puts a number on the account's do-not-call list: no claim
+            of any campaign may return its contact from now on."""
+            number = f"+1555124{index:04d}"
+            self.run(self.store.dnc_add(number))
+            assert self.run(self.store.dnc_contains(number))
+            self.dnc.add(index)
 
         # ------------------------------------------------------------ outcomes
         def _accept(self, a: AttemptModel, call_id: str) -> str:
@@ -676,6 +702,12 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                     return sum(1 for a in attempts if a.status == status)
 
                 assert rec.accepted == count("accepted")
+                assert rec.suppressed == count("suppressed")
+                for a in attempts:
+                    if a.status == "suppressed":  # never sent, never reserved, never charged
+                        assert a.contact_index in self.dnc
+                        assert a.request is None and a.call_id is None and a.cost_micros is None
+                        assert a.reserved_micros == 0
                 assert rec.rejected == count("rejected")
                 assert rec.in_doubt == count("in_doubt")
                 assert rec.settled == len(settled)
@@ -699,7 +731,9 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                         and m.status == "rejected"
                         and m.reject_kind == "contact"
                     ]
+                    suppressed = [a for a in mine if a.status == "suppressed"]
                     places = (index in pending) + len(in_flight) + len(accepted) + len(final_reject)
+                    places += len(suppressed)
                     assert places == 1, (index, pending, mine)
 
                 # Invariant 8: completed only when nothing is pending or in flight.

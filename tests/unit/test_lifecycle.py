@@ -65,7 +65,15 @@ def test_values_are_the_stored_strings() -> None:
         "completed",
         "cancelled",
     ]
-    assert [a.value for a in AttemptStatus] == ["sending", "accepted", "rejected", "in_doubt"]
+    assert [a.value for a in AttemptStatus] == [
+        "sending",
+        "accepted",
+        "rejected",
+        "in_doubt",
+        "suppressed",
+        "expired",
+        "capped",
+    ]
     assert lua_constants()["halt_budget_exhausted"] == "budget_exhausted"
 
 

@@ -161,6 +161,8 @@ async function renderReport() {
     card("settled calls", c.settled),
     card("rejected attempts", c.rejected),
     card("in doubt", c.in_doubt),
+    card("not dialled", `${c.suppressed ?? 0} suppressed · ${c.expired ?? 0} expired · ` +
+      `${c.capped ?? 0} capped`),
     card("spent (settled)", money(m.spent_micros, m.currency)),
     card("reserved", money(m.reserved_micros, m.currency)),
     card("budget", money(m.budget_micros, m.currency)));

@@ -1,6 +1,7 @@
 -- Record the call ID the provider returned for an attempt. Idempotent.
 -- KEYS: meta attempt unresolved unsettled calls pending account_live
 -- ARGV: call_id now poll_due attempt_id
+-- USES: policy
 local status = redis.call('HGET', K.attempt, 'status')
 if not status then return 'unknown' end
 if status == '${attempt_accepted}' then
@@ -21,7 +22,8 @@ if status == '${attempt_rejected}' then
   redis.call('INCR', K.account_live)
   result = 'late'
   if redis.call('HGET', K.attempt, 'reject_kind') ~= 'contact' then
-    if redis.call('LREM', K.pending, 1, redis.call('HGET', K.attempt, 'contact')) == 0 then
+    local pending = pending_key(K.pending, redis.call('HGET', K.attempt, 'group'))
+    if redis.call('LREM', pending, 1, redis.call('HGET', K.attempt, 'contact')) == 0 then
       result = 'late_redialled'
     end
   end

@@ -1,7 +1,7 @@
 -- Record a refusal; a halt-class one halts the campaign too.
 -- KEYS: meta attempt unresolved pending running cooldown account_live
 -- ARGV: kind code message now attempt_id campaign_id
--- USES: lifecycle
+-- USES: lifecycle policy
 local status = redis.call('HGET', K.attempt, 'status')
 if not status then return 'unknown' end
 if status == '${attempt_rejected}' then return 'duplicate' end
@@ -19,7 +19,9 @@ if status == '${attempt_in_doubt}' then
 end
 redis.call('HINCRBY', K.meta, 'rejected', 1)
 if A.kind ~= 'contact' then
-  redis.call('LPUSH', K.pending, redis.call('HGET', K.attempt, 'contact'))
+  -- Back to the head of its zone group's list (group 0's is K.pending itself).
+  redis.call('LPUSH', pending_key(K.pending, redis.call('HGET', K.attempt, 'group')),
+    redis.call('HGET', K.attempt, 'contact'))
 end
 local current = redis.call('HGET', K.meta, 'state')
 if A.kind == 'halt' and (current == '${state_running}' or current == '${state_paused}') then

@@ -1,5 +1,6 @@
--- Book a final call: release its reservation, add its cost. Idempotent.
--- KEYS: meta attempt unsettled account_live
+-- Book a final call: release its reservation, add its cost; schedule the contact's
+-- next attempt when the campaign's retry policy names this final status. Idempotent.
+-- KEYS: meta attempt unsettled account_live tries retry
 -- ARGV: final_status billsec cost estimated currency now attempt_id mismatch
 -- Redis does not roll back a script that errors half-way, so every argument and
 -- every field a write depends on is checked first; a bad one returns
@@ -43,6 +44,27 @@ if not reserved then return 'invalid:reserved' end
 local m = redis.call('HMGET', K.meta, 'reserved', 'spent', 'live', 'settled', 'settled_estimated')
 for i = 1, 5 do if not counter(m[i]) then return 'invalid:campaign_counters' end end
 if counter(m[2]) + cost > MAX then return 'invalid:spent_overflow' end
+-- The retry rule ({status: [after_ms, max_attempts]}, campaigns/domain/policy.py):
+-- decided before the first write. max_attempts counts every attempt, the first
+-- included; no retry is due at or after the schedule's end_at, nor once the
+-- campaign is over.
+local retry_due = nil
+local policy = redis.call('HGET', K.meta, 'retry_policy')
+if policy then
+  local ok, rules = pcall(cjson.decode, policy)
+  if not ok or type(rules) ~= 'table' then return 'invalid:retry_policy' end
+  local rule = rules[A.final_status]
+  local state = redis.call('HGET', K.meta, 'state')
+  if type(rule) == 'table' and state ~= '${state_completed}' and state ~= '${state_cancelled}' then
+    local index = redis.call('HGET', K.attempt, 'contact')
+    local tries = tonumber(redis.call('HGET', K.tries, index or '') or '0') or 0
+    local due = tonumber(A.now) + (tonumber(rule[1]) or 0)
+    local end_at = tonumber(redis.call('HGET', K.meta, 'end_at') or '0') or 0
+    if index and tries < (tonumber(rule[2]) or 0) and (end_at == 0 or due < end_at) then
+      retry_due = due
+    end
+  end
+end
 redis.call('HSET', K.attempt, 'settled', '1', 'final_status', A.final_status, 'billsec', A.billsec,
   'cost', A.cost, 'cost_estimated', A.estimated, 'cost_currency', A.currency, 'settled_at', A.now)
 if A.mismatch ~= '' then redis.call('HSET', K.attempt, 'currency_mismatch', A.mismatch) end
@@ -54,5 +76,11 @@ redis.call('DECR', K.account_live)
 redis.call('HINCRBY', K.meta, 'settled', 1)
 if A.estimated == '1' then redis.call('HINCRBY', K.meta, 'settled_estimated', 1) end
 redis.call('ZREM', K.unsettled, A.attempt_id)
+if retry_due then
+  local group = redis.call('HGET', K.attempt, 'group') or '0'
+  redis.call('ZADD', K.retry, retry_due, group .. '|' .. redis.call('HGET', K.attempt, 'contact'))
+  redis.call('HSET', K.attempt, 'retry_at', string.format('%.0f', retry_due))
+  redis.call('HINCRBY', K.meta, 'retries', 1)
+end
 if cost > reserved then return 'over_reservation' end
 return 'ok'
