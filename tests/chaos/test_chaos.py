@@ -295,7 +295,7 @@ async def test_chaos_with_retries_never_dials_an_attempt_twice(
     chaos_seed: int,
 ) -> None:
     """Retries switched on (busy three attempts, no answer two) under kills, faults
-    and pauses: every attempt is one call at most, every contact gets exactly the
+    and pauses, with overlapping requests: every attempt is one call at most, every contact gets exactly the
     calls its final statuses and the policy allow, and the report lists them all."""
     contacts = 40
     numbers = [c["to"] for c in spec_dict("x", contacts=contacts)["contacts"]]
@@ -314,6 +314,7 @@ async def test_chaos_with_retries_never_dials_an_attempt_twice(
         campaigns=2,
         contacts=contacts,
         duration=20.0,
+        overlap=True,
         retry=RETRY,
         per_number=per_number,
     )
