@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from campaigns.domain.contacts import Contacts
 from campaigns.domain.lifecycle import BUDGET_EXHAUSTED_MESSAGE, REVIEW_MESSAGE, Move
+from campaigns.domain.pacing import pace_rule
 from campaigns.domain.policy import parse_instant
 from campaigns.domain.spec import parse_spec
 from campaigns.store import Claim, Store, now_ms
@@ -238,3 +239,21 @@ async def test_contacts_are_claimed_only_from_zone_groups_whose_window_is_open(
     assert [c.attempt.to for c in claimed if c.attempt] == [NUMBERS[0], NUMBERS[3]]
     campaign = await store.campaign("zones")
     assert campaign is not None and campaign.pending == 2
+
+
+async def test_a_pace_slot_is_taken_only_for_the_contact_claimed(store: Store) -> None:
+    """Passed-over contacts cost no slot; a contact that must wait for one goes back
+    to the head of its list, so the order and the count stay whole."""
+    spec = spec_dict("paced", contacts=3)
+    numbers = [c["to"] for c in spec["contacts"]]
+    await _running(store, "paced", contacts=3)
+    await store.dnc_add(numbers[0])
+    slow = pace_rule(0.01)  # one request per 100 s
+    first = await _claim(store, "paced", now_ms(), pace=slow)
+    assert first.attempt is not None and first.attempt.to == numbers[1]
+    held = await _claim(store, "paced", now_ms(), pace=slow)
+    assert held.outcome == "pace_wait" and held.wait_seconds > 90
+    campaign = await store.campaign("paced")
+    assert campaign is not None
+    assert (campaign.pending, campaign.suppressed, campaign.live) == (1, 1, 1)
+    assert await store.redis.lrange("dsp:c:paced:pending", 0, -1) == [b"2"]
