@@ -506,13 +506,6 @@ class Store:
         if text(previous) != reason:
             await _aw(self.redis.hset(key, "wait_since", str(now_ms())))
 
-    async def dnc_add(self, *numbers: str) -> int:
-        """Put canonical E.164 numbers on the account's do-not-call list."""
-        return int(await _aw(self.redis.sadd(self.keys.dnc, *numbers))) if numbers else 0
-
-    async def dnc_contains(self, number: str) -> bool:
-        return bool(await _aw(self.redis.sismember(self.keys.dnc, number)))
-
     async def stamp_send(self, attempt_id: str, body: str, lease_token: str) -> str:
         """Check running + lease + unresolved and keep the body, right before a send.
 

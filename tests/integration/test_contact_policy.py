@@ -6,7 +6,9 @@ holds across campaigns and workers, the schedule starts and ends a campaign.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -19,11 +21,12 @@ from campaigns.domain.spec import parse_spec
 from campaigns.domain.window import zone
 from campaigns.operators.control import CampaignClient
 from campaigns.operators.report import report_rows
+from campaigns.settings import Settings
 from campaigns.store import now_ms
 from campaigns.testbed.sandbox import SandboxServer, parse_rfc3339
 from tests.conftest import spec_dict
 from tests.integration.clock import ENV as CLOCK_ENV
-from tests.support import WorkerProcess, creates, wait_for
+from tests.support import CAMPAIGNS_BIN, WorkerProcess, creates, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -169,6 +172,7 @@ async def _settled_and_released(client: CampaignClient, campaign_id: str) -> boo
 async def test_dnc_add_during_a_running_campaign_with_three_workers(
     client: CampaignClient,
     sandbox: SandboxServer,
+    settings: Settings,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     """Numbers put on the account's do-not-call list while the campaign runs are
@@ -184,8 +188,16 @@ async def test_dnc_add_during_a_running_campaign_with_three_workers(
         lambda: _created_at_least(sandbox, "dnc-live", 10), timeout=30, what="first calls"
     )
     listed = numbers[20::2]  # every other number from the 21st on
-    await client.store.dnc_add(*listed)
-    added_at = now_ms() / 1000
+    added = await asyncio.to_thread(
+        subprocess.run,
+        [CAMPAIGNS_BIN, "dnc", "add", *listed],
+        env=worker_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    added_at = now_ms() / 1000  # `campaigns dnc add` has returned
+    assert added.returncode == 0, added.stderr
     await wait_for(lambda: _finished(client, "dnc-live"), timeout=60, what="completion")
 
     ledger = creates(sandbox.ledger(), "dnc-live")

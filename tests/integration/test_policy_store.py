@@ -17,6 +17,7 @@ from campaigns.domain.pacing import pace_rule
 from campaigns.domain.policy import parse_instant
 from campaigns.domain.spec import parse_spec
 from campaigns.store import Claim, Store, now_ms
+from campaigns.store.dnc import DoNotCallList
 from tests.conftest import spec_dict
 from tests.support import submit_spec
 
@@ -49,6 +50,11 @@ async def _claim(store: Store, cid: str, now: int, **kwargs: Any) -> Claim:
     )
 
 
+async def _dnc(store: Store, *numbers: str) -> None:
+    """Put numbers on the account's do-not-call list (the store's own list module)."""
+    await DoNotCallList(store.redis, store.keys).add(numbers)
+
+
 async def _final(store: Store, attempt_id: str, status: str) -> str:
     """Settle a call with a final status (a busy call bills nothing)."""
     billsec = 30 if status == "completed" else 0
@@ -75,7 +81,7 @@ async def test_numbers_on_a_do_not_call_list_are_passed_over_in_the_same_claim(
     spec = spec_dict("dnc", contacts=4)
     numbers = [c["to"] for c in spec["contacts"]]
     await _running(store, "dnc", contacts=4, suppress=[numbers[1]])
-    await store.dnc_add(numbers[0])
+    await _dnc(store, numbers[0])
     claim = await _claim(store, "dnc", T0)
     assert claim.attempt is not None and claim.attempt.to == numbers[2]
     campaign = await store.campaign("dnc")
@@ -97,7 +103,7 @@ async def test_numbers_on_a_do_not_call_list_are_passed_over_in_the_same_claim(
 async def test_a_claim_passes_over_a_bounded_number_then_says_skipped(store: Store) -> None:
     spec = spec_dict("many", contacts=5)
     await _running(store, "many", contacts=5)
-    await store.dnc_add(*(c["to"] for c in spec["contacts"][:4]))
+    await _dnc(store, *(c["to"] for c in spec["contacts"][:4]))
     assert (await _claim(store, "many", T0, skip_limit=3)).outcome == "skipped"
     claim = await _claim(store, "many", T0, skip_limit=3)
     assert claim.attempt is not None and claim.attempt.to == spec["contacts"][4]["to"]
@@ -109,7 +115,7 @@ async def test_a_number_listed_after_its_claim_is_never_sent(store: Store) -> No
     second = (await _claim(store, "late-dnc", T0)).attempt
     assert first is not None and second is not None
     assert await store.stamp_send(second.attempt_id, "{}", "t") == "ok"
-    await store.dnc_add(first.to, second.to)
+    await _dnc(store, first.to, second.to)
     assert await store.stamp_send(first.attempt_id, "{}", "t") == "suppressed"
     # A re-send of an attempt already sent is not a new dial: same Idempotency-Key.
     assert await store.stamp_send(second.attempt_id, "{}", "t") == "ok"
@@ -247,7 +253,7 @@ async def test_a_pace_slot_is_taken_only_for_the_contact_claimed(store: Store) -
     spec = spec_dict("paced", contacts=3)
     numbers = [c["to"] for c in spec["contacts"]]
     await _running(store, "paced", contacts=3)
-    await store.dnc_add(numbers[0])
+    await _dnc(store, numbers[0])
     slow = pace_rule(0.01)  # one request per 100 s
     first = await _claim(store, "paced", now_ms(), pace=slow)
     assert first.attempt is not None and first.attempt.to == numbers[1]

@@ -51,6 +51,7 @@ from redis.asyncio import Redis
 from campaigns.domain.lifecycle import Move
 from campaigns.domain.spec import CampaignSpec, parse_spec
 from campaigns.store import Claim, Store, StoreError, SubmitConflict, now_ms
+from campaigns.store.dnc import DoNotCallList
 from tests.support import claim_next, submit_spec
 
 pytestmark = pytest.mark.integration
@@ -381,8 +382,9 @@ def build_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             """An operator puts a number on the account's do-not-call list: no claim
             of any campaign may return its contact from now on."""
             number = f"+1555124{index:04d}"
-            self.run(self.store.dnc_add(number))
-            assert self.run(self.store.dnc_contains(number))
+            listed = DoNotCallList(self.redis, self.store.keys)
+            self.run(listed.add([number]))
+            assert self.run(listed.listed([number])) == [True]
             self.dnc.add(index)
 
         # ------------------------------------------------------------ outcomes
