@@ -170,6 +170,50 @@ BAD_BODIES = [
     ("bad E.164", _bad(lambda s: s["contacts"][1].update(to="5551234")), "contacts.1.to"),
     ("bad caller ID", _bad(lambda s: s.update(caller_id="+1")), "caller_id"),
     ("bad campaign ID", _bad(lambda s: s.update(campaign_id="a:b")), "campaign_id"),
+    (
+        "unknown day",
+        _bad(
+            lambda s: s.update(
+                calling_window={
+                    "days": ["someday"],
+                    "start": "09:00",
+                    "end": "20:00",
+                    "timezone": "UTC",
+                }
+            )
+        ),
+        "calling_window.days",
+    ),
+    (
+        "window start equals end",
+        _bad(
+            lambda s: s.update(calling_window={"start": "09:00", "end": "09:00", "timezone": "UTC"})
+        ),
+        "calling_window.end",
+    ),
+    (
+        "unknown zone",
+        _bad(
+            lambda s: s.update(
+                calling_window={"start": "09:00", "end": "20:00", "timezone": "Mars/Olympus"}
+            )
+        ),
+        "calling_window.timezone",
+    ),
+    (
+        "schedule ends before it starts",
+        _bad(
+            lambda s: s.update(
+                schedule={"start_at": "2026-12-02T00:00:00Z", "end_at": "2026-12-01T00:00:00Z"}
+            )
+        ),
+        "schedule.end_at",
+    ),
+    (
+        "retry for completed",
+        _bad(lambda s: s.update(retry={"completed": {"after_seconds": 5, "max_attempts": 2}})),
+        "retry.completed",
+    ),
     ("not JSON", "{not json", "spec"),
     ("a list", "[1, 2]", "spec"),
 ]
