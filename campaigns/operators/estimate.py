@@ -88,6 +88,12 @@ class PolicyEstimate:
     window_open_now: bool | None
     schedule_start_at: str | None
     schedule_end_at: str | None
+    schedule_capacity_calls: int | None = None
+    """With ``end_at``: the most calls that fit before it at ``calls_per_second``,
+    counting only minutes when some contact's window is open (retries and
+    pauses not counted)."""
+    expire_at_least: int | None = None
+    """Contacts to call beyond that capacity: they expire at ``end_at`` at least."""
 
     def lines(self, money: Any) -> list[str]:
         out = [
@@ -106,6 +112,11 @@ class PolicyEstimate:
             out.append(
                 f"schedule              from {self.schedule_start_at or 'submit'} "
                 f"to {self.schedule_end_at or 'done'}"
+            )
+        if self.schedule_capacity_calls is not None:
+            out.append(
+                f"before end_at         at most {self.schedule_capacity_calls} calls at the "
+                f"configured pace; at least {self.expire_at_least} contacts expire"
             )
         return out
 
@@ -140,6 +151,7 @@ def policy_estimate(
         first = min(found) if found else None
         opening = None if first is None else first.strftime("%Y-%m-%dT%H:%M:%SZ")
     schedule = spec.schedule
+    capacity = _schedule_capacity(spec, groups, now)
     return PolicyEstimate(
         suppressed_in_spec=suppressed,
         contacts_to_call=to_call,
@@ -150,7 +162,37 @@ def policy_estimate(
         window_open_now=open_now,
         schedule_start_at=None if schedule is None else schedule.start_at,
         schedule_end_at=None if schedule is None else schedule.end_at,
+        schedule_capacity_calls=capacity,
+        expire_at_least=None if capacity is None else max(0, to_call - capacity),
     )
+
+
+_CAPACITY_MINUTES = 200_000
+"""About four and a half months of minutes: a longer schedule is not sized."""
+
+
+def _schedule_capacity(spec: CampaignSpec, groups: ZoneGroups, now: datetime) -> int | None:
+    """The most calls that fit before ``end_at`` at the configured pace, counting the
+    minutes in which some zone group's window is open (an upper bound)."""
+    schedule = spec.schedule
+    if schedule is None or schedule.end_ms is None:
+        return None
+    start = max(int(now.timestamp() * 1000), schedule.start_ms or 0)
+    minutes = max(0, (schedule.end_ms - start) // 60_000)
+    if minutes > _CAPACITY_MINUTES:
+        return None
+    if spec.calling_window is not None:
+        window = spec.calling_window.window()
+        zones = [[zone(z) for z in g] for g in groups.zones]
+        minutes = sum(
+            1
+            for m in range(minutes)
+            if any(
+                window.open_everywhere(g, datetime.fromtimestamp(start / 1000 + m * 60, UTC))
+                for g in zones
+            )
+        )
+    return int(minutes * 60 * spec.pacing.calls_per_second)
 
 
 def estimate_contacts(contacts: Contacts, **options: Any) -> Estimate:

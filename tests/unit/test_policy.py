@@ -84,3 +84,19 @@ def test_a_wait_is_bounded_both_ways() -> None:
     assert Wait("window", 1_000 + 3_600_000).defer_seconds(1_000, 60) == 60
     assert Wait("retry", 1_000 + 2_500).defer_seconds(1_000, 60) == 2.5
     assert Wait("retry", 500).defer_seconds(1_000, 60) == 0.2
+
+
+def test_the_estimate_sizes_the_schedule_by_open_minutes_and_pace() -> None:
+    spec = parse_spec(
+        spec_dict(
+            "sized",
+            contacts=4,
+            pacing={"calls_per_second": 0.001, "batch_size": 10, "max_in_flight": 50},
+            calling_window={"start": "09:00", "end": "20:00", "timezone": "UTC"},
+            schedule={"start_at": "2026-12-01T19:00:00Z", "end_at": "2026-12-01T21:00:00Z"},
+        )
+    )
+    found = policy_estimate(spec, now=datetime(2026, 11, 30, tzinfo=UTC))
+    assert found is not None
+    # 19:00-20:00 is open (60 minutes), 20:00-21:00 closed: 3,600 s at 0.001 per second.
+    assert (found.schedule_capacity_calls, found.expire_at_least) == (3, 1)
