@@ -25,6 +25,7 @@ __all__ = [
     "BUDGET_EXHAUSTED_MESSAGE",
     "FINAL_CALL_STATUSES",
     "FINAL_STATES",
+    "NEVER_SENT_NOTES",
     "NEVER_SENT_STATUSES",
     "REVIEW_MESSAGE",
     "AttemptStatus",
@@ -84,6 +85,12 @@ NEVER_SENT_STATUSES: frozenset[AttemptStatus] = frozenset(
 )
 """Contact outcomes recorded as attempt rows that never reached the provider: no
 request body, no Idempotency-Key used, never counted as calls or charged."""
+
+NEVER_SENT_NOTES: dict[AttemptStatus, str] = {
+    AttemptStatus.EXPIRED: "the schedule's end_at came before this attempt",
+    AttemptStatus.CAPPED: "at DISPATCHER_MAX_CALLS_PER_NUMBER until the schedule's end_at",
+}
+"""Why an expired or capped contact was never dialled, as the report shows it."""
 
 
 class HaltCode(enum.StrEnum):

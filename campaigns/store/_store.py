@@ -43,6 +43,7 @@ from campaigns.store.records import (
     decode,
     integer,
     text,
+    unsent_attempt,
 )
 from campaigns.store.scripts import load_script
 
@@ -251,13 +252,14 @@ class Store:
         return text(await _aw(self.redis.hget(self.keys.calls, call_id)))
 
     async def attempts(self, campaign_id: str, page: int = 500) -> AsyncIterator[Attempt]:
-        """Every attempt of a campaign in claim order, read a page at a time."""
+        """Every attempt of a campaign in claim order, read a page at a time; then the
+        contacts the schedule's end left undialled (expired, capped), one row each."""
         key = self._c(campaign_id, "attempts")
         start = 0
         while True:
             ids = await _aw(self.redis.lrange(key, start, start + page - 1))
             if not ids:
-                return
+                break
             async with self.redis.pipeline(transaction=False) as pipe:
                 for attempt_id in ids:
                     pipe.hgetall(self.keys.attempt(_str(attempt_id)))
@@ -266,6 +268,34 @@ class Store:
                 decoded = decode(row)
                 if "status" in decoded:
                     yield attempt_from_hash(decoded)
+            start += page
+        async for attempt in self._unsent(campaign_id, page):
+            yield attempt
+
+    async def _unsent(self, campaign_id: str, page: int) -> AsyncIterator[Attempt]:
+        """The unsent list's ``status|index|try`` entries as attempt rows (expire.lua)."""
+        key = self._c(campaign_id, "unsent")
+        ended = integer(await _aw(self.redis.hget(self.keys.meta(campaign_id), "end_at")))
+        start = 0
+        while True:
+            entries = [
+                _str(e).split("|")
+                for e in await _aw(self.redis.lrange(key, start, start + page - 1))
+            ]
+            if not entries:
+                return
+            found = await _aw(
+                self.redis.hmget(self._c(campaign_id, "contacts"), [e[1] for e in entries])
+            )
+            for (status, index, try_no), contact in zip(entries, found, strict=True):
+                yield unsent_attempt(
+                    campaign_id,
+                    int(index),
+                    int(try_no),
+                    AttemptStatus(status),
+                    text(contact),
+                    ended,
+                )
             start += page
 
     async def unresolved_attempts(self, campaign_id: str) -> list[Attempt]:
@@ -473,12 +503,10 @@ class Store:
             meta=self.keys.meta(campaign_id),
             pending=self._c(campaign_id, "pending"),
             tries=self._c(campaign_id, "tries"),
-            attempts=self._c(campaign_id, "attempts"),
             lease=self._c(campaign_id, "lease"),
             retry=self._c(campaign_id, "retry"),
             parked=self._c(campaign_id, "parked"),
-            contacts=self._c(campaign_id, "contacts"),
-            attempt_prefix=self.keys.attempt_prefix,
+            unsent=self._c(campaign_id, "unsent"),
             campaign_id=campaign_id,
             lease_token=lease_token,
             now=now_ms() if now is None else now,

@@ -31,6 +31,8 @@
     P:c:C:retry              zset  ``G|index`` -> when the contact's retry is due (ms)
     P:c:C:parked             zset  ``G|index`` -> when a number at the frequency cap frees up
     P:c:C:suppress           set   the campaign's own ``suppress`` numbers (E.164)
+    P:c:C:unsent             list  ``status|index|try`` of contacts the schedule's end left
+                                   undialled (expired, capped): report rows without a hash
     P:c:C:tries              hash  contact index -> attempts made
     P:c:C:attempts           list  attempt IDs in the order they were claimed
     P:c:C:unresolved         zset  A -> claimed_at ms (sent, answer not recorded)

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from campaigns.domain.lifecycle import AttemptStatus, State
+from campaigns.domain.lifecycle import NEVER_SENT_NOTES, AttemptStatus, State
 from campaigns.domain.spec import StoredSpec
+from campaigns.store.keys import attempt_id
 
 __all__ = [
     "Attempt",
@@ -22,6 +23,7 @@ __all__ = [
     "decode",
     "integer",
     "text",
+    "unsent_attempt",
 ]
 
 
@@ -204,6 +206,32 @@ def _attempt(raw: dict[str, str]) -> Attempt:
         settled_at_ms=integer(raw["settled_at"]) if raw.get("settled_at") else None,
         polls=integer(raw.get("polls")),
         final_seen_at_ms=integer(raw["final_seen_at"]) if raw.get("final_seen_at") else None,
+    )
+
+
+def unsent_attempt(
+    campaign_id: str,
+    index: int,
+    try_no: int,
+    status: AttemptStatus,
+    contact_json: str | None,
+    at_ms: int,
+) -> Attempt:
+    """The report row of a contact the schedule's end left undialled: the attempt
+    it would have had, never sent, no reservation (``lua/expire.lua``)."""
+    contact = json.loads(contact_json or "{}")
+    return Attempt(
+        attempt_id=attempt_id(campaign_id, index, try_no),
+        campaign_id=campaign_id,
+        contact_index=index,
+        to=contact.get("to", ""),
+        ref=contact.get("ref", ""),
+        variables=contact.get("variables", {}),
+        status=status,
+        reserved_micros=0,
+        error_message=NEVER_SENT_NOTES.get(status),
+        created_at_ms=at_ms,
+        recorded_at_ms=at_ms,
     )
 
 

@@ -190,6 +190,13 @@ async def test_at_end_at_every_contact_left_expires_in_chunks(store: Store) -> N
     campaign = await store.campaign("ends")
     assert campaign is not None
     assert (campaign.expired, campaign.pending, campaign.reserved_micros) == (2499, 0, 0)
+    # No hash per expired contact: one short entry each, read back as report rows.
+    assert await store.redis.llen("dsp:c:ends:unsent") == 2499
+    rows = [a async for a in store.attempts("ends")]
+    assert [a.status for a in rows] == ["rejected"] + ["expired"] * 2499
+    assert rows[1].attempt_id == "ends:000001:1" and rows[1].to == "+15551240001"
+    assert rows[1].reserved_micros == 0 and rows[1].request is None
+    assert rows[1].error_message == "the schedule's end_at came before this attempt"
 
 
 RECIPIENT_WINDOW = {
