@@ -24,12 +24,23 @@ from typing import Any
 
 import httpx
 
+# Run as a script (the client processes), so the repository root is not on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.bench.common import API_KEY, CpuWindow, Ratio, Results, Row, progress
+from tests.bench.sandbox_process import SandboxProcess
+
 ROOT = Path(__file__).resolve().parents[2]
+
 BODY = b'{"from":"+15551230001","to":"+15551240000","max_duration_seconds":120,"variables":{}}'
 
-__all__ = ["VARIANTS", "run_clients"]
+__all__ = ["LABELS", "bench_transport", "run_clients"]
 
-VARIANTS = ("httpx", "aiohttp", "dispatcher")
+LABELS = {
+    "httpx": "httpx.AsyncClient, default transport",
+    "aiohttp": "httpx.AsyncClient over httpx-aiohttp",
+    "dispatcher": "the dispatcher's provider client",
+}
 
 
 def _client(variant: str, url: str, api_key: str) -> Any:
@@ -117,8 +128,61 @@ def run_clients(
     return rates
 
 
+def bench_transport(quick: bool, rounds: int) -> Results:
+    """Creates/s per transport at 1, 10, 50 in flight; then two clients at once."""
+    n = 500 if quick else 2000
+    results = Results()
+    rows = {
+        (v, k): Row("transport", f"{label}, {k} in flight", "creates/s")
+        for k in (1, 10, 50)
+        for v, label in LABELS.items()
+    }
+    with SandboxProcess(api_key=API_KEY, call_duration_real_seconds=0.05) as sandbox:
+        sandbox_ms: dict[str, list[float]] = {}
+        for r in range(rounds):
+            for (variant, inflight), row in list(rows.items())[:: 1 if r % 2 == 0 else -1]:
+                cpu = CpuWindow({"sandbox": sandbox.pid})
+                cpu.open()
+                row.values += run_clients(variant, sandbox.url, API_KEY, n, inflight, f"t{r}")
+                used, _, _ = cpu.close()
+                ms = used["sandbox"] * 1000 / (n + inflight)
+                sandbox_ms.setdefault(row.variant, []).append(ms)
+                sandbox.reset()
+                sandbox.configure(api_key=API_KEY, call_duration_real_seconds=0.05)
+            progress(f"  transport round {r + 1}/{rounds} done")
+        for row in rows.values():
+            ms = min(sandbox_ms[row.variant])
+            row.notes.append(
+                f"sandbox CPU {ms:.2f} ms per create: one core would answer ~{1000 / ms:,.0f}/s"
+            )
+        for variant in ("httpx", "aiohttp"):
+            cpu = CpuWindow({"sandbox": sandbox.pid})
+            cpu.open()
+            pair = run_clients(variant, sandbox.url, API_KEY, n, 50, "pair", processes=2)
+            used, busy, wall = cpu.close()
+            row = Row(
+                "transport", f"two clients at once, {variant}, 50 in flight each", "creates/s"
+            )
+            row.values.append(sum(pair))
+            row.notes.append(
+                f"sandbox busy {used['sandbox'] / wall:.0%} of one core, machine {busy:.0%}"
+            )
+            results.rows.append(row)
+            sandbox.reset()
+            sandbox.configure(api_key=API_KEY, call_duration_real_seconds=0.05)
+    results.rows[:0] = list(rows.values())
+    for k in (1, 10, 50):
+        results.ratios.append(
+            Ratio(
+                "transport",
+                f"aiohttp / httpx at {k} in flight",
+                rows[("aiohttp", k)].median / rows[("httpx", k)].median,
+            )
+        )
+    return results
+
+
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     _, _, variant_, url_, key_, n_, inflight_, tag_ = sys.argv
     rate = asyncio.run(_client_run(variant_, url_, key_, int(n_), int(inflight_), tag_))
     print(json.dumps({"rate": rate}))
