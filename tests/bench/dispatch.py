@@ -141,8 +141,8 @@ async def _run_campaigns(
     timeout: float = 180,
     cut_off: float | None = None,
     **env: str,
-) -> tuple[list[float], dict[str, float], float]:
-    """Create request times, CPU seconds per process kind, and machine busy share.
+) -> _Run:
+    """Run campaigns on workers until every contact was sent (or ``cut_off``).
 
     ``cut_off``: stop waiting that many seconds after submitting and measure
     what was sent by then (a dispatcher slower than its pace shows as a low rate).
@@ -173,14 +173,39 @@ async def _run_campaigns(
                     raise
                 progress(f"  {tag}: not all sent after {cut_off:g} s; measuring what was")
             used, busy, _ = cpu.close()
+            claims = [a.created_at_ms / 1000 for c in ids async for a in client.store.attempts(c)]
     times = rig.sandbox.create_times(ids)
     rig.clean()
-    kinds = {
+    cpu_ms = {
         "workers": sum(v for k, v in used.items() if k.startswith("worker")),
         "sandbox": used.get("sandbox", 0.0),
         "redis": used.get("redis", 0.0),
     }
-    return times, kinds, busy
+    return _Run(
+        times, sorted(claims), {k: v * 1000 / max(1, len(times)) for k, v in cpu_ms.items()}, busy
+    )
+
+
+@dataclass
+class _Run:
+    times: list[float]
+    """When each create request arrived at the sandbox (epoch seconds)."""
+    claims: list[float]
+    """When each attempt was claimed (the worker's clock, ms precision)."""
+    cpu_ms: dict[str, float]
+    """CPU milliseconds per create request: workers, sandbox, redis."""
+    busy: float
+    """The whole machine's busy share over the run."""
+
+    @property
+    def rate(self) -> float:
+        return _rate(self.times)
+
+    def windows(self) -> str:
+        return (
+            f"busiest 1 s window: {busiest_window(self.times)} creates arriving, "
+            f"{busiest_window(self.claims)} claimed"
+        )
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -197,7 +222,7 @@ async def bench_dispatch(rig: Rig, quick: bool, rounds: int) -> Results:
     bare = Row("dispatch", f"bare loop, dispatcher's client, {in_flight} in flight", "creates/s")
     plain = Row("dispatch", f"bare loop, httpx default, {in_flight} in flight", "creates/s")
     three = Row("dispatch", f"(b) 3 campaigns, 3 workers, {in_flight} in flight", "creates/s")
-    cpu_rows: dict[str, list[dict[str, float]]] = {"a": [], "b": []}
+    cpu_rows: dict[str, list[_Run]] = {"a": [], "b": []}
     for r in range(rounds):
         steps = ["a", "bare", "plain", "b"]
         for step in steps if r % 2 == 0 else steps[::-1]:
@@ -211,7 +236,7 @@ async def bench_dispatch(rig: Rig, quick: bool, rounds: int) -> Results:
                 rig.clean()
                 continue
             n_campaigns = 1 if step == "a" else 3
-            times, kinds, busy = await _run_campaigns(
+            run = await _run_campaigns(
                 rig,
                 f"d{r}{step}",
                 campaigns=n_campaigns,
@@ -220,10 +245,8 @@ async def bench_dispatch(rig: Rig, quick: bool, rounds: int) -> Results:
                 pacing=pacing,
                 **polls_later,
             )
-            (full if step == "a" else three).values.append(_rate(times))
-            kinds["busy"] = busy
-            kinds["creates"] = len(times)
-            cpu_rows[step].append(kinds)
+            (full if step == "a" else three).values.append(run.rate)
+            cpu_rows[step].append(run)
         progress(
             f"  dispatch round {r + 1}/{rounds}: (a) {full.values[-1]:,.0f}/s, "
             f"bare {bare.values[-1]:,.0f}/s, httpx {plain.values[-1]:,.0f}/s, "
@@ -231,10 +254,10 @@ async def bench_dispatch(rig: Rig, quick: bool, rounds: int) -> Results:
         )
     for key, row in (("a", full), ("b", three)):
         per = {
-            k: statistics.median(c[k] * 1000 / c["creates"] for c in cpu_rows[key])
+            k: statistics.median(run.cpu_ms[k] for run in cpu_rows[key])
             for k in ("workers", "sandbox", "redis")
         }
-        busy = statistics.median(c["busy"] for c in cpu_rows[key])
+        busy = statistics.median(run.busy for run in cpu_rows[key])
         row.notes.append(
             "CPU ms per create: "
             + ", ".join(f"{k} {v:.2f}" for k, v in per.items())
@@ -276,7 +299,7 @@ async def bench_pacing(rig: Rig, quick: bool) -> Results:
             }
             rig.sandbox.configure(latency_seconds=latency)
             tag = f"p{rate}-{int(latency * 1000)}"
-            times, _, _ = await _run_campaigns(
+            run = await _run_campaigns(
                 rig,
                 tag,
                 campaigns=1,
@@ -285,10 +308,10 @@ async def bench_pacing(rig: Rig, quick: bool) -> Results:
                 pacing=pacing,
                 cut_off=seconds * 1.5 + 10,
             )
-            delivered, window = _rate(times), busiest_window(times)
+            delivered, window = run.rate, busiest_window(run.times)
             label = f"{rate} calls/s, latency {int(latency * 1000)} ms"
             row = Row("pacing", label + f", {need} in flight", "creates/s", [delivered])
-            row.notes.append(f"busiest 1 s window: {window} creates")
+            row.notes.append(run.windows())
             results.rows.append(row)
             results.targets += [
                 Target("pacing", f"{label}: delivered / configured", delivered / rate, 0.98, True),
@@ -310,7 +333,7 @@ async def bench_ceiling(rig: Rig, quick: bool) -> Results:
     per_campaign = ceiling * seconds // 3 + 1
     pacing = UNCAPPED | {"max_concurrent_requests": IN_FLIGHT}
     settings = rig.settings("ceiling", provider_calls_per_second=ceiling)
-    times, _, _ = await _run_campaigns(
+    run = await _run_campaigns(
         rig,
         "ceiling",
         campaigns=3,
@@ -320,9 +343,9 @@ async def bench_ceiling(rig: Rig, quick: bool) -> Results:
         settings=settings,
         cut_off=seconds * 1.5 + 10,
     )
-    delivered, window = _rate(times), busiest_window(times)
+    delivered, window = run.rate, busiest_window(run.times)
     row = Row("ceiling", f"3 campaigns, 3 workers, ceiling {ceiling}/s", "creates/s", [delivered])
-    row.notes.append(f"busiest 1 s window: {window} creates; {len(times)} creates")
+    row.notes.append(f"{run.windows()}; {len(run.times)} creates")
     progress(f"  ceiling {ceiling}/s: {delivered:.2f}/s, busiest window {window}")
     return Results(
         rows=[row],
