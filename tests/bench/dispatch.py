@@ -162,17 +162,18 @@ async def _run_campaigns(
                 await client.submit(spec)
             expected = campaigns * contacts
             try:
+                # Polled in Redis: fetching the sandbox's ledger would load the sandbox.
                 await wait_until(
-                    lambda: _all_created(rig.sandbox, ids, expected),
+                    lambda: _recorded(client, ids, contacts),
                     cut_off or timeout,
-                    f"{expected} create requests ({tag})",
+                    f"{expected} create requests answered and recorded ({tag})",
                     every=0.25,
                 )
             except TimeoutError:
                 if cut_off is None:
                     raise
                 progress(f"  {tag}: not all sent after {cut_off:g} s; measuring what was")
-            used, busy, _ = cpu.close()
+            used, busy, wall = cpu.close()
             claims = [a.created_at_ms / 1000 for c in ids async for a in client.store.attempts(c)]
     times = rig.sandbox.create_times(ids)
     rig.clean()
@@ -181,9 +182,8 @@ async def _run_campaigns(
         "sandbox": used.get("sandbox", 0.0),
         "redis": used.get("redis", 0.0),
     }
-    return _Run(
-        times, sorted(claims), {k: v * 1000 / max(1, len(times)) for k, v in cpu_ms.items()}, busy
-    )
+    per_create = {k: v * 1000 / max(1, len(times)) for k, v in cpu_ms.items()}
+    return _Run(times, sorted(claims), per_create, busy, cpu_ms["workers"] / workers / wall)
 
 
 @dataclass
@@ -196,6 +196,8 @@ class _Run:
     """CPU milliseconds per create request: workers, sandbox, redis."""
     busy: float
     """The whole machine's busy share over the run."""
+    worker_share: float
+    """CPU seconds per wall second of each worker process (1.0: one core, flat out)."""
 
     @property
     def rate(self) -> float:
@@ -223,6 +225,7 @@ async def bench_dispatch(rig: Rig, quick: bool, rounds: int) -> Results:
     plain = Row("dispatch", f"bare loop, httpx default, {in_flight} in flight", "creates/s")
     three = Row("dispatch", f"(b) 3 campaigns, 3 workers, {in_flight} in flight", "creates/s")
     cpu_rows: dict[str, list[_Run]] = {"a": [], "b": []}
+    client_ms: dict[str, list[float]] = {"bare": [], "plain": []}
     for r in range(rounds):
         steps = ["a", "bare", "plain", "b"]
         for step in steps if r % 2 == 0 else steps[::-1]:
@@ -232,7 +235,8 @@ async def bench_dispatch(rig: Rig, quick: bool, rounds: int) -> Results:
                 got = await asyncio.to_thread(
                     run_clients, variant, rig.sandbox.url, API_KEY, contacts, in_flight, f"d{r}"
                 )
-                row.values += got
+                row.values.append(got[0].rate)
+                client_ms[step].append(got[0].cpu_ms)
                 rig.clean()
                 continue
             n_campaigns = 1 if step == "a" else 3
@@ -258,11 +262,15 @@ async def bench_dispatch(rig: Rig, quick: bool, rounds: int) -> Results:
             for k in ("workers", "sandbox", "redis")
         }
         busy = statistics.median(run.busy for run in cpu_rows[key])
+        worker_busy = statistics.median(run.worker_share for run in cpu_rows[key])
         row.notes.append(
             "CPU ms per create: "
             + ", ".join(f"{k} {v:.2f}" for k, v in per.items())
+            + f"; each worker busy {worker_busy:.0%} of a core"
             + f"; machine busy {busy:.0%} of {os.cpu_count()} cores"
         )
+    for key, row in (("bare", bare), ("plain", plain)):
+        row.notes.append(f"client CPU ms per create: {statistics.median(client_ms[key]):.2f}")
     ratio = full.median / bare.median
     results = Results(
         rows=[full, bare, plain, three],
@@ -271,7 +279,23 @@ async def bench_dispatch(rig: Rig, quick: bool, rounds: int) -> Results:
             Ratio("dispatch", "(a) / bare loop (httpx default)", full.median / plain.median),
             Ratio("dispatch", "(b) / (a)", three.median / full.median, "(three campaigns)"),
         ],
-        targets=[Target("dispatch", "full dispatch / bare loop, one campaign", ratio, 0.85, True)],
+        targets=[
+            # The issue's wording: against a bare httpx loop (httpx's default transport).
+            Target(
+                "dispatch",
+                "full dispatch / bare httpx loop (default transport)",
+                full.median / plain.median,
+                0.85,
+                True,
+            ),
+            # The dispatch path's own overhead: the same client on both sides.
+            Target("dispatch", "full dispatch / bare loop with the same client", ratio, 0.85, True),
+        ],
+    )
+    cap = float(UNCAPPED["calls_per_second"])
+    results.lines.append(
+        f"dispatch: a campaign's pace is at most {cap:,.0f} calls/s (the spec's maximum), "
+        f"which alone caps (a) / bare loop with the same client at {cap / bare.median:.2f}"
     )
     if not CONCURRENT_PACING:
         results.lines.append(
@@ -456,10 +480,11 @@ async def bench_redis(rig: Rig, quick: bool) -> Results:
             await asyncio.sleep(3.0)
             await mark()
             await client.submit(spec_for(cid, contacts, **pacing))
-            await wait_until(lambda: _all_created(rig.sandbox, {cid}, contacts), 120, "creates")
-            await wait_until(lambda: _recorded(client, cid, contacts), 60, "accepted recorded")
+            await wait_until(lambda: _recorded(client, {cid}, contacts), 120, "all recorded")
             await mark()
-            await wait_until(lambda: _recorded(client, cid, contacts, settled=True), 120, "settled")
+            await wait_until(
+                lambda: _recorded(client, {cid}, contacts, settled=True), 120, "all settled"
+            )
             await mark()
             ours = _own_ports()
     finally:
@@ -501,12 +526,18 @@ async def bench_redis(rig: Rig, quick: bool) -> Results:
     )
 
 
-async def _recorded(client: CampaignClient, cid: str, n: int, *, settled: bool = False) -> bool:
-    record = await client.store.campaign(cid)
-    if record is None:
-        return False
-    done = record.settled if settled else record.accepted + record.rejected
-    return done >= n
+async def _recorded(
+    client: CampaignClient, ids: set[str], n: int, *, settled: bool = False
+) -> bool:
+    """Every campaign has ``n`` answers recorded (accepted or rejected), or settled."""
+    for cid in ids:
+        record = await client.store.campaign(cid)
+        if record is None:
+            return False
+        done = record.settled if settled else record.accepted + record.rejected
+        if done < n:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- failover

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 BODY = b'{"from":"+15551230001","to":"+15551240000","max_duration_seconds":120,"variables":{}}'
 
-__all__ = ["LABELS", "bench_transport", "run_clients"]
+__all__ = ["LABELS", "ClientRun", "bench_transport", "run_clients"]
 
 LABELS = {
     "httpx": "httpx.AsyncClient, default transport",
@@ -89,17 +91,25 @@ async def _client_run(
 
     try:
         await asyncio.gather(*(one(-1 - j) for j in range(inflight)))  # open the connections
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(lane() for _ in range(inflight)))
-        return n / (time.perf_counter() - start)
+        return n / (time.perf_counter() - start), (time.process_time() - cpu) * 1000 / n
     finally:
         await client.aclose()
 
 
+@dataclass(frozen=True)
+class ClientRun:
+    rate: float
+    """Requests per second."""
+    cpu_ms: float
+    """The client process's CPU milliseconds per request."""
+
+
 def run_clients(
     variant: str, url: str, api_key: str, n: int, inflight: int, tag: str, processes: int = 1
-) -> list[float]:
-    """Start ``processes`` client processes at once; each one's requests per second."""
+) -> list[ClientRun]:
+    """Start ``processes`` client processes at once; what each one measured."""
     procs = [
         subprocess.Popen(
             [
@@ -119,13 +129,14 @@ def run_clients(
         )
         for p in range(processes)
     ]
-    rates = []
+    runs = []
     for proc in procs:
         out, _ = proc.communicate(timeout=300)
         if proc.returncode != 0:
             raise RuntimeError(f"transport client {variant} exited {proc.returncode}")
-        rates.append(float(json.loads(out)["rate"]))
-    return rates
+        got = json.loads(out)
+        runs.append(ClientRun(float(got["rate"]), float(got["cpu_ms"])))
+    return runs
 
 
 def bench_transport(quick: bool, rounds: int) -> Results:
@@ -139,11 +150,14 @@ def bench_transport(quick: bool, rounds: int) -> Results:
     }
     with SandboxProcess(api_key=API_KEY, call_duration_real_seconds=0.05) as sandbox:
         sandbox_ms: dict[str, list[float]] = {}
+        client_ms: dict[str, list[float]] = {}
         for r in range(rounds):
             for (variant, inflight), row in list(rows.items())[:: 1 if r % 2 == 0 else -1]:
                 cpu = CpuWindow({"sandbox": sandbox.pid})
                 cpu.open()
-                row.values += run_clients(variant, sandbox.url, API_KEY, n, inflight, f"t{r}")
+                got = run_clients(variant, sandbox.url, API_KEY, n, inflight, f"t{r}")
+                row.values.append(got[0].rate)
+                client_ms.setdefault(row.variant, []).append(got[0].cpu_ms)
                 used, _, _ = cpu.close()
                 ms = used["sandbox"] * 1000 / (n + inflight)
                 sandbox_ms.setdefault(row.variant, []).append(ms)
@@ -153,7 +167,8 @@ def bench_transport(quick: bool, rounds: int) -> Results:
         for row in rows.values():
             ms = min(sandbox_ms[row.variant])
             row.notes.append(
-                f"sandbox CPU {ms:.2f} ms per create: one core would answer ~{1000 / ms:,.0f}/s"
+                f"CPU ms per create: client {statistics.median(client_ms[row.variant]):.2f}, "
+                f"sandbox {ms:.2f} (one core of sandbox would answer ~{1000 / ms:,.0f}/s)"
             )
         for variant in ("httpx", "aiohttp"):
             cpu = CpuWindow({"sandbox": sandbox.pid})
@@ -163,7 +178,7 @@ def bench_transport(quick: bool, rounds: int) -> Results:
             row = Row(
                 "transport", f"two clients at once, {variant}, 50 in flight each", "creates/s"
             )
-            row.values.append(sum(pair))
+            row.values.append(sum(run.rate for run in pair))
             row.notes.append(
                 f"sandbox busy {used['sandbox'] / wall:.0%} of one core, machine {busy:.0%}"
             )
@@ -184,5 +199,5 @@ def bench_transport(quick: bool, rounds: int) -> Results:
 
 if __name__ == "__main__":
     _, _, variant_, url_, key_, n_, inflight_, tag_ = sys.argv
-    rate = asyncio.run(_client_run(variant_, url_, key_, int(n_), int(inflight_), tag_))
-    print(json.dumps({"rate": rate}))
+    rate, cpu_ms = asyncio.run(_client_run(variant_, url_, key_, int(n_), int(inflight_), tag_))
+    print(json.dumps({"rate": rate, "cpu_ms": cpu_ms}))
