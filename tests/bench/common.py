@@ -23,7 +23,6 @@ __all__ = [
     "Results",
     "Row",
     "Target",
-    "busiest_window",
     "fmt",
     "print_results",
     "progress",
@@ -145,17 +144,6 @@ async def wait_until(
             return
         await asyncio.sleep(every)
     raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-
-
-def busiest_window(times: list[float], seconds: float = 1.0) -> int:
-    """The most events in any window of ``seconds`` (sliding, starting at each event)."""
-    ordered = sorted(times)
-    most, first = 0, 0
-    for last, at in enumerate(ordered):
-        while at - ordered[first] >= seconds:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def spec_for(campaign_id: str, contacts: int, **pacing: Any) -> CampaignSpec:

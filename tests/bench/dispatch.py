@@ -46,14 +46,13 @@ from tests.bench.common import (
     Results,
     Row,
     Target,
-    busiest_window,
     progress,
     spec_for,
     wait_until,
 )
 from tests.bench.sandbox_process import SandboxProcess
 from tests.bench.transport import run_clients
-from tests.support import WorkerProcess, fast_settings
+from tests.support import WorkerProcess, busiest_window, fast_settings
 
 __all__ = [
     "Rig",
@@ -205,8 +204,8 @@ class _Run:
 
     def windows(self) -> str:
         return (
-            f"busiest 1 s window: {busiest_window(self.times)} creates arriving, "
-            f"{busiest_window(self.claims)} claimed"
+            f"busiest 1 s window: {busiest_window(self.times, 1.0)} creates arriving, "
+            f"{busiest_window(self.claims, 1.0)} claimed"
         )
 
 
@@ -332,7 +331,7 @@ async def bench_pacing(rig: Rig, quick: bool) -> Results:
                 pacing=pacing,
                 cut_off=seconds * 1.5 + 10,
             )
-            delivered, window = run.rate, busiest_window(run.times)
+            delivered, window = run.rate, busiest_window(run.times, 1.0)
             label = f"{rate} calls/s, latency {int(latency * 1000)} ms"
             row = Row("pacing", label + f", {need} in flight", "creates/s", [delivered])
             row.notes.append(run.windows())
@@ -367,7 +366,7 @@ async def bench_ceiling(rig: Rig, quick: bool) -> Results:
         settings=settings,
         cut_off=seconds * 1.5 + 10,
     )
-    delivered, window = run.rate, busiest_window(run.times)
+    delivered, window = run.rate, busiest_window(run.times, 1.0)
     row = Row("ceiling", f"3 campaigns, 3 workers, ceiling {ceiling}/s", "creates/s", [delivered])
     row.notes.append(f"{run.windows()}; {len(run.times)} creates")
     progress(f"  ceiling {ceiling}/s: {delivered:.2f}/s, busiest window {window}")
