@@ -174,13 +174,15 @@ def bench_transport(quick: bool, rounds: int) -> Results:
             cpu = CpuWindow({"sandbox": sandbox.pid})
             cpu.open()
             pair = run_clients(variant, sandbox.url, API_KEY, n, 50, "pair", processes=2)
-            used, busy, wall = cpu.close()
+            used, busy, _ = cpu.close()
             row = Row(
                 "transport", f"two clients at once, {variant}, 50 in flight each", "creates/s"
             )
             row.values.append(sum(run.rate for run in pair))
+            ms = used["sandbox"] * 1000 / (2 * (n + 50))
             row.notes.append(
-                f"sandbox busy {used['sandbox'] / wall:.0%} of one core, machine {busy:.0%}"
+                f"CPU ms per create: clients {statistics.median(r.cpu_ms for r in pair):.2f}, "
+                f"sandbox {ms:.2f}; machine busy {busy:.0%}"
             )
             results.rows.append(row)
             sandbox.reset()
