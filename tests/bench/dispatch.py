@@ -109,7 +109,10 @@ class Rig:
             )
             yield procs
         finally:
-            await asyncio.gather(*(asyncio.to_thread(p.terminate) for p in procs))
+            # A short grace: a worker still settling (polls against a slow
+            # sandbox) would otherwise hold the run up to 15 s; the bench
+            # checks nothing after this.
+            await asyncio.gather(*(asyncio.to_thread(p.terminate, 2) for p in procs))
 
     def clean(self) -> None:
         self.redis.flushall()
@@ -132,57 +135,72 @@ async def _run_campaigns(
     rig: Rig,
     tag: str,
     *,
-    campaigns: int,
     workers: int,
+    settings: Settings | None = None,
+    **run: Any,
+) -> _Run:
+    """Start ``workers`` workers, run campaigns on them (see _dispatch), stop them."""
+    settings = settings or rig.settings(tag)
+    env = {k: run.pop(k) for k in list(run) if k.startswith("DISPATCHER_")}
+    async with (
+        rig.workers(tag, workers, settings, **env) as procs,
+        await CampaignClient.connect(settings) as client,
+    ):
+        result = await _dispatch(rig, client, procs, tag, **run)
+    rig.clean()
+    return result
+
+
+async def _dispatch(
+    rig: Rig,
+    client: CampaignClient,
+    procs: list[WorkerProcess],
+    tag: str,
+    *,
+    campaigns: int,
     contacts: int,
     pacing: dict[str, Any],
-    settings: Settings | None = None,
     timeout: float = 180,
     cut_off: float | None = None,
-    **env: str,
 ) -> _Run:
-    """Run campaigns on workers until every contact was sent (or ``cut_off``).
+    """Submit campaigns to running workers; wait until every contact was sent.
 
     ``cut_off``: stop waiting that many seconds after submitting and measure
     what was sent by then (a dispatcher slower than its pace shows as a low rate).
     """
-    settings = settings or rig.settings(tag)
     ids = {f"{tag}-c{i}" for i in range(campaigns)}
     specs = [spec_for(cid, contacts, **pacing) for cid in sorted(ids)]
-    async with rig.workers(tag, workers, settings, **env) as procs:
-        pids = {f"worker{i}": p.proc.pid for i, p in enumerate(procs)}
-        pids["sandbox"] = rig.sandbox.pid
-        if rig.redis.pid is not None:
-            pids["redis"] = rig.redis.pid
-        cpu = CpuWindow(pids)
-        async with await CampaignClient.connect(settings) as client:
-            cpu.open()
-            for spec in specs:
-                await client.submit(spec)
-            expected = campaigns * contacts
-            try:
-                # Polled in Redis: fetching the sandbox's ledger would load the sandbox.
-                await wait_until(
-                    lambda: _recorded(client, ids, contacts),
-                    cut_off or timeout,
-                    f"{expected} create requests answered and recorded ({tag})",
-                    every=0.25,
-                )
-            except TimeoutError:
-                if cut_off is None:
-                    raise
-                progress(f"  {tag}: not all sent after {cut_off:g} s; measuring what was")
-            used, busy, wall = cpu.close()
-            claims = [a.created_at_ms / 1000 for c in ids async for a in client.store.attempts(c)]
+    pids = {f"worker{i}": p.proc.pid for i, p in enumerate(procs)}
+    pids["sandbox"] = rig.sandbox.pid
+    if rig.redis.pid is not None:
+        pids["redis"] = rig.redis.pid
+    cpu = CpuWindow(pids)
+    cpu.open()
+    for spec in specs:
+        await client.submit(spec)
+    try:
+        # Polled in Redis: fetching the sandbox's ledger would load the sandbox.
+        await wait_until(
+            lambda: _recorded(client, ids, contacts),
+            cut_off or timeout,
+            f"{campaigns * contacts} create requests answered and recorded ({tag})",
+            every=0.25,
+        )
+    except TimeoutError:
+        if cut_off is None:
+            raise
+        progress(f"  {tag}: not all sent after {cut_off:g} s; measuring what was")
+    used, busy, wall = cpu.close()
+    claims = [a.created_at_ms / 1000 for c in ids async for a in client.store.attempts(c)]
     times = rig.sandbox.create_times(ids)
-    rig.clean()
     cpu_ms = {
         "workers": sum(v for k, v in used.items() if k.startswith("worker")),
         "sandbox": used.get("sandbox", 0.0),
         "redis": used.get("redis", 0.0),
     }
     per_create = {k: v * 1000 / max(1, len(times)) for k, v in cpu_ms.items()}
-    return _Run(times, sorted(claims), per_create, busy, cpu_ms["workers"] / workers / wall)
+    share = cpu_ms["workers"] / len(procs) / wall
+    return _Run(times, sorted(claims), per_create, busy, share)
 
 
 @dataclass
@@ -214,7 +232,7 @@ class _Run:
 
 async def bench_dispatch(rig: Rig, quick: bool, rounds: int) -> Results:
     """One uncapped campaign through a real worker against a bare loop, side by side."""
-    contacts = 600 if quick else 3000
+    contacts = 500 if quick else 3000
     in_flight = IN_FLIGHT if CONCURRENT_PACING else 1
     pacing = UNCAPPED | {"max_concurrent_requests": in_flight}
     # Polls deferred past the window: the window measures claim -> send -> record.
@@ -308,40 +326,50 @@ async def bench_dispatch(rig: Rig, quick: bool, rounds: int) -> Results:
 
 
 async def bench_pacing(rig: Rig, quick: bool) -> Results:
-    """Delivered / configured pace, and the busiest 1 s window, per rate and latency."""
-    seconds = 4 if quick else 10
+    """Delivered / configured pace, and the busiest 1 s window, per rate and latency.
+
+    One worker runs the four campaigns one after the other (the sandbox's
+    latency changes between them).
+    """
+    seconds = 2 if quick else 10
     results = Results()
-    for rate in (10, 100):
-        for latency in (0.0, 0.25):
-            need = max(4, math.ceil(2 * rate * latency))
-            pacing = {
-                "calls_per_second": rate,
-                "batch_size": 10,
-                "max_in_flight": 100_000,
-                "max_concurrent_requests": need,
-            }
-            rig.sandbox.configure(latency_seconds=latency)
-            tag = f"p{rate}-{int(latency * 1000)}"
-            run = await _run_campaigns(
-                rig,
-                tag,
-                campaigns=1,
-                workers=1,
-                contacts=rate * seconds + 1,
-                pacing=pacing,
-                cut_off=seconds * 1.5 + 10,
-            )
-            delivered, window = run.rate, busiest_window(run.times, 1.0)
-            label = f"{rate} calls/s, latency {int(latency * 1000)} ms"
-            row = Row("pacing", label + f", {need} in flight", "creates/s", [delivered])
-            row.notes.append(run.windows())
-            results.rows.append(row)
-            results.targets += [
-                Target("pacing", f"{label}: delivered / configured", delivered / rate, 0.98, True),
-                Target("pacing", f"{label}: busiest 1 s window", window, rate, False, "creates"),
-            ]
-            progress(f"  pacing {label}: {delivered:.2f}/s, busiest window {window}")
+    settings = rig.settings("pacing")
+    async with (
+        rig.workers("pacing", 1, settings) as procs,
+        await CampaignClient.connect(settings) as client,
+    ):
+        for rate in (10, 100):
+            for latency in (0.0, 0.25):
+                need = max(4, math.ceil(2 * rate * latency))
+                pacing = {
+                    "calls_per_second": rate,
+                    "batch_size": 10,
+                    "max_in_flight": 100_000,
+                    "max_concurrent_requests": need,
+                }
+                rig.sandbox.configure(latency_seconds=latency)
+                label = f"{rate} calls/s, latency {int(latency * 1000)} ms"
+                run = await _dispatch(
+                    rig,
+                    client,
+                    procs,
+                    f"p{rate}-{int(latency * 1000)}",
+                    campaigns=1,
+                    contacts=rate * seconds + 1,
+                    pacing=pacing,
+                    cut_off=seconds * 1.5 + 10,
+                )
+                delivered, window = run.rate, busiest_window(run.times, 1.0)
+                row = Row("pacing", label + f", {need} in flight", "creates/s", [delivered])
+                row.notes.append(run.windows())
+                results.rows.append(row)
+                results.targets += [
+                    Target("pacing", f"{label}: delivered / configured", delivered / rate, 0.98, True),
+                    Target("pacing", f"{label}: busiest 1 s window", window, rate, False, "creates"),
+                ]  # fmt: skip
+                progress(f"  pacing {label}: {delivered:.2f}/s, busiest window {window}")
     rig.sandbox.configure(latency_seconds=0)
+    rig.clean()
     return results
 
 
@@ -352,7 +380,7 @@ async def bench_ceiling(rig: Rig, quick: bool) -> Results:
     """DISPATCHER_PROVIDER_CALLS_PER_SECOND over three uncapped campaigns on three workers."""
     if "provider_calls_per_second" not in Settings.model_fields:
         return Results(lines=["ceiling: skipped (no DISPATCHER_PROVIDER_CALLS_PER_SECOND here)"])
-    ceiling, seconds = 60, (4 if quick else 10)
+    ceiling, seconds = 60, (3 if quick else 10)
     per_campaign = ceiling * seconds // 3 + 1
     pacing = UNCAPPED | {"max_concurrent_requests": IN_FLIGHT}
     settings = rig.settings("ceiling", provider_calls_per_second=ceiling)
@@ -454,7 +482,7 @@ async def bench_redis(rig: Rig, quick: bool) -> Results:
     per request or pipeline), less the bench's own. The idle worker's rate (arq
     polling its queue, crons), measured first, is subtracted from each phase.
     """
-    contacts = 300 if quick else 1000
+    contacts = 200 if quick else 1000
     in_flight = IN_FLIGHT if CONCURRENT_PACING else 1
     pacing = UNCAPPED | {"max_concurrent_requests": in_flight}
     cid = "redis-c0"

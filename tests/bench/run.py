@@ -100,13 +100,22 @@ async def main_async(args: argparse.Namespace) -> None:
     if unknown:
         raise SystemExit(f"--only: unknown section(s) {', '.join(sorted(unknown))}")
     results = Results()
-    started = time.monotonic()
+    started = last = time.monotonic()
+
+    def progress_timed(message: str) -> None:
+        """A section's heading, with how long the previous one took."""
+        nonlocal last
+        now = time.monotonic()
+        if now - started > 1:
+            progress(f"  ({now - last:.0f} s)")
+        last = now
+        progress(message)
 
     def rounds(full: int, fast: int) -> int:
         return int(args.rounds or (fast if quick else full))
 
     if "transport" in only:
-        progress("transport: creates/s by HTTP transport, 1/10/50 in flight")
+        progress_timed("transport: creates/s by HTTP transport, 1/10/50 in flight")
         results.add(await asyncio.to_thread(bench_transport, quick, rounds(2, 1)))
     conf = ROOT / "deploy" / "redis.conf"
     with (
@@ -118,31 +127,32 @@ async def main_async(args: argparse.Namespace) -> None:
     ):
         rig = Rig(redis_server, sandbox, Path(tmp))
         if "dispatch" in only:
-            progress("dispatch: full dispatch path vs bare loop, uncapped")
+            progress_timed("dispatch: full dispatch path vs bare loop, uncapped")
             results.add(await bench_dispatch(rig, quick, rounds(2, 1)))
         if "pacing" in only:
-            progress("pacing: 10 and 100 calls/s, latency 0 and 250 ms")
+            progress_timed("pacing: 10 and 100 calls/s, latency 0 and 250 ms")
             results.add(await bench_pacing(rig, quick))
         if "ceiling" in only:
-            progress("ceiling: account calls/s over 3 campaigns on 3 workers")
+            progress_timed("ceiling: account calls/s over 3 campaigns on 3 workers")
             results.add(await bench_ceiling(rig, quick))
         if "redis" in only:
-            progress("redis: commands and round trips per placed call")
+            progress_timed("redis: commands and round trips per placed call")
             results.add(await bench_redis(rig, quick))
         if "failover" in only:
-            progress("failover: SIGKILL of the lease holder, production defaults")
+            progress_timed("failover: SIGKILL of the lease holder, production defaults")
             results.add(await bench_failover(rig))
         if "store" in only:
             calls = 500 if quick else 2000
-            progress(f"store: {calls} calls per variant")
+            progress_timed(f"store: {calls} calls per variant")
             results.add(await bench_store(redis_server.url, calls, rounds(5, 3)))
     if "contacts" in only:
-        progress("contacts: 1M-contact CSV")
+        progress_timed("contacts: 1M-contact CSV")
         results.add(await asyncio.to_thread(_contacts, quick))
     if "rate" in only:
         n = 20_000 if quick else 100_000
-        progress(f"rate: {n:,} durations")
+        progress_timed(f"rate: {n:,} durations")
         results.add(bench_rate(n, rounds(5, 3)))
+    progress_timed("done")
     print_results(results)
     print(f"total {time.monotonic() - started:.0f} s; medians over rounds, ratios of medians")
 
