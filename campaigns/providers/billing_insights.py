@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from campaigns.domain.money import MAX_MICROS, MICROS_PER_UNIT, round_micros
 from campaigns.logs import scrub
-from campaigns.providers._http import network_error
+from campaigns.providers._http import network_error, provider_client
 from campaigns.providers.base import brief, currency_refusal
 
 __all__ = [
@@ -206,7 +206,7 @@ class BillingInsights:
     ) -> None:
         self.accounts = list(accounts)
         self._base = httpx.URL(base_url.rstrip("/") + "/")
-        self._client = httpx.AsyncClient(
+        self._client = provider_client(
             headers={"Authorization": f"Bearer {token.get_secret_value()}"},
             timeout=timeout,
             transport=transport,

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.money import MoneyError, amount_to_micros
-from campaigns.providers._http import request
+from campaigns.providers._http import provider_client, request
 from campaigns.providers.base import (
     FINAL_STATUSES,
     Balance,
@@ -131,7 +131,7 @@ class MiniVoice:
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._client = httpx.AsyncClient(
+        self._client = provider_client(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {api_key.get_secret_value()}"},
             timeout=timeout,

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.money import MAX_MICROS
-from campaigns.providers._http import request
+from campaigns.providers._http import provider_client, request
 from campaigns.providers.base import Balance, CallInfo, EventError, Usage, brief
 
 __all__ = ["ACCOUNT_EVENT", "VoIPBIN", "parse_account_event", "parse_balance"]
@@ -128,7 +128,7 @@ class VoIPBIN:
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._client = httpx.AsyncClient(
+        self._client = provider_client(
             base_url=base_url.rstrip("/"),
             params={"token": api_key.get_secret_value()},
             timeout=timeout,

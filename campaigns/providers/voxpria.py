@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.money import MoneyError, parse_micros
-from campaigns.providers._http import request
+from campaigns.providers._http import provider_client, request
 from campaigns.providers.base import brief
 
 __all__ = ["CreditsDay", "CreditsUsage", "VoxpriaCredits", "parse_cost"]
@@ -79,7 +79,7 @@ class VoxpriaCredits:
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._client = httpx.AsyncClient(
+        self._client = provider_client(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {api_key.get_secret_value()}"},
             timeout=timeout,
