@@ -8,17 +8,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from campaigns.domain.pacing import NO_LIMIT, WINDOW_MARGIN_US, PaceRule, pace_rule
+from campaigns.domain.pacing import MARGIN, NO_LIMIT, PaceRule, pace_rule
 
 
-def test_whole_rates_allow_exactly_that_many_in_a_second_plus_the_margin() -> None:
-    assert pace_rule(10) == PaceRule(100_000, 10, 1_000_000 + WINDOW_MARGIN_US)
-    assert pace_rule(100) == PaceRule(10_000, 100, 1_000_000 + WINDOW_MARGIN_US)
+def test_whole_rates_allow_that_many_in_a_second_with_a_one_percent_margin() -> None:
+    assert MARGIN == 0.01
+    assert pace_rule(10) == PaceRule(101_000, 10, 1_010_000)
+    assert pace_rule(100) == PaceRule(10_100, 100, 1_010_000)
 
 
 def test_fractional_rates_use_their_whole_part_over_the_matching_time() -> None:
-    assert pace_rule(2.5) == PaceRule(400_000, 2, 800_000 + WINDOW_MARGIN_US)
-    assert pace_rule(0.5) == PaceRule(2_000_000, 1, 2_000_000 + WINDOW_MARGIN_US)
+    assert pace_rule(2.5) == PaceRule(404_000, 2, 808_000)
+    assert pace_rule(0.5) == PaceRule(2_020_000, 1, 2_020_000)
 
 
 def test_no_rate_is_no_limit() -> None:
@@ -38,4 +39,6 @@ def test_neither_the_schedule_nor_the_window_is_faster_than_the_rate(rate: float
     rule = pace_rule(rate)
     assert 1_000_000 / rule.interval_us <= rate
     assert rule.burst * 1_000_000 / rule.window_us <= rate
+    # and the margin leaves room for jitter: a whole second's worth spans >= 1 s + 1 %
+    assert rule.window_us >= rule.burst * 1_000_000 / rate * (1 + MARGIN) - 1
     assert rule.burst >= 1
