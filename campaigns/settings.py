@@ -38,6 +38,7 @@ ENV_PREFIX = "DISPATCHER_"
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _HTTP_SCHEMES = ("http", "https")
 _MAX_URL = 2048
+_DAY_SECONDS = 86_400
 
 
 def _has_control_or_space(value: str) -> bool:
@@ -231,6 +232,7 @@ class Settings(BaseSettings):
     """The frequency cap: at most this many calls to one number, over every campaign,
     within ``DISPATCHER_FREQUENCY_WINDOW_SECONDS``. Unset: no cap."""
     frequency_window_seconds: int | None = Field(None, ge=1, le=366 * 86_400, validate_default=True)
+    """The frequency cap's window; a day when only the number of calls is set."""
     wait_recheck_seconds: float = Field(60.0, ge=0.1, le=600, allow_inf_nan=False)
     """A campaign waiting for its calling window, schedule, a retry or the frequency
     cap looks again at least this often, whatever it waits for."""
@@ -238,10 +240,13 @@ class Settings(BaseSettings):
     @field_validator("frequency_window_seconds")
     @classmethod
     def _frequency_window(cls, value: int | None, info: ValidationInfo) -> int | None:
-        if (value is None) != (info.data.get("max_calls_per_number") is None):
+        capped = info.data.get("max_calls_per_number") is not None
+        if value is None:
+            return _DAY_SECONDS if capped else None
+        if not capped:
             raise ValueError(
-                "set DISPATCHER_MAX_CALLS_PER_NUMBER and DISPATCHER_FREQUENCY_WINDOW_SECONDS "
-                "together (both unset: no cap)"
+                "a window without DISPATCHER_MAX_CALLS_PER_NUMBER caps nothing: set both "
+                "(or neither: no cap)"
             )
         return value
 

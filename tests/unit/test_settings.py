@@ -165,3 +165,11 @@ def test_errors_never_quote_the_input(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings(_env_file=None)  # type: ignore[call-arg]
     assert "sk_live" not in str(raised.value)
     assert "sk_live" not in repr(raised.value.errors(include_input=False))
+
+
+def test_the_frequency_cap_window_defaults_to_a_day_and_is_refused_alone() -> None:
+    capped = Settings(max_calls_per_number=2, _env_file=None)  # type: ignore[call-arg]
+    assert capped.frequency_cap == (2, 86_400_000)
+    assert Settings(_env_file=None).frequency_cap is None  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="frequency_window_seconds"):
+        Settings(frequency_window_seconds=60, _env_file=None)  # type: ignore[call-arg]
