@@ -180,7 +180,7 @@ async def test_the_schedule_continues_in_redis_across_workers(store: Store) -> N
     await store.acquire_lease("handover", "w2", 10)
     second = await store.claim("handover", "w2", review_message="r", budget_message="b", pace=rule)
     assert second.outcome == "pace_wait"
-    assert 0.3 < second.wait_seconds <= 0.5
+    assert 0.3 < second.wait_seconds <= 0.505  # 1 % margin
     again = await store.claim("handover", "w2", review_message="r", budget_message="b", pace=rule)
     assert again.outcome == "pace_wait"
     assert again.wait_seconds <= second.wait_seconds, "the held slot, not a new one behind it"
