@@ -392,7 +392,9 @@ class Dispatcher:
         for try_no in range(self.settings.retry_attempts + 1):
             if (try_no or not paced) and not await self._wait_for_slot(batch):
                 return "stopped"
-            stamp = await self.store.stamp_send(attempt.attempt_id, body, batch.token)
+            stamp = await self.store.stamp_send(
+                attempt.attempt_id, body, batch.token, may_be_placed=maybe_placed
+            )
             if stamp != "ok":
                 if try_no:
                     log.info("retry_abandoned", reason=stamp)

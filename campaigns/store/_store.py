@@ -534,14 +534,18 @@ class Store:
         if text(previous) != reason:
             await _aw(self.redis.hset(key, "wait_since", str(now_ms())))
 
-    async def stamp_send(self, attempt_id: str, body: str, lease_token: str) -> str:
+    async def stamp_send(
+        self, attempt_id: str, body: str, lease_token: str, *, may_be_placed: bool = False
+    ) -> str:
         """Check running + lease + unresolved and keep the body, right before a send.
 
         ``ok`` means the request may leave now; ``not_running`` or ``lease_lost``
         mean it must not; any other answer is the attempt's status (someone
         else resolved it, or ``suppressed``: its number went on a do-not-call
-        list after the claim, so it was recorded as never sent). A re-send keeps the first body: the same bytes go out
-        under the same Idempotency-Key.
+        list after the claim, so it was recorded as never sent). A re-send keeps
+        the first body: the same bytes go out under the same Idempotency-Key.
+        ``may_be_placed``: an earlier send may have become a call; then the
+        lists are not checked (the re-send finds that call, it dials no one new).
         """
         cid = campaign_of(attempt_id)
         result = await self._stamp(
@@ -556,6 +560,7 @@ class Store:
             body=body,
             now=now_ms(),
             attempt_id=attempt_id,
+            fresh="0" if may_be_placed else "1",
         )
         return _str(result)
 

@@ -88,6 +88,7 @@ async def test_numbers_on_a_do_not_call_list_are_passed_over_in_the_same_claim(
     assert campaign is not None
     assert campaign.suppressed == 2 and campaign.live == 1
     assert campaign.reserved_micros == campaign.worst_case_micros
+
     rows = [a async for a in store.attempts("dnc")]
     assert [(a.to, a.status) for a in rows] == [
         (numbers[0], "suppressed"),
@@ -117,8 +118,9 @@ async def test_a_number_listed_after_its_claim_is_never_sent(store: Store) -> No
     assert await store.stamp_send(second.attempt_id, "{}", "t") == "ok"
     await _dnc(store, first.to, second.to)
     assert await store.stamp_send(first.attempt_id, "{}", "t") == "suppressed"
-    # A re-send of an attempt already sent is not a new dial: same Idempotency-Key.
-    assert await store.stamp_send(second.attempt_id, "{}", "t") == "ok"
+    # A re-send of an attempt that may already be a call is not a new dial (same
+    # Idempotency-Key): it goes out, to find that call.
+    assert await store.stamp_send(second.attempt_id, "{}", "t", may_be_placed=True) == "ok"
     campaign = await store.campaign("late-dnc")
     assert campaign is not None
     assert (campaign.suppressed, campaign.live, campaign.unresolved) == (1, 1, 1)
@@ -270,3 +272,14 @@ async def test_a_pace_slot_is_taken_only_for_the_contact_claimed(store: Store) -
     assert campaign is not None
     assert (campaign.pending, campaign.suppressed, campaign.live) == (1, 1, 1)
     assert await store.redis.lrange("dsp:c:paced:pending", 0, -1) == [b"2"]
+
+
+async def test_a_retry_of_a_send_that_placed_nothing_is_checked_again(store: Store) -> None:
+    """Sent once, refused in a way that proves no call (a refused connection, a
+    429), then the number is listed: the retry would be its first dial."""
+    await _running(store, "retry-dnc", contacts=1)
+    attempt = (await _claim(store, "retry-dnc", T0)).attempt
+    assert attempt is not None
+    assert await store.stamp_send(attempt.attempt_id, "{}", "t") == "ok"
+    await _dnc(store, attempt.to)
+    assert await store.stamp_send(attempt.attempt_id, "{}", "t") == "suppressed"

@@ -1,16 +1,18 @@
 -- The last check before a create request leaves: still running, still ours, still
 -- unresolved, and (for a first send) not on a do-not-call or suppress list.
 -- KEYS: meta lease attempt unresolved dnc suppress account_live
--- ARGV: lease_token body now attempt_id
+-- ARGV: lease_token body now attempt_id fresh
 -- A number put on the account's do-not-call list after its contact was claimed is
--- caught here: an attempt never sent is recorded 'suppressed' (its reservation and
--- live slot released), so nothing is dialled after `dnc add` returns. A re-send of
--- an attempt already sent is not a new dial (same Idempotency-Key): it goes on.
+-- caught here: an attempt that no earlier send can have made a call ('fresh': its
+-- first send, or a retry after an answer proving nothing was placed) is recorded
+-- 'suppressed' (its reservation and live slot released), so nothing is dialled
+-- after `dnc add` returns. A re-send of an attempt that may already be a call is
+-- not a new dial (same Idempotency-Key): it goes on, so the call is found.
 if redis.call('HGET', K.meta, 'state') ~= '${state_running}' then return 'not_running' end
 if redis.call('GET', K.lease) ~= A.lease_token then return 'lease_lost' end
 local status = redis.call('HGET', K.attempt, 'status')
 if status ~= '${attempt_sending}' then return status or 'unknown' end
-if not redis.call('HGET', K.attempt, 'sent_at') then
+if A.fresh == '1' then
   local ok, contact = pcall(cjson.decode, redis.call('HGET', K.attempt, 'contact_json') or '')
   local to = ok and type(contact) == 'table' and contact['to'] or nil
   if type(to) == 'string' and (redis.call('SISMEMBER', K.dnc, to) == 1
