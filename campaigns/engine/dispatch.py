@@ -292,6 +292,8 @@ class Dispatcher:
             if noted_wait:
                 noted_wait = False
                 await self.store.note_waiting(batch.campaign_id, None)
+            if claim.outcome == "skipped":
+                continue  # a long run of suppressed or capped contacts: claim on
             if claim.outcome == "pace_wait":
                 if claim.wait_seconds > _MAX_HELD_WAIT_SECONDS:
                     return "pace_wait", claim.wait_seconds
