@@ -240,10 +240,9 @@ class Dispatcher:
             outcome, defer = await self._claim_and_send(batch, pacing, run)
         finally:
             # Requests already open finish and are recorded, whatever ended the run.
-            answers = await asyncio.gather(*run.open, return_exceptions=True)
-        for answer in answers:
-            if isinstance(answer, BaseException):
-                raise answer
+            await asyncio.gather(*run.open, return_exceptions=True)
+        if run.error is not None:
+            raise run.error  # arq logs it and fails the job; the sweeper restarts the campaign
         if run.stop is not None:
             return run.stop, run.sent, 0.0
         return outcome, run.sent, defer
@@ -629,6 +628,8 @@ class _Run:
         self.open: set[asyncio.Task[SendOutcome]] = set()
         self.sent = 0
         self.stop: str | None = None
+        self.error: BaseException | None = None
+        """The first request that failed with an exception (not an answer)."""
         self._stopped = stopped
 
     def start(self, send: Coroutine[Any, Any, SendOutcome]) -> None:
@@ -641,7 +642,12 @@ class _Run:
     def _done(self, task: asyncio.Task[SendOutcome]) -> None:
         self.open.discard(task)
         self.slots.release()
-        if task.cancelled() or task.exception() is not None:
+        if task.cancelled():
+            self._halt("stopped")
+            return
+        error = task.exception()
+        if error is not None:
+            self.error = self.error or error
             self._halt("stopped")
             return
         result = task.result()

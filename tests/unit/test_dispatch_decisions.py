@@ -208,3 +208,28 @@ async def test_a_lapsed_lease_is_not_taken_back_by_its_old_holder(queue: JobQueu
     await queue.redis.delete("dsp:c:d:lease")  # lapsed
     assert not await store.renew_lease("d", "old", 60)
     assert await store.lease_holder("d") is None
+
+
+async def test_a_request_that_fails_with_an_exception_fails_the_run_loudly(
+    queue: JobQueue,
+) -> None:
+    """A send task that raises (here between the answer and its record) must not end
+    the run as a quiet stop: the job fails with the error (arq logs it), the other
+    open requests finish first, and the attempt stays unresolved for the next run."""
+    provider = Provider([accepted, accepted])
+    config = Settings(redis_url="redis://unused", _env_file=None)  # type: ignore[call-arg]
+    store = Store(queue.redis)
+    mv = MiniVoice("https://mv.test", SecretStr("k" * 12), transport=httpx.MockTransport(provider))
+    dispatcher = Dispatcher(store, mv, queue, config)
+
+    def boom(attempt: Any, call: Any) -> None:
+        raise RuntimeError(f"no record for {attempt.attempt_id}")
+
+    dispatcher.before_record = boom
+    await submit_spec(store, parse_spec(spec_dict("d", contacts=1)))
+    seq = await store.bump_dispatch_seq("d")
+    with pytest.raises(RuntimeError, match="no record for d:000000:1"):
+        await dispatcher.run_batch("d", seq)
+    campaign = await store.campaign("d")
+    assert campaign is not None and campaign.unresolved == 1
+    assert await store.lease_holder("d") is None, "the lease is let go"
