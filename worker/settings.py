@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from signal import Signals
 from typing import Any, ClassVar
 
 import structlog
@@ -97,7 +98,8 @@ class WorkerSettings:
     # Per host, so `arq --check` in a replica's container tests that replica.
     health_check_key = f"{_settings.queue_name}:health-check:{socket.gethostname()}"
     max_jobs = 20
-    # On SIGTERM, let running batches finish (they are short) before cancelling.
+    # On SIGTERM, dispatch runs stop claiming (GuardedWorker drains the dispatcher)
+    # and finish their open requests, well within this, before arq cancels.
     job_completion_wait = 15
     poll_delay = 0.1
     keep_result = 300
@@ -151,6 +153,14 @@ class GuardedWorker(Worker):
             name: inspect.signature(function.coroutine) for name, function in self.functions.items()
         }
         self._store: Store | None = None
+
+    def handle_sig_wait_for_completion(self, signum: Signals) -> None:
+        """SIGTERM: runs are long (up to a job's time), so tell them to hand over
+        now rather than be cancelled mid-request when the wait runs out."""
+        dispatcher = self.ctx.get("dispatcher")
+        if dispatcher is not None:
+            dispatcher.drain()
+        super().handle_sig_wait_for_completion(signum)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         if not job_ids:

@@ -151,10 +151,17 @@ class Dispatcher:
             usage=make_usage_source(settings),
         )
         self.account_pace = pace_rule(settings.provider_calls_per_second)
+        self.draining = False
+        """Set by :meth:`drain`: runs stop claiming and hand over."""
         self.policy = ContactPolicy(store, settings)
         self.before_record: Callable[[Attempt, CallInfo], None] = _nothing
         """Runs between the provider's answer and its record: the seam where the
         chaos suite installs its SIGKILL (``tests/chaos/faults.py``)."""
+
+    def drain(self) -> None:
+        """The worker is shutting down: every run stops claiming, its open requests
+        finish and are recorded, and the next run is left to another worker."""
+        self.draining = True
 
     async def run_batch(self, campaign_id: str, seq: int) -> BatchResult:
         log = structlog.stdlib.get_logger("campaigns.engine.dispatch").bind(
@@ -252,7 +259,7 @@ class Dispatcher:
         since_check = 0
         waited = 0.0
         noted_wait = batch.campaign.wait_reason is not None
-        while time.monotonic() < batch.deadline:
+        while time.monotonic() < batch.deadline and not self.draining:
             while not batch.backoff.calm.is_set() and not batch.stopped.is_set():
                 await _sleep_unless_set(batch.stopped, _CALM_POLL_SECONDS)
             await run.slots.acquire()
@@ -429,7 +436,7 @@ class Dispatcher:
                 if try_no == self.settings.retry_attempts:
                     break
                 timeout = self.settings.provider_timeout_seconds
-                if time.monotonic() + delay + timeout > batch.deadline:
+                if self.draining or time.monotonic() + delay + timeout > batch.deadline:
                     # The run's time is up, not the provider's chances: the attempt
                     # stays unresolved and the next run re-sends it under its key.
                     log.info("retry_next_run", error=str(exc), try_no=try_no + 1)

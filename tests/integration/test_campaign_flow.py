@@ -50,3 +50,32 @@ async def test_campaign_completes_and_every_call_id_matches_the_ledger(
     assert "worker_stopped" in log
     assert API_KEY not in log, "the API key reached a log line"
     assert '"campaign_id": "complete"' in log and '"attempt_id": "complete:000000:1"' in log
+
+
+async def test_sigterm_hands_a_running_campaign_over_without_cutting_a_request(
+    client: CampaignClient, sandbox: SandboxServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """A dispatch run lasts up to a job's time; on SIGTERM it stops claiming, its open
+    requests are answered and recorded, the worker exits, and another worker goes on
+    with the next run: no request cut off, so none re-sent."""
+    sandbox.configure(latency_seconds=0.3)
+    leaving = start_worker()
+    spec = spec_dict("handover", contacts=30)
+    spec["pacing"] = {"calls_per_second": 5, "max_concurrent_requests": 3}
+    await client.submit(parse_spec(spec))
+
+    async def started() -> bool:
+        return (await client.get("handover")).accepted >= 3
+
+    await wait_for(started, timeout=30, what="the first calls")
+    assert leaving.terminate() == 0, "the worker left within arq's completion wait"
+    campaign = await client.get("handover")
+    assert campaign.unresolved == 0, "every open request was recorded before it left"
+    start_worker()
+
+    async def done() -> bool:
+        return (await client.get("handover")).state == "completed"
+
+    await wait_for(done, timeout=60, what="completion by the other worker")
+    keys = [e["idempotency_key"] for e in creates(sandbox.ledger(), "handover")]
+    assert len(keys) == len(set(keys)) == 30, "no request was cut off and sent again"
