@@ -45,6 +45,7 @@ from campaigns.domain.rating import PRESETS, Increments, Rate, RateError
 
 __all__ = [
     "AlertSpec",
+    "CallSpec",
     "CampaignSpec",
     "Contact",
     "Pacing",
@@ -208,6 +209,18 @@ class Pacing(_Strict):
     so the default, 4, keeps 10 calls/s across a 300 ms provider and bounds that."""
 
 
+class CallSpec(_Strict):
+    """What each call does once answered, in the provider's own terms; passed as
+    given. Which fields a dialect needs (and refuses) is the dialect's business:
+    ``record`` (MiniVoice), ``flow_id`` or ``actions`` (VoIPBIN), ``agent_id``
+    (Voxpria)."""
+
+    record: bool = False
+    flow_id: str | None = Field(None, min_length=1, max_length=64)
+    actions: list[dict[str, Any]] | None = Field(None, min_length=1, max_length=100)
+    agent_id: str | None = Field(None, min_length=1, max_length=128)
+
+
 class AlertSpec(_Strict):
     thresholds_percent: list[int] = Field(default_factory=lambda: [80, 100])
     webhook_url: str | None = None
@@ -249,6 +262,7 @@ class CampaignSpec(_Strict):
     max_call_seconds: int = Field(120, ge=1, le=86_400)
     pacing: Pacing = Field(default_factory=Pacing)
     alerts: AlertSpec = Field(default_factory=AlertSpec)
+    call: CallSpec = Field(default_factory=CallSpec)
     strict_numbers: bool = False
     calling_window: CallingWindow | None = None
     schedule: Schedule | None = None
@@ -376,6 +390,8 @@ class CampaignSpec(_Strict):
         """What :meth:`fingerprint` hashes: the JSON dump without the contact-policy
         fields left unset (``exclude``: fields a streaming hash adds itself)."""
         data = self.model_dump(mode="json", exclude=exclude)
+        if data.get("call") == CallSpec().model_dump(mode="json"):
+            data.pop("call")  # a spec without one keeps the fingerprint it always had
         for name in _POLICY_FIELDS:
             if not data.get(name):
                 data.pop(name, None)
@@ -527,6 +543,7 @@ class StoredSpec(BaseModel):
     max_call_seconds: int
     pacing: Pacing = Field(default_factory=Pacing)
     alerts: AlertSpec = Field(default_factory=AlertSpec)
+    call: CallSpec = Field(default_factory=CallSpec)
     strict_numbers: bool = False
     calling_window: CallingWindow | None = None
     schedule: Schedule | None = None

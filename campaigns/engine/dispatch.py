@@ -47,7 +47,7 @@ from campaigns.domain.spec import Pacing
 from campaigns.engine.account import AccountGate, make_usage_source
 from campaigns.engine.alerts import check_budget_alerts
 from campaigns.engine.policy import ContactPolicy
-from campaigns.providers import CallInfo, Provider
+from campaigns.providers import CallInfo, CreateRequest, Provider, SentCreate
 from campaigns.providers.balance import make_balance_source
 from campaigns.queue import JobQueue
 from campaigns.settings import Settings
@@ -334,15 +334,16 @@ class Dispatcher:
         """The create request: the contact's variables plus the IDs that let a call
         be traced back (and found again) by campaign and attempt."""
         return self.provider.build_create(
-            caller_id=batch.caller_id,
-            to=attempt.to,
-            max_duration_seconds=batch.max_seconds,
-            variables={
-                **attempt.variables,
-                "campaign_id": attempt.campaign_id,
-                "attempt_id": attempt.attempt_id,
-                "contact_ref": attempt.ref,
-            },
+            CreateRequest(
+                caller_id=batch.caller_id,
+                to=attempt.to,
+                max_duration_seconds=batch.max_seconds,
+                campaign_id=attempt.campaign_id,
+                attempt_id=attempt.attempt_id,
+                contact_ref=attempt.ref,
+                variables=attempt.variables,
+                call=batch.campaign.spec.call.model_dump(mode="json", exclude_none=True),
+            )
         )
 
     async def _balance_allows(self, batch: _Batch) -> bool:
@@ -423,7 +424,7 @@ class Dispatcher:
                 maybe_placed = maybe_placed or exc.ambiguous
                 if maybe_placed and not self.settings.provider_honours_idempotency:
                     # A second send could be a second call: find it or ask a person.
-                    return await self._look_up(attempt, f"send failed: {exc}", log)
+                    return await self._look_up(batch, attempt, f"send failed: {exc}", log)
                 last = exc
                 trouble.backing_off()
                 delay = backoff_delay(
@@ -505,11 +506,15 @@ class Dispatcher:
         metrics.halt(exc.code)
         return "halt"
 
-    async def _look_up(self, attempt: Attempt, why: str, log: Any) -> SendOutcome:
+    async def _look_up(self, batch: _Batch, attempt: Attempt, why: str, log: Any) -> SendOutcome:
         """Without idempotency, find the call by attempt ID; else leave it in doubt."""
-        if self.provider.can_list_calls:
+        if self.provider.capabilities.lookup:
             try:
-                found = await self.provider.find_call(attempt.attempt_id)
+                sent_ms = now_ms()
+                calls = await self.provider.find_calls(
+                    SentCreate(attempt.attempt_id, batch.caller_id, attempt.to, sent_ms, sent_ms)
+                )
+                found = calls[0] if calls else None
             except ProviderError as exc:
                 failures = await self.store.note_lookup_failure(attempt.attempt_id)
                 log.warning("lookup_failed", error=str(exc), failures=failures)
@@ -583,7 +588,7 @@ class Dispatcher:
         if self.settings.provider_honours_idempotency:
             log.info("leftover_resend", reason="answer never recorded; same Idempotency-Key")
             return await self._send(batch, attempt, attempt.request, maybe_placed=True, paced=False)
-        return await self._look_up(attempt, "answer lost", log)
+        return await self._look_up(batch, attempt, "answer lost", log)
 
 
 class _Trouble:

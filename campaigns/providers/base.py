@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -16,8 +17,11 @@ __all__ = [
     "MAX_CALL_ID",
     "Balance",
     "CallInfo",
+    "Capabilities",
+    "CreateRequest",
     "EventError",
     "Provider",
+    "SentCreate",
     "Usage",
     "billing_refusal",
     "billsec_refusal",
@@ -38,8 +42,77 @@ class EventError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a provider offers toward one call per attempt, as its own documentation
+    states it (never more). The engine resolves an ambiguous create (a timeout, a
+    5xx, an unreadable answer) with the strongest one available, in this order:
+
+    1. ``idempotency_keys``: re-send under the same ``Idempotency-Key``;
+    2. ``lookup``: list or search the provider's calls (:meth:`Provider.find_calls`)
+       for the request's source, destination and time; one match is the call,
+       none once ``lookup_settle_seconds`` have passed since the request means
+       nothing was placed, several mean an operator decides;
+    3. ``creation_events``: wait (bounded) for the provider's creation webhook
+       for that source and destination (matched by our attempt ID where the
+       event echoes it);
+    4. otherwise the attempt is in doubt.
+
+    ``DISPATCHER_PROVIDER_HONOURS_IDEMPOTENCY=false`` can only lower
+    ``idempotency_keys``, never raise it.
+    """
+
+    idempotency_keys: bool
+    lookup: bool
+    creation_events: bool
+    hangup: bool
+    """A live call can be ended by the dispatcher (:meth:`Provider.hang_up`), so a
+    call never outlives the ``max_call_seconds`` its reservation assumed."""
+    lookup_settle_seconds: float = 0.0
+    """How long after a create request a call it placed may take to appear in a
+    listing; a lookup finding nothing later than this proves nothing was placed."""
+    per_call_cost: bool = False
+    """The provider reports each call's billed seconds or cost; without it a
+    call is booked by the rate model on the best duration the provider gives,
+    and marked estimated."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    """Everything a dialect may put in a create request for one attempt."""
+
+    caller_id: str
+    to: str
+    max_duration_seconds: int
+    campaign_id: str
+    attempt_id: str
+    contact_ref: str
+    variables: Mapping[str, Any]
+    """The contact's own variables (strings, numbers, booleans, null)."""
+    call: Mapping[str, Any] = field(default_factory=dict)
+    """The spec's ``call`` section as given (``record``, ``flow_id``, ``actions``,
+    ``agent_id``): what the call does, in the dialect's own terms."""
+
+
+@dataclass(frozen=True, slots=True)
+class SentCreate:
+    """A create request whose answer is unknown, as :meth:`Provider.find_calls` needs it."""
+
+    attempt_id: str
+    caller_id: str
+    to: str
+    first_sent_ms: int
+    """When the first request for this attempt left (our clock, epoch ms)."""
+    last_sent_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class CallInfo:
-    """A call as the provider reports it. Cost fields are None until billing settles."""
+    """A call as the provider reports it. Cost fields are None until billing settles.
+
+    Times are epoch milliseconds as the provider states them (None when it does
+    not); ``attempt_id`` is our attempt ID where the provider echoes it back
+    (metadata, variables), else None.
+    """
 
     call_id: str
     status: str
@@ -49,6 +122,11 @@ class CallInfo:
     cost_micros: int | None = None
     cost_currency: str | None = None
     variables: dict[str, Any] = field(default_factory=dict)
+    caller_id: str = ""
+    attempt_id: str | None = None
+    created_at_ms: int | None = None
+    answered_at_ms: int | None = None
+    ended_at_ms: int | None = None
 
     @property
     def final(self) -> bool:
@@ -77,26 +155,33 @@ class Provider(Protocol):
     """A dialect adapter. Errors are raised as :class:`campaigns.domain.errors.ProviderError`."""
 
     dialect: str
-    can_list_calls: bool
+    capabilities: Capabilities
     final_events: frozenset[str]
-    """Webhook event names that carry a final call (the only ones worth settling)."""
+    """Webhook event names that carry a final call."""
+    creation_events: frozenset[str]
+    """Webhook event names that announce a new call (empty without ``creation_events``)."""
 
     def parse_event(self, payload: Any) -> tuple[str, CallInfo]:
         """A webhook payload (JSON text or decoded) as (event name, call); EventError names the field."""
         ...
 
-    def build_create(
-        self, *, caller_id: str, to: str, max_duration_seconds: int, variables: dict[str, Any]
-    ) -> str:
+    def build_create(self, request: CreateRequest) -> str:
         """The exact JSON body to send; it is stored before sending and re-sent unchanged."""
         ...
 
-    async def create_call(self, body: str, idempotency_key: str) -> CallInfo: ...
+    async def create_call(self, body: str, idempotency_key: str) -> CallInfo:
+        """Place a call. The key is sent only where ``capabilities.idempotency_keys``."""
+        ...
 
     async def get_call(self, call_id: str) -> CallInfo: ...
 
-    async def find_call(self, attempt_id: str) -> CallInfo | None:
-        """Find a call by the attempt ID in its variables (only if ``can_list_calls``)."""
+    async def find_calls(self, sent: SentCreate) -> list[CallInfo]:
+        """Every call the provider lists from ``sent.caller_id`` to ``sent.to`` created
+        around the request's time (only if ``capabilities.lookup``)."""
+        ...
+
+    async def hang_up(self, call_id: str) -> None:
+        """End a live call (only if ``capabilities.hangup``)."""
         ...
 
     async def usage(self, start: datetime, end: datetime) -> Usage | None: ...

@@ -16,7 +16,10 @@ from campaigns.providers.base import (
     FINAL_STATUSES,
     Balance,
     CallInfo,
+    Capabilities,
+    CreateRequest,
     EventError,
+    SentCreate,
     Usage,
     billsec_refusal,
     brief,
@@ -116,8 +119,11 @@ def _call(payload: Any) -> CallInfo:
 
 class MiniVoice:
     dialect = "minivoice"
-    can_list_calls = True
+    capabilities = Capabilities(
+        idempotency_keys=True, lookup=True, creation_events=False, hangup=False
+    )
     final_events = FINAL_EVENTS
+    creation_events: frozenset[str] = frozenset()
 
     @staticmethod
     def parse_event(payload: Any) -> tuple[str, CallInfo]:
@@ -138,13 +144,17 @@ class MiniVoice:
             transport=transport,
         )
 
-    def build_create(
-        self, *, caller_id: str, to: str, max_duration_seconds: int, variables: dict[str, Any]
-    ) -> str:
+    def build_create(self, request: CreateRequest) -> str:
+        variables = {
+            **request.variables,
+            "campaign_id": request.campaign_id,
+            "attempt_id": request.attempt_id,
+            "contact_ref": request.contact_ref,
+        }
         body = {
-            "from": caller_id,
-            "to": to,
-            "max_duration_seconds": max_duration_seconds,
+            "from": request.caller_id,
+            "to": request.to,
+            "max_duration_seconds": request.max_duration_seconds,
             "variables": variables,
         }
         return json.dumps(body, separators=(",", ":"), sort_keys=False)
@@ -159,16 +169,19 @@ class MiniVoice:
     async def get_call(self, call_id: str) -> CallInfo:
         return _call(await request(self._client, "GET", f"/v1/calls/{call_id}"))
 
-    async def find_call(self, attempt_id: str) -> CallInfo | None:
+    async def find_calls(self, sent: SentCreate) -> list[CallInfo]:
+        attempt_id = sent.attempt_id
         payload = await request(self._client, "GET", "/v1/calls", params={"attempt_id": attempt_id})
         rows = payload.get("data") if isinstance(payload, dict) else None
-        for row in rows or []:
-            if (
-                isinstance(row, dict)
-                and (row.get("variables") or {}).get("attempt_id") == attempt_id
-            ):
-                return _call(row)
-        return None
+        return [
+            _call(row)
+            for row in rows or []
+            if isinstance(row, dict)
+            and (row.get("variables") or {}).get("attempt_id") == attempt_id
+        ]
+
+    async def hang_up(self, call_id: str) -> None:
+        raise NotImplementedError("MiniVoice documents no hang-up endpoint")
 
     async def usage(self, start: datetime, end: datetime) -> Usage:
         params = {"from": _rfc3339(start), "to": _rfc3339(end)}

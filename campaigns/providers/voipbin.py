@@ -17,7 +17,16 @@ from pydantic import SecretStr
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.money import MAX_MICROS
 from campaigns.providers._http import provider_client, request
-from campaigns.providers.base import Balance, CallInfo, EventError, Usage, brief
+from campaigns.providers.base import (
+    Balance,
+    CallInfo,
+    Capabilities,
+    CreateRequest,
+    EventError,
+    SentCreate,
+    Usage,
+    brief,
+)
 
 __all__ = ["ACCOUNT_EVENT", "VoIPBIN", "parse_account_event", "parse_balance"]
 
@@ -112,8 +121,11 @@ def parse_account_event(payload: Any) -> tuple[int, Balance]:
 
 class VoIPBIN:
     dialect = "voipbin"
-    can_list_calls = False
+    capabilities = Capabilities(
+        idempotency_keys=True, lookup=False, creation_events=False, hangup=False
+    )
     final_events: frozenset[str] = frozenset()
+    creation_events: frozenset[str] = frozenset()
     """VoIPBIN reports no call events here: its calls are settled by polling."""
 
     @staticmethod
@@ -135,12 +147,10 @@ class VoIPBIN:
             transport=transport,
         )
 
-    def build_create(
-        self, *, caller_id: str, to: str, max_duration_seconds: int, variables: dict[str, Any]
-    ) -> str:
+    def build_create(self, request: CreateRequest) -> str:
         body = {
-            "source": {"type": "tel", "target": caller_id},
-            "destinations": [{"type": "tel", "target": to}],
+            "source": {"type": "tel", "target": request.caller_id},
+            "destinations": [{"type": "tel", "target": request.to}],
         }
         return json.dumps(body, separators=(",", ":"))
 
@@ -155,8 +165,11 @@ class VoIPBIN:
     async def get_call(self, call_id: str) -> CallInfo:
         return _call(await request(self._client, "GET", f"/calls/{call_id}"))
 
-    async def find_call(self, attempt_id: str) -> CallInfo | None:
-        raise NotImplementedError("VoIPBIN cannot list calls by attempt")
+    async def find_calls(self, sent: SentCreate) -> list[CallInfo]:
+        raise NotImplementedError("not yet: VoIPBIN's GET /v1.0/calls")
+
+    async def hang_up(self, call_id: str) -> None:
+        raise NotImplementedError("not yet: VoIPBIN's POST /v1.0/calls/{id}/hangup")
 
     async def usage(self, start: datetime, end: datetime) -> Usage | None:
         return None

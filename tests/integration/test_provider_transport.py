@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.lifecycle import HaltCode
-from campaigns.providers import MiniVoice
+from campaigns.providers import CreateRequest, MiniVoice
 from campaigns.providers._http import provider_client, request
 from campaigns.testbed.sandbox import SandboxServer
 
@@ -193,7 +193,15 @@ async def test_one_client_keeps_its_connections_and_creates_calls(
     sandbox.configure(api_key="k_transport", call_duration_real_seconds=0.05)
     provider = MiniVoice(sandbox.url, SecretStr("k_transport"), timeout=5)
     body = provider.build_create(
-        caller_id="+15551230001", to="+15551240000", max_duration_seconds=60, variables={}
+        CreateRequest(
+            caller_id="+15551230001",
+            to="+15551240000",
+            max_duration_seconds=60,
+            campaign_id="c",
+            attempt_id="c:000001:1",
+            contact_ref="",
+            variables={},
+        )
     )
     try:
         calls = await asyncio.gather(*(provider.create_call(body, f"key-{i}") for i in range(20)))

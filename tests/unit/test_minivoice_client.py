@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from campaigns.domain.errors import ErrorClass, ProviderError
 from campaigns.providers._http import error_from_response, network_error, parse_retry_after
-from campaigns.providers.base import CallInfo, Usage
+from campaigns.providers.base import CallInfo, CreateRequest, SentCreate, Usage
 from campaigns.providers.minivoice import MiniVoice
 
 API_KEY = "sk_test_minivoice_key_42"
@@ -64,15 +64,19 @@ def client(recorder: Recorder, base_url: str = BASE) -> MiniVoice:
 
 def build_body(mv: MiniVoice) -> str:
     return mv.build_create(
-        caller_id="+15551230001",
-        to="+15551230002",
-        max_duration_seconds=120,
-        variables={
-            "campaign_id": "spring",
-            "attempt_id": "spring:000017:1",
-            "contact_ref": "cust_123",
-        },
+        CreateRequest(
+            caller_id="+15551230001",
+            to="+15551230002",
+            max_duration_seconds=120,
+            campaign_id="spring",
+            attempt_id="spring:000017:1",
+            contact_ref="cust_123",
+            variables={},
+        )
     )
+
+
+SENT = SentCreate("spring:000017:1", "+15551230001", "+15551230002", 0, 0)
 
 
 # --- build_create ---------------------------------------------------------------
@@ -432,10 +436,9 @@ async def test_find_call_by_attempt_id() -> None:
     }
     rec = Recorder(httpx.Response(200, json=rows))
     mv = client(rec)
-    call = await mv.find_call("spring:000017:1")
+    calls = await mv.find_calls(SENT)
     await mv.aclose()
-    assert call is not None
-    assert call.call_id == "call_3"
+    assert [call.call_id for call in calls] == ["call_3"]
     req = rec.requests[0]
     assert req.method == "GET"
     assert req.url.path == "/v1/calls"
@@ -454,7 +457,7 @@ async def test_find_call_by_attempt_id() -> None:
 )
 async def test_find_call_not_found(payload: object) -> None:
     mv = client(Recorder(httpx.Response(200, json=payload)))
-    assert await mv.find_call("spring:000017:1") is None
+    assert await mv.find_calls(SENT) == []
     await mv.aclose()
 
 
@@ -504,5 +507,5 @@ async def test_balance_is_none_for_minivoice() -> None:
     mv = client(Recorder(httpx.Response(500)))
     assert await mv.balance() is None
     assert mv.dialect == "minivoice"
-    assert mv.can_list_calls is True
+    assert mv.capabilities.lookup is True
     await mv.aclose()
