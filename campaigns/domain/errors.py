@@ -14,6 +14,8 @@ from campaigns.domain.lifecycle import HaltCode
 
 __all__ = [
     "CONFIGURATION_CODES",
+    "NOT_PLACED_CODES",
+    "RATE_LIMIT_HOLD_SECONDS",
     "ErrorClass",
     "ProviderError",
     "classify",
@@ -32,11 +34,28 @@ class ErrorClass(enum.StrEnum):
 
 
 _HALT_CODES = frozenset(
-    {"spend_control_exceeded", "insufficient_balance", "insufficient_funds", "no_route"}
+    {
+        "spend_control_exceeded",
+        "insufficient_balance",
+        "insufficient_funds",
+        "no_route",
+        "no_active_trunk",  # MiniVoice: no outbound trunk to route the call on
+    }
 )
-_HALT_PREFIXES = ("rating_", "rate_", "routing_", "route_", "no_route")
+_HALT_PREFIXES = ("rating_", "rate_", "routing_", "route_", "no_route", "spend_")
 _RATE_LIMIT_PREFIXES = ("rate_limit", "rate_limited")
 _CONTACT_CODES = frozenset({"invalid_destination", "invalid_number", "blocked_destination"})
+NOT_PLACED_CODES = frozenset({"originate_failed"})
+"""Codes whose answer says the provider tried to set the call up and it failed
+(MiniVoice's ``502 originate_failed``): a failed attempt for this contact, not
+an answer that may hide a live call, whatever its 5xx status."""
+RATE_LIMIT_HOLD_SECONDS: dict[str, float] = {
+    "cps_limit_reached": 1.0,
+    "concurrent_call_limit_reached": 5.0,
+}
+"""How long the account waits after a 429 with one of these codes and no
+``Retry-After`` (MiniVoice promises none): a calls-per-second limit clears
+within a second; a concurrent-call limit only when a call ends."""
 _IN_PROGRESS = ("in_progress", "in_use", "concurrent")
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 _AUTH_STATUSES = frozenset({401, 403})
@@ -77,6 +96,8 @@ class ProviderError(Exception):
         """
         if self.status is None:
             return self.code not in ("connect_failed", HaltCode.REQUEST_UNSENDABLE)
+        if self.code.strip().lower() in NOT_PLACED_CODES:
+            return False
         return self.status >= 500 or 200 <= self.status < 300
 
 
@@ -90,6 +111,8 @@ def classify(status: int | None, code: str | None) -> ErrorClass:
     normalized = (code or "").strip().lower()
     if normalized in _HALT_CODES or normalized in CONFIGURATION_CODES:
         return ErrorClass.HALT
+    if normalized in NOT_PLACED_CODES and status is not None:
+        return ErrorClass.CONTACT
     if status == 429 or normalized.startswith(_RATE_LIMIT_PREFIXES):
         # "rate_limited" is throttling, not rating: CONTRACT.md lists both 429
         # (transient) and the prefix "rate_" (halt); a 429 is always throttling.
@@ -120,6 +143,8 @@ def provider_error(
     setting to check, with the provider's own code and words kept in the message.
     """
     normalized = code.strip().lower()
+    if status == 429 and retry_after is None:
+        retry_after = RATE_LIMIT_HOLD_SECONDS.get(normalized)
     financial_or_routing = normalized in _HALT_CODES or normalized.startswith(_HALT_PREFIXES)
     if status in _AUTH_STATUSES and not financial_or_routing:
         return ProviderError(

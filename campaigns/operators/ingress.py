@@ -1,6 +1,12 @@
 """Webhook ingress: provider ``call.*`` webhooks become ``record_call_event`` jobs,
 VoIPBIN ``account_updated`` deliveries ``record_account_event`` jobs.
 
+How a delivery is signed, which events are worth a job and what identifies one
+delivery come from the dialect (:data:`WEBHOOK_DIALECTS`): MiniVoice signs
+with ``X-MiniVoice-Timestamp`` + ``X-MiniVoice-Signature`` and names each event
+in ``data.event_key``. ``/webhooks/<dialect>`` uses that dialect's scheme,
+``/webhooks`` the configured one's.
+
 An optional, tiny HTTP process in front of the queue. It does as little as it
 can on the request path (check size, check signature, check shape, enqueue) so
 that a slow worker never makes the provider time out and re-deliver, and so
@@ -15,9 +21,10 @@ import hmac
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import uvicorn
 from redis.exceptions import RedisError
@@ -27,14 +34,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from campaigns.logs import configure_logging, get_logger, register_secret
-from campaigns.providers import MAX_CALL_ID, EventError, final_events
-from campaigns.providers.voipbin import ACCOUNT_EVENT, parse_account_event
+from campaigns.providers import MAX_CALL_ID, EventError
+from campaigns.providers import minivoice as minivoice
+from campaigns.providers.voipbin import ACCOUNT_EVENT, VoIPBIN, parse_account_event
 from campaigns.queue import JobQueue, open_queue
 from campaigns.settings import Settings
 
 __all__ = [
     "MAX_BODY_BYTES",
     "SIGNATURE_HEADER",
+    "WEBHOOK_DIALECTS",
+    "WebhookDialect",
     "account_job_id",
     "create_ingress_app",
     "create_ingress_app_from_settings",
@@ -49,7 +59,6 @@ MAX_BODY_BYTES = 64 * 1024
 _MAX_DEPTH = 16
 """Seed-000 events nest three levels; a deeper body is not one, and a job that
 deep would be refused by the worker's envelope check anyway."""
-_PATHS = ("/webhooks/minivoice", "/webhooks/voipbin", "/webhooks")
 
 log = get_logger("campaigns.operators.ingress")
 
@@ -96,9 +105,67 @@ def verify_signature(
     return None if matched else "signature mismatch"
 
 
-def event_job_id(call_id: str, event: str, body: bytes) -> str:
-    """Deterministic job id: the same delivery twice becomes one arq job."""
-    return f"event:{call_id}:{event}:{hashlib.sha256(body).hexdigest()[:16]}"
+def event_job_id(call_id: str, event: str, body: bytes, key: str | None = None) -> str:
+    """Deterministic job id: the same delivery twice becomes one arq job.
+
+    With the provider's own event key (MiniVoice's ``data.event_key``) every
+    delivery of that event is one job, even if a retry's body differs; without
+    one, the same body is.
+    """
+    digest = hashlib.sha256(f"key:{key}".encode() if key is not None else body)
+    return f"event:{call_id}:{event}:{digest.hexdigest()[:16]}"
+
+
+class Verifier(Protocol):
+    """A dialect's signature check: why a delivery fails it, or None when it holds."""
+
+    def __call__(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        secret: str,
+        *,
+        now: float,
+        tolerance_seconds: int,
+    ) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDialect:
+    """How one provider signs its webhooks and which of them a worker needs."""
+
+    verify: Verifier
+    call_events: frozenset[str]
+    """Events worth a ``record_call_event`` job; any other is acknowledged and dropped."""
+    event_key: Callable[[dict[str, Any]], str | None]
+    """The provider's own identity of one event (the same on every retry), if any."""
+
+
+def verify_x_signature(
+    headers: Mapping[str, str],
+    body: bytes,
+    secret: str,
+    *,
+    now: float,
+    tolerance_seconds: int,
+) -> str | None:
+    """The contract's ``X-Signature: t=<ts>,v1=<hex>`` scheme (still VoIPBIN's here)."""
+    return verify_signature(
+        secret, headers.get(SIGNATURE_HEADER), body, now=now, tolerance_seconds=tolerance_seconds
+    )
+
+
+def _no_event_key(payload: dict[str, Any]) -> str | None:
+    return None
+
+
+WEBHOOK_DIALECTS: dict[str, WebhookDialect] = {
+    "minivoice": WebhookDialect(
+        minivoice.verify_webhook, minivoice.WEBHOOK_EVENTS, minivoice.event_key
+    ),
+    "voipbin": WebhookDialect(verify_x_signature, VoIPBIN.final_events, _no_event_key),
+}
+"""Per dialect: its signature scheme, the events to queue, its event identity."""
 
 
 def account_job_id(body: bytes) -> str:
@@ -228,13 +295,22 @@ class _Ingress:
         self.secret = secret
         self.tolerance_seconds = tolerance_seconds
         self.clock = clock
-        # Only final events settle a call; the rest would be work for nothing.
-        self.final_events = final_events(dialect)
+        if dialect not in WEBHOOK_DIALECTS:
+            raise ValueError(f"unknown provider dialect {dialect!r}")
+        self.dialect = dialect
+
+    def endpoint(self, dialect: str | None) -> Callable[[Request], Awaitable[Response]]:
+        """The handler of one path: its dialect's scheme, or the configured one's."""
+
+        async def handle(request: Request) -> Response:
+            return await self.webhook(request, WEBHOOK_DIALECTS[dialect or self.dialect])
+
+        return handle
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "queue": self.queue is not None})
 
-    async def webhook(self, request: Request) -> Response:
+    async def webhook(self, request: Request, dialect: WebhookDialect) -> Response:
         peer = request.client.host if request.client else None
         try:
             body = await _read_body(request)
@@ -243,10 +319,10 @@ class _Ingress:
             return JSONResponse({"error": "body too large"}, status_code=413)
 
         if self.secret is not None:
-            reason = verify_signature(
-                self.secret,
-                request.headers.get(SIGNATURE_HEADER),
+            reason = dialect.verify(
+                request.headers,
                 body,
+                self.secret,
                 now=self.clock(),
                 tolerance_seconds=self.tolerance_seconds,
             )
@@ -261,7 +337,7 @@ class _Ingress:
         payload, event = parsed
         if event == ACCOUNT_EVENT and "event" not in payload:
             return await self._account_event(payload, body, peer)
-        if event not in self.final_events or "event" not in payload:
+        if event not in dialect.call_events or "event" not in payload:
             log.info("webhook_ignored", event_name=event[:64], peer=peer)
             return JSONResponse({"queued": False, "ignored": True}, status_code=202)
         call_id = _call_id(payload)
@@ -270,7 +346,7 @@ class _Ingress:
             log.warning("webhook_rejected", reason=reason, event_name=event, peer=peer, status=400)
             return JSONResponse({"error": reason}, status_code=400)
 
-        job_id = event_job_id(call_id, event, body)
+        job_id = event_job_id(call_id, event, body, dialect.event_key(payload))
         if self.queue is None:  # only before the lifespan has opened the pool
             log.error("webhook_not_queued", reason="queue not open", job_id=job_id)
             return JSONResponse({"error": "queue unavailable"}, status_code=503)
@@ -308,7 +384,11 @@ class _Ingress:
 
 def _build(ingress: _Ingress, lifespan: Any = None) -> Starlette:
     routes = [Route("/healthz", ingress.healthz, methods=["GET"])]
-    routes += [Route(path, ingress.webhook, methods=["POST"]) for path in _PATHS]
+    routes += [
+        Route(f"/webhooks/{name}", ingress.endpoint(name), methods=["POST"])
+        for name in WEBHOOK_DIALECTS
+    ]
+    routes.append(Route("/webhooks", ingress.endpoint(None), methods=["POST"]))
     if ingress.secret is None:
         log.warning("webhook_ingress_unsigned", detail="accepting unsigned webhooks")
     return Starlette(routes=routes, lifespan=lifespan)

@@ -25,6 +25,7 @@ __all__ = [
     "parse_retry_after",
     "provider_client",
     "request",
+    "request_with_status",
 ]
 
 MAX_CONNECTIONS = 100
@@ -206,6 +207,14 @@ def network_error(exc: httpx.HTTPError) -> ProviderError:
 
 async def request(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> Any:
     """Send, raise ProviderError on any failure, return the decoded JSON body."""
+    return (await request_with_status(client, method, url, **kwargs))[1]
+
+
+async def request_with_status(
+    client: httpx.AsyncClient, method: str, url: str, **kwargs: Any
+) -> tuple[int, Any]:
+    """As :func:`request`, with the answer's real status (for an adapter's own
+    error about a body it cannot use: never a made-up 200)."""
     try:
         response = await client.request(method, url, **kwargs)
     except httpx.HTTPError as exc:
@@ -213,6 +222,6 @@ async def request(client: httpx.AsyncClient, method: str, url: str, **kwargs: An
     if response.status_code >= 400:
         raise error_from_response(response)
     try:
-        return response.json()
+        return response.status_code, response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ProviderError(response.status_code, "invalid_response", "not JSON") from None

@@ -21,7 +21,12 @@ from campaigns.testbed.sandbox.config import (
 from campaigns.testbed.sandbox.formats import amount_string, parse_rfc3339, rfc3339
 from campaigns.testbed.sandbox.server import SandboxServer, ThreadedServer, serve
 from campaigns.testbed.sandbox.state import LedgerEntry, SandboxCall, SandboxState, WebhookDelivery
-from campaigns.testbed.sandbox.webhooks import call_completed_payload, sign_payload
+from campaigns.testbed.sandbox.webhooks import (
+    call_completed_payload,
+    minivoice_event,
+    minivoice_headers,
+    sign_payload,
+)
 
 __all__ = [
     "FinalStatus",
@@ -40,6 +45,8 @@ __all__ = [
     "call_completed_payload",
     "create_app",
     "load_config",
+    "minivoice_event",
+    "minivoice_headers",
     "parse_rfc3339",
     "patch_config",
     "rfc3339",

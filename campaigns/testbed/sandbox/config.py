@@ -165,6 +165,13 @@ class SandboxConfig(BaseModel):
     webhook_url: str | None = None
     webhook_secret: str | None = None
     webhook_duplicates: bool = False
+    webhook_retries: int = Field(default=2, ge=0, le=10)
+    """Re-deliveries after a non-2xx answer or a network error (MiniVoice retries:
+    webhooks/call-created), ``webhook_retry_seconds`` apart, doubling."""
+    webhook_retry_seconds: float = Field(default=0.5, ge=0, le=60)
+    webhook_metadata: bool = False
+    """Also put the call's ``metadata`` in MiniVoice webhooks' ``call``; the
+    documented payloads do not show it, so the default leaves it out."""
     account_webhooks: bool = False
     """Also post VoIPBIN ``account_updated`` (seed 001) to ``webhook_url`` after the
     hangups of VoIPBIN calls have been paid."""

@@ -68,6 +68,11 @@ class Dialect(abc.ABC):
     def render_created(self, call: SandboxCall, now: float) -> Any:
         return self.render_call(call, now)
 
+    def request_tags(self, document: object) -> dict[str, Any] | None:
+        """Our IDs as the request carries them, for the ledger (``variables``)."""
+        tags = document.get("variables") if isinstance(document, dict) else None
+        return tags if isinstance(tags, dict) else None
+
     @abc.abstractmethod
     def error_code(self, code: str) -> str:
         """The dialect's spelling of a sandbox error code."""
@@ -122,8 +127,9 @@ async def handle_create(request: Request, dialect: Dialect) -> Response:
         document: object = json.loads(raw) if raw else None
     except (json.JSONDecodeError, UnicodeDecodeError):
         document = None
-    if isinstance(document, dict) and isinstance(document.get("variables"), dict):
-        _settle(state, entry, variables=document["variables"])
+    tags = dialect.request_tags(document)
+    if tags is not None:
+        _settle(state, entry, variables=tags)
 
     with state.lock:
         fault = state.draw_fault()
@@ -132,7 +138,7 @@ async def handle_create(request: Request, dialect: Dialect) -> Response:
                 fault.status, fault.code, fault.message, fault=fault.name, retry=fault.retry_after
             )
         if document is None:
-            return refuse(400, "invalid_request", "request body must be JSON")
+            return refuse(400, "invalid_json", "request body must be JSON")
         fingerprint = _fingerprint(document)
         record = state.lookup_key(key)
         replayed = record is not None

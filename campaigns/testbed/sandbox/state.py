@@ -26,6 +26,7 @@ __all__ = [
     "Fault",
     "IdempotencyRecord",
     "LedgerEntry",
+    "Lifecycle",
     "Rejection",
     "SandboxCall",
     "SandboxState",
@@ -44,6 +45,7 @@ def credits_for(billsec: int) -> int:
 
 FaultKind = Literal["respond", "accept_then_fail", "accept_then_hang"]
 LiveStatus = Literal["queued", "ringing", "in_progress"]
+Lifecycle = Literal["created", "answered", "final"]
 
 
 @dataclass(slots=True)
@@ -77,6 +79,37 @@ class SandboxCall:
     hold_credits: int = 0
     """Voxpria: 3 credits per started minute, taken at hangup."""
     debited: bool = False
+    application_id: str = ""
+    customer_id: str = ""
+    created_notified: bool = False
+    """MiniVoice: its ``call.created`` webhook has been scheduled."""
+    answered_notified: bool = False
+    """MiniVoice: its ``call.answered`` webhook has been scheduled."""
+
+    @property
+    def answered(self) -> bool:
+        """Only a completed call was ever answered."""
+        return self.final_status == "completed"
+
+    @property
+    def answer_seen_at(self) -> float:
+        """When the call is answered in real time: the start of ``in_progress``."""
+        return self.created_at + 2 * self.duration_real_seconds / 3
+
+    @property
+    def answered_at(self) -> float:
+        """The answer time the webhooks state: the billed seconds before the end.
+
+        The sandbox compresses a call into ``duration_real_seconds``; stating the
+        answer ``billsec_seconds`` before the end keeps answer-to-end equal to
+        what the call is billed, as on a real provider.
+        """
+        return self.ended_at - self.billsec_seconds
+
+    @property
+    def provider_call_id(self) -> str:
+        """MiniVoice's ``provider_call_id``: the carrier leg's UUID (stable per call)."""
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, self.id))
 
     @property
     def attempt_id(self) -> str | None:
@@ -210,10 +243,12 @@ class WebhookDelivery:
     signature: str | None
     status_code: int | None = None
     error: str | None = None
+    event: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "call_id": self.call_id,
+            "event": self.event,
             "url": self.url,
             "sent_at": rfc3339(self.sent_at),
             "signature": self.signature,
@@ -496,6 +531,8 @@ class SandboxState:
                 hold_tokens=hold_tokens,
                 hold_micros=hold_micros,
                 hold_credits=credits_for(billsec),
+                application_id=cfg.application_id,
+                customer_id=cfg.customer_id,
             )
             self.calls[call.id] = call
             self.committed_spend_micros += cost
@@ -569,6 +606,25 @@ class SandboxState:
             for call in fresh:
                 call.notified = True
             return fresh
+
+    def take_webhook_events(self) -> list[tuple[Lifecycle, SandboxCall]]:
+        """Lifecycle events due since the last look, each returned once, in order:
+        ``created`` and ``answered`` (MiniVoice calls), ``final`` (every call)."""
+        with self.lock:
+            now = self.clock()
+            due: list[tuple[Lifecycle, SandboxCall]] = []
+            for call in self.calls.values():
+                if call.dialect == "minivoice":
+                    if not call.created_notified:
+                        call.created_notified = True
+                        due.append(("created", call))
+                    if call.answered and not call.answered_notified and now >= call.answer_seen_at:
+                        call.answered_notified = True
+                        due.append(("answered", call))
+                if not call.notified and call.is_final(now):
+                    call.notified = True
+                    due.append(("final", call))
+            return due
 
     def record_delivery(self, delivery: WebhookDelivery) -> None:
         with self.lock:

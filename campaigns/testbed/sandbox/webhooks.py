@@ -1,9 +1,16 @@
-"""Outbound ``call.completed`` webhooks (and VoIPBIN ``account_updated``), fire and forget.
+"""Outbound webhooks: MiniVoice's documented call events, VoIPBIN's as before.
 
-A background task looks for newly final calls every ~100 ms and posts the
-seed-000 payload; with ``account_webhooks``, once VoIPBIN calls hung up and
-paid, seed 001's ``account_updated`` with the balance after them. Delivery failures are logged and recorded, never raised:
-a real provider's webhooks may arrive late, twice, or never.
+A background task looks for due lifecycle events every ~100 ms. A MiniVoice
+call gets ``call.created`` when it is created, ``call.answered`` when answered
+(completed calls only) and ``call.completed`` / ``call.failed`` /
+``call.canceled`` when it ends: the documented payload, ``data.event_key``
+included, signed with ``X-MiniVoice-Timestamp`` + ``X-MiniVoice-Signature``
+(webhooks/signatures) and re-delivered after a non-2xx answer or a network
+error (``webhook_retries``). A VoIPBIN call gets the contract's
+``call.completed`` signed with ``X-Signature``, and with ``account_webhooks``,
+seed 001's ``account_updated`` once its hangup has been paid.
+Delivery failures are logged and recorded, never raised: a real provider's
+webhooks may arrive late, twice, or never.
 """
 
 from __future__ import annotations
@@ -13,27 +20,87 @@ import hashlib
 import hmac
 import json
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
+from campaigns.providers.minivoice import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook
+from campaigns.testbed.sandbox.config import SandboxConfig
 from campaigns.testbed.sandbox.formats import rfc3339
-from campaigns.testbed.sandbox.state import SandboxCall, SandboxState, WebhookDelivery
+from campaigns.testbed.sandbox.minivoice import minivoice_status
+from campaigns.testbed.sandbox.state import Lifecycle, SandboxCall, SandboxState, WebhookDelivery
 
-__all__ = ["WebhookNotifier", "account_updated_payload", "call_completed_payload", "sign_payload"]
+__all__ = [
+    "WebhookNotifier",
+    "account_updated_payload",
+    "call_completed_payload",
+    "minivoice_event",
+    "minivoice_headers",
+    "sign_payload",
+]
 
 log = logging.getLogger("campaigns.testbed.sandbox.webhooks")
 
+Scheme = Literal["minivoice", "x-signature"]
+_FINAL_EVENT = {"completed": "call.completed", "canceled": "call.canceled"}
+"""Every other final status (failed, busy, no_answer) is a ``call.failed``."""
+
 
 def sign_payload(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``X-Signature`` value: ``t=<ts>,v1=<hex hmac-sha256 of "<ts>." + body>``."""
+    """The contract's ``X-Signature`` value: ``t=<ts>,v1=<hex hmac-sha256 of "<ts>." + body>``."""
     digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
     return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def minivoice_headers(secret: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The documented signature headers (webhooks/signatures) for one delivery."""
+    stamp = str(timestamp)
+    return {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: sign_webhook(secret, stamp, body)}
+
+
+def minivoice_event(
+    call: SandboxCall, what: Lifecycle, *, metadata: bool = False
+) -> dict[str, Any]:
+    """A documented MiniVoice call event (webhooks/call-created) for one call.
+
+    ``created_at`` is when what the event reports happened: creation, the
+    answer (stated ``billsec_seconds`` before the end, see
+    ``SandboxCall.answered_at``), or the end.
+    """
+    if what == "created":
+        event, at, status = "call.created", call.created_at, "dialing"
+    elif what == "answered":
+        event, at, status = "call.answered", call.answered_at, "in_progress"
+    else:
+        event = _FINAL_EVENT.get(call.final_status, "call.failed")
+        at, status = call.ended_at, minivoice_status(call, call.ended_at)
+    body: dict[str, Any] = {
+        "id": call.id,
+        "customer_id": call.customer_id,
+        "application_id": call.application_id,
+        "provider_call_id": call.provider_call_id,
+        "status": status,
+        "direction": "outbound",
+        "from": call.from_number,
+        "to": call.to_number,
+        "route_mode": "webhook",
+        "routing_target": call.application_id,
+    }
+    if metadata:
+        body["metadata"] = call.variables
+    return {
+        "event": event,
+        "created_at": rfc3339(at),
+        "call": body,
+        "variables": {},
+        "data": {"event_key": f"{call.id}:{event}"},
+    }
 
 
 def call_completed_payload(
     call: SandboxCall, *, customer_id: str, application_id: str
 ) -> dict[str, Any]:
+    """The contract's ``call.completed`` (seed 000's shape), as VoIPBIN calls still get it."""
     return {
         "event": "call.completed",
         "created_at": rfc3339(call.ended_at),
@@ -71,8 +138,12 @@ def account_updated_payload(state: SandboxState) -> dict[str, Any]:
         }
 
 
+def _encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
 class WebhookNotifier:
-    """Polls the state for newly final calls and posts one event per call."""
+    """Polls the state for due lifecycle events and posts them."""
 
     def __init__(self, state: SandboxState, *, interval: float = 0.1) -> None:
         self.state = state
@@ -99,41 +170,75 @@ class WebhookNotifier:
             self.tick()
 
     def tick(self) -> None:
-        """Schedule deliveries for calls that became final since the last tick."""
-        fresh = self.state.take_newly_final()
+        """Schedule deliveries for the events that fell due since the last tick."""
+        due = self.state.take_webhook_events()
         config = self.state.config
-        if not fresh or not config.webhook_url:
+        if not due or not config.webhook_url:
             return
+        url = config.webhook_url
+        if config.account_webhooks and any(
+            what == "final" and call.dialect == "voipbin" for what, call in due
+        ):
+            body = _encode(account_updated_payload(self.state))
+            self._send(config, url, body, "x-signature", "account_updated", "account_updated")
         copies = 2 if config.webhook_duplicates else 1
-        if config.account_webhooks and any(call.dialect == "voipbin" for call in fresh):
-            payload = account_updated_payload(self.state)
-            body = json.dumps(payload, separators=(",", ":")).encode()
-            self._send(config.webhook_url, body, config.webhook_secret, "account_updated")
-        for call in fresh:
-            payload = call_completed_payload(
-                call, customer_id=config.customer_id, application_id=config.application_id
-            )
-            body = json.dumps(payload, separators=(",", ":")).encode()
+        for what, call in due:
+            if call.dialect == "minivoice":
+                payload = minivoice_event(call, what, metadata=config.webhook_metadata)
+                scheme: Scheme = "minivoice"
+            elif what == "final":
+                payload = call_completed_payload(
+                    call, customer_id=config.customer_id, application_id=config.application_id
+                )
+                scheme = "x-signature"
+            else:
+                continue
+            body = _encode(payload)
             for _ in range(copies):
-                self._send(config.webhook_url, body, config.webhook_secret, call.id)
+                self._send(config, url, body, scheme, call.id, str(payload["event"]))
 
-    def _send(self, url: str, body: bytes, secret: str | None, what: str) -> None:
-        task = asyncio.create_task(self._deliver(url, body, secret, what))
+    def _send(
+        self, config: SandboxConfig, url: str, body: bytes, scheme: Scheme, what: str, event: str
+    ) -> None:
+        task = asyncio.create_task(self._deliver(config, url, body, scheme, what, event))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def _deliver(self, url: str, body: bytes, secret: str | None, call_id: str) -> None:
+    async def _deliver(
+        self, config: SandboxConfig, url: str, body: bytes, scheme: Scheme, what: str, event: str
+    ) -> None:
+        """Post, and post again after a non-2xx or a network error (each try recorded)."""
+        delay = config.webhook_retry_seconds
+        for try_no in range(config.webhook_retries + 1):
+            if try_no:
+                await asyncio.sleep(delay)
+                delay *= 2
+            if await self._post(config.webhook_secret, url, body, scheme, what, event):
+                return
+
+    async def _post(
+        self, secret: str | None, url: str, body: bytes, scheme: Scheme, what: str, event: str
+    ) -> bool:
         assert self._client is not None
         headers = {"Content-Type": "application/json"}
         now = self.state.clock()
-        signature = sign_payload(secret, int(now), body) if secret else None
-        if signature is not None:
-            headers["X-Signature"] = signature
-        delivery = WebhookDelivery(call_id=call_id, url=url, sent_at=now, signature=signature)
+        signature: str | None = None
+        if secret:
+            if scheme == "minivoice":
+                signed = minivoice_headers(secret, int(now), body)
+                signature = signed[SIGNATURE_HEADER]
+            else:
+                signature = sign_payload(secret, int(now), body)
+                signed = {"X-Signature": signature}
+            headers.update(signed)
+        delivery = WebhookDelivery(
+            call_id=what, url=url, sent_at=now, signature=signature, event=event
+        )
         try:
             response = await self._client.post(url, content=body, headers=headers)
             delivery.status_code = response.status_code
         except httpx.HTTPError as exc:
             delivery.error = f"{type(exc).__name__}: {exc}"
-            log.warning("webhook for %s to %s failed: %s", call_id, url, delivery.error)
+            log.warning("webhook %s for %s to %s failed: %s", event, what, url, delivery.error)
         self.state.record_delivery(delivery)
+        return delivery.status_code is not None and 200 <= delivery.status_code < 300
