@@ -1,4 +1,5 @@
-"""Webhook ingress over real HTTP into real Redis: only genuine final events become jobs."""
+"""Webhook ingress over real HTTP into real Redis: only genuine, signed call events
+worth a worker's time become jobs (MiniVoice: webhooks/signatures, its call events)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,12 @@ from campaigns.operators.ingress import (
 )
 from campaigns.queue import JOB_CALL_EVENT, json_deserializer
 from campaigns.settings import Settings
-from campaigns.testbed.sandbox import SandboxServer, ThreadedServer, sign_payload
+from campaigns.testbed.sandbox import (
+    SandboxServer,
+    ThreadedServer,
+    minivoice_headers,
+    sign_payload,
+)
 from tests.conftest import spec_dict
 from tests.support import WorkerProcess, seed_event, wait_for
 
@@ -38,8 +44,19 @@ def encode(payload: Any) -> bytes:
 
 
 def signed(body: bytes, secret: str = SECRET, ts: float | None = None) -> dict[str, str]:
+    """MiniVoice's documented headers: X-MiniVoice-Timestamp, X-MiniVoice-Signature."""
     stamp = int(time.time() if ts is None else ts)
+    return {"Content-Type": "application/json", **minivoice_headers(secret, stamp, body)}
+
+
+def x_signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
+    """The contract's X-Signature scheme, still VoIPBIN's here."""
+    stamp = int(time.time())
     return {"Content-Type": "application/json", "X-Signature": sign_payload(secret, stamp, body)}
+
+
+def mac_of(headers: dict[str, str]) -> str:
+    return headers["X-MiniVoice-Signature"].removeprefix("v1=")
 
 
 @pytest.fixture
@@ -104,7 +121,7 @@ async def test_signed_completed_event_is_enqueued_as_a_json_job(
 
     accepted = [e for e in logs if e["event"] == "webhook_accepted"]
     assert accepted and accepted[0]["job_id"] == job.job_id
-    signature = signed(body)["X-Signature"].split("v1=")[1]
+    signature = mac_of(signed(body))
     assert SECRET not in repr(logs) and signature not in repr(logs)
 
 
@@ -114,11 +131,15 @@ async def test_fallback_path_and_health(
     ingress = start_ingress()
     health = await http.get(ingress.url + "/healthz")
     assert health.status_code == 200
-    body = encode(seed_event("call_fallback", event="call.no_answer"))
+    body = encode(seed_event("call_fallback", event="call.failed"))
     response = await http.post(ingress.url + "/webhooks", content=body, headers=signed(body))
     assert response.status_code == 202
     [job] = await queued(arq_pool, settings)
-    assert job.job_id.startswith("event:call_fallback:call.no_answer:")
+    assert job.job_id.startswith("event:call_fallback:call.failed:")
+
+
+def _now() -> str:
+    return str(int(time.time()))
 
 
 @pytest.mark.parametrize(
@@ -127,14 +148,35 @@ async def test_fallback_path_and_health(
         pytest.param(
             lambda body: signed(body, secret="whsec_not_the_right_one"), id="wrong-secret"
         ),
-        pytest.param(lambda body: signed(body + b" "), id="signed-other-body"),
-        pytest.param(lambda body: {}, id="missing-header"),
-        pytest.param(lambda body: {"X-Signature": "garbage"}, id="garbled"),
-        pytest.param(lambda body: {"X-Signature": f"t={int(time.time())}"}, id="no-v1"),
-        pytest.param(lambda body: {"X-Signature": "t=abc,v1=00"}, id="bad-timestamp"),
+        pytest.param(lambda body: signed(body + b" "), id="tampered-body"),
+        pytest.param(lambda body: {}, id="missing-headers"),
         pytest.param(
-            lambda body: {"X-Signature": f"t={int(time.time())},v1={'0' * 64}"}, id="zero-mac"
+            lambda body: {"X-MiniVoice-Signature": mac_of(signed(body))}, id="missing-timestamp"
         ),
+        pytest.param(
+            lambda body: {"X-MiniVoice-Timestamp": signed(body)["X-MiniVoice-Timestamp"]},
+            id="missing-signature",
+        ),
+        pytest.param(
+            lambda body: {**signed(body), "X-MiniVoice-Signature": mac_of(signed(body))},
+            id="no-v1-prefix",
+        ),
+        pytest.param(
+            lambda body: {**signed(body), "X-MiniVoice-Timestamp": str(int(time.time()) + 1)},
+            id="timestamp-not-the-signed-one",
+        ),
+        pytest.param(
+            lambda body: {"X-MiniVoice-Timestamp": "abc", "X-MiniVoice-Signature": "v1=00"},
+            id="bad-timestamp",
+        ),
+        pytest.param(
+            lambda body: {
+                "X-MiniVoice-Timestamp": _now(),
+                "X-MiniVoice-Signature": "v1=" + "0" * 64,
+            },
+            id="zero-mac",
+        ),
+        pytest.param(lambda body: x_signed(body), id="the-contract-scheme"),
     ],
 )
 async def test_forged_or_missing_signature_is_refused_and_nothing_enqueued(
@@ -153,7 +195,9 @@ async def test_forged_or_missing_signature_is_refused_and_nothing_enqueued(
     assert await arq_pool.keys("arq:job:*") == []
 
 
-@pytest.mark.parametrize("age", [3600, 301, -301], ids=["hour-old", "just-stale", "future"])
+@pytest.mark.parametrize(
+    "age", [3600, 301, -301, -3600], ids=["hour-old", "just-stale", "future", "hour-ahead"]
+)
 async def test_replayed_delivery_outside_tolerance_is_refused(
     age: int,
     start_ingress: StartIngress,
@@ -201,6 +245,44 @@ async def test_duplicate_delivery_becomes_one_job(
     assert len(await queued(arq_pool, settings)) == 2
 
 
+async def test_retries_of_one_event_are_one_job_by_its_event_key(
+    start_ingress: StartIngress, http: httpx.AsyncClient, arq_pool: ArqRedis, settings: Settings
+) -> None:
+    """MiniVoice re-delivers on any non-2xx; ``data.event_key`` names the event, so a
+    retry whose body differs (another ``created_at``) is still the same job."""
+    ingress = start_ingress()
+    first = seed_event("call_keyed", event="call.created", status="in_progress")
+    first["data"] = {"event_key": "call_keyed:call.created"}
+    retry = {**first, "created_at": "2026-05-29T12:00:09Z"}
+    for payload in (first, retry, first):
+        body = encode(payload)
+        response = await http.post(ingress.url + PATH, content=body, headers=signed(body))
+        assert response.status_code == 202 and response.json() == {"queued": True}
+    [job] = await queued(arq_pool, settings)
+    assert job.job_id == event_job_id("call_keyed", "call.created", b"", "call_keyed:call.created")
+    assert job.args == [first]
+
+
+@pytest.mark.parametrize(
+    "event", ["call.created", "call.answered", "call.completed", "call.failed", "call.canceled"]
+)
+async def test_every_documented_call_event_is_queued(
+    event: str,
+    start_ingress: StartIngress,
+    http: httpx.AsyncClient,
+    arq_pool: ArqRedis,
+    settings: Settings,
+) -> None:
+    ingress = start_ingress()
+    payload = seed_event("call_doc", event=event)
+    payload["data"] = {"event_key": f"call_doc:{event}"}
+    body = encode(payload)
+    response = await http.post(ingress.url + PATH, content=body, headers=signed(body))
+    assert response.json() == {"queued": True}
+    [job] = await queued(arq_pool, settings)
+    assert job.function == JOB_CALL_EVENT and job.args == [payload]
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -242,7 +324,17 @@ async def test_malformed_body_is_refused_and_nothing_enqueued(
     assert await queued(arq_pool, settings) == []
 
 
-@pytest.mark.parametrize("event", ["call.ringing", "call.in_progress", "account_updated"])
+@pytest.mark.parametrize(
+    "event",
+    [
+        "call.ringing",
+        "call.in_progress",
+        "call.busy",
+        "call.gathered",
+        "recording.completed",
+        "account_updated",
+    ],
+)
 async def test_non_final_event_is_ignored(
     event: str,
     start_ingress: StartIngress,
@@ -296,24 +388,32 @@ async def test_sandbox_webhooks_settle_a_campaign_through_the_ingress(
 
     await wait_for(settled, timeout=40, what="3 calls settled")
 
+    # created, answered, completed for each call, each delivered twice.
     async def delivered() -> list[Any]:
         deliveries = list(sandbox.state.webhook_deliveries)
-        return deliveries if len(deliveries) == 6 else []
+        return deliveries if len(deliveries) == 18 else []
 
-    deliveries = await wait_for(delivered, timeout=10, what="6 webhook deliveries")
+    deliveries = await wait_for(delivered, timeout=10, what="18 webhook deliveries")
     assert {d.status_code for d in deliveries} == {202}
+    assert sorted({d.event for d in deliveries}) == [
+        "call.answered",
+        "call.completed",
+        "call.created",
+    ]
 
     async def event_results() -> list[Any]:
         results = [r for r in await arq_pool.all_job_results() if r.function == JOB_CALL_EVENT]
-        return results if len(results) == 3 else []
+        return results if len(results) == 9 else []
 
-    # Each call delivered twice, enqueued once, and run by the worker.
-    results = await wait_for(event_results, timeout=15, what="3 record_call_event results")
+    # Each event delivered twice, enqueued once, and run by the worker.
+    results = await wait_for(event_results, timeout=15, what="9 record_call_event results")
     call_ids = {d.call_id for d in deliveries}
     assert len(call_ids) == 3
     assert {r.args[0]["call"]["id"] for r in results} == call_ids
     assert all(r.success for r in results)
-    assert {r.result for r in results} <= {"ok", "duplicate"}
+    finals = [r for r in results if r.args[0]["event"] == "call.completed"]
+    assert len(finals) == 3
+    assert {r.result for r in finals} <= {"ok", "duplicate"}
 
 
 async def test_unsigned_zero_cost_completion_is_refused(
@@ -352,7 +452,7 @@ async def test_a_signed_account_updated_delivery_is_queued_once(
     )
     for _ in range(2):
         response = await http.post(
-            ingress.url + "/webhooks/voipbin", content=body, headers=signed(body)
+            ingress.url + "/webhooks/voipbin", content=body, headers=x_signed(body)
         )
         assert response.status_code == 202
         assert response.json() == {"queued": True}
@@ -362,7 +462,7 @@ async def test_a_signed_account_updated_delivery_is_queued_once(
     ]
     other = encode({"event_type": "call_updated", "data": {}})
     response = await http.post(
-        ingress.url + "/webhooks/voipbin", content=other, headers=signed(other)
+        ingress.url + "/webhooks/voipbin", content=other, headers=x_signed(other)
     )
     assert response.json() == {"queued": False, "ignored": True}
     unsigned = await http.post(ingress.url + "/webhooks/voipbin", content=body)
@@ -394,13 +494,13 @@ async def test_a_bad_account_updated_is_400_and_queues_nothing(
         {"event_type": "account_updated", "timestamp": "2026-05-29T12:10:00Z", "data": data}
     )
     response = await http.post(
-        ingress.url + "/webhooks/voipbin", content=body, headers=signed(body)
+        ingress.url + "/webhooks/voipbin", content=body, headers=x_signed(body)
     )
     assert response.status_code == 400
     assert why in response.json()["error"]
     bad_time = encode({"event_type": "account_updated", "timestamp": "yesterday", "data": {}})
     response = await http.post(
-        ingress.url + "/webhooks/voipbin", content=bad_time, headers=signed(bad_time)
+        ingress.url + "/webhooks/voipbin", content=bad_time, headers=x_signed(bad_time)
     )
     assert response.status_code == 400 and "timestamp" in response.json()["error"]
     assert await queued(arq_pool, settings) == []

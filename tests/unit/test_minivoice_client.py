@@ -1,4 +1,5 @@
-"""The MiniVoice client against httpx.MockTransport: request shape and answer parsing."""
+"""The MiniVoice client against httpx.MockTransport: request shape and answer parsing,
+as MiniVoice's documentation states them (docs/providers.md#minivoice)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,30 @@ from pydantic import SecretStr
 
 from campaigns.domain.errors import ErrorClass, ProviderError
 from campaigns.providers._http import error_from_response, network_error, parse_retry_after
-from campaigns.providers.base import CallInfo, CreateRequest, SentCreate, Usage
+from campaigns.providers.base import CallInfo, Capabilities, CreateRequest, SentCreate, Usage
 from campaigns.providers.minivoice import MiniVoice
 
 API_KEY = "sk_test_minivoice_key_42"
 BASE = "https://api.minivoice.test"
 CALL_201 = {
-    "id": "call_123",
-    "status": "queued",
+    # calls/outbound-calls: the documented create answer.
+    "id": "call_20260529T120000.000000000",
+    "status": "dialing",
     "direction": "outbound",
     "from": "+15551230001",
     "to": "+15551230002",
-    "variables": {"campaign_id": "spring"},
+    "application_id": "app_123",
+    "customer_id": "cust_123",
+    "provider_call_id": "uuid",
+    "answer_url": "https://example.test/answer",
+    "metadata": {"record": True},
+    "created_at": "2026-05-29T12:00:00Z",
+    "route_mode": "webhook",
+    "routing_target": "app_123",
+    "dialing_at": "2026-05-29T12:00:01Z",
 }
+CALL_ID = CALL_201["id"]
+CREATED_MS = 1_780_056_000_000  # 2026-05-29T12:00:00Z
 SEED_USAGE = {
     "application_id": "app_123",
     "from": "2026-05-01T00:00:00Z",
@@ -62,7 +74,7 @@ def client(recorder: Recorder, base_url: str = BASE) -> MiniVoice:
     return MiniVoice(base_url, SecretStr(API_KEY), transport=httpx.MockTransport(recorder))
 
 
-def build_body(mv: MiniVoice) -> str:
+def build_body(mv: MiniVoice, **call: object) -> str:
     return mv.build_create(
         CreateRequest(
             caller_id="+15551230001",
@@ -71,7 +83,8 @@ def build_body(mv: MiniVoice) -> str:
             campaign_id="spring",
             attempt_id="spring:000017:1",
             contact_ref="cust_123",
-            variables={},
+            variables={"first_name": "Ada"},
+            call=call,
         )
     )
 
@@ -82,15 +95,28 @@ SENT = SentCreate("spring:000017:1", "+15551230001", "+15551230002", 0, 0)
 # --- build_create ---------------------------------------------------------------
 
 
-async def test_build_create_is_the_contract_body() -> None:
+async def test_build_create_is_the_documented_body() -> None:
+    """calls/outbound-calls: from, to, metadata; nothing MiniVoice does not document
+    (no variables: call variables are set by answer_url actions; no max duration)."""
     mv = client(Recorder(httpx.Response(201, json=CALL_201)))
     body = build_body(mv)
     assert body == (
-        '{"from":"+15551230001","to":"+15551230002","max_duration_seconds":120,'
-        '"variables":{"campaign_id":"spring","attempt_id":"spring:000017:1",'
-        '"contact_ref":"cust_123"}}'
+        '{"from":"+15551230001","to":"+15551230002","metadata":{"campaign_id":"spring",'
+        '"attempt_id":"spring:000017:1","contact_ref":"cust_123"}}'
     )
-    assert json.loads(body)["max_duration_seconds"] == 120
+    assert set(json.loads(body)) == {"from", "to", "metadata"}
+    await mv.aclose()
+
+
+@pytest.mark.parametrize(
+    ("call", "record"),
+    [({"record": True}, True), ({"record": False}, None), ({}, None), ({"record": "yes"}, None)],
+)
+async def test_build_create_sends_record_only_when_true(
+    call: dict[str, object], record: bool | None
+) -> None:
+    mv = client(Recorder(httpx.Response(201, json=CALL_201)))
+    assert json.loads(build_body(mv, **call)).get("record") is record
     await mv.aclose()
 
 
@@ -107,6 +133,7 @@ async def test_create_call_request_shape() -> None:
     assert req.method == "POST"
     assert str(req.url) == f"{BASE}/v1/calls"
     assert req.headers["Authorization"] == f"Bearer {API_KEY}"
+    # Not documented by MiniVoice: sent only as a label, never relied on.
     assert req.headers["Idempotency-Key"] == "spring:000017:1"
     assert req.headers["Content-Type"] == "application/json"
     assert req.content == body.encode()
@@ -116,61 +143,102 @@ async def test_create_call_passes_body_bytes_unchanged() -> None:
     rec = Recorder(httpx.Response(201, json=CALL_201))
     mv = client(rec)
     # An odd but valid body: key order, spacing and unicode must survive as is.
-    body = '{ "to":"+15551230002",  "from":"+15551230001","variables":{"name":"Zoë"}}'
+    body = '{ "to":"+15551230002",  "from":"+15551230001","metadata":{"name":"Zoë"}}'
     await mv.create_call(body, "k1")
     await mv.aclose()
     assert rec.requests[0].content == body.encode("utf-8")
 
 
-async def test_create_call_retry_resends_same_key_and_body() -> None:
-    rec = Recorder(
-        httpx.Response(503, json={"error": {"code": "unavailable", "message": "try later"}}),
-        httpx.Response(201, json=CALL_201),
+def test_minivoice_claims_no_keys_no_lookup_no_hangup() -> None:
+    """What the documentation offers toward one call per attempt: creation webhooks."""
+    assert MiniVoice.capabilities == Capabilities(
+        idempotency_keys=False,
+        lookup=False,
+        creation_events=True,
+        hangup=False,
+        per_call_cost=False,
     )
-    mv = client(rec)
-    body = build_body(mv)
-    with pytest.raises(ProviderError):
-        await mv.create_call(body, "spring:000017:1")
-    call = await mv.create_call(body, "spring:000017:1")
-    await mv.aclose()
-    assert call.call_id == "call_123"
-    assert [r.headers["Idempotency-Key"] for r in rec.requests] == ["spring:000017:1"] * 2
-    assert rec.requests[0].content == rec.requests[1].content == body.encode()
+    assert MiniVoice.creation_events == frozenset({"call.created"})
+    assert MiniVoice.final_events == frozenset({"call.completed", "call.failed", "call.canceled"})
 
 
-@pytest.mark.parametrize("status", [200, 201])
-async def test_create_call_parses_the_call_object(status: int) -> None:
+@pytest.mark.parametrize("status", [200, 201, 202])
+async def test_create_call_parses_the_documented_answer(status: int) -> None:
+    """The success status is not documented: any 2xx with an id is a call."""
     mv = client(Recorder(httpx.Response(status, json=CALL_201)))
     call = await mv.create_call(build_body(mv), "k")
     await mv.aclose()
     assert call == CallInfo(
-        call_id="call_123",
+        call_id=CALL_ID,
         status="queued",
         direction="outbound",
         to="+15551230002",
-        billsec=None,
-        cost_micros=None,
-        cost_currency=None,
-        variables={"campaign_id": "spring"},
+        caller_id="+15551230001",
+        created_at_ms=CREATED_MS,
     )
     assert call.final is False
+
+
+async def test_create_answer_echoing_our_metadata_gives_the_attempt_id() -> None:
+    answer = {**CALL_201, "metadata": {"attempt_id": "spring:000017:1", "campaign_id": "spring"}}
+    mv = client(Recorder(httpx.Response(201, json=answer)))
+    call = await mv.create_call(build_body(mv), "k")
+    await mv.aclose()
+    assert call.attempt_id == "spring:000017:1"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"cost_amount": 0.01}, id="float-cost"),
+        pytest.param({"cost_amount": "-5.00"}, id="negative-cost"),
+        pytest.param({"billsec_seconds": "lots"}, id="string-billsec"),
+        pytest.param({"status": 5}, id="int-status"),
+        pytest.param({"status": "completed"}, id="final-status"),
+        pytest.param({"created_at": "yesterday"}, id="bad-time"),
+        pytest.param({"metadata": "x", "from": 7, "to": None, "direction": []}, id="odd-fields"),
+        pytest.param({"variables": [1]}, id="list-variables"),
+    ],
+)
+async def test_a_valid_id_is_kept_whatever_else_the_answer_says(changes: dict[str, object]) -> None:
+    """Issue 18: a 2xx with a good id and a malformed optional field is a placed call;
+    refusing it would leave the call unrecorded and the attempt re-sent."""
+    mv = client(Recorder(httpx.Response(201, json={**CALL_201, **changes})))
+    call = await mv.create_call(build_body(mv), "k")
+    await mv.aclose()
+    assert call.call_id == CALL_ID
+    assert (call.billsec, call.cost_micros, call.cost_currency) == (None, None, None)
 
 
 @pytest.mark.parametrize(
     "payload",
     [
-        pytest.param({"status": "queued"}, id="no-id"),
+        pytest.param({"status": "dialing"}, id="no-id"),
         pytest.param({"id": 123}, id="int-id"),
+        pytest.param({"id": ""}, id="empty-id"),
+        pytest.param({"id": "x" * 201}, id="huge-id"),
+        pytest.param({"id": "call\n1"}, id="unprintable-id"),
         pytest.param([CALL_201], id="list"),
         pytest.param(None, id="null"),
     ],
 )
-async def test_create_call_without_id_is_invalid_response(payload: object) -> None:
+async def test_create_call_without_a_usable_id_is_invalid_response(payload: object) -> None:
     mv = client(Recorder(httpx.Response(201, json=payload)))
     with pytest.raises(ProviderError) as info:
         await mv.create_call("{}", "k")
     await mv.aclose()
-    assert info.value.code == "invalid_response"
+    assert (info.value.status, info.value.code) == (201, "invalid_response")
+    assert info.value.ambiguous, "a 2xx without a usable id may still be a placed call"
+
+
+async def test_a_redirect_is_reported_with_its_own_status() -> None:
+    """Issue 18: never a made-up 200 for an answer that was a 302."""
+    answer = httpx.Response(302, json={"moved": True}, headers={"Location": "https://x.test/"})
+    mv = client(Recorder(answer))
+    with pytest.raises(ProviderError) as info:
+        await mv.create_call("{}", "k")
+    await mv.aclose()
+    assert (info.value.status, info.value.code) == (302, "invalid_response")
 
 
 async def test_create_call_non_json_success_is_invalid_response() -> None:
@@ -179,7 +247,7 @@ async def test_create_call_non_json_success_is_invalid_response() -> None:
         await mv.create_call("{}", "k")
     await mv.aclose()
     assert (info.value.status, info.value.code) == (201, "invalid_response")
-    # The call may exist: re-send under the same key rather than halt and re-dial.
+    # The call may exist: resolve it (creation event, or in doubt); never a blind re-dial.
     assert info.value.error_class is ErrorClass.TRANSIENT
     assert info.value.ambiguous
 
@@ -187,28 +255,60 @@ async def test_create_call_non_json_success_is_invalid_response() -> None:
 # --- errors -------------------------------------------------------------------------
 
 
+HALT, CONTACT, TRANSIENT = ErrorClass.HALT, ErrorClass.CONTACT, ErrorClass.TRANSIENT
+
+# calls/outbound-calls, "Errors": every documented status and code, what the
+# dispatcher does with it, whether the call may exist, and the account hold.
+DOCUMENTED_ERRORS = [
+    # status, code, class, ambiguous (the call may exist), hold seconds, code kept
+    (400, "invalid_json", HALT, False, None, "invalid_json"),
+    (400, "invalid_request", HALT, False, None, "invalid_request"),
+    (400, "rate_not_found", HALT, False, None, "rate_not_found"),  # rating halt
+    (400, "no_active_trunk", HALT, False, None, "no_active_trunk"),  # routing halt
+    (401, "unauthorized", HALT, False, None, "provider_auth_failed"),
+    (402, "insufficient_balance", HALT, False, None, "insufficient_balance"),
+    (403, "spend_control_exceeded", HALT, False, None, "spend_control_exceeded"),
+    (403, "spend_limit_exceeded", HALT, False, None, "spend_limit_exceeded"),
+    (429, "cps_limit_reached", TRANSIENT, False, 1.0, "cps_limit_reached"),
+    (429, "concurrent_call_limit_reached", TRANSIENT, False, 5.0, "concurrent_call_limit_reached"),
+    (500, "reservation_failed", TRANSIENT, True, None, "reservation_failed"),
+    (500, "internal_error", TRANSIENT, True, None, "internal_error"),
+    (502, "originate_failed", CONTACT, False, None, "originate_failed"),
+]
+
+
 @pytest.mark.parametrize(
-    ("status", "code", "message", "klass"),
-    [
-        (403, "spend_control_exceeded", "outbound spend limit exceeded", ErrorClass.HALT),
-        (402, "insufficient_funds", "top up", ErrorClass.HALT),
-        (422, "invalid_number", "bad number", ErrorClass.CONTACT),
-        (500, "internal_error", "oops", ErrorClass.TRANSIENT),
-        (503, "routing_unavailable", "no carrier", ErrorClass.HALT),
-    ],
+    ("status", "code", "klass", "ambiguous", "hold", "kept"),
+    [pytest.param(*row, id=f"{row[0]}-{row[1]}") for row in DOCUMENTED_ERRORS],
 )
-async def test_error_body_becomes_provider_error(
-    status: int, code: str, message: str, klass: ErrorClass
+async def test_documented_error_table(
+    status: int,
+    code: str,
+    klass: ErrorClass,
+    ambiguous: bool,
+    hold: float | None,
+    kept: str,
 ) -> None:
-    body = {"error": {"code": code, "message": message}}
+    """The documented envelope ``{"error": {"code", "message"}}``, each code classified."""
+    body = {"error": {"code": code, "message": "as MiniVoice words it"}}
     mv = client(Recorder(httpx.Response(status, json=body)))
     with pytest.raises(ProviderError) as info:
         await mv.create_call(build_body(mv), "k")
     await mv.aclose()
     exc = info.value
-    assert (exc.status, exc.code, exc.message) == (status, code, message)
-    assert exc.retry_after is None
-    assert exc.error_class is klass
+    assert (exc.status, exc.code, exc.error_class) == (status, kept, klass)
+    assert exc.ambiguous is ambiguous
+    assert exc.retry_after == hold
+    assert "as MiniVoice words it" in exc.message
+
+
+async def test_a_limit_429_keeps_a_retry_after_the_provider_does_send() -> None:
+    body = {"error": {"code": "cps_limit_reached", "message": "slow down"}}
+    mv = client(Recorder(httpx.Response(429, json=body, headers={"Retry-After": "3"})))
+    with pytest.raises(ProviderError) as info:
+        await mv.create_call("{}", "k")
+    await mv.aclose()
+    assert info.value.retry_after == 3.0
 
 
 @pytest.mark.parametrize(
@@ -425,40 +525,15 @@ async def test_get_call_bad_cost_is_invalid_response(amount: object) -> None:
     assert "cost_amount" in info.value.message
 
 
-async def test_find_call_by_attempt_id() -> None:
-    rows = {
-        "data": [
-            {"id": "call_1", "status": "completed", "variables": {"attempt_id": "other"}},
-            "garbage",
-            {"id": "call_2", "status": "ringing", "variables": None},
-            {"id": "call_3", "status": "queued", "variables": {"attempt_id": "spring:000017:1"}},
-        ]
-    }
-    rec = Recorder(httpx.Response(200, json=rows))
+async def test_no_lookup_and_no_hang_up_are_documented() -> None:
+    rec = Recorder(httpx.Response(200, json={"data": []}))
     mv = client(rec)
-    calls = await mv.find_calls(SENT)
+    with pytest.raises(NotImplementedError, match="listing"):
+        await mv.find_calls(SENT)
+    with pytest.raises(NotImplementedError, match="hang-up"):
+        await mv.hang_up(CALL_ID)
     await mv.aclose()
-    assert [call.call_id for call in calls] == ["call_3"]
-    req = rec.requests[0]
-    assert req.method == "GET"
-    assert req.url.path == "/v1/calls"
-    assert req.url.params["attempt_id"] == "spring:000017:1"
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [
-        {"data": []},
-        {"data": [{"id": "c", "variables": {"attempt_id": "x"}}]},
-        {},
-        [],
-        {"data": None},
-    ],
-)
-async def test_find_call_not_found(payload: object) -> None:
-    mv = client(Recorder(httpx.Response(200, json=payload)))
-    assert await mv.find_calls(SENT) == []
-    await mv.aclose()
+    assert rec.requests == [], "nothing undocumented is ever requested"
 
 
 async def test_usage_seed_000_shape() -> None:
@@ -507,5 +582,40 @@ async def test_balance_is_none_for_minivoice() -> None:
     mv = client(Recorder(httpx.Response(500)))
     assert await mv.balance() is None
     assert mv.dialect == "minivoice"
-    assert mv.capabilities.lookup is True
     await mv.aclose()
+
+
+@pytest.mark.parametrize(
+    ("given", "mapped", "final"),
+    [
+        ("dialing", "queued", False),
+        ("in_progress", "in_progress", False),
+        ("completed", "completed", True),
+        ("failed", "failed", True),
+        ("canceled", "canceled", True),
+        ("cancelled", "canceled", True),
+        ("busy", "busy", True),
+        ("no_answer", "no_answer", True),
+        ("ringing", "ringing", False),
+        ("answered", "in_progress", False),
+        ("wrapping_up", "wrapping_up", False),
+        (None, "", False),
+    ],
+)
+async def test_call_object_statuses_are_mapped_conservatively(
+    given: str | None, mapped: str, final: bool
+) -> None:
+    """The call object's schema is not documented: known words are mapped, an unknown
+    one is kept and never final (the call is read again, never settled on a guess)."""
+    mv = client(Recorder(httpx.Response(200, json={**CALL_201, "status": given})))
+    call = await mv.get_call(CALL_ID)
+    await mv.aclose()
+    assert (call.status, call.final) == (mapped, final)
+
+
+async def test_get_call_without_an_id_names_the_real_status() -> None:
+    mv = client(Recorder(httpx.Response(203, json={"status": "completed"})))
+    with pytest.raises(ProviderError) as info:
+        await mv.get_call(CALL_ID)
+    await mv.aclose()
+    assert (info.value.status, info.value.code) == (203, "invalid_response")
