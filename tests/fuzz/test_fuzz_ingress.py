@@ -5,9 +5,12 @@ The Starlette app runs in-process (``httpx.ASGITransport``) around a real
 
 - never a 5xx (Redis is up);
 - a forged, stale, missing or garbled signature is 401, an oversized body 413;
-- a genuine, well-formed event of either dialect is 2xx: a MiniVoice final
-  event with a usable call ID becomes exactly one job carrying the payload as
-  sent, anything else is acknowledged and not queued;
+- each path checks its dialect's scheme (MiniVoice: ``X-MiniVoice-Timestamp`` +
+  ``X-MiniVoice-Signature``; VoIPBIN: ``X-Signature``; ``/webhooks``: the
+  configured dialect's, MiniVoice here);
+- a genuine, well-formed event of either dialect is 2xx: a documented MiniVoice
+  call event with a usable call ID, on a MiniVoice path, becomes exactly one job
+  carrying the payload as sent, anything else is acknowledged and not queued;
 - any other body is 2xx or 4xx, and nothing is queued unless it was accepted;
 - no response and no log line carries the webhook secret, the API key or the MAC.
 """
@@ -29,9 +32,9 @@ from redis import Redis
 
 from campaigns.logs import register_secret
 from campaigns.operators.ingress import MAX_BODY_BYTES, create_ingress_app
-from campaigns.providers.minivoice import FINAL_EVENTS
+from campaigns.providers.minivoice import WEBHOOK_EVENTS
 from campaigns.queue import JOB_ACCOUNT_EVENT, JOB_CALL_EVENT, JobQueue, open_queue
-from campaigns.testbed.sandbox import sign_payload
+from campaigns.testbed.sandbox import minivoice_headers, sign_payload
 from tests.fuzz.conftest import FUZZ_PROFILE
 
 pytestmark = pytest.mark.integration
@@ -42,7 +45,8 @@ QUEUE = "dispatcher:fuzz-ingress"
 NOW = 1_780_000_000
 TOLERANCE = 300
 PATHS = ("/webhooks/minivoice", "/webhooks/voipbin", "/webhooks")
-NON_FINAL = ("call.ringing", "call.in_progress", "call.queued", "account_updated")
+NOT_QUEUED = ("call.ringing", "call.in_progress", "call.busy", "call.gathered", "account_updated")
+MINIVOICE_PATHS = ("/webhooks/minivoice", "/webhooks")
 
 
 @dataclass
@@ -99,13 +103,14 @@ bad_call_ids = st.one_of(
 
 
 @st.composite
-def minivoice_events(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
-    """A MiniVoice ``call.*`` event and what must come of it: queue, ignore or refuse."""
-    final = draw(st.booleans())
+def minivoice_events(draw: st.DrawFn) -> tuple[dict[str, Any], str, str]:
+    """A MiniVoice ``call.*`` event and what must come of it on a MiniVoice path and
+    on the VoIPBIN one (which queues no call events): queue, ignore or refuse."""
+    documented = draw(st.booleans())
     event = (
-        draw(st.sampled_from(sorted(FINAL_EVENTS)))
-        if final
-        else draw(st.sampled_from(NON_FINAL) | any_text.filter(lambda e: e not in FINAL_EVENTS))
+        draw(st.sampled_from(sorted(WEBHOOK_EVENTS)))
+        if documented
+        else draw(st.sampled_from(NOT_QUEUED) | any_text.filter(lambda e: e not in WEBHOOK_EVENTS))
     )
     usable = draw(st.booleans())
     call: dict[str, Any] = draw(st.dictionaries(any_text, json_values, max_size=4))
@@ -115,17 +120,17 @@ def minivoice_events(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
         "created_at": draw(any_text),
         "call": call,
         "variables": draw(st.dictionaries(any_text, json_values, max_size=3)),
-        "data": draw(json_values),
+        "data": draw(json_values | st.fixed_dictionaries({"event_key": any_text})),
     }
     if not event:
-        return payload, "refuse"
-    if event not in FINAL_EVENTS:
-        return payload, "ignore"
-    return payload, "queue" if usable else "refuse"
+        return payload, "refuse", "refuse"
+    if event not in WEBHOOK_EVENTS:
+        return payload, "ignore", "ignore"
+    return payload, "queue" if usable else "refuse", "ignore"
 
 
 @st.composite
-def voipbin_events(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
+def voipbin_events(draw: st.DrawFn) -> tuple[dict[str, Any], str, str]:
     """A VoIPBIN delivery (``event_type``). ``account_updated`` (seed 001) is queued
     for the worker when well formed and refused when not; any other is
     acknowledged and never queued."""
@@ -141,7 +146,7 @@ def voipbin_events(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
                 "balance_token": draw(st.integers(0, 2**53 - 1)),
             },
         }
-        return payload, "queue_account"
+        return payload, "queue_account", "queue_account"
     event_type = draw(st.sampled_from(["account_updated", "call_hangup"]) | any_text)
     payload = {
         "event_type": event_type,
@@ -151,8 +156,9 @@ def voipbin_events(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
     if event_type == "account_updated":
         # Random fields are almost never a valid event: refused naming the field,
         # or (if hypothesis builds a valid one) queued for the worker.
-        return payload, "refuse_or_account"
-    return payload, "ignore" if event_type else "refuse"
+        return payload, "refuse_or_account", "refuse_or_account"
+    outcome = "ignore" if event_type else "refuse"
+    return payload, outcome, outcome
 
 
 def valid_unicode(payload: Any) -> bool:
@@ -164,9 +170,11 @@ def valid_unicode(payload: Any) -> bool:
     return True
 
 
-def expect(event: tuple[dict[str, Any], str]) -> str:
-    payload, outcome = event
-    return outcome if valid_unicode(payload) else "refuse"
+def expect(event: tuple[dict[str, Any], str, str]) -> tuple[str, str]:
+    payload, on_minivoice, on_voipbin = event
+    if not valid_unicode(payload):
+        return "refuse", "refuse"
+    return on_minivoice, on_voipbin
 
 
 def encode(payload: Any, ascii_only: bool) -> bytes:
@@ -174,15 +182,16 @@ def encode(payload: Any, ascii_only: bool) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+UNKNOWN = ("unknown", "unknown")
 bodies = st.one_of(
     st.tuples(minivoice_events() | voipbin_events(), st.booleans()).map(
         lambda t: (encode(t[0][0], t[1]), expect(t[0]))
     ),
-    st.binary(max_size=600).map(lambda b: (b, "unknown")),
-    json_values.map(lambda v: (encode(v, True), "unknown")),
+    st.binary(max_size=600).map(lambda b: (b, UNKNOWN)),
+    json_values.map(lambda v: (encode(v, True), UNKNOWN)),
     st.sampled_from(
         [b"", b"null", b"[]", b"{}", b'{"event": NaN}', b'{"event": "call.completed"}', b"[" * 5000]
-    ).map(lambda b: (b, "unknown")),
+    ).map(lambda b: (b, UNKNOWN)),
 )
 
 SIGNATURES = (
@@ -199,40 +208,76 @@ SIGNATURES = (
 )
 
 
-def signature_header(mode: str, body: bytes, data: st.DataObject) -> bytes | None:
+def x_signature(mode: str, body: bytes, data: st.DataObject) -> dict[str, bytes]:
+    """The contract's ``X-Signature: t=<ts>,v1=<hex>`` (VoIPBIN's path)."""
     if mode == "valid":
-        return sign_payload(SECRET, NOW - data.draw(st.integers(0, TOLERANCE)), body).encode()
-    if mode == "valid-among-others":
+        value = sign_payload(SECRET, NOW - data.draw(st.integers(0, TOLERANCE)), body)
+    elif mode == "valid-among-others":
         good = sign_payload(SECRET, NOW, body).split("v1=")[1]
         junk = data.draw(st.lists(st.text("0123456789abcdef", max_size=64), max_size=3))
         entries = [f"v1={j}" for j in junk] + [f"v1={good}"]
-        return (f"t={NOW}," + ",".join(data.draw(st.permutations(entries)))).encode()
-    if mode == "valid-upper-hex":
-        return (
-            sign_payload(SECRET, NOW, body)
-            .upper()
-            .replace("T=", "t=")
-            .replace("V1=", "v1=")
-            .encode()
-        )
-    if mode == "wrong-secret":
-        return sign_payload(data.draw(st.text(min_size=1)) + "x", NOW, body).encode()
-    if mode == "stale":
-        return sign_payload(
-            SECRET, NOW - data.draw(st.integers(TOLERANCE + 1, 10**9)), body
-        ).encode()
-    if mode == "future":
-        return sign_payload(
-            SECRET, NOW + data.draw(st.integers(TOLERANCE + 1, 10**9)), body
-        ).encode()
-    if mode == "other-body":
+        value = f"t={NOW}," + ",".join(data.draw(st.permutations(entries)))
+    elif mode == "valid-upper-hex":
+        value = sign_payload(SECRET, NOW, body).upper().replace("T=", "t=").replace("V1=", "v1=")
+    elif mode == "wrong-secret":
+        value = sign_payload(data.draw(st.text(min_size=1)) + "x", NOW, body)
+    elif mode == "stale":
+        value = sign_payload(SECRET, NOW - data.draw(st.integers(TOLERANCE + 1, 10**9)), body)
+    elif mode == "future":
+        value = sign_payload(SECRET, NOW + data.draw(st.integers(TOLERANCE + 1, 10**9)), body)
+    elif mode == "other-body":
         other = data.draw(st.binary().filter(lambda b: b != body))
-        return sign_payload(SECRET, NOW, other).encode()
+        value = sign_payload(SECRET, NOW, other)
+    elif mode == "missing":
+        return {}
+    elif mode == "empty":
+        value = ""
+    else:
+        return {"x-signature": data.draw(printable_bytes)}
+    return {"x-signature": value.encode()}
+
+
+printable_bytes = st.binary(max_size=300).filter(lambda b: b"\r" not in b and b"\n" not in b)
+
+
+def minivoice_signature(mode: str, body: bytes, data: st.DataObject) -> dict[str, bytes]:
+    """MiniVoice's ``X-MiniVoice-Timestamp`` + ``X-MiniVoice-Signature: v1=<hex>``."""
+
+    def sign(secret: str, stamp: int, signed_body: bytes) -> dict[str, bytes]:
+        return {
+            k.lower(): v.encode() for k, v in minivoice_headers(secret, stamp, signed_body).items()
+        }
+
+    if mode == "valid":
+        return sign(SECRET, NOW - data.draw(st.integers(0, TOLERANCE)), body)
+    if mode == "valid-among-others":
+        headers = sign(SECRET, NOW, body)
+        junk = data.draw(st.lists(st.text("0123456789abcdef", max_size=64), max_size=3))
+        entries = [f"v1={j}".encode() for j in junk] + [headers["x-minivoice-signature"]]
+        sep = data.draw(st.sampled_from([b",", b" ", b", "]))
+        headers["x-minivoice-signature"] = sep.join(data.draw(st.permutations(entries)))
+        return headers
+    if mode == "valid-upper-hex":
+        headers = sign(SECRET, NOW, body)
+        mac = headers["x-minivoice-signature"].removeprefix(b"v1=")
+        headers["x-minivoice-signature"] = b"v1=" + mac.upper()
+        return headers
+    if mode == "wrong-secret":
+        return sign(data.draw(st.text(min_size=1)) + "x", NOW, body)
+    if mode == "stale":
+        return sign(SECRET, NOW - data.draw(st.integers(TOLERANCE + 1, 10**9)), body)
+    if mode == "future":
+        return sign(SECRET, NOW + data.draw(st.integers(TOLERANCE + 1, 10**9)), body)
+    if mode == "other-body":
+        return sign(SECRET, NOW, data.draw(st.binary().filter(lambda b: b != body)))
     if mode == "missing":
-        return None
+        return {}
     if mode == "empty":
-        return b""
-    return data.draw(st.binary(max_size=300).filter(lambda b: b"\r" not in b and b"\n" not in b))
+        return {"x-minivoice-timestamp": b"", "x-minivoice-signature": b""}
+    return {
+        "x-minivoice-timestamp": data.draw(printable_bytes),
+        "x-minivoice-signature": data.draw(printable_bytes),
+    }
 
 
 VALID = {"valid", "valid-among-others", "valid-upper-hex"}
@@ -258,25 +303,21 @@ PROFILE = settings.get_profile(FUZZ_PROFILE)
 )
 def test_fuzz_webhook_deliveries(
     harness: Harness,
-    delivery: tuple[bytes, str],
+    delivery: tuple[bytes, tuple[str, str]],
     mode: str,
     path: str,
     oversized: bool,
     content_type: str,
     data: st.DataObject,
 ) -> None:
-    body, expected = delivery
+    body, (on_minivoice, on_voipbin) = delivery
+    minivoice = path in MINIVOICE_PATHS
+    expected = on_minivoice if minivoice else on_voipbin
     if oversized:
         body = body + b" " * (MAX_BODY_BYTES + 1 - len(body))
     harness.redis.delete(QUEUE, *harness.redis.keys("arq:*"))
-    header = (
-        signature_header(mode, body, data)
-        if data is not None
-        else sign_payload(SECRET, NOW, body).encode()
-    )
-    headers: dict[str, bytes] = {"content-type": content_type.encode()}
-    if header is not None:
-        headers["x-signature"] = header
+    signature = (minivoice_signature if minivoice else x_signature)(mode, body, data)
+    headers: dict[str, bytes] = {"content-type": content_type.encode(), **signature}
     note(f"{mode} {path} {len(body)} bytes, expected {expected}")
 
     with structlog.testing.capture_logs() as logs:
@@ -290,8 +331,8 @@ def test_fuzz_webhook_deliveries(
     shown = response.text + repr(logs)
     for secret in (SECRET, API_KEY):
         assert secret not in shown
-    if header:
-        mac = header.decode("latin-1").rpartition("v1=")[2]
+    for name in ("x-signature", "x-minivoice-signature"):
+        mac = signature.get(name, b"").decode("latin-1").rpartition("v1=")[2]
         assert len(mac) < 16 or mac not in shown
 
     if oversized:
@@ -321,7 +362,7 @@ def test_fuzz_webhook_deliveries(
             assert raw["f"] == JOB_ACCOUNT_EVENT
         else:
             assert raw["f"] == JOB_CALL_EVENT
-            assert raw["a"][0]["event"] in FINAL_EVENTS
+            assert minivoice and raw["a"][0]["event"] in WEBHOOK_EVENTS
     else:
         assert queued == [], "nothing may be queued for a delivery that was not accepted"
         assert 400 <= response.status_code < 500 or response.json().get("ignored")
