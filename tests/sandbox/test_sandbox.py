@@ -27,7 +27,6 @@ from campaigns.testbed.sandbox import (
     amount_string,
     load_config,
     parse_rfc3339,
-    sign_payload,
 )
 
 KEY = "test-key"
@@ -75,11 +74,11 @@ def configure(server: SandboxServer, **patch: Any) -> dict[str, Any]:
 
 
 def call_body(attempt: str = "camp:000001:1", to: str = "+15551230002", **extra: Any) -> str:
+    """MiniVoice's documented create body (calls/outbound-calls)."""
     body = {
         "from": "+15551230001",
         "to": to,
-        "max_duration_seconds": 120,
-        "variables": {"campaign_id": "camp", "attempt_id": attempt, "contact_ref": "c1"},
+        "metadata": {"campaign_id": "camp", "attempt_id": attempt, "contact_ref": "c1"},
     }
     body.update(extra)
     return json.dumps(body)
@@ -120,15 +119,32 @@ def test_create_read_and_complete_with_cost(server: SandboxServer, client: httpx
     assert r.status_code == 201
     call = r.json()
     assert call["id"].startswith("call_")
-    assert call["status"] == "queued"
+    assert call["status"] == "dialing"
     assert call["direction"] == "outbound"
     assert (call["from"], call["to"]) == ("+15551230001", "+15551230002")
-    assert call["variables"]["attempt_id"] == "camp:000001:1"
+    assert call["metadata"]["attempt_id"] == "camp:000001:1"
+    # every field of the documented answer
+    assert set(call) == {
+        "id",
+        "status",
+        "direction",
+        "from",
+        "to",
+        "application_id",
+        "customer_id",
+        "provider_call_id",
+        "answer_url",
+        "metadata",
+        "created_at",
+        "route_mode",
+        "routing_target",
+        "dialing_at",
+    }
     assert abs(parse_rfc3339(call["created_at"]) - time.time()) < 5
     assert "cost_amount" not in call and "billsec_seconds" not in call
 
     live = client.get(f"/v1/calls/{call['id']}").json()
-    assert live["status"] in {"queued", "ringing", "in_progress"}
+    assert live["status"] in {"dialing", "in_progress"}
     assert "cost_amount" not in live
 
     final = wait_for(
@@ -145,7 +161,10 @@ def test_create_read_and_complete_with_cost(server: SandboxServer, client: httpx
     assert server.state.committed_spend_micros == 10_000
 
 
-def test_lifecycle_passes_through_ringing(server: SandboxServer, client: httpx.Client) -> None:
+def test_lifecycle_dialing_in_progress_completed(
+    server: SandboxServer, client: httpx.Client
+) -> None:
+    """The statuses the documentation shows: dialing, in_progress, completed."""
     configure(server, call_duration_real_seconds=0.6)
     call_id = create(client).json()["id"]
     seen = set()
@@ -153,7 +172,7 @@ def test_lifecycle_passes_through_ringing(server: SandboxServer, client: httpx.C
     while time.monotonic() < deadline and "completed" not in seen:
         seen.add(client.get(f"/v1/calls/{call_id}").json()["status"])
         time.sleep(0.03)
-    assert {"queued", "ringing", "in_progress", "completed"} <= seen
+    assert seen == {"dialing", "in_progress", "completed"}
 
 
 def test_unknown_call_is_404(client: httpx.Client) -> None:
@@ -171,7 +190,7 @@ def test_settle_delay_hides_cost_until_settled(server: SandboxServer, client: ht
     wait_for(lambda: "cost_amount" in client.get(f"/v1/calls/{call_id}").json())
 
 
-def test_per_number_final_status_and_max_duration_cap(
+def test_per_number_final_status_and_no_max_duration(
     server: SandboxServer, client: httpx.Client
 ) -> None:
     configure(
@@ -181,12 +200,46 @@ def test_per_number_final_status_and_max_duration_cap(
         per_number={"+15550000009": {"final_status": "busy"}},
     )
     busy = create(client, "kb", to="+15550000009").json()
-    capped = create(client, "kc").json()
+    long = create(client, "kc").json()
     busy = client.get(f"/v1/calls/{busy['id']}").json()
-    capped = client.get(f"/v1/calls/{capped['id']}").json()
+    long = client.get(f"/v1/calls/{long['id']}").json()
     assert (busy["status"], busy["billsec_seconds"], busy["cost_amount"]) == ("busy", 0, "0.00")
-    # a call never outlives max_duration_seconds (120 s): 2 min at 0.01/min
-    assert (capped["billsec_seconds"], capped["cost_amount"]) == (120, "0.02")
+    # MiniVoice takes no max duration: the call lasts what it lasts (5 min at 0.01/min)
+    assert (long["billsec_seconds"], long["cost_amount"]) == (300, "0.05")
+
+
+@pytest.mark.parametrize(
+    ("document", "fragment"),
+    [
+        (
+            {"from": "+15551230001", "to": "+15551230002", "variables": {}},
+            "unknown field: variables",
+        ),
+        (
+            {"from": "+15551230001", "to": "+15551230002", "max_duration_seconds": 60},
+            "unknown field: max_duration_seconds",
+        ),
+        ({"from": "15551230001", "to": "+15551230002"}, "'from' must be an E.164"),
+        ({"from": "+15551230001", "to": "+1 555 123"}, "'to' must be an E.164"),
+        ({"from": "+15551230001", "to": "+15551230002", "metadata": []}, "'metadata'"),
+        ({"from": "+15551230001", "to": "+15551230002", "record": "yes"}, "'record'"),
+    ],
+)
+def test_only_the_documented_body_is_accepted(
+    client: httpx.Client, document: dict[str, Any], fragment: str
+) -> None:
+    r = create(client, body=json.dumps(document))
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_request"
+    assert fragment in r.json()["error"]["message"]
+
+
+def test_record_true_is_stored_as_metadata_record(client: httpx.Client) -> None:
+    """calls/outbound-calls: "record=true stores metadata.record=true"."""
+    call = create(client, "r1", body=call_body(record=True)).json()
+    assert call["metadata"]["record"] is True
+    plain = create(client, "r2", body=call_body(record=False)).json()
+    assert plain["metadata"].get("record") is None
 
 
 # -- idempotency ----------------------------------------------------------------
@@ -323,20 +376,21 @@ def test_auth_required(server: SandboxServer, key: str | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "code"),
     [
-        "not json",
-        "[]",
-        json.dumps({"from": "+1555", "max_duration_seconds": 60}),
-        json.dumps({"from": "+1555", "to": "+1556", "max_duration_seconds": "60"}),
-        json.dumps({"from": "+1555", "to": "+1556", "max_duration_seconds": 0}),
-        json.dumps({"from": "+1555", "to": "+1556", "max_duration_seconds": 60, "variables": []}),
+        ("not json", "invalid_json"),
+        ("[]", "invalid_request"),
+        (json.dumps({"from": "+15551230001"}), "invalid_request"),
+        (json.dumps({"from": "+1555", "to": "+1556", "metadata": []}), "invalid_request"),
     ],
 )
-def test_invalid_body_is_400(server: SandboxServer, client: httpx.Client, body: str) -> None:
+def test_invalid_body_is_400(
+    server: SandboxServer, client: httpx.Client, body: str, code: str
+) -> None:
+    """The documented 400 codes: invalid_json, invalid_request."""
     r = create(client, body=body)
     assert r.status_code == 400
-    assert r.json()["error"]["code"] == "invalid_request"
+    assert r.json()["error"]["code"] == code
     assert ledger(server)[0]["body"] == body
 
 
@@ -425,7 +479,8 @@ def test_rate_limit_sends_retry_after(server: SandboxServer, client: httpx.Clien
     r = create(client)
     assert r.status_code == 429
     assert r.headers["Retry-After"] == "7"
-    assert r.json()["error"]["code"] == "rate_limited"
+    # the documented 429 code (calls/outbound-calls)
+    assert r.json()["error"]["code"] == "cps_limit_reached"
     assert ledger(server)[0]["fault"] == "rate_limit"
 
 
@@ -509,12 +564,10 @@ def test_latency_applies_to_provider_api(server: SandboxServer, client: httpx.Cl
 # -- lookup, control API, config -------------------------------------------------------
 
 
-def test_lookup_by_attempt_id(client: httpx.Client) -> None:
-    wanted = create(client, "k1", attempt="camp:000042:1").json()["id"]
-    create(client, "k2", attempt="camp:000043:1")
-    found = client.get("/v1/calls", params={"attempt_id": "camp:000042:1"}).json()["data"]
-    assert [c["id"] for c in found] == [wanted]
-    assert client.get("/v1/calls", params={"attempt_id": "nope"}).json() == {"data": []}
+def test_no_undocumented_call_listing(client: httpx.Client) -> None:
+    """MiniVoice documents no call listing: the sandbox serves none."""
+    create(client, "k1", attempt="camp:000042:1")
+    assert client.get("/v1/calls", params={"attempt_id": "camp:000042:1"}).status_code == 405
 
 
 def test_config_patch_validates(server: SandboxServer) -> None:
@@ -602,11 +655,17 @@ def receiver() -> Iterator[tuple[ThreadedServer, list[tuple[dict[str, str], byte
         yield srv, received
 
 
+def _events(received: list[tuple[dict[str, str], bytes]]) -> list[str]:
+    return [json.loads(raw)["event"] for _, raw in received]
+
+
 def test_webhook_delivery_signed(
     server: SandboxServer,
     client: httpx.Client,
     receiver: tuple[ThreadedServer, list[tuple[dict[str, str], bytes]]],
 ) -> None:
+    """call.created, call.answered, call.completed: the documented payload
+    (webhooks/call-created), signed as webhooks/signatures states."""
     srv, received = receiver
     received.clear()
     configure(
@@ -615,36 +674,84 @@ def test_webhook_delivery_signed(
         webhook_secret="whsec",
         customer_id="cust_123",
         application_id="app_123",
+        call_seconds=42,
     )
     call = create(client).json()
-    wait_for(lambda: received)
-    headers, raw = received[0]
-    payload = json.loads(raw)
-    assert payload == {
-        "event": "call.completed",
-        "created_at": payload["created_at"],
+    wait_for(lambda: len(received) == 3)
+    assert _events(received) == ["call.created", "call.answered", "call.completed"]
+    payloads = [json.loads(raw) for _, raw in received]
+    created = payloads[0]
+    assert created == {
+        "event": "call.created",
+        "created_at": call["created_at"],
         "call": {
             "id": call["id"],
             "customer_id": "cust_123",
             "application_id": "app_123",
-            "status": "completed",
+            "provider_call_id": call["provider_call_id"],
+            "status": "dialing",
             "direction": "outbound",
             "from": "+15551230001",
             "to": "+15551230002",
+            "route_mode": "webhook",
+            "routing_target": "app_123",
         },
-        "variables": call["variables"],
-        "data": {},
+        "variables": {},
+        "data": {"event_key": f"{call['id']}:call.created"},
     }
-    match = re.fullmatch(r"t=(\d+),v1=([0-9a-f]{64})", headers["x-signature"])
-    assert match is not None
-    ts = match.group(1)
-    expected = hmac.new(b"whsec", f"{ts}.".encode() + raw, hashlib.sha256).hexdigest()
-    assert match.group(2) == expected
-    assert headers["x-signature"] == sign_payload("whsec", int(ts), raw)
+    assert [p["data"]["event_key"] for p in payloads] == [
+        f"{call['id']}:{event}" for event in _events(received)
+    ]
+    assert [p["call"]["status"] for p in payloads] == ["dialing", "in_progress", "completed"]
+    # answer to end is what the call is billed
+    answered, ended = (parse_rfc3339(p["created_at"]) for p in payloads[1:])
+    assert ended - answered == pytest.approx(42, abs=0.002)
+    for headers, raw in received:
+        ts = headers["x-minivoice-timestamp"]
+        assert re.fullmatch(r"\d+", ts) and abs(int(ts) - time.time()) < 5
+        expected = hmac.new(b"whsec", ts.encode() + b"." + raw, hashlib.sha256).hexdigest()
+        assert headers["x-minivoice-signature"] == f"v1={expected}"
+        assert "x-signature" not in headers
     time.sleep(0.3)
-    assert len(received) == 1  # once only
+    assert len(received) == 3  # once each
     deliveries = ctl(server).get("/_sandbox/webhooks").json()["deliveries"]
-    assert [(d["call_id"], d["status_code"]) for d in deliveries] == [(call["id"], 200)]
+    assert [(d["call_id"], d["event"], d["status_code"]) for d in deliveries] == [
+        (call["id"], event, 200) for event in _events(received)
+    ]
+
+
+def test_webhooks_of_a_call_that_fails_and_with_metadata(
+    server: SandboxServer,
+    client: httpx.Client,
+    receiver: tuple[ThreadedServer, list[tuple[dict[str, str], bytes]]],
+) -> None:
+    """No answer for a call that was never answered; busy/no_answer/failed end in
+    call.failed, canceled in call.canceled; ``webhook_metadata`` adds our metadata."""
+    srv, received = receiver
+    received.clear()
+    configure(
+        server,
+        webhook_url=f"{srv.url}/hook",
+        webhook_metadata=True,
+        per_number={
+            "+15550000001": {"final_status": "busy"},
+            "+15550000002": {"final_status": "canceled"},
+        },
+    )
+    create(client, "b", to="+15550000001", attempt="camp:000001:1")
+    create(client, "c", to="+15550000002", attempt="camp:000002:1")
+    wait_for(lambda: len(received) == 4)
+    by_number: dict[str, list[dict[str, Any]]] = {}
+    for _, raw in received:
+        payload = json.loads(raw)
+        by_number.setdefault(payload["call"]["to"], []).append(payload)
+    busy, canceled = by_number["+15550000001"], by_number["+15550000002"]
+    assert [(p["event"], p["call"]["status"]) for p in busy] == [
+        ("call.created", "dialing"),
+        ("call.failed", "busy"),
+    ]
+    assert [p["event"] for p in canceled] == ["call.created", "call.canceled"]
+    assert busy[0]["call"]["metadata"]["attempt_id"] == "camp:000001:1"
 
 
 def test_webhook_duplicates_and_failures(
@@ -656,19 +763,52 @@ def test_webhook_duplicates_and_failures(
     received.clear()
     configure(server, webhook_url=f"{srv.url}/hook", webhook_duplicates=True)
     create(client)
-    wait_for(lambda: len(received) == 2)
-    assert received[0][1] == received[1][1]
-    assert "x-signature" not in received[0][0]
+    wait_for(lambda: len(received) == 6)
+    bodies = sorted(raw for _, raw in received)
+    assert bodies[0::2] == bodies[1::2], "each event twice, byte for byte"
+    assert all("x-minivoice-signature" not in headers for headers, _ in received)
 
-    configure(server, webhook_url="http://127.0.0.1:9/nowhere", webhook_duplicates=False)
-    create(client, "k2", attempt="a2")
-    deliveries = wait_for(
-        lambda: [
-            d for d in ctl(server).get("/_sandbox/webhooks").json()["deliveries"] if d["error"]
-        ]
+    # An unreachable receiver: the first try and each retry recorded, then given up.
+    configure(
+        server,
+        webhook_url="http://127.0.0.1:9/nowhere",
+        webhook_duplicates=False,
+        webhook_retries=2,
+        webhook_retry_seconds=0.05,
     )
-    assert deliveries[0]["status_code"] is None
+    create(client, "k2", attempt="a2")
+
+    def failed() -> list[dict[str, Any]]:
+        deliveries = ctl(server).get("/_sandbox/webhooks").json()["deliveries"]
+        created = [d for d in deliveries if d["error"] and d["event"] == "call.created"]
+        return created if len(created) == 3 else []
+
+    deliveries = wait_for(failed)
+    assert {d["status_code"] for d in deliveries} == {None}
     assert ctl(server).get("/_sandbox/health").status_code == 200
+
+
+def test_a_non_2xx_answer_is_retried(server: SandboxServer, client: httpx.Client) -> None:
+    """webhooks/call-created: non-2xx responses cause retries."""
+    answers = [503, 500, 204]
+    seen: list[str] = []
+
+    async def flaky(request: Request) -> Response:
+        seen.append(json.loads(await request.body())["event"])
+        return Response(status_code=answers.pop(0) if answers else 200)
+
+    app = Starlette(routes=[Route("/hook", flaky, methods=["POST"])])
+    with ThreadedServer(app) as srv:
+        configure(
+            server,
+            webhook_url=f"{srv.url}/hook",
+            webhook_retry_seconds=0.05,
+            per_number={"+15551230002": {"final_status": "failed"}},
+        )
+        create(client)
+        wait_for(lambda: len(seen) == 4)
+    assert seen[:3] == ["call.created"] * 3, "retried until a 2xx"
+    assert seen[3] == "call.failed"
 
 
 # -- VoIPBIN dialect ---------------------------------------------------------------------

@@ -106,8 +106,8 @@ class MiniVoiceDialect(Dialect):
         }
         if call.is_final(now):
             body["ended_at"] = rfc3339(call.ended_at)
+            body["billsec_seconds"] = call.billsec_seconds
             if call.is_settled(now) and not call.omit_cost:
-                body["billsec_seconds"] = call.billsec_seconds
                 body["cost_amount"] = amount_string(call.cost_micros)
                 body["cost_currency"] = call.currency
         return body
