@@ -34,7 +34,7 @@ from tests.bench.sandbox_process import SandboxProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
-BODY = b'{"from":"+15551230001","to":"+15551240000","max_duration_seconds":120,"variables":{}}'
+BODY = b'{"from":"+15551230001","to":"+15551240000","metadata":{}}'
 
 __all__ = ["LABELS", "ClientRun", "bench_transport", "run_clients"]
 

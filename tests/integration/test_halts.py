@@ -141,5 +141,5 @@ async def test_contact_errors_reject_the_contact_and_go_on(
     codes = sorted(r["error_code"] for r in rows if r["status"] == "rejected")
     assert codes == ["blocked_destination", "invalid_destination"]
     body = json.loads(creates(sandbox.ledger(), "mixed")[0]["body"])
-    assert body["variables"]["campaign_id"] == "mixed"
-    assert body["variables"]["attempt_id"] == "mixed:000000:1"
+    assert body["metadata"]["campaign_id"] == "mixed"
+    assert body["metadata"]["attempt_id"] == "mixed:000000:1"

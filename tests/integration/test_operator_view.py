@@ -490,7 +490,7 @@ def test_the_sandbox_accepts_the_configured_api_key(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    body = {"from": "+15551230001", "to": "+15551230002", "max_duration_seconds": 60}
+    body = {"from": "+15551230001", "to": "+15551230002"}
 
     def create(key: str) -> int:
         headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": key}

@@ -93,8 +93,7 @@ async def other_traffic(sandbox: SandboxServer, numbers: list[str]) -> None:
                 json={
                     "from": "+15551230001",
                     "to": to,
-                    "max_duration_seconds": 600,
-                    "variables": {"campaign_id": "someone-else", "attempt_id": f"other:{i}"},
+                    "metadata": {"campaign_id": "someone-else", "attempt_id": f"other:{i}"},
                 },
                 headers={"Idempotency-Key": f"other-{i}"},
             )
