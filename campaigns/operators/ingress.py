@@ -189,7 +189,7 @@ def _parse(body: bytes) -> tuple[dict[str, Any], str] | str:
     """The payload and its event name, or the reason it is not a usable event.
 
     MiniVoice names the event in ``event``; VoIPBIN (``account_updated``) in
-    ``event_type``. Only MiniVoice final call events settle anything, but a
+    ``event_type``. Only the events a dialect queues reach a worker, but any
     genuine delivery of either dialect is acknowledged, so it is not re-sent.
     """
     try:

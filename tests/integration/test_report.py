@@ -274,12 +274,20 @@ FORMULAS = ["=1+1", "+1+1", "-2+3", "@SUM(1+1)", " =1+1", "\t=1+1", "\uff1d1+1"]
 MARKUP = {"x": "[/oops]", "style": "[bold red]loud[/]", "emoji": ":smile:", "esc": "\x1b[2J"}
 
 
+MARKUP_REF = " ".join(MARKUP.values())
+
+
 async def hostile_campaign(
-    client: CampaignClient, sandbox: SandboxServer, provider: Provider, settings: Settings
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    provider: Provider,
+    settings: Settings,
+    refs: list[str] = FORMULAS,
 ) -> dict[str, Any]:
-    """Formula refs and markup variables; every other contact rejected for the contact."""
-    spec = spec_dict("hostile", contacts=len(FORMULAS))
-    for contact, ref in zip(spec["contacts"], FORMULAS, strict=True):
+    """Formula (or markup) refs and markup variables; every other contact rejected
+    for the contact."""
+    spec = spec_dict("hostile", contacts=len(refs))
+    for contact, ref in zip(spec["contacts"], refs, strict=True):
         contact["ref"] = ref
         contact["variables"] = dict(MARKUP)
     numbers = [c["to"] for c in spec["contacts"]]
@@ -330,8 +338,11 @@ async def test_csv_report_neutralises_formulas_and_keeps_numbers(
 async def test_table_report_prints_markup_in_data_literally(
     client: CampaignClient, sandbox: SandboxServer, provider: Provider, settings: Settings
 ) -> None:
-    """Defect 7: variables {"x": "[/oops]"} on a rejected attempt crashed the table."""
-    await hostile_campaign(client, sandbox, provider, settings)
+    """Defect 7: variables {"x": "[/oops]"} on a rejected attempt crashed the table.
+    MiniVoice's request body carries the contact's ref, not its variables: the
+    markup travels in the refs."""
+    refs = [f"{MARKUP_REF} {i}" for i in range(len(FORMULAS))]
+    await hostile_campaign(client, sandbox, provider, settings, refs)
     code, out, err = await run_cli(
         settings, "report", "hostile", "--format", "table", COLUMNS="2000"
     )
