@@ -68,6 +68,10 @@ class Dialect(abc.ABC):
     def render_created(self, call: SandboxCall, now: float) -> Any:
         return self.render_call(call, now)
 
+    def refusal(self, status: int, code: str, message: str) -> tuple[int, str, str]:
+        """How the dialect answers a refusal (VoIPBIN: a per-destination failure is a 500)."""
+        return status, code, message
+
     @abc.abstractmethod
     def error_code(self, code: str) -> str:
         """The dialect's spelling of a sandbox error code."""
@@ -111,6 +115,7 @@ async def handle_create(request: Request, dialect: Dialect) -> Response:
     def refuse(
         status: int, code: str, message: str, *, fault: str | None = None, retry: int | None = None
     ) -> Response:
+        status, code, message = dialect.refusal(status, code, message)
         _settle(state, entry, status=status, error_code=dialect.error_code(code), fault=fault)
         headers = {"Retry-After": str(retry)} if retry is not None else None
         return dialect.error(status, code, message, headers)

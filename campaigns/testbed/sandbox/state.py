@@ -77,6 +77,19 @@ class SandboxCall:
     hold_credits: int = 0
     """Voxpria: 3 credits per started minute, taken at hangup."""
     debited: bool = False
+    hung_up_at: float | None = None
+    """Set when the client ended the call (VoIPBIN ``POST /calls/{id}/hangup``)."""
+    answered_at_hangup: float | None = None
+    """When a call the client hung up had been answered (None: before answer)."""
+
+    @property
+    def answered_at(self) -> float | None:
+        """When the far end answered (the last third of the ring-up), or None."""
+        if self.hung_up_at is not None:
+            return self.answered_at_hangup
+        if self.final_status != "completed":
+            return None
+        return self.created_at + 2 * self.duration_real_seconds / 3
 
     @property
     def attempt_id(self) -> str | None:
@@ -133,6 +146,7 @@ class SandboxCall:
             "currency": self.currency,
             "omit_cost": self.omit_cost,
             "webhook_notified": self.notified,
+            "hung_up_at": None if self.hung_up_at is None else rfc3339(self.hung_up_at),
         }
 
 
@@ -506,6 +520,34 @@ class SandboxState:
     def get_call(self, call_id: str) -> SandboxCall | None:
         with self.lock:
             return self.calls.get(call_id)
+
+    def hang_up(self, call_id: str) -> SandboxCall | None:
+        """End a live call now, as the client asked; its bill shrinks to what it used.
+
+        Answered: billed up to now (never more than it would have been), and
+        ``completed``. Not yet answered: ``canceled``, nothing billed. A call
+        already over is left as it is.
+        """
+        with self.lock:
+            call = self.calls.get(call_id)
+            now = self.clock()
+            if call is None or call.is_final(now):
+                return call
+            answered = call.answered_at if call.status_at(now) == "in_progress" else None
+            billsec = 0 if answered is None else min(call.billsec_seconds, int(now - answered))
+            rate = self.config.rate_model()
+            cost = rate.cost_micros(billsec)
+            self.committed_spend_micros -= call.cost_micros - cost
+            if call.dialect != "voipbin" and self.config.balance_micros is not None:
+                self.balance_debit_micros -= call.cost_micros - cost
+            charge = rate.charge(billsec, call.hold_tokens)
+            call.hold_tokens, call.hold_micros = charge.tokens, charge.credit_micros
+            call.hold_credits = credits_for(billsec)
+            call.cost_micros, call.billsec_seconds = cost, billsec
+            call.final_status = "completed" if answered is not None else "canceled"
+            call.answered_at_hangup, call.hung_up_at = answered, now
+            call.duration_real_seconds = now - call.created_at
+            return call
 
     def calls_by_attempt(self, attempt_id: str | None) -> list[SandboxCall]:
         with self.lock:

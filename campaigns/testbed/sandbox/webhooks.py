@@ -19,6 +19,7 @@ import httpx
 
 from campaigns.testbed.sandbox.formats import rfc3339
 from campaigns.testbed.sandbox.state import SandboxCall, SandboxState, WebhookDelivery
+from campaigns.testbed.sandbox.voipbin import hangup_webhook
 
 __all__ = ["WebhookNotifier", "account_updated_payload", "call_completed_payload", "sign_payload"]
 
@@ -110,24 +111,45 @@ class WebhookNotifier:
             body = json.dumps(payload, separators=(",", ":")).encode()
             self._send(config.webhook_url, body, config.webhook_secret, "account_updated")
         for call in fresh:
-            payload = call_completed_payload(
-                call, customer_id=config.customer_id, application_id=config.application_id
-            )
-            body = json.dumps(payload, separators=(",", ":")).encode()
+            signed: dict[str, str] | None = None
+            if call.dialect == "voipbin":
+                # VoIPBIN's own call_hangup, signed its own way (X-VoIPBIN-Signature).
+                body, signed = hangup_webhook(call, self.state.clock(), config.webhook_secret)
+            else:
+                payload = call_completed_payload(
+                    call, customer_id=config.customer_id, application_id=config.application_id
+                )
+                body = json.dumps(payload, separators=(",", ":")).encode()
             for _ in range(copies):
-                self._send(config.webhook_url, body, config.webhook_secret, call.id)
+                self._send(config.webhook_url, body, config.webhook_secret, call.id, signed)
 
-    def _send(self, url: str, body: bytes, secret: str | None, what: str) -> None:
-        task = asyncio.create_task(self._deliver(url, body, secret, what))
+    def _send(
+        self,
+        url: str,
+        body: bytes,
+        secret: str | None,
+        what: str,
+        signed: dict[str, str] | None = None,
+    ) -> None:
+        task = asyncio.create_task(self._deliver(url, body, secret, what, signed))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def _deliver(self, url: str, body: bytes, secret: str | None, call_id: str) -> None:
+    async def _deliver(
+        self,
+        url: str,
+        body: bytes,
+        secret: str | None,
+        call_id: str,
+        signed: dict[str, str] | None = None,
+    ) -> None:
         assert self._client is not None
         headers = {"Content-Type": "application/json"}
         now = self.state.clock()
         signature = sign_payload(secret, int(now), body) if secret else None
-        if signature is not None:
+        if signed is not None:
+            headers, signature = signed, signed.get("X-VoIPBIN-Signature")
+        elif signature is not None:
             headers["X-Signature"] = signature
         delivery = WebhookDelivery(call_id=call_id, url=url, sent_at=now, signature=signature)
         try:
