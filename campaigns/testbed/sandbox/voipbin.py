@@ -324,7 +324,11 @@ def hangup_webhook(
 
 
 async def create_call(request: Request) -> Response:
-    return await handle_create(request, VOIPBIN)
+    """VoIPBIN reads no ``Idempotency-Key``: it never reaches the shared pipeline,
+    so a re-sent create is a second call, whatever the sandbox's key settings."""
+    scope = dict(request.scope)
+    scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"idempotency-key"]
+    return await handle_create(Request(scope, request.receive), VOIPBIN)
 
 
 def _page_size(request: Request) -> int:
