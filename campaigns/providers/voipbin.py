@@ -60,6 +60,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "VoIPBIN",
     "check_call",
+    "event_call_id",
     "event_name",
     "final_status",
     "parse_account_event",
@@ -305,7 +306,7 @@ def parse_account_event(payload: Any) -> tuple[int, Balance]:
 
 
 def verify_webhook(
-    headers: Mapping[str, str], body: bytes, secret: str, now: float, tolerance: int
+    headers: Mapping[str, str], body: bytes, secret: str, *, now: float, tolerance_seconds: int
 ) -> str | None:
     """Check ``X-VoIPBIN-Signature: sha256=<hex>`` against the raw body; why it
     fails, or None.
@@ -315,7 +316,7 @@ def verify_webhook(
     delivery is harmless here: its job ID is the body's hash, and a settled
     call is not settled twice.
     """
-    del now, tolerance
+    del now, tolerance_seconds
     header = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), None)
     if not header:
         return "missing signature"
@@ -335,6 +336,13 @@ def event_name(payload: Any) -> str | None:
         return None
     name = payload.get("type", payload.get("event_type"))
     return name if isinstance(name, str) and name else None
+
+
+def event_call_id(payload: Any) -> str | None:
+    """The call a ``call_*`` delivery is about (``data.id``), for its job ID."""
+    data = payload.get("data") if isinstance(payload, dict) else None
+    call_id = data.get("id") if isinstance(data, dict) else None
+    return call_id if isinstance(call_id, str) and call_id_ok(call_id) else None
 
 
 def parse_call_event(payload: Any) -> tuple[str, CallInfo]:

@@ -31,6 +31,8 @@ from campaigns.providers.voipbin import (
     SETTLE_SECONDS,
     VoIPBIN,
     check_call,
+    event_call_id,
+    event_name,
     final_status,
     parse_call,
     parse_call_event,
@@ -497,18 +499,17 @@ async def test_the_access_key_is_never_in_a_log_line_or_an_error() -> None:
 def test_webhook_signature() -> None:
     body = json.dumps({"type": "call_hangup", "data": hung_up("normal")}).encode()
     good = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-    assert verify_webhook({"X-VoIPBIN-Signature": good}, body, "s3cret", 0.0, 300) is None
-    assert verify_webhook({"x-voipbin-signature": good.upper().replace("SHA256", "sha256")}, body, "s3cret", 0, 1) is None  # fmt: skip
-    assert verify_webhook({}, body, "s3cret", 0, 300) == "missing signature"
-    assert verify_webhook({"X-VoIPBIN-Signature": good[7:]}, body, "s3cret", 0, 300) == (
-        "garbled signature"
-    )
-    assert verify_webhook({"X-VoIPBIN-Signature": good}, body + b" ", "s3cret", 0, 300) == (
-        "signature mismatch"
-    )
-    assert verify_webhook({"X-VoIPBIN-Signature": good}, body, "other", 0, 300) == (
-        "signature mismatch"
-    )
+
+    def check(headers: dict[str, str], raw: bytes = body, secret: str = "s3cret") -> str | None:
+        return verify_webhook(headers, raw, secret, now=0.0, tolerance_seconds=300)
+
+    assert check({"X-VoIPBIN-Signature": good}) is None
+    assert check({"x-voipbin-signature": "SHA256=" + good[7:].upper()}) is None
+    assert check({}) == "missing signature"
+    assert check({"X-VoIPBIN-Signature": good[7:]}) == "garbled signature"
+    assert check({"X-Signature": good}) == "missing signature"
+    assert check({"X-VoIPBIN-Signature": good}, body + b" ") == "signature mismatch"
+    assert check({"X-VoIPBIN-Signature": good}, secret="other") == "signature mismatch"
 
 
 def test_call_hangup_event_is_a_final_call() -> None:
@@ -516,6 +517,10 @@ def test_call_hangup_event_is_a_final_call() -> None:
         {"type": "call_hangup", "data": hung_up("busy", progressing=None)}
     )
     assert event == "call_hangup" and call.status == "busy" and call.billsec == 0
+    assert event_call_id({"type": "call_hangup", "data": {"id": CALL_ID}}) == CALL_ID
+    assert event_name({"type": "call_hangup"}) == "call_hangup"
+    assert event_name({"event_type": "account_updated"}) == "account_updated"
+    assert event_call_id({"data": {"id": ""}}) is None and event_name([]) is None
     assert VoIPBIN.parse_event(json.dumps({"type": "call_hangup", "data": hung_up("normal")}))[1].billsec == 70  # fmt: skip
     for bad, field in [
         ({"type": "call_progressing", "data": call_object()}, "type"),
