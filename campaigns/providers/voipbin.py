@@ -99,6 +99,8 @@ MAX_LOOKUP_PAGES = 50
 """5,000 calls back from now: a window needing more is reported as a failed
 lookup (never as "no call"), so the attempt is looked up again or left in doubt."""
 MAX_LEDGER_PAGES = 5
+"""A call's ledger row is looked for among the 500 newest: beyond, the rate model books it."""
+MAX_LEDGER_CACHE = 10_000
 CURRENCY = "USD"
 """VoIPBIN's ledger is in micros of US dollars (billing cost_type.go: 1 dollar =
 1,000,000 micros)."""
@@ -555,6 +557,8 @@ class VoIPBIN:
         token: str | None = None
         for _ in range(MAX_LEDGER_PAGES):
             rows, token, oldest = await self._page("/billings", token)
+            if len(self._ledger) > MAX_LEDGER_CACHE:
+                self._ledger.clear()  # a cache: what is dropped is read again when needed
             for row in rows:
                 if row.get("reference_type") == "call" and isinstance(row.get("reference_id"), str):
                     cost = _ledger_cost(row)

@@ -142,3 +142,28 @@ async def test_every_create_answer_lost_after_the_call_is_placed(
     recorded = {a.call_id async for a in client.store.attempts("vblost")}
     assert recorded == {c["id"] for c in calls}
     assert len(sandbox.ledger()) == 5, "no create was sent twice"
+
+
+async def test_a_call_still_up_past_max_call_seconds_is_hung_up(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """VoIPBIN takes no per-call maximum (its own ends calls after an hour): the
+    dispatcher ends a call past the ``max_call_seconds`` its reservation assumed
+    with ``POST /v1.0/calls/{id}/hangup``, and it is billed at most that long.
+    Needs the engine's hang-up timer (issue 22 item 4)."""
+    sandbox.configure(balance_micros=10_000_000, call_duration_real_seconds=30, call_seconds=600)
+    start_worker(_voipbin(settings, sandbox))
+    await client.submit(parse_spec(vb_spec("vblong", contacts=2, max_call_seconds=3)))
+
+    async def settled() -> bool:
+        return (await client.get("vblong")).settled == 2
+
+    await wait_for(settled, timeout=60, what="both calls hung up and settled")
+    calls = sandbox.calls()
+    assert len(calls) == 2 and all(c["hung_up_at"] is not None for c in calls), calls
+    assert all(c["billsec_seconds"] <= 4 for c in calls)
+    attempts = [a async for a in client.store.attempts("vblong")]
+    assert all((a.billsec or 0) <= 4 for a in attempts)
