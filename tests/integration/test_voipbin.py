@@ -11,12 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from campaigns.domain.spec import SpecError, parse_spec
 from campaigns.operators.control import CampaignClient
 from campaigns.settings import Settings
 from campaigns.testbed.sandbox import SandboxServer
+from tests.api_process import OPERATOR_TOKEN, ApiProcess, auth
 from tests.conftest import API_KEY, spec_dict
 from tests.support import CAMPAIGNS_BIN, WorkerProcess, creates, wait_for, worker_env
 
@@ -90,6 +92,25 @@ def test_the_cli_refuses_it_with_exit_2(
         timeout=60,
     )
     assert out.returncode == 2 and "call.flow_id" in out.stderr, out.stderr
+
+
+async def test_the_api_refuses_it_with_422(
+    sandbox: SandboxServer, settings: Settings, tmp_path: Path
+) -> None:
+    api = ApiProcess(
+        _voipbin(settings, sandbox), tmp_path / "api.log", DISPATCHER_PROVIDER_DIALECT="voipbin"
+    )
+    try:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+            spec = spec_dict("noflow", contacts=2, currency="USD")
+            refused = await http.post("/v1/campaigns", json=spec, headers=auth(OPERATOR_TOKEN))
+            assert refused.status_code == 422, refused.text
+            assert "call.flow_id" in refused.text
+            spec["call"] = {"flow_id": FLOW}
+            taken = await http.post("/v1/campaigns", json=spec, headers=auth(OPERATOR_TOKEN))
+            assert taken.status_code == 201, taken.text
+    finally:
+        api.stop()
 
 
 async def test_voipbin_low_balance_halts_before_sending(
