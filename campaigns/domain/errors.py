@@ -133,10 +133,10 @@ def provider_error(
     routing) is ``provider_auth_failed``: the campaign halts saying which
     setting to check, with the provider's own code and words kept in the message.
     """
+    advice = _ACCOUNT_REFUSALS.get(code.strip().lower()) if status == 403 else None
+    if advice is not None:
+        return ProviderError(status, code.strip().lower(), f"{advice} ({message})", retry_after)
     normalized = code.strip().lower()
-    if status == 403 and normalized in _ACCOUNT_REFUSALS:
-        advice = _ACCOUNT_REFUSALS[normalized]
-        return ProviderError(status, normalized, f"{advice} ({message})", retry_after)
     financial_or_routing = normalized in _HALT_CODES or normalized.startswith(_HALT_PREFIXES)
     if status in _AUTH_STATUSES and not financial_or_routing:
         return ProviderError(

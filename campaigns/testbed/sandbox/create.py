@@ -68,10 +68,6 @@ class Dialect(abc.ABC):
     def render_created(self, call: SandboxCall, now: float) -> Any:
         return self.render_call(call, now)
 
-    def refusal(self, status: int, code: str, message: str) -> tuple[int, str, str]:
-        """How the dialect answers a refusal (VoIPBIN: a per-destination failure is a 500)."""
-        return status, code, message
-
     @abc.abstractmethod
     def error_code(self, code: str) -> str:
         """The dialect's spelling of a sandbox error code."""
@@ -81,6 +77,10 @@ class Dialect(abc.ABC):
     ) -> JSONResponse:
         body = {"error": {"code": self.error_code(code), "message": message}}
         return JSONResponse(body, status_code=status, headers=headers)
+
+    def refusal(self, status: int, code: str, message: str) -> tuple[int, str, str]:
+        """How the dialect answers a refusal (VoIPBIN: a per-destination failure is a 500)."""
+        return status, code, message
 
 
 def get_state(request: Request) -> SandboxState:

@@ -70,6 +70,10 @@ class SandboxCall:
     currency: str
     omit_cost: bool
     notified: bool = False
+    hung_up_at: float | None = None
+    """Set when the client ended the call (VoIPBIN ``POST /calls/{id}/hangup``)."""
+    progressing_at_hangup: float | None = None
+    """When a call the client hung up had been answered (None: before answer)."""
     hold_tokens: int = 0
     """VoIPBIN: tokens this call takes at hangup (tokens first, whole minutes)."""
     hold_micros: int = 0
@@ -77,19 +81,6 @@ class SandboxCall:
     hold_credits: int = 0
     """Voxpria: 3 credits per started minute, taken at hangup."""
     debited: bool = False
-    hung_up_at: float | None = None
-    """Set when the client ended the call (VoIPBIN ``POST /calls/{id}/hangup``)."""
-    answered_at_hangup: float | None = None
-    """When a call the client hung up had been answered (None: before answer)."""
-
-    @property
-    def answered_at(self) -> float | None:
-        """When the far end answered (the last third of the ring-up), or None."""
-        if self.hung_up_at is not None:
-            return self.answered_at_hangup
-        if self.final_status != "completed":
-            return None
-        return self.created_at + 2 * self.duration_real_seconds / 3
 
     @property
     def attempt_id(self) -> str | None:
@@ -121,6 +112,16 @@ class SandboxCall:
         if elapsed < 2 * third:
             return "ringing"
         return "in_progress"
+
+    @property
+    def progressing_at(self) -> float | None:
+        """When the far end answered in real time (VoIPBIN ``tm_progressing``: the
+        start of ``in_progress``), or None for a call never answered."""
+        if self.hung_up_at is not None:
+            return self.progressing_at_hangup
+        if self.final_status != "completed":
+            return None
+        return self.created_at + 2 * self.duration_real_seconds / 3
 
     def internal(self, now: float) -> dict[str, Any]:
         """Everything the sandbox knows, for ``GET /_sandbox/calls``."""
@@ -533,7 +534,7 @@ class SandboxState:
             now = self.clock()
             if call is None or call.is_final(now):
                 return call
-            answered = call.answered_at if call.status_at(now) == "in_progress" else None
+            answered = call.progressing_at if call.status_at(now) == "in_progress" else None
             billsec = 0 if answered is None else min(call.billsec_seconds, int(now - answered))
             rate = self.config.rate_model()
             cost = rate.cost_micros(billsec)
@@ -545,7 +546,7 @@ class SandboxState:
             call.hold_credits = credits_for(billsec)
             call.cost_micros, call.billsec_seconds = cost, billsec
             call.final_status = "completed" if answered is not None else "canceled"
-            call.answered_at_hangup, call.hung_up_at = answered, now
+            call.progressing_at_hangup, call.hung_up_at = answered, now
             call.duration_real_seconds = now - call.created_at
             return call
 

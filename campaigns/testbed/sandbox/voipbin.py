@@ -81,6 +81,7 @@ _REASONS = {
     "rate_limited": "rate_limit_exceeded",
     "unauthorized": "invalid_credentials",
     "not_found": "resource_not_found",
+    "invalid_json": "invalid_json_body",
 }
 _REASON_PREFIX = re.compile(r"([A-Z][A-Z_]+): (.*)", re.DOTALL)
 _ACTION_TYPES = frozenset(
@@ -229,7 +230,7 @@ def render_call(call: SandboxCall, now: float) -> dict[str, Any]:
     """
     final = call.is_final(now)
     status = call.status_at(now)
-    answered = call.answered_at
+    answered = call.progressing_at
     third = call.duration_real_seconds / 3
     body: dict[str, Any] = {
         "id": call.id,
@@ -272,7 +273,7 @@ def billing_row(call: SandboxCall, now: float) -> dict[str, Any] | None:
     """The call's ``BillingManagerBilling`` ledger row: written at answer
     (``status: progressing``), closed at hangup plus the settle delay (``end``),
     with the tokens and credit the call took; None for a call never answered."""
-    answered = call.answered_at
+    answered = call.progressing_at
     if answered is None or now < answered:
         return None
     settled = call.is_settled(now)
@@ -394,7 +395,7 @@ async def list_billings(request: Request) -> Response:
     with state.lock:
         now = state.clock()
         rows = [
-            (c.answered_at or c.created_at, row)
+            (c.progressing_at or c.created_at, row)
             for c in state.calls.values()
             if c.dialect == "voipbin" and (row := billing_row(c, now)) is not None
         ]
