@@ -47,6 +47,7 @@ __all__ = [
     "VoipbinDialect",
     "billing_row",
     "hangup_webhook",
+    "render_call",
     "sign_voipbin",
     "vb_time",
     "voipbin_routes",
