@@ -507,6 +507,7 @@ class VoIPBIN:
             base_url=base_url.rstrip("/"), timeout=timeout, transport=transport, **options
         )
         self._ledger: dict[str, tuple[int, int]] = {}
+        self._ledger_refused = False
         """Settled ledger rows seen while paging, by call ID (a call settles once)."""
 
     def build_create(self, request: CreateRequest) -> str:
@@ -546,7 +547,17 @@ class VoIPBIN:
         if call.answered_at_ms is None:
             # Billing starts at answer (billing-manager EventCMCallProgressing): none.
             return _with_cost(call, 0, 0)
-        charged = await self._charge(call)
+        if self._ledger_refused:
+            return call
+        try:
+            charged = await self._charge(call)
+        except ProviderError as exc:
+            # The ledger is a refinement: the call is still final. Without it the
+            # rate model books the billsec (after settlement's grace for a cost).
+            if exc.status in (401, 403):
+                # Reading /billings needs the customer-admin permission: ask no more.
+                self._ledger_refused = True
+            return call
         return call if charged is None else _with_cost(call, *charged)
 
     async def _charge(self, call: CallInfo) -> tuple[int, int] | None:

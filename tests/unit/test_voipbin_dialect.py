@@ -403,6 +403,23 @@ async def test_an_open_or_missing_ledger_row_leaves_the_cost_to_the_rate_model()
     assert len(script.requests) == 2
 
 
+async def test_a_ledger_the_key_may_not_read_leaves_the_call_to_the_rate_model() -> None:
+    """``GET /billings`` needs customer admin; a manager's key still settles calls."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/v1.0/calls/"):
+            return httpx.Response(200, json=hung_up("normal"))
+        return envelope(403, "PERMISSION_DENIED")
+
+    provider, script = adapter(answer)
+    for _ in range(2):
+        call = await provider.get_call(CALL_ID)
+        assert (call.status, call.billsec, call.cost_micros) == ("completed", 70, None)
+    assert [r.url.path for r in script.requests].count("/v1.0/billings") == 1
+    flaky, _ = adapter(lambda r: answer(r) if "calls" in r.url.path else envelope(503, "X"))
+    assert (await flaky.get_call(CALL_ID)).cost_micros is None
+
+
 async def test_an_unanswered_final_call_costs_nothing_without_reading_the_ledger() -> None:
     provider, script = ledger_provider([], hung_up("noanswer", progressing=None))
     call = await provider.get_call(CALL_ID)
