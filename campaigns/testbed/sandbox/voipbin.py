@@ -133,7 +133,7 @@ def _uuid_ok(value: object) -> bool:
 
 def _check_body(document: dict[str, Any]) -> str | None:
     """What api-manager and flow-manager refuse before any call exists."""
-    variables = document.get("variables", {})
+    variables = document.get("variables") or {}
     if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
         # Go binds variables into map[string]string: anything else fails the bind.
         return "INVALID_JSON_BODY: The request body is not valid JSON."
@@ -187,7 +187,7 @@ class VoipbinDialect(Dialect):
         target = _tel(destinations[0])
         if target is None:
             return "INVALID_ARGUMENT: destination must be {'type': 'tel', 'target': <number>}"
-        return CallRequest(source, target, None, dict(document.get("variables", {})))
+        return CallRequest(source, target, None, dict(document.get("variables") or {}))
 
     def refusal(self, status: int, code: str, message: str) -> tuple[int, str, str]:
         if code in _PER_DESTINATION:
