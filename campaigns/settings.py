@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     provider_url: str = "http://127.0.0.1:8089"
     provider_api_key: SecretStr = SecretStr("")
     provider_dialect: Literal["minivoice", "voipbin"] = "minivoice"
+    provider_auth: Literal["accesskey", "token", "bearer"] | None = None
+    """How the key is presented. VoIPBIN: ``accesskey`` (default: an access key as
+    ``?accesskey=``), ``token`` (a login JWT as ``?token=``) or ``bearer`` (a login
+    JWT as ``Authorization: Bearer``). MiniVoice takes only ``bearer`` (its default)."""
     provider_timeout_seconds: float = Field(10.0, ge=0.01, le=600, allow_inf_nan=False)
     provider_honours_idempotency: bool = True
     """False for a provider that ignores Idempotency-Key: unresolved attempts
@@ -271,6 +275,13 @@ class Settings(BaseSettings):
     @classmethod
     def _api_key(cls, value: SecretStr) -> SecretStr:
         _token(value.get_secret_value(), "the API key", ascii_only=True)
+        return value
+
+    @field_validator("provider_auth")
+    @classmethod
+    def _provider_auth(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value not in (None, "bearer") and info.data.get("provider_dialect") == "minivoice":
+            raise ValueError("MiniVoice takes its key only as a bearer token: unset it or 'bearer'")
         return value
 
     @field_validator("webhook_secret")

@@ -64,6 +64,20 @@ CONFIGURATION_CODES = frozenset({HaltCode.PROVIDER_AUTH_FAILED, HaltCode.REQUEST
 the status, so a bad key never loops as a provider outage."""
 _CONFIG_HINT = "check DISPATCHER_PROVIDER_API_KEY and DISPATCHER_PROVIDER_URL"
 
+# VoIPBIN (bin-api-manager/server/error_translate.go, lib/middleware): a 403 whose
+# reason is about the account, not the key. It halts with the provider's reason
+# and these words, never as provider_auth_failed ("check the API key").
+_ACCOUNT_REFUSALS = {
+    "identity_verification_required": (
+        "VoIPBIN places PSTN calls only for customers whose identity is verified: "
+        "complete the identity verification in the VoIPBIN console, then resume"
+    ),
+    "account_frozen": (
+        "the VoIPBIN account is frozen (scheduled for deletion): recover it "
+        "(DELETE /auth/unregister) or use another account, then resume"
+    ),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderError(Exception):
@@ -142,6 +156,9 @@ def provider_error(
     routing) is ``provider_auth_failed``: the campaign halts saying which
     setting to check, with the provider's own code and words kept in the message.
     """
+    advice = _ACCOUNT_REFUSALS.get(code.strip().lower()) if status == 403 else None
+    if advice is not None:
+        return ProviderError(status, code.strip().lower(), f"{advice} ({message})", retry_after)
     normalized = code.strip().lower()
     if status == 429 and retry_after is None:
         retry_after = RATE_LIMIT_HOLD_SECONDS.get(normalized)

@@ -28,6 +28,7 @@ from campaigns.domain.lifecycle import (
 from campaigns.domain.money import format_money
 from campaigns.domain.spec import CampaignSpec
 from campaigns.logs import scrub
+from campaigns.providers import check_call_section
 from campaigns.queue import JobQueue, open_queue
 from campaigns.settings import Settings, redis_location
 from campaigns.store import CampaignRecord, Store, StoreError, now_ms
@@ -366,6 +367,10 @@ class CampaignClient:
         if contacts.none_given:
             raise Contacts.no_contacts()
         valid = contacts.spec
+        # What each call does is the dialect's to judge: refused here, nothing written.
+        check_call_section(
+            self.settings.provider_dialect, valid.call.model_dump(mode="json", exclude_none=True)
+        )
         rate = valid.rate_model()
         outcome, tally = await self.store.submit(
             contacts,

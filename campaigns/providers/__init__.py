@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import httpx
 
 from campaigns.providers.base import (
@@ -37,6 +40,7 @@ __all__ = [
     "Usage",
     "VoIPBIN",
     "billing_refusal",
+    "check_call_section",
     "final_events",
     "make_provider",
 ]
@@ -49,6 +53,14 @@ def final_events(dialect: str) -> frozenset[str]:
     return _DIALECTS[dialect].final_events
 
 
+def check_call_section(dialect: str, call: Mapping[str, Any]) -> None:
+    """Refuse (SpecError naming the field) a spec's ``call`` section the dialect
+    cannot carry out; a dialect without a ``check_call`` takes any."""
+    check = getattr(_DIALECTS.get(dialect), "check_call", None)
+    if check is not None:
+        check(call)
+
+
 def make_provider(
     settings: Settings, transport: httpx.AsyncBaseTransport | None = None
 ) -> Provider:
@@ -58,6 +70,7 @@ def make_provider(
             settings.provider_api_key,
             timeout=settings.provider_timeout_seconds,
             transport=transport,
+            auth=settings.provider_auth or "accesskey",
         )
     return MiniVoice(
         settings.provider_url,

@@ -179,8 +179,15 @@ def error_from_response(response: httpx.Response) -> ProviderError:
     if isinstance(payload, dict):
         error = payload.get("error")
         if isinstance(error, dict):
+            reason = error.get("reason")
+            if not error.get("code") and isinstance(reason, str) and reason:
+                # VoIPBIN (lib/apierror): no ``code``, an UPPER_SNAKE ``reason``;
+                # as a code it is spelt like every other one, in lower case.
+                code = reason.lower()
             code = str(error.get("code") or code)
             message = str(error.get("message") or message)
+            if isinstance(error.get("request_id"), str) and error["request_id"]:
+                message = f"{message} (request_id {error['request_id'][:64]})"
         elif isinstance(error, str):
             code = error
     # The message becomes a stored halt message: shown by status and report.

@@ -833,16 +833,17 @@ def test_voipbin_dialect(server: SandboxServer) -> None:
     )
     r = ctl(server).post(f"{base}/calls", params=token, json=_voipbin_body())
     assert r.status_code == 200
-    [call] = r.json()
+    [call] = r.json()["calls"]
     assert call["destination"]["target"] == "+15551230002"
     read = ctl(server).get(f"{base}/calls/{call['id']}", params=token).json()
     assert (read["status"], read["hangup_reason"]) == ("hangup", "normal")
     ctl(server).post(f"{base}/calls", params=token, json=_voipbin_body())
     low = ctl(server).post(f"{base}/calls", params=token, json=_voipbin_body())
-    assert low.status_code == 402
-    assert low.json()["error"]["code"] == "INSUFFICIENT_BALANCE"
+    # The call manager skips a destination the balance cannot pay for: a 500.
+    assert low.status_code == 500
+    assert low.json()["error"]["reason"] == "INTERNAL"
     after = ctl(server).get(f"{base}/billing_account", params=token).json()
     assert after["balance_credit"] == 5_000
     assert [e["path"] for e in ledger(server)] == ["/v1.0/calls"] * 3
     bad = ctl(server).post(f"{base}/calls", params=token, json={"source": {}})
-    assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_REQUEST"
+    assert bad.status_code == 400 and bad.json()["error"]["reason"] == "INVALID_ARGUMENT"

@@ -1,5 +1,6 @@
 """The sandbox's account side (issue 10): VoIPBIN tokens-first debits at hangup and
-its 402, Voxpria credits, paged Billing Insights with a 403. Over real HTTP."""
+its refusal (a 500: VoIPBIN's call manager skips a call the balance cannot pay),
+Voxpria credits, paged Billing Insights with a 403. Over real HTTP."""
 
 from __future__ import annotations
 
@@ -53,9 +54,9 @@ def test_voipbin_debits_tokens_first_at_hangup_then_402(
     assert (_account(http)["balance_credit"], _account(http)["balance_token"]) == (2_500, 1)
     assert _call(http).status_code == 200  # 1 token + 1,000
     assert (_account(http)["balance_credit"], _account(http)["balance_token"]) == (1_500, 0)
-    refused = _call(http)  # 2,000 needed, 1,500 left
-    assert refused.status_code == 402
-    assert refused.json()["error"]["code"] == "INSUFFICIENT_BALANCE"
+    refused = _call(http)  # 2,000 needed, 1,500 left: the call manager skips it, a 500
+    assert refused.status_code == 500
+    assert refused.json()["error"]["reason"] == "INTERNAL"
     assert _account(http)["balance_credit"] == 1_500
 
 
@@ -66,7 +67,7 @@ def test_voipbin_calls_still_up_hold_their_charge(
     assert _call(http).status_code == 200
     assert _call(http).status_code == 200
     assert _account(http)["balance_credit"] == 25_000  # nothing hung up yet
-    assert _call(http).status_code == 402  # 5,000 free of the two calls' 20,000
+    assert _call(http).status_code == 500  # 5,000 free of the two calls' 20,000
 
 
 def _credits(http: httpx.Client, key: str = KEY) -> httpx.Response:

@@ -83,6 +83,10 @@ class Dialect(abc.ABC):
         body = {"error": {"code": self.error_code(code), "message": message}}
         return JSONResponse(body, status_code=status, headers=headers)
 
+    def refusal(self, status: int, code: str, message: str) -> tuple[int, str, str]:
+        """How the dialect answers a refusal (VoIPBIN: a per-destination failure is a 500)."""
+        return status, code, message
+
 
 def get_state(request: Request) -> SandboxState:
     """The sandbox behind this app (``app.state.sandbox``)."""
@@ -116,6 +120,7 @@ async def handle_create(request: Request, dialect: Dialect) -> Response:
     def refuse(
         status: int, code: str, message: str, *, fault: str | None = None, retry: int | None = None
     ) -> Response:
+        status, code, message = dialect.refusal(status, code, message)
         _settle(state, entry, status=status, error_code=dialect.error_code(code), fault=fault)
         headers = {"Retry-After": str(retry)} if retry is not None else None
         return dialect.error(status, code, message, headers)

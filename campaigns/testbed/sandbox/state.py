@@ -72,6 +72,10 @@ class SandboxCall:
     currency: str
     omit_cost: bool
     notified: bool = False
+    hung_up_at: float | None = None
+    """Set when the client ended the call (VoIPBIN ``POST /calls/{id}/hangup``)."""
+    progressing_at_hangup: float | None = None
+    """When a call the client hung up had been answered (None: before answer)."""
     hold_tokens: int = 0
     """VoIPBIN: tokens this call takes at hangup (tokens first, whole minutes)."""
     hold_micros: int = 0
@@ -142,6 +146,16 @@ class SandboxCall:
             return "ringing"
         return "in_progress"
 
+    @property
+    def progressing_at(self) -> float | None:
+        """When the far end answered in real time (VoIPBIN ``tm_progressing``: the
+        start of ``in_progress``), or None for a call never answered."""
+        if self.hung_up_at is not None:
+            return self.progressing_at_hangup
+        if self.final_status != "completed":
+            return None
+        return self.created_at + 2 * self.duration_real_seconds / 3
+
     def internal(self, now: float) -> dict[str, Any]:
         """Everything the sandbox knows, for ``GET /_sandbox/calls``."""
         return {
@@ -166,6 +180,7 @@ class SandboxCall:
             "currency": self.currency,
             "omit_cost": self.omit_cost,
             "webhook_notified": self.notified,
+            "hung_up_at": None if self.hung_up_at is None else rfc3339(self.hung_up_at),
         }
 
 
@@ -543,6 +558,34 @@ class SandboxState:
     def get_call(self, call_id: str) -> SandboxCall | None:
         with self.lock:
             return self.calls.get(call_id)
+
+    def hang_up(self, call_id: str) -> SandboxCall | None:
+        """End a live call now, as the client asked; its bill shrinks to what it used.
+
+        Answered: billed up to now (never more than it would have been), and
+        ``completed``. Not yet answered: ``canceled``, nothing billed. A call
+        already over is left as it is.
+        """
+        with self.lock:
+            call = self.calls.get(call_id)
+            now = self.clock()
+            if call is None or call.is_final(now):
+                return call
+            answered = call.progressing_at if call.status_at(now) == "in_progress" else None
+            billsec = 0 if answered is None else min(call.billsec_seconds, int(now - answered))
+            rate = self.config.rate_model()
+            cost = rate.cost_micros(billsec)
+            self.committed_spend_micros -= call.cost_micros - cost
+            if call.dialect != "voipbin" and self.config.balance_micros is not None:
+                self.balance_debit_micros -= call.cost_micros - cost
+            charge = rate.charge(billsec, call.hold_tokens)
+            call.hold_tokens, call.hold_micros = charge.tokens, charge.credit_micros
+            call.hold_credits = credits_for(billsec)
+            call.cost_micros, call.billsec_seconds = cost, billsec
+            call.final_status = "completed" if answered is not None else "canceled"
+            call.progressing_at_hangup, call.hung_up_at = answered, now
+            call.duration_real_seconds = now - call.created_at
+            return call
 
     def calls_by_attempt(self, attempt_id: str | None) -> list[SandboxCall]:
         with self.lock:

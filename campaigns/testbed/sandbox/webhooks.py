@@ -6,9 +6,9 @@ call gets ``call.created`` when it is created, ``call.answered`` when answered
 ``call.canceled`` when it ends: the documented payload, ``data.event_key``
 included, signed with ``X-MiniVoice-Timestamp`` + ``X-MiniVoice-Signature``
 (webhooks/signatures) and re-delivered after a non-2xx answer or a network
-error (``webhook_retries``). A VoIPBIN call gets the contract's
-``call.completed`` signed with ``X-Signature``, and with ``account_webhooks``,
-seed 001's ``account_updated`` once its hangup has been paid.
+error (``webhook_retries``). A VoIPBIN call gets VoIPBIN's ``call_hangup``
+(``{"type", "data": call}``) signed ``X-VoIPBIN-Signature``, and with
+``account_webhooks``, seed 001's ``account_updated`` once its hangup has been paid.
 Delivery failures are logged and recorded, never raised: a real provider's
 webhooks may arrive late, twice, or never.
 """
@@ -25,10 +25,12 @@ from typing import Any, Literal
 import httpx
 
 from campaigns.providers.minivoice import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook
+from campaigns.providers.voipbin import SIGNATURE_HEADER as VOIPBIN_SIGNATURE_HEADER
 from campaigns.testbed.sandbox.config import SandboxConfig
 from campaigns.testbed.sandbox.formats import rfc3339
 from campaigns.testbed.sandbox.minivoice import minivoice_status
 from campaigns.testbed.sandbox.state import Lifecycle, SandboxCall, SandboxState, WebhookDelivery
+from campaigns.testbed.sandbox.voipbin import render_call, sign_voipbin
 
 __all__ = [
     "WebhookNotifier",
@@ -41,7 +43,7 @@ __all__ = [
 
 log = logging.getLogger("campaigns.testbed.sandbox.webhooks")
 
-Scheme = Literal["minivoice", "x-signature"]
+Scheme = Literal["minivoice", "x-signature", "voipbin"]
 _FINAL_EVENT = {"completed": "call.completed", "canceled": "call.canceled"}
 """Every other final status (failed, busy, no_answer) is a ``call.failed``."""
 
@@ -186,16 +188,16 @@ class WebhookNotifier:
             if call.dialect == "minivoice":
                 payload = minivoice_event(call, what, metadata=config.webhook_metadata)
                 scheme: Scheme = "minivoice"
+                event = str(payload["event"])
             elif what == "final":
-                payload = call_completed_payload(
-                    call, customer_id=config.customer_id, application_id=config.application_id
-                )
-                scheme = "x-signature"
+                # VoIPBIN's own call_hangup, signed its own way (X-VoIPBIN-Signature).
+                payload = {"type": "call_hangup", "data": render_call(call, call.ended_at)}
+                scheme, event = "voipbin", "call_hangup"
             else:
                 continue
             body = _encode(payload)
             for _ in range(copies):
-                self._send(config, url, body, scheme, call.id, str(payload["event"]))
+                self._send(config, url, body, scheme, call.id, event)
 
     def _send(
         self, config: SandboxConfig, url: str, body: bytes, scheme: Scheme, what: str, event: str
@@ -227,6 +229,9 @@ class WebhookNotifier:
             if scheme == "minivoice":
                 signed = minivoice_headers(secret, int(now), body)
                 signature = signed[SIGNATURE_HEADER]
+            elif scheme == "voipbin":
+                signature = sign_voipbin(secret, body)
+                signed = {VOIPBIN_SIGNATURE_HEADER: signature}
             else:
                 signature = sign_payload(secret, int(now), body)
                 signed = {"X-Signature": signature}
