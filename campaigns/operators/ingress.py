@@ -36,7 +36,8 @@ from starlette.routing import Route
 from campaigns.logs import configure_logging, get_logger, register_secret
 from campaigns.providers import MAX_CALL_ID, EventError
 from campaigns.providers import minivoice as minivoice
-from campaigns.providers.voipbin import ACCOUNT_EVENT, VoIPBIN, parse_account_event
+from campaigns.providers import voipbin as voipbin
+from campaigns.providers.voipbin import ACCOUNT_EVENT, parse_account_event
 from campaigns.queue import JobQueue, open_queue
 from campaigns.settings import Settings
 
@@ -155,6 +156,26 @@ def verify_x_signature(
     )
 
 
+def _verify_voipbin(
+    headers: Mapping[str, str],
+    body: bytes,
+    secret: str,
+    *,
+    now: float,
+    tolerance_seconds: int,
+) -> str | None:
+    """VoIPBIN's ``X-VoIPBIN-Signature`` (what the platform sends); a delivery with
+    only the contract's ``X-Signature`` (seed 001's ``account_updated``) is checked
+    by that scheme instead."""
+    if SIGNATURE_HEADER in headers and voipbin.SIGNATURE_HEADER not in headers:
+        return verify_x_signature(
+            headers, body, secret, now=now, tolerance_seconds=tolerance_seconds
+        )
+    return voipbin.verify_webhook(
+        headers, body, secret, now=now, tolerance_seconds=tolerance_seconds
+    )
+
+
 def _no_event_key(payload: dict[str, Any]) -> str | None:
     return None
 
@@ -163,7 +184,7 @@ WEBHOOK_DIALECTS: dict[str, WebhookDialect] = {
     "minivoice": WebhookDialect(
         minivoice.verify_webhook, minivoice.WEBHOOK_EVENTS, minivoice.event_key
     ),
-    "voipbin": WebhookDialect(verify_x_signature, VoIPBIN.final_events, _no_event_key),
+    "voipbin": WebhookDialect(_verify_voipbin, voipbin.FINAL_EVENTS, _no_event_key),
 }
 """Per dialect: its signature scheme, the events to queue, its event identity."""
 
@@ -201,7 +222,7 @@ def _parse(body: bytes) -> tuple[dict[str, Any], str] | str:
     problem = _shape_problem(payload)
     if problem is not None:
         return problem
-    key = "event" if "event" in payload or "event_type" not in payload else "event_type"
+    key = next((k for k in ("event", "type", "event_type") if k in payload), "event")
     event = payload.get(key)
     if not isinstance(event, str) or not event:
         return f"{key}: expected a non-empty string"
@@ -243,6 +264,8 @@ def _encodable(text: str) -> bool:
 
 
 def _call_id(payload: dict[str, Any]) -> str | None:
+    if "type" in payload and "event" not in payload:
+        return voipbin.event_call_id(payload)
     call = payload.get("call")
     call_id = call.get("id") if isinstance(call, dict) else None
     if isinstance(call_id, str) and 0 < len(call_id) <= MAX_CALL_ID:
@@ -337,7 +360,7 @@ class _Ingress:
         payload, event = parsed
         if event == ACCOUNT_EVENT and "event" not in payload:
             return await self._account_event(payload, body, peer)
-        if event not in dialect.call_events or "event" not in payload:
+        if event not in dialect.call_events or "event_type" in payload:
             log.info("webhook_ignored", event_name=event[:64], peer=peer)
             return JSONResponse({"queued": False, "ignored": True}, status_code=202)
         call_id = _call_id(payload)
