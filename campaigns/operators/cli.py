@@ -506,6 +506,7 @@ def estimate_(
     contacts = Contacts.load(spec_path, contacts_csv)
     buffer = 10
     balance = None
+    credit_table = None
     if account:
         from campaigns.operators.usage import read_balance
 
@@ -513,6 +514,7 @@ def estimate_(
         if settings.balance_source == "provider":
             _require_api_key(settings)
         buffer = settings.balance_buffer_percent
+        credit_table = settings.credit_table
         try:
             balance = asyncio.run(read_balance(settings))
         except ProviderError as exc:
@@ -528,6 +530,7 @@ def estimate_(
         average_seconds=average_seconds,
         balance=balance,
         buffer_percent=buffer,
+        credit_table=credit_table,
     )
     if as_json:
         _echo(json.dumps(result.to_json()))
