@@ -250,12 +250,64 @@ async def test_account_updated_moves_the_cached_balance_and_alerts_once_per_cros
         receiver.stop()
 
 
-def _voxpria_env(sandbox: SandboxServer, key: str) -> dict[str, str]:
+def _voxpria_env(sandbox: SandboxServer, key: str, rates: str = "default=3") -> dict[str, str]:
+    """The flat 3 credits a minute of the Credits API page, unless ``rates`` says otherwise;
+    the sandbox bills with the same table."""
+    sandbox.configure(voxpria_credit_rates=rates)
     return {
         "DISPATCHER_BALANCE_SOURCE": "voxpria",
         "DISPATCHER_BALANCE_URL": f"{sandbox.url}/api/v1",
         "DISPATCHER_BALANCE_API_KEY": key,
+        "DISPATCHER_VOXPRIA_CREDIT_RATES": rates,
     }
+
+
+THREE_COUNTRIES = ("+12025550123", "+442071234567", "+33142685300")
+"""US, UK, France: 2, 3 and 10 credits a minute at the documented table's tops."""
+
+
+async def test_voxpria_three_countries_reserve_by_the_highest_rate(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """Numbers in three countries, 2-minute calls: every call of the batch is reserved
+    at France's 10 credits a minute (20 each), so 3 x 20 + 10 % = 66 credits are
+    needed. 65 halts before any create request (a flat 3 a minute would have asked
+    20 and sent); 66 lets it run, and the unanswered French attempt costs its
+    1-credit minimum."""
+    sandbox.configure(
+        credits_balance=65, per_number={THREE_COUNTRIES[2]: {"final_status": "no_answer"}}
+    )
+    key = settings.provider_api_key.get_secret_value()
+    start_worker(**_voxpria_env(sandbox, key, rates="US=2,CA=2,GB=3,default=10"))
+    spec = spec_dict("vox3", contacts=0, max_call_seconds=120)
+    spec["contacts"] = [
+        {"to": to, "ref": f"c{i}", "variables": {}} for i, to in enumerate(THREE_COUNTRIES)
+    ]
+    await client.submit(parse_spec(spec))
+
+    async def state(wanted: str) -> bool:
+        return (await client.get("vox3")).state == wanted
+
+    await wait_for(lambda: state("halted"), timeout=30, what="halt")
+    halt = (await client.status("vox3"))["halt"]
+    assert halt["code"] == "insufficient_balance"
+    for part in ("65 credits", "66 credits", "worst case 60 credits (3 calls"):
+        assert part in halt["message"], (part, halt["message"])
+    assert sandbox.ledger() == [], "sent before the worst case by destination fit"
+
+    sandbox.configure(credits_balance=66)
+    await client.resume("vox3")
+
+    async def done() -> bool:
+        c = await client.get("vox3")
+        return c.state == "completed" and c.settled == 3
+
+    await wait_for(done, timeout=40, what="completion after the top-up")
+    # 30 s calls: US 2, UK 3, and France unanswered: its minimum, 1.
+    await wait_for(lambda: _credits_are(sandbox, 66 - 6), timeout=10, what="credits at hangup")
 
 
 async def test_voxpria_credits_too_low_halt_before_sending_and_a_top_up_lets_it_run(
@@ -321,7 +373,9 @@ async def test_a_failing_credits_check_sends_nothing(
 def _usage_env(sandbox: SandboxServer, cap: str) -> dict[str, str]:
     return {
         "DISPATCHER_USAGE_URL": sandbox.url,
-        "DISPATCHER_USAGE_TOKEN": "sandbox-usage-token",
+        "DISPATCHER_USAGE_CLIENT_ID": "sandbox-client",
+        "DISPATCHER_USAGE_CLIENT_SECRET": "sandbox-client-secret",
+        "DISPATCHER_USAGE_TOKEN_URL": f"{sandbox.url}/oauth/token",
         "DISPATCHER_USAGE_ACCOUNTS": "acc_sandbox",
         "DISPATCHER_MONTHLY_CAP": cap,
     }
