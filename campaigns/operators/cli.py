@@ -554,15 +554,18 @@ class _MonthType(click.ParamType[str]):
     name="usage",
     epilog=_example(
         "campaigns usage --month 2026-05 --json",
-        settings="DISPATCHER_USAGE_URL, DISPATCHER_USAGE_TOKEN, DISPATCHER_USAGE_ACCOUNTS",
+        settings="DISPATCHER_USAGE_URL, DISPATCHER_USAGE_CLIENT_ID, "
+        "DISPATCHER_USAGE_CLIENT_SECRET, DISPATCHER_USAGE_TOKEN_URL or "
+        "DISPATCHER_USAGE_ACCOUNT_NAME, DISPATCHER_USAGE_ACCOUNTS",
     ),
 )
 @click.option("--month", required=True, type=_MonthType(), help="the month, YYYY-MM")
 @click.option("--json", "as_json", is_flag=True)
 def usage_(month: str, as_json: bool) -> None:
-    """The month's Billing Insights usage by type and product, over every page.
+    """The month's Talkdesk Billing Insights usage by type and product, over every page.
 
-    A 403 (an account outside the organisation) exits 1 naming the accounts.
+    Without DISPATCHER_USAGE_ACCOUNTS, every account of the organisation. A 403
+    (an account outside the organisation) exits 1 naming the accounts.
     """
     from campaigns.operators.usage import (
         UsageError,
