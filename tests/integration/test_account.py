@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from arq.jobs import Job
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -22,11 +23,14 @@ from starlette.routing import Route
 
 from campaigns.domain.lifecycle import Move
 from campaigns.domain.spec import parse_spec
+from campaigns.engine.account import AccountGate
 from campaigns.operators.control import CampaignClient
 from campaigns.operators.ingress import account_job_id, create_ingress_app_from_settings
+from campaigns.providers import make_provider
+from campaigns.providers.balance import make_balance_source
 from campaigns.queue import JobQueue, json_deserializer, open_queue
 from campaigns.settings import Settings
-from campaigns.store import Store
+from campaigns.store import CampaignRecord, Store
 from campaigns.testbed.sandbox import SandboxServer, ThreadedServer
 from tests.conftest import spec_dict
 from tests.support import WorkerProcess, claim_next, submit_spec, wait_for
@@ -342,6 +346,57 @@ async def test_voxpria_credits_too_low_halt_before_sending_and_a_top_up_lets_it_
     # 30 s calls: 3 credits each, taken at hangup.
     await wait_for(lambda: _credits_are(sandbox, 11), timeout=10, what="credits debited at hangup")
     assert key not in worker.log_text()
+
+
+async def test_the_gate_reserves_each_campaign_at_its_own_dearest_destination(
+    client: CampaignClient, sandbox: SandboxServer, settings: Settings
+) -> None:
+    """The gate reads the campaign's stored contacts: a US-only campaign reserves
+    2 credits a minute (3 x 4 + 10 % = 14), not the table's top 10 (66); once a
+    UK campaign holds two calls (2 x 6 credits), they count at its own rate."""
+    store = client.store
+    key = settings.provider_api_key.get_secret_value()
+    env = _voxpria_env(sandbox, key, rates="US=2,CA=2,GB=3,default=10")
+    gate_settings = settings.model_copy(
+        update={
+            "balance_source": "voxpria",
+            "balance_url": env["DISPATCHER_BALANCE_URL"],
+            "balance_api_key": SecretStr(key),
+            "voxpria_credit_rates": env["DISPATCHER_VOXPRIA_CREDIT_RATES"],
+        }
+    )
+    us = spec_dict("gate_us", contacts=0, max_call_seconds=120)
+    us["contacts"] = [{"to": f"+1202555012{i}", "ref": f"u{i}", "variables": {}} for i in range(3)]
+    uk = spec_dict("gate_uk", contacts=0, max_call_seconds=120)
+    uk["contacts"] = [{"to": f"+44207123456{i}", "ref": f"k{i}", "variables": {}} for i in range(2)]
+    for spec in (us, uk):
+        await submit_spec(store, parse_spec(spec))
+    gate = AccountGate(
+        store, make_balance_source(gate_settings, make_provider(gate_settings)), gate_settings
+    )
+    try:
+        sandbox.configure(credits_balance=13)
+        result = await gate.check(await _record(store, "gate_us"))
+        assert result.verdict == "halt" and "below 14 credits" in result.message, result
+        sandbox.configure(credits_balance=14)  # a cached 13 never halts: read again
+        assert (await gate.check(await _record(store, "gate_us"))).verdict == "ok"
+        await store.transition("gate_uk", Move.START)
+        assert await store.acquire_lease("gate_uk", "t", 30)
+        for _ in range(2):
+            assert (await claim_next(store, "gate_uk", "t")).outcome == "claimed"
+        # 12 (the batch) + 2 UK calls x 6 = 24, + 10 % = 27 (rounded up from 26.4).
+        sandbox.configure(credits_balance=26)
+        result = await gate.check(await _record(store, "gate_us"))
+        assert result.verdict == "halt" and "below 27 credits" in result.message, result
+        assert "outstanding 12 credits" in result.message
+    finally:
+        await gate.aclose()
+
+
+async def _record(store: Store, campaign_id: str) -> CampaignRecord:
+    record = await store.campaign(campaign_id)
+    assert record is not None
+    return record
 
 
 async def _credits_are(sandbox: SandboxServer, wanted: int) -> bool:
