@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import phonenumbers
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
 from campaigns.domain.rating import Charge, Rate, ceil_div
 
@@ -27,6 +28,7 @@ __all__ = [
     "Rounding",
     "batch_charge",
     "credits_need",
+    "destination",
     "micros_need",
     "parse_credit_rates",
     "with_buffer",
@@ -74,6 +76,55 @@ def parse_credit_rates(text: str) -> tuple[dict[str, int], int]:
     return rates, default
 
 
+_PLAIN = re.compile(r"\+([1-9][0-9]{2,19})", re.ASCII)
+_SHARED_CACHE: dict[tuple[str, str, int], str | None] = {}
+_SHARED_CACHE_MAX = 200_000
+_SHARED_KEY_DIGITS = 7
+"""A shared calling code's region is read from the national number's leading digits
+(NANP: area code and exchange); seven digits and the length key the cache."""
+
+
+def destination(number: str) -> tuple[str | None, str] | None:
+    """``(ISO region or None, "+calling code")`` of an E.164 number, as
+    ``phonenumbers.region_code_for_number`` answers; None if it does not parse.
+
+    A calling code of one region answers without parsing (``phonenumbers`` does
+    the same: no validation for a code of one region); a shared one (+1, +7,
+    +44, ...) asks ``phonenumbers`` once per code, leading national digits and
+    length, so a million contacts cost a few thousand parses, not a million.
+    """
+    plain = _PLAIN.fullmatch(number)
+    if plain is None:
+        return _parsed_destination(number)
+    digits = plain.group(1)
+    for size in (1, 2, 3):
+        regions = COUNTRY_CODE_TO_REGION_CODE.get(int(digits[:size]))
+        if regions is None:
+            continue
+        code = digits[:size]
+        if len(regions) == 1:
+            region = regions[0]
+            return (None if region == "001" else region), f"+{code}"
+        national = digits[size:]
+        key = (code, national[:_SHARED_KEY_DIGITS], len(national))
+        if key not in _SHARED_CACHE:
+            if len(_SHARED_CACHE) >= _SHARED_CACHE_MAX:
+                _SHARED_CACHE.clear()
+            located = _parsed_destination(number)
+            _SHARED_CACHE[key] = None if located is None else located[0]
+        return _SHARED_CACHE[key], f"+{code}"
+    return None
+
+
+def _parsed_destination(number: str) -> tuple[str | None, str] | None:
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return None
+    region = phonenumbers.region_code_for_number(parsed)
+    return (region if region and region != "001" else None), f"+{parsed.country_code}"
+
+
 @dataclass(frozen=True, slots=True)
 class CreditTable:
     """Voxpria credits a call can take, by destination (voxpria.com Billing & Credits).
@@ -98,17 +149,11 @@ class CreditTable:
 
     def rate_for(self, number: str) -> int:
         """Credits per minute to ``number`` (E.164), the highest entry that matches it."""
-        found: list[int] = []
-        try:
-            parsed = phonenumbers.parse(number, None)
-        except phonenumbers.NumberParseException:
+        located = destination(number)
+        if located is None:
             return self.default
-        region = phonenumbers.region_code_for_number(parsed)
-        if region and region in self.rates:
-            found.append(self.rates[region])
-        code = f"+{parsed.country_code}"
-        if code in self.rates:
-            found.append(self.rates[code])
+        region, code = located
+        found = [self.rates[key] for key in (region, code) if key is not None and key in self.rates]
         return max(found) if found else self.default
 
     def call_credits(self, rate: int, seconds: int) -> int:

@@ -127,6 +127,36 @@ def test_voxpria_credits_by_destination_with_a_minimum_per_attempt() -> None:
     assert (need.batch, need.committed, need.total) == (18, 20, with_buffer(38, 10))
 
 
+def test_destinations_agree_with_phonenumbers_on_shared_calling_codes() -> None:
+    """The cached fast path answers as ``phonenumbers.region_code_for_number`` does,
+    numbers sharing a code (+1, +7, +44, ...) and their leading digits included."""
+    import random
+
+    import phonenumbers
+    from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
+
+    from campaigns.domain.account import destination
+
+    rng = random.Random(24)
+    checked = 0
+    for code, regions in COUNTRY_CODE_TO_REGION_CODE.items():
+        for region in regions if len(regions) > 1 else regions[:1]:
+            example = phonenumbers.example_number(region)
+            if example is None:
+                continue
+            national = str(example.national_number)
+            for keep in range(len(national) + 1):
+                tail = "".join(rng.choice("0123456789") for _ in range(len(national) - keep))
+                number = f"+{code}{national[:keep]}{tail}"
+                expected = phonenumbers.region_code_for_number(phonenumbers.parse(number))
+                found = destination(number)
+                assert found is not None and found[1] == f"+{code}", number
+                assert found[0] == (None if expected in (None, "001") else expected), number
+                checked += 1
+    assert checked > 2000
+    assert destination("not a number") is None
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
