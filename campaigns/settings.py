@@ -22,6 +22,7 @@ from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from campaigns.domain.account import DEFAULT_CREDIT_RATES, CreditTable, parse_credit_rates
 from campaigns.domain.money import MoneyError, parse_micros
 from campaigns.logs import check_log_level
 
@@ -68,6 +69,7 @@ def _plain_url(value: str) -> str:
 
 
 _ACCOUNT = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
+_ACCOUNT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", re.ASCII)
 
 
 def _accounts(value: str) -> list[str]:
@@ -221,10 +223,23 @@ class Settings(BaseSettings):
     """Voxpria credits base URL (``.../api/v1``); required with ``balance_source=voxpria``."""
     balance_api_key: SecretStr | None = Field(None, validate_default=True)
     usage_url: str | None = None
-    """Billing Insights base URL; the path ``/billing-insights/usage`` is appended."""
-    usage_token: SecretStr | None = None
+    """Talkdesk Billing Insights API base (``https://api.talkdeskapp.com``);
+    ``/express/usage/month`` and ``/express/accounts`` are appended."""
+    usage_client_id: str | None = Field(None, validate_default=True)
+    """OAuth2 client ID of the Talkdesk client-credentials grant (with ``DISPATCHER_USAGE_URL``)."""
+    usage_client_secret: SecretStr | None = Field(None, validate_default=True)
+    """Its client secret (sent with HTTP Basic to the token endpoint only)."""
+    usage_account_name: str | None = None
+    """The Talkdesk account name: the token endpoint is
+    ``https://{name}.talkdeskid.com/oauth/token`` (or the region's)."""
+    usage_region: Literal["us", "eu", "ca"] = "us"
+    """Region of the token endpoint: ``talkdeskid.com``, ``talkdeskid.eu``, ``talkdeskidca.com``."""
+    usage_token_url: str | None = Field(None, validate_default=True)
+    """The token endpoint itself, instead of the account name and region."""
+    usage_scope: str = "express-accounts-usage:read express-accounts:read"
+    """Scopes asked for in the token request (space-separated)."""
     usage_accounts: str = ""
-    """Comma-separated Billing Insights account IDs."""
+    """Comma-separated Talkdesk account IDs; unset: every account ``/express/accounts`` lists."""
     monthly_cap: str | None = Field(None, validate_default=True)
     """Money (decimal): month-to-date usage plus what is committed must stay within it."""
     api_tokens: SecretStr | None = None
@@ -240,6 +255,14 @@ class Settings(BaseSettings):
     wait_recheck_seconds: float = Field(60.0, ge=0.1, le=600, allow_inf_nan=False)
     """A campaign waiting for its calling window, schedule, a retry or the frequency
     cap looks again at least this often, whatever it waits for."""
+    voxpria_credit_rates: str = DEFAULT_CREDIT_RATES
+    """Voxpria credits per minute by destination: ``KEY=N`` entries, KEY an ISO country
+    (``GB``) or calling code (``+44``), plus ``default=N`` for every other destination."""
+    voxpria_minimum_credits: int = Field(1, ge=0, le=1_000_000)
+    """Credits every attempt takes, answered or not (voxpria.com: 1 credit per attempt)."""
+    voxpria_rounding: Literal["minute", "second"] = "minute"
+    """``minute``: each started minute billed whole; ``second``: pro rata, a call rounded
+    up to a whole credit (Voxpria states no rounding: choose what your invoices show)."""
 
     @field_validator("frequency_window_seconds")
     @classmethod
@@ -314,7 +337,69 @@ class Settings(BaseSettings):
             return None
         return _check_provider_url(value)
 
-    @field_validator("balance_api_key", "usage_token")
+    @field_validator("voxpria_credit_rates")
+    @classmethod
+    def _voxpria_credit_rates(cls, value: str) -> str:
+        parse_credit_rates(value)
+        return value
+
+    @property
+    def credit_table(self) -> CreditTable:
+        """The Voxpria credit table the gate and ``estimate`` reserve with."""
+        return CreditTable.parse(
+            self.voxpria_credit_rates, self.voxpria_minimum_credits, self.voxpria_rounding
+        )
+
+    @field_validator("usage_client_id")
+    @classmethod
+    def _usage_client_id(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            if info.data.get("usage_url"):
+                raise ValueError(
+                    "must be set with DISPATCHER_USAGE_URL (OAuth2 client credentials)"
+                )
+            return None
+        if not value:
+            raise ValueError("must not be empty")
+        return _token(value, "the client ID", ascii_only=True)
+
+    @field_validator("usage_account_name")
+    @classmethod
+    def _usage_account_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ACCOUNT_NAME.fullmatch(value):
+            raise ValueError("expected the account's subdomain: 1-63 letters, digits or '-'")
+        return value
+
+    @field_validator("usage_token_url")
+    @classmethod
+    def _usage_token_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            return _check_provider_url(value)
+        if info.data.get("usage_url") and not info.data.get("usage_account_name"):
+            raise ValueError(
+                "set it, or DISPATCHER_USAGE_ACCOUNT_NAME (and DISPATCHER_USAGE_REGION), "
+                "with DISPATCHER_USAGE_URL"
+            )
+        return None
+
+    @field_validator("usage_scope")
+    @classmethod
+    def _usage_scope(cls, value: str) -> str:
+        if not value.strip() or not value.isascii() or not value.isprintable():
+            raise ValueError("expected space-separated scopes such as express-accounts-usage:read")
+        return value
+
+    @property
+    def usage_token_endpoint(self) -> str | None:
+        """Where the client-credentials token comes from (docs.talkdesk.com Client Credentials)."""
+        if self.usage_token_url is not None:
+            return self.usage_token_url
+        if self.usage_account_name is None:
+            return None
+        host = {"us": "talkdeskid.com", "eu": "talkdeskid.eu", "ca": "talkdeskidca.com"}
+        return f"https://{self.usage_account_name}.{host[self.usage_region]}/oauth/token"
+
+    @field_validator("balance_api_key", "usage_client_secret")
     @classmethod
     def _account_secrets(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is None:
@@ -323,6 +408,10 @@ class Settings(BaseSettings):
                 and info.data.get("balance_source") == "voxpria"
             ):
                 raise ValueError("must be set when DISPATCHER_BALANCE_SOURCE=voxpria")
+            if info.field_name == "usage_client_secret" and info.data.get("usage_url"):
+                raise ValueError(
+                    "must be set with DISPATCHER_USAGE_URL (OAuth2 client credentials)"
+                )
             return None
         if not value.get_secret_value():
             raise ValueError("must not be empty")
@@ -350,7 +439,7 @@ class Settings(BaseSettings):
             ) from None
         missing = [
             f"DISPATCHER_{name.upper()}"
-            for name in ("usage_url", "usage_token", "usage_accounts")
+            for name in ("usage_url", "usage_client_id", "usage_client_secret")
             if not info.data.get(name)
         ]
         if missing:
@@ -388,7 +477,7 @@ class Settings(BaseSettings):
         values = [self.provider_api_key.get_secret_value(), *self.api_roles()]
         if self.webhook_secret is not None:
             values.append(self.webhook_secret.get_secret_value())
-        for secret in (self.balance_api_key, self.usage_token):
+        for secret in (self.balance_api_key, self.usage_client_secret):
             if secret is not None:
                 values.append(secret.get_secret_value())
         password = urlsplit(self.redis_url).password

@@ -21,12 +21,13 @@ from typing import Any, Literal
 
 import structlog
 
-from campaigns.domain.account import Commitment, Need, credits_need, micros_need
+from campaigns.domain.account import Commitment, CreditTable, Need, credits_need, micros_need
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.lifecycle import ACTIVE_STATES, HaltCode
+from campaigns.domain.policy import contact_number
 from campaigns.domain.rating import Rate
 from campaigns.providers.balance import AccountBalance, BalanceSource
-from campaigns.providers.billing_insights import BillingInsights, UsageError
+from campaigns.providers.billing_insights import BillingInsights, UsageError, usage_client
 from campaigns.providers.voipbin import parse_account_event
 from campaigns.queue import JobQueue
 from campaigns.settings import Settings
@@ -67,14 +68,7 @@ _OK = GateResult("ok")
 
 def make_usage_source(settings: Settings) -> BillingInsights | None:
     """The Billing Insights client, when ``DISPATCHER_USAGE_URL`` is set."""
-    if settings.usage_url is None or settings.usage_token is None:
-        return None
-    return BillingInsights(
-        settings.usage_url,
-        settings.usage_token,
-        settings.usage_account_list,
-        timeout=settings.provider_timeout_seconds,
-    )
+    return usage_client(settings)
 
 
 def _month(at: datetime | None = None) -> str:
@@ -119,9 +113,14 @@ class AccountGate:
         self.settings = settings
         self.queue = queue
         self.usage = usage
-        self._pricing: dict[tuple[str, str], tuple[int, int, Rate]] = {}
-        """(campaign, spec fingerprint) -> (worst case, max_call_seconds, rate): fixed by
-        the spec, so read once per process."""
+        self._pricing: dict[tuple[str, str], tuple[int, int, Rate, int]] = {}
+        """(campaign, spec fingerprint) -> (worst case, max_call_seconds, rate, Voxpria
+        credits per call): fixed by the spec and its contacts, so read once per process."""
+        self._rates: dict[str, int] = {}
+        """campaign -> the highest Voxpria credit rate of its contacts (fixed at submit)."""
+        self.credit_table: CreditTable | None = (
+            settings.credit_table if settings.balance_source == "voxpria" else None
+        )
 
     async def aclose(self) -> None:
         await self.source.aclose()
@@ -172,14 +171,17 @@ class AccountGate:
                 return _OK  # no balance at this source (MiniVoice): nothing to compare
             if money is None:
                 commitments = await self._commitments(await self.store.account_commitments())
-            result = self._judge(campaign, calls, commitments, balance)
+            per_call = await self._credits_per_call(
+                campaign.campaign_id, campaign.spec.max_call_seconds
+            )
+            result = self._judge(campaign, calls, commitments, balance, per_call)
             if result.verdict != "ok" and cached is not None:
                 # Trust a cached balance to let a batch go, not to stop one: an
                 # operator may have topped up and resumed since it was read.
                 fresh = await self.fresh_balance()
                 if fresh is None:
                     return _OK
-                result = self._judge(campaign, calls, commitments, fresh)
+                result = self._judge(campaign, calls, commitments, fresh, per_call)
         except (ProviderError, UsageError, ValueError, OSError) as exc:
             return GateResult("unknown", message=f"account check failed: {exc}")
         return result
@@ -190,12 +192,13 @@ class AccountGate:
         calls: int,
         commitments: list[Commitment],
         balance: AccountBalance,
+        per_call: int,
     ) -> GateResult:
         spec = campaign.spec
         buffer = self.settings.balance_buffer_percent
         if balance.unit == "credits":
             need = credits_need(
-                max_call_seconds=spec.max_call_seconds,
+                per_call=per_call,
                 calls=calls,
                 commitments=commitments,
                 buffer_percent=buffer,
@@ -229,10 +232,35 @@ class AccountGate:
                     record.worst_case_micros,
                     record.spec.max_call_seconds,
                     record.spec.rate_model(),
+                    await self._credits_per_call(campaign_id, record.spec.max_call_seconds),
                 )
                 self._pricing[(campaign_id, fingerprint)] = pricing
             found.append(Commitment(reserved, *pricing))
         return found
+
+    async def _credits_per_call(self, campaign_id: str, max_call_seconds: int) -> int:
+        """Voxpria: the most credits one call of the campaign can take, at the highest
+        rate any of its contacts can be billed at (0 without the credits source).
+
+        Which contacts the next batch holds is the claim's business, so every
+        call is reserved as if to the campaign's dearest destination. The
+        contacts are read once per process (one HSCAN pass; they never change).
+        """
+        table = self.credit_table
+        if table is None:
+            return 0
+        rate = self._rates.get(campaign_id)
+        if rate is None:
+            key = self.store.keys.campaign(campaign_id, "contacts")
+            found: set[int] = set()
+            async for _index, document in self.store.redis.hscan_iter(key, count=1000):
+                text = document.decode() if isinstance(document, bytes) else str(document)
+                found.add(table.rate_for(contact_number(text)))
+            rate = max(found) if found else table.top_rate
+            if len(self._rates) >= _PRICING_CACHE:
+                self._rates.clear()
+            self._rates[campaign_id] = rate
+        return table.call_credits(rate, max(max_call_seconds, 1))
 
     async def _cap(
         self,
@@ -276,7 +304,8 @@ def _shortfall(balance: AccountBalance, need: Need, calls: int) -> str:
     if balance.unit == "credits":
         return (
             f"{balance.source} balance {balance.amount} credits is below {need.total} credits: "
-            f"this batch's worst case {need.batch} credits ({calls} calls) + outstanding "
+            f"this batch's worst case {need.batch} credits ({calls} calls at the dearest "
+            f"destination's rate, DISPATCHER_VOXPRIA_CREDIT_RATES) + outstanding "
             f"{need.committed} credits + {need.buffer_percent}% buffer"
         )
     return (

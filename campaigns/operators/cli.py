@@ -506,6 +506,7 @@ def estimate_(
     contacts = Contacts.load(spec_path, contacts_csv)
     buffer = 10
     balance = None
+    credit_table = None
     if account:
         from campaigns.operators.usage import read_balance
 
@@ -513,6 +514,7 @@ def estimate_(
         if settings.balance_source == "provider":
             _require_api_key(settings)
         buffer = settings.balance_buffer_percent
+        credit_table = settings.credit_table
         try:
             balance = asyncio.run(read_balance(settings))
         except ProviderError as exc:
@@ -528,6 +530,7 @@ def estimate_(
         average_seconds=average_seconds,
         balance=balance,
         buffer_percent=buffer,
+        credit_table=credit_table,
     )
     if as_json:
         _echo(json.dumps(result.to_json()))
@@ -551,15 +554,18 @@ class _MonthType(click.ParamType[str]):
     name="usage",
     epilog=_example(
         "campaigns usage --month 2026-05 --json",
-        settings="DISPATCHER_USAGE_URL, DISPATCHER_USAGE_TOKEN, DISPATCHER_USAGE_ACCOUNTS",
+        settings="DISPATCHER_USAGE_URL, DISPATCHER_USAGE_CLIENT_ID, "
+        "DISPATCHER_USAGE_CLIENT_SECRET, DISPATCHER_USAGE_TOKEN_URL or "
+        "DISPATCHER_USAGE_ACCOUNT_NAME, DISPATCHER_USAGE_ACCOUNTS",
     ),
 )
 @click.option("--month", required=True, type=_MonthType(), help="the month, YYYY-MM")
 @click.option("--json", "as_json", is_flag=True)
 def usage_(month: str, as_json: bool) -> None:
-    """The month's Billing Insights usage by type and product, over every page.
+    """The month's Talkdesk Billing Insights usage by type and product, over every page.
 
-    A 403 (an account outside the organisation) exits 1 naming the accounts.
+    Without DISPATCHER_USAGE_ACCOUNTS, every account of the organisation. A 403
+    (an account outside the organisation) exits 1 naming the accounts.
     """
     from campaigns.operators.usage import (
         UsageError,

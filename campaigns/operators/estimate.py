@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from campaigns.domain.account import batch_charge, credits_per_call, with_buffer
+from campaigns.domain.account import (
+    DEFAULT_CREDIT_RATES,
+    CreditTable,
+    batch_charge,
+    with_buffer,
+)
 from campaigns.domain.contacts import Contacts, Tally
 from campaigns.domain.money import format_money
 from campaigns.domain.policy import ZoneGroups, contact_number
@@ -17,6 +23,7 @@ from campaigns.providers.balance import AccountBalance
 
 __all__ = [
     "AccountEstimate",
+    "CreditRates",
     "Estimate",
     "PolicyEstimate",
     "account_estimate",
@@ -195,18 +202,56 @@ def _schedule_capacity(spec: CampaignSpec, groups: ZoneGroups, now: datetime) ->
     return int(minutes * 60 * spec.pacing.calls_per_second)
 
 
+@dataclass(slots=True)
+class CreditRates:
+    """Voxpria: how many contacts fall at each credit rate (credits per minute).
+
+    Each contact is reserved at the highest rate that can apply to its
+    destination (``DISPATCHER_VOXPRIA_CREDIT_RATES``), so the worst case is a
+    sum over contacts, never one flat rate for all.
+    """
+
+    table: CreditTable
+    contacts_by_rate: Counter[int] = field(default_factory=Counter)
+
+    def add(self, number: str) -> None:
+        self.contacts_by_rate[self.table.rate_for(number)] += 1
+
+    def feed(self, numbers: Iterable[str]) -> Iterator[str]:
+        """``numbers`` passed through, each counted on the way."""
+        for number in numbers:
+            self.add(number)
+            yield number
+
+    def credits(self, seconds: int, attempts: int = 1) -> int:
+        """Every contact's attempts at ``seconds``, each at its own rate (and the minimum)."""
+        table = self.table
+        return attempts * sum(
+            count * table.call_credits(rate, seconds)
+            for rate, count in self.contacts_by_rate.items()
+        )
+
+
 def estimate_contacts(contacts: Contacts, **options: Any) -> Estimate:
     """:func:`estimate` of a spec and its streamed contacts, read once: the tally
-    and, with a contact policy, every number for it (suppressed, zone groups)."""
+    and, with a contact policy, every number for it (suppressed, zone groups);
+    with a Voxpria credit balance, every number's credit rate."""
     spec = contacts.spec
     reader = contacts.read()
+    balance: AccountBalance | None = options.get("balance")
+    rates: CreditRates | None = None
+    if balance is not None and balance.unit == "credits":
+        table = options.pop("credit_table", None) or CreditTable.parse(DEFAULT_CREDIT_RATES)
+        rates = CreditRates(table)
+    numbers: Iterable[str] = (contact_number(doc) for chunk in reader for doc in chunk)
+    if rates is not None:
+        numbers = rates.feed(numbers)
     if not (spec.calling_window or spec.suppress):
-        for _ in reader:
+        for _ in numbers:
             pass
-        return estimate(spec, tally=reader.tally, **options)
-    numbers = (contact_number(doc) for chunk in reader for doc in chunk)
+        return estimate(spec, tally=reader.tally, credit_rates=rates, **options)
     policy = policy_estimate(spec, numbers=numbers)  # reads them all
-    return estimate(spec, tally=reader.tally, policy=policy, **options)
+    return estimate(spec, tally=reader.tally, policy=policy, credit_rates=rates, **options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +274,8 @@ class AccountEstimate:
     """Every call at ``max_call_seconds``, tokens first."""
     buffer_percent: int
     balance_source: str | None = None
+    contacts_by_credit_rate: dict[str, int] | None = None
+    """Voxpria: credits per minute -> contacts at that rate (the highest that applies)."""
     balance_unit: str | None = None
     balance: int | None = None
     balance_tokens: int | None = None
@@ -249,6 +296,12 @@ class AccountEstimate:
             return out
         show = (lambda v: f"{v} credits") if self.balance_unit == "credits" else money
         covers = "covers" if self.covers_worst_case else "does NOT cover"
+        if self.contacts_by_credit_rate:
+            by_rate = ", ".join(
+                f"{n} at {r} credits/min"
+                for r, n in sorted(self.contacts_by_credit_rate.items(), key=lambda i: -int(i[0]))
+            )
+            out.append(f"credit rates          {by_rate}")
         out.append(
             f"account balance       {show(self.balance)}, {self.balance_tokens} tokens "
             f"({self.balance_source}): {covers} the worst case {show(self.need_worst_case)} "
@@ -270,8 +323,14 @@ def account_estimate(
     average_seconds: int | None,
     balance: AccountBalance | None,
     buffer_percent: int,
+    credit_rates: CreditRates | None = None,
 ) -> AccountEstimate:
-    """The account side of an estimate (seed 001: estimate, add a buffer, check the balance)."""
+    """The account side of an estimate (seed 001: estimate, add a buffer, check the balance).
+
+    Against Voxpria credits each contact counts at the highest rate that can
+    apply to its destination, at least the minimum per attempt
+    (``credit_rates``; by default the spec's inline contacts and the
+    documented table)."""
     rate = spec.rate_model()
     calls = len(spec.contacts) if calls is None else calls
     tokens = balance.tokens if balance is not None and balance.unit == "micros" else 0
@@ -293,13 +352,19 @@ def account_estimate(
     )
     if balance is None:
         return result
+    by_rate: dict[str, int] | None = None
     if balance.unit == "credits":
-        need_worst = with_buffer(calls * credits_per_call(spec.max_call_seconds), buffer_percent)
+        if credit_rates is None:
+            credit_rates = CreditRates(CreditTable.parse(DEFAULT_CREDIT_RATES))
+            for contact in spec.contacts:
+                credit_rates.add(contact.to)
+        need_worst = with_buffer(credit_rates.credits(spec.max_call_seconds), buffer_percent)
         need_expected = (
             None
             if average_seconds is None
-            else with_buffer(calls * credits_per_call(average_seconds), buffer_percent)
+            else with_buffer(credit_rates.credits(average_seconds), buffer_percent)
         )
+        by_rate = {str(r): n for r, n in sorted(credit_rates.contacts_by_rate.items())}
     else:
         need_worst = with_buffer(worst.credit_micros, buffer_percent)
         need_expected = (
@@ -308,6 +373,7 @@ def account_estimate(
     return replace(
         result,
         balance_source=balance.source,
+        contacts_by_credit_rate=by_rate,
         balance_unit=balance.unit,
         balance=balance.amount,
         balance_tokens=balance.tokens,
@@ -326,6 +392,8 @@ def estimate(
     balance: AccountBalance | None = None,
     buffer_percent: int = 10,
     policy: PolicyEstimate | None = None,
+    credit_table: CreditTable | None = None,
+    credit_rates: CreditRates | None = None,
 ) -> Estimate:
     """The estimate of a spec; ``tally``: its contacts as counted from a stream
     (:meth:`Contacts.tally`), else the spec's inline contacts; ``policy``: the
@@ -358,5 +426,15 @@ def estimate(
             average_seconds=average_seconds,
             balance=balance,
             buffer_percent=buffer_percent,
+            credit_rates=credit_rates
+            if credit_rates is not None or credit_table is None
+            else _inline_rates(spec, credit_table),
         ),
     )
+
+
+def _inline_rates(spec: CampaignSpec, table: CreditTable) -> CreditRates:
+    rates = CreditRates(table)
+    for contact in spec.contacts:
+        rates.add(contact.to)
+    return rates

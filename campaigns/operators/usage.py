@@ -1,4 +1,4 @@
-"""``campaigns usage``: the month's Billing Insights usage by type and product (seed 003);
+"""``campaigns usage``: the month's Talkdesk Billing Insights usage by type and product;
 and the account balance read once, for ``campaigns estimate --account``."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 from campaigns.domain.money import format_micros
 from campaigns.providers import make_provider
 from campaigns.providers.balance import AccountBalance, make_balance_source
-from campaigns.providers.billing_insights import BillingInsights, MonthlyUsage, UsageError
+from campaigns.providers.billing_insights import MonthlyUsage, UsageError, usage_client
 from campaigns.settings import Settings
 
 __all__ = [
@@ -32,16 +32,12 @@ async def fetch_month(settings: Settings, month: str) -> MonthlyUsage:
     :class:`~campaigns.providers.billing_insights.UsageError` (a 403 as
     :class:`~campaigns.providers.billing_insights.UsageRefused`).
     """
-    for name in ("usage_url", "usage_token", "usage_accounts"):
-        if not getattr(settings, name):
-            raise UsageNotConfigured(f"DISPATCHER_{name.upper()}: must be set for campaigns usage")
-    assert settings.usage_url is not None and settings.usage_token is not None
-    client = BillingInsights(
-        settings.usage_url,
-        settings.usage_token,
-        settings.usage_account_list,
-        timeout=settings.provider_timeout_seconds,
-    )
+    client = usage_client(settings)
+    if client is None:
+        raise UsageNotConfigured(
+            "DISPATCHER_USAGE_URL: must be set for campaigns usage (with "
+            "DISPATCHER_USAGE_CLIENT_ID, DISPATCHER_USAGE_CLIENT_SECRET and the token endpoint)"
+        )
     try:
         return await client.monthly_usage(month)
     finally:
@@ -71,8 +67,9 @@ def _groups(usage: MonthlyUsage) -> list[dict[str, Any]]:
 
 def usage_json(usage: MonthlyUsage) -> dict[str, Any]:
     return {
-        "month": usage.month_from,
+        "month": usage.month,
         "accounts": usage.accounts,
+        "filters": usage.filters,
         "pages": usage.pages,
         "records": len(usage.records),
         "totals_micros": usage.totals(),
@@ -82,7 +79,7 @@ def usage_json(usage: MonthlyUsage) -> dict[str, Any]:
 
 def usage_lines(usage: MonthlyUsage) -> list[str]:
     lines = [
-        f"usage {usage.month_from} for {', '.join(usage.accounts)}: "
+        f"usage {usage.month} for {', '.join(usage.accounts)}: "
         f"{len(usage.records)} records on {usage.pages} pages"
     ]
     for group in _groups(usage):

@@ -21,7 +21,7 @@ from campaigns.domain.money import MoneyError, parse_micros
 from campaigns.providers._http import provider_client, request
 from campaigns.providers.base import brief
 
-__all__ = ["CreditsDay", "CreditsUsage", "VoxpriaCredits", "parse_cost"]
+__all__ = ["MAX_CREDITS", "CreditsDay", "CreditsUsage", "VoxpriaCredits", "parse_cost"]
 
 _COST = re.compile(r"\$([0-9]+(?:\.[0-9]+)?)", re.ASCII)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
@@ -40,9 +40,15 @@ def parse_cost(value: object) -> int:
         raise ValueError(str(exc)) from None
 
 
+MAX_CREDITS = 2**53 - 1
+"""Credits are bounded like every other external amount (2^53 - 1: exact in any JSON reader)."""
+
+
 def _count(value: object, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{field}: expected a whole number >= 0, got {brief(value)}")
+    if value > MAX_CREDITS:
+        raise ValueError(f"{field}: out of range (at most {MAX_CREDITS})")
     return value
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from arq.jobs import Job
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -22,11 +23,14 @@ from starlette.routing import Route
 
 from campaigns.domain.lifecycle import Move
 from campaigns.domain.spec import parse_spec
+from campaigns.engine.account import AccountGate
 from campaigns.operators.control import CampaignClient
 from campaigns.operators.ingress import account_job_id, create_ingress_app_from_settings
+from campaigns.providers import make_provider
+from campaigns.providers.balance import make_balance_source
 from campaigns.queue import JobQueue, json_deserializer, open_queue
 from campaigns.settings import Settings
-from campaigns.store import Store
+from campaigns.store import CampaignRecord, Store
 from campaigns.testbed.sandbox import SandboxServer, ThreadedServer
 from tests.conftest import spec_dict
 from tests.support import WorkerProcess, claim_next, submit_spec, wait_for
@@ -267,12 +271,64 @@ async def test_account_updated_moves_the_cached_balance_and_alerts_once_per_cros
         receiver.stop()
 
 
-def _voxpria_env(sandbox: SandboxServer, key: str) -> dict[str, str]:
+def _voxpria_env(sandbox: SandboxServer, key: str, rates: str = "default=3") -> dict[str, str]:
+    """The flat 3 credits a minute of the Credits API page, unless ``rates`` says otherwise;
+    the sandbox bills with the same table."""
+    sandbox.configure(voxpria_credit_rates=rates)
     return {
         "DISPATCHER_BALANCE_SOURCE": "voxpria",
         "DISPATCHER_BALANCE_URL": f"{sandbox.url}/api/v1",
         "DISPATCHER_BALANCE_API_KEY": key,
+        "DISPATCHER_VOXPRIA_CREDIT_RATES": rates,
     }
+
+
+THREE_COUNTRIES = ("+12025550123", "+442071234567", "+33142685300")
+"""US, UK, France: 2, 3 and 10 credits a minute at the documented table's tops."""
+
+
+async def test_voxpria_three_countries_reserve_by_the_highest_rate(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """Numbers in three countries, 2-minute calls: every call of the batch is reserved
+    at France's 10 credits a minute (20 each), so 3 x 20 + 10 % = 66 credits are
+    needed. 65 halts before any create request (a flat 3 a minute would have asked
+    20 and sent); 66 lets it run, and the unanswered French attempt costs its
+    1-credit minimum."""
+    sandbox.configure(
+        credits_balance=65, per_number={THREE_COUNTRIES[2]: {"final_status": "no_answer"}}
+    )
+    key = settings.provider_api_key.get_secret_value()
+    start_worker(**_voxpria_env(sandbox, key, rates="US=2,CA=2,GB=3,default=10"))
+    spec = spec_dict("vox3", contacts=0, max_call_seconds=120)
+    spec["contacts"] = [
+        {"to": to, "ref": f"c{i}", "variables": {}} for i, to in enumerate(THREE_COUNTRIES)
+    ]
+    await client.submit(parse_spec(spec))
+
+    async def state(wanted: str) -> bool:
+        return (await client.get("vox3")).state == wanted
+
+    await wait_for(lambda: state("halted"), timeout=30, what="halt")
+    halt = (await client.status("vox3"))["halt"]
+    assert halt["code"] == "insufficient_balance"
+    for part in ("65 credits", "66 credits", "worst case 60 credits (3 calls"):
+        assert part in halt["message"], (part, halt["message"])
+    assert sandbox.ledger() == [], "sent before the worst case by destination fit"
+
+    sandbox.configure(credits_balance=66)
+    await client.resume("vox3")
+
+    async def done() -> bool:
+        c = await client.get("vox3")
+        return c.state == "completed" and c.settled == 3
+
+    await wait_for(done, timeout=40, what="completion after the top-up")
+    # 30 s calls: US 2, UK 3, and France unanswered: its minimum, 1.
+    await wait_for(lambda: _credits_are(sandbox, 66 - 6), timeout=10, what="credits at hangup")
 
 
 async def test_voxpria_credits_too_low_halt_before_sending_and_a_top_up_lets_it_run(
@@ -309,6 +365,57 @@ async def test_voxpria_credits_too_low_halt_before_sending_and_a_top_up_lets_it_
     assert key not in worker.log_text()
 
 
+async def test_the_gate_reserves_each_campaign_at_its_own_dearest_destination(
+    client: CampaignClient, sandbox: SandboxServer, settings: Settings
+) -> None:
+    """The gate reads the campaign's stored contacts: a US-only campaign reserves
+    2 credits a minute (3 x 4 + 10 % = 14), not the table's top 10 (66); once a
+    UK campaign holds two calls (2 x 6 credits), they count at its own rate."""
+    store = client.store
+    key = settings.provider_api_key.get_secret_value()
+    env = _voxpria_env(sandbox, key, rates="US=2,CA=2,GB=3,default=10")
+    gate_settings = settings.model_copy(
+        update={
+            "balance_source": "voxpria",
+            "balance_url": env["DISPATCHER_BALANCE_URL"],
+            "balance_api_key": SecretStr(key),
+            "voxpria_credit_rates": env["DISPATCHER_VOXPRIA_CREDIT_RATES"],
+        }
+    )
+    us = spec_dict("gate_us", contacts=0, max_call_seconds=120)
+    us["contacts"] = [{"to": f"+1202555012{i}", "ref": f"u{i}", "variables": {}} for i in range(3)]
+    uk = spec_dict("gate_uk", contacts=0, max_call_seconds=120)
+    uk["contacts"] = [{"to": f"+44207123456{i}", "ref": f"k{i}", "variables": {}} for i in range(2)]
+    for spec in (us, uk):
+        await submit_spec(store, parse_spec(spec))
+    gate = AccountGate(
+        store, make_balance_source(gate_settings, make_provider(gate_settings)), gate_settings
+    )
+    try:
+        sandbox.configure(credits_balance=13)
+        result = await gate.check(await _record(store, "gate_us"))
+        assert result.verdict == "halt" and "below 14 credits" in result.message, result
+        sandbox.configure(credits_balance=14)  # a cached 13 never halts: read again
+        assert (await gate.check(await _record(store, "gate_us"))).verdict == "ok"
+        await store.transition("gate_uk", Move.START)
+        assert await store.acquire_lease("gate_uk", "t", 30)
+        for _ in range(2):
+            assert (await claim_next(store, "gate_uk", "t")).outcome == "claimed"
+        # 12 (the batch) + 2 UK calls x 6 = 24, + 10 % = 27 (rounded up from 26.4).
+        sandbox.configure(credits_balance=26)
+        result = await gate.check(await _record(store, "gate_us"))
+        assert result.verdict == "halt" and "below 27 credits" in result.message, result
+        assert "outstanding 12 credits" in result.message
+    finally:
+        await gate.aclose()
+
+
+async def _record(store: Store, campaign_id: str) -> CampaignRecord:
+    record = await store.campaign(campaign_id)
+    assert record is not None
+    return record
+
+
 async def _credits_are(sandbox: SandboxServer, wanted: int) -> bool:
     return bool(sandbox.state.account()["credits"] == wanted)
 
@@ -338,7 +445,9 @@ async def test_a_failing_credits_check_sends_nothing(
 def _usage_env(sandbox: SandboxServer, cap: str) -> dict[str, str]:
     return {
         "DISPATCHER_USAGE_URL": sandbox.url,
-        "DISPATCHER_USAGE_TOKEN": "sandbox-usage-token",
+        "DISPATCHER_USAGE_CLIENT_ID": "sandbox-client",
+        "DISPATCHER_USAGE_CLIENT_SECRET": "sandbox-client-secret",
+        "DISPATCHER_USAGE_TOKEN_URL": f"{sandbox.url}/oauth/token",
         "DISPATCHER_USAGE_ACCOUNTS": "acc_sandbox",
         "DISPATCHER_MONTHLY_CAP": cap,
     }

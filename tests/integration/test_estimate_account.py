@@ -69,6 +69,7 @@ def test_estimate_in_voxpria_credits(
         "DISPATCHER_BALANCE_SOURCE": "voxpria",
         "DISPATCHER_BALANCE_URL": f"{sandbox.url}/api/v1",
         "DISPATCHER_BALANCE_API_KEY": settings.provider_api_key.get_secret_value(),
+        "DISPATCHER_VOXPRIA_CREDIT_RATES": "default=3",
     }
     out = _run(settings, "estimate", spec, "--average-seconds", "45", "--account", "--json", **env)
     assert out.returncode == 0, out.stderr
@@ -76,6 +77,42 @@ def test_estimate_in_voxpria_credits(
     # 5 x 6 credits + 10 % = 33 worst case; 5 x 3 credits + 10 % = 17 expected.
     assert (account["balance_unit"], account["need_worst_case"]) == ("credits", 33)
     assert (account["need_expected"], account["covers_expected"]) == (17, True)
+
+
+def test_estimate_in_voxpria_credits_by_destination(
+    settings: Settings, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """US, UK and France at the documented table's tops (2, 3 and 10 credits a
+    minute): each contact reserves its own destination's rate, not one flat 3."""
+    sandbox.configure(credits_balance=35)
+    contacts = [
+        {"to": to, "ref": f"c{i}", "variables": {}}
+        for i, to in enumerate(("+12025550123", "+442071234567", "+33142685300"))
+    ]
+    path = tmp_path / "spec.json"
+    path.write_text(
+        json.dumps(spec_dict("est3", contacts=0, max_call_seconds=120) | {"contacts": contacts})
+    )
+    env = {
+        "DISPATCHER_BALANCE_SOURCE": "voxpria",
+        "DISPATCHER_BALANCE_URL": f"{sandbox.url}/api/v1",
+        "DISPATCHER_BALANCE_API_KEY": settings.provider_api_key.get_secret_value(),
+    }
+    out = _run(
+        settings, "estimate", str(path), "--average-seconds", "10", "--account", "--json", **env
+    )
+    assert out.returncode == 0, out.stderr
+    account = json.loads(out.stdout)["account"]
+    # 2 minutes each: 4 + 6 + 20 = 30 credits, + 10 % = 33; a flat 3 a minute said 20.
+    assert account["contacts_by_credit_rate"] == {"2": 1, "3": 1, "10": 1}
+    assert (account["need_worst_case"], account["covers_worst_case"]) == (33, True)
+    # 10 s each: one started minute, 2 + 3 + 10 = 15, + 10 % = 17.
+    assert account["need_expected"] == 17
+    table = _run(settings, "estimate", str(path), "--account", **env)
+    assert "1 at 10 credits/min, 1 at 3 credits/min, 1 at 2 credits/min" in table.stdout
+    sandbox.configure(credits_balance=32)
+    short = _run(settings, "estimate", str(path), "--account", **env)
+    assert "does NOT cover the worst case 33 credits" in short.stdout
 
 
 def test_estimate_bad_input_and_no_balance(
@@ -138,11 +175,12 @@ async def test_reconcile_shows_the_voxpria_usage_history(
 ) -> None:
     """With Voxpria as the balance source, the days' credits and ``$`` cost (parsed
     exactly) stand beside the settled total: 3 calls of 30 s, 3 credits each."""
-    sandbox.configure(credits_balance=100, credit_price="0.15")
+    sandbox.configure(credits_balance=100, credit_price="0.15", voxpria_credit_rates="default=3")
     env = {
         "DISPATCHER_BALANCE_SOURCE": "voxpria",
         "DISPATCHER_BALANCE_URL": f"{sandbox.url}/api/v1",
         "DISPATCHER_BALANCE_API_KEY": settings.provider_api_key.get_secret_value(),
+        "DISPATCHER_VOXPRIA_CREDIT_RATES": "default=3",
     }
     start_worker(**env)
     await client.submit(parse_spec(spec_dict("voxrec", contacts=3, max_call_seconds=60)))

@@ -10,22 +10,28 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from campaigns.domain.account import (
+    DEFAULT_CREDIT_RATES,
     Commitment,
+    CreditTable,
     batch_charge,
     credits_need,
-    credits_per_call,
     micros_need,
+    parse_credit_rates,
     with_buffer,
 )
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.rating import PRESETS, Rate
 from campaigns.providers.base import EventError
 from campaigns.providers.billing_insights import (
+    MAX_FILTER,
     BillingInsights,
+    ClientCredentials,
     UsageError,
     UsageRefused,
+    account_filters,
     decimal_micros,
     parse_page,
+    usage_filter,
 )
 from campaigns.providers.voipbin import parse_account_event, parse_balance
 from campaigns.providers.voxpria import VoxpriaCredits, parse_cost
@@ -94,15 +100,78 @@ def test_a_partly_settled_reservation_still_counts_whole_calls() -> None:
     assert Commitment(15_000, 10_000, 60, PSTN).calls == 2
 
 
-def test_voxpria_credits_three_per_started_minute() -> None:
-    assert [credits_per_call(s) for s in (1, 60, 61, 120, 121)] == [3, 3, 6, 6, 9]
+def test_voxpria_credits_by_destination_with_a_minimum_per_attempt() -> None:
+    """voxpria.com Billing & Credits: US/Canada 1-2, UK 2-3, others 3-10 credits a
+    minute, at least 1 credit per attempt even if not answered."""
+    table = CreditTable.parse(DEFAULT_CREDIT_RATES)
+    assert [table.rate_for(n) for n in ("+12025550123", "+14165550123", "+442071234567")] == [
+        2,
+        2,
+        3,
+    ]
+    assert table.rate_for("+33142685300") == 10  # France: the default
+    assert table.rate_for("+18765550123") == 10  # Jamaica shares +1 but is not US/Canada
+    assert [table.call_credits(3, s) for s in (0, 1, 60, 61, 121)] == [1, 3, 3, 6, 9]
+    per_second = CreditTable.parse("default=3", minimum=2, rounding="second")
+    assert [per_second.call_credits(3, s) for s in (0, 1, 20, 21, 60)] == [2, 2, 2, 2, 3]
+    assert per_second.call_credits(3, 41) == 3  # 2.05 credits round up to 3
+    both = CreditTable.parse("GB=3,+44=5,default=4")
+    assert both.rate_for("+442071234567") == 5  # several entries apply: the highest
+    assert both.worst_call("+442071234567", 61) == 10
     need = credits_need(
-        max_call_seconds=120,
+        per_call=6,
         calls=3,
-        commitments=[Commitment(10_000, 10_000, 60, PSTN)],
+        commitments=[Commitment(10_000, 10_000, 60, PSTN, credits_per_call=20)],
         buffer_percent=10,
     )
-    assert (need.batch, need.committed, need.total) == (18, 3, with_buffer(21, 10))
+    assert (need.batch, need.committed, need.total) == (18, 20, with_buffer(38, 10))
+
+
+def test_destinations_agree_with_phonenumbers_on_shared_calling_codes() -> None:
+    """The cached fast path answers as ``phonenumbers.region_code_for_number`` does,
+    numbers sharing a code (+1, +7, +44, ...) and their leading digits included."""
+    import random
+
+    import phonenumbers
+    from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
+
+    from campaigns.domain.account import destination
+
+    rng = random.Random(24)
+    checked = 0
+    for code, regions in COUNTRY_CODE_TO_REGION_CODE.items():
+        for region in regions if len(regions) > 1 else regions[:1]:
+            example = phonenumbers.example_number(region)
+            if example is None:
+                continue
+            national = str(example.national_number)
+            for keep in range(len(national) + 1):
+                tail = "".join(rng.choice("0123456789") for _ in range(len(national) - keep))
+                number = f"+{code}{national[:keep]}{tail}"
+                expected = phonenumbers.region_code_for_number(phonenumbers.parse(number))
+                found = destination(number)
+                assert found is not None and found[1] == f"+{code}", number
+                assert found[0] == (None if expected in (None, "001") else expected), number
+                checked += 1
+    assert checked > 2000
+    assert destination("not a number") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("US=2", "default"),
+        ("US=2,default=x", "entry 2"),
+        ("usa=2,default=1", "entry 1"),
+        ("+0=2,default=1", "entry 1"),
+        ("US=2,US=3,default=1", "twice"),
+        ("US=-1,default=1", "entry 1"),
+        ("US=1.5,default=1", "entry 1"),
+    ],
+)
+def test_bad_credit_tables_are_refused_naming_the_entry(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_credit_rates(text)
 
 
 # -- VoIPBIN balance and account_updated -----------------------------------------------
@@ -228,6 +297,8 @@ async def test_voxpria_seed_documents() -> None:
         httpx.Response(200, json={"success": False, "data": {"balance": 10}}),
         httpx.Response(500, json={"error": "down"}),
         httpx.Response(200, json={"success": True, "data": {"balance": 1.5}}),
+        httpx.Response(200, json={"success": True, "data": {"balance": 10**30}}),
+        httpx.Response(200, json={"success": True, "data": {"balance": 2**53}}),
         httpx.Response(200, json={"success": True, "data": {"balance": 5, "currency": "USD"}}),
         httpx.Response(200, text="not json"),
     ],
@@ -242,10 +313,10 @@ async def test_voxpria_anything_else_is_a_failed_check(answer: httpx.Response) -
 # -- Billing Insights ------------------------------------------------------------------
 
 
-def _page(amounts: list[str], next_href: str | None) -> str:
+def _page(amounts: list[str], next_href: str | None, *, top: bool = False) -> str:
     """A HAL page as raw text: the amounts go in verbatim, as JSON number text."""
     rows = ",".join(
-        f'{{"id": "r{i}", "account_id": "a1", "product_id": "P", "aggr_product_id": "P", '
+        f'{{"id": "r{i}-{a.strip(chr(34))}", "account_id": "a1", "product_id": "P", "aggr_product_id": "P", '
         f'"month": "2023-08", "type": "CALL", "description": "d", "currency": "USD", '
         f'"direction": null, "resolution": null, "unit": "MINUTES", "price": {a}, '
         f'"wallet_name": "w", "number_of_units": 5, "total_amount": {a}}}'
@@ -254,6 +325,8 @@ def _page(amounts: list[str], next_href: str | None) -> str:
     links = '"self": {"href": "x"}'
     if next_href is not None:
         links += f', "next": {{"href": "{next_href}"}}'
+    if top:
+        return f'{{{links}, "_embedded": {{"usage": [{rows}]}}}}'
     return f'{{"_links": {{{links}}}, "_embedded": {{"usage": [{rows}]}}}}'
 
 
@@ -263,6 +336,18 @@ def test_numbers_are_read_from_the_text_exactly() -> None:
     assert records[1].price == str(Decimal("1e-6"))
     assert following is None
     assert decimal_micros(Decimal("0.0000001"), "x") == 1  # a sub-micro rest rounds up
+    _, top = parse_page(_page(["0.1"], "/next", top=True))
+    assert top == "/next", "links at the top level, as the usage reference lists them"
+
+
+def test_without_total_amount_the_total_is_price_times_units_exactly() -> None:
+    row = (
+        '{"_embedded": {"usage": [{"id": "r", "account_id": "a", "month": "2023-08", '
+        '"type": "CALL", "currency": "USD", "price": 0.1, "number_of_units": 3}]}}'
+    )
+    (record,), _ = parse_page(row)
+    assert record.total_micros == 300_000 and (record.price, record.number_of_units) == ("0.1", "3")
+    assert 0.1 * 3 != 0.3, "a float would make it 0.30000000000000004"
 
 
 @pytest.mark.parametrize(
@@ -273,6 +358,7 @@ def test_numbers_are_read_from_the_text_exactly() -> None:
         (_page(["1e400"], None), "total_amount"),
         ('{"_embedded": {"usage": {}}}', "_embedded.usage"),
         ('{"_links": {"next": {}}, "_embedded": {"usage": []}}', "_links.next.href"),
+        ('{"next": {"href": 5}, "_embedded": {"usage": []}}', "next.href"),
         ('{"_embedded": {"usage": [{"total_amount": NaN}]}}', "body"),
         ("[]", "body"),
     ],
@@ -282,48 +368,139 @@ def test_bad_pages_are_refused_naming_the_field(text: str, field: str) -> None:
         parse_page(text)
 
 
+def test_many_accounts_are_split_over_filters_within_1600_characters() -> None:
+    accounts = [f"{n:024x}" for n in range(100)]
+    groups = account_filters("2023-08", accounts)
+    assert [a for g in groups for a in g] == accounts and len(groups) > 1
+    for group in groups:
+        text = usage_filter("2023-08", group)
+        assert len(text) <= MAX_FILTER
+        assert text.startswith("(month eq '2023-08' and account_id eq '")
+    assert len(usage_filter("2023-08", groups[0] + groups[1][:1])) > MAX_FILTER
+    with pytest.raises(ValueError, match="account"):
+        account_filters("2023-08", ["a' or account_id ne '"])
+
+
+def _tokens(handler: Any, clock: Any = None) -> ClientCredentials:
+    options: dict[str, Any] = {"transport": httpx.MockTransport(handler)}
+    if clock is not None:
+        options["clock"] = clock
+    return ClientCredentials(
+        "https://acme.talkdeskid.test/oauth/token",
+        "client-1",
+        SecretStr("secret-1"),
+        "express-accounts-usage:read",
+        **options,
+    )
+
+
+def _token_handler(issued: list[str], expires_in: int = 3600) -> Any:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.method == "POST"
+        assert request.headers["authorization"] == "Basic Y2xpZW50LTE6c2VjcmV0LTE="
+        assert (
+            request.content == b"grant_type=client_credentials&scope=express-accounts-usage%3Aread"
+        )
+        issued.append(f"tok{len(issued) + 1}")
+        return httpx.Response(200, json={"access_token": issued[-1], "expires_in": expires_in})
+
+    return handler
+
+
+async def test_the_token_is_cached_until_shortly_before_it_expires() -> None:
+    issued: list[str] = []
+    now = [1000.0]
+    tokens = _tokens(_token_handler(issued, expires_in=600), clock=lambda: now[0])
+    assert await tokens.token() == "tok1"
+    now[0] += 539
+    assert await tokens.token() == "tok1"
+    now[0] += 1  # 60 s (a tenth of 600) before expiry: a new one
+    assert await tokens.token() == "tok2"
+    tokens.invalidate()
+    assert await tokens.token() == "tok3"
+    await tokens.aclose()
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (
+            httpx.Response(401, json={"error": "invalid_client", "error_description": "bad"}),
+            "invalid_client",
+        ),
+        (httpx.Response(200, json={"access_token": "t"}), "expires_in"),
+        (httpx.Response(200, json={"expires_in": 60}), "access_token"),
+        (httpx.Response(200, text="nope"), "access_token"),
+    ],
+)
+async def test_a_token_endpoint_failure_is_a_usage_error(
+    answer: httpx.Response, message: str
+) -> None:
+    tokens = _tokens(lambda request: answer)
+    with pytest.raises(UsageError, match=message) as failed:
+        await tokens.token()
+    assert "secret-1" not in str(failed.value)
+    await tokens.aclose()
+
+
 async def test_pages_are_followed_on_the_same_host_only() -> None:
     base = "https://bi.test/api"
     pages = {
-        "1": _page(["0.1"], f"{base}/billing-insights/usage?page=2"),
-        "2": _page(["0.2"], "/api/billing-insights/usage?page=3"),
+        "1": _page(["0.1"], f"{base}/express/usage/month?page=2"),
+        "2": _page(["0.2"], "/api/express/usage/month?page=3", top=True),
         "3": _page(["0.3"], None),
     }
+    seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            return httpx.Response(200, json={"access_token": "bi-token", "expires_in": 3600})
+        seen.append(request)
         assert request.headers["authorization"] == "Bearer bi-token"
+        assert request.url.path == "/api/express/usage/month"
         return httpx.Response(200, text=pages[request.url.params.get("page", "1")])
 
-    client = BillingInsights(
-        base, SecretStr("bi-token"), ["a1"], transport=httpx.MockTransport(handler)
+    transport = httpx.MockTransport(handler)
+    tokens = ClientCredentials(
+        "https://bi.test/oauth/token", "c", SecretStr("s"), "x", transport=transport
     )
+    client = BillingInsights(base, tokens, ["a1"], transport=transport)
     usage = await client.monthly_usage("2023-08")
-    assert (usage.pages, usage.totals()) == (3, {"USD": 600_000})
+    assert (usage.pages, usage.filters, usage.totals()) == (3, 1, {"USD": 600_000})
+    first = seen[0].url.params
+    assert first["filter"] == "(month eq '2023-08' and account_id eq 'a1')"
+    assert (first["page"], first["per_page"], first["order_by"]) == ("1", "250", "id:desc")
     pages["1"] = _page(["0.1"], "https://elsewhere.test/steal")
     with pytest.raises(UsageError, match="another host"):
         await client.monthly_usage("2023-08")
     await client.aclose()
 
 
-async def test_a_403_names_the_accounts_and_is_never_zero() -> None:
+async def test_a_403_names_the_foreign_accounts_and_is_never_zero() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
         return httpx.Response(
             403,
             json={
-                "code": "FORBIDDEN",
-                "message": "This caller is not authorized to query the given accounts.",
-                "fields": [{"name": "accounts", "description": "not under the organization"}],
+                "code": "1003",
+                "message": "Forbidden",
+                "description": "This caller is not authorized to query the given accounts.",
+                "fields": [{"name": "filter", "description": "not under the organization: b2"}],
             },
         )
 
-    client = BillingInsights(
-        "https://bi.test", SecretStr("t"), ["a1", "b2"], transport=httpx.MockTransport(handler)
+    transport = httpx.MockTransport(handler)
+    tokens = ClientCredentials(
+        "https://bi.test/oauth/token", "c", SecretStr("s"), "x", transport=transport
     )
+    client = BillingInsights("https://bi.test", tokens, ["a1", "b2"], transport=transport)
     with pytest.raises(UsageRefused) as refused:
         await client.monthly_usage("2023-08")
-    assert refused.value.accounts == ["a1", "b2"]
-    assert "a1, b2" in str(refused.value) and "FORBIDDEN" in str(refused.value)
-    with pytest.raises(ValueError, match="month_from"):
+    assert refused.value.accounts == ["b2"]
+    text = str(refused.value)
+    assert "b2" in text and "1003" in text and "Forbidden" in text and "filter" in text
+    with pytest.raises(ValueError, match="month"):
         await client.monthly_usage("2023-8")
     await client.aclose()
 
@@ -357,14 +534,26 @@ def test_account_settings_defaults_and_secrets() -> None:
         balance_source="voxpria",
         balance_url="https://app.voxpria.test/api/v1",
         balance_api_key="vx-secret-1",
-        usage_url="https://bi.test",
-        usage_token="bi-secret-2",
+        usage_url="https://api.talkdeskapp.test",
+        usage_client_id="client-1",
+        usage_client_secret="bi-secret-2",
+        usage_account_name="acme",
+        usage_region="eu",
         usage_accounts="acc_1, acc-2",
         monthly_cap="250.00",
     )
     assert full.usage_account_list == ["acc_1", "acc-2"]
     assert full.monthly_cap_micros == 250_000_000
     assert {"vx-secret-1", "bi-secret-2"} <= set(full.secret_values())
+    assert full.usage_token_endpoint == "https://acme.talkdeskid.eu/oauth/token"
+    ca = _settings(usage_account_name="acme", usage_region="ca")
+    assert ca.usage_token_endpoint == "https://acme.talkdeskidca.com/oauth/token"
+    assert _settings(usage_account_name="acme").usage_token_endpoint == (
+        "https://acme.talkdeskid.com/oauth/token"
+    )
+    table = plain.credit_table
+    assert (table.default, table.minimum, table.rounding) == (10, 1, "minute")
+    assert table.rates == {"US": 2, "CA": 2, "GB": 3}
 
 
 @pytest.mark.parametrize(
@@ -379,19 +568,36 @@ def test_account_settings_defaults_and_secrets() -> None:
         ({"balance_buffer_percent": -1}, "balance_buffer_percent"),
         ({"low_balance_micros": 2**53}, "low_balance_micros"),
         ({"usage_url": "ftp://bi.test"}, "usage_url"),
-        ({"usage_token": ""}, "usage_token"),
-        ({"usage_token": "two words"}, "usage_token"),
+        ({"usage_client_secret": ""}, "usage_client_secret"),
+        ({"usage_client_secret": "two words"}, "usage_client_secret"),
+        ({"usage_url": "https://bi.test"}, "usage_client_id"),
+        (
+            {"usage_url": "https://bi.test", "usage_client_id": "c"},
+            "usage_client_secret",
+        ),
+        (
+            {"usage_url": "https://bi.test", "usage_client_id": "c", "usage_client_secret": "s"},
+            "usage_token_url",
+        ),
+        ({"usage_account_name": "acme.evil.test/x"}, "usage_account_name"),
+        ({"usage_region": "mars"}, "usage_region"),
+        ({"usage_token_url": "file:///etc/passwd"}, "usage_token_url"),
         ({"usage_accounts": "acc_1,acc 2"}, "usage_accounts"),
         ({"monthly_cap": "250.00"}, "monthly_cap"),
         (
             {
                 "monthly_cap": "2.5e2",
                 "usage_url": "https://bi.test",
-                "usage_token": "t",
-                "usage_accounts": "a",
+                "usage_client_id": "c",
+                "usage_client_secret": "t",
+                "usage_account_name": "a",
             },
             "monthly_cap",
         ),
+        ({"voxpria_credit_rates": "US=2"}, "voxpria_credit_rates"),
+        ({"voxpria_credit_rates": "US=two words,default=1"}, "voxpria_credit_rates"),
+        ({"voxpria_minimum_credits": -1}, "voxpria_minimum_credits"),
+        ({"voxpria_rounding": "hour"}, "voxpria_rounding"),
     ],
 )
 def test_bad_account_settings_name_the_setting(values: dict[str, Any], field: str) -> None:

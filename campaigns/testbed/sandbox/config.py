@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
+from campaigns.domain.account import parse_credit_rates
 from campaigns.domain.money import MoneyError, parse_micros
 from campaigns.domain.rating import Rate, RateError
 
@@ -136,17 +137,31 @@ class SandboxConfig(BaseModel):
     balance_micros: StrictInt | None = Field(default=None, ge=0)
     balance_token: StrictInt = Field(default=0, ge=0)
     spend_limit_micros: StrictInt | None = Field(default=None, ge=0)
-    # Voxpria credits (seed 002): 3 credits per started minute, debited at hangup
+    # Voxpria credits: by destination, at least the minimum per attempt, debited at hangup
     credits_balance: StrictInt = Field(default=0, ge=0)
+    voxpria_credit_rates: str = "US=2,CA=2,GB=3,default=10"
+    """Credits per minute by destination, as ``DISPATCHER_VOXPRIA_CREDIT_RATES``."""
+    voxpria_minimum_credits: int = Field(default=1, ge=0)
+    voxpria_rounding: Literal["minute", "second"] = "minute"
     credit_price: str = "0.10"
     """What one credit costs in USD, for the usage history's ``cost`` strings."""
     credits_fail: Literal["no", "success_false", "http_500"] = "no"
-    # Billing Insights (seed 003): paged monthly usage; other accounts are a 403
-    usage_token: str = "sandbox-usage-token"
+    # Talkdesk Billing Insights: OAuth2 client credentials, paged monthly usage by
+    # filter; other accounts are a 403
+    usage_client_id: str = "sandbox-client"
+    usage_client_secret: str = "sandbox-client-secret"
+    usage_token_expires_in: int = Field(default=3600, ge=1)
+    """``expires_in`` of the tokens the token endpoint issues."""
+    usage_token_valid_seconds: float | None = Field(default=None, ge=0)
+    """How long a token is really accepted (unset: ``expires_in``); shorter makes the
+    API answer 401 to a token the client still believes valid."""
     usage_accounts: list[str] = Field(default_factory=lambda: ["acc_sandbox"])
     """Accounts under the sandbox organisation; asking for any other is a 403."""
     usage_records: list[UsageRecordConfig] = Field(default_factory=list)
-    usage_page_size: int = Field(default=100, ge=1, le=1000)
+    usage_page_size: int = Field(default=250, ge=1, le=1000)
+    usage_links: Literal["_links", "top"] = "_links"
+    """Where the HAL page links go: under ``_links``, or at the top level as the
+    usage reference lists them."""
     # calls and billing
     call_seconds: int = Field(default=30, ge=0)
     call_duration_real_seconds: float = Field(default=0.3, ge=0)
@@ -193,6 +208,10 @@ class SandboxConfig(BaseModel):
             parse_micros(self.credit_price)
         except MoneyError as exc:
             raise ValueError(f"credit_price: {exc}") from None
+        try:
+            parse_credit_rates(self.voxpria_credit_rates)
+        except ValueError as exc:
+            raise ValueError(f"voxpria_credit_rates: {exc}") from None
         total = (
             self.error_rate
             + self.rate_limit_rate

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from campaigns.domain.account import CreditTable
 from campaigns.testbed.sandbox.config import FinalStatus, SandboxConfig, patch_config
 from campaigns.testbed.sandbox.formats import amount_string, rfc3339
 
 __all__ = [
-    "CREDITS_PER_MINUTE",
     "Admission",
     "DialectName",
     "Fault",
@@ -33,14 +33,16 @@ __all__ = [
     "WebhookDelivery",
 ]
 
-CREDITS_PER_MINUTE = 3
-"""Voxpria (seed 002): a voice call costs 3 credits per started minute."""
 
 DialectName = Literal["minivoice", "voipbin"]
 
 
-def credits_for(billsec: int) -> int:
-    return CREDITS_PER_MINUTE * -(-billsec // 60) if billsec > 0 else 0
+def credits_for(config: SandboxConfig, to_number: str, billsec: int) -> int:
+    """Voxpria: the destination's credits per minute, at least the minimum per attempt."""
+    table = CreditTable.parse(
+        config.voxpria_credit_rates, config.voxpria_minimum_credits, config.voxpria_rounding
+    )
+    return table.call_credits(table.rate_for(to_number), billsec)
 
 
 FaultKind = Literal["respond", "accept_then_fail", "accept_then_hang"]
@@ -81,7 +83,7 @@ class SandboxCall:
     hold_micros: int = 0
     """VoIPBIN: credit this call takes at hangup (the overflow)."""
     hold_credits: int = 0
-    """Voxpria: 3 credits per started minute, taken at hangup."""
+    """Voxpria: the destination's credits (the minimum if unanswered), taken at hangup."""
     debited: bool = False
     application_id: str = ""
     customer_id: str = ""
@@ -289,6 +291,9 @@ class SandboxState:
     balance_debit_micros: int = 0
     token_debit: int = 0
     credits_debit: int = 0
+    usage_tokens: dict[str, float] = field(default_factory=dict)
+    """Billing Insights: access token -> when it stops being accepted (``clock``)."""
+    usage_tokens_issued: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -342,6 +347,7 @@ class SandboxState:
                 "committed_spend_micros": self.committed_spend_micros,
                 "calls": len(self.calls),
                 "requests": len(self.ledger),
+                "usage_tokens_issued": self.usage_tokens_issued,
             }
 
     # -- config and reset ------------------------------------------------
@@ -380,6 +386,8 @@ class SandboxState:
             self.balance_debit_micros = 0
             self.token_debit = 0
             self.credits_debit = 0
+            self.usage_tokens.clear()
+            self.usage_tokens_issued = 0
             self.rng.seed(self.config.seed)
 
     # -- ledger ------------------------------------------------------------
@@ -545,7 +553,7 @@ class SandboxState:
                 omit_cost=cfg.omit_cost,
                 hold_tokens=hold_tokens,
                 hold_micros=hold_micros,
-                hold_credits=credits_for(billsec),
+                hold_credits=credits_for(cfg, to_number, billsec),
                 application_id=cfg.application_id,
                 customer_id=cfg.customer_id,
             )
@@ -580,7 +588,7 @@ class SandboxState:
                 self.balance_debit_micros -= call.cost_micros - cost
             charge = rate.charge(billsec, call.hold_tokens)
             call.hold_tokens, call.hold_micros = charge.tokens, charge.credit_micros
-            call.hold_credits = credits_for(billsec)
+            call.hold_credits = credits_for(self.config, call.to_number, billsec)
             call.cost_micros, call.billsec_seconds = cost, billsec
             call.final_status = "completed" if answered is not None else "canceled"
             call.progressing_at_hangup, call.hung_up_at = answered, now
