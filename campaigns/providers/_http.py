@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import json
+import contextvars
 import re
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -15,11 +17,22 @@ import h11
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from campaigns.domain.errors import ProviderError, provider_error, unsendable
+from campaigns.domain.errors import (
+    INVALID_RESPONSE,
+    PROVIDER_REDIRECT,
+    ProviderError,
+    provider_error,
+    unsendable,
+)
+from campaigns.domain.inputs import DuplicateKeyError, strict_json
 from campaigns.logs import scrub
 
 __all__ = [
+    "MAX_ANSWER_BYTES",
+    "MAX_PAGE_BYTES",
+    "AnswerTooLarge",
     "ProviderTransport",
+    "answer",
     "error_from_response",
     "network_error",
     "parse_retry_after",
@@ -31,6 +44,15 @@ MAX_CONNECTIONS = 100
 """Per client, as httpx's default ``Limits``; a request beyond waits for one."""
 KEEPALIVE_SECONDS = 5.0
 """Idle connections are closed after this, as httpx's default ``keepalive_expiry``."""
+MAX_ANSWER_BYTES = 64 * 1024
+"""The largest answer :func:`request` reads (a create, a call read back, a call
+listing, a balance, MiniVoice's usage summary): a call object is a few hundred
+bytes. A larger body is read no further: an unreadable answer of its status."""
+MAX_PAGE_BYTES = 4 * 1024 * 1024
+"""The largest answer read by a client that names no limit of its own: a usage
+page of the billing-insights source (up to 1,000 records of about 1 KB)."""
+ANSWER_LIMIT = "campaigns.answer_limit"
+"""The request extension that carries a request's body limit to the transport."""
 
 # What httpx's own transport raises in each case, so that network_error() reads
 # the same whichever transport sent the request. First match wins.
@@ -91,15 +113,103 @@ def _refuse_unsendable(request: httpx.Request) -> None:
         raise httpx.LocalProtocolError(str(exc)) from None
 
 
-class _Body(httpx.AsyncByteStream):
-    """A response body whose read errors are httpx's (see _httpx_errors)."""
+class AnswerTooLarge(httpx.ReadError):
+    """A response body past its limit: read no further (see MAX_ANSWER_BYTES)."""
 
-    def __init__(self, inner: httpx.AsyncByteStream) -> None:
+    def __init__(self, status: int, limit: int) -> None:
+        super().__init__(f"an answer of more than {limit} bytes, not read")
+        self.status = status
+        self.limit = limit
+
+
+@dataclass(slots=True)
+class _Progress:
+    """How far one request got: connected or not, when its deadline struck."""
+
+    connected: bool = False
+
+
+_PROGRESS: contextvars.ContextVar[_Progress | None] = contextvars.ContextVar(
+    "provider_request_progress", default=None
+)
+
+
+async def _connected(*_: object) -> None:
+    # aiohttp's trace signals run in the requesting task, so they see its context.
+    progress = _PROGRESS.get()
+    if progress is not None:
+        progress.connected = True
+
+
+def _trace() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(_connected)
+    trace.on_connection_reuseconn.append(_connected)
+    return trace
+
+
+def _total_seconds(request: httpx.Request) -> float | None:
+    """The whole request's deadline: the largest part of httpx's timeout for it.
+
+    ``provider_client(timeout=DISPATCHER_PROVIDER_TIMEOUT_SECONDS)`` sets every
+    part to that value, so it bounds connect + send + headers + body together,
+    not each socket read (a provider trickling a byte every half second would
+    otherwise hold a request open without end).
+    """
+    parts = request.extensions.get("timeout") or {}
+    values = [float(v) for v in parts.values() if v is not None]
+    return max(values) if values else None
+
+
+def _deadline_passed(progress: _Progress, seconds: float, url: httpx.URL) -> httpx.TimeoutException:
+    where = f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
+    if not progress.connected:
+        # Still connecting (or waiting for the pool): nothing was sent.
+        return httpx.ConnectTimeout(f"no connection to {where} within the {seconds:g}s deadline")
+    return httpx.ReadTimeout(f"no complete answer from {where} within the {seconds:g}s deadline")
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body whose read errors are httpx's (see _httpx_errors), read
+    within the request's deadline and never past its byte limit."""
+
+    def __init__(
+        self,
+        inner: httpx.AsyncByteStream,
+        *,
+        status: int,
+        limit: int,
+        deadline: float | None,
+        seconds: float,
+        url: httpx.URL,
+    ) -> None:
+        self._url = url
         self._inner = inner
+        self._status = status
+        self._limit = limit
+        self._deadline = deadline
+        self._seconds = seconds
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        received = 0
         with _httpx_errors():
-            async for chunk in self._inner:
+            chunks = aiter(self._inner)
+            while True:
+                window = asyncio.timeout_at(self._deadline)
+                try:
+                    async with window:
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    if not window.expired():
+                        raise  # aiohttp's own read timeout
+                    raise _deadline_passed(
+                        _Progress(connected=True), self._seconds, self._url
+                    ) from None
+                received += len(chunk)
+                if received > self._limit:
+                    raise AnswerTooLarge(self._status, self._limit)
                 yield chunk
 
     async def aclose(self) -> None:
@@ -114,9 +224,11 @@ class ProviderTransport(httpx.AsyncBaseTransport):
     (docs/benchmarks.md measures both: about 2-7x more requests per second
     over aiohttp with 10 to 50 in flight). Timeouts keep httpx's meaning:
     connect (and pool) and read are enforced; aiohttp has no write timeout,
-    which a create body of a few hundred bytes never needs. Cookies and
-    proxies stay httpx's: the aiohttp session keeps no cookie jar and ignores
-    the environment.
+    which a create body of a few hundred bytes never needs. On top of them the
+    whole request, body included, has one deadline (:func:`_total_seconds`),
+    and a body is read no further than its limit (the request's
+    ``ANSWER_LIMIT`` extension, else MAX_PAGE_BYTES). Cookies and proxies stay
+    httpx's: the aiohttp session keeps no cookie jar and ignores the environment.
     """
 
     def __init__(self) -> None:
@@ -129,14 +241,42 @@ class ProviderTransport(httpx.AsyncBaseTransport):
             keepalive_timeout=KEEPALIVE_SECONDS,
             ssl=self._inner.ssl_context,  # httpx's: certifi's CA bundle
         )
-        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        return aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trace_configs=[_trace()]
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         _refuse_unsendable(request)
-        with _httpx_errors():
-            response = await self._inner.handle_async_request(request)
+        seconds = _total_seconds(request)
+        deadline = None if seconds is None else asyncio.get_running_loop().time() + seconds
+        progress = _Progress()
+        token = _PROGRESS.set(progress)
+        try:
+            with _httpx_errors():
+                window = asyncio.timeout_at(deadline)
+                try:
+                    async with window:
+                        response = await self._inner.handle_async_request(request)
+                except TimeoutError:
+                    if not window.expired():
+                        raise  # aiohttp's own connect or read timeout: mapped as before
+                    raise _deadline_passed(progress, seconds or 0.0, request.url) from None
+        finally:
+            _PROGRESS.reset(token)
         assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _Body(response.stream)
+        limit = request.extensions.get(ANSWER_LIMIT, MAX_PAGE_BYTES)
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > limit:
+            await response.aclose()  # said too large up front: not a byte is read
+            raise AnswerTooLarge(response.status_code, limit)
+        response.stream = _Body(
+            response.stream,
+            status=response.status_code,
+            limit=limit,
+            deadline=deadline,
+            seconds=seconds or 0.0,
+            url=request.url,
+        )
         return response
 
     async def aclose(self) -> None:
@@ -169,12 +309,22 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def _payload(body: bytes) -> Any:
+    """A provider answer as JSON, strictly: duplicate keys and NaN refused (ValueError)."""
+    return strict_json(body)
+
+
 def error_from_response(response: httpx.Response) -> ProviderError:
-    code, message = f"http_{response.status_code}", response.reason_phrase
+    """An error answer (4xx/5xx) whose body has been read, as a ProviderError."""
     try:
-        payload = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        payload = _payload(response.content)
+    except (ValueError, RecursionError):
         payload = None
+    return _error(response, payload, response.reason_phrase)
+
+
+def _error(response: httpx.Response, payload: Any, message: str) -> ProviderError:
+    code = f"http_{response.status_code}"
     if isinstance(payload, dict):
         error = payload.get("error")
         if isinstance(error, dict):
@@ -191,7 +341,29 @@ def error_from_response(response: httpx.Response) -> ProviderError:
     )
 
 
+def redirect_error(response: httpx.Response) -> ProviderError:
+    """A 3xx answer: never followed (the API key stays with the configured URL).
+
+    Ambiguous and transient like an unreadable 2xx (a 303 may follow a call
+    that was placed); the hint says what to fix.
+    """
+    location = _QUERY.sub(r"\1", response.headers.get("Location", "")) or "nowhere"
+    return ProviderError(
+        response.status_code,
+        PROVIDER_REDIRECT,
+        scrub(
+            f"the provider answered HTTP {response.status_code} with a redirect to "
+            f"{location[:200]}; the provider URL redirects: set DISPATCHER_PROVIDER_URL "
+            "to the final address"
+        ),
+    )
+
+
 def network_error(exc: httpx.HTTPError) -> ProviderError:
+    if isinstance(exc, AnswerTooLarge):
+        if exc.status >= 400:
+            return provider_error(exc.status, f"http_{exc.status}", str(exc))
+        return ProviderError(exc.status, INVALID_RESPONSE, str(exc))
     if isinstance(exc, httpx.LocalProtocolError | httpx.UnsupportedProtocol):
         # Refused by our own client before anything left: an empty API key's
         # "Bearer " header, a bad scheme. A configuration error, never transient.
@@ -204,15 +376,51 @@ def network_error(exc: httpx.HTTPError) -> ProviderError:
     return ProviderError(None, "network_error", scrub(f"{type(exc).__name__}: {exc}"))
 
 
-async def request(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> Any:
-    """Send, raise ProviderError on any failure, return the decoded JSON body."""
+async def answer(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    limit: int = MAX_ANSWER_BYTES,
+    **kwargs: Any,
+) -> tuple[int, Any]:
+    """Send; return the status and the decoded JSON body of a 2xx answer.
+
+    Raises ProviderError for everything else: a network failure or the
+    deadline (``timeout``, ``connect_failed``...), an error status (its code),
+    a redirect (``provider_redirect``, its real status), a 2xx body that is
+    larger than ``limit``, not JSON, or JSON with a duplicate key
+    (``invalid_response``, its real status).
+    """
+    extensions = {**kwargs.pop("extensions", {}), ANSWER_LIMIT: limit}
     try:
-        response = await client.request(method, url, **kwargs)
+        sent = client.build_request(method, url, extensions=extensions, **kwargs)
+        response = await client.send(sent, stream=True)
+        try:
+            if 300 <= response.status_code < 400:
+                raise redirect_error(response)  # its body is never read
+            body = await response.aread()
+        finally:
+            await response.aclose()
     except httpx.HTTPError as exc:
         raise network_error(exc) from None
     if response.status_code >= 400:
         raise error_from_response(response)
     try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ProviderError(response.status_code, "invalid_response", "not JSON") from None
+        return response.status_code, _payload(body)
+    except DuplicateKeyError as exc:
+        raise ProviderError(response.status_code, INVALID_RESPONSE, scrub(str(exc))) from None
+    except (ValueError, RecursionError):
+        raise ProviderError(response.status_code, INVALID_RESPONSE, "not JSON") from None
+
+
+async def request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    limit: int = MAX_ANSWER_BYTES,
+    **kwargs: Any,
+) -> Any:
+    """Send, raise ProviderError on any failure (see :func:`answer`), return the JSON body."""
+    return (await answer(client, method, url, limit=limit, **kwargs))[1]
