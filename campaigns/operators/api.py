@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from campaigns.domain.inputs import DuplicateKeyError, strict_json
 from campaigns.domain.lifecycle import Move
 from campaigns.domain.spec import CampaignSpec, SpecError, is_campaign_id, parse_spec
 from campaigns.logs import configure_logging, get_logger, register_secret, scrub
@@ -401,7 +402,9 @@ def _numbers_body(body: dict[str, Any], *, strict_allowed: bool) -> tuple[list[A
 
 def _object(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body)
+        data = strict_json(body)
+    except DuplicateKeyError as exc:
+        raise _Problem(422, "invalid", f"{exc}: each key may appear once", "body") from None
     except (ValueError, RecursionError):
         raise _Problem(422, "invalid", "the body must be a JSON object", "body") from None
     if not isinstance(data, dict):
