@@ -186,8 +186,10 @@ class _Api:
 
     # ------------------------------------------------------------ reads
     async def list_campaigns(self, request: Request) -> Response:
-        found = await self.campaigns().campaigns()
-        return _json({"campaigns": [status_json(c) for c in found], "actions": _ACTIONS})
+        client = self.campaigns()
+        # With why each one waits (a 429 hold, a cool-down...), as `campaigns list`.
+        rows = [status_json(c, await client.explain(c)) for c in await client.campaigns()]
+        return _json({"campaigns": rows, "actions": _ACTIONS})
 
     async def get_campaign(self, request: Request) -> Response:
         return _json(await self.campaigns().status(_campaign_id(request)))
