@@ -506,12 +506,15 @@ class CampaignClient:
         that can still start is one already claimed by the lease holder. When
         the lease is free, none can. A dead holder's lease lapses by itself.
         """
-        deadline = time.monotonic() + self.settings.lease_seconds + 1
+        # The holder lets go once its open requests end: each within the provider
+        # deadline (connect to last byte), whatever the provider does.
+        bound = max(self.settings.lease_seconds, self.settings.provider_timeout_seconds) + 1
+        deadline = time.monotonic() + bound
         while await self.store.lease_holder(campaign_id) is not None:
             if time.monotonic() > deadline:
                 raise ControlError(
                     f"campaign {campaign_id!r} changed state, but its dispatcher did not let go "
-                    f"within {self.settings.lease_seconds + 1:g}s"
+                    f"within {bound:g}s"
                 )
             await asyncio.sleep(0.02)
 

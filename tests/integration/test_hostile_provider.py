@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from pydantic import SecretStr
 
 from campaigns.domain.errors import INVALID_RESPONSE, PROVIDER_REDIRECT, ErrorClass, ProviderError
+from campaigns.domain.spec import parse_spec
+from campaigns.operators.control import CampaignClient
 from campaigns.providers import CreateRequest, MiniVoice
 from campaigns.providers._http import (
     MAX_ANSWER_BYTES,
@@ -25,7 +27,10 @@ from campaigns.providers._http import (
     provider_client,
     request,
 )
+from campaigns.settings import Settings
+from tests.conftest import spec_dict
 from tests.hostile_provider import HostileProvider, hostile_provider
+from tests.support import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -193,3 +198,40 @@ async def test_a_good_answer_still_creates_the_call() -> None:
     assert call.call_id == "call_hostile_1"
     assert payload["id"] == "call_hostile_2"
     assert hostile.creates()[0].headers["authorization"] == f"Bearer {KEY}"
+
+
+# ------------------------------------------------------------ through a real worker
+
+
+@pytest.mark.parametrize("verb", ["pause", "cancel"])
+async def test_pause_and_cancel_return_within_their_bound_while_the_provider_trickles(
+    verb: str,
+    settings: Settings,
+    client: CampaignClient,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """The trickle alone would hold a create for about a minute; the run must let
+    go within the provider deadline, so the operator's command returns in time."""
+    with hostile_provider(mode="trickle_headers", trickle_seconds=0.5) as hostile:
+        hostile_settings = settings.model_copy(update={"provider_url": hostile.url})
+        start_worker(hostile_settings)
+        spec = spec_dict(f"trickled_{verb}", contacts=3)
+        spec["pacing"] = {**spec["pacing"], "max_concurrent_requests": 1}
+        await client.submit(parse_spec(spec))
+
+        async def sent() -> bool:
+            return bool(hostile.creates())
+
+        await wait_for(sent, timeout=30, what="a create request at the hostile provider")
+        started = time.monotonic()
+        action = getattr(client, verb)
+        await action(spec["campaign_id"])  # raises ControlError past its bound
+        elapsed = time.monotonic() - started
+        bound = max(settings.lease_seconds, settings.provider_timeout_seconds) + 1
+        assert elapsed <= bound, f"{verb} took {elapsed:.2f}s (bound {bound}s)"
+        assert (await client.get(spec["campaign_id"])).state == (
+            "paused" if verb == "pause" else "cancelled"
+        )
+        attempts = await client.store.unresolved_attempts(spec["campaign_id"])
+        assert len(hostile.creates()) >= 1
+        assert all(a.call_id is None for a in attempts), "no call was ever answered"
