@@ -12,7 +12,11 @@ test shares nothing with it) that reads each HTTP/1.1 request and answers as
 - ``redirect``: ``redirect_status`` (302, 307...) to ``redirect_to``;
 - ``invalid_json``: ``200`` with a body that is not JSON;
 - ``no_id``: ``200 {"status":"queued"}``;
-- ``duplicate_id``: ``201`` whose call object names ``id`` twice.
+- ``duplicate_id``: ``201`` whose call object names ``id`` twice;
+- ``gzip_bomb``: ``201``, ``Content-Encoding: gzip``, ``huge_bytes`` inflated
+  from a few hundred KB (whatever encoding the client asked for);
+- ``huge_error``: ``huge_error_status`` (429...) with ``Retry-After: 7`` and a
+  ``huge_bytes`` body.
 
 Every request is recorded (method, path, headers) and so is how many body
 bytes each answer got out before the client went away.
@@ -22,15 +26,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import threading
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["HostileProvider", "Received", "hostile_provider"]
+__all__ = ["HostileProvider", "Received", "gzip_bomb", "hostile_provider"]
 
 _REASONS = {
+    429: "Too Many Requests",
+    500: "Internal Server Error",
     200: "OK",
     201: "Created",
     301: "Moved",
@@ -55,6 +63,7 @@ class HostileProvider:
     trickle_seconds: float = 0.5
     huge_bytes: int = 200 * 1024 * 1024
     huge_length: bool = False
+    huge_error_status: int = 429
     redirect_status: int = 302
     redirect_to: str = "http://127.0.0.1:9/v1/calls"
     received: list[Received] = field(default_factory=list)
@@ -121,6 +130,10 @@ class HostileProvider:
             await self._trickle(reader, writer, payload, counted=True)
         elif mode == "huge_body":
             await self._huge(writer)
+        elif mode == "huge_error":
+            await self._huge(writer, self.huge_error_status, {"Retry-After": "7"})
+        elif mode == "gzip_bomb":
+            await self._send(writer, 201, gzip_bomb(self.huge_bytes), {"Content-Encoding": "gzip"})
         else:
             raise ValueError(f"unknown mode {mode!r}")
 
@@ -161,11 +174,13 @@ class HostileProvider:
             if counted:
                 self.body_bytes_sent.append(sent)
 
-    async def _huge(self, writer: asyncio.StreamWriter) -> None:
-        headers = {"Content-Type": "application/json"}
+    async def _huge(
+        self, writer: asyncio.StreamWriter, status: int = 201, extra: dict[str, str] | None = None
+    ) -> None:
+        headers = {"Content-Type": "application/json", **(extra or {})}
         if self.huge_length:
             headers["Content-Length"] = str(self.huge_bytes)
-        writer.write(_head(201, headers))
+        writer.write(_head(status, headers))
         chunk = b'{"id":"call_huge","pad":"' + b"x" * (64 * 1024 - 25)
         sent = 0
         try:
@@ -179,6 +194,18 @@ class HostileProvider:
 
     def creates(self) -> list[Received]:
         return [r for r in self.received if r.method == "POST" and r.path == "/v1/calls"]
+
+
+@functools.cache
+def gzip_bomb(size: int) -> bytes:
+    """A gzip member that inflates to ``size`` bytes of JSON-looking filler (cached)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: a gzip header and trailer
+    parts = [packer.compress(b'{"id":"call_bomb","pad":"')]
+    block = b"x" * (1024 * 1024)
+    for start in range(0, size, len(block)):
+        parts.append(packer.compress(block[: size - start]))
+    parts.append(packer.flush())
+    return b"".join(parts)
 
 
 def _head(status: int, headers: dict[str, str]) -> bytes:

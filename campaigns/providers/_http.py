@@ -32,6 +32,7 @@ __all__ = [
     "MAX_PAGE_BYTES",
     "AnswerTooLarge",
     "ProviderTransport",
+    "UnreadableAnswer",
     "answer",
     "error_from_response",
     "network_error",
@@ -113,12 +114,20 @@ def _refuse_unsendable(request: httpx.Request) -> None:
         raise httpx.LocalProtocolError(str(exc)) from None
 
 
-class AnswerTooLarge(httpx.ReadError):
+class UnreadableAnswer(httpx.ReadError):
+    """An answer that is not read (further): an unreadable answer of ``status``."""
+
+    def __init__(self, status: int, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class AnswerTooLarge(UnreadableAnswer):
     """A response body past its limit: read no further (see MAX_ANSWER_BYTES)."""
 
-    def __init__(self, status: int, limit: int) -> None:
-        super().__init__(f"an answer of more than {limit} bytes, not read")
-        self.status = status
+    def __init__(self, status: int, limit: int, retry_after: float | None = None) -> None:
+        super().__init__(status, f"an answer of more than {limit} bytes, not read", retry_after)
         self.limit = limit
 
 
@@ -161,9 +170,9 @@ def _total_seconds(request: httpx.Request) -> float | None:
     return max(values) if values else None
 
 
-def _deadline_passed(progress: _Progress, seconds: float, url: httpx.URL) -> httpx.TimeoutException:
+def _deadline_passed(connected: bool, seconds: float, url: httpx.URL) -> httpx.TimeoutException:
     where = f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
-    if not progress.connected:
+    if not connected:
         # Still connecting (or waiting for the pool): nothing was sent.
         return httpx.ConnectTimeout(f"no connection to {where} within the {seconds:g}s deadline")
     return httpx.ReadTimeout(f"no complete answer from {where} within the {seconds:g}s deadline")
@@ -182,8 +191,10 @@ class _Body(httpx.AsyncByteStream):
         deadline: float | None,
         seconds: float,
         url: httpx.URL,
+        retry_after: float | None,
     ) -> None:
         self._url = url
+        self._retry_after = retry_after
         self._inner = inner
         self._status = status
         self._limit = limit
@@ -204,12 +215,10 @@ class _Body(httpx.AsyncByteStream):
                 except TimeoutError:
                     if not window.expired():
                         raise  # aiohttp's own read timeout
-                    raise _deadline_passed(
-                        _Progress(connected=True), self._seconds, self._url
-                    ) from None
+                    raise _deadline_passed(True, self._seconds, self._url) from None
                 received += len(chunk)
                 if received > self._limit:
-                    raise AnswerTooLarge(self._status, self._limit)
+                    raise AnswerTooLarge(self._status, self._limit, self._retry_after)
                 yield chunk
 
     async def aclose(self) -> None:
@@ -246,6 +255,9 @@ class ProviderTransport(httpx.AsyncBaseTransport):
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # Uncompressed answers only: the byte limit then bounds what is decoded
+        # too (64 KiB of gzip can inflate to 64 MB after the limit was checked).
+        request.headers["Accept-Encoding"] = "identity"
         _refuse_unsendable(request)
         seconds = _total_seconds(request)
         deadline = None if seconds is None else asyncio.get_running_loop().time() + seconds
@@ -260,15 +272,29 @@ class ProviderTransport(httpx.AsyncBaseTransport):
                 except TimeoutError:
                     if not window.expired():
                         raise  # aiohttp's own connect or read timeout: mapped as before
-                    raise _deadline_passed(progress, seconds or 0.0, request.url) from None
+                    raise _deadline_passed(
+                        progress.connected, seconds or 0.0, request.url
+                    ) from None
         finally:
             _PROGRESS.reset(token)
         assert isinstance(response.stream, httpx.AsyncByteStream)
         limit = request.extensions.get(ANSWER_LIMIT, MAX_PAGE_BYTES)
-        length = response.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > limit:
-            await response.aclose()  # said too large up front: not a byte is read
-            raise AnswerTooLarge(response.status_code, limit)
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if not 300 <= response.status_code < 400:  # a redirect's body is never read
+            length = response.headers.get("Content-Length", "")
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            refusal: UnreadableAnswer | None = None
+            if length.isdigit() and int(length) > limit:
+                refusal = AnswerTooLarge(response.status_code, limit, retry_after)  # said up front
+            elif encoding not in ("", "identity"):
+                refusal = UnreadableAnswer(
+                    response.status_code,
+                    f"a {encoding[:20]!r}-encoded answer (we accept 'identity' only), not read",
+                    retry_after,
+                )
+            if refusal is not None:
+                await response.aclose()  # not a byte of the body is read
+                raise refusal
         response.stream = _Body(
             response.stream,
             status=response.status_code,
@@ -276,6 +302,7 @@ class ProviderTransport(httpx.AsyncBaseTransport):
             deadline=deadline,
             seconds=seconds or 0.0,
             url=request.url,
+            retry_after=retry_after,
         )
         return response
 
@@ -360,9 +387,9 @@ def redirect_error(response: httpx.Response) -> ProviderError:
 
 
 def network_error(exc: httpx.HTTPError) -> ProviderError:
-    if isinstance(exc, AnswerTooLarge):
+    if isinstance(exc, UnreadableAnswer):
         if exc.status >= 400:
-            return provider_error(exc.status, f"http_{exc.status}", str(exc))
+            return provider_error(exc.status, f"http_{exc.status}", str(exc), exc.retry_after)
         return ProviderError(exc.status, INVALID_RESPONSE, str(exc))
     if isinstance(exc, httpx.LocalProtocolError | httpx.UnsupportedProtocol):
         # Refused by our own client before anything left: an empty API key's

@@ -29,7 +29,7 @@ from campaigns.providers._http import (
 )
 from campaigns.settings import Settings
 from tests.conftest import spec_dict
-from tests.hostile_provider import HostileProvider, hostile_provider
+from tests.hostile_provider import HostileProvider, gzip_bomb, hostile_provider
 from tests.support import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -136,6 +136,30 @@ async def test_a_200_mb_answer_is_refused_unread_and_memory_stays_flat(announced
     assert error.ambiguous and error.error_class is ErrorClass.TRANSIENT
     assert peak - before < 32 * 1024 * 1024, f"RSS grew by {(peak - before) >> 20} MiB"
     assert sent < 64 * 1024 * 1024, f"the client read on: the server got {sent >> 20} MiB out"
+
+
+async def test_a_compressed_answer_is_never_inflated() -> None:
+    """64 KiB of gzip inflates to 64 MB after a byte limit was checked: the
+    client asks for 'identity' and refuses any other encoding unread."""
+    size = 48 * 1024 * 1024  # inflated; under MAX_ANSWER_BYTES compressed
+    assert len(gzip_bomb(size)) < MAX_ANSWER_BYTES  # made before the clock starts
+    with hostile_provider(mode="gzip_bomb", huge_bytes=size) as hostile:
+        before = _rss_bytes()
+        error, _ = await _create(hostile)
+        grown = _rss_bytes() - before
+    assert hostile.creates()[0].headers["accept-encoding"] == "identity"
+    assert (error.status, error.code) == (201, INVALID_RESPONSE), error
+    assert "'gzip'-encoded" in error.message
+    assert grown < 32 * 1024 * 1024
+
+
+@pytest.mark.parametrize("status", [429, 500])
+async def test_a_huge_error_answer_keeps_its_status_and_retry_after(status: int) -> None:
+    with hostile_provider(mode="huge_error", huge_error_status=status) as hostile:
+        error, _ = await _create(hostile)
+    assert (error.status, error.code) == (status, f"http_{status}"), error
+    assert error.retry_after == 7
+    assert error.error_class is ErrorClass.TRANSIENT
 
 
 async def test_a_usage_client_reads_pages_up_to_the_page_limit() -> None:
