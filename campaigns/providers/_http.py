@@ -170,12 +170,17 @@ def _total_seconds(request: httpx.Request) -> float | None:
     return max(values) if values else None
 
 
+class _NoAnswerInTime(httpx.ReadTimeout):
+    """The request's deadline passed after it may have been sent."""
+
+
 def _deadline_passed(connected: bool, seconds: float, url: httpx.URL) -> httpx.TimeoutException:
+    # Host and port only: never the query (VoIPBIN's token is one).
     where = f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
     if not connected:
         # Still connecting (or waiting for the pool): nothing was sent.
         return httpx.ConnectTimeout(f"no connection to {where} within the {seconds:g}s deadline")
-    return httpx.ReadTimeout(f"no complete answer from {where} within the {seconds:g}s deadline")
+    return _NoAnswerInTime(f"no complete answer from {where} within the {seconds:g}s deadline")
 
 
 class _Body(httpx.AsyncByteStream):
@@ -398,6 +403,8 @@ def network_error(exc: httpx.HTTPError) -> ProviderError:
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         # No connection, so the request never reached the provider.
         return ProviderError(None, "connect_failed", scrub(f"{type(exc).__name__}: {exc}"))
+    if isinstance(exc, _NoAnswerInTime):
+        return ProviderError(None, "timeout", scrub(str(exc)))
     if isinstance(exc, httpx.TimeoutException):
         return ProviderError(None, "timeout", f"{type(exc).__name__}: no answer in time")
     return ProviderError(None, "network_error", scrub(f"{type(exc).__name__}: {exc}"))
