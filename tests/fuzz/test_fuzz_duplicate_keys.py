@@ -195,3 +195,35 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
+
+
+_answers = st.one_of(
+    st.binary(max_size=200),
+    _trees.map(_encode).map(str.encode),
+    _with_duplicate().map(lambda case: case[0].encode()),
+)
+
+
+@PROFILE
+@given(body=_answers, status=st.integers(200, 599))
+async def test_any_provider_answer_is_json_or_a_provider_error_with_its_status(
+    body: bytes, status: int
+) -> None:
+    """Whatever a provider sends, ``request`` returns strict JSON or raises
+    ProviderError carrying the answer's real status; nothing else escapes."""
+
+    def answer(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=body, headers={"Location": "http://x.test/?t=s"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        try:
+            payload = await request(client, "POST", "http://p.test/v1/calls")
+        except ProviderError as exc:
+            assert exc.status == status
+            if 300 <= status < 400:
+                assert exc.code == "provider_redirect" and "t=s" not in exc.message
+            elif status < 300:
+                assert exc.code == INVALID_RESPONSE
+            return
+    assert status < 300
+    assert payload == strict_json(body)
