@@ -18,6 +18,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from campaigns.domain.inputs import strict_json
+
 __all__ = [
     "JOB_ACCOUNT_EVENT",
     "JOB_ALERT",
@@ -137,7 +139,7 @@ def parse_job(data: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise JobEnvelopeError(f"not JSON: invalid UTF-8 at byte {exc.start}") from None
     try:
-        envelope = json.loads(text, parse_constant=_refuse_constant)
+        envelope = strict_json(text, parse_constant=_refuse_constant)
     except JobEnvelopeError:
         raise
     except (ValueError, RecursionError) as exc:

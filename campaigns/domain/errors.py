@@ -14,8 +14,11 @@ from campaigns.domain.lifecycle import HaltCode
 
 __all__ = [
     "CONFIGURATION_CODES",
+    "INVALID_RESPONSE",
     "NOT_PLACED_CODES",
+    "PROVIDER_REDIRECT",
     "RATE_LIMIT_HOLD_SECONDS",
+    "UNREADABLE_CODES",
     "ErrorClass",
     "ProviderError",
     "classify",
@@ -62,6 +65,14 @@ _AUTH_STATUSES = frozenset({401, 403})
 CONFIGURATION_CODES = frozenset({HaltCode.PROVIDER_AUTH_FAILED, HaltCode.REQUEST_UNSENDABLE})
 """Our own codes for a provider we are configured wrongly for: they halt, whatever
 the status, so a bad key never loops as a provider outage."""
+INVALID_RESPONSE = "invalid_response"
+"""A 2xx answer we cannot use (with its real status): not JSON, a duplicate key,
+larger than its limit, or no usable call ID. The call may exist: ambiguous."""
+PROVIDER_REDIRECT = "provider_redirect"
+"""A 3xx answer (with its real status), never followed: the configured URL is
+wrong. Ambiguous like an unreadable 2xx (a 303 may follow a placed call)."""
+UNREADABLE_CODES = frozenset({INVALID_RESPONSE, PROVIDER_REDIRECT})
+"""Garbage answers: transient one at a time, a misbehaving provider in a row."""
 _CONFIG_HINT = "check DISPATCHER_PROVIDER_API_KEY and DISPATCHER_PROVIDER_URL"
 
 # VoIPBIN (bin-api-manager/server/error_translate.go, lib/middleware): a 403 whose
@@ -105,14 +116,14 @@ class ProviderError(Exception):
         """Could the provider have acted on the request (placed the call)?
 
         Only an answer that proves otherwise says no: a refused connection, a
-        429, a 4xx. A timeout, a reset, a 5xx or an unreadable 2xx may all hide
-        a call that exists.
+        429, a 4xx. A timeout, a reset, a 5xx, an unreadable 2xx or a redirect
+        may all hide a call that exists.
         """
         if self.status is None:
             return self.code not in ("connect_failed", HaltCode.REQUEST_UNSENDABLE)
         if self.code.strip().lower() in NOT_PLACED_CODES:
             return False
-        return self.status >= 500 or 200 <= self.status < 300
+        return self.status >= 500 or 200 <= self.status < 400
 
 
 def classify(status: int | None, code: str | None) -> ErrorClass:
@@ -133,9 +144,9 @@ def classify(status: int | None, code: str | None) -> ErrorClass:
         return ErrorClass.TRANSIENT if status in (None, *_TRANSIENT_STATUSES) else ErrorClass.HALT
     if normalized.startswith(_HALT_PREFIXES):
         return ErrorClass.HALT
-    if status is None or 200 <= status < 300:
-        # Network failures, and a 2xx we could not read (the call may exist):
-        # re-send under the same key to get the answer again.
+    if status is None or 200 <= status < 400:
+        # Network failures, a 2xx we could not read and a redirect (the call
+        # may exist): re-send under the same key to get the answer again.
         return ErrorClass.TRANSIENT
     if status == 409 and any(word in normalized for word in _IN_PROGRESS):
         # Stripe semantics: the key's first request is still being processed.

@@ -19,6 +19,7 @@ __all__ = [
     "MICROS_PER_UNIT",
     "MoneyError",
     "amount_to_micros",
+    "bounded_whole",
     "currency_places",
     "format_micros",
     "format_money",
@@ -43,6 +44,23 @@ before any work is done on it."""
 
 class MoneyError(ValueError):
     """An amount that cannot be represented exactly in micros."""
+
+
+def bounded_whole(value: object, field: str, *, minimum: int = 0) -> int:
+    """An external whole amount (micros, credits, tokens) within ``minimum..MAX_MICROS``.
+
+    Every amount from outside meets the same exact bounds as a parsed decimal
+    amount: a Voxpria balance of 10**30 credits is refused like 10**30 micros.
+    Raises MoneyError naming ``field``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MoneyError(f"{field}: expected a whole number, got {type(value).__name__}")
+    if not minimum <= value <= MAX_MICROS:
+        shown = (
+            str(value) if value.bit_length() <= 128 else f"an integer of {value.bit_length()} bits"
+        )
+        raise MoneyError(f"{field}: {shown} is out of range ({minimum} to {MAX_MICROS})")
+    return value
 
 
 def _show(text: str) -> str:

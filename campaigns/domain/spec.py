@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from campaigns.domain.inputs import SpecError
+from campaigns.domain.inputs import DuplicateKeyError, SpecError, strict_json
 from campaigns.domain.inputs import decode_utf8 as _decode_utf8
 from campaigns.domain.inputs import show as _show
 from campaigns.domain.money import MAX_MICROS, MoneyError, parse_micros
@@ -478,13 +478,28 @@ def _spec_error(exc: ValidationError) -> SpecError:
 
 
 def parse_spec(data: Any) -> CampaignSpec:
-    """Validate a decoded spec (dict) or a JSON text; raise SpecError naming the field."""
+    """Validate a decoded spec (dict) or a JSON text; raise SpecError naming the field.
+
+    A JSON text naming a key twice is refused naming the key (pydantic, like
+    ``json.loads``, would keep the last: ``"budget"`` given twice submits the
+    second amount while a reviewer reads the first).
+    """
     try:
         if isinstance(data, str | bytes):
+            _refuse_duplicate_keys(data)
             return CampaignSpec.model_validate_json(data)
         return CampaignSpec.model_validate(data)
     except ValidationError as exc:
         raise _spec_error(exc) from None
+
+
+def _refuse_duplicate_keys(text: str | bytes) -> None:
+    try:
+        strict_json(text)
+    except DuplicateKeyError as exc:
+        raise SpecError("spec", f"{exc}: each key may appear once per object") from None
+    except (ValueError, RecursionError):
+        pass  # not JSON: pydantic's own parse says where
 
 
 def load_spec(path: str | Path, contacts_csv: str | Path | None = None) -> CampaignSpec:
@@ -501,7 +516,9 @@ def load_spec(path: str | Path, contacts_csv: str | Path | None = None) -> Campa
         raise SpecError("spec", f"cannot read {shown}: {exc.strerror or exc}") from None
     text = _decode_utf8(raw, shown, "spec")
     try:
-        data = json.loads(text)
+        data = strict_json(text)
+    except DuplicateKeyError as exc:
+        raise SpecError("spec", f"{exc}: each key may appear once per object") from None
     except json.JSONDecodeError as exc:
         raise SpecError("spec", f"not valid JSON: {exc.msg} at line {exc.lineno}") from None
     except RecursionError:

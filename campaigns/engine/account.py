@@ -27,6 +27,7 @@ from campaigns.domain.lifecycle import ACTIVE_STATES, HaltCode
 from campaigns.domain.policy import contact_number
 from campaigns.domain.rating import Rate
 from campaigns.providers.balance import AccountBalance, BalanceSource
+from campaigns.providers.base import EventError, future_refusal
 from campaigns.providers.billing_insights import BillingInsights, UsageError, usage_client
 from campaigns.providers.voipbin import parse_account_event
 from campaigns.queue import JobQueue
@@ -42,6 +43,8 @@ __all__ = [
     "make_usage_source",
     "month_to_date",
     "note_balance",
+    "redis_clock_ms",
+    "refuse_future",
 ]
 
 BALANCE_TTL_SECONDS = 5.0
@@ -370,9 +373,11 @@ async def apply_account_event(
 ) -> str:
     """Refresh the cached balance from a webhook; ``updated`` or ``stale`` (older than cached).
 
-    Raises :class:`~campaigns.providers.EventError` naming the field; nothing is written then.
+    Raises :class:`~campaigns.providers.EventError` naming the field; nothing is written then
+    (a ``timestamp`` more than MAX_CLOCK_AHEAD_MS ahead of the Redis clock included).
     """
     at_ms, parsed = parse_account_event(payload)
+    await refuse_future(store, at_ms)
     balance = AccountBalance("provider", "micros", parsed.credit_micros, parsed.tokens, at_ms)
     if not await store.put_account("balance", balance.to_json(), BALANCE_TTL_SECONDS):
         log.info("account_event_stale", at_ms=balance.at_ms)
@@ -380,3 +385,26 @@ async def apply_account_event(
     log.info("account_balance_updated", balance_micros=balance.amount, tokens=balance.tokens)
     await note_balance(store, queue, settings, balance)
     return "updated"
+
+
+async def redis_clock_ms(store: Store) -> int:
+    """The Redis server's clock (``TIME``) in epoch ms: the one stored times share."""
+    seconds, micros = await store.redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def refuse_future(store: Store, *times: tuple[str, int | None] | int | None) -> None:
+    """Raise EventError naming the field if an event time is too far ahead of Redis's clock.
+
+    ``times`` are ``(field, ms)`` pairs, or a bare ms for ``timestamp``. The
+    call-event path calls it with a CallInfo's ``created_at_ms``,
+    ``answered_at_ms`` and ``ended_at_ms`` before anything is stored.
+    """
+    named = [t if isinstance(t, tuple) else ("timestamp", t) for t in times]
+    if all(ms is None for _, ms in named):
+        return
+    now = await redis_clock_ms(store)
+    for field, ms in named:
+        problem = future_refusal(ms, now, field)
+        if problem:
+            raise EventError(problem)

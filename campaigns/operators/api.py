@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from campaigns.domain.inputs import DuplicateKeyError, strict_json
 from campaigns.domain.lifecycle import Move
 from campaigns.domain.spec import CampaignSpec, SpecError, is_campaign_id, parse_spec
 from campaigns.logs import configure_logging, get_logger, register_secret, scrub
@@ -185,8 +186,10 @@ class _Api:
 
     # ------------------------------------------------------------ reads
     async def list_campaigns(self, request: Request) -> Response:
-        found = await self.campaigns().campaigns()
-        return _json({"campaigns": [status_json(c) for c in found], "actions": _ACTIONS})
+        client = self.campaigns()
+        # With why each one waits (a 429 hold, a cool-down...), as `campaigns list`.
+        rows = [status_json(c, await client.explain(c)) for c in await client.campaigns()]
+        return _json({"campaigns": rows, "actions": _ACTIONS})
 
     async def get_campaign(self, request: Request) -> Response:
         return _json(await self.campaigns().status(_campaign_id(request)))
@@ -401,7 +404,9 @@ def _numbers_body(body: dict[str, Any], *, strict_allowed: bool) -> tuple[list[A
 
 def _object(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body)
+        data = strict_json(body)
+    except DuplicateKeyError as exc:
+        raise _Problem(422, "invalid", f"{exc}: each key may appear once", "body") from None
     except (ValueError, RecursionError):
         raise _Problem(422, "invalid", "the body must be a JSON object", "body") from None
     if not isinstance(data, dict):

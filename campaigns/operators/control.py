@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
@@ -53,6 +54,9 @@ WAIT_REASONS: dict[str, str] = {
     "queued": "submitted; waiting for a worker to start it",
     "no_worker": "no worker is running for this queue (start: campaigns worker)",
     "stalled": "no dispatcher heartbeat; a worker's sweeper restarts it",
+    "provider_rate_limited": (
+        "the provider answered 429: no campaign of the account sends until its Retry-After ends"
+    ),
     "max_in_flight": "live calls at max_in_flight; waiting for calls to end",
     "budget_held": "the rest of the budget is held by live calls; waiting for them to settle",
     "account_live_full": (
@@ -71,8 +75,9 @@ WAIT_REASONS: dict[str, str] = {
 """Why a campaign that is not over is not sending, in the operator's words.
 Other parts may add their reasons here (one word each, explained once)."""
 
-_POLICY_WAITS = frozenset({"window", "not_started", "retry", "capped"})
-"""Waits of the contact policy: they end at a known time (``waiting.until``)."""
+_POLICY_WAITS = frozenset({"window", "not_started", "retry", "capped", "provider_rate_limited"})
+"""Waits that end at a known time (``waiting.until``): the contact policy's, and
+the provider's 429 hold on the whole account."""
 
 RATE_WINDOW_MS = 60_000
 """``status`` reports how many create requests went out in the last minute."""
@@ -205,8 +210,16 @@ async def explain(
     account_live = (
         await store.account_live_calls() if settings.provider_max_live_calls is not None else None
     )
+    hold = await account_hold_until_ms(store)
     waiting = _waiting(
-        campaign, clock, worker_alive, claims[0] if claims else None, now, settings, account_live
+        campaign,
+        clock,
+        worker_alive,
+        claims[0] if claims else None,
+        now,
+        settings,
+        account_live,
+        hold if hold is not None and hold > now else None,
     )
     done = campaign.contacts - campaign.pending
     eta: int | None = None
@@ -244,6 +257,7 @@ def _waiting(
     now: int,
     settings: Settings,
     account_live: int | None = None,
+    account_hold_until: int | None = None,
 ) -> Waiting | None:
     state, updated, heartbeat = campaign.state, clock["updated_at"], clock["heartbeat_at"]
     if state in FINAL_STATES:
@@ -256,6 +270,10 @@ def _waiting(
         return Waiting("halted", updated)
     if worker_alive is False:  # None: too many keys to be sure; the heartbeat decides
         return Waiting("no_worker", heartbeat or updated or campaign.created_at_ms)
+    if account_hold_until is not None:
+        # The provider's 429 holds every campaign of the account, queued or
+        # running; one sleeping out the hold inside a backoff is not stalled.
+        return Waiting("provider_rate_limited", None, account_hold_until)
     if state is State.QUEUED:
         return Waiting("queued", campaign.created_at_ms)
     if campaign.wait_reason is not None:
@@ -282,6 +300,21 @@ def _waiting(
     if not fits and campaign.reserved_micros > 0:
         return Waiting("budget_held", since)
     return None
+
+
+async def account_hold_until_ms(store: Store) -> int | None:
+    """Until when (epoch ms) the provider's 429 holds the account, or None.
+
+    ``P:account:pace_hold`` is written by the dispatcher (``hold_account``, a
+    429's Retry-After) in Redis-clock microseconds and read here only.
+    """
+    raw = await cast(
+        Awaitable[bytes | str | None], store.redis.get(store.keys.account("pace_hold"))
+    )
+    try:
+        return None if raw is None else int(float(raw)) // 1000
+    except ValueError:
+        return None
 
 
 def status_json(campaign: CampaignRecord, explanation: Explanation | None = None) -> dict[str, Any]:
@@ -478,12 +511,15 @@ class CampaignClient:
         that can still start is one already claimed by the lease holder. When
         the lease is free, none can. A dead holder's lease lapses by itself.
         """
-        deadline = time.monotonic() + self.settings.lease_seconds + 1
+        # The holder lets go once its open requests end: each within the provider
+        # deadline (connect to last byte), whatever the provider does.
+        bound = max(self.settings.lease_seconds, self.settings.provider_timeout_seconds) + 1
+        deadline = time.monotonic() + bound
         while await self.store.lease_holder(campaign_id) is not None:
             if time.monotonic() > deadline:
                 raise ControlError(
                     f"campaign {campaign_id!r} changed state, but its dispatcher did not let go "
-                    f"within {self.settings.lease_seconds + 1:g}s"
+                    f"within {bound:g}s"
                 )
             await asyncio.sleep(0.02)
 

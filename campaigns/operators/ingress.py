@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -33,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from campaigns.domain.inputs import DuplicateKeyError, strict_json
 from campaigns.logs import configure_logging, get_logger, register_secret
 from campaigns.providers import MAX_CALL_ID, EventError
 from campaigns.providers import minivoice as minivoice
@@ -214,7 +214,9 @@ def _parse(body: bytes) -> tuple[dict[str, Any], str] | str:
     genuine delivery of either dialect is acknowledged, so it is not re-sent.
     """
     try:
-        payload = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+        payload = strict_json(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except DuplicateKeyError as exc:
+        return f"body is not valid JSON: {exc}"
     except (ValueError, RecursionError):
         return "body is not valid JSON"
     if not isinstance(payload, dict):

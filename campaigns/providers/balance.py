@@ -12,6 +12,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
+from campaigns.domain.errors import INVALID_RESPONSE, ProviderError
+from campaigns.domain.money import MoneyError, bounded_whole
 from campaigns.providers.base import Provider
 from campaigns.providers.voxpria import VoxpriaCredits
 from campaigns.settings import Settings
@@ -97,7 +99,12 @@ class VoxpriaBalance:
         self.client = client
 
     async def fetch(self) -> AccountBalance:
-        return AccountBalance(self.source, "credits", await self.client.credits(), 0, _now_ms())
+        credits = await self.client.credits()
+        try:
+            bounded_whole(credits, "data.balance")
+        except MoneyError as exc:
+            raise ProviderError(200, INVALID_RESPONSE, f"/credits: {exc}") from None
+        return AccountBalance(self.source, "credits", credits, 0, _now_ms())
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -15,6 +15,7 @@ __all__ = [
     "FINAL_STATUSES",
     "MAX_BILLSEC_SECONDS",
     "MAX_CALL_ID",
+    "MAX_CLOCK_AHEAD_MS",
     "Balance",
     "CallInfo",
     "Capabilities",
@@ -28,12 +29,17 @@ __all__ = [
     "brief",
     "call_id_ok",
     "currency_refusal",
+    "future_refusal",
 ]
 
 FINAL_STATUSES = FINAL_CALL_STATUSES
 MAX_BILLSEC_SECONDS = 366 * 86_400
 """No call lasts a year: a longer billsec is a corrupt or hostile value, not a call."""
 MAX_CALL_ID = 200
+MAX_CLOCK_AHEAD_MS = 5 * 60 * 1000
+"""How far ahead of the Redis clock a provider's event may be dated (clock skew).
+Later is refused: an ``account_updated`` dated 9999-12-31 would otherwise be
+the newest balance for ever, and every genuine one dropped as stale."""
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 
@@ -223,6 +229,22 @@ def currency_refusal(currency: object) -> str:
     if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
         return f"must be an ISO 4217 code such as 'EUR', got {brief(currency)}"
     return ""
+
+
+def future_refusal(at_ms: int | None, now_ms: int, field: str = "timestamp") -> str:
+    """Why an event time cannot be stored (naming ``field``), or '' when it can.
+
+    ``now_ms`` is the Redis clock (``TIME``), the one every stored time is
+    compared with; None (no time given) passes.
+    """
+    if at_ms is None or at_ms - now_ms <= MAX_CLOCK_AHEAD_MS:
+        return ""
+    ahead = (at_ms - now_ms) / 1000
+    shown = f"{ahead:.0f}s" if ahead < 86_400 else f"{ahead / 86_400:.0f} days"
+    return (
+        f"{field}: {shown} ahead of the dispatcher's clock "
+        f"(at most {MAX_CLOCK_AHEAD_MS // 1000}s of skew is accepted)"
+    )
 
 
 def billing_refusal(call: CallInfo) -> str:

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.money import MoneyError, amount_to_micros
-from campaigns.providers._http import provider_client, request_with_status
+from campaigns.providers._http import answer, provider_client
 from campaigns.providers.base import (
     FINAL_STATUSES,
     Balance,
@@ -401,13 +401,13 @@ class MiniVoice:
         # label (our attempt ID in the provider's and any proxy's request logs);
         # the engine never re-sends on its strength (capabilities.idempotency_keys).
         headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
-        status, payload = await request_with_status(
+        status, payload = await answer(
             self._client, "POST", "/v1/calls", content=body.encode(), headers=headers
         )
         return _created(status, payload)
 
     async def get_call(self, call_id: str) -> CallInfo:
-        status, payload = await request_with_status(self._client, "GET", f"/v1/calls/{call_id}")
+        status, payload = await answer(self._client, "GET", f"/v1/calls/{call_id}")
         try:
             return parse_call(payload)
         except ValueError as exc:
@@ -425,7 +425,7 @@ class MiniVoice:
 
     async def usage(self, start: datetime, end: datetime) -> Usage:
         params = {"from": _rfc3339(start), "to": _rfc3339(end)}
-        status, payload = await request_with_status(self._client, "GET", "/v1/usage", params=params)
+        status, payload = await answer(self._client, "GET", "/v1/usage", params=params)
         try:
             summary = payload["summary"]
             return Usage(

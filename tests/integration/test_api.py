@@ -216,6 +216,12 @@ BAD_BODIES = [
     ),
     ("not JSON", "{not json", "spec"),
     ("a list", "[1, 2]", "spec"),
+    # The last key would win: a reviewer reading the first approves 1.00 EUR.
+    (
+        "duplicate key",
+        _bad(lambda s: s.update(budget="1.00"))[:-1] + ',"budget":"900000.00"}',
+        "spec",
+    ),
 ]
 
 
@@ -231,6 +237,8 @@ async def test_bad_spec_is_422_naming_the_field_and_nothing_is_stored(
         error = response.json()["error"]
         assert error["field"] == field, error
         assert error["code"] == "invalid"
+        if body.count('"budget"') == 2:
+            assert "duplicate key 'budget'" in error["message"], error
     assert await nothing_stored(store)
 
 
@@ -260,6 +268,7 @@ async def test_bad_path_and_query_values_are_422_naming_them(
         ('{"no_call": "yes"}', "no_call"),
         ('{"call_id": "a b"}', "call_id"),
         ('{"extra": 1}', "extra"),
+        ('{"call_id": "c1", "call_id": "c2"}', "body"),
     ]:
         response = await http.post(
             "/v1/attempts/acme:000000:1/resolve", headers=OPERATOR, content=body

@@ -82,9 +82,12 @@ CASES = [
     # unknown -> halt
     pytest.param(418, "teapot", HALT, id="418"),
     pytest.param(418, None, HALT, id="418-no-code"),
-    pytest.param(301, None, HALT, id="301"),
-    pytest.param(302, "moved", HALT, id="302"),
-    pytest.param(304, None, HALT, id="304"),
+    # a redirect (never followed) may follow a placed call, like an unreadable 2xx:
+    # transient one at a time, the engine halts a run of them (provider_misbehaving)
+    pytest.param(301, None, TRANSIENT, id="301"),
+    pytest.param(302, "moved", TRANSIENT, id="302"),
+    pytest.param(303, "provider_redirect", TRANSIENT, id="303"),
+    pytest.param(307, "provider_redirect", TRANSIENT, id="307"),
     # a 2xx we could not read may hide a call: re-send under the same key
     pytest.param(200, "invalid_response", TRANSIENT, id="200-invalid_response"),
     pytest.param(201, "invalid_response", TRANSIENT, id="201-invalid_response"),
@@ -148,6 +151,8 @@ def test_error_class_values() -> None:
         (500, "provider_error", True),
         (503, "provider_error", True),
         (201, "invalid_response", True),
+        (302, "provider_redirect", True),
+        (303, "provider_redirect", True),
     ],
 )
 def test_ambiguous_answers_may_hide_a_call(status: int | None, code: str, ambiguous: bool) -> None:

@@ -112,6 +112,14 @@ function buttons(campaign) {
   return cell;
 }
 
+function waitingNote(waiting) {
+  // Why a campaign that is not over is not sending (a 429 hold, a cool-down...).
+  if (!waiting) return "";
+  const until = waiting.until ? ` until ${waiting.until}` : "";
+  return el("span", { class: "waiting", "data-reason": waiting.reason },
+    el("b", {}, waiting.reason), " ", waiting.message + until);
+}
+
 function row(campaign) {
   const halt = campaign.halt;
   return el("tr", { "data-campaign": campaign.campaign_id, "data-state": campaign.state },
@@ -119,7 +127,8 @@ function row(campaign) {
     el("td", {}, el("span", { class: "state " + campaign.state }, campaign.state)),
     el("td", {}, progressBar(campaign.counts)),
     el("td", {}, moneyBar(campaign.money)),
-    el("td", { class: "halt" }, halt ? el("span", {}, el("b", {}, halt.code), " ", halt.message) : ""),
+    el("td", { class: "halt" }, halt ? el("span", {}, el("b", {}, halt.code), " ", halt.message)
+      : waitingNote(campaign.waiting)),
     buttons(campaign));
 }
 
