@@ -238,7 +238,8 @@ async def test_a_redirect_is_reported_with_its_own_status() -> None:
     with pytest.raises(ProviderError) as info:
         await mv.create_call("{}", "k")
     await mv.aclose()
-    assert (info.value.status, info.value.code) == (302, "invalid_response")
+    assert (info.value.status, info.value.code) == (302, "provider_redirect")
+    assert "DISPATCHER_PROVIDER_URL" in info.value.message
 
 
 async def test_create_call_non_json_success_is_invalid_response() -> None:
