@@ -120,7 +120,7 @@ def _call(payload: Any) -> CallInfo:
 class MiniVoice:
     dialect = "minivoice"
     capabilities = Capabilities(
-        idempotency_keys=True, lookup=True, creation_events=False, hangup=False
+        idempotency_keys=False, lookup=False, creation_events=True, hangup=False
     )
     final_events = FINAL_EVENTS
     creation_events: frozenset[str] = frozenset()

@@ -122,7 +122,11 @@ def parse_account_event(payload: Any) -> tuple[int, Balance]:
 class VoIPBIN:
     dialect = "voipbin"
     capabilities = Capabilities(
-        idempotency_keys=True, lookup=False, creation_events=False, hangup=False
+        idempotency_keys=False,
+        lookup=True,
+        creation_events=False,
+        hangup=True,
+        lookup_settle_seconds=10.0,
     )
     final_events: frozenset[str] = frozenset()
     creation_events: frozenset[str] = frozenset()
