@@ -15,6 +15,8 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from campaigns.engine.settlement import Settler
 from campaigns.providers import CallInfo
 from campaigns.providers.base import EventError
@@ -83,7 +85,15 @@ class CreationFeed:
             await asyncio.sleep(0.05)
 
     async def _post(self, call: dict[str, Any]) -> None:
-        self.results[call["id"]] = await self.settler.record_event(documented_created(call))
+        """Retried while Redis is away, as MiniVoice retries a webhook on any non-2xx."""
+        for _ in range(50):
+            try:
+                result = await self.settler.record_event(documented_created(call))
+            except (RedisError, OSError):
+                await asyncio.sleep(0.2)
+                continue
+            self.results[call["id"]] = result
+            return
 
     async def __aenter__(self) -> CreationFeed:
         self._task = asyncio.create_task(self._run())

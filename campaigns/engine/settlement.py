@@ -21,8 +21,10 @@ poll settles it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import time
 from typing import Any
 
 import structlog
@@ -271,35 +273,22 @@ class Settler:
         By the attempt ID the event echoes where it does; else by caller ID, number
         and the call's creation time inside the attempt's send window
         (``resolve.in_send_window``), among the attempts sent to that number.
+        While several match, it waits (up to the request timeout) for the others to
+        get their own answers; still several, it decides nothing.
         """
         log = self.log.bind(call_id=call.call_id, event_name=event)
-        matches: list[Attempt] = []
-        if call.attempt_id is not None:
-            attempt = await self.store.attempt(call.attempt_id)
-            if (
-                attempt is not None
-                and attempt.status in _MATCHABLE
-                and (not call.to or call.to == attempt.to)
-            ):
-                matches.append(attempt)
-        elif call.to and call.created_at_ms is not None:
-            for candidate_id in await self.store.sent_to(call.to):
-                attempt = await self.store.attempt(candidate_id)
-                if attempt is None or attempt.status not in _MATCHABLE:
-                    continue
-                if attempt.first_sent_at_ms is None or attempt.last_sent_at_ms is None:
-                    continue
-                if call.caller_id:
-                    caller, _ = await self._call_spec(attempt.campaign_id)
-                    if caller != call.caller_id:
-                        continue
-                if in_send_window(
-                    call.created_at_ms,
-                    attempt.first_sent_at_ms,
-                    attempt.last_sent_at_ms,
-                    self.settings.provider_timeout_seconds,
-                ):
-                    matches.append(attempt)
+        matches = await self._candidates(call)
+        deadline = time.monotonic() + self.settings.provider_timeout_seconds + 0.5
+        delay = 0.25
+        while len(matches) > 1 and time.monotonic() < deadline:
+            # Another attempt to this number may still be waiting for its own
+            # answer: once it has it, it leaves the index. Never guess meanwhile.
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            known = await self.store.attempt_for_call(call.call_id)
+            if known is not None:
+                return known
+            matches = await self._candidates(call)
         if len(matches) != 1:
             which = "no attempt" if not matches else "several attempts"
             reason = f"unknown call: {event} event matches {which}"
@@ -330,6 +319,37 @@ class Settler:
             was=attempt.status,
         )
         return attempt.attempt_id
+
+    async def _candidates(self, call: CallInfo) -> list[Attempt]:
+        """The unresolved attempts a call with an unknown ID may belong to (see above)."""
+        matches: list[Attempt] = []
+        if call.attempt_id is not None:
+            attempt = await self.store.attempt(call.attempt_id)
+            if (
+                attempt is not None
+                and attempt.status in _MATCHABLE
+                and (not call.to or call.to == attempt.to)
+            ):
+                matches.append(attempt)
+        elif call.to and call.created_at_ms is not None:
+            for candidate_id in await self.store.sent_to(call.to):
+                attempt = await self.store.attempt(candidate_id)
+                if attempt is None or attempt.status not in _MATCHABLE:
+                    continue
+                if attempt.first_sent_at_ms is None or attempt.last_sent_at_ms is None:
+                    continue
+                if call.caller_id:
+                    caller, _ = await self._call_spec(attempt.campaign_id)
+                    if caller != call.caller_id:
+                        continue
+                if in_send_window(
+                    call.created_at_ms,
+                    attempt.first_sent_at_ms,
+                    attempt.last_sent_at_ms,
+                    self.settings.provider_timeout_seconds,
+                ):
+                    matches.append(attempt)
+        return matches
 
     async def _enforce_max_seconds(
         self, attempt: Attempt, call: CallInfo, log: structlog.stdlib.BoundLogger
