@@ -114,15 +114,15 @@ async def queue(redis_url: str) -> AsyncIterator[JobQueue]:
 
 
 def config(**changes: Any) -> Settings:
-    return Settings(
-        redis_url="redis://unused",
-        retry_attempts=10,
-        retry_base_seconds=0.01,
-        retry_max_seconds=0.02,
-        provider_timeout_seconds=2.0,
-        _env_file=None,  # type: ignore[call-arg]
+    values: dict[str, Any] = {
+        "redis_url": "redis://unused",
+        "retry_attempts": 10,
+        "retry_base_seconds": 0.01,
+        "retry_max_seconds": 0.02,
+        "provider_timeout_seconds": 2.0,
         **changes,
-    )
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 async def dispatch(
@@ -457,7 +457,8 @@ async def test_an_event_matching_two_attempts_is_dead_lettered(queue: JobQueue) 
     p = await store.attempt("p:000000:1")
     assert p is not None
     assert sorted(await store.sent_to(p.to)) == ["p:000000:1", "q:000000:1"]
-    settler = Settler(store, Fake(EVENTS, []), config())
+    # It waits up to the request timeout for one of them to get its own answer.
+    settler = Settler(store, Fake(EVENTS, []), config(provider_timeout_seconds=0.3))
     event = CallInfo("c_two", "in_progress", to=p.to, created_at_ms=now_ms())
     assert await settler.record_event(("call.created", event)) == "unknown_call"
     [letter] = await store.dead_letters()
