@@ -516,6 +516,15 @@ class Dispatcher:
             level = log.critical if result == "late_redialled" else log.warning
             level("call_accepted_after_rejection", call_id=call.call_id, outcome=result)
         elif result == "conflict":
+            # Recorded meanwhile with another call (a creation event or a lookup
+            # matched it): keep this one for the operator, never drop an ID.
+            await self.store.dead_letter(
+                {
+                    "reason": "create answer names another call than the one recorded",
+                    "attempt_id": attempt.attempt_id,
+                    "call_id": call.call_id,
+                }
+            )
             log.error("record_conflict", call_id=call.call_id)
         else:
             log.info(
