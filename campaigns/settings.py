@@ -182,8 +182,14 @@ class Settings(BaseSettings):
     JWT as ``Authorization: Bearer``). MiniVoice takes only ``bearer`` (its default)."""
     provider_timeout_seconds: float = Field(10.0, ge=0.01, le=600, allow_inf_nan=False)
     provider_honours_idempotency: bool = True
-    """False for a provider that ignores Idempotency-Key: unresolved attempts
-    are then looked up by attempt ID, or marked in doubt, never re-sent."""
+    """Can only lower the dialect's own claim (``Capabilities.idempotency_keys``):
+    an ambiguous create is re-sent under the same Idempotency-Key only when both
+    say yes. Otherwise it is looked up, matched to the provider's creation event,
+    or marked in doubt, never re-sent blind (docs/operations.md#in-doubt-attempts)."""
+    creation_event_wait_seconds: float = Field(30.0, ge=0, le=3600, allow_inf_nan=False)
+    """For a provider whose creation webhook is the only way to learn the ID of an
+    ambiguous create: how long after its last send an attempt waits for that
+    event before it is marked in doubt."""
     webhook_secret: SecretStr | None = None
     """HMAC-SHA256 secret the provider signs webhooks with (``campaigns ingress``).
     Unset means unsigned; set but empty is refused, never read as "unsigned"."""

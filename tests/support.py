@@ -42,6 +42,7 @@ def fast_settings(redis_url: str, provider_url: str, api_key: str, queue: str) -
         provider_timeout_seconds=2.0,
         provider_unavailable_cooldown_seconds=3.0,
         sweep_interval_seconds=1,
+        creation_event_wait_seconds=3.0,
         _env_file=None,  # type: ignore[call-arg]
     )
 
@@ -78,6 +79,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
             settings.provider_unavailable_cooldown_seconds
         ),
         DISPATCHER_SWEEP_INTERVAL_SECONDS=str(settings.sweep_interval_seconds),
+        DISPATCHER_CREATION_EVENT_WAIT_SECONDS=str(settings.creation_event_wait_seconds),
     )
     if settings.provider_calls_per_second is not None:
         env["DISPATCHER_PROVIDER_CALLS_PER_SECOND"] = str(settings.provider_calls_per_second)

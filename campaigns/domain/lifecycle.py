@@ -27,6 +27,7 @@ __all__ = [
     "FINAL_STATES",
     "NEVER_SENT_NOTES",
     "NEVER_SENT_STATUSES",
+    "PROVIDER_MISBEHAVING_MESSAGE",
     "REVIEW_MESSAGE",
     "AttemptStatus",
     "HaltCode",
@@ -112,6 +113,10 @@ class HaltCode(enum.StrEnum):
     """The HTTP client could not send the request at all (an illegal header such as
     an empty ``Bearer`` key, an unsupported URL scheme): a configuration error."""
     RATING_COST_ABOVE_RESERVATION = "rating_cost_above_reservation"
+    PROVIDER_MISBEHAVING = "provider_misbehaving"
+    """Create requests kept getting answers that carry no usable call ID (a redirect,
+    a 2xx without an ID, an unparseable body): re-sending cannot help, and each
+    one may have placed a call, so the campaign stops for an operator."""
 
 
 class Move(enum.Enum):
@@ -160,6 +165,15 @@ BUDGET_EXHAUSTED_MESSAGE = (
     "remaining budget {remaining} micros is below the worst case of one call ({worst_case} micros)"
 )
 """Why a campaign halted with ``budget_exhausted``; the claim script fills in the numbers."""
+
+
+PROVIDER_MISBEHAVING_MESSAGE = (
+    "{count} create answers in a row carried no usable call ID (last: {status}: "
+    "{excerpt}); check DISPATCHER_PROVIDER_URL (it must be the final address, not one "
+    "that redirects) and the provider's health; the attempts involved are in doubt "
+    "or were found, never re-dialled"
+)
+"""Why a campaign halted with ``provider_misbehaving``."""
 
 
 def budget_allows(*, budget: int, spent: int, reserved: int, worst_case: int) -> bool:

@@ -16,6 +16,10 @@ starts; requests already open finish and are recorded as they answer.
 An attempt whose earlier send *may* have become a call (a timeout, a 5xx, a
 lost answer, a leftover from a dead worker) is never put back to pending on a
 later refusal: it is marked in doubt instead, so no contact is dialled twice.
+It is re-sent only under the same Idempotency-Key where the provider honours
+keys (``engine/resolve.py``); elsewhere it is looked up, left for the
+provider's creation event, or marked in doubt, and sent again only once a
+lookup has proved that nothing was placed.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from campaigns import metrics
 from campaigns.domain.errors import ErrorClass, ProviderError
 from campaigns.domain.lifecycle import (
     BUDGET_EXHAUSTED_MESSAGE,
+    PROVIDER_MISBEHAVING_MESSAGE,
     REVIEW_MESSAGE,
+    AttemptStatus,
     HaltCode,
     Move,
     State,
@@ -47,6 +53,13 @@ from campaigns.domain.spec import Pacing
 from campaigns.engine.account import AccountGate, make_usage_source
 from campaigns.engine.alerts import check_budget_alerts
 from campaigns.engine.policy import ContactPolicy
+from campaigns.engine.resolve import (
+    GARBAGE_BEFORE_HALT,
+    IN_BAND_CHECKS,
+    choose_lookup,
+    keys_effective,
+    unusable_answer,
+)
 from campaigns.providers import CallInfo, CreateRequest, Provider, SentCreate
 from campaigns.providers.balance import make_balance_source
 from campaigns.queue import JobQueue
@@ -77,6 +90,9 @@ SendOutcome = Literal[
     "stopped",  # paused, halted or cancelled meanwhile; nothing sent
     "skipped",  # could not be resolved now; try again next batch
 ]
+_Resolved = SendOutcome | Literal["not_placed"]
+"""What resolving an ambiguous create found; ``not_placed``: a lookup proved no
+call exists, so the attempt may be sent again as a first dial."""
 _GO_ON: frozenset[str] = frozenset({"accepted", "contact", "in_doubt", "resolved", "skipped"})
 _CONTINUE_CHAIN = frozenset(
     {"batch_done", "pace_wait", "empty", "wait", "skipped", *_CAPACITY_WAITS}
@@ -417,14 +433,29 @@ class Dispatcher:
                 if exc.status == 429 and exc.retry_after is not None:
                     # The account is over the provider's limit: every campaign waits.
                     await self.store.hold_account(min(exc.retry_after, 60.0))
-                if cls is not ErrorClass.TRANSIENT:
+                garbage = unusable_answer(exc)
+                if garbage:
+                    streak = await self.store.note_garbage(attempt.campaign_id)
+                    if streak >= GARBAGE_BEFORE_HALT:
+                        return await self._halt_misbehaving(batch, attempt, exc, streak, log)
+                if cls is not ErrorClass.TRANSIENT and not garbage:
                     if maybe_placed and cls is ErrorClass.HALT:
                         return await self._halt_in_doubt(attempt, exc, log)
                     return await self._reject(attempt, exc, log)
-                maybe_placed = maybe_placed or exc.ambiguous
-                if maybe_placed and not self.settings.provider_honours_idempotency:
+                maybe_placed = maybe_placed or exc.ambiguous or garbage
+                if maybe_placed and not keys_effective(self.provider, self.settings):
                     # A second send could be a second call: find it or ask a person.
-                    return await self._look_up(batch, attempt, f"send failed: {exc}", log)
+                    resolved = await self._resolve(
+                        batch, attempt, f"send failed: {exc}", log, in_band=True
+                    )
+                    if resolved == "not_placed":
+                        log.info("create_resend_not_placed", error=str(exc), try_no=try_no + 1)
+                        maybe_placed = False
+                        last = exc
+                        if try_no == self.settings.retry_attempts:
+                            break
+                        continue
+                    return await self._count_ambiguous(batch, attempt, resolved, exc, log)
                 last = exc
                 trouble.backing_off()
                 delay = backoff_delay(
@@ -447,24 +478,30 @@ class Dispatcher:
                 )
                 await self._sleep_unless_stopped(attempt.campaign_id, delay)
                 continue
-            await self._record_accepted(attempt, call, log)
+            batch.backoff.ambiguous_in_row = 0
+            await self._record_accepted(attempt, call, log, create_answer=True)
             return "accepted"
         assert last is not None
         await self._provider_unavailable(attempt, last, log)
         return "unresolved"
 
-    async def _record_accepted(self, attempt: Attempt, call: CallInfo, log: Any) -> None:
+    async def _record_accepted(
+        self, attempt: Attempt, call: CallInfo, log: Any, *, create_answer: bool = False
+    ) -> None:
         self.before_record(attempt, call)
         for try_no in range(20):
             try:
                 result = await self.store.record_accepted(
-                    attempt.attempt_id, call.call_id, self.settings.poll_interval_seconds
+                    attempt.attempt_id,
+                    call.call_id,
+                    self.settings.poll_interval_seconds,
+                    create_answer=create_answer,
                 )
                 break
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 # The call exists; keep trying to write its ID. If we give up,
-                # the attempt stays unresolved and the next holder re-sends it
-                # with the same Idempotency-Key, which replays this call.
+                # the attempt stays unresolved and the next holder resolves it
+                # as a leftover (same key, lookup, creation event or in doubt).
                 log.warning("record_retry", call_id=call.call_id, error=str(exc), try_no=try_no)
                 await asyncio.sleep(min(0.1 * 2**try_no, 2.0))
         else:
@@ -479,6 +516,15 @@ class Dispatcher:
             level = log.critical if result == "late_redialled" else log.warning
             level("call_accepted_after_rejection", call_id=call.call_id, outcome=result)
         elif result == "conflict":
+            # Recorded meanwhile with another call (a creation event or a lookup
+            # matched it): keep this one for the operator, never drop an ID.
+            await self.store.dead_letter(
+                {
+                    "reason": "create answer names another call than the one recorded",
+                    "attempt_id": attempt.attempt_id,
+                    "call_id": call.call_id,
+                }
+            )
             log.error("record_conflict", call_id=call.call_id)
         else:
             log.info(
@@ -506,30 +552,148 @@ class Dispatcher:
         metrics.halt(exc.code)
         return "halt"
 
-    async def _look_up(self, batch: _Batch, attempt: Attempt, why: str, log: Any) -> SendOutcome:
-        """Without idempotency, find the call by attempt ID; else leave it in doubt."""
-        if self.provider.capabilities.lookup:
-            try:
-                sent_ms = now_ms()
-                calls = await self.provider.find_calls(
-                    SentCreate(attempt.attempt_id, batch.caller_id, attempt.to, sent_ms, sent_ms)
-                )
-                found = calls[0] if calls else None
-            except ProviderError as exc:
-                failures = await self.store.note_lookup_failure(attempt.attempt_id)
-                log.warning("lookup_failed", error=str(exc), failures=failures)
-                if failures < _LOOKUP_FAILURES_BEFORE_DOUBT:
-                    return "skipped"
-                why += f"; looking the call up failed {failures} times ({exc})"
-            else:
-                if found is not None:
-                    await self._record_accepted(attempt, found, log)
-                    return "accepted"
-                why += "; no call found by attempt ID (it may still appear)"
+    async def _resolve(
+        self, batch: _Batch, attempt: Attempt, why: str, log: Any, *, in_band: bool
+    ) -> _Resolved:
+        """Without idempotency keys, find out what an ambiguous create became.
+
+        The strongest mechanism the dialect declares decides: a lookup of the
+        provider's calls, else the creation event (recorded by the settler;
+        ``in_band``: right after the failure, look for it a few times over a
+        short while), else an operator. Used by the send path and the leftover
+        pass alike (``engine/resolve.py`` holds the decisions).
+        """
+        caps = self.provider.capabilities
+        fresh = await self.store.attempt(attempt.attempt_id)
+        if fresh is None or fresh.status is not AttemptStatus.SENDING:
+            return "resolved"
+        if caps.lookup:
+            looked = await self._look_up(batch, fresh, why, log)
+            if looked is not None:
+                return looked
+        if caps.creation_events:
+            if in_band:
+                for delay in _in_band_delays():
+                    await _sleep_unless_set(batch.stopped, delay)
+                    seen = await self.store.attempt(attempt.attempt_id)
+                    if seen is None or seen.status is not AttemptStatus.SENDING:
+                        found = seen is not None and seen.status is AttemptStatus.ACCEPTED
+                        if found and seen is not None:
+                            log.info("call_found_by_creation_event", call_id=seen.call_id)
+                        return "accepted" if found else "resolved"
+            waited = (now_ms() - (fresh.last_sent_at_ms or now_ms())) / 1000
+            if waited < self.settings.creation_event_wait_seconds:
+                log.info("awaiting_creation_event", reason=why, waited=round(waited, 3))
+                return "skipped"
+            why += (
+                f"; no creation event matched it within "
+                f"{self.settings.creation_event_wait_seconds:g}s of its last send"
+            )
+        return await self._in_doubt(attempt, why, log)
+
+    async def _look_up(
+        self, batch: _Batch, attempt: Attempt, why: str, log: Any
+    ) -> _Resolved | None:
+        """Look the call up by source, destination and send window; None when the
+        dialect turns out to have no lookup after all (the next mechanism decides)."""
+        first = attempt.first_sent_at_ms or now_ms()
+        last = attempt.last_sent_at_ms or first
+        sent = SentCreate(attempt.attempt_id, batch.caller_id, attempt.to, first, last)
+        try:
+            calls = await metrics.timed("find_calls", self.provider.find_calls(sent))
+        except NotImplementedError:
+            log.error("lookup_not_implemented", dialect=self.provider.dialect)
+            return None
+        except ProviderError as exc:
+            failures = await self.store.note_lookup_failure(attempt.attempt_id)
+            log.warning("lookup_failed", error=str(exc), failures=failures)
+            if failures < _LOOKUP_FAILURES_BEFORE_DOUBT:
+                return "skipped"
+            return await self._in_doubt(
+                attempt, f"{why}; looking the call up failed {failures} times ({exc})", log
+            )
+        owners = await self.store.call_owners([c.call_id for c in calls])
+        verdict = choose_lookup(
+            attempt.attempt_id,
+            calls,
+            owners,
+            seconds_since_last_send=(now_ms() - last) / 1000,
+            settle_seconds=self.provider.capabilities.lookup_settle_seconds,
+        )
+        if verdict.outcome == "found":
+            assert verdict.call is not None
+            log.info("call_found_by_lookup", call_id=verdict.call.call_id)
+            await self._record_accepted(attempt, verdict.call, log)
+            return "accepted"
+        if verdict.outcome == "several":
+            calls_named = ", ".join(verdict.call_ids)
+            return await self._in_doubt(
+                attempt, f"{why}; the lookup found several calls: {calls_named}", log
+            )
+        if verdict.outcome == "not_placed":
+            log.warning(
+                "lookup_found_no_call",
+                settle_seconds=self.provider.capabilities.lookup_settle_seconds,
+                reason=why,
+            )
+            return "not_placed"
+        log.info("lookup_found_nothing_yet", reason=why)
+        return "skipped"
+
+    async def _in_doubt(self, attempt: Attempt, why: str, log: Any) -> SendOutcome:
         reason = f"{why}; the provider does not honour Idempotency-Key"
-        await self.store.mark_in_doubt(attempt.attempt_id, reason)
+        result = await self.store.mark_in_doubt(attempt.attempt_id, reason)
+        if result != "ok":
+            return "resolved"  # recorded meanwhile (a creation event, an operator)
         log.warning("attempt_in_doubt", reason=reason)
         return "in_doubt"
+
+    async def _count_ambiguous(
+        self, batch: _Batch, attempt: Attempt, resolved: _Resolved, exc: ProviderError, log: Any
+    ) -> SendOutcome:
+        """Ambiguous failures in a row, none re-sent: after as many as one request's
+        retries, the provider is in trouble; cool down rather than spend the list."""
+        assert resolved != "not_placed"
+        if resolved in ("accepted", "resolved"):
+            batch.backoff.ambiguous_in_row = 0
+            return resolved
+        if resolved not in ("skipped", "in_doubt"):
+            return resolved
+        batch.backoff.ambiguous_in_row += 1
+        if batch.backoff.ambiguous_in_row > self.settings.retry_attempts:
+            batch.backoff.ambiguous_in_row = 0
+            await self._provider_unavailable(attempt, exc, log)
+            return "unresolved"
+        return resolved
+
+    async def _halt_misbehaving(
+        self, batch: _Batch, attempt: Attempt, exc: ProviderError, streak: int, log: Any
+    ) -> SendOutcome:
+        """Too many create answers without a usable ID in a row: halt. The attempt is
+        found (lookup, creation event), proved not placed, or left in doubt."""
+        where = f"HTTP {exc.status}" if exc.status is not None else "network"
+        message = PROVIDER_MISBEHAVING_MESSAGE.format(
+            count=streak, status=where, excerpt=exc.message[:200]
+        )
+        code = HaltCode.PROVIDER_MISBEHAVING
+        resolved: _Resolved = "skipped"
+        if not keys_effective(self.provider, self.settings):
+            resolved = await self._resolve(
+                batch, attempt, f"send failed: {exc}", log, in_band=False
+            )
+        if resolved == "not_placed":
+            await self.store.record_rejected(attempt.attempt_id, "halt", code, message)
+        elif resolved == "skipped" and not keys_effective(self.provider, self.settings):
+            await self.store.mark_in_doubt(attempt.attempt_id, message, code=code, halt=True)
+        else:
+            # Found, in doubt, or (with keys) left unresolved: the leftover pass
+            # re-sends it under its key once an operator resumes.
+            await self.store.transition(
+                attempt.campaign_id, Move.HALT, halt_code=code, halt_message=message
+            )
+        log.warning("campaign_halted", code=code, status=exc.status, error=str(exc))
+        metrics.halt(code)
+        return "halt"
 
     async def _provider_unavailable(self, attempt: Attempt, exc: ProviderError, log: Any) -> None:
         """Retries spent: leave the attempt unresolved and pause for a cool-down."""
@@ -585,10 +749,18 @@ class Dispatcher:
             return await self._send(
                 batch, attempt, self._body(batch, attempt), maybe_placed=False, paced=False
             )
-        if self.settings.provider_honours_idempotency:
+        if keys_effective(self.provider, self.settings):
             log.info("leftover_resend", reason="answer never recorded; same Idempotency-Key")
             return await self._send(batch, attempt, attempt.request, maybe_placed=True, paced=False)
-        return await self._look_up(batch, attempt, "answer lost", log)
+        resolved = await self._resolve(batch, attempt, "answer never recorded", log, in_band=False)
+        if resolved == "not_placed":
+            # A lookup proved the earlier send placed nothing: a first dial again,
+            # with the do-not-call lists checked again (a fresh stamp).
+            log.warning("leftover_resend_not_placed", reason="lookup found no call")
+            return await self._send(
+                batch, attempt, attempt.request, maybe_placed=False, paced=False
+            )
+        return resolved
 
 
 class _Trouble:
@@ -612,6 +784,8 @@ class _Backoff:
         self.calm = asyncio.Event()
         self.calm.set()
         self._count = 0
+        self.ambiguous_in_row = 0
+        """Ambiguous failures left unresolved (no keys) since the last accepted call."""
 
     def enter(self) -> None:
         self._count += 1
@@ -676,6 +850,16 @@ async def _sleep_unless_set(event: asyncio.Event, seconds: float) -> None:
     """Sleep, but wake as soon as the run is stopped."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout=max(seconds, 0.0))
+
+
+def _in_band_delays() -> list[float]:
+    """The pauses between the in-band checks for a creation event."""
+    previous = 0.0
+    delays = []
+    for at in IN_BAND_CHECKS:
+        delays.append(at - previous)
+        previous = at
+    return delays
 
 
 def _nothing(attempt: Attempt, call: CallInfo) -> None:

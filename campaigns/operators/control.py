@@ -346,6 +346,8 @@ def status_json(campaign: CampaignRecord, explanation: Explanation | None = None
             "start_at": iso_time(campaign.start_at_ms),
             "end_at": iso_time(campaign.end_at_ms),
         },
+        # Calls seen live past max_call_seconds that the dialect could not hang up.
+        "reservation_may_be_exceeded": campaign.past_max_calls > 0,
     }
     if explanation is not None:
         shape.update(explanation.to_json())

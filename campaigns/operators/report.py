@@ -225,6 +225,14 @@ def summary_lines(
         ("reserved", format_money(campaign.reserved_micros, cur)),
         ("budget", format_money(campaign.budget_micros, cur)),
     ]
+    if campaign.past_max_calls:
+        lines.append(
+            (
+                "reservation may be exceeded",
+                f"{campaign.past_max_calls} calls live past max_call_seconds "
+                "(the provider offers no hang-up)",
+            )
+        )
     if explanation is not None:
         now = explanation.now_ms
         lines += [

@@ -546,6 +546,8 @@ class Store:
         the first body: the same bytes go out under the same Idempotency-Key.
         ``may_be_placed``: an earlier send may have become a call; then the
         lists are not checked (the re-send finds that call, it dials no one new).
+        The first send's time is kept (``first_sent_at``), the last one's in
+        ``sent_at``; the attempt joins its number's ``sent_to`` index.
         """
         cid = campaign_of(attempt_id)
         result = await self._stamp(
@@ -561,11 +563,23 @@ class Store:
             now=now_ms(),
             attempt_id=attempt_id,
             fresh="0" if may_be_placed else "1",
+            sent_to_prefix=self.keys.sent_to(""),
         )
         return _str(result)
 
-    async def record_accepted(self, attempt_id: str, call_id: str, poll_in_seconds: float) -> str:
-        """Store the call ID the moment the provider returns it. Idempotent."""
+    async def record_accepted(
+        self,
+        attempt_id: str,
+        call_id: str,
+        poll_in_seconds: float,
+        *,
+        create_answer: bool = False,
+    ) -> str:
+        """Store the call ID the moment the provider returns it. Idempotent.
+
+        ``create_answer``: our own create request returned it (not a lookup or an
+        event), which ends a run of unusable create answers (:meth:`note_garbage`).
+        """
         cid = campaign_of(attempt_id)
         now = now_ms()
         result = await self._accepted(
@@ -580,6 +594,8 @@ class Store:
             now=now,
             poll_due=now + _ms(poll_in_seconds),
             attempt_id=attempt_id,
+            sent_to_prefix=self.keys.sent_to(""),
+            create_answer="1" if create_answer else "0",
         )
         return _str(result)
 
@@ -611,8 +627,44 @@ class Store:
             now=now_ms(),
             attempt_id=attempt_id,
             campaign_id=cid,
+            sent_to_prefix=self.keys.sent_to(""),
         )
         return _str(result)
+
+    async def sent_to(self, number: str) -> list[str]:
+        """Attempts sent to ``number`` whose call ID is not known (sending or in doubt)."""
+        found = await _aw(self.redis.zrange(self.keys.sent_to(number), 0, 99))
+        return [_str(m) for m in found]
+
+    async def call_owners(self, call_ids: Sequence[str]) -> dict[str, str | None]:
+        """The attempt each provider call ID is recorded for (None: not recorded)."""
+        if not call_ids:
+            return {}
+        found = await _aw(self.redis.hmget(self.keys.calls, list(call_ids)))
+        return {call_id: text(owner) for call_id, owner in zip(call_ids, found, strict=True)}
+
+    async def note_garbage(self, campaign_id: str) -> int:
+        """Count a create answer without a usable call ID; returns how many in a row
+        (an answer with an ID clears the count: ``record_accepted``)."""
+        key = self.keys.meta(campaign_id)
+        return int(await _aw(self.redis.hincrby(key, "garbage_streak", 1)))
+
+    async def note_answered(self, attempt_id: str, at_ms: int) -> None:
+        """When the provider says the call was answered (an event before the final one)."""
+        await _aw(self.redis.hsetnx(self.keys.attempt(attempt_id), "answered_at", str(at_ms)))
+
+    async def note_hung_up(self, attempt_id: str) -> None:
+        """We asked the provider to end this call at ``max_call_seconds``."""
+        await _aw(self.redis.hsetnx(self.keys.attempt(attempt_id), "hung_up_at", str(now_ms())))
+
+    async def note_past_max(self, attempt_id: str) -> bool:
+        """A live call outlived ``max_call_seconds`` and the dialect cannot end it: its
+        reservation may be exceeded. Counted once per attempt (meta ``past_max``)."""
+        key = self.keys.attempt(attempt_id)
+        if not await _aw(self.redis.hsetnx(key, "past_max_at", str(now_ms()))):
+            return False
+        await _aw(self.redis.hincrby(self.keys.meta(campaign_of(attempt_id)), "past_max", 1))
+        return True
 
     async def note_lookup_failure(self, attempt_id: str) -> int:
         """Count failed look-ups of an attempt's call; returns the count so far."""

@@ -7,6 +7,10 @@
     P:cooldown               zset  C -> resume-at ms  (paused with provider_unavailable)
     P:unsettled              zset  A -> next poll due ms
     P:calls                  hash  provider call ID -> A
+    P:sent_to:N              zset  attempts sent to number N whose call ID is not known
+                                   (sending or in doubt) -> last send ms; kept by the
+                                   stamp/record/reject/in-doubt scripts, so a creation
+                                   event without our attempt ID finds its attempt (PX 1 day)
     P:deadletter             list  events and jobs that could not be applied (JSON)
     P:dnc:staging:T          set   one `dnc import` (token T) until its rows pass, then
                                    merged into P:dnc by dnc_merge.lua; PX 1 h
@@ -45,7 +49,8 @@
                                    exact request body, error, settlement
 
 An attempt ID is ``C:NNNNNN:K``: campaign, contact index (six digits or more),
-try number. It is also the create request's ``Idempotency-Key``. Money fields
+try number. It is also the create request's ``Idempotency-Key`` (where the
+provider honours one) and is echoed in its metadata/variables where it has them. Money fields
 are integer micros. The claim script builds attempt keys from
 :attr:`Keys.attempt_prefix`, so the layout assumes one Redis (not Redis Cluster).
 """
@@ -121,6 +126,10 @@ class Keys:
     def frequency_prefix(self) -> str:
         """``P:freq:``: the claim script appends the number (the cap counts every campaign)."""
         return f"{self.prefix}:freq:"
+
+    def sent_to(self, number: str) -> str:
+        """Attempts sent to ``number`` whose call ID is not known yet (creation events)."""
+        return f"{self.prefix}:sent_to:{number}"
 
     def frequency(self, number: str) -> str:
         return f"{self.frequency_prefix}{number}"

@@ -81,6 +81,9 @@ class CampaignRecord:
     """Why the dispatcher last found nothing it may call now (``window``, ...)."""
     wait_since_ms: int | None = None
     wait_until_ms: int | None = None
+    past_max_calls: int = 0
+    """Calls seen live past ``max_call_seconds`` that the dialect could not end:
+    while above 0 the reservation (and so the budget) may be exceeded."""
 
     @property
     def halt(self) -> dict[str, str] | None:
@@ -116,6 +119,16 @@ class Attempt:
     settled_at_ms: int | None = None
     polls: int = 0
     final_seen_at_ms: int | None = None
+    first_sent_at_ms: int | None = None
+    """When the first create request for this attempt left (our clock)."""
+    last_sent_at_ms: int | None = None
+    answered_at_ms: int | None = None
+    """The provider's answer time from an event before the final one."""
+    hung_up_at_ms: int | None = None
+    """When we asked the provider to end the call at ``max_call_seconds``."""
+    past_max_at_ms: int | None = None
+    """When the call was seen live past ``max_call_seconds`` with no way to end it."""
+    lookup_failures: int = 0
 
 
 ClaimOutcome = Literal[
@@ -205,8 +218,18 @@ def _attempt(raw: dict[str, str]) -> Attempt:
         recorded_at_ms=integer(raw["recorded_at"]) if raw.get("recorded_at") else None,
         settled_at_ms=integer(raw["settled_at"]) if raw.get("settled_at") else None,
         polls=integer(raw.get("polls")),
-        final_seen_at_ms=integer(raw["final_seen_at"]) if raw.get("final_seen_at") else None,
+        final_seen_at_ms=_ms_field(raw, "final_seen_at"),
+        first_sent_at_ms=_ms_field(raw, "first_sent_at") or _ms_field(raw, "sent_at"),
+        last_sent_at_ms=_ms_field(raw, "sent_at"),
+        answered_at_ms=_ms_field(raw, "answered_at"),
+        hung_up_at_ms=_ms_field(raw, "hung_up_at"),
+        past_max_at_ms=_ms_field(raw, "past_max_at"),
+        lookup_failures=integer(raw.get("lookup_failures")),
     )
+
+
+def _ms_field(raw: dict[str, str], name: str) -> int | None:
+    return integer(raw[name]) if raw.get(name) else None
 
 
 def unsent_attempt(
@@ -289,6 +312,7 @@ def campaign_from_hash(
             wait_reason=meta.get("wait_reason") or None,
             wait_since_ms=optional("wait_since"),
             wait_until_ms=optional("wait_until"),
+            past_max_calls=integer(meta.get("past_max")),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise StoreError(f"campaign {campaign_id!r} is damaged in the store: {exc}") from None

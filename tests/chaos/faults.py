@@ -17,11 +17,14 @@ from typing import Any
 from campaigns.engine.dispatch import Dispatcher
 from campaigns.providers import CallInfo
 from campaigns.store import Attempt
+from tests.seams import claim_keys
 from tests.support import arq_settings
 from worker.jobs import startup
 from worker.settings import WorkerSettings
 
 ENV = "CHAOS_KILL_AFTER_SEND"
+KEYS_ENV = "CHAOS_PROVIDER_HONOURS_KEYS"
+"""Set to 1: the provider object claims Idempotency-Key (``tests/seams.py``)."""
 
 
 def _killer(probability: float, rng: random.Random) -> Any:
@@ -36,6 +39,8 @@ async def _startup(ctx: dict[str, Any]) -> None:
     await startup(ctx)
     dispatcher: Dispatcher = ctx["dispatcher"]
     dispatcher.before_record = _killer(float(os.environ.get(ENV, "0")), random.Random())
+    if os.environ.get(KEYS_ENV) == "1":
+        claim_keys(ctx)
 
 
 KillAfterSend = arq_settings(WorkerSettings, on_startup=_startup)

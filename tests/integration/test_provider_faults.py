@@ -1,4 +1,9 @@
-"""Provider faults: retries with the same key, provider_unavailable pauses, in-doubt review."""
+"""Provider faults: retries with the same key, provider_unavailable pauses, in-doubt review.
+
+The real dialects honour no Idempotency-Key, so the tests of the same-key re-send
+run a worker whose provider object claims keys (``tests/seams.py``) against a
+sandbox that honours them; the others run the dialect as it is.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from campaigns.operators.control import CampaignClient
 from campaigns.settings import Settings
 from campaigns.testbed.sandbox import SandboxServer
 from tests.conftest import spec_dict
+from tests.seams import HONOURS_KEYS
 from tests.support import WorkerProcess, creates, wait_for
 
 
@@ -20,13 +26,14 @@ async def test_transient_faults_retry_the_same_attempt_with_the_same_key(
     client: CampaignClient, sandbox: SandboxServer, start_worker: Callable[..., WorkerProcess]
 ) -> None:
     sandbox.configure(
+        idempotency_keys=True,
         script=[
             {"status": 503, "code": "provider_error"},
             {"status": 429, "code": "rate_limited", "retry_after": 0},
             {"action": "accept_then_fail"},
-        ]
+        ],
     )
-    start_worker()
+    start_worker(settings_class=HONOURS_KEYS)
     # One request at a time, so the scripted faults all land on the first attempt.
     spec = spec_dict("flaky", contacts=3)
     spec["pacing"] = {**spec["pacing"], "max_concurrent_requests": 1}
@@ -63,8 +70,8 @@ async def test_a_provider_that_keeps_failing_pauses_then_resumes_by_itself(
     settings: Settings,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    sandbox.configure(error_rate=1.0)
-    start_worker()
+    sandbox.configure(error_rate=1.0, idempotency_keys=True)
+    start_worker(settings_class=HONOURS_KEYS)
     # One request at a time: with overlap, a second attempt may start before the
     # first one's 500 arrives (then both back off, and both are re-sent later).
     spec = spec_dict("outage", contacts=4)
@@ -96,8 +103,8 @@ async def test_operator_can_resume_before_the_cool_down(
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     slow = settings.model_copy(update={"provider_unavailable_cooldown_seconds": 600.0})
-    sandbox.configure(error_rate=1.0)
-    start_worker(slow, DISPATCHER_PROVIDER_UNAVAILABLE_COOLDOWN_SECONDS="600")
+    sandbox.configure(error_rate=1.0, idempotency_keys=True)
+    start_worker(slow, HONOURS_KEYS, DISPATCHER_PROVIDER_UNAVAILABLE_COOLDOWN_SECONDS="600")
     await client.submit(parse_spec(spec_dict("impatient", contacts=2)))
     await wait_for(lambda: _is(client, "impatient", "paused"), timeout=30, what="pause")
     sandbox.configure(error_rate=0.0)
@@ -116,12 +123,11 @@ async def test_unresolvable_attempt_goes_in_doubt_and_an_operator_resolves_it(
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     """The provider ignores Idempotency-Key; a create request failed with no trace.
-    The dispatcher must not re-dial blindly: it looks the attempt up, finds nothing,
-    and marks it in doubt; the campaign halts for review once the rest is done."""
-    config = settings.model_copy(
-        update={"provider_honours_idempotency": False, "retry_attempts": 0}
-    )
-    sandbox.configure(honour_idempotency=False, script=[{"status": 503, "code": "provider_error"}])
+    The dispatcher must not re-dial blindly: it waits for a creation event, none
+    comes, and it marks the attempt in doubt; the campaign halts for review once
+    the rest is done."""
+    config = settings.model_copy(update={"retry_attempts": 0})
+    sandbox.configure(script=[{"status": 503, "code": "provider_error"}])
     start_worker(config)
     await client.submit(parse_spec(spec_dict("doubtful", contacts=3)))
 
@@ -167,8 +173,8 @@ async def test_pause_during_retry_back_off_stops_the_retries(
     patient = settings.model_copy(
         update={"retry_attempts": 8, "retry_base_seconds": 1.0, "retry_max_seconds": 2.0}
     )
-    sandbox.configure(error_rate=1.0)
-    start_worker(patient)
+    sandbox.configure(error_rate=1.0, idempotency_keys=True)
+    start_worker(patient, HONOURS_KEYS)
     await client.submit(parse_spec(spec_dict("backoff", contacts=2)))
 
     async def retrying() -> bool:
@@ -195,9 +201,9 @@ async def test_a_retry_that_would_outlast_the_run_is_left_to_the_next_run(
 ) -> None:
     """A run ends with requests still failing over: that is the run's time, not the
     provider's outage. No cool-down; the next run re-sends under the same key."""
-    sandbox.configure(script=[{"status": 503, "code": "provider_error"}])
+    sandbox.configure(idempotency_keys=True, script=[{"status": 503, "code": "provider_error"}])
     # A 5 s job leaves a 1 s run, shorter than one retry plus the 2 s provider timeout.
-    start_worker(DISPATCHER_JOB_TIMEOUT_SECONDS="5")
+    start_worker(settings_class=HONOURS_KEYS, DISPATCHER_JOB_TIMEOUT_SECONDS="5")
     spec = spec_dict("tight", contacts=2)
     spec["pacing"] = {**spec["pacing"], "max_concurrent_requests": 1}
     await client.submit(parse_spec(spec))

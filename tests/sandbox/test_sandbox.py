@@ -246,6 +246,7 @@ def test_record_true_is_stored_as_metadata_record(client: httpx.Client) -> None:
 
 
 def test_idempotent_replay_returns_original(server: SandboxServer, client: httpx.Client) -> None:
+    configure(server, idempotency_keys=True)
     first = create(client, "same")
     time.sleep(0.1)
     again = create(client, "same")
@@ -263,6 +264,7 @@ def test_idempotent_replay_returns_original(server: SandboxServer, client: httpx
 def test_replay_ignores_key_order_but_not_content(
     server: SandboxServer, client: httpx.Client
 ) -> None:
+    configure(server, idempotency_keys=True)
     body = json.loads(call_body())
     create(client, "k", body=json.dumps(body))
     reordered = json.dumps(dict(reversed(list(body.items()))))
@@ -277,7 +279,7 @@ def test_replay_ignores_key_order_but_not_content(
 def test_ignoring_idempotency_places_duplicates(
     server: SandboxServer, client: httpx.Client
 ) -> None:
-    configure(server, honour_idempotency=False)
+    # The default, as the real MiniVoice and VoIPBIN: the header is ignored.
     a, b = create(client, "dup"), create(client, "dup")
     assert a.status_code == b.status_code == 201
     assert a.json()["id"] != b.json()["id"]
@@ -485,7 +487,7 @@ def test_rate_limit_sends_retry_after(server: SandboxServer, client: httpx.Clien
 
 
 def test_accept_then_fail_then_replay(server: SandboxServer, client: httpx.Client) -> None:
-    configure(server, accept_then_fail_rate=1.0)
+    configure(server, accept_then_fail_rate=1.0, idempotency_keys=True)
     lost = create(client, "lost")
     assert lost.status_code == 500
     [call] = sandbox_calls(server)
@@ -504,7 +506,9 @@ def test_accept_then_fail_then_replay(server: SandboxServer, client: httpx.Clien
 
 
 def test_accept_then_hang_call_exists(server: SandboxServer, client: httpx.Client) -> None:
-    configure(server, script=[{"action": "accept_then_hang", "hang_seconds": 1.5}])
+    configure(
+        server, idempotency_keys=True, script=[{"action": "accept_then_hang", "hang_seconds": 1.5}]
+    )
     with pytest.raises(httpx.ReadTimeout):
         client.post("/v1/calls", content=call_body(), headers={"Idempotency-Key": "h"}, timeout=0.3)
     [call] = sandbox_calls(server)

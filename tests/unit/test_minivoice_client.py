@@ -583,6 +583,9 @@ async def test_balance_is_none_for_minivoice() -> None:
     mv = client(Recorder(httpx.Response(500)))
     assert await mv.balance() is None
     assert mv.dialect == "minivoice"
+    assert mv.capabilities.lookup is False, "GET /v1/calls?attempt_id= is not documented"
+    assert mv.capabilities.idempotency_keys is False
+    assert mv.capabilities.creation_events is True
     await mv.aclose()
 
 

@@ -1,9 +1,12 @@
 -- Record the call ID the provider returned for an attempt. Idempotent.
 -- KEYS: meta attempt unresolved unsettled calls pending account_live
--- ARGV: call_id now poll_due attempt_id
--- USES: policy
+-- ARGV: call_id now poll_due attempt_id sent_to_prefix create_answer
+-- USES: policy sent_to
+-- create_answer = '1': the dispatcher's own create request returned this ID, which
+-- ends a run of create answers without a usable ID (meta garbage_streak).
 local status = redis.call('HGET', K.attempt, 'status')
 if not status then return 'unknown' end
+if A.create_answer == '1' then redis.call('HDEL', K.meta, 'garbage_streak') end
 if status == '${attempt_accepted}' then
   if redis.call('HGET', K.attempt, 'call_id') == A.call_id then return 'duplicate' end
   return 'conflict'
@@ -33,6 +36,7 @@ elseif status ~= '${attempt_sending}' and status ~= '${attempt_in_doubt}' then
 end
 redis.call('HSET', K.attempt, 'status', '${attempt_accepted}', 'call_id', A.call_id, 'recorded_at', A.now)
 redis.call('ZREM', K.unresolved, A.attempt_id)
+sent_to_remove(A.sent_to_prefix, K.attempt, A.attempt_id)
 redis.call('ZADD', K.unsettled, A.poll_due, A.attempt_id)
 redis.call('HSET', K.calls, A.call_id, A.attempt_id)
 redis.call('HINCRBY', K.meta, 'accepted', 1)

@@ -1,7 +1,7 @@
 -- Record a refusal; a halt-class one halts the campaign too.
 -- KEYS: meta attempt unresolved pending running cooldown account_live
--- ARGV: kind code message now attempt_id campaign_id
--- USES: lifecycle policy
+-- ARGV: kind code message now attempt_id campaign_id sent_to_prefix
+-- USES: lifecycle policy sent_to
 local status = redis.call('HGET', K.attempt, 'status')
 if not status then return 'unknown' end
 if status == '${attempt_rejected}' then return 'duplicate' end
@@ -9,6 +9,7 @@ if status ~= '${attempt_sending}' and status ~= '${attempt_in_doubt}' then retur
 redis.call('HSET', K.attempt, 'status', '${attempt_rejected}', 'error_code', A.code, 'error_message', A.message,
   'recorded_at', A.now, 'reject_kind', A.kind)
 redis.call('ZREM', K.unresolved, A.attempt_id)
+sent_to_remove(A.sent_to_prefix, K.attempt, A.attempt_id)
 local reserved = num(redis.call('HGET', K.attempt, 'reserved'))
 redis.call('HINCRBY', K.meta, 'reserved', -reserved)
 redis.call('HINCRBY', K.meta, 'live', -1)

@@ -170,7 +170,10 @@ class SandboxConfig(BaseModel):
     final_status: FinalStatus = "completed"
     rate: RateConfig = Field(default_factory=RateConfig)
     currency: str = "EUR"
-    honour_idempotency: bool = True
+    idempotency_keys: bool = False
+    """Honour ``Idempotency-Key`` (Stripe semantics: a repeated key replays the first
+    answer). False, the default, ignores the header entirely, as the real
+    MiniVoice and VoIPBIN do: every create request is a new call."""
     # destinations
     invalid_numbers: list[str] = Field(default_factory=list)
     blocked_numbers: list[str] = Field(default_factory=list)

@@ -468,13 +468,13 @@ class SandboxState:
 
     def lookup_key(self, key: str | None) -> IdempotencyRecord | None:
         with self.lock:
-            if key is None or not self.config.honour_idempotency:
+            if key is None or not self.config.idempotency_keys:
                 return None
             return self.idempotency.get(key)
 
     def remember_key(self, key: str | None, record: IdempotencyRecord) -> None:
         with self.lock:
-            if key is not None and self.config.honour_idempotency:
+            if key is not None and self.config.idempotency_keys:
                 self.idempotency[key] = record
 
     # -- placing calls -----------------------------------------------------
