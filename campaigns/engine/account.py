@@ -149,14 +149,18 @@ class AccountGate:
         await note_balance(self.store, self.queue, self.settings, fresh)
         return fresh
 
-    async def check(self, campaign: CampaignRecord) -> GateResult:
+    async def check(self, campaign: CampaignRecord, *, after_refusal: bool = False) -> GateResult:
         """May the next batch of ``campaign`` be sent? Nothing is sent on anything but ok.
 
         The batch's worst case is ``min(batch_size, pending)`` calls; every
         campaign's reservations (this one's included: its calls in flight are
         not paid yet) are outstanding.
+
+        ``after_refusal``: the provider just refused a create with a 5xx (VoIPBIN's
+        call manager answers ``500`` for a call the balance cannot pay): read the
+        balance now, and judge the reservations already held plus one more call.
         """
-        calls = min(campaign.spec.pacing.batch_size, campaign.pending)
+        calls = 1 if after_refusal else min(campaign.spec.pacing.batch_size, campaign.pending)
         if calls <= 0:
             return _OK
         money: dict[str, tuple[int, int, str]] | None = None
@@ -168,7 +172,7 @@ class AccountGate:
                 cap = await self._cap(campaign, calls, money, commitments)
                 if cap is not None:
                     return cap
-            cached = await self.cached_balance()
+            cached = None if after_refusal else await self.cached_balance()
             balance = cached if cached is not None else await self.fresh_balance()
             if balance is None:
                 return _OK  # no balance at this source (MiniVoice): nothing to compare

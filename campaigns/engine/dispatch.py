@@ -362,6 +362,26 @@ class Dispatcher:
             )
         )
 
+    async def _halt_if_balance_short(self, batch: _Batch, exc: ProviderError, log: Any) -> bool:
+        """A 5xx on create may be the provider refusing a call the balance cannot pay
+        (VoIPBIN answers ``500`` for it): with a fresh balance read that cannot cover
+        the reservations held plus one call, halt ``insufficient_balance`` instead of
+        retrying into the same refusal. A source without a balance says nothing."""
+        campaign = await self.store.campaign(batch.campaign_id)
+        if campaign is None:
+            return False
+        result = await self.gate.check(campaign, after_refusal=True)
+        if result.verdict != "halt" or result.code is None:
+            return False
+        message = f"{result.message} (the provider answered the create request: {exc})"
+        halted, _ = await self.store.transition(
+            batch.campaign_id, Move.HALT, halt_code=result.code, halt_message=message
+        )
+        if halted:
+            log.warning("campaign_halted", code=result.code, message=message)
+            metrics.halt(result.code)
+        return True
+
     async def _balance_allows(self, batch: _Batch) -> bool:
         """The account gate (``engine/account.py``): halt before sending, or cool down
         when the balance cannot be read (never assume it is fine)."""
@@ -443,6 +463,15 @@ class Dispatcher:
                         return await self._halt_in_doubt(attempt, exc, log)
                     return await self._reject(attempt, exc, log)
                 maybe_placed = maybe_placed or exc.ambiguous or garbage
+                if (
+                    exc.status is not None
+                    and exc.status >= 500
+                    and not garbage
+                    and await self._halt_if_balance_short(batch, exc, log)
+                ):
+                    # The attempt stays unresolved: on resume the leftover pass
+                    # resolves it (same key, lookup or in doubt) before anything new.
+                    return "halt"
                 if maybe_placed and not keys_effective(self.provider, self.settings):
                     # A second send could be a second call: find it or ask a person.
                     resolved = await self._resolve(
