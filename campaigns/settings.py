@@ -218,11 +218,11 @@ class Settings(BaseSettings):
     """Live calls on the provider account, all campaigns together (trunk capacity)."""
     # The account (issue 10, docs/account.md): balance, credits and monthly usage.
     balance_buffer_percent: int = Field(10, ge=0, le=1000)
-    """Safety margin on the account gate's worst case (seed 001: 10-20 %)."""
+    """Safety margin on the account gate's worst case (the VoIPBIN billing tutorial: 10-20 %)."""
     low_balance_micros: int | None = Field(None, ge=0, le=2**53 - 1)
     """Below this credit balance: one warning and one alert per crossing."""
     low_balance_credits: int | None = Field(None, ge=0, le=2**53 - 1)
-    """The same for Voxpria credits (seed 002: alert when credits run low)."""
+    """The same for Voxpria credits (Voxpria's Credits API page: alert when credits run low)."""
     balance_source: Literal["provider", "voxpria"] = "provider"
     """Where the account balance comes from: the dialect's own, or Voxpria credits."""
     balance_url: str | None = Field(None, validate_default=True)

@@ -1,7 +1,7 @@
 """The account rule: can the provider account pay for what is about to be sent?
 
 A campaign's own budget is checked by the claim script; this is the other
-guard (seed 001: "check the balance before initiating calls", "add a buffer
+guard (the VoIPBIN billing tutorial: "check the balance before initiating calls", "add a buffer
 (10-20 %)"). Every campaign on the account draws on one balance, so the
 worst case of the next batch is added to what every campaign has already
 reserved, tokens are spent first exactly as :meth:`Rate.charge` spends them,

@@ -4,7 +4,7 @@ Billing increments are written ``initial/next`` (telecom convention): a call
 of ``s > 0`` seconds is billed ``initial`` seconds if ``s <= initial``, else
 ``initial + ceil((s - initial) / next) * next``. A connect fee is added once;
 the result is rounded up to a whole micro. Token-eligible services spend
-whole-minute tokens first and overflow to credit (seed 001).
+whole-minute tokens first and overflow to credit (the VoIPBIN billing tutorial).
 
 Every price and every cost stays within :data:`~campaigns.domain.money.MAX_MICROS`
 (the most Redis' Lua holds exactly); a rate whose worst case would pass it is
@@ -198,7 +198,7 @@ class Rate:
             ) from None
 
 
-# Seed 001 (VoIPBIN, current): PSTN and SMS are credit-only; VN and TTS are
+# The VoIPBIN billing tutorial (current): PSTN and SMS are credit-only; VN and TTS are
 # token-eligible. Per-minute ceiling rounding throughout.
 PRESETS: dict[str, Rate] = {
     "pstn_outgoing": Rate(per_minute_micros=10_000),

@@ -262,7 +262,7 @@ class Settler:
                 await self.store.note_answered(attempt_id, call.answered_at_ms)
             return "pending"
         if call.billsec is None and not _billsec(attempt, call)[1]:
-            # Seed 000's event carries no billing fields: read the call for them.
+            # The MiniVoice spend-controls page's event carries no billing fields: read the call for them.
             return await self.poll_one(attempt_id)
         return await self.apply(attempt, call)
 

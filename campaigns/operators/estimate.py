@@ -325,7 +325,7 @@ def account_estimate(
     buffer_percent: int,
     credit_rates: CreditRates | None = None,
 ) -> AccountEstimate:
-    """The account side of an estimate (seed 001: estimate, add a buffer, check the balance).
+    """The account side of an estimate (the VoIPBIN billing tutorial: estimate, add a buffer, check the balance).
 
     Against Voxpria credits each contact counts at the highest rate that can
     apply to its destination, at least the minimum per attempt

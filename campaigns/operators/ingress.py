@@ -165,7 +165,7 @@ def _verify_voipbin(
     tolerance_seconds: int,
 ) -> str | None:
     """VoIPBIN's ``X-VoIPBIN-Signature`` (what the platform sends); a delivery with
-    only the contract's ``X-Signature`` (seed 001's ``account_updated``) is checked
+    only the contract's ``X-Signature`` (the VoIPBIN billing tutorial's ``account_updated``) is checked
     by that scheme instead."""
     if SIGNATURE_HEADER in headers and voipbin.SIGNATURE_HEADER not in headers:
         return verify_x_signature(

@@ -39,7 +39,7 @@ class Reconciliation:
     usage_error: str | None = None
     """Why the provider's usage could not be read (the CLI then exits 1)."""
     actual_minus_estimate_micros: int = 0
-    """Seed 001's "compare with estimate": settled actual minus the rated estimate."""
+    """The VoIPBIN billing tutorial's "compare with estimate": settled actual minus the rated estimate."""
     actual_minus_worst_case_micros: int = 0
     """Settled actual minus the worst case reserved (never above 0 unless a cost overran)."""
     credits_used: int | None = None
@@ -98,7 +98,7 @@ async def reconcile(
     store: Store, provider: Provider, campaign_id: str, credits: VoxpriaCredits | None = None
 ) -> Reconciliation:
     """``credits``: the Voxpria client when it is the balance source; its daily usage
-    history for the window's days is shown beside the rest (seed 002)."""
+    history for the window's days is shown beside the rest (Voxpria's Credits API page)."""
     campaign = await store.campaign(campaign_id)
     if campaign is None:
         raise LookupError(f"no campaign {campaign_id!r}")

@@ -141,7 +141,7 @@ class CallInfo:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Account-wide settled totals for a UTC window (seed 000)."""
+    """Account-wide settled totals for a UTC window (the MiniVoice spend-controls page)."""
 
     start: str
     end: str

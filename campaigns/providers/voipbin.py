@@ -71,7 +71,7 @@ __all__ = [
 ]
 
 ACCOUNT_EVENT = "account_updated"
-"""Seed 001's balance webhook (``event_type``). The platform publishes it only on
+"""The VoIPBIN billing tutorial's balance webhook (``event_type``). The platform publishes it only on
 its internal queue (billing-manager ``PublishEvent``), so it is accepted but not
 counted on: the balance is read from ``/billing_account``."""
 FINAL_EVENTS = frozenset({"call_hangup"})
@@ -286,7 +286,7 @@ def _timestamp_ms(value: object) -> int:
 
 
 def parse_account_event(payload: Any) -> tuple[int, Balance]:
-    """An ``account_updated`` delivery (seed 001) as (its time in ms, the balance it reports).
+    """An ``account_updated`` delivery (the VoIPBIN billing tutorial) as (its time in ms, the balance it reports).
 
     Raises :class:`EventError` naming the field.
     """
@@ -333,7 +333,7 @@ def verify_webhook(
 
 def event_name(payload: Any) -> str | None:
     """The event a delivery carries: ``type`` (the platform), or ``event_type``
-    (seed 001's ``account_updated``)."""
+    (the VoIPBIN billing tutorial's ``account_updated``)."""
     if not isinstance(payload, dict):
         return None
     name = payload.get("type", payload.get("event_type"))

@@ -1,4 +1,4 @@
-"""Voxpria credits (seed 002, CONTRACT.md): a balance source, not a dialect.
+"""Voxpria credits (Voxpria's Credits API page, CONTRACT.md): a balance source, not a dialect.
 
 ``GET /api/v1/credits`` gives whole credits; ``GET /api/v1/credits/usage``
 the per-day history whose ``cost`` is a display string (``"$13.50"``) that is

@@ -48,7 +48,7 @@ class RateConfig(BaseModel):
     increments: str = "60/60"
     connect_fee: str = "0"
     tokens_per_minute: int = Field(default=0, ge=0, le=1000)
-    """> 0: token-eligible (seed 001 ``vn`` 1, ``tts`` 3): the VoIPBIN dialect
+    """> 0: token-eligible (the VoIPBIN billing tutorial ``vn`` 1, ``tts`` 3): the VoIPBIN dialect
     debits whole-minute tokens first at hangup, then credit."""
 
     @model_validator(mode="after")
@@ -191,7 +191,7 @@ class SandboxConfig(BaseModel):
     """Also put the call's ``metadata`` in MiniVoice webhooks' ``call``; the
     documented payloads do not show it, so the default leaves it out."""
     account_webhooks: bool = False
-    """Also post VoIPBIN ``account_updated`` (seed 001) to ``webhook_url`` after the
+    """Also post VoIPBIN ``account_updated`` (the VoIPBIN billing tutorial) to ``webhook_url`` after the
     hangups of VoIPBIN calls have been paid."""
     # faults
     seed: int = 0

@@ -5,7 +5,7 @@ the documented call object (``status: "dialing"``); errors are the documented
 envelope ``{"error": {"code", "message"}}``; ``GET /v1/calls/{id}`` reads a
 call (its schema is not documented: the create answer's fields, the status
 over time, and billed seconds and cost under ``/v1/usage``'s names once
-settled); ``GET /v1/usage`` is seed 000. No idempotency keys unless the
+settled); ``GET /v1/usage`` is the MiniVoice spend-controls page. No idempotency keys unless the
 ``idempotency_keys`` knob is on. docs/providers.md#minivoice lists the pages.
 """
 

@@ -520,7 +520,7 @@ class SandboxState:
             balance = self.balance_micros
             hold_tokens = hold_micros = 0
             if dialect == "voipbin":
-                # Tokens first, then credit, as seed 001 bills; what calls still
+                # Tokens first, then credit, as the VoIPBIN billing tutorial bills; what calls still
                 # up will take at their hangup is not available to this one.
                 live = [c for c in self.calls.values() if not c.debited]
                 free_tokens = max(self.balance_tokens - sum(c.hold_tokens for c in live), 0)
@@ -619,7 +619,7 @@ class SandboxState:
             )
 
     def credits_usage(self, first: str, last: str) -> list[dict[str, Any]]:
-        """Voxpria's per-day history of hung-up calls, newest day first (seed 002)."""
+        """Voxpria's per-day history of hung-up calls, newest day first (Voxpria's Credits API page)."""
         with self.lock:
             self.debit_hangups()
             days: dict[str, list[int]] = {}

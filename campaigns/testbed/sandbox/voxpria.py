@@ -1,4 +1,4 @@
-"""Voxpria credits routes (seed 002): ``GET /api/v1/credits`` and ``/credits/usage``.
+"""Voxpria credits routes (Voxpria's Credits API page): ``GET /api/v1/credits`` and ``/credits/usage``.
 
 Bearer auth with the sandbox API key. Calls of either dialect pay 3 credits
 per started minute at hangup; ``credits_fail`` makes the check fail

@@ -8,7 +8,7 @@ included, signed with ``X-MiniVoice-Timestamp`` + ``X-MiniVoice-Signature``
 (webhooks/signatures) and re-delivered after a non-2xx answer or a network
 error (``webhook_retries``). A VoIPBIN call gets VoIPBIN's ``call_hangup``
 (``{"type", "data": call}``) signed ``X-VoIPBIN-Signature``, and with
-``account_webhooks``, seed 001's ``account_updated`` once its hangup has been paid.
+``account_webhooks``, the VoIPBIN billing tutorial's ``account_updated`` once its hangup has been paid.
 Delivery failures are logged and recorded, never raised: a real provider's
 webhooks may arrive late, twice, or never.
 """
@@ -102,7 +102,7 @@ def minivoice_event(
 def call_completed_payload(
     call: SandboxCall, *, customer_id: str, application_id: str
 ) -> dict[str, Any]:
-    """The contract's ``call.completed`` (seed 000's shape), as VoIPBIN calls still get it."""
+    """The contract's ``call.completed`` (the MiniVoice spend-controls page's shape), as VoIPBIN calls still get it."""
     return {
         "event": "call.completed",
         "created_at": rfc3339(call.ended_at),
@@ -121,7 +121,7 @@ def call_completed_payload(
 
 
 def account_updated_payload(state: SandboxState) -> dict[str, Any]:
-    """Seed 001's ``account_updated``: the VoIPBIN balance after every hangup so far."""
+    """The VoIPBIN billing tutorial's ``account_updated``: the VoIPBIN balance after every hangup so far."""
     with state.lock:
         state.debit_hangups()
         config = state.config
