@@ -54,6 +54,7 @@ demo: venv
 	$(VENV)/bin/campaigns demo
 
 test: venv
+	bash tests/ensure-chromium.sh
 	$(PYTEST) tests
 
 lint: venv
