@@ -10,6 +10,7 @@ guarantees (the whole request, whatever the provider trickles), measured with
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -262,3 +263,38 @@ async def test_pause_and_cancel_return_within_their_bound_while_the_provider_tri
         attempts = await client.store.unresolved_attempts(spec["campaign_id"])
         assert len(hostile.creates()) >= 1
         assert all(a.call_id is None for a in attempts), "no call was ever answered"
+
+
+@pytest.mark.parametrize(
+    ("mode", "status"), [("no_id", "200"), ("redirect", "302"), ("invalid_json", "200")]
+)
+async def test_garbage_answers_halt_the_campaign_and_no_attempt_is_sent_twice(
+    mode: str,
+    status: str,
+    settings: Settings,
+    client: CampaignClient,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """A provider answering garbage is never retried blind and never cooled down
+    forever: after GARBAGE_BEFORE_HALT such answers in a row the campaign halts
+    ``provider_misbehaving``, naming the status; each request carried a different
+    attempt (MiniVoice keeps no keys: a re-send could be a second call)."""
+    from campaigns.engine.resolve import GARBAGE_BEFORE_HALT
+
+    with hostile_provider(mode=mode) as hostile:
+        start_worker(settings.model_copy(update={"provider_url": hostile.url}))
+        spec = spec_dict(f"garbage_{mode}", contacts=12)
+        spec["pacing"] = {**spec["pacing"], "calls_per_second": 20, "max_concurrent_requests": 1}
+        await client.submit(parse_spec(spec))
+
+        async def halted() -> bool:
+            return (await client.get(spec["campaign_id"])).state == "halted"
+
+        await wait_for(halted, timeout=60, what="the provider_misbehaving halt")
+        halt = (await client.status(spec["campaign_id"]))["halt"]
+        assert halt["code"] == "provider_misbehaving"
+        assert status in halt["message"]
+        bodies = [json.loads(r.body) for r in hostile.creates()]
+        attempts = [b["metadata"]["attempt_id"] for b in bodies]
+        assert len(attempts) == GARBAGE_BEFORE_HALT, attempts
+        assert len(set(attempts)) == len(attempts), "an ambiguous attempt was sent again"
