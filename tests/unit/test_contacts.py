@@ -26,7 +26,7 @@ from tests.conftest import spec_dict
 
 def write_csv(path: Path, rows: list[list[str]], header: tuple[str, ...] = ("to", "ref")) -> Path:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows([list(header), *rows])
+    csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows([list(header), *rows])
     path.write_text(out.getvalue(), encoding="utf-8")
     return path
 
