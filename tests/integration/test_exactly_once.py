@@ -2,9 +2,10 @@
 
 Real workers, the sandbox ignoring ``Idempotency-Key``, a quarter of the create
 answers slower than the client's timeout (the call is placed, the answer never
-arrives in time), and MiniVoice's documented ``call.created`` webhook flowing
-(``tests/creation_feed.py``): no number is called twice, and every call the
-provider placed is recorded or its attempt is in doubt.
+arrives in time), and MiniVoice's documented, signed ``call.created`` webhook
+flowing from the sandbox through ``campaigns ingress`` to the workers: no number
+is called twice, every call the provider placed is recorded or its attempt is in
+doubt, and fewer than 1 in 20 of the ambiguous attempts are left in doubt.
 """
 
 from __future__ import annotations
@@ -12,16 +13,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
-from pydantic import SecretStr
-
 from campaigns.domain.spec import parse_spec
-from campaigns.engine.settlement import Settler
 from campaigns.operators.control import CampaignClient
+from campaigns.operators.ingress import create_ingress_app_from_settings
 from campaigns.settings import Settings
-from campaigns.testbed.sandbox import SandboxServer
-from tests.conftest import API_KEY, spec_dict
-from tests.creation_feed import CreationFeed, DocumentedMiniVoice
+from campaigns.testbed.sandbox import SandboxServer, ThreadedServer
+from tests.conftest import spec_dict
 from tests.support import WorkerProcess, creates, wait_for
+
+SECRET = "mv-whsec-exactly-once-0123456789"
 
 
 async def test_slow_answers_without_keys_never_dial_a_number_twice(
@@ -40,25 +40,22 @@ async def test_slow_answers_without_keys_never_dial_a_number_twice(
     assert sandbox.state.config.idempotency_keys is False, "the default: keys ignored"
     for _ in range(2):
         start_worker()
-    provider = DocumentedMiniVoice(settings.provider_url, SecretStr(API_KEY))
-    settler = Settler(client.store, provider, settings, client.queue)
     spec = spec_dict("once", contacts=contacts)
     spec["pacing"] = {"calls_per_second": 20, "max_in_flight": 40, "max_concurrent_requests": 5}
-    try:
-        async with CreationFeed(sandbox, settler):
-            await client.submit(parse_spec(spec))
+    app = create_ingress_app_from_settings(settings, secret=SECRET)
+    with ThreadedServer(app, health_path="/healthz") as ingress:
+        sandbox.configure(webhook_url=f"{ingress.url}/webhooks", webhook_secret=SECRET)
+        await client.submit(parse_spec(spec))
 
-            async def done() -> bool:
-                c = await client.get("once")
-                return (
-                    c.state in ("completed", "halted")
-                    and c.unresolved == 0
-                    and (c.settled == c.accepted)
-                )
+        async def done() -> bool:
+            c = await client.get("once")
+            return (
+                c.state in ("completed", "halted")
+                and c.unresolved == 0
+                and (c.settled == c.accepted)
+            )
 
-            await wait_for(done, timeout=90, interval=0.25, what="campaign done")
-    finally:
-        await provider.aclose()
+        await wait_for(done, timeout=90, interval=0.25, what="campaign done")
 
     ledger = creates(sandbox.ledger(), "once")
     slow = [e for e in ledger if e["fault"] == "accept_then_hang"]
