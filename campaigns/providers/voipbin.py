@@ -95,6 +95,12 @@ CLOCK_SKEW_MS = 10_000
 """How far VoIPBIN's ``tm_create`` may be from our clock (both NTP-synced)."""
 PAGE_SIZE = 100
 """``GET /calls`` and ``GET /billings`` return at most 100 rows (calls.go, billings.go)."""
+PAGE_ANSWER_BYTES = 1024 * 1024
+"""The most a page of ``GET /calls`` or ``GET /billings`` may weigh. A call row is
+about 1 KB (more with its action and chained calls), so 100 of them are past the
+64 KiB every other answer is held to: with that limit, every lookup failed once
+the account had about 90 calls, and each ambiguous create ended in doubt (found by
+the VoIPBIN chaos test). Still bounded: 100 rows of up to 10 KB."""
 MAX_LOOKUP_PAGES = 50
 """5,000 calls back from now: a window needing more is reported as a failed
 lookup (never as "no call"), so the attempt is looked up again or left in doubt."""
@@ -588,7 +594,7 @@ class VoIPBIN:
         params: dict[str, Any] = {"page_size": PAGE_SIZE}
         if token:
             params["page_token"] = token
-        payload = await request(self._client, "GET", path, params=params)
+        payload = await request(self._client, "GET", path, params=params, limit=PAGE_ANSWER_BYTES)
         rows = payload.get("result") if isinstance(payload, dict) else None
         if not isinstance(rows, list):
             raise ProviderError(200, "invalid_response", f"{path}: no result list")

@@ -24,6 +24,7 @@ from campaigns.domain.inputs import SpecError
 from campaigns.domain.lifecycle import HaltCode
 from campaigns.logs import configure_logging, get_logger, register_secret
 from campaigns.providers import check_call_section
+from campaigns.providers._http import ANSWER_LIMIT, MAX_ANSWER_BYTES
 from campaigns.providers.base import CreateRequest, EventError, SentCreate
 from campaigns.providers.voipbin import (
     ACTION_TYPES,
@@ -474,6 +475,28 @@ async def test_find_calls_that_cannot_read_the_whole_window_fails_instead_of_say
     provider, _ = adapter(lambda r: httpx.Response(200, json={"oops": []}))
     with pytest.raises(ProviderError):
         await provider.find_calls(SentCreate("a", CALLER, TO, sent_ms, sent_ms))
+
+
+async def test_a_full_page_of_calls_is_read_past_the_64_kib_answer_limit() -> None:
+    """100 real call rows weigh more than 64 KiB: a lookup must still read them
+    (it failed once the account had ~90 calls: every ambiguous create in doubt)."""
+    sent_ms = 1_768_469_400_000
+    more = {"chained_call_ids": [], "recording_ids": [], "tm_ringing": "2026-01-15T09:30:01Z"}
+    rows = [listed(f"c{i:03d}", "+1999", sent_ms + 1_000) | more for i in range(99)]
+    rows.append(listed("ours", TO, sent_ms + 500) | more)
+    page = {"result": rows, "next_page_token": ""}
+    size = len(json.dumps(page))
+    assert size > MAX_ANSWER_BYTES
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        # What the production transport does with a request's limit (_http.py).
+        if size > request.extensions[ANSWER_LIMIT]:
+            raise AssertionError(f"a {size}-byte page asked with a smaller limit")
+        return httpx.Response(200, json=page)
+
+    provider, _ = adapter(answer)
+    found = await provider.find_calls(SentCreate("a", CALLER, TO, sent_ms, sent_ms))
+    assert [c.call_id for c in found] == ["ours"]
 
 
 async def test_hang_up_posts_to_the_calls_hangup_endpoint() -> None:
