@@ -207,11 +207,16 @@ async def _chaos_run(
         call_duration_real_seconds=0.3,
         latency_seconds=0.08 if overlap else 0.005,
         per_number=per_number or {},
+        # MiniVoice retries a delivery its receiver refused: enough tries to ride
+        # out the Redis restart below (0.5 s doubling: about 30 s).
+        webhook_retries=6,
     )
     kill_env = {ENV: "0.04", KEYS_ENV: "1" if keys else "0"}
     calm_env = {ENV: "0", KEYS_ENV: kill_env[KEYS_ENV]}
     """Replacements (as before: only the first workers inject kills)."""
-    config = settings
+    # The suite's 3 s wait for a creation event is for speed; under chaos on a
+    # loaded 2-core machine an event can take longer (the default is 30 s).
+    config = settings.model_copy(update={"creation_event_wait_seconds": 10.0})
     workers = [start_worker(config, settings_class=KILLER, **kill_env) for _ in range(3)]
     ids = [f"chaos{n}" for n in range(campaigns)]
     for n, cid in enumerate(ids):
