@@ -7,8 +7,10 @@ enqueue JSON. Job names and arguments are a public contract (docs/jobs.md).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
@@ -29,6 +31,7 @@ __all__ = [
     "MAX_JOB_BYTES",
     "JobEnvelopeError",
     "JobQueue",
+    "event_job_id",
     "json_deserializer",
     "json_serializer",
     "open_queue",
@@ -42,6 +45,7 @@ JOB_CALL_EVENT = "record_call_event"
 JOB_RECONCILE = "reconcile_campaign"
 JOB_ALERT = "deliver_alert"
 JOB_ACCOUNT_EVENT = "record_account_event"
+_EVENT_JOB_PREFIX = "event:"
 
 
 def _jsonable(value: Any) -> Any:
@@ -212,6 +216,17 @@ async def open_queue(redis_url: str, queue_name: str) -> JobQueue:
     return JobQueue(pool, queue_name)
 
 
+def event_job_id(call_id: str, event: str, body: bytes, key: str | None = None) -> str:
+    """Deterministic job id: the same delivery twice becomes one arq job.
+
+    With the provider's own event key (MiniVoice's ``data.event_key``) every
+    delivery of that event is one job, even if a retry's body differs; without
+    one, the same body is.
+    """
+    digest = hashlib.sha256(f"key:{key}".encode() if key is not None else body)
+    return f"{_EVENT_JOB_PREFIX}{call_id}:{event}:{digest.hexdigest()[:16]}"
+
+
 class JobQueue:
     """Enqueue the dispatcher's jobs with deterministic IDs, so duplicates collapse."""
 
@@ -241,6 +256,19 @@ class JobQueue:
             pipe.exists(in_progress_key_prefix + job_id)
             queued, running = await pipe.execute()
         return bool(queued) and not running
+
+    async def events_pending(self, event_names: Iterable[str]) -> bool:
+        """Whether a call event of these names is still queued or running.
+
+        A worker killed while applying one leaves it to arq, which runs it again
+        only once the job's in-progress key expires (the longest job timeout plus
+        10 s): until then, "no creation event came" is not yet proven.
+        """
+        for name in event_names:
+            pattern = f"{_EVENT_JOB_PREFIX}*:{name}:*"
+            async for _ in self.redis.zscan_iter(self.queue_name, match=pattern, count=1000):
+                return True
+        return False
 
     async def call_event(self, payload: dict[str, Any], job_id: str | None = None) -> None:
         await self.redis.enqueue_job(

@@ -57,6 +57,7 @@ from campaigns.engine.resolve import (
     GARBAGE_BEFORE_HALT,
     IN_BAND_CHECKS,
     choose_lookup,
+    event_rerun_seconds,
     keys_effective,
     unusable_answer,
 )
@@ -611,8 +612,20 @@ class Dispatcher:
                             log.info("call_found_by_creation_event", call_id=seen.call_id)
                         return "accepted" if found else "resolved"
             waited = (now_ms() - (fresh.last_sent_at_ms or now_ms())) / 1000
-            if waited < self.settings.creation_event_wait_seconds:
+            wait = self.settings.creation_event_wait_seconds
+            if waited < wait:
                 log.info("awaiting_creation_event", reason=why, waited=round(waited, 3))
+                return "skipped"
+            if waited < wait + event_rerun_seconds(self.settings) and (
+                await self.queue.events_pending(self.provider.creation_events)
+            ):
+                # A creation event not yet applied (its worker may have died):
+                # it may be this attempt's call.
+                log.info(
+                    "awaiting_creation_event",
+                    reason=f"{why}; a creation event is still queued",
+                    waited=round(waited, 3),
+                )
                 return "skipped"
             why += (
                 f"; no creation event matched it within "

@@ -26,6 +26,7 @@ __all__ = [
     "IN_BAND_CHECKS",
     "Verdict",
     "choose_lookup",
+    "event_rerun_seconds",
     "in_send_window",
     "keys_effective",
     "unusable_answer",
@@ -49,6 +50,15 @@ IN_BAND_CHECKS = (0.25, 0.5, 1.0)
 ID a creation event recorded (the webhook usually comes before the slow answer
 times out). Short, so a request slot is never held for long: what is still
 unknown is left to the next run's leftover pass."""
+
+
+def event_rerun_seconds(settings: Settings) -> float:
+    """How long a call event may sit unapplied because the worker applying it died:
+    arq runs it again once its in-progress key expires, after the longest job
+    timeout (the dispatch job's, or the crons' 30 s) plus 10 s; 5 s more for the
+    run itself. While such an event is queued, "no creation event came" is not
+    yet proven, so the leftover pass waits up to this much beyond the usual wait."""
+    return max(settings.job_timeout_seconds, 30) + 10 + 5
 
 
 def keys_effective(provider: Provider, settings: Settings) -> bool:

@@ -38,7 +38,7 @@ from campaigns.providers import MAX_CALL_ID, EventError
 from campaigns.providers import minivoice as minivoice
 from campaigns.providers import voipbin as voipbin
 from campaigns.providers.voipbin import ACCOUNT_EVENT, parse_account_event
-from campaigns.queue import JobQueue, open_queue
+from campaigns.queue import JobQueue, event_job_id, open_queue
 from campaigns.settings import Settings
 
 __all__ = [
@@ -104,17 +104,6 @@ def verify_signature(
     for candidate in candidates:
         matched |= hmac.compare_digest(wanted, candidate)
     return None if matched else "signature mismatch"
-
-
-def event_job_id(call_id: str, event: str, body: bytes, key: str | None = None) -> str:
-    """Deterministic job id: the same delivery twice becomes one arq job.
-
-    With the provider's own event key (MiniVoice's ``data.event_key``) every
-    delivery of that event is one job, even if a retry's body differs; without
-    one, the same body is.
-    """
-    digest = hashlib.sha256(f"key:{key}".encode() if key is not None else body)
-    return f"event:{call_id}:{event}:{digest.hexdigest()[:16]}"
 
 
 class Verifier(Protocol):

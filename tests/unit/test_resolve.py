@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from arq.constants import in_progress_key_prefix
 
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.spec import parse_spec
@@ -23,13 +24,14 @@ from campaigns.engine.resolve import (
     CREATION_SKEW_MS,
     GARBAGE_BEFORE_HALT,
     choose_lookup,
+    event_rerun_seconds,
     in_send_window,
     keys_effective,
     unusable_answer,
 )
 from campaigns.engine.settlement import Settler
 from campaigns.providers import CallInfo, Capabilities, CreateRequest, SentCreate
-from campaigns.queue import JobQueue, open_queue
+from campaigns.queue import JobQueue, event_job_id, open_queue
 from campaigns.settings import Settings
 from campaigns.store import Store, now_ms
 from tests.conftest import spec_dict
@@ -341,6 +343,55 @@ async def test_no_creation_event_yet_leaves_it_unresolved_then_in_doubt(
     attempt = await store.attempt("r:000000:1")
     assert attempt is not None and attempt.status == "in_doubt"
     assert "no creation event" in (attempt.error_message or "")
+    assert len(provider.sent) == 1
+
+
+async def test_a_creation_event_still_queued_holds_the_doubt_off_until_it_is_applied(
+    queue: JobQueue,
+) -> None:
+    """A worker killed while applying the creation event leaves its job queued with an
+    in-progress key arq honours for the longest job timeout + 10 s: the wait for the
+    event is not over while such a job is queued (bounded by ``event_rerun_seconds``)."""
+    provider = Fake(EVENTS, [TIMEOUT])
+    short = config(creation_event_wait_seconds=0)
+    store = Store(queue.redis)
+    job_id = event_job_id("c_stuck", "call.created", b"{}")
+    await queue.call_event({"event": "call.created"}, job_id=job_id)  # what the ingress queued
+    await queue.redis.set(in_progress_key_prefix + job_id, b"1", px=70_000)  # its worker died
+    assert await queue.events_pending(provider.creation_events)
+    assert not await queue.events_pending(frozenset({"call.answered"}))
+    store, _ = await dispatch(queue, provider, settings=short)
+    attempt = await store.attempt("r:000000:1")
+    assert attempt is not None and attempt.status == "sending", "the queued event may be its call"
+    # arq runs the job again once the key expires: the event names this attempt.
+    settler = Settler(store, provider, config())
+    event = CallInfo("c_stuck", "in_progress", to=attempt.to, attempt_id=attempt.attempt_id)
+    assert await settler.record_event(("call.created", event)) == "pending"
+    await queue.redis.zrem(queue.queue_name, job_id)
+    attempt = await store.attempt("r:000000:1")
+    assert attempt is not None and (attempt.status, attempt.call_id) == ("accepted", "c_stuck")
+    assert len(provider.sent) == 1
+
+
+async def test_a_creation_event_queued_longer_than_arq_could_hold_it_proves_nothing(
+    queue: JobQueue,
+) -> None:
+    provider = Fake(EVENTS, [TIMEOUT])
+    store = Store(queue.redis)
+    await queue.call_event({}, job_id=event_job_id("c_other", "call.created", b"{}"))
+    # Past the wait and the longest time arq can hold an event whose worker died.
+    short = config(creation_event_wait_seconds=0, job_timeout_seconds=5)
+    store, _ = await dispatch(queue, provider, settings=short)
+    attempt = await store.attempt("r:000000:1")
+    assert attempt is not None and attempt.status == "sending"
+    await store.redis.hset(
+        store.keys.attempt("r:000000:1"),
+        "sent_at",
+        now_ms() - int(event_rerun_seconds(short) * 1000) - 1,
+    )
+    await run_again(store, queue, provider, short)
+    attempt = await store.attempt("r:000000:1")
+    assert attempt is not None and attempt.status == "in_doubt"
     assert len(provider.sent) == 1
 
 
