@@ -342,6 +342,7 @@ class VoxpriaCalls:
         hangup=False,
         lookup_settle_seconds=SETTLE_SECONDS,
         per_call_cost=False,
+        reports_cost=False,
     )
     final_events: frozenset[str] = FINAL_EVENTS
     creation_events: frozenset[str] = frozenset()
