@@ -145,6 +145,8 @@ class WebhookDialect:
     """The provider's own identity of one event (the same on every retry), if any."""
     call_id: Callable[[dict[str, Any]], str | None]
     """The call a delivery is about (for its job ID); None refuses the delivery."""
+    call_id_field: str = "call.id"
+    """Where that ID is, for the refusal's message."""
 
 
 def verify_x_signature(
@@ -198,10 +200,14 @@ WEBHOOK_DIALECTS: dict[str, WebhookDialect] = {
         minivoice.verify_webhook, minivoice.WEBHOOK_EVENTS, minivoice.event_key, _minivoice_call_id
     ),
     "voipbin": WebhookDialect(
-        _verify_voipbin, voipbin.FINAL_EVENTS, _no_event_key, voipbin.event_call_id
+        _verify_voipbin, voipbin.FINAL_EVENTS, _no_event_key, voipbin.event_call_id, "data.id"
     ),
     "voxpria": WebhookDialect(
-        voxpria.verify_webhook, voxpria.WEBHOOK_EVENTS, _no_event_key, voxpria.event_call_id
+        voxpria.verify_webhook,
+        voxpria.WEBHOOK_EVENTS,
+        _no_event_key,
+        voxpria.event_call_id,
+        "data.callId",
     ),
 }
 """Per dialect: its signature scheme, the events to queue, its event identity."""
@@ -375,7 +381,7 @@ class _Ingress:
             return JSONResponse({"queued": False, "ignored": True}, status_code=202)
         call_id = dialect.call_id(payload)
         if call_id is None:
-            reason = "call.id: expected a non-empty string"
+            reason = f"{dialect.call_id_field}: expected a non-empty string"
             log.warning("webhook_rejected", reason=reason, event_name=event, peer=peer, status=400)
             return JSONResponse({"error": reason}, status_code=400)
 

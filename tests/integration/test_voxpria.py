@@ -14,11 +14,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from redis.asyncio import Redis
 
 from campaigns.domain.spec import SpecError, parse_spec
 from campaigns.operators.control import CampaignClient, account_hold_until_ms
 from campaigns.operators.ingress import create_ingress_app_from_settings
+from campaigns.providers.voxpria_calls import sign_webhook
 from campaigns.settings import Settings
 from campaigns.testbed.sandbox import SandboxServer, ThreadedServer
 from tests.conftest import spec_dict
@@ -177,3 +180,37 @@ def test_the_cli_refuses_a_voxpria_campaign_without_an_agent_with_exit_2(
     )
     assert out.returncode == 2 and "call.agent_id" in out.stderr, out.stderr
     assert sandbox.ledger() == []
+
+
+async def test_the_ingress_takes_only_deliveries_signed_as_voxpria_signs_them(
+    settings: Settings, ingress: ThreadedServer
+) -> None:
+    event = {
+        "event": "call.completed",
+        "timestamp": "2025-02-09T12:00:00Z",
+        "data": {"callId": "call_xyz789", "status": "completed", "duration": 127},
+    }
+    raw = json.dumps(event, separators=(",", ":")).encode()
+    good = sign_webhook(SECRET, raw)
+    url = f"{ingress.url}/webhooks/voxpria"
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            for headers in (
+                {},
+                {"X-VoxPria-Signature": sign_webhook("another-secret", raw)},
+                {"X-Webhook-Signature": good},
+            ):
+                refused = await http.post(url, content=raw, headers=headers)
+                assert refused.status_code == 401, headers
+            assert await redis.keys("arq:job:*") == []
+            started = json.dumps({**event, "event": "call.started"}).encode()
+            ignored = await http.post(
+                url, content=started, headers={"X-VoxPria-Signature": sign_webhook(SECRET, started)}
+            )
+            assert ignored.status_code == 202 and ignored.json()["ignored"] is True
+            taken = await http.post(url, content=raw, headers={"X-VoxPria-Signature": good})
+            assert taken.status_code == 202 and taken.json() == {"queued": True}
+            assert len(await redis.keys("arq:job:*")) == 1
+    finally:
+        await redis.aclose()
