@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 ENV_PREFIX = "DISPATCHER_"
+VOXPRIA_CALLS_PER_MINUTE = 100
+"""Voxpria's documented limit on calls triggered a minute: the account ceiling
+(``provider_calls_per_second``) of the ``voxpria`` dialect when unset."""
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _HTTP_SCHEMES = ("http", "https")
 _MAX_URL = 2048
@@ -175,11 +178,11 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     provider_url: str = "http://127.0.0.1:8089"
     provider_api_key: SecretStr = SecretStr("")
-    provider_dialect: Literal["minivoice", "voipbin"] = "minivoice"
+    provider_dialect: Literal["minivoice", "voipbin", "voxpria"] = "minivoice"
     provider_auth: Literal["accesskey", "token", "bearer"] | None = None
     """How the key is presented. VoIPBIN: ``accesskey`` (default: an access key as
     ``?accesskey=``), ``token`` (a login JWT as ``?token=``) or ``bearer`` (a login
-    JWT as ``Authorization: Bearer``). MiniVoice takes only ``bearer`` (its default)."""
+    JWT as ``Authorization: Bearer``). MiniVoice and Voxpria take only ``bearer`` (their default)."""
     provider_timeout_seconds: float = Field(10.0, ge=0.01, le=600, allow_inf_nan=False)
     provider_honours_idempotency: bool = True
     """Can only lower the dialect's own claim (``Capabilities.idempotency_keys``):
@@ -211,9 +214,12 @@ class Settings(BaseSettings):
         30.0, ge=0.01, le=86400, allow_inf_nan=False
     )
     job_timeout_seconds: int = Field(60, ge=5, le=86400)
-    provider_calls_per_second: float | None = Field(None, gt=0, le=100_000, allow_inf_nan=False)
+    provider_calls_per_second: float | None = Field(
+        None, gt=0, le=100_000, allow_inf_nan=False, validate_default=True
+    )
     """Create requests per second to the provider account, all campaigns and workers
-    together (unset: only each campaign's own pace)."""
+    together (unset: only each campaign's own pace; with the ``voxpria`` dialect,
+    Voxpria's documented 100 calls a minute)."""
     provider_max_live_calls: int | None = Field(None, ge=1, le=10_000_000)
     """Live calls on the provider account, all campaigns together (trunk capacity)."""
     # The account (issue 10, docs/account.md): balance, credits and monthly usage.
@@ -309,8 +315,17 @@ class Settings(BaseSettings):
     @field_validator("provider_auth")
     @classmethod
     def _provider_auth(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value not in (None, "bearer") and info.data.get("provider_dialect") == "minivoice":
-            raise ValueError("MiniVoice takes its key only as a bearer token: unset it or 'bearer'")
+        dialect = info.data.get("provider_dialect")
+        if value not in (None, "bearer") and dialect in ("minivoice", "voxpria"):
+            name = "MiniVoice" if dialect == "minivoice" else "Voxpria"
+            raise ValueError(f"{name} takes its key only as a bearer token: unset it or 'bearer'")
+        return value
+
+    @field_validator("provider_calls_per_second")
+    @classmethod
+    def _provider_calls_per_second(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None and info.data.get("provider_dialect") == "voxpria":
+            return VOXPRIA_CALLS_PER_MINUTE / 60
         return value
 
     @field_validator("webhook_secret")

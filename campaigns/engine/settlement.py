@@ -138,7 +138,9 @@ class Settler:
                 log.error(
                     "currency_mismatch", provider_currency=call.cost_currency, currency=currency
                 )
-            elif not (from_times and not self.provider.capabilities.per_call_cost):
+            elif self.provider.capabilities.reports_cost and not (
+                from_times and not self.provider.capabilities.per_call_cost
+            ):
                 first_seen = attempt.final_seen_at_ms or now_ms()
                 waited = (now_ms() - first_seen) / 1000
                 if waited < _COST_GRACE_SECONDS:

@@ -4,7 +4,9 @@ VoIPBIN ``account_updated`` deliveries ``record_account_event`` jobs.
 How a delivery is signed, which events are worth a job and what identifies one
 delivery come from the dialect (:data:`WEBHOOK_DIALECTS`): MiniVoice signs
 with ``X-MiniVoice-Timestamp`` + ``X-MiniVoice-Signature`` and names each event
-in ``data.event_key``. ``/webhooks/<dialect>`` uses that dialect's scheme,
+in ``data.event_key``; VoIPBIN signs the body with ``X-VoIPBIN-Signature``,
+Voxpria with ``X-VoxPria-Signature`` (both ``sha256=<hex>``, no timestamp, the
+call in ``data``). ``/webhooks/<dialect>`` uses that dialect's scheme,
 ``/webhooks`` the configured one's.
 
 An optional, tiny HTTP process in front of the queue. It does as little as it
@@ -37,6 +39,7 @@ from campaigns.logs import configure_logging, get_logger, register_secret
 from campaigns.providers import MAX_CALL_ID, EventError
 from campaigns.providers import minivoice as minivoice
 from campaigns.providers import voipbin as voipbin
+from campaigns.providers import voxpria_calls as voxpria
 from campaigns.providers.voipbin import ACCOUNT_EVENT, parse_account_event
 from campaigns.queue import JobQueue, event_job_id, open_queue
 from campaigns.settings import Settings
@@ -129,6 +132,10 @@ class WebhookDialect:
     """Events worth a ``record_call_event`` job; any other is acknowledged and dropped."""
     event_key: Callable[[dict[str, Any]], str | None]
     """The provider's own identity of one event (the same on every retry), if any."""
+    call_id: Callable[[dict[str, Any]], str | None]
+    """The call a delivery is about (for its job ID); None refuses the delivery."""
+    call_id_field: str = "call.id"
+    """Where that ID is, for the refusal's message."""
 
 
 def verify_x_signature(
@@ -169,11 +176,28 @@ def _no_event_key(payload: dict[str, Any]) -> str | None:
     return None
 
 
+def _minivoice_call_id(payload: dict[str, Any]) -> str | None:
+    call = payload.get("call")
+    call_id = call.get("id") if isinstance(call, dict) else None
+    if isinstance(call_id, str) and 0 < len(call_id) <= MAX_CALL_ID:
+        return call_id
+    return None
+
+
 WEBHOOK_DIALECTS: dict[str, WebhookDialect] = {
     "minivoice": WebhookDialect(
-        minivoice.verify_webhook, minivoice.WEBHOOK_EVENTS, minivoice.event_key
+        minivoice.verify_webhook, minivoice.WEBHOOK_EVENTS, minivoice.event_key, _minivoice_call_id
     ),
-    "voipbin": WebhookDialect(_verify_voipbin, voipbin.FINAL_EVENTS, _no_event_key),
+    "voipbin": WebhookDialect(
+        _verify_voipbin, voipbin.FINAL_EVENTS, _no_event_key, voipbin.event_call_id, "data.id"
+    ),
+    "voxpria": WebhookDialect(
+        voxpria.verify_webhook,
+        voxpria.WEBHOOK_EVENTS,
+        _no_event_key,
+        voxpria.event_call_id,
+        "data.callId",
+    ),
 }
 """Per dialect: its signature scheme, the events to queue, its event identity."""
 
@@ -252,16 +276,6 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _call_id(payload: dict[str, Any]) -> str | None:
-    if "type" in payload and "event" not in payload:
-        return voipbin.event_call_id(payload)
-    call = payload.get("call")
-    call_id = call.get("id") if isinstance(call, dict) else None
-    if isinstance(call_id, str) and 0 < len(call_id) <= MAX_CALL_ID:
-        return call_id
-    return None
 
 
 async def _read_body(request: Request) -> bytes:
@@ -354,9 +368,9 @@ class _Ingress:
         if event not in dialect.call_events or "event_type" in payload:
             log.info("webhook_ignored", event_name=event[:64], peer=peer)
             return JSONResponse({"queued": False, "ignored": True}, status_code=202)
-        call_id = _call_id(payload)
+        call_id = dialect.call_id(payload)
         if call_id is None:
-            reason = "call.id: expected a non-empty string"
+            reason = f"{dialect.call_id_field}: expected a non-empty string"
             log.warning("webhook_rejected", reason=reason, event_name=event, peer=peer, status=400)
             return JSONResponse({"error": reason}, status_code=400)
 

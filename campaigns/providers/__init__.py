@@ -23,6 +23,7 @@ from campaigns.providers.base import (
 )
 from campaigns.providers.minivoice import MiniVoice
 from campaigns.providers.voipbin import VoIPBIN
+from campaigns.providers.voxpria_calls import VoxpriaCalls
 from campaigns.settings import Settings
 
 __all__ = [
@@ -39,13 +40,18 @@ __all__ = [
     "SentCreate",
     "Usage",
     "VoIPBIN",
+    "VoxpriaCalls",
     "billing_refusal",
     "check_call_section",
     "final_events",
     "make_provider",
 ]
 
-_DIALECTS: dict[str, type[MiniVoice] | type[VoIPBIN]] = {"minivoice": MiniVoice, "voipbin": VoIPBIN}
+_DIALECTS: dict[str, type[MiniVoice] | type[VoIPBIN] | type[VoxpriaCalls]] = {
+    "minivoice": MiniVoice,
+    "voipbin": VoIPBIN,
+    "voxpria": VoxpriaCalls,
+}
 
 
 def final_events(dialect: str) -> frozenset[str]:
@@ -71,6 +77,13 @@ def make_provider(
             timeout=settings.provider_timeout_seconds,
             transport=transport,
             auth=settings.provider_auth or "accesskey",
+        )
+    if settings.provider_dialect == "voxpria":
+        return VoxpriaCalls(
+            settings.provider_url,
+            settings.provider_api_key,
+            timeout=settings.provider_timeout_seconds,
+            transport=transport,
         )
     return MiniVoice(
         settings.provider_url,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import math
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +38,7 @@ __all__ = [
     "answer",
     "error_from_response",
     "network_error",
+    "parse_rate_limit_reset",
     "parse_retry_after",
     "provider_client",
     "request",
@@ -341,6 +344,51 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def parse_rate_limit_reset(value: str | None, now: float | None = None) -> float | None:
+    """Seconds until ``X-RateLimit-Reset`` (Voxpria sends it on a 429); None when absent or unreadable.
+
+    Its unit is not documented: a number from 10^9 on is an epoch time (seconds,
+    or milliseconds from 10^12 on), a smaller one a count of seconds to wait, an
+    RFC 3339 or HTTP date a moment. Never negative.
+    """
+    if not value or len(value) > 64:
+        return None
+    text = value.strip()
+    at = time.time() if now is None else now
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is not None:
+        if not math.isfinite(number) or number < 0:
+            return None
+        if number >= 1e12:
+            return max(0.0, number / 1000 - at)
+        if number >= 1e9:
+            return max(0.0, number - at)
+        return number
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None:
+        try:
+            moment = parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, moment.timestamp() - at)
+
+
+def _hold_seconds(response: httpx.Response) -> float | None:
+    """How long a refusal asks us to wait: ``Retry-After``, else ``X-RateLimit-Reset``."""
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    if retry_after is None and response.status_code == 429:
+        retry_after = parse_rate_limit_reset(response.headers.get("X-RateLimit-Reset"))
+    return retry_after
+
+
 def _payload(body: bytes) -> Any:
     """A provider answer as JSON, strictly: duplicate keys and NaN refused (ValueError)."""
     return strict_json(body)
@@ -376,7 +424,7 @@ def _error(response: httpx.Response, payload: Any, message: str) -> ProviderErro
         response.status_code,
         scrub(code),
         scrub(message),
-        parse_retry_after(response.headers.get("Retry-After")),
+        _hold_seconds(response),
     )
 
 

@@ -80,6 +80,10 @@ class Capabilities:
     """The provider reports each call's billed seconds or cost; without it a
     call is booked by the rate model on the best duration the provider gives,
     and marked estimated."""
+    reports_cost: bool = True
+    """A call read may carry a cost (MiniVoice: "when those values are available"),
+    so a final call without one is given a grace to settle. False: no cost ever
+    comes (Voxpria bills credits, not money per call): booked at once."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,7 @@
-"""Voxpria credits (Voxpria's Credits API page, CONTRACT.md): a balance source, not a dialect.
+"""Voxpria credits (Voxpria's Credits API page, CONTRACT.md): a balance source.
+
+The calls dialect is ``voxpria_calls.py``: it shares only the answer envelope
+(:func:`envelope_data`), and a balance source serves every dialect.
 
 ``GET /api/v1/credits`` gives whole credits; ``GET /api/v1/credits/usage``
 the per-day history whose ``cost`` is a display string (``"$13.50"``) that is
@@ -21,7 +24,14 @@ from campaigns.domain.money import MoneyError, parse_micros
 from campaigns.providers._http import provider_client, request
 from campaigns.providers.base import brief
 
-__all__ = ["MAX_CREDITS", "CreditsDay", "CreditsUsage", "VoxpriaCredits", "parse_cost"]
+__all__ = [
+    "MAX_CREDITS",
+    "CreditsDay",
+    "CreditsUsage",
+    "VoxpriaCredits",
+    "envelope_data",
+    "parse_cost",
+]
 
 _COST = re.compile(r"\$([0-9]+(?:\.[0-9]+)?)", re.ASCII)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
@@ -71,6 +81,17 @@ class CreditsUsage:
     currency: str = "USD"
 
 
+def envelope_data(payload: object, path: str, *, status: int = 200, failed: str) -> object:
+    """``data`` of Voxpria's answer envelope ``{"success": true, "data": ...}``
+    (the Credits and Calls API pages); ``failed`` is the code when ``success``
+    is not true, ``invalid_response`` when there is no ``data``."""
+    if not isinstance(payload, dict) or payload.get("success") is not True:
+        raise ProviderError(status, failed, f"{path}: success is not true")
+    if "data" not in payload:
+        raise ProviderError(status, "invalid_response", f"{path}: no data")
+    return payload["data"]
+
+
 class VoxpriaCredits:
     """Bearer-authenticated client of the credits endpoints."""
 
@@ -94,9 +115,7 @@ class VoxpriaCredits:
 
     async def _data(self, path: str, params: dict[str, str] | None = None) -> dict[str, object]:
         payload = await request(self._client, "GET", path, params=params)
-        if not isinstance(payload, dict) or payload.get("success") is not True:
-            raise ProviderError(200, "credits_check_failed", f"{path}: success is not true")
-        data = payload.get("data")
+        data = envelope_data(payload, path, failed="credits_check_failed")
         if not isinstance(data, dict):
             raise ProviderError(200, "invalid_response", f"{path}: data: expected an object")
         return data

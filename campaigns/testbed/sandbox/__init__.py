@@ -1,7 +1,7 @@
 """A fake-but-faithful telephony provider for demos, tests and benchmarks.
 
-Speaks the MiniVoice dialect (``/v1``) and the VoIPBIN dialect (``/v1.0``)
-over real HTTP, with spend control, idempotency, webhooks and injectable
+Speaks the MiniVoice dialect (``/v1``), the VoIPBIN dialect (``/v1.0``) and
+Voxpria's calls and credits (``/api/v1``) over real HTTP, with spend control, idempotency, webhooks and injectable
 faults, plus a ``/_sandbox`` control API for tests.
 """
 

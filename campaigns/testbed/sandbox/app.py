@@ -1,5 +1,5 @@
-"""The sandbox ASGI app: both provider dialects, Voxpria credits, Billing Insights
-usage, plus the control API."""
+"""The sandbox ASGI app: the MiniVoice, VoIPBIN and Voxpria calls dialects, Voxpria
+credits, Billing Insights usage, plus the control API."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from campaigns.testbed.sandbox.minivoice import minivoice_routes
 from campaigns.testbed.sandbox.state import SandboxState
 from campaigns.testbed.sandbox.voipbin import voipbin_routes
 from campaigns.testbed.sandbox.voxpria import voxpria_routes
+from campaigns.testbed.sandbox.voxpria_calls import voxpria_calls_routes
 from campaigns.testbed.sandbox.webhooks import WebhookNotifier
 
 __all__ = ["create_app"]
@@ -48,6 +49,7 @@ def create_app(
             *minivoice_routes(),
             *voipbin_routes(),
             *voxpria_routes(),
+            *voxpria_calls_routes(),
             *billing_insights_routes(),
             *control_routes(),
         ],

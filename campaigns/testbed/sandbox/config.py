@@ -146,6 +146,13 @@ class SandboxConfig(BaseModel):
     credit_price: str = "0.10"
     """What one credit costs in USD, for the usage history's ``cost`` strings."""
     credits_fail: Literal["no", "success_false", "http_500"] = "no"
+    # Voxpria calls (/api/v1/calls)
+    voxpria_calls_per_minute: int | None = Field(default=100, ge=1)
+    """Calls triggered a minute before a 429 with ``X-RateLimit-Reset`` (Voxpria's
+    documented 100; None: no limit)."""
+    voxpria_echo_variables: bool = False
+    """Also show a call's ``variables`` in ``GET /calls`` and ``/calls/:id`` (the
+    Calls API page's answers show none, so the default leaves them out)."""
     # Talkdesk Billing Insights: OAuth2 client credentials, paged monthly usage by
     # filter; other accounts are a 403
     usage_client_id: str = "sandbox-client"

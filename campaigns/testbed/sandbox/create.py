@@ -47,6 +47,8 @@ class CallRequest:
     to_number: str
     max_duration_seconds: int | None
     variables: dict[str, Any]
+    agent_id: str = ""
+    """Voxpria's ``agentId``: the agent that makes the call."""
 
 
 class Dialect(abc.ABC):
@@ -87,6 +89,14 @@ class Dialect(abc.ABC):
         """How the dialect answers a refusal (VoIPBIN: a per-destination failure is a 500)."""
         return status, code, message
 
+    def wait_headers(self, retry: int, state: SandboxState) -> dict[str, str]:
+        """The headers of a refusal that asks the client to wait ``retry`` seconds."""
+        return {"Retry-After": str(retry)}
+
+    def throttled(self, state: SandboxState) -> int | None:
+        """Seconds to wait when the account is over the provider's own limit, else None."""
+        return None
+
 
 def get_state(request: Request) -> SandboxState:
     """The sandbox behind this app (``app.state.sandbox``)."""
@@ -122,11 +132,13 @@ async def handle_create(request: Request, dialect: Dialect) -> Response:
     ) -> Response:
         status, code, message = dialect.refusal(status, code, message)
         _settle(state, entry, status=status, error_code=dialect.error_code(code), fault=fault)
-        headers = {"Retry-After": str(retry)} if retry is not None else None
+        headers = dialect.wait_headers(retry, state) if retry is not None else None
         return dialect.error(status, code, message, headers)
 
     if not dialect.authorized(request, state.config):
         return refuse(401, "unauthorized", "missing or invalid API key")
+    if (wait := dialect.throttled(state)) is not None:
+        return refuse(429, "rate_limited", "too many calls triggered this minute", retry=wait)
 
     try:
         document: object = json.loads(raw) if raw else None
@@ -165,6 +177,7 @@ async def handle_create(request: Request, dialect: Dialect) -> Response:
                 max_duration_seconds=parsed.max_duration_seconds,
                 variables=parsed.variables,
                 idempotency_key=key,
+                agent_id=parsed.agent_id,
             )
             if isinstance(admission, Rejection):
                 return refuse(admission.status, admission.code, admission.message)

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-DialectName = Literal["minivoice", "voipbin"]
+DialectName = Literal["minivoice", "voipbin", "voxpria"]
 
 
 def credits_for(config: SandboxConfig, to_number: str, billsec: int) -> int:
@@ -91,6 +91,8 @@ class SandboxCall:
     """MiniVoice: its ``call.created`` webhook has been scheduled."""
     answered_notified: bool = False
     """MiniVoice: its ``call.answered`` webhook has been scheduled."""
+    agent_id: str = ""
+    """Voxpria: the ``agentId`` the call was triggered with."""
 
     @property
     def answered(self) -> bool:
@@ -294,6 +296,8 @@ class SandboxState:
     usage_tokens: dict[str, float] = field(default_factory=dict)
     """Billing Insights: access token -> when it stops being accepted (``clock``)."""
     usage_tokens_issued: int = 0
+    voxpria_triggered: list[float] = field(default_factory=list)
+    """Voxpria: when the calls of the last minute were triggered (its per-minute limit)."""
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -388,6 +392,7 @@ class SandboxState:
             self.credits_debit = 0
             self.usage_tokens.clear()
             self.usage_tokens_issued = 0
+            self.voxpria_triggered.clear()
             self.rng.seed(self.config.seed)
 
     # -- ledger ------------------------------------------------------------
@@ -488,6 +493,7 @@ class SandboxState:
         max_duration_seconds: int | None,
         variables: dict[str, Any],
         idempotency_key: str | None,
+        agent_id: str = "",
     ) -> Admission:
         """Check destination, spend limit and balance, then commit the call's cost.
 
@@ -534,7 +540,7 @@ class SandboxState:
                     )
             elif balance is not None and balance < cost:
                 return Rejection(402, "insufficient_balance", "insufficient balance for this call")
-            call_id = f"call_{uuid.uuid4().hex}" if dialect == "minivoice" else str(uuid.uuid4())
+            call_id = f"call_{uuid.uuid4().hex}" if dialect != "voipbin" else str(uuid.uuid4())
             call = SandboxCall(
                 id=call_id,
                 dialect=dialect,
@@ -556,6 +562,7 @@ class SandboxState:
                 hold_credits=credits_for(cfg, to_number, billsec),
                 application_id=cfg.application_id,
                 customer_id=cfg.customer_id,
+                agent_id=agent_id,
             )
             self.calls[call.id] = call
             self.committed_spend_micros += cost

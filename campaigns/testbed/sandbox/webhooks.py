@@ -9,6 +9,8 @@ included, signed with ``X-MiniVoice-Timestamp`` + ``X-MiniVoice-Signature``
 error (``webhook_retries``). A VoIPBIN call gets VoIPBIN's ``call_hangup``
 (``{"type", "data": call}``) signed ``X-VoIPBIN-Signature``, and with
 ``account_webhooks``, the VoIPBIN billing tutorial's ``account_updated`` once its hangup has been paid.
+A Voxpria call gets the Webhooks API page's ``call.completed`` or
+``call.failed`` signed ``X-VoxPria-Signature``.
 Delivery failures are logged and recorded, never raised: a real provider's
 webhooks may arrive late, twice, or never.
 """
@@ -26,11 +28,14 @@ import httpx
 
 from campaigns.providers.minivoice import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook
 from campaigns.providers.voipbin import SIGNATURE_HEADER as VOIPBIN_SIGNATURE_HEADER
+from campaigns.providers.voxpria_calls import SIGNATURE_HEADER as VOXPRIA_SIGNATURE_HEADER
+from campaigns.providers.voxpria_calls import sign_webhook as sign_voxpria
 from campaigns.testbed.sandbox.config import SandboxConfig
 from campaigns.testbed.sandbox.formats import rfc3339
 from campaigns.testbed.sandbox.minivoice import minivoice_status
 from campaigns.testbed.sandbox.state import Lifecycle, SandboxCall, SandboxState, WebhookDelivery
 from campaigns.testbed.sandbox.voipbin import render_call, sign_voipbin
+from campaigns.testbed.sandbox.voxpria_calls import voxpria_event
 
 __all__ = [
     "WebhookNotifier",
@@ -43,7 +48,7 @@ __all__ = [
 
 log = logging.getLogger("campaigns.testbed.sandbox.webhooks")
 
-Scheme = Literal["minivoice", "x-signature", "voipbin"]
+Scheme = Literal["minivoice", "x-signature", "voipbin", "voxpria"]
 _FINAL_EVENT = {"completed": "call.completed", "canceled": "call.canceled"}
 """Every other final status (failed, busy, no_answer) is a ``call.failed``."""
 
@@ -189,6 +194,10 @@ class WebhookNotifier:
                 payload = minivoice_event(call, what, metadata=config.webhook_metadata)
                 scheme: Scheme = "minivoice"
                 event = str(payload["event"])
+            elif call.dialect == "voxpria" and what == "final":
+                # The Webhooks API page's call.completed / call.failed, X-VoxPria-Signature.
+                payload = voxpria_event(call)
+                scheme, event = "voxpria", str(payload["event"])
             elif what == "final":
                 # VoIPBIN's own call_hangup, signed its own way (X-VoIPBIN-Signature).
                 payload = {"type": "call_hangup", "data": render_call(call, call.ended_at)}
@@ -232,6 +241,9 @@ class WebhookNotifier:
             elif scheme == "voipbin":
                 signature = sign_voipbin(secret, body)
                 signed = {VOIPBIN_SIGNATURE_HEADER: signature}
+            elif scheme == "voxpria":
+                signature = sign_voxpria(secret, body)
+                signed = {VOXPRIA_SIGNATURE_HEADER: signature}
             else:
                 signature = sign_payload(secret, int(now), body)
                 signed = {"X-Signature": signature}

@@ -1,13 +1,17 @@
-"""Chaos against VoIPBIN as the platform is: no idempotency keys, so every ambiguous
-create (a 5xx, an answer after the client gave up, a worker SIGKILLed between
-request and record) must be resolved by listing ``GET /v1.0/calls``, never by
-sending it again unless the listing proved, after the provider's settle time,
-that nothing was placed.
+"""Chaos against the dialects whose providers take no idempotency key but list
+their calls: VoIPBIN as the platform is, and Voxpria as its Calls API page states
+it. Every ambiguous create (a 5xx, an answer after the client gave up, a worker
+SIGKILLed between request and record) must be resolved by listing the provider's
+calls (``GET /v1.0/calls``, ``GET /api/v1/calls``), never by sending it again
+unless the listing proved, after the provider's settle time, that nothing was
+placed.
 
 Real ``campaigns worker`` processes (the ``KillAfterSend`` seam), several at
-once, ``DISPATCHER_PROVIDER_DIALECT=voipbin`` against the sandbox's VoIPBIN mode
-(access key, ``call.flow_id``, ``/v1.0``), provider faults, kills and pauses; then
-the invariants against the sandbox's own ledger and calls. The seed is printed
+once, ``DISPATCHER_PROVIDER_DIALECT`` set to the dialect against its sandbox mode
+(VoIPBIN: access key, ``call.flow_id``, ``/v1.0``; Voxpria: Bearer,
+``call.agent_id``, ``/api/v1``, a listing that echoes no variables, so calls are
+matched by number and time), provider faults, kills and pauses; then the
+invariants against the sandbox's own ledger and calls. The seed is printed
 (``--chaos-seed N`` replays the faults, not the scheduling).
 """
 
@@ -19,6 +23,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -43,7 +48,6 @@ pytestmark = pytest.mark.chaos
 
 __all__ = ["chaos_seed"]  # the fixture, imported so pytest finds it here
 
-FLOW = "f1a2b3c4-d5e6-7890-1234-567890abcdef"
 TIMEOUT = 1.0
 """The workers' provider timeout: short, so slow answers and lookups stay cheap."""
 RESOLUTIONS = {
@@ -54,16 +58,48 @@ RESOLUTIONS = {
 """The engine's log events for each way an ambiguous create ends (engine/dispatch.py)."""
 
 
-def _spec(cid: str, n: int, contacts: int) -> dict[str, Any]:
-    """A VoIPBIN campaign: its own caller ID and its own numbers (no number is
-    shared between campaigns, so any destination with two calls is a double dial)."""
+@dataclass(frozen=True)
+class ListingDialect:
+    """What differs between the dialects under test: the rest of the run is the same."""
+
+    name: str
+    path: str
+    """The API root under the sandbox's URL."""
+    call: dict[str, Any]
+    """The spec's call section the dialect needs."""
+    sandbox: dict[str, Any] = field(default_factory=dict)
+    worker_env: dict[str, str] = field(default_factory=dict)
+
+
+DIALECTS = [
+    ListingDialect(
+        "voipbin",
+        "/v1.0",
+        {"flow_id": "f1a2b3c4-d5e6-7890-1234-567890abcdef"},
+        sandbox={"balance_micros": 1_000_000_000},
+    ),
+    ListingDialect(
+        "voxpria",
+        "/api/v1",
+        {"agent_id": "agent_chaos"},
+        # Voxpria's 100 calls a minute would stretch the run past a minute: the
+        # sandbox's limit and the account ceiling are raised together.
+        sandbox={"voxpria_calls_per_minute": 1000},
+        worker_env={"DISPATCHER_PROVIDER_CALLS_PER_SECOND": "12"},
+    ),
+]
+
+
+def _spec(dialect: ListingDialect, cid: str, n: int, contacts: int) -> dict[str, Any]:
+    """A campaign with its own caller ID and its own numbers (no number is shared
+    between campaigns, so any destination with two calls is a double dial)."""
     spec = spec_dict(
         cid,
         contacts=contacts,
         budget="100.00",
         currency="USD",
         caller_id=f"+155512300{n + 10}",
-        call={"flow_id": FLOW},
+        call=dialect.call,
     )
     spec["contacts"] = [
         {"to": f"+155513{n}{i:04d}", "ref": f"cust_{i}", "variables": {}} for i in range(contacts)
@@ -126,26 +162,28 @@ def _check_pauses(ledger: list[dict[str, Any]], obs: Observations) -> None:
         assert not inside, f"{cid}: create requests while paused: {inside[:3]}"
 
 
-async def test_chaos_against_voipbin_without_idempotency_keys(
+@pytest.mark.parametrize("dialect", DIALECTS, ids=[d.name for d in DIALECTS])
+async def test_chaos_without_idempotency_keys_resolved_by_listing(
     client: CampaignClient,
     sandbox: SandboxServer,
     settings: Settings,
     start_worker: Callable[..., WorkerProcess],
     chaos_seed: int,
+    dialect: ListingDialect,
 ) -> None:
     rng = random.Random(chaos_seed)
     obs = Observations()
     campaigns, contacts, duration = 2, 45, 22.0
     sandbox.configure(
         seed=chaos_seed,
-        balance_micros=1_000_000_000,
         call_duration_real_seconds=0.3,
         latency_seconds=0.02,
+        **dialect.sandbox,
     )
-    vb = settings.model_copy(
+    own = settings.model_copy(
         update={
-            "provider_dialect": "voipbin",
-            "provider_url": f"{sandbox.url}/v1.0",
+            "provider_dialect": dialect.name,
+            "provider_url": f"{sandbox.url}{dialect.path}",
             "provider_timeout_seconds": TIMEOUT,
         }
     )
@@ -153,15 +191,15 @@ async def test_chaos_against_voipbin_without_idempotency_keys(
 
     def start(kill: bool) -> WorkerProcess:
         env = {ENV: "0.05" if kill else "0", KEYS_ENV: "0", "PYTHONUNBUFFERED": "1"}
-        worker = start_worker(vb, settings_class=KILLER, **env)
+        worker = start_worker(own, settings_class=KILLER, **env, **dialect.worker_env)
         every.append(worker)
         return worker
 
     workers = [start(kill=True) for _ in range(3)]
-    ids = [f"vbchaos{n}" for n in range(campaigns)]
-    async with await CampaignClient.connect(vb) as vbclient:
+    ids = [f"{dialect.name}chaos{n}" for n in range(campaigns)]
+    async with await CampaignClient.connect(own) as own_client:
         for n, cid in enumerate(ids):
-            await vbclient.submit(parse_spec(_spec(cid, n, contacts)))
+            await own_client.submit(parse_spec(_spec(dialect, cid, n, contacts)))
 
     stop = asyncio.Event()
     sampler = asyncio.create_task(_sample_budget(settings.redis_url, ids, obs, stop))
@@ -227,15 +265,15 @@ async def test_chaos_against_voipbin_without_idempotency_keys(
                     return False
             return True
 
-        # Leftovers wait out VoIPBIN's 10 s settle time before a lookup proves anything.
-        await wait_for(finished, timeout=75, interval=0.5, what="VoIPBIN chaos campaigns settled")
+        # Leftovers wait out the dialect's 10 s settle time before a lookup proves anything.
+        await wait_for(finished, timeout=75, interval=0.5, what=f"{dialect.name} chaos settled")
     finally:
         stop.set()
         await sampler
 
     ledger = sandbox.ledger()
     calls = sandbox.calls()
-    assert all(e["idempotency_key"] is None for e in ledger), "VoIPBIN takes no keys"
+    assert all(e["idempotency_key"] is None for e in ledger), f"{dialect.name} takes no keys"
     # 0 numbers dialled twice: no destination has more than one call at the provider.
     dialled = Counter(c["to"] for c in calls)
     twice = {to: n for to, n in dialled.items() if n > 1}
@@ -269,7 +307,7 @@ async def test_chaos_against_voipbin_without_idempotency_keys(
     unreadable = [error for error in failed_lookups if "timeout" not in error]
     assert not unreadable, f"lookups that failed on a well-formed answer: {unreadable[:3]}"
     print(
-        f"voipbin chaos summary: seed={chaos_seed} contacts={campaigns * contacts} "
+        f"{dialect.name} chaos summary: seed={chaos_seed} contacts={campaigns * contacts} "
         f"calls={total} create_requests={len(ledger)} kills={obs.kills} "
         f"injected_kills={obs.injected_kills} pauses={len(obs.pause_windows)} "
         f"slow_episodes={slow_episodes} faults={dict(faults)} "
