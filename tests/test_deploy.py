@@ -404,11 +404,15 @@ def test_redis_start_fails_over_and_brings_the_old_primary_back_as_a_replica(
     tmp_path: Path,
 ) -> None:
     """Three data nodes and three sentinels as the deploy files start them; the
-    sentinels' down-after is shortened to 1 s so a failover takes seconds."""
+    sentinels' down-after is shortened to 1 s and full syncs start at once, so
+    the whole takes seconds."""
     conf = tmp_path / "conf"
     conf.mkdir()
-    for name in ("redis.conf", "redis-replica.conf", "redis-start.sh"):
+    for name in ("redis-replica.conf", "redis-start.sh"):
         shutil.copy(DEPLOY / name, conf / name)
+    # Full syncs start at once instead of waiting 5 s for more replicas to join.
+    redis_conf_text = (DEPLOY / "redis.conf").read_text()
+    (conf / "redis.conf").write_text(redis_conf_text + "\nrepl-diskless-sync-delay 0\n")
     sentinel_conf = (DEPLOY / "sentinel.conf").read_text()
     (conf / "sentinel.conf").write_text(
         sentinel_conf.replace(
@@ -455,6 +459,9 @@ def test_redis_start_fails_over_and_brings_the_old_primary_back_as_a_replica(
     try:
         for index in range(3):
             start("data", index)
+        # Sentinels learn replicas from the primary's INFO, read every 10 s:
+        # start them once the replicas are there, so the first read finds them.
+        _until(lambda: data(0).info("replication")["connected_slaves"] == 2, "two replicas")
         for index in range(3):
             start("sentinel", index)
         assert _until(primary_port, "the sentinels to name the primary") == data_ports[0]
@@ -463,6 +470,16 @@ def test_redis_start_fails_over_and_brings_the_old_primary_back_as_a_replica(
         with pytest.raises(redis.ReadOnlyError):
             data(1).set("k", "v")
 
+        # A sentinel fails over only to replicas it knows, with peers it knows.
+        def ready(port: int) -> bool:
+            s = redis.Redis(port=port, password="sentinel-secret", socket_timeout=2)
+            replicas = s.execute_command("SENTINEL", "REPLICAS", "campaigns")
+            peers = s.execute_command("SENTINEL", "SENTINELS", "campaigns")
+            flags = [dict(zip(r[::2], r[1::2], strict=True)).get(b"flags") for r in replicas]
+            return len(peers) == 2 and flags == [b"slave", b"slave"]
+
+        for port in sentinel_ports:
+            _until(lambda port=port: ready(port), "every sentinel to know its replicas and peers")
         procs.pop("data-0").kill()
         new = _until(lambda: (p := primary_port()) != data_ports[0] and p, "a failover")
         promoted = data(data_ports.index(new))

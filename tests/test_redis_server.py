@@ -276,7 +276,7 @@ def test_deploy_redis_conf_loads_and_keeps_data(binary: str) -> None:
         client = _client(srv.url)
         assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
         assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
-        with pytest.raises(redis.ResponseError, match="(?i)not enough good replicas"):
+        with pytest.raises(redis.ResponseError, match=r"(?i)not enough good replicas"):
             client.set("k", "v")
         replica_config = {"replicaof": f"127.0.0.1 {srv.port}"}
         with RedisServer(
