@@ -228,13 +228,13 @@ class GuardedWorker(Worker):
                 return  # as arq does: the rest waits for the next poll
             try:
                 await super().start_jobs([raw_id])
-            except Exception as exc:
-                if is_redis_fault(exc):
-                    # arq counted the job and took a slot before its watched
-                    # transaction failed, and gives neither back: a worker would
-                    # run one job fewer per fault until it ran none.
-                    self.job_counter -= 1
-                    self.sem.release()
+            except Exception:
+                # arq counted the job and took a slot before its watched
+                # transaction failed (a Redis fault: the WatchError of a lost
+                # connection), and gives neither back: a worker would run one
+                # job fewer per fault until it ran none. No task was started.
+                self.job_counter -= 1
+                self.sem.release()
                 raise
 
     async def run_job(self, job_id: str, score: int) -> None:
