@@ -339,8 +339,8 @@ def test_the_api_has_a_service_and_its_tokens_come_from_the_secret(
 def test_each_workers_metrics_port_is_exposed(manifests: list[dict[str, Any]]) -> None:
     worker = find(manifests, "Deployment", "campaigns-worker")
     (container,) = worker["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    port = int(env["DISPATCHER_METRICS_PORT"])
+    settings = find(manifests, "ConfigMap", "campaigns-dispatcher")["data"]
+    port = int(settings["DISPATCHER_METRICS_PORT"])
     assert {"name": "metrics", "containerPort": port} in container["ports"]
     annotations = worker["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(port)

@@ -535,7 +535,8 @@ class Dispatcher:
                 # up, the attempt stays unresolved and the next holder resolves
                 # it as a leftover (same key, lookup, creation event or in doubt).
                 fault_log.failed(exc, where="record_accepted")
-                log.info("record_retry", call_id=call.call_id, try_no=try_no)
+                if try_no == 0:  # once per call; the fault itself is logged once
+                    log.info("record_waiting_for_redis", call_id=call.call_id)
                 await asyncio.sleep(backoff_seconds(try_no, base=0.1, cap=2.0))
         else:
             raise RuntimeError(f"could not record call {call.call_id} for {attempt.attempt_id}")
