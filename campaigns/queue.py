@@ -15,12 +15,9 @@ from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import in_progress_key_prefix, job_key_prefix
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from campaigns.domain.inputs import strict_json
+from campaigns.store.faults import REDIS_FAULTS, redis_retry
 
 __all__ = [
     "JOB_ACCOUNT_EVENT",
@@ -191,16 +188,18 @@ def queue_entry_problem(raw_id: bytes, score: float | None) -> str | None:
 
 
 def redis_settings(redis_url: str) -> RedisSettings:
-    """Connection settings that ride out a Redis restart instead of crashing.
+    """Connection settings that ride out a Redis fault instead of crashing.
 
     Commands are retried with capped exponential back-off for about 30 s on
-    connection errors. Every script the store runs is safe to repeat (records
-    and settles are idempotent; a repeated claim only leaves an unsent attempt
-    that the next batch sends under its own key).
+    every Redis fault (``campaigns/store/faults.py``: a lost connection, a
+    restart, ``LOADING``, ``OOM``, ``READONLY``...). Every script the store runs
+    is safe to repeat (records and settles are idempotent; a repeated claim
+    only leaves an unsent attempt that the next batch sends under its own key),
+    and a refused command did nothing.
     """
     settings = RedisSettings.from_dsn(redis_url)
-    settings.retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40)
-    settings.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError]
+    settings.retry = redis_retry()
+    settings.retry_on_error = list(REDIS_FAULTS)  # type: ignore[arg-type]
     settings.retry_on_timeout = True
     settings.conn_retries = 30
     return settings

@@ -270,19 +270,42 @@ def _binaries() -> list[str]:
 
 @pytest.mark.parametrize("binary", _binaries())
 def test_deploy_redis_conf_loads_and_keeps_data(binary: str) -> None:
-    """The production config parses on every redis-server we may run, AOF on."""
+    """The production config parses on every redis-server we may run, AOF on; alone,
+    the primary refuses writes (``min-replicas-to-write 1``), with a replica it takes them."""
     with RedisServer(binary=binary, appendonly=True, base_config=DEPLOY / "redis.conf") as srv:
         client = _client(srv.url)
         assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
         assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
-        client.set("k", "v")
+        with pytest.raises(redis.ResponseError, match=r"(?i)not enough good replicas"):
+            client.set("k", "v")
+        replica_config = {"replicaof": f"127.0.0.1 {srv.port}"}
+        with RedisServer(
+            binary=binary, base_config=DEPLOY / "redis.conf", extra_config=replica_config
+        ) as replica:
+            deadline = time.monotonic() + 10
+            while _client(replica.url).info("replication").get("master_link_status") != "up":
+                assert time.monotonic() < deadline, "the replica never caught up"
+                time.sleep(0.05)
+            # The primary counts a replica as good once it has acknowledged (once a second).
+            while True:
+                try:
+                    client.set("k", "v")
+                    break
+                except redis.ResponseError:
+                    assert time.monotonic() < deadline, "writes refused with a replica"
+                    time.sleep(0.05)
+            with pytest.raises(redis.ReadOnlyError):
+                _client(replica.url).set("k", "other")
         srv.restart(graceful=False)
         assert _client(srv.url).get("k") == "v"
 
 
 def test_k8s_redis_configmap_is_deploy_redis_conf() -> None:
-    """deploy/k8s carries a copy of redis.conf (kustomize cannot read ../): keep it equal."""
-    lines = (DEPLOY / "k8s" / "redis-configmap.yaml").read_text().splitlines()
-    start = lines.index("  redis.conf: |") + 1
-    block = [line.removeprefix("    ") for line in lines[start:]]
-    assert "\n".join(block).rstrip("\n") == (DEPLOY / "redis.conf").read_text().rstrip("\n")
+    """deploy/k8s carries copies of the Redis files (kustomize cannot read ../): keep them equal."""
+    import yaml
+
+    configmap = yaml.safe_load((DEPLOY / "k8s" / "redis-configmap.yaml").read_text())
+    files = ("redis.conf", "redis-replica.conf", "sentinel.conf", "redis-start.sh")
+    assert set(configmap["data"]) == set(files)
+    for name in files:
+        assert configmap["data"][name].rstrip("\n") == (DEPLOY / name).read_text().rstrip("\n")

@@ -15,7 +15,6 @@ import httpx
 import structlog
 from arq import Retry
 from arq.typing import WorkerCoroutine
-from redis.exceptions import RedisError
 
 from campaigns import metrics
 from campaigns.domain.spec import is_campaign_id
@@ -31,6 +30,7 @@ from campaigns.providers.balance import VoxpriaBalance
 from campaigns.queue import JobQueue
 from campaigns.settings import Settings
 from campaigns.store import Store
+from campaigns.store.faults import backoff_seconds, fault_log, is_redis_fault
 
 __all__ = [
     "deliver_alert",
@@ -103,6 +103,43 @@ def refuses_bad_jobs(job: Callable[..., Coroutine[Any, Any, Any]]) -> WorkerCoro
     return run
 
 
+_NO_RETRY = object()
+_FAULT_RETRY_CAP_SECONDS = 30.0
+
+
+def rides_out_redis_faults(
+    ended: Any = _NO_RETRY,
+) -> Callable[[Callable[..., Coroutine[Any, Any, Any]]], WorkerCoroutine]:
+    """A Redis fault that outlasts the connection layer's retries ends the job
+    quietly (one ``redis_fault`` line per fault, no traceback per job).
+
+    With ``ended``, the job returns it: a dispatch run (the sweeper restarts
+    its campaign once the lease lapses) or a cron job (it runs again next
+    tick). Without, arq runs the job again after a backoff (``Retry``): an
+    event or an alert is never dropped because Redis refused it.
+    """
+
+    def wrap(job: Callable[..., Coroutine[Any, Any, Any]]) -> WorkerCoroutine:
+        @functools.wraps(job)
+        async def run(ctx: dict[Any, Any], *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await job(ctx, *args, **kwargs)
+            except Exception as exc:
+                if not is_redis_fault(exc):
+                    raise
+                fault_log.failed(exc, where=job.__name__)
+                if ended is not _NO_RETRY:
+                    return ended
+                tries = int(ctx.get("job_try", 1))
+                raise Retry(
+                    defer=backoff_seconds(tries, base=1.0, cap=_FAULT_RETRY_CAP_SECONDS)
+                ) from exc
+
+        return run
+
+    return wrap
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format, stream=sys.stdout)
@@ -144,8 +181,10 @@ async def _sample_metrics(store: Store, queue_name: str, worker_id: str) -> None
     while True:
         try:
             await metrics.sample(store, queue_name, worker_id)
-        except (RedisError, OSError) as exc:
-            log.debug("metrics_sample_failed", error=type(exc).__name__)
+        except Exception as exc:
+            if not is_redis_fault(exc):
+                raise
+            fault_log.failed(exc, where="metrics")
         await asyncio.sleep(_METRICS_SAMPLE_SECONDS)
 
 
@@ -175,6 +214,7 @@ def _campaign_id(value: Any) -> str:
     return value
 
 
+@rides_out_redis_faults({"outcome": "redis_fault", "sent": 0, "next_seq": None})
 @refuses_bad_jobs
 async def dispatch_campaign(ctx: dict[str, Any], campaign_id: Any, seq: Any) -> dict[str, Any]:
     """Run one dispatch batch of a campaign."""
@@ -196,6 +236,7 @@ async def dispatch_campaign(ctx: dict[str, Any], campaign_id: Any, seq: Any) -> 
     return {"outcome": result.outcome, "sent": result.sent, "next_seq": result.next_seq}
 
 
+@rides_out_redis_faults()
 async def record_call_event(ctx: dict[str, Any], payload: Any) -> str:
     """Apply a provider call event (the raw ``call.completed`` webhook payload).
 
@@ -206,6 +247,7 @@ async def record_call_event(ctx: dict[str, Any], payload: Any) -> str:
     return result
 
 
+@rides_out_redis_faults()
 @refuses_bad_jobs
 async def record_account_event(ctx: dict[str, Any], payload: Any) -> str:
     """Refresh the cached account balance from a VoIPBIN ``account_updated`` webhook."""
@@ -216,6 +258,7 @@ async def record_account_event(ctx: dict[str, Any], payload: Any) -> str:
         raise BadJob(reason if reason.startswith("payload") else f"payload.{reason}") from None
 
 
+@rides_out_redis_faults()
 @refuses_bad_jobs
 async def reconcile_campaign(ctx: dict[str, Any], campaign_id: Any) -> dict[str, Any]:
     """Compare a campaign's settled total with the provider's usage for its window."""
@@ -253,6 +296,7 @@ def _alert_url(value: Any) -> str:
     return value
 
 
+@rides_out_redis_faults()
 @refuses_bad_jobs
 async def deliver_alert(ctx: dict[str, Any], url: Any, payload: Any) -> int:
     """POST a budget alert to the campaign's configured webhook (retried on failure)."""
@@ -267,12 +311,14 @@ async def deliver_alert(ctx: dict[str, Any], url: Any, payload: Any) -> int:
         raise Retry(defer=min(60, 2 ** ctx.get("job_try", 1))) from exc
 
 
+@rides_out_redis_faults(0)
 async def poll_calls(ctx: dict[str, Any]) -> int:
     """Cron: read back accepted calls that are due (fallback for lost events)."""
     settler: Settler = ctx["settler"]
     return await settler.poll_due()
 
 
+@rides_out_redis_faults([])
 async def sweep_campaigns(ctx: dict[str, Any]) -> list[str]:
     """Cron: restart stalled campaigns and end provider cool-downs."""
     return await sweep(ctx["store"], ctx["queue"], ctx["settings"])

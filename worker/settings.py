@@ -1,11 +1,14 @@
 """``WorkerSettings`` for arq, and the worker that ``campaigns worker`` runs with them.
 
-``GuardedWorker`` is arq's worker made to survive any bytes in its queue: arq
-trusts what it reads, and a job it cannot read can end the whole process.
+``GuardedWorker`` is arq's worker made to survive any bytes in its queue and
+any Redis fault: arq trusts what it reads, and a job it cannot read can end the
+whole process; and an error from Redis outside a job (its poll loop, the
+watched transaction that takes a job, a job's final write) ends it too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import inspect
 import socket
@@ -17,6 +20,7 @@ from typing import Any, ClassVar
 
 import structlog
 from arq import Worker, cron, func
+from arq.connections import create_pool
 from arq.constants import (
     abort_jobs_ss,
     in_progress_key_prefix,
@@ -24,8 +28,6 @@ from arq.constants import (
     retry_key_prefix,
 )
 from arq.worker import get_kwargs
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from campaigns.logs import configure_logging, register_secret, scrub
 from campaigns.queue import (
@@ -39,6 +41,7 @@ from campaigns.queue import (
 from campaigns.queue import redis_settings as _redis_settings
 from campaigns.settings import Settings
 from campaigns.store import Store
+from campaigns.store.faults import backoff_seconds, fault_log, is_redis_fault
 from worker.jobs import (
     deliver_alert,
     dispatch_campaign,
@@ -57,8 +60,8 @@ log = structlog.stdlib.get_logger("worker")
 
 _settings = Settings()
 
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
-"""Redis itself failing is not the job's fault: the worker exits and is restarted."""
+_FAULT_BACKOFF_CAP_SECONDS = 5.0
+"""The longest wait between two tries of the poll loop while Redis fails."""
 
 _DEAD_LETTER_BYTES = 64 * 1024
 """Raw bytes kept in a dead letter; jobs are far smaller, garbage may not be."""
@@ -145,6 +148,15 @@ class GuardedWorker(Worker):
     the job stays queued, they end each restarted worker too. Quarantine: the
     raw job goes to the dead-letter list once, with the reason, it leaves the
     queue, one log line says so, and the worker goes on.
+
+    A Redis fault (``campaigns/store/faults.py``) is never a job's fault: the
+    connection layer retries each command for about 30 s; a fault that
+    outlasts that, or that redis-py reports as a ``WatchError``, ends only the
+    current poll (the loop backs off, up to 5 s, and polls again) or the
+    current job (left queued: arq runs it again once its in-progress key
+    expires, and the sweeper restarts a campaign whose run it ended). Nothing
+    is quarantined because Redis refused it, one line is logged per fault, and
+    the process ends only on a signal.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -153,6 +165,40 @@ class GuardedWorker(Worker):
             name: inspect.signature(function.coroutine) for name, function in self.functions.items()
         }
         self._store: Store | None = None
+        self._poll_faults = 0
+
+    async def main(self) -> None:
+        """arq's main, but Redis not answering at start is waited out, not fatal."""
+        while self._pool is None:
+            try:
+                self._pool = await create_pool(
+                    self.redis_settings,
+                    job_deserializer=self.job_deserializer,
+                    job_serializer=self.job_serializer,
+                    default_queue_name=self.queue_name,
+                    expires_extra_ms=self.expires_extra_ms,
+                )
+            except Exception as exc:
+                if not is_redis_fault(exc):
+                    raise
+                fault_log.failed(exc, where="start")
+                self._poll_faults += 1
+                await asyncio.sleep(backoff_seconds(self._poll_faults, cap=5.0))
+        await super().main()
+
+    async def _poll_iteration(self) -> None:
+        """One poll of arq's loop; a Redis fault ends this poll, not the process."""
+        try:
+            await super()._poll_iteration()
+        except Exception as exc:
+            if not is_redis_fault(exc):
+                raise
+            fault_log.failed(exc, where="queue")
+            self._poll_faults += 1
+            await asyncio.sleep(backoff_seconds(self._poll_faults, cap=_FAULT_BACKOFF_CAP_SECONDS))
+            return
+        self._poll_faults = 0
+        fault_log.succeeded()
 
     def handle_sig_wait_for_completion(self, signum: Signals) -> None:
         """SIGTERM: runs are long (up to a job's time), so tell them to hand over
@@ -177,7 +223,19 @@ class GuardedWorker(Worker):
             elif await self._claim(raw_id):
                 # Claimed like arq claims a job, so only one worker moves it aside.
                 await self._quarantine(raw_id, problem, await self.read_job(raw_id))
-        await super().start_jobs(runnable)
+        for raw_id in runnable:
+            if self.job_counter >= self.max_jobs:
+                return  # as arq does: the rest waits for the next poll
+            try:
+                await super().start_jobs([raw_id])
+            except Exception:
+                # arq counted the job and took a slot before its watched
+                # transaction failed (a Redis fault: the WatchError of a lost
+                # connection), and gives neither back: a worker would run one
+                # job fewer per fault until it ran none. No task was started.
+                self.job_counter -= 1
+                self.sem.release()
+                raise
 
     async def run_job(self, job_id: str, score: int) -> None:
         raw_id = job_id.encode()
@@ -188,17 +246,27 @@ class GuardedWorker(Worker):
                 await self._quarantine(raw_id, problem, stored)
                 return
             await super().run_job(job_id, score)
-        except _REDIS_DOWN:
-            raise
         except Exception as exc:
+            if is_redis_fault(exc):
+                # Redis refused or dropped arq's own reads or writes around the
+                # job: the job stays queued and runs again; it is not poison.
+                fault_log.failed(exc, where="job")
+                return
             # Whatever arq tripped over outside its own handling (a retry counter
             # that is not a number, a key changed under it): the job goes, not the worker.
             problem = f"the worker could not run it: {type(exc).__name__}: {exc}"
-            await self._quarantine(raw_id, problem, await self.read_job(raw_id))
+            try:
+                await self._quarantine(raw_id, problem, await self.read_job(raw_id))
+            except Exception as again:
+                if not is_redis_fault(again):
+                    raise
+                fault_log.failed(again, where="job")
 
     async def read_job(self, raw_id: bytes) -> StoredJob:
         key = job_key_prefix.encode() + raw_id
-        async with self.pool.pipeline(transaction=True) as pipe:
+        # Not a MULTI: Redis refuses a whole MULTI at maxmemory, reads included;
+        # a job key is written once, and this worker holds its in-progress key.
+        async with self.pool.pipeline(transaction=False) as pipe:
             pipe.type(key)
             pipe.strlen(key)
             pipe.getrange(key, 0, MAX_JOB_BYTES)

@@ -34,8 +34,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from campaigns import metrics
 from campaigns.domain.errors import ErrorClass, ProviderError
@@ -66,10 +64,12 @@ from campaigns.providers.balance import make_balance_source
 from campaigns.queue import JobQueue
 from campaigns.settings import Settings
 from campaigns.store import Attempt, CampaignRecord, Store, now_ms
+from campaigns.store.faults import backoff_seconds, fault_log, is_redis_fault
 
 __all__ = ["BatchResult", "Dispatcher", "backoff_delay"]
 
 _MAX_DEFER_SECONDS = 5.0
+_RECORD_TRIES = 20
 _LOOKUP_FAILURES_BEFORE_DOUBT = 5
 _MAX_HELD_WAIT_SECONDS = 1.0
 """A longer wait for the next slot ends the run and defers the next one instead,
@@ -519,7 +519,7 @@ class Dispatcher:
         self, attempt: Attempt, call: CallInfo, log: Any, *, create_answer: bool = False
     ) -> None:
         self.before_record(attempt, call)
-        for try_no in range(20):
+        for try_no in range(_RECORD_TRIES):
             try:
                 result = await self.store.record_accepted(
                     attempt.attempt_id,
@@ -528,12 +528,17 @@ class Dispatcher:
                     create_answer=create_answer,
                 )
                 break
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                # The call exists; keep trying to write its ID. If we give up,
-                # the attempt stays unresolved and the next holder resolves it
-                # as a leftover (same key, lookup, creation event or in doubt).
-                log.warning("record_retry", call_id=call.call_id, error=str(exc), try_no=try_no)
-                await asyncio.sleep(min(0.1 * 2**try_no, 2.0))
+            except Exception as exc:
+                if not is_redis_fault(exc):
+                    raise
+                # The call exists; keep trying to write its ID (each try is
+                # itself retried for ~30 s by the connection layer). If we give
+                # up, the attempt stays unresolved and the next holder resolves
+                # it as a leftover (same key, lookup, creation event or in doubt).
+                fault_log.failed(exc, where="record_accepted")
+                if try_no == 0:  # once per call; the fault itself is logged once
+                    log.info("record_waiting_for_redis", call_id=call.call_id)
+                await asyncio.sleep(backoff_seconds(try_no, base=0.1, cap=2.0))
         else:
             raise RuntimeError(f"could not record call {call.call_id} for {attempt.attempt_id}")
         if result == "call_id_taken":
@@ -771,7 +776,10 @@ class Dispatcher:
                 ):
                     return  # lapsed or taken over: every stamp refuses us from now on
                 await self.store.heartbeat(campaign_id)
-            except (RedisConnectionError, RedisTimeoutError):
+            except Exception as exc:
+                if not is_redis_fault(exc):
+                    raise
+                fault_log.failed(exc, where="lease")
                 continue
 
     async def _sleep_unless_stopped(self, campaign_id: str, seconds: float) -> None:

@@ -32,7 +32,6 @@ from typing import IO, Any, cast
 
 import httpx
 import uvicorn
-from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -49,6 +48,7 @@ from campaigns.operators.estimate import estimate
 from campaigns.operators.reconcile import reconcile
 from campaigns.settings import Settings
 from campaigns.store import StoreError, SubmitConflict
+from campaigns.store.faults import fault_kind, is_redis_fault
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -157,12 +157,14 @@ class _Api:
                 response = _Problem(404, "not_found", str(exc)).response()
             except (ControlError, StoreError) as exc:
                 response = _Problem(409, "conflict", str(exc)).response()
-            except (RedisError, OSError, TimeoutError) as exc:
-                log.error("api_redis_failed", error=type(exc).__name__, path=request.url.path)
-                response = _Problem(503, "unavailable", "Redis is not answering").response()
             except httpx.HTTPError as exc:
                 detail = f"provider request failed: {type(exc).__name__}"
                 response = _Problem(502, "provider_failed", detail).response()
+            except Exception as exc:
+                if not is_redis_fault(exc):
+                    raise
+                log.error("api_redis_failed", error=fault_kind(exc), path=request.url.path)
+                response = _Problem(503, "unavailable", "Redis is not answering").response()
             level = (
                 log.info if request.method != "GET" or response.status_code >= 400 else log.debug
             )
@@ -328,7 +330,11 @@ class _Api:
     async def healthz(self, request: Request) -> Response:
         try:
             await asyncio.wait_for(self.campaigns().store.redis.ping(), 3)
-        except (_Problem, RedisError, OSError, TimeoutError):
+        except _Problem:
+            return _json({"ok": False}, 503)
+        except Exception as exc:
+            if not is_redis_fault(exc):
+                raise
             return _json({"ok": False}, 503)
         return _json({"ok": True})
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import uvicorn
-from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -43,6 +42,7 @@ from campaigns.providers import voxpria_calls as voxpria
 from campaigns.providers.voipbin import ACCOUNT_EVENT, parse_account_event
 from campaigns.queue import JobQueue, event_job_id, open_queue
 from campaigns.settings import Settings
+from campaigns.store.faults import fault_kind, is_redis_fault
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -380,9 +380,11 @@ class _Ingress:
             return JSONResponse({"error": "queue unavailable"}, status_code=503)
         try:
             await self.queue.call_event(payload, job_id=job_id)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:
+            if not is_redis_fault(exc):
+                raise
             # 5xx makes the provider deliver again later; the job id keeps that safe.
-            log.error("webhook_not_queued", reason=type(exc).__name__, job_id=job_id)
+            log.error("webhook_not_queued", reason=fault_kind(exc), job_id=job_id)
             return JSONResponse({"error": "queue unavailable"}, status_code=503)
         log.info("webhook_accepted", event_name=event, call_id=call_id, job_id=job_id, peer=peer)
         return JSONResponse({"queued": True}, status_code=202)
@@ -403,8 +405,10 @@ class _Ingress:
             return JSONResponse({"error": "queue unavailable"}, status_code=503)
         try:
             await self.queue.account_event(payload, job_id=job_id)
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.error("webhook_not_queued", reason=type(exc).__name__, job_id=job_id)
+        except Exception as exc:
+            if not is_redis_fault(exc):
+                raise
+            log.error("webhook_not_queued", reason=fault_kind(exc), job_id=job_id)
             return JSONResponse({"error": "queue unavailable"}, status_code=503)
         log.info("webhook_accepted", event_name=ACCOUNT_EVENT, job_id=job_id, peer=peer)
         return JSONResponse({"queued": True}, status_code=202)

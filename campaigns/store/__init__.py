@@ -3,14 +3,17 @@
 ``keys`` spells the key layout, ``lua/`` holds one script per atomic change,
 ``scripts`` loads and calls them by name, ``records`` types what comes back,
 and :class:`Store` is the one way the rest of the dispatcher reads and
-changes campaign state.
+changes campaign state. ``faults`` decides which Redis errors are faults to
+wait out (never a job's or an input's fault).
 """
 
 from campaigns.store._store import Store, now_ms
+from campaigns.store.faults import REDIS_FAULTS, is_redis_fault
 from campaigns.store.keys import Keys, attempt_id, campaign_of
 from campaigns.store.records import Attempt, CampaignRecord, Claim, StoreError, SubmitConflict
 
 __all__ = [
+    "REDIS_FAULTS",
     "Attempt",
     "CampaignRecord",
     "Claim",
@@ -20,5 +23,6 @@ __all__ = [
     "SubmitConflict",
     "attempt_id",
     "campaign_of",
+    "is_redis_fault",
     "now_ms",
 ]

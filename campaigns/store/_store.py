@@ -208,8 +208,13 @@ class Store:
     # ------------------------------------------------------------------ reads
     async def campaign(self, campaign_id: str) -> CampaignRecord | None:
         """One campaign; ``pending`` counts every contact still to call: in its zone
-        group's list, waiting for a retry, or parked by the frequency cap."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        group's list, waiting for a retry, or parked by the frequency cap.
+
+        Read without ``MULTI``: a ``MULTI`` is refused whole while Redis is at
+        ``maxmemory``, and operators need ``status`` then most. The counts are
+        for display and the batch size: one claim landing between two reads
+        shifts a count by one, nothing else."""
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.meta(campaign_id))
             pipe.llen(self._c(campaign_id, "pending"))
             pipe.zcard(self._c(campaign_id, "unresolved"))

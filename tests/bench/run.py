@@ -120,7 +120,12 @@ async def main_async(args: argparse.Namespace) -> None:
     conf = ROOT / "deploy" / "redis.conf"
     with (
         RedisServer(
-            appendonly=True, appendfsync="everysec", base_config=conf if conf.is_file() else None
+            appendonly=True,
+            appendfsync="everysec",
+            base_config=conf if conf.is_file() else None,
+            # One Redis without replicas: the deploy file's split-brain guard
+            # (min-replicas-to-write 1) would refuse every write.
+            extra_config={"min-replicas-to-write": "0"},
         ) as redis_server,
         SandboxProcess(**SANDBOX) as sandbox,
         tempfile.TemporaryDirectory(prefix="campaigns-bench-") as tmp,
