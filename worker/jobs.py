@@ -21,6 +21,7 @@ from campaigns import metrics
 from campaigns.domain.spec import is_campaign_id
 from campaigns.engine import alerts
 from campaigns.engine.account import apply_account_event
+from campaigns.engine.callbacks import CallbackDeliverer
 from campaigns.engine.dispatch import BatchResult, Dispatcher
 from campaigns.engine.settlement import Settler
 from campaigns.engine.sweeper import sweep
@@ -34,6 +35,7 @@ from campaigns.store import Store
 
 __all__ = [
     "deliver_alert",
+    "deliver_callbacks",
     "dispatch_campaign",
     "poll_calls",
     "reconcile_campaign",
@@ -123,6 +125,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         provider=provider,
         dispatcher=Dispatcher(store, provider, queue, settings, worker_id=worker_id),
         settler=Settler(store, provider, settings, queue),
+        callbacks=CallbackDeliverer(store, settings),
     )
     if settings.metrics_port is not None:
         metrics.serve(settings.metrics_port)
@@ -157,6 +160,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     dispatcher = ctx.get("dispatcher")
     if dispatcher is not None:
         await dispatcher.gate.aclose()
+    callbacks = ctx.get("callbacks")
+    if callbacks is not None:
+        await callbacks.aclose()
     provider = ctx.get("provider")
     if provider is not None:
         await provider.aclose()
@@ -271,6 +277,12 @@ async def poll_calls(ctx: dict[str, Any]) -> int:
     """Cron: read back accepted calls that are due (fallback for lost events)."""
     settler: Settler = ctx["settler"]
     return await settler.poll_due()
+
+
+async def deliver_callbacks(ctx: dict[str, Any]) -> dict[str, int]:
+    """Cron: send the callback events that are due (new ones, and retries past their backoff)."""
+    deliverer: CallbackDeliverer = ctx["callbacks"]
+    return (await deliverer.run_once()).to_json()
 
 
 async def sweep_campaigns(ctx: dict[str, Any]) -> list[str]:

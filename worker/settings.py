@@ -41,6 +41,7 @@ from campaigns.settings import Settings
 from campaigns.store import Store
 from worker.jobs import (
     deliver_alert,
+    deliver_callbacks,
     dispatch_campaign,
     poll_calls,
     reconcile_campaign,
@@ -80,6 +81,7 @@ class WorkerSettings:
     ]
     cron_jobs: ClassVar[list[Any]] = [
         cron(poll_calls, second=set(range(60)), timeout=30, run_at_startup=True),
+        cron(deliver_callbacks, second=set(range(60)), timeout=30, run_at_startup=True),
         cron(
             sweep_campaigns,
             second=set(range(0, 60, _settings.sweep_interval_seconds)),

@@ -54,6 +54,7 @@ __all__ = [
     "create_ingress_app_from_settings",
     "event_job_id",
     "serve_ingress",
+    "sign_signature",
     "verify_signature",
 ]
 
@@ -71,6 +72,16 @@ Clock = Callable[[], float]
 
 class _BodyTooLarge(Exception):
     """The body passed ``MAX_BODY_BYTES`` while being read."""
+
+
+def _mac(secret: str, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def sign_signature(secret: str, body: bytes, *, timestamp: int) -> str:
+    """The ``X-Signature`` value :func:`verify_signature` accepts for ``body``: what the
+    dispatcher's own callbacks carry, so a receiver checks them the same way."""
+    return f"t={timestamp},v1={_mac(secret, timestamp, body)}"
 
 
 def verify_signature(
@@ -100,8 +111,7 @@ def verify_signature(
         return "garbled signature"
     if abs(now - timestamp) > tolerance_seconds:
         return "timestamp outside tolerance"
-    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    wanted = expected.hexdigest().encode()
+    wanted = _mac(secret, timestamp, body).encode()
     # Compare against every candidate, so timing says nothing about which one matched.
     matched = False
     for candidate in candidates:
