@@ -25,11 +25,11 @@ import httpx
 import structlog
 
 from campaigns.domain.money import format_micros
+from campaigns.domain.signatures import SIGNATURE_HEADER, sign_signature
 from campaigns.engine.alerts import deliver_alert
-from campaigns.operators.ingress import SIGNATURE_HEADER, sign_signature
 from campaigns.settings import Settings
 from campaigns.store import Store, now_ms
-from campaigns.store.callbacks import CallbackStore, OutboxEvent
+from campaigns.store.callbacks import OutboxEvent, callback_store
 
 __all__ = [
     "EVENT_ID_HEADER",
@@ -37,7 +37,6 @@ __all__ = [
     "CallbackDeliverer",
     "DeliveryPass",
     "backoff_ms",
-    "callback_store",
     "event_payload",
 ]
 
@@ -109,11 +108,6 @@ def event_payload(fields: dict[str, str]) -> dict[str, Any]:
     return payload
 
 
-def callback_store(store: Store) -> CallbackStore:
-    """The outbox and delivery log next to ``store`` (same Redis, same prefix)."""
-    return CallbackStore(store.redis, store.keys)
-
-
 @dataclass(slots=True)
 class DeliveryPass:
     """What one pass did, by event count."""
@@ -153,6 +147,8 @@ class CallbackDeliverer:
     async def run_once(self) -> DeliveryPass:
         """Deliver what is due: retries whose backoff is over, then new events."""
         result = DeliveryPass()
+        if not await self.callbacks.waiting():
+            return result
         token = uuid.uuid4().hex
         if not await self.callbacks.take_lock(token, _LOCK_MS):
             return result  # another worker's pass is running

@@ -239,7 +239,7 @@ class _Api:
 
     # ------------------------------------------------------------ callbacks (docs/callbacks.md)
     async def campaign_callbacks(self, request: Request) -> Response:
-        from campaigns.engine.callbacks import callback_store
+        from campaigns.store.callbacks import callback_store
 
         failed_only = request.query_params.get("failed", "false")
         if failed_only not in ("true", "false"):
@@ -256,8 +256,8 @@ class _Api:
         return _json(found)
 
     async def replay_callback(self, request: Request) -> Response:
-        from campaigns.engine.callbacks import callback_store
         from campaigns.store import campaign_of, now_ms
+        from campaigns.store.callbacks import callback_store
 
         campaign_id = _campaign_id(request)
         event_id = request.path_params["event_id"]

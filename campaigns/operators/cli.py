@@ -492,8 +492,8 @@ def callbacks(
     """A campaign's callback deliveries (failed events, then the newest results), or
     replay failed events: ``callbacks replay EVENT_ID`` or ``callbacks replay --all-failed``.
     """
-    from campaigns.engine.callbacks import callback_store
     from campaigns.store import now_ms
+    from campaigns.store.callbacks import callback_store
 
     if target == "replay":
         if (event_id is None) == (not all_failed):

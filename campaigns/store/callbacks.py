@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -25,7 +25,10 @@ from campaigns.store.keys import Keys, campaign_of
 from campaigns.store.records import text
 from campaigns.store.scripts import load_script
 
-__all__ = ["GROUP", "LOG_LENGTH", "CallbackStore", "OutboxEvent"]
+if TYPE_CHECKING:
+    from campaigns.store._store import Store
+
+__all__ = ["GROUP", "LOG_LENGTH", "CallbackStore", "OutboxEvent", "callback_store"]
 
 GROUP = "deliverers"
 """The one consumer group every worker reads the outbox through."""
@@ -33,8 +36,10 @@ _CONSUMER = "worker"
 """One consumer name for every worker: ownership does not matter, since a pass
 claims only entries idle past their backoff, and one pass runs at a time (a
 lock); per-worker names would pile up in the group forever."""
-LOG_LENGTH = 1000
-"""Delivery results kept per campaign, newest first."""
+_PENDING_SCAN = 1000
+"""Pending entries looked at per claim (one ``XPENDING``)."""
+LOG_LENGTH = 100
+"""Delivery results kept per campaign, newest first (about 15 KB of Redis per campaign)."""
 
 T = TypeVar("T")
 
@@ -79,6 +84,11 @@ class CallbackStore:
     def _log(self, campaign_id: str) -> str:
         return self.keys.campaign(campaign_id, "callbacks:log")
 
+    async def waiting(self) -> int:
+        """Events in the outbox, new or pending (delivered ones are deleted): a pass
+        with nothing to do costs one command and creates no key."""
+        return int(await self.redis.xlen(self.keys.callbacks_outbox))
+
     async def take_lock(self, token: str, ttl_ms: int) -> bool:
         """One delivery pass at a time across workers (expires if its holder dies)."""
         return bool(await self.redis.set(self.keys.callbacks_lock, token, nx=True, px=ttl_ms))
@@ -113,11 +123,13 @@ class CallbackStore:
         is over: claimed again, which counts one more delivery."""
         await self._ensure_group()
         outbox = self.keys.callbacks_outbox
-        pending = await self.redis.xpending_range(outbox, GROUP, "-", "+", count)
+        # Looks further than it takes: older entries wait longer, and must not
+        # hide newer ones whose shorter backoff is over.
+        pending = await self.redis.xpending_range(outbox, GROUP, "-", "+", _PENDING_SCAN)
         due: list[tuple[str, int, int]] = []
         for row in pending:
             wait = backoff_ms(int(row["times_delivered"]))
-            if int(row["time_since_delivered"]) >= wait:
+            if int(row["time_since_delivered"]) >= wait and len(due) < count:
                 due.append((str(text(row["message_id"])), int(row["times_delivered"]), wait))
         events: list[OutboxEvent] = []
         for stream_id, delivered, wait in due:
@@ -143,11 +155,12 @@ class CallbackStore:
         self, event: OutboxEvent, *, status_code: int, at_ms: int, result: str = "delivered"
     ) -> None:
         """Acknowledged and removed from the outbox, and logged, in one transaction
-        (``result`` ``no_url``: there was nowhere to send it)."""
+        (``result`` ``no_url``: there was nowhere to send it; not logged)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xack(self.keys.callbacks_outbox, GROUP, event.stream_id)
             pipe.xdel(self.keys.callbacks_outbox, event.stream_id)
-            self._note(pipe, event, result, status_code=status_code, at=at_ms)
+            if result != "no_url":  # an account without callbacks keeps no log
+                self._note(pipe, event, result, status_code=status_code, at=at_ms)
             await pipe.execute()
 
     async def will_retry(self, event: OutboxEvent, *, error: str, at_ms: int) -> None:
@@ -206,3 +219,8 @@ class CallbackStore:
             log_length=LOG_LENGTH,
         )
         return text(result) == "ok"
+
+
+def callback_store(store: Store) -> CallbackStore:
+    """The outbox and delivery log of the account whose campaigns ``store`` holds."""
+    return CallbackStore(store.redis, store.keys)

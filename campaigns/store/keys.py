@@ -52,7 +52,7 @@
     P:c:C:reconciliation     str   the last reconciliation (JSON), kept for operators
     P:c:C:callbacks:failed   hash  event ID -> the event and its last error (JSON),
                                    until replayed
-    P:c:C:callbacks:log      list  the newest delivery results of C's events (JSON, 1,000)
+    P:c:C:callbacks:log      list  the newest delivery results of C's events (JSON, 100)
     P:a:A                    hash  one attempt: contact, reservation, status, call,
                                    exact request body, error, settlement
 
