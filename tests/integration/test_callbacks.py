@@ -7,6 +7,7 @@ the first deliveries of every event, and records what it got.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import threading
@@ -17,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from campaigns.domain.spec import parse_spec
+from campaigns.engine.callbacks import CallbackDeliverer
 from campaigns.operators.control import CampaignClient
 from campaigns.operators.ingress import SIGNATURE_HEADER, verify_signature
 from campaigns.settings import Settings
@@ -234,6 +237,43 @@ async def test_api_lists_failed_events_and_replays_one(
     (back,) = await outbox.read_new(10)
     assert back.event_id == "api-cb:state:1" and back.fields == event.fields
     assert await outbox.failed("api-cb") == [] and await outbox.all_failed() == []
+
+
+async def test_an_event_taken_by_a_worker_that_died_is_sent_again_with_its_event_id(
+    client: CampaignClient, settings: Settings
+) -> None:
+    """In process: a pass after the crash finds the event pending past its backoff."""
+    receiver = Receiver(fail_first=0)
+    server = serve(receiver)
+    spec = {**spec_dict("crash", contacts=1), "callbacks": {"url": f"{server.url}/cb"}}
+    await client.submit(parse_spec(spec))
+    await client.pause("crash")
+    outbox = callback_store(client.store)
+    (taken,) = await outbox.read_new(10)  # a worker took it, then died before the POST
+    fast = settings.model_copy(
+        update={"callback_retry_seconds": 0.1, "callback_secret": SecretStr(SECRET)}
+    )
+    first, second = CallbackDeliverer(client.store, fast), CallbackDeliverer(client.store, fast)
+    try:
+
+        async def delivered(event_id: str) -> bool:
+            # Two workers' passes at once: one runs, the other finds the lock taken.
+            await asyncio.gather(first.run_once(), second.run_once())
+            return event_id in receiver.accepted()
+
+        await wait_for(lambda: delivered(taken.event_id), timeout=10, what="the taken event")
+        await client.cancel("crash")
+        await wait_for(lambda: delivered("crash:state:2"), timeout=10, what="the next event")
+        await asyncio.gather(first.run_once(), second.run_once())
+    finally:
+        await first.aclose()
+        await second.aclose()
+        server.stop()
+    assert receiver.accepted()[taken.event_id]["to"] == "paused"
+    assert [len(receiver.bodies(e)) for e in ("crash:state:1", "crash:state:2")] == [1, 1]
+    assert receiver.bad_signatures == []
+    assert (await outbox.log("crash"))[-1]["delivery"] == 2  # taken once before the crash
+    assert await outbox.waiting() == 0
 
 
 async def _has(receiver: Receiver, event_ids: set[str]) -> bool:
