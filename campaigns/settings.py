@@ -206,7 +206,7 @@ class Settings(BaseSettings):
     ``callbacks.url`` (docs/callbacks.md). Unset, and no spec URL: not sent."""
     callback_secret: SecretStr | None = None
     """HMAC-SHA256 secret callback events are signed with (``X-Signature``, the
-    scheme the ingress verifies). Unset: sent unsigned, with a warning at worker start."""
+    scheme the ingress verifies). Unset: sent unsigned, and each worker warns once."""
     callback_max_attempts: int = Field(10, ge=1, le=100)
     """Deliveries of one event before it is kept as failed for an operator to replay."""
     callback_retry_seconds: float = Field(2.0, ge=0.1, le=3600, allow_inf_nan=False)
@@ -356,7 +356,10 @@ class Settings(BaseSettings):
                 "must not be empty: unset it to accept unsigned webhooks, "
                 "or set the secret the provider signs with"
             )
-        _token(secret, "the webhook secret", ascii_only=False)
+        what = (
+            "the callback secret" if info.field_name == "callback_secret" else "the webhook secret"
+        )
+        _token(secret, what, ascii_only=False)
         return value
 
     @field_validator("callback_url")
