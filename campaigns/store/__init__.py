@@ -7,11 +7,13 @@ changes campaign state.
 """
 
 from campaigns.store._store import Store, now_ms
+from campaigns.store.callbacks import CallbackStore, callback_store
 from campaigns.store.keys import Keys, attempt_id, campaign_of
 from campaigns.store.records import Attempt, CampaignRecord, Claim, StoreError, SubmitConflict
 
 __all__ = [
     "Attempt",
+    "CallbackStore",
     "CampaignRecord",
     "Claim",
     "Keys",
@@ -19,6 +21,7 @@ __all__ = [
     "StoreError",
     "SubmitConflict",
     "attempt_id",
+    "callback_store",
     "campaign_of",
     "now_ms",
 ]
