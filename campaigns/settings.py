@@ -149,11 +149,16 @@ def _check_redis_url(value: str) -> str:
     return value
 
 
-def _check_provider_url(value: str) -> str:
+def _check_http_url(value: str) -> SplitResult:
     _plain_url(value)
     parts = _split(value)
     if parts.scheme not in _HTTP_SCHEMES or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
+    return parts
+
+
+def _check_provider_url(value: str) -> str:
+    parts = _check_http_url(value)
     if parts.username is not None or parts.password is not None:
         raise ValueError("must not carry credentials; use DISPATCHER_PROVIDER_API_KEY")
     try:
@@ -196,6 +201,16 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     """HMAC-SHA256 secret the provider signs webhooks with (``campaigns ingress``).
     Unset means unsigned; set but empty is refused, never read as "unsigned"."""
+    callback_url: str | None = None
+    """Where every campaign's callback events go unless its spec names its own
+    ``callbacks.url`` (docs/callbacks.md). Unset, and no spec URL: not sent."""
+    callback_secret: SecretStr | None = None
+    """HMAC-SHA256 secret callback events are signed with (``X-Signature``, the
+    scheme the ingress verifies). Unset: sent unsigned, and each worker warns once."""
+    callback_max_attempts: int = Field(10, ge=1, le=100)
+    """Deliveries of one event before it is kept as failed for an operator to replay."""
+    callback_retry_seconds: float = Field(2.0, ge=0.1, le=3600, allow_inf_nan=False)
+    """The wait after a first failed delivery; it doubles after each, up to 300 s."""
     queue_name: str = Field("dispatcher:queue", min_length=1, max_length=200)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
@@ -328,18 +343,35 @@ class Settings(BaseSettings):
             return VOXPRIA_CALLS_PER_MINUTE / 60
         return value
 
-    @field_validator("webhook_secret")
+    @field_validator("webhook_secret", "callback_secret")
     @classmethod
-    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+    def _webhook_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is None:
             return None
         secret = value.get_secret_value()
         if not secret.strip():
+            if info.field_name == "callback_secret":
+                raise ValueError("must not be empty: unset it to send unsigned callbacks")
             raise ValueError(
                 "must not be empty: unset it to accept unsigned webhooks, "
                 "or set the secret the provider signs with"
             )
-        _token(secret, "the webhook secret", ascii_only=False)
+        what = (
+            "the callback secret" if info.field_name == "callback_secret" else "the webhook secret"
+        )
+        _token(secret, what, ascii_only=False)
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        _check_http_url(value)
+        try:
+            httpx.URL(value)
+        except httpx.InvalidURL:
+            raise ValueError("is not a valid URL") from None
         return value
 
     @field_validator("queue_name")
@@ -498,7 +530,7 @@ class Settings(BaseSettings):
         values = [self.provider_api_key.get_secret_value(), *self.api_roles()]
         if self.webhook_secret is not None:
             values.append(self.webhook_secret.get_secret_value())
-        for secret in (self.balance_api_key, self.usage_client_secret):
+        for secret in (self.balance_api_key, self.usage_client_secret, self.callback_secret):
             if secret is not None:
                 values.append(secret.get_secret_value())
         password = urlsplit(self.redis_url).password

@@ -20,6 +20,7 @@ from campaigns import metrics
 from campaigns.domain.spec import is_campaign_id
 from campaigns.engine import alerts
 from campaigns.engine.account import apply_account_event
+from campaigns.engine.callbacks import CallbackDeliverer
 from campaigns.engine.dispatch import BatchResult, Dispatcher
 from campaigns.engine.settlement import Settler
 from campaigns.engine.sweeper import sweep
@@ -34,6 +35,7 @@ from campaigns.store.faults import backoff_seconds, fault_log, is_redis_fault
 
 __all__ = [
     "deliver_alert",
+    "deliver_callbacks",
     "dispatch_campaign",
     "poll_calls",
     "reconcile_campaign",
@@ -160,6 +162,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         provider=provider,
         dispatcher=Dispatcher(store, provider, queue, settings, worker_id=worker_id),
         settler=Settler(store, provider, settings, queue),
+        callbacks=CallbackDeliverer(store, settings),
     )
     if settings.metrics_port is not None:
         metrics.serve(settings.metrics_port)
@@ -196,6 +199,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     dispatcher = ctx.get("dispatcher")
     if dispatcher is not None:
         await dispatcher.gate.aclose()
+    callbacks = ctx.get("callbacks")
+    if callbacks is not None:
+        await callbacks.aclose()
     provider = ctx.get("provider")
     if provider is not None:
         await provider.aclose()
@@ -316,6 +322,13 @@ async def poll_calls(ctx: dict[str, Any]) -> int:
     """Cron: read back accepted calls that are due (fallback for lost events)."""
     settler: Settler = ctx["settler"]
     return await settler.poll_due()
+
+
+@rides_out_redis_faults({})
+async def deliver_callbacks(ctx: dict[str, Any]) -> dict[str, int]:
+    """Cron: send the callback events that are due (new ones, and retries past their backoff)."""
+    deliverer: CallbackDeliverer = ctx["callbacks"]
+    return (await deliverer.run_once()).to_json()
 
 
 @rides_out_redis_faults([])

@@ -44,6 +44,7 @@ from campaigns.store import Store
 from campaigns.store.faults import backoff_seconds, fault_log, is_redis_fault
 from worker.jobs import (
     deliver_alert,
+    deliver_callbacks,
     dispatch_campaign,
     poll_calls,
     reconcile_campaign,
@@ -83,6 +84,7 @@ class WorkerSettings:
     ]
     cron_jobs: ClassVar[list[Any]] = [
         cron(poll_calls, second=set(range(60)), timeout=30, run_at_startup=True),
+        cron(deliver_callbacks, second=set(range(60)), timeout=30, run_at_startup=True),
         cron(
             sweep_campaigns,
             second=set(range(0, 60, _settings.sweep_interval_seconds)),

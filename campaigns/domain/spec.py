@@ -25,6 +25,7 @@ from typing import Annotated, Any, Self, TypeGuard
 
 import httpx
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -46,6 +47,7 @@ from campaigns.domain.rating import PRESETS, Increments, Rate, RateError
 __all__ = [
     "AlertSpec",
     "CallSpec",
+    "CallbacksSpec",
     "CampaignSpec",
     "Contact",
     "Pacing",
@@ -221,27 +223,26 @@ class CallSpec(_Strict):
     agent_id: str | None = Field(None, min_length=1, max_length=128)
 
 
+def _http_url(value: str | None) -> str | None:
+    """Checked at submit: a URL a delivery job cannot POST to would fail it on every retry."""
+    if value is None:
+        return None
+    if len(value) > 2048 or not value.isascii() or not value.isprintable() or " " in value:
+        raise ValueError("must be an http(s) URL of at most 2048 printable ASCII characters")
+    try:
+        url = httpx.URL(value)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    if url.port is not None and not 1 <= url.port <= 65_535:
+        raise ValueError(f"port {url.port} is out of range")
+    return value
+
+
 class AlertSpec(_Strict):
     thresholds_percent: list[int] = Field(default_factory=lambda: [80, 100])
-    webhook_url: str | None = None
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        """Checked now: a URL the alert job cannot POST to would fail it on every retry."""
-        if value is None:
-            return None
-        if len(value) > 2048 or not value.isascii() or not value.isprintable() or " " in value:
-            raise ValueError("must be an http(s) URL of at most 2048 printable ASCII characters")
-        try:
-            url = httpx.URL(value)
-        except (httpx.InvalidURL, ValueError) as exc:
-            raise ValueError(f"not a URL: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("must be an absolute http:// or https:// URL")
-        if url.port is not None and not 1 <= url.port <= 65_535:
-            raise ValueError(f"port {url.port} is out of range")
-        return value
+    webhook_url: Annotated[str | None, AfterValidator(_http_url)] = None
 
     @field_validator("thresholds_percent")
     @classmethod
@@ -249,6 +250,13 @@ class AlertSpec(_Strict):
         if any(not 1 <= p <= 100 for p in value):
             raise ValueError("thresholds are percentages from 1 to 100")
         return sorted(set(value))
+
+
+class CallbacksSpec(_Strict):
+    """Where this campaign's signed events go (docs/callbacks.md); unset, the
+    account's ``DISPATCHER_CALLBACK_URL``, if any."""
+
+    url: Annotated[str | None, AfterValidator(_http_url)] = None
 
 
 class CampaignSpec(_Strict):
@@ -263,6 +271,7 @@ class CampaignSpec(_Strict):
     pacing: Pacing = Field(default_factory=Pacing)
     alerts: AlertSpec = Field(default_factory=AlertSpec)
     call: CallSpec = Field(default_factory=CallSpec)
+    callbacks: CallbacksSpec = Field(default_factory=CallbacksSpec)
     strict_numbers: bool = False
     calling_window: CallingWindow | None = None
     schedule: Schedule | None = None
@@ -392,6 +401,8 @@ class CampaignSpec(_Strict):
         data = self.model_dump(mode="json", exclude=exclude)
         if data.get("call") == CallSpec().model_dump(mode="json"):
             data.pop("call")  # a spec without one keeps the fingerprint it always had
+        if data.get("callbacks") == CallbacksSpec().model_dump(mode="json"):
+            data.pop("callbacks")
         for name in _POLICY_FIELDS:
             if not data.get(name):
                 data.pop(name, None)
@@ -561,6 +572,7 @@ class StoredSpec(BaseModel):
     pacing: Pacing = Field(default_factory=Pacing)
     alerts: AlertSpec = Field(default_factory=AlertSpec)
     call: CallSpec = Field(default_factory=CallSpec)
+    callbacks: CallbacksSpec = Field(default_factory=CallbacksSpec)
     strict_numbers: bool = False
     calling_window: CallingWindow | None = None
     schedule: Schedule | None = None

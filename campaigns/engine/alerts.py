@@ -8,6 +8,8 @@ its own (``deliver_alert``) so a slow receiver never holds up dispatch.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,9 +56,25 @@ async def check_budget_alerts(store: Store, queue: JobQueue | None, campaign_id:
     return fired
 
 
-async def deliver_alert(url: str, payload: dict[str, Any], timeout_seconds: float = 10.0) -> int:
-    """POST the alert; any non-2xx raises so the job is retried."""
-    async with httpx.AsyncClient(timeout=timeout_seconds) as client:
-        response = await client.post(url, json=payload)
+async def deliver_alert(
+    url: str,
+    payload: dict[str, Any],
+    timeout_seconds: float = 10.0,
+    *,
+    headers: Callable[[bytes], Mapping[str, str]] | None = None,
+    client: httpx.AsyncClient | None = None,
+) -> int:
+    """POST the alert (or a callback event); any non-2xx raises so it is retried.
+
+    ``headers`` adds headers computed from the exact body sent (a signature);
+    ``client`` reuses connections across many deliveries.
+    """
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    sent = {"Content-Type": "application/json", **(headers(body) if headers else {})}
+    if client is None:
+        async with httpx.AsyncClient(timeout=timeout_seconds) as own:
+            response = await own.post(url, content=body, headers=sent)
+    else:
+        response = await client.post(url, content=body, headers=sent, timeout=timeout_seconds)
     response.raise_for_status()
     return response.status_code

@@ -239,6 +239,42 @@ class _Api:
             raise _Problem(422, "invalid", "must be an integer from 1 to 10000", "limit")
         return _json({"dead_letters": await self.campaigns().store.dead_letters(int(raw))})
 
+    # ------------------------------------------------------------ callbacks (docs/callbacks.md)
+    async def campaign_callbacks(self, request: Request) -> Response:
+        from campaigns.store.callbacks import callback_store
+
+        failed_only = request.query_params.get("failed", "false")
+        if failed_only not in ("true", "false"):
+            raise _Problem(422, "invalid", "must be true or false", "failed")
+        client = self.campaigns()
+        campaign = await client.get(_campaign_id(request))
+        outbox = callback_store(client.store)
+        found: dict[str, Any] = {
+            "campaign_id": campaign.campaign_id,
+            "failed": await outbox.failed(campaign.campaign_id),
+        }
+        if failed_only == "false":
+            found["log"] = await outbox.log(campaign.campaign_id)
+        return _json(found)
+
+    async def replay_callback(self, request: Request) -> Response:
+        from campaigns.store import campaign_of, now_ms
+        from campaigns.store.callbacks import callback_store
+
+        campaign_id = _campaign_id(request)
+        event_id = request.path_params["event_id"]
+        if not _is_token(event_id):
+            raise _Problem(
+                422, "invalid", f"1-{_MAX_ID} printable characters without spaces", "event_id"
+            )
+        outbox = callback_store(self.campaigns().store)
+        if campaign_of(event_id) != campaign_id or not await outbox.replay(
+            event_id, now_ms=now_ms()
+        ):
+            raise _Problem(404, "not_found", f"no failed callback event {event_id!r}")
+        log.info("api_callback_replayed", campaign_id=campaign_id, event_id=event_id)
+        return _json({"event_id": event_id, "replayed": True})
+
     async def whoami(self, request: Request) -> Response:
         return _json({"role": self.role(request)})
 
@@ -475,6 +511,16 @@ def _routes(api: _Api) -> list[Route]:
         Route("/v1/campaigns/{campaign_id}/reconcile", viewer(api.get_reconcile), methods=["GET"]),
         Route("/v1/estimate", viewer(api.post_estimate), methods=["POST"]),
         Route("/v1/dead-letters", viewer(api.dead_letters), methods=["GET"]),
+        Route(
+            "/v1/campaigns/{campaign_id}/callbacks",
+            viewer(api.campaign_callbacks),
+            methods=["GET"],
+        ),
+        Route(
+            "/v1/campaigns/{campaign_id}/callbacks/{event_id}/replay",
+            operator(api.replay_callback),
+            methods=["POST"],
+        ),
         Route("/v1/attempts/{attempt_id}/resolve", operator(api.resolve), methods=["POST"]),
         Route("/v1/dnc", viewer(api.dnc_count), methods=["GET"]),
         Route("/v1/dnc/add", operator(api.dnc_add), methods=["POST"]),
@@ -587,6 +633,32 @@ def _operation(
     if body is not None:
         operation["requestBody"] = {"required": True, "content": {"application/json": body}}
     return operation
+
+
+def _callback_paths() -> dict[str, Any]:
+    """The callback delivery log and replay (docs/callbacks.md)."""
+    event_param = {"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    failed_param = {"name": "failed", "in": "query", "schema": {"enum": ["true", "false"]}}
+    return {
+        "/v1/campaigns/{campaign_id}/callbacks": {
+            "get": _operation(
+                "The campaign's failed callback events and newest delivery results",
+                VIEWER,
+                {"200": _answer("failed events and the delivery log", {"type": "object"})},
+                (404, 422),
+                params=[_ID_PARAM, failed_param],
+            )
+        },
+        "/v1/campaigns/{campaign_id}/callbacks/{event_id}/replay": {
+            "post": _operation(
+                "Send a failed callback event again, under the same event ID",
+                OPERATOR,
+                {"200": _answer("replayed", {"type": "object"})},
+                (403, 404, 422),
+                params=[_ID_PARAM, event_param],
+            )
+        },
+    }
 
 
 def _dnc_paths() -> dict[str, Any]:
@@ -891,6 +963,7 @@ def openapi() -> dict[str, Any]:
         },
     }
     paths.update(_dnc_paths())
+    paths.update(_callback_paths())
     wording = {
         "pause": "Pause; answers once no create request can start",
         "resume": "Resume a paused or halted campaign (re-checks the budget)",

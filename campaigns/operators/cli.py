@@ -475,6 +475,79 @@ def dead_letters(limit: int) -> None:
 
 
 @main.command(
+    epilog=_example(
+        "campaigns callbacks spring-renewals --failed",
+        "campaigns callbacks replay spring-renewals:state:3",
+        "campaigns callbacks replay --all-failed",
+    )
+)
+@click.argument("target", metavar="ID|replay")
+@click.argument("event_id", required=False, type=TOKEN)
+@click.option("--failed", "failed_only", is_flag=True, help="only events whose delivery gave up")
+@click.option("--all-failed", is_flag=True, help="with replay: every failed event of the account")
+@click.option("--json", "as_json", is_flag=True)
+def callbacks(
+    target: str, event_id: str | None, failed_only: bool, all_failed: bool, as_json: bool
+) -> None:
+    """A campaign's callback deliveries (failed events, then the newest results), or
+    replay failed events: ``callbacks replay EVENT_ID`` or ``callbacks replay --all-failed``.
+    """
+    from campaigns.store import now_ms
+    from campaigns.store.callbacks import callback_store
+
+    if target == "replay":
+        if (event_id is None) == (not all_failed):
+            raise _Failure("replay: give exactly one of EVENT_ID or --all-failed", 2)
+
+        async def replay(client: CampaignClient) -> list[tuple[str, bool]]:
+            log = callback_store(client.store)
+            wanted = await log.all_failed() if event_id is None else [event_id]
+            return [(e, await log.replay(e, now_ms=now_ms())) for e in wanted]
+
+        results = _run(replay)
+        for replayed, ok in results:
+            _echo(f"{replayed}: {'replayed' if ok else 'not a failed event'}")
+        if event_id is not None and not results[0][1]:
+            raise _Failure(f"no failed callback event {event_id!r}")
+        return
+    if not is_campaign_id(target):
+        raise _Failure(
+            "ID: expected a campaign ID (1-64 characters of letters, digits, '_', '.', '-') "
+            "or replay",
+            2,
+        )
+    if event_id is not None or all_failed:
+        raise _Failure("EVENT_ID and --all-failed go with replay only", 2)
+
+    async def read(client: CampaignClient) -> dict[str, Any]:
+        await client.get(target)
+        log = callback_store(client.store)
+        found: dict[str, Any] = {"campaign_id": target, "failed": await log.failed(target)}
+        if not failed_only:
+            found["log"] = await log.log(target)
+        return found
+
+    found = _run(read)
+    if as_json:
+        _echo(json.dumps(found))
+        return
+    _echo(f"failed: {len(found['failed'])}")
+    for row in found["failed"]:
+        _echo(
+            f"  {row['event_id']:<40} {row['type']:<24} {row['deliveries']} deliveries, "
+            f"last: {row['last_error']}  ({iso_time(row['failed_at'])})"
+        )
+    if "log" in found:
+        _echo("newest deliveries:")
+        for row in found["log"]:
+            why = row.get("error") or row.get("status_code") or ""
+            _echo(
+                f"  {iso_time(row.get('at'))} {row['event_id']:<40} {row['result']:<10} "
+                f"#{row.get('delivery', '-')} {why}"
+            )
+
+
+@main.command(
     name="estimate",
     epilog=_example(
         "campaigns estimate spring.json",

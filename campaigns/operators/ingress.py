@@ -19,7 +19,6 @@ any deeper validation of the payload, stays in the worker (``Settler``).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -34,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from campaigns.domain.inputs import DuplicateKeyError, strict_json
+from campaigns.domain.signatures import SIGNATURE_HEADER, verify_signature
 from campaigns.logs import configure_logging, get_logger, register_secret
 from campaigns.providers import MAX_CALL_ID, EventError
 from campaigns.providers import minivoice as minivoice
@@ -57,7 +57,6 @@ __all__ = [
     "verify_signature",
 ]
 
-SIGNATURE_HEADER = "X-Signature"
 MAX_BODY_BYTES = 64 * 1024
 """Seed-000 events are well under 1 KiB; anything this big is not one."""
 _MAX_DEPTH = 16
@@ -71,42 +70,6 @@ Clock = Callable[[], float]
 
 class _BodyTooLarge(Exception):
     """The body passed ``MAX_BODY_BYTES`` while being read."""
-
-
-def verify_signature(
-    secret: str, header: str | None, body: bytes, *, now: float, tolerance_seconds: int
-) -> str | None:
-    """Check ``t=<ts>,v1=<hex>`` against the raw body; return why it fails, or None.
-
-    The timestamp is inside the MAC, so checking its age stops a captured
-    delivery from being replayed later. Several ``v1`` entries are allowed
-    (secret rotation); any one matching is enough.
-    """
-    if not header:
-        return "missing signature"
-    timestamp: int | None = None
-    candidates: list[bytes] = []
-    for part in header.split(","):
-        key, sep, value = part.strip().partition("=")
-        if not sep:
-            return "garbled signature"
-        if key == "t":
-            if not value.isascii() or not value.isdigit() or len(value) > 12:
-                return "garbled signature"
-            timestamp = int(value)
-        elif key == "v1":
-            candidates.append(value.strip().lower().encode("utf-8", "replace"))
-    if timestamp is None or not candidates:
-        return "garbled signature"
-    if abs(now - timestamp) > tolerance_seconds:
-        return "timestamp outside tolerance"
-    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    wanted = expected.hexdigest().encode()
-    # Compare against every candidate, so timing says nothing about which one matched.
-    matched = False
-    for candidate in candidates:
-        matched |= hmac.compare_digest(wanted, candidate)
-    return None if matched else "signature mismatch"
 
 
 class Verifier(Protocol):

@@ -8,6 +8,7 @@ wait out (never a job's or an input's fault).
 """
 
 from campaigns.store._store import Store, now_ms
+from campaigns.store.callbacks import CallbackStore, callback_store
 from campaigns.store.faults import REDIS_FAULTS, is_redis_fault
 from campaigns.store.keys import Keys, attempt_id, campaign_of
 from campaigns.store.records import Attempt, CampaignRecord, Claim, StoreError, SubmitConflict
@@ -15,6 +16,7 @@ from campaigns.store.records import Attempt, CampaignRecord, Claim, StoreError, 
 __all__ = [
     "REDIS_FAULTS",
     "Attempt",
+    "CallbackStore",
     "CampaignRecord",
     "Claim",
     "Keys",
@@ -22,6 +24,7 @@ __all__ = [
     "StoreError",
     "SubmitConflict",
     "attempt_id",
+    "callback_store",
     "campaign_of",
     "is_redis_fault",
     "now_ms",

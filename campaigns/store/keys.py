@@ -12,6 +12,11 @@
                                    stamp/record/reject/in-doubt scripts, so a creation
                                    event without our attempt ID finds its attempt (PX 1 day)
     P:deadletter             list  events and jobs that could not be applied (JSON)
+    P:callbacks:outbox       stream callback events, appended by the script that makes
+                                   the change (capped ~100,000); consumer group
+                                   ``deliverers`` keeps those not yet delivered
+    P:callbacks:failed       zset  event IDs whose delivery gave up -> when (ms)
+    P:callbacks:lock         str   token of the worker running a delivery pass (PX)
     P:dnc:staging:T          set   one `dnc import` (token T) until its rows pass, then
                                    merged into P:dnc by dnc_merge.lua; PX 1 h
     P:account:balance        str   the account balance (JSON, short PX TTL), newest wins
@@ -45,6 +50,9 @@
     P:c:C:pace_log           list  C's newest request start times, us (its pace window)
     P:c:C:alerts             set   alert thresholds already fired
     P:c:C:reconciliation     str   the last reconciliation (JSON), kept for operators
+    P:c:C:callbacks:failed   hash  event ID -> the event and its last error (JSON),
+                                   until replayed
+    P:c:C:callbacks:log      list  the newest delivery results of C's events (JSON, 100)
     P:a:A                    hash  one attempt: contact, reservation, status, call,
                                    exact request body, error, settlement
 
@@ -138,6 +146,19 @@ class Keys:
         """Zone group ``group``'s list of contacts to call (group 0: ``pending`` itself)."""
         base = self.campaign(campaign_id, "pending")
         return base if group == 0 else f"{base}:{group}"
+
+    @property
+    def callbacks_outbox(self) -> str:
+        """The account's callback events, written by the Lua scripts (a Redis stream)."""
+        return f"{self.prefix}:callbacks:outbox"
+
+    @property
+    def callbacks_failed(self) -> str:
+        return f"{self.prefix}:callbacks:failed"
+
+    @property
+    def callbacks_lock(self) -> str:
+        return f"{self.prefix}:callbacks:lock"
 
     @property
     def deadletter(self) -> str:

@@ -39,6 +39,8 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ("float rate", {"rate": {"per_minute": 0.01}}, "rate.per_minute"),
     ("zero pacing", {"pacing": {"calls_per_second": 0}}, "pacing.calls_per_second"),
     ("zero max seconds", {"max_call_seconds": 0}, "max_call_seconds"),
+    ("callback url not http", {"callbacks": {"url": "ftp://hooks.example/cb"}}, "callbacks.url"),
+    ("callback url relative", {"callbacks": {"url": "/cb"}}, "callbacks.url"),
     # The contact policy (issue 8): every invalid rule names its field.
     (
         "unknown day",

@@ -173,3 +173,26 @@ def test_the_frequency_cap_window_defaults_to_a_day_and_is_refused_alone() -> No
     assert Settings(_env_file=None).frequency_cap is None  # type: ignore[call-arg]
     with pytest.raises(ValidationError, match="frequency_window_seconds"):
         Settings(frequency_window_seconds=60, _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "why"),
+    [
+        ("callback_url", "ftp://hooks.example/cb", "http:// or https://"),
+        ("callback_url", "/cb", "http:// or https://"),
+        ("callback_secret", "", "must not be empty"),
+        ("callback_secret", "cb secret", "the callback secret"),
+        ("callback_max_attempts", "0", "greater than or equal to 1"),
+        ("callback_retry_seconds", "inf", ""),
+    ],
+)
+def test_bad_callback_settings_are_refused_by_name(
+    name: str, value: str, why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert why in refused(monkeypatch, name, value)
+
+
+def test_the_callback_secret_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load(monkeypatch, callback_secret="cbsec_never_print_me")
+    assert "cbsec_never_print_me" in settings.secret_values()
+    assert "cbsec_never_print_me" not in repr(settings)

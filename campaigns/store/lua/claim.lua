@@ -1,6 +1,6 @@
 -- Check running and the lease, apply the contact policy, claim the next contact and
 -- reserve its worst case.
--- KEYS: meta pending tries unresolved lease attempts running cooldown contacts retry parked suppress dnc pace pace_log account_pace account_pace_log account_hold account_live
+-- KEYS: meta pending tries unresolved lease attempts running cooldown contacts retry parked suppress dnc pace pace_log account_pace account_pace_log account_hold account_live outbox
 -- ARGV: attempt_prefix freq_prefix campaign_id lease_token now review_message budget_message open_groups cap_max cap_window_ms skip_limit pace_interval pace_burst pace_window account_interval account_burst account_window max_live
 -- The budget rule is campaigns.domain.lifecycle.budget_allows; the messages come
 -- from there too ({remaining} and {worst_case} are filled in here). The pace is
@@ -48,21 +48,21 @@ local live = num(redis.call('HGET', meta, 'live'))
 if left == 0 then
   if redis.call('ZCARD', K.unresolved) > 0 then return {'empty', state} end
   if in_doubt > 0 then
-    halt_for_review(meta, K.running, K.cooldown, A.campaign_id, A.now, A.review_message)
+    halt_for_review(meta, K.running, K.cooldown, A.campaign_id, A.now, A.review_message, K.outbox)
     return {'needs_review', '${state_halted}'}
   end
   -- With a retry policy a live call may still end busy and come back.
   if not ended and redis.call('HEXISTS', meta, 'retry_policy') == 1 and live > 0 then
     return {'empty', state}
   end
-  set_state(meta, K.running, K.cooldown, A.campaign_id, '${state_completed}', A.now)
+  set_state(meta, K.running, K.cooldown, A.campaign_id, '${state_completed}', A.now, K.outbox)
   return {'${state_completed}', '${state_completed}'}
 end
 -- Attempts in doubt hold a live slot and their reservation until an operator
 -- resolves them; when nothing else will free up, waiting would be forever.
 if live >= num(redis.call('HGET', meta, 'max_in_flight')) then
   if live - in_doubt <= 0 and in_doubt > 0 then
-    halt_for_review(meta, K.running, K.cooldown, A.campaign_id, A.now, A.review_message)
+    halt_for_review(meta, K.running, K.cooldown, A.campaign_id, A.now, A.review_message, K.outbox)
     return {'needs_review', '${state_halted}'}
   end
   return {'in_flight_full', state}
@@ -72,12 +72,12 @@ if spent + reserved + worst > budget then
     return {'budget_wait', state}
   end
   if in_doubt > 0 then
-    halt_for_review(meta, K.running, K.cooldown, A.campaign_id, A.now, A.review_message)
+    halt_for_review(meta, K.running, K.cooldown, A.campaign_id, A.now, A.review_message, K.outbox)
     return {'needs_review', '${state_halted}'}
   end
   redis.call('HSET', meta, 'halt_code', '${halt_budget_exhausted}', 'halt_message',
     fill(A.budget_message, {remaining = budget - spent, worst_case = worst}))
-  set_state(meta, K.running, K.cooldown, A.campaign_id, '${state_halted}', A.now)
+  set_state(meta, K.running, K.cooldown, A.campaign_id, '${state_halted}', A.now, K.outbox)
   return {'${halt_budget_exhausted}', '${state_halted}'}
 end
 local max_live = tonumber(A.max_live)

@@ -1,5 +1,5 @@
 -- An attempt may or may not be a call: keep its reservation for an operator.
--- KEYS: meta attempt unresolved running cooldown
+-- KEYS: meta attempt unresolved running cooldown outbox
 -- ARGV: now attempt_id reason code halt campaign_id
 -- USES: lifecycle
 local status = redis.call('HGET', K.attempt, 'status')
@@ -12,6 +12,6 @@ redis.call('HINCRBY', K.meta, 'in_doubt_reserved', num(redis.call('HGET', K.atte
 local state = redis.call('HGET', K.meta, 'state')
 if A.halt == '1' and (state == '${state_running}' or state == '${state_paused}') then
   redis.call('HSET', K.meta, 'halt_code', A.code, 'halt_message', A.reason)
-  set_state(K.meta, K.running, K.cooldown, A.campaign_id, '${state_halted}', A.now)
+  set_state(K.meta, K.running, K.cooldown, A.campaign_id, '${state_halted}', A.now, K.outbox)
 end
 return 'ok'

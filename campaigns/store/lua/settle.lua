@@ -1,6 +1,7 @@
 -- Book a final call: release its reservation, add its cost; schedule the contact's
 -- next attempt when the campaign's retry policy names this final status. Idempotent.
--- KEYS: meta attempt unsettled account_live tries retry
+-- KEYS: meta attempt unsettled account_live tries retry outbox
+-- USES: lifecycle
 -- ARGV: final_status billsec cost estimated currency now attempt_id mismatch
 -- Redis does not roll back a script that errors half-way, so every argument and
 -- every field a write depends on is checked first; a bad one returns
@@ -36,6 +37,8 @@ if live_type ~= 'string' and live_type ~= 'none' then return 'invalid:account_li
 if live_type == 'string' and not counter(redis.call('GET', K.account_live)) then
   return 'invalid:account_live'
 end
+local outbox_type = K.outbox and redis.call('TYPE', K.outbox)['ok'] or 'none'
+if outbox_type ~= 'stream' and outbox_type ~= 'none' then return 'invalid:outbox' end
 local status = redis.call('HGET', K.attempt, 'status')
 if status ~= '${attempt_accepted}' then return status or 'unknown' end
 if redis.call('HGET', K.attempt, 'settled') == '1' then return 'duplicate' end
@@ -82,5 +85,10 @@ if retry_due then
   redis.call('HSET', K.attempt, 'retry_at', string.format('%.0f', retry_due))
   redis.call('HINCRBY', K.meta, 'retries', 1)
 end
+outbox_add(K.outbox, {'event_id', A.attempt_id .. ':settled', 'type', 'attempt.final',
+  'campaign_id', string.match(A.attempt_id, '^[^:]+'), 'attempt_id', A.attempt_id,
+  'call_id', redis.call('HGET', K.attempt, 'call_id') or '', 'status', A.final_status,
+  'error_code', '', 'error_message', '', 'billsec', A.billsec, 'cost', A.cost,
+  'currency', A.currency, 'cost_estimated', A.estimated, 'at', A.now})
 if cost > reserved then return 'over_reservation' end
 return 'ok'
