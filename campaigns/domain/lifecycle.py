@@ -22,6 +22,7 @@ import enum
 
 __all__ = [
     "ACTIVE_STATES",
+    "BUDGET_CHANGE_STATES",
     "BUDGET_EXHAUSTED_MESSAGE",
     "FINAL_CALL_STATUSES",
     "FINAL_STATES",
@@ -32,8 +33,10 @@ __all__ = [
     "AttemptStatus",
     "HaltCode",
     "Move",
+    "OperatorAction",
     "State",
     "budget_allows",
+    "budget_floor",
     "lua_constants",
 ]
 
@@ -158,6 +161,26 @@ class Move(enum.Enum):
         return self.name.lower().replace("_", " ")
 
 
+BUDGET_CHANGE_STATES: frozenset[State] = ACTIVE_STATES
+"""A budget can be set while the campaign is not over. A campaign halted with
+``budget_exhausted`` stays halted when its budget is raised: it is then resumable
+(``Move.RESUME``, whose budget check now passes), and the operator resumes it."""
+
+
+class OperatorAction(enum.StrEnum):
+    """What the campaign history records (``campaigns history``), one name per action."""
+
+    SUBMIT = "submit"
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+    BUDGET = "budget"
+    RESOLVE = "resolve"
+    DNC_ADD = "dnc_add"
+    DNC_REMOVE = "dnc_remove"
+    DNC_IMPORT = "dnc_import"
+
+
 REVIEW_MESSAGE = "attempts in doubt need an operator: campaigns report shows them, campaigns resolve settles them"
 """Why a campaign halted with ``in_doubt_review``."""
 
@@ -184,6 +207,15 @@ def budget_allows(*, budget: int, spent: int, reserved: int, worst_case: int) ->
     state-machine test holds the two to the same answers.
     """
     return spent + reserved + worst_case <= budget
+
+
+def budget_floor(*, spent: int, reserved: int) -> int:
+    """The lowest budget a campaign may be given now: what it spent plus what it holds.
+
+    A lower one would break ``spent + reserved <= budget`` at once; the budget
+    script (``store/lua/set_budget.lua``) applies the same rule atomically.
+    """
+    return spent + reserved
 
 
 def lua_constants() -> dict[str, str]:

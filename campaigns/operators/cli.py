@@ -25,6 +25,7 @@ from rich.console import Console
 
 from campaigns.domain.contacts import Contacts
 from campaigns.domain.errors import ProviderError
+from campaigns.domain.lifecycle import HaltCode, OperatorAction, State
 from campaigns.domain.money import format_money
 from campaigns.domain.spec import SpecError, is_campaign_id
 from campaigns.logs import (
@@ -36,13 +37,14 @@ from campaigns.operators.control import (
     CampaignClient,
     ControlError,
     Explanation,
+    InvalidRequest,
     check_redis,
     iso_time,
     status_json,
 )
 from campaigns.operators.estimate import estimate_contacts
 from campaigns.settings import Settings, unknown_settings
-from campaigns.store import CampaignRecord, StoreError, SubmitConflict
+from campaigns.store import BudgetChange, CampaignRecord, StoreError, SubmitConflict
 
 __all__ = ["main"]
 
@@ -257,6 +259,8 @@ def _run(make: Callable[[CampaignClient], Awaitable[R]]) -> R:
         raise _Failure(f"invalid input: {exc}", 2) from None
     except SubmitConflict as exc:
         raise _Failure(str(exc), 2) from None
+    except InvalidRequest as exc:
+        raise _Failure(f"invalid input: {exc}", 2) from None
     except (ControlError, StoreError, LookupError) as exc:
         raise _Failure(str(exc)) from None
     except BrokenPipeError:
@@ -381,6 +385,81 @@ def _state_command(verb: str, doc: str) -> None:
 _state_command("pause", "Pause: returns once no new create request can start.")
 _state_command("resume", "Resume a paused or halted campaign (re-checks the budget).")
 _state_command("cancel", "Cancel for good; calls already placed still settle.")
+
+
+class _AmountType(click.ParamType[int]):
+    """An amount of money in the campaign's currency, as a decimal string: micros."""
+
+    name = "amount"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from campaigns.domain.money import MoneyError, parse_micros
+
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_micros(value)
+        except MoneyError as exc:
+            self.fail(f"{exc} (an amount such as 250.00, in the campaign's currency)", param, ctx)
+
+
+@main.command(epilog=_example("campaigns budget spring-renewals 250.00"))
+@click.argument("campaign_id", type=CAMPAIGN_ID)
+@click.argument("amount", metavar="AMOUNT", type=_AmountType())
+def budget(campaign_id: str, amount: int) -> None:
+    """Set a campaign's budget (AMOUNT in its currency, such as 250.00).
+
+    Atomic against what the dispatcher reserves: refused (exit 2, nothing
+    changed) below what the campaign spent plus what its live calls hold. A
+    campaign halted budget_exhausted stays halted; resume it once the budget
+    covers a call. Recorded in campaigns history. A later identical submit of
+    the original spec stays a no-op: the budget is not part of the fingerprint
+    check once the campaign exists (docs/operations.md).
+    """
+
+    async def change(client: CampaignClient) -> tuple[BudgetChange, CampaignRecord]:
+        done = await client.budget(campaign_id, amount)
+        return done, await client.get(campaign_id)
+
+    done, campaign = _run(change)
+    cur = campaign.currency
+
+    def money(micros: int) -> str:
+        return format_money(micros, cur, exact=True)
+
+    _echo(
+        f"{campaign_id}: budget {money(done.before)} -> {money(done.after)} "
+        f"(spent {money(done.spent)}, reserved {money(done.reserved)})"
+    )
+    room = done.after - done.spent - done.reserved
+    if room < campaign.worst_case_micros:
+        click.echo(
+            f"warning: the {money(room)} left cannot cover one call's worst case "
+            f"({money(campaign.worst_case_micros)}): nothing more is dialled",
+            err=True,
+        )
+    elif campaign.state is State.HALTED and campaign.halt_code == HaltCode.BUDGET_EXHAUSTED:
+        _echo(f"{campaign_id}: halted budget_exhausted, resumable: campaigns resume {campaign_id}")
+
+
+@main.command(epilog=_example("campaigns history spring-renewals --json"))
+@click.argument("campaign_id", type=CAMPAIGN_ID)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line, money in micros")
+def history(campaign_id: str, as_json: bool) -> None:
+    """Every operator action on a campaign, oldest first: when, who, before and after.
+
+    Submit, pause, resume, cancel, budget and resolve; the actor is the CLI's
+    login name or the API token's name. The newest 1000 actions are kept.
+    """
+    from campaigns.operators.history import history_line
+
+    async def read(client: CampaignClient) -> tuple[list[dict[str, Any]], str]:
+        entries = await client.history(campaign_id)
+        return entries, (await client.get(campaign_id)).currency
+
+    entries, currency = _run(read)
+    for entry in entries:
+        _echo(json.dumps(entry) if as_json else history_line(entry, currency))
 
 
 @main.command(epilog=_example("campaigns resolve spring-renewals:000004:1 --call-id call_8f2a"))
@@ -772,7 +851,13 @@ def dnc_add(numbers: tuple[str, ...], strict: bool, as_json: bool) -> None:
     """
     from campaigns.operators import dnc as ops
 
-    change = _run(lambda c: ops.add(ops.list_for(c.store), numbers, strict=strict, name=_argument))
+    change = _run(
+        lambda c: ops.recorded(
+            c,
+            OperatorAction.DNC_ADD,
+            ops.add(ops.list_for(c.store), numbers, strict=strict, name=_argument),
+        )
+    )
     _echo(json.dumps(change.to_json()) if as_json else change.line())
 
 
@@ -786,7 +871,13 @@ def dnc_remove(numbers: tuple[str, ...], as_json: bool) -> None:
     """
     from campaigns.operators import dnc as ops
 
-    change = _run(lambda c: ops.remove(ops.list_for(c.store), numbers, name=_argument))
+    change = _run(
+        lambda c: ops.recorded(
+            c,
+            OperatorAction.DNC_REMOVE,
+            ops.remove(ops.list_for(c.store), numbers, name=_argument),
+        )
+    )
     _echo(json.dumps(change.to_json()) if as_json else change.line())
 
 
@@ -830,7 +921,11 @@ def dnc_import(csv_path: str, strict: bool, as_json: bool) -> None:
         ) from None
     with source:
         result = _run(
-            lambda c: ops.import_csv(ops.list_for(c.store), source, shown=shown, strict=strict)
+            lambda c: ops.recorded(
+                c,
+                OperatorAction.DNC_IMPORT,
+                ops.import_csv(ops.list_for(c.store), source, shown=shown, strict=strict),
+            )
         )
     if as_json:
         _echo(json.dumps(result.to_json()))
@@ -849,6 +944,17 @@ def dnc_count(as_json: bool) -> None:
 
     listed = _run(lambda c: ops.list_for(c.store).count())
     _echo(json.dumps({"count": listed}) if as_json else _count(listed, "number"))
+
+
+@dnc.command(name="history", epilog=_example("campaigns dnc history --json"))
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+def dnc_history(as_json: bool) -> None:
+    """Every change to the do-not-call list, oldest first: when, who, what (the newest 1000)."""
+    from campaigns.operators.history import history_line
+
+    entries = _run(lambda c: c.store.history.read(None))
+    for entry in entries:
+        _echo(json.dumps(entry) if as_json else history_line(entry, ""))
 
 
 @dnc.command(name="list", epilog=_example("campaigns dnc list > dnc-backup.csv"))

@@ -7,6 +7,7 @@ operators, or an operator and a worker, never race into an impossible state.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import re
 import time
 from collections.abc import Awaitable
@@ -23,6 +24,7 @@ from campaigns.domain.lifecycle import (
     AttemptStatus,
     HaltCode,
     Move,
+    OperatorAction,
     State,
     budget_allows,
 )
@@ -32,18 +34,29 @@ from campaigns.logs import scrub
 from campaigns.providers import check_call_section
 from campaigns.queue import JobQueue, open_queue
 from campaigns.settings import Settings, redis_location
-from campaigns.store import CampaignRecord, Store, StoreError, now_ms
+from campaigns.store import (
+    BudgetBelowFloor,
+    BudgetChange,
+    CampaignRecord,
+    Store,
+    StoreError,
+    campaign_of,
+    entry_head,
+    now_ms,
+)
 
 __all__ = [
     "WAIT_REASONS",
     "CampaignClient",
     "ControlError",
     "Explanation",
+    "InvalidRequest",
     "NotFound",
     "RedisUnavailable",
     "SubmitResult",
     "Waiting",
     "check_redis",
+    "default_actor",
     "explain",
     "iso_time",
     "status_json",
@@ -89,6 +102,24 @@ class ControlError(RuntimeError):
 
 class NotFound(ControlError):
     pass
+
+
+class InvalidRequest(ControlError):
+    """A request whose values cannot be accepted (a budget below what is spent and
+    held): nothing changed; the CLI exits 2, the API answers 422."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def default_actor() -> str:
+    """Who the history names for this process's actions: ``cli:<login name>``."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name at all (a container without a passwd entry)
+        user = "unknown"
+    return f"cli:{user}"
 
 
 class RedisUnavailable(ControlError):
@@ -361,10 +392,14 @@ class CampaignClient:
     ...     await client.submit(spec)
     """
 
-    def __init__(self, store: Store, queue: JobQueue, settings: Settings) -> None:
+    def __init__(
+        self, store: Store, queue: JobQueue, settings: Settings, actor: str | None = None
+    ) -> None:
         self.store = store
         self.queue = queue
         self.settings = settings
+        self.actor = actor or default_actor()
+        """Who the history names when an action is not given its own ``actor``."""
 
     @classmethod
     async def connect(
@@ -390,7 +425,9 @@ class CampaignClient:
     async def aclose(self) -> None:
         await self.queue.aclose()
 
-    async def submit(self, spec: CampaignSpec | Contacts) -> SubmitResult:
+    async def submit(
+        self, spec: CampaignSpec | Contacts, *, actor: str | None = None
+    ) -> SubmitResult:
         """Store a validated spec and start it. Same ID and spec again: a no-op.
 
         ``Contacts`` (a spec and a CSV file) are validated as they are written,
@@ -412,6 +449,20 @@ class CampaignClient:
             worst_case_micros=valid.worst_case_call_micros(),
             estimated_micros_per_contact=rate.cost_micros(valid.max_call_seconds),
         )
+        if outcome == "created":
+            await self._record(
+                valid.campaign_id,
+                OperatorAction.SUBMIT,
+                actor,
+                None,
+                {
+                    "state": str(State.QUEUED),
+                    "budget_micros": valid.budget_in_micros,
+                    "currency": valid.currency,
+                    "contacts": tally.contacts,
+                    "fingerprint": tally.fingerprint,
+                },
+            )
         campaign = await self.store.campaign(valid.campaign_id)
         if campaign is not None and campaign.state is State.QUEUED:
             # Also after "exists": a submit that died before enqueueing is finished here.
@@ -438,21 +489,66 @@ class CampaignClient:
         found = [await self.store.campaign(cid) for cid in await self.store.campaign_ids()]
         return [c for c in found if c is not None]
 
-    async def pause(self, campaign_id: str) -> str:
+    async def pause(self, campaign_id: str, *, actor: str | None = None) -> str:
         """Pause; returns once no create request can start (the dispatcher let go)."""
-        await self._transition(campaign_id, Move.PAUSE)
+        await self._transition(campaign_id, Move.PAUSE, actor)
         await self._wait_for_dispatcher(campaign_id)
         return State.PAUSED
 
-    async def cancel(self, campaign_id: str) -> str:
+    async def cancel(self, campaign_id: str, *, actor: str | None = None) -> str:
         """Cancel; cancelling a cancelled campaign is a no-op, as pausing a paused one."""
         if (await self.get(campaign_id)).state is State.CANCELLED:
             return State.CANCELLED
-        await self._transition(campaign_id, Move.CANCEL)
+        await self._transition(campaign_id, Move.CANCEL, actor)
         await self._wait_for_dispatcher(campaign_id)
         return State.CANCELLED
 
-    async def resume(self, campaign_id: str) -> str:
+    async def budget(
+        self, campaign_id: str, budget_micros: int, *, actor: str | None = None
+    ) -> BudgetChange:
+        """Set a new budget, atomically against what is spent and reserved.
+
+        Refused (:class:`InvalidRequest`, nothing changed) below ``spent +
+        reserved``. A campaign halted ``budget_exhausted`` stays halted, now
+        resumable when the new budget covers one more call's worst case.
+        """
+        head = entry_head(now_ms(), actor or self.actor, OperatorAction.BUDGET)
+        try:
+            return await self.store.set_budget(campaign_id, budget_micros, head)
+        except BudgetBelowFloor as exc:
+            currency = (await self.get(campaign_id)).currency
+
+            def money(micros: int) -> str:
+                return format_money(micros, currency, exact=True)
+
+            raise InvalidRequest(
+                f"budget {money(exc.budget)} for campaign {campaign_id!r} is below what it "
+                f"spent plus what it holds: {money(exc.spent)} spent + {money(exc.reserved)} "
+                f"reserved = {money(exc.spent + exc.reserved)}",
+                "budget",
+            ) from None
+        except StoreError as exc:
+            if str(exc).startswith("no campaign"):
+                raise NotFound(str(exc)) from None
+            raise ControlError(str(exc)) from None
+
+    async def history(self, campaign_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The campaign's operator actions, oldest first (the newest ``limit``)."""
+        await self.get(campaign_id)
+        return await self.store.history.read(campaign_id, limit)
+
+    async def record_account_action(
+        self,
+        action: OperatorAction,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        *,
+        actor: str | None = None,
+    ) -> None:
+        """Record an account-wide action (a do-not-call change) in the account history."""
+        await self._record(None, action, actor, before, after)
+
+    async def resume(self, campaign_id: str, *, actor: str | None = None) -> str:
         """Re-check the budget, then set running and start a fresh dispatch chain."""
         campaign = await self.get(campaign_id)
         if campaign.state not in Move.RESUME.from_states:
@@ -471,11 +567,13 @@ class CampaignClient:
                 f"{format_money(remaining, cur, exact=True)} is below one call's worst case "
                 f"({format_money(campaign.worst_case_micros, cur, exact=True)})"
             )
-        await self._transition(campaign_id, Move.RESUME)
+        await self._transition(campaign_id, Move.RESUME, actor)
         await self._kick(campaign_id)
         return State.RUNNING
 
-    async def resolve(self, attempt_id: str, *, call_id: str | None) -> str:
+    async def resolve(
+        self, attempt_id: str, *, call_id: str | None, actor: str | None = None
+    ) -> str:
         """Settle an in-doubt attempt: the call the operator found, or no call at all."""
         attempt = await self.store.attempt(attempt_id)
         if attempt is None:
@@ -492,15 +590,42 @@ class CampaignClient:
             )
         if result not in ("ok", "duplicate"):
             raise ControlError(f"attempt {attempt_id!r} could not be resolved: {result}")
-        return "accepted" if call_id else "requeued"
+        outcome = "accepted" if call_id else "requeued"
+        if result == "ok":
+            await self._record(
+                campaign_of(attempt_id),
+                OperatorAction.RESOLVE,
+                actor,
+                {"attempt_id": attempt_id, "status": str(AttemptStatus.IN_DOUBT)},
+                {"attempt_id": attempt_id, "outcome": outcome, "call_id": call_id},
+            )
+        return outcome
 
-    async def _transition(self, campaign_id: str, move: Move) -> None:
+    async def _transition(self, campaign_id: str, move: Move, actor: str | None) -> None:
+        before = await self.store.campaign(campaign_id)
         try:
             done, previous = await self.store.transition(campaign_id, move)
         except StoreError as exc:
             raise NotFound(str(exc)) from None
         if not done:
             raise ControlError(f"cannot {move.verb} campaign {campaign_id!r}: it is {previous}")
+        was: dict[str, Any] = {"state": str(previous)}
+        if before is not None and before.halt_code:
+            was["halt_code"] = before.halt_code
+        await self._record(
+            campaign_id, OperatorAction(move.verb), actor, was, {"state": str(move.to)}
+        )
+
+    async def _record(
+        self,
+        campaign_id: str | None,
+        action: OperatorAction,
+        actor: str | None,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+    ) -> None:
+        head = entry_head(now_ms(), actor or self.actor, action)
+        await self.store.history.append(campaign_id, head, before, after)
 
     async def _kick(self, campaign_id: str) -> None:
         seq = await self.store.bump_dispatch_seq(campaign_id)

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from campaigns.domain.contacts import Contacts, Tally
 from campaigns.domain.lifecycle import (
+    BUDGET_CHANGE_STATES,
     FINAL_CALL_STATUSES,
     NEVER_SENT_STATUSES,
     AttemptStatus,
@@ -30,9 +31,12 @@ from campaigns.domain.money import MAX_MICROS
 from campaigns.domain.pacing import NO_LIMIT, PaceRule
 from campaigns.domain.policy import ZoneGroups, contact_number
 from campaigns.domain.spec import CampaignSpec
+from campaigns.store.history import HISTORY_LIMIT, History
 from campaigns.store.keys import Keys, campaign_of
 from campaigns.store.records import (
     Attempt,
+    BudgetBelowFloor,
+    BudgetChange,
     CampaignRecord,
     Claim,
     ClaimOutcome,
@@ -95,6 +99,8 @@ class Store:
         self._account_put = load_script("account_put").bind(redis)
         self._pace = load_script("pace").bind(redis)
         self._hold = load_script("hold_account").bind(redis)
+        self._set_budget = load_script("set_budget").bind(redis)
+        self.history = History(redis, self.keys)
 
     def _c(self, campaign_id: str, what: str) -> str:
         return self.keys.campaign(campaign_id, what)
@@ -722,6 +728,46 @@ class Store:
         if outcome == "missing":
             raise StoreError(f"no campaign {campaign_id!r}")
         return outcome == "ok", State(previous)
+
+    async def set_budget(
+        self, campaign_id: str, budget_micros: int, history_head: Mapping[str, Any]
+    ) -> BudgetChange:
+        """Set the budget atomically against spend and reservations, and record it.
+
+        Raises :class:`BudgetBelowFloor` (nothing changed) when ``budget_micros`` is
+        below ``spent + reserved`` at that instant, :class:`StoreError` when the
+        campaign does not exist or is over.
+        """
+        head = json.dumps(dict(history_head), separators=(",", ":"))
+        result = await self._set_budget(
+            meta=self.keys.meta(campaign_id),
+            history=self.keys.history(campaign_id),
+            budget=str(budget_micros),
+            allowed=",".join(sorted(BUDGET_CHANGE_STATES)),
+            now=now_ms(),
+            entry=head[:-1],
+            history_limit=HISTORY_LIMIT,
+        )
+        outcome = _str(result[0])
+        if outcome == "missing":
+            raise StoreError(f"no campaign {campaign_id!r}")
+        if outcome == "refused":
+            raise StoreError(
+                f"cannot change the budget of campaign {campaign_id!r}: it is {_str(result[1])}"
+            )
+        if outcome == "below":
+            raise BudgetBelowFloor(
+                campaign_id, budget_micros, integer(result[1]), integer(result[2])
+            )
+        return BudgetChange(
+            campaign_id,
+            before=integer(result[1]),
+            after=budget_micros,
+            spent=integer(result[2]),
+            reserved=integer(result[3]),
+            state=State(_str(result[4])),
+            halt_code=text(result[5]) or None,
+        )
 
     async def next_dispatch_seq(self, campaign_id: str, current: int) -> int | None:
         """Advance the dispatch sequence if this job is still the current one."""

@@ -45,6 +45,10 @@
     P:c:C:pace_log           list  C's newest request start times, us (its pace window)
     P:c:C:alerts             set   alert thresholds already fired
     P:c:C:reconciliation     str   the last reconciliation (JSON), kept for operators
+    P:c:C:history            list  operator actions on C, oldest first (JSON: at, actor,
+                                   action, before, after), capped at the newest 1000
+    P:history                list  account-wide operator actions (do-not-call changes),
+                                   the same shape and cap
     P:a:A                    hash  one attempt: contact, reservation, status, call,
                                    exact request body, error, settlement
 
@@ -146,6 +150,12 @@ class Keys:
     def dnc_staging(self, token: str) -> str:
         """Where a ``dnc import`` collects its numbers until ``dnc_merge.lua`` merges them."""
         return f"{self.prefix}:dnc:staging:{token}"
+
+    def history(self, campaign_id: str | None = None) -> str:
+        """Operator actions on one campaign, or (``None``) on the account (the DNC list)."""
+        if campaign_id is None:
+            return f"{self.prefix}:history"
+        return self.campaign(campaign_id, "history")
 
     @property
     def campaign_prefix(self) -> str:

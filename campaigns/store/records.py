@@ -13,6 +13,8 @@ from campaigns.store.keys import attempt_id
 
 __all__ = [
     "Attempt",
+    "BudgetBelowFloor",
+    "BudgetChange",
     "CampaignRecord",
     "Claim",
     "ClaimOutcome",
@@ -33,6 +35,32 @@ class StoreError(RuntimeError):
 
 class SubmitConflict(StoreError):
     """A campaign with this ID exists with a different spec."""
+
+
+class BudgetBelowFloor(StoreError):
+    """A new budget below what the campaign spent plus what it holds: nothing changed."""
+
+    def __init__(self, campaign_id: str, budget: int, spent: int, reserved: int) -> None:
+        super().__init__(
+            f"campaign {campaign_id!r}: budget {budget} micros is below spent {spent} "
+            f"+ reserved {reserved} micros"
+        )
+        self.budget = budget
+        self.spent = spent
+        self.reserved = reserved
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetChange:
+    """What a budget change replaced, and the campaign as it found it (micros)."""
+
+    campaign_id: str
+    before: int
+    after: int
+    spent: int
+    reserved: int
+    state: State
+    halt_code: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,178 @@
+"""An operator's day two, through the CLI as typed and the API: budget and history."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from click.testing import CliRunner, Result
+
+from campaigns.operators.api import create_api_app
+from campaigns.operators.cli import main
+from campaigns.operators.control import CampaignClient
+from campaigns.settings import Settings
+from campaigns.testbed.sandbox import SandboxServer
+from tests.conftest import spec_dict
+from tests.support import WorkerProcess, creates, wait_for, worker_env
+
+OPERATOR_TOKEN = "operator-token-0123456789abcdef"
+VIEWER_TOKEN = "viewer-token-0123456789abcdef"
+
+
+def cli_for(settings: Settings) -> Callable[..., asyncio.Future[Result]]:
+    """``campaigns ARGS`` in-process, in a thread (the command runs its own event loop)."""
+    env = worker_env(settings, DISPATCHER_LOG_LEVEL="WARNING", USER="alice", LOGNAME="alice")
+
+    def run(*args: str) -> asyncio.Future[Result]:
+        return asyncio.ensure_future(
+            asyncio.to_thread(CliRunner().invoke, main, list(args), env=env)
+        )
+
+    return run
+
+
+async def _state(client: CampaignClient, campaign_id: str, state: str) -> bool:
+    return (await client.get(campaign_id)).state == state
+
+
+async def test_budget_raises_a_halted_campaign_and_history_records_it(
+    client: CampaignClient,
+    settings: Settings,
+    sandbox: SandboxServer,
+    start_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    cli = cli_for(settings)
+    spec_path = tmp_path / "tight.json"
+    # 61 s at 0.01/min reserves 20,000 micros a call; calls cost 10,000 each, so
+    # 0.05 pays for four and halts budget_exhausted with 10,000 left.
+    spec = spec_dict("tight", contacts=6, budget="0.05", max_call_seconds=61)
+    spec_path.write_text(json.dumps(spec))
+    start_worker()
+    submitted = await cli("submit", str(spec_path))
+    assert submitted.exit_code == 0, submitted.stderr
+    await wait_for(lambda: _state(client, "tight", "halted"), timeout=30, what="halt")
+    await wait_for(lambda: _unreserved(client, "tight"), timeout=30, what="calls settled")
+    campaign = await client.get("tight")
+    assert campaign.halt_code == "budget_exhausted"
+    spent = campaign.spent_micros
+    assert spent > 0
+
+    bad = await cli("budget", "tight", "1.0000001")
+    assert bad.exit_code == 2 and "AMOUNT" in bad.stderr and bad.stderr.count("\n") == 1
+    missing = await cli("budget", "nobody", "1.00")
+    assert missing.exit_code == 1 and "no campaign 'nobody'" in missing.stderr
+    # Below what it spent: refused naming the amounts, nothing changed (exit 2).
+    below = await cli("budget", "tight", "0.01")
+    assert below.exit_code == 2 and below.stderr.count("\n") == 1
+    assert "budget EUR 0.01 for campaign 'tight' is below" in below.stderr
+    assert f"EUR {spent / 1e6:.2f} spent + EUR 0.00 reserved" in below.stderr
+    assert (await client.get("tight")).budget_micros == 50_000
+
+    raised = await cli("budget", "tight", "0.20")
+    assert raised.exit_code == 0, raised.stderr
+    assert f"tight: budget EUR 0.05 -> EUR 0.20 (spent EUR {spent / 1e6:.2f}" in raised.stdout
+    assert "resumable: campaigns resume tight" in raised.stdout
+    assert (await client.get("tight")).state == "halted", "raising a budget resumes nothing"
+
+    resumed = await cli("resume", "tight")
+    assert resumed.exit_code == 0, resumed.stderr
+    await wait_for(lambda: _state(client, "tight", "completed"), timeout=30, what="completion")
+    ledger = creates(sandbox.ledger(), "tight")
+    assert len(ledger) == 6
+    assert len({e["variables"]["contact_ref"] for e in ledger}) == 6, "nobody dialled twice"
+    # A completed campaign's budget is history: refused as a state (exit 1).
+    over = await cli("budget", "tight", "5.00")
+    assert over.exit_code == 1 and "completed" in over.stderr
+
+    # The original spec again is still a no-op: the fingerprint is the submitted spec's.
+    again = await cli("submit", str(spec_path))
+    assert again.exit_code == 0 and "already submitted" in again.stdout, again.stderr
+
+    shown = await cli("history", "tight")
+    assert shown.exit_code == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert [line.split()[2] for line in lines] == ["submit", "budget", "resume"]
+    assert all(line.split()[1] == "cli:alice" for line in lines)
+    assert "budget: EUR 0.05 -> EUR 0.20" in lines[1]
+    assert "state: halted -> running, halt_code: budget_exhausted" in lines[2]
+    listed = await cli("history", "tight", "--json")
+    entries = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert entries[1]["before"] == {"budget_micros": 50_000}
+    assert entries[1]["after"] == {"budget_micros": 200_000}
+
+    # Do-not-call changes are the account's: `campaigns dnc history`.
+    assert (await cli("dnc", "add", "+15551239999")).exit_code == 0
+    account = (await cli("dnc", "history", "--json")).stdout.splitlines()
+    [change] = [json.loads(line) for line in account]
+    assert change["action"] == "dnc_add" and change["actor"] == "cli:alice"
+    assert change["after"]["numbers"] == ["+15551239999"] and change["after"]["added"] == 1
+
+
+async def _unreserved(client: CampaignClient, campaign_id: str) -> bool:
+    return (await client.get(campaign_id)).reserved_micros == 0
+
+
+async def test_budget_and_history_over_the_api(client: CampaignClient, settings: Settings) -> None:
+    from campaigns.domain.spec import parse_spec
+
+    api_settings = settings.model_copy(update={"api_tokens": None})
+    app = create_api_app(api_settings, {OPERATOR_TOKEN: "operator", VIEWER_TOKEN: "viewer"})
+    await client.submit(parse_spec(spec_dict("api-budget", contacts=2, budget="1.00")))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://api") as http,
+    ):
+        operator = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+        viewer = {"Authorization": f"Bearer {VIEWER_TOKEN}"}
+        url = "/v1/campaigns/api-budget"
+        refused = await http.patch(url, json={"budget": "2.00"}, headers=viewer)
+        assert refused.status_code == 403
+        done = await http.patch(url, json={"budget": "2.50"}, headers=operator)
+        assert done.status_code == 200, done.text
+        assert done.json()["money"]["budget_micros"] == 2_500_000
+        micros = await http.patch(url, json={"budget_micros": 3_000_000}, headers=operator)
+        assert micros.json()["money"]["budget_micros"] == 3_000_000
+        for body, field in (
+            ({"budget": 2}, "budget"),
+            ({"budget": "-1"}, "budget"),
+            ({"budget_micros": "5"}, "budget_micros"),
+            ({"budget": "1", "budget_micros": 1}, "budget"),
+            ({"name": "x"}, "name"),
+        ):
+            bad = await http.patch(url, json=body, headers=operator)
+            assert bad.status_code == 422 and bad.json()["error"]["field"] == field, body
+        # Reservations held count: a budget below spent + reserved is refused by name.
+        await client.store.redis.hset(client.store.keys.meta("api-budget"), "reserved", 40_000)
+        below = await http.patch(url, json={"budget": "0.03"}, headers=operator)
+        assert below.status_code == 422
+        assert below.json()["error"]["field"] == "budget"
+        assert "EUR 0.04 reserved" in below.json()["error"]["message"]
+        missing = await http.patch("/v1/campaigns/nobody", json={"budget": "1"}, headers=operator)
+        assert missing.status_code == 404
+        paused = await http.post(f"{url}/pause", headers=operator)
+        assert paused.status_code == 200
+
+        history = await http.get(f"{url}/history", headers=viewer)
+        assert history.status_code == 200
+        entries = history.json()["history"]
+        assert [e["action"] for e in entries] == ["submit", "budget", "budget", "pause"]
+        actor = entries[1]["actor"]
+        assert actor.startswith("api:operator:") and OPERATOR_TOKEN not in actor
+        assert entries[2]["before"] == {"budget_micros": 2_500_000}
+        assert entries[3]["before"] == {"state": "queued"}
+        assert entries[3]["after"] == {"state": "paused"}
+        newest = await http.get(f"{url}/history?limit=1", headers=viewer)
+        assert [e["action"] for e in newest.json()["history"]] == ["pause"]
+        assert (await http.get(f"{url}/history?limit=0", headers=viewer)).status_code == 422
+        assert (await http.get("/v1/campaigns/nobody/history", headers=viewer)).status_code == 404
+        removed = await http.post(
+            "/v1/dnc/remove", json={"numbers": ["+15551230009"]}, headers=operator
+        )
+        assert removed.status_code == 200
+        [change] = await client.store.history.read(None)
+        assert change["action"] == "dnc_remove" and change["actor"] == actor
