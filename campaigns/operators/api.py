@@ -524,6 +524,36 @@ async def _get_history(api: _Api, request: Request) -> Response:
     return _json({"history": entries})
 
 
+async def _get_contacts(api: _Api, request: Request) -> Response:
+    """``?status=unsent&format=csv``: the contacts of one outcome, as a contacts file."""
+    from campaigns.domain.lifecycle import ContactOutcome
+    from campaigns.operators.outcomes import LISTED_OUTCOMES, write_contacts
+
+    wanted = request.query_params.get("status", "")
+    if wanted not in LISTED_OUTCOMES:
+        allowed = ", ".join(LISTED_OUTCOMES)
+        raise _Problem(422, "invalid", f"must be one of {allowed}", "status")
+    fmt = request.query_params.get("format", "csv")
+    if fmt not in ("csv", "json"):
+        raise _Problem(422, "invalid", "must be csv or json", "format")
+    client = api.campaigns()
+    campaign = await client.get(_campaign_id(request))
+    headers = {}
+    if fmt == "csv":
+        name = f"{campaign.campaign_id}-{wanted}.csv"
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
+
+    async def write(out: IO[str]) -> None:
+        cid, count = campaign.campaign_id, campaign.contacts
+        await write_contacts(client.store, cid, count, ContactOutcome(wanted), fmt, out)
+
+    return StreamingResponse(
+        _stream(write),
+        media_type="text/csv; charset=utf-8" if fmt == "csv" else "application/json",
+        headers=headers,
+    )
+
+
 def _day_two_routes(api: _Api) -> list[Route]:
     def bound(need: str, handler: Callable[[_Api, Request], Awaitable[Response]]) -> Handler:
         async def run(request: Request) -> Response:
@@ -534,7 +564,16 @@ def _day_two_routes(api: _Api) -> list[Route]:
     return [
         Route("/v1/campaigns/{campaign_id}", bound(OPERATOR, _patch_campaign), methods=["PATCH"]),
         Route("/v1/campaigns/{campaign_id}/history", bound(VIEWER, _get_history), methods=["GET"]),
+        Route(
+            "/v1/campaigns/{campaign_id}/contacts", bound(VIEWER, _get_contacts), methods=["GET"]
+        ),
     ]
+
+
+def _listed_outcomes() -> tuple[str, ...]:
+    from campaigns.operators.outcomes import LISTED_OUTCOMES
+
+    return tuple(str(o) for o in LISTED_OUTCOMES)
 
 
 def _day_two_paths() -> dict[str, Any]:
@@ -570,6 +609,37 @@ def _day_two_paths() -> dict[str, Any]:
                         },
                     }
                 },
+            )
+        },
+        "/v1/campaigns/{campaign_id}/contacts": {
+            "get": _operation(
+                "The contacts of one outcome, as the contacts CSV `campaigns submit --contacts` "
+                "reads (or a spec's contacts array)",
+                VIEWER,
+                {
+                    "200": {
+                        "description": "the contacts",
+                        "content": {
+                            "text/csv": {"schema": {"type": "string"}},
+                            "application/json": {"schema": {"type": "array"}},
+                        },
+                    }
+                },
+                (404, 422),
+                params=[
+                    _ID_PARAM,
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"enum": [str(o) for o in _listed_outcomes()]},
+                    },
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "schema": {"enum": ["csv", "json"], "default": "csv"},
+                    },
+                ],
             )
         },
         "/v1/campaigns/{campaign_id}/history": {

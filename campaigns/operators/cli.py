@@ -387,6 +387,12 @@ _state_command("resume", "Resume a paused or halted campaign (re-checks the budg
 _state_command("cancel", "Cancel for good; calls already placed still settle.")
 
 
+def _outcomes() -> tuple[str, ...]:
+    from campaigns.operators.outcomes import LISTED_OUTCOMES
+
+    return tuple(str(o) for o in LISTED_OUTCOMES)
+
+
 class _AmountType(click.ParamType[int]):
     """An amount of money in the campaign's currency, as a decimal string: micros."""
 
@@ -440,6 +446,50 @@ def budget(campaign_id: str, amount: int) -> None:
         )
     elif campaign.state is State.HALTED and campaign.halt_code == HaltCode.BUDGET_EXHAUSTED:
         _echo(f"{campaign_id}: halted budget_exhausted, resumable: campaigns resume {campaign_id}")
+
+
+@main.command(
+    epilog=_example(
+        "campaigns contacts spring-renewals --status unsent > rest.csv",
+        "campaigns submit rest.json --contacts rest.csv",
+    )
+)
+@click.argument("campaign_id", type=CAMPAIGN_ID)
+@click.option(
+    "--status",
+    "outcome",
+    required=True,
+    type=click.Choice([str(o) for o in _outcomes()]),
+    help="the contacts' outcome (their latest attempt)",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json"]),
+    default="csv",
+    show_default=True,
+    help="csv: the contacts file submit --contacts reads; json: a spec's contacts array",
+)
+def contacts(campaign_id: str, outcome: str, fmt: str) -> None:
+    """List a campaign's contacts by outcome, as a contacts file for a new campaign.
+
+    unsent: never dialled (not reached yet, or left when the campaign was
+    cancelled or halted); no_answer, busy, failed: how the last call ended (or
+    the provider refused the contact); suppressed, expired, capped: the
+    contact policy kept them from being dialled; answered: the call was answered.
+    """
+    from campaigns.domain.lifecycle import ContactOutcome
+    from campaigns.operators.outcomes import write_contacts
+
+    out = cast(TextIO, _Scrubbed(sys.stdout))
+
+    async def write(client: CampaignClient) -> int:
+        campaign = await client.get(campaign_id)
+        return await write_contacts(
+            client.store, campaign_id, campaign.contacts, ContactOutcome(outcome), fmt, out
+        )
+
+    _run(write)
 
 
 @main.command(epilog=_example("campaigns history spring-renewals --json"))

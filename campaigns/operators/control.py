@@ -59,6 +59,7 @@ __all__ = [
     "default_actor",
     "explain",
     "iso_time",
+    "not_dialled",
     "status_json",
     "submit_campaign",
 ]
@@ -203,17 +204,20 @@ class Explanation:
     now_ms: int
     waiting: Waiting | None
     done: int
+    """Contacts dialled or dialling (never-sent ones are not done: ``not_dialled``)."""
     percent_done: float
     calls_last_minute: int
     calls_per_second: float
     eta_ms: int | None
     times: dict[str, int | None] = field(default_factory=dict)
+    not_dialled: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "waiting": None if self.waiting is None else self.waiting.to_json(),
             "progress": {
                 "done": self.done,
+                "not_dialled": self.not_dialled,
                 "percent": self.percent_done,
                 "calls_last_minute": self.calls_last_minute,
                 "configured_calls_per_second": self.calls_per_second,
@@ -252,7 +256,9 @@ async def explain(
         account_live,
         hold if hold is not None and hold > now else None,
     )
-    done = campaign.contacts - campaign.pending
+    never = sum(not_dialled(campaign).values())
+    left = 0 if campaign.state in FINAL_STATES else campaign.pending
+    done = campaign.contacts - left - never
     eta: int | None = None
     if campaign.state in (State.QUEUED, State.RUNNING) and (
         waiting is None
@@ -266,7 +272,12 @@ async def explain(
         now_ms=now,
         waiting=waiting,
         done=done,
-        percent_done=round(100 * done / campaign.contacts, 1) if campaign.contacts else 100.0,
+        not_dialled=never,
+        percent_done=(
+            round(100 * (campaign.contacts - left) / campaign.contacts, 1)
+            if campaign.contacts
+            else 100.0
+        ),
         calls_last_minute=len(claims),
         calls_per_second=pace,
         eta_ms=eta,
@@ -348,16 +359,40 @@ async def account_hold_until_ms(store: Store) -> int | None:
         return None
 
 
+def not_dialled(campaign: CampaignRecord) -> dict[str, int]:
+    """Contacts that will not be dialled, by why (only the reasons that apply).
+
+    ``cancelled`` (or ``halted``, when the campaign was halted when an operator
+    cancelled it): the contacts still pending when it ended; ``expired``,
+    ``capped``, ``suppressed``: the contact policy's never-sent outcomes.
+    """
+    why: dict[str, int] = {}
+    if campaign.state in FINAL_STATES and campaign.pending:
+        stopped_by = "halted" if campaign.cancelled_while == State.HALTED else "cancelled"
+        why[stopped_by] = campaign.pending
+    for reason, count in (
+        ("expired", campaign.expired),
+        ("capped", campaign.capped),
+        ("suppressed", campaign.suppressed),
+    ):
+        if count:
+            why[reason] = count
+    return why
+
+
 def status_json(campaign: CampaignRecord, explanation: Explanation | None = None) -> dict[str, Any]:
     """The ``campaigns status --json`` shape: the stored record, plus (with an
-    explanation) ``waiting``, ``progress``, ``eta`` and ``times``."""
+    explanation) ``waiting``, ``progress``, ``eta`` and ``times``. A campaign that
+    is over has ``pending`` 0: what it left is ``not_dialled``, with why."""
+    never = not_dialled(campaign)
     shape = {
         "campaign_id": campaign.campaign_id,
         "state": campaign.state,
         "halt": campaign.halt,
         "counts": {
             "contacts": campaign.contacts,
-            "pending": campaign.pending,
+            "pending": 0 if campaign.state in FINAL_STATES else campaign.pending,
+            "not_dialled": sum(never.values()),
             "accepted": campaign.accepted,
             "rejected": campaign.rejected,
             "in_doubt": campaign.in_doubt,
@@ -377,6 +412,7 @@ def status_json(campaign: CampaignRecord, explanation: Explanation | None = None
             "start_at": iso_time(campaign.start_at_ms),
             "end_at": iso_time(campaign.end_at_ms),
         },
+        "not_dialled": never,
         # Calls seen live past max_call_seconds that the dialect could not hang up.
         "reservation_may_be_exceeded": campaign.past_max_calls > 0,
     }
@@ -497,9 +533,12 @@ class CampaignClient:
 
     async def cancel(self, campaign_id: str, *, actor: str | None = None) -> str:
         """Cancel; cancelling a cancelled campaign is a no-op, as pausing a paused one."""
-        if (await self.get(campaign_id)).state is State.CANCELLED:
+        before = await self.get(campaign_id)
+        if before.state is State.CANCELLED:
             return State.CANCELLED
         await self._transition(campaign_id, Move.CANCEL, actor)
+        if before.state is State.HALTED:
+            await self.store.note_cancelled_while(campaign_id, State.HALTED)
         await self._wait_for_dispatcher(campaign_id)
         return State.CANCELLED
 

@@ -45,9 +45,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from campaigns.domain.lifecycle import AttemptStatus
+from campaigns.domain.lifecycle import FINAL_STATES, AttemptStatus
 from campaigns.domain.money import format_money, humanize_micros
-from campaigns.operators.control import Explanation
+from campaigns.operators.control import Explanation, not_dialled
 from campaigns.store import Attempt, CampaignRecord, Store
 
 __all__ = [
@@ -168,12 +168,21 @@ def _span(seconds: int) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
+def _not_dialled_text(campaign: CampaignRecord) -> str:
+    """``43 (cancelled 40, expired 3)``, or ``0``."""
+    why = not_dialled(campaign)
+    if not why:
+        return "0"
+    return f"{sum(why.values())} ({', '.join(f'{k} {n}' for k, n in why.items())})"
+
+
 def summary_lines(
     campaign: CampaignRecord, explanation: Explanation | None = None
 ) -> list[tuple[str, str]]:
     """Key and value lines, money for people; the halt text (a provider's words)
     has invisibles escaped and stored micros written as money."""
     cur = campaign.currency
+    pending = 0 if campaign.state in FINAL_STATES else campaign.pending
     halt = campaign.halt
     why = ""
     if halt:
@@ -197,7 +206,8 @@ def summary_lines(
             (
                 "progress",
                 f"{explanation.percent_done:g}% "
-                f"({explanation.done} of {campaign.contacts} contacts done or dialling)",
+                f"({explanation.done} of {campaign.contacts} contacts dialled or dialling"
+                + (f", {explanation.not_dialled} not dialled)" if explanation.not_dialled else ")"),
             ),
             (
                 "rate",
@@ -212,7 +222,8 @@ def summary_lines(
             ),
         ]
     lines += [
-        ("contacts", f"{campaign.contacts} ({campaign.pending} pending)"),
+        ("contacts", f"{campaign.contacts} ({pending} pending)"),
+        ("not dialled", _not_dialled_text(campaign)),
         ("accepted calls", str(campaign.accepted)),
         ("rejected attempts", str(campaign.rejected)),
         ("in doubt", str(campaign.in_doubt)),

@@ -304,6 +304,45 @@ class Store:
                 )
             start += page
 
+    async def latest_attempts(
+        self, campaign_id: str, page: int = 1000
+    ) -> dict[int, tuple[AttemptStatus, str | None, str | None]]:
+        """Each contact's latest attempt: contact index -> (status, final call status,
+        reject kind); the expired and capped rows count too. A contact never
+        claimed has none."""
+        found: dict[int, tuple[AttemptStatus, str | None, str | None]] = {}
+        key = self._c(campaign_id, "attempts")
+        start = 0
+        while ids := await _aw(self.redis.lrange(key, start, start + page - 1)):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for attempt_id in ids:
+                    pipe.hmget(
+                        self.keys.attempt(_str(attempt_id)),
+                        ["status", "final_status", "reject_kind"],
+                    )
+                rows = await pipe.execute()
+            for attempt_id, (status, final, kind) in zip(ids, rows, strict=True):
+                if status is not None:
+                    index = int(_str(attempt_id).split(":")[1])
+                    found[index] = (AttemptStatus(_str(status)), text(final), text(kind))
+            start += page
+        unsent = self._c(campaign_id, "unsent")
+        for entry in await _aw(self.redis.lrange(unsent, 0, -1)):
+            never_sent, position, _ = _str(entry).split("|")
+            found[int(position)] = (AttemptStatus(never_sent), None, None)
+        return found
+
+    async def contact_documents(self, campaign_id: str, indexes: Sequence[int]) -> list[str | None]:
+        """The stored contact JSON of each index (None where there is none)."""
+        if not indexes:
+            return []
+        found = await _aw(self.redis.hmget(self._c(campaign_id, "contacts"), list(indexes)))
+        return [text(f) for f in found]
+
+    async def note_cancelled_while(self, campaign_id: str, why: str) -> None:
+        """Why a cancelled campaign had stopped before it was cancelled (``halted``)."""
+        await _aw(self.redis.hset(self.keys.meta(campaign_id), "cancelled_while", why))
+
     async def unresolved_attempts(self, campaign_id: str) -> list[Attempt]:
         ids = await _aw(self.redis.zrange(self._c(campaign_id, "unresolved"), 0, -1))
         found = [await self.attempt(_str(i)) for i in ids]

@@ -109,6 +109,9 @@ class CampaignRecord:
     """Why the dispatcher last found nothing it may call now (``window``, ...)."""
     wait_since_ms: int | None = None
     wait_until_ms: int | None = None
+    cancelled_while: str | None = None
+    """``halted`` when an operator cancelled a halted campaign (its contacts left
+    undialled were stopped by the halt first)."""
     past_max_calls: int = 0
     """Calls seen live past ``max_call_seconds`` that the dialect could not end:
     while above 0 the reservation (and so the budget) may be exceeded."""
@@ -341,6 +344,7 @@ def campaign_from_hash(
             wait_since_ms=optional("wait_since"),
             wait_until_ms=optional("wait_until"),
             past_max_calls=integer(meta.get("past_max")),
+            cancelled_while=meta.get("cancelled_while") or None,
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise StoreError(f"campaign {campaign_id!r} is damaged in the store: {exc}") from None

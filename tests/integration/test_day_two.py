@@ -170,9 +170,96 @@ async def test_budget_and_history_over_the_api(client: CampaignClient, settings:
         assert [e["action"] for e in newest.json()["history"]] == ["pause"]
         assert (await http.get(f"{url}/history?limit=0", headers=viewer)).status_code == 422
         assert (await http.get("/v1/campaigns/nobody/history", headers=viewer)).status_code == 404
+        unsent = await http.get(f"{url}/contacts?status=unsent", headers=viewer)
+        assert unsent.status_code == 200
+        assert unsent.headers["content-type"].startswith("text/csv")
+        assert unsent.text.splitlines() == ["to,ref", "+15551240000,cust_0", "+15551240001,cust_1"]
+        as_json = await http.get(f"{url}/contacts?status=unsent&format=json", headers=viewer)
+        assert [c["ref"] for c in as_json.json()] == ["cust_0", "cust_1"]
+        for query, field in (("status=sleeping", "status"), ("status=busy&format=xml", "format")):
+            bad = await http.get(f"{url}/contacts?{query}", headers=viewer)
+            assert bad.status_code == 422 and bad.json()["error"]["field"] == field
         removed = await http.post(
             "/v1/dnc/remove", json={"numbers": ["+15551230009"]}, headers=operator
         )
         assert removed.status_code == 200
         [change] = await client.store.history.read(None)
         assert change["action"] == "dnc_remove" and change["actor"] == actor
+
+
+async def test_what_was_never_dialled_pipes_into_a_new_campaign(
+    client: CampaignClient,
+    settings: Settings,
+    sandbox: SandboxServer,
+    start_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """Halted by its budget, then cancelled: status says what was left and why, and
+    ``campaigns contacts`` lists each outcome as a contacts file a new campaign takes."""
+    cli = cli_for(settings)
+    spec = spec_dict("first", contacts=10, budget="0.05", max_call_seconds=61)
+    numbers = [c["to"] for c in spec["contacts"]]
+    spec["contacts"][8]["variables"] = {"name": 'Ann, "the" first', "tier": 3}
+    spec["suppress"] = [numbers[4]]
+    sandbox.configure(
+        per_number={
+            numbers[1]: {"final_status": "no_answer", "billsec_seconds": 0},
+            numbers[2]: {"final_status": "busy", "billsec_seconds": 0},
+        },
+        invalid_numbers=[numbers[3]],
+    )
+    # Completed calls cost 0.01 against a 0.02 worst case: 0.05 pays for contacts
+    # 0, 5, 6 and 7 (1-3 cost nothing, 4 is suppressed); 8 and 9 are never dialled.
+    spec_path = tmp_path / "first.json"
+    spec_path.write_text(json.dumps(spec))
+    start_worker()
+    assert (await cli("submit", str(spec_path))).exit_code == 0
+    await wait_for(lambda: _state(client, "first", "halted"), timeout=30, what="budget halt")
+    await wait_for(lambda: _unreserved(client, "first"), timeout=30, what="calls settled")
+    assert (await cli("cancel", "first")).exit_code == 0
+
+    status = json.loads((await cli("status", "first", "--json")).stdout)
+    assert status["counts"]["pending"] == 0
+    assert status["counts"]["not_dialled"] == 3
+    assert status["not_dialled"] == {"halted": 2, "suppressed": 1}
+    text = (await cli("status", "first")).stdout
+    assert "10 (0 pending)" in text and "3 (halted 2, suppressed 1)" in text
+
+    async def listed(outcome: str, fmt: str = "csv") -> str:
+        result = await cli("contacts", "first", "--status", outcome, "--format", fmt)
+        assert result.exit_code == 0, result.stderr
+        return result.stdout
+
+    unsent = await listed("unsent")
+    assert unsent.splitlines() == [
+        "to,ref,name,tier",
+        f'{numbers[8]},cust_8,"Ann, ""the"" first",3',
+        f"{numbers[9]},cust_9,,",
+    ]
+    for outcome, index in (("no_answer", 1), ("busy", 2), ("failed", 3), ("suppressed", 4)):
+        assert (await listed(outcome)).splitlines() == ["to,ref", f"{numbers[index]},cust_{index}"]
+    assert (await listed("expired")).splitlines() == ["to,ref"]
+    as_json = json.loads(await listed("unsent", "json"))
+    assert as_json[0] == {
+        "to": numbers[8],
+        "ref": "cust_8",
+        "variables": {"name": 'Ann, "the" first', "tier": 3},
+    }
+    bad = await cli("contacts", "first", "--status", "sleeping")
+    assert bad.exit_code == 2 and "--status" in bad.stderr
+
+    # The rest, as a new campaign: the CSV goes straight back in.
+    rest_csv = tmp_path / "rest.csv"
+    rest_csv.write_text(unsent)
+    rest = spec_dict("rest", contacts=0)
+    rest_path = tmp_path / "rest.json"
+    rest_path.write_text(json.dumps(rest))
+    submitted = await cli("submit", str(rest_path), "--contacts", str(rest_csv))
+    assert submitted.exit_code == 0, submitted.stderr
+    assert "rest: submitted, 2 contacts" in submitted.stdout
+    await wait_for(lambda: _state(client, "rest", "completed"), timeout=30, what="the rest")
+    dialled = creates(sandbox.ledger(), "rest")
+    assert sorted(json.loads(e["body"])["to"] for e in dialled) == [numbers[8], numbers[9]]
+    [ann, _] = await client.store.contact_documents("rest", [0, 1])
+    assert ann is not None
+    assert json.loads(ann)["variables"] == {"name": 'Ann, "the" first', "tier": "3"}
