@@ -39,7 +39,7 @@ from campaigns.domain.inputs import DuplicateKeyError, SpecError, strict_json
 from campaigns.domain.inputs import decode_utf8 as _decode_utf8
 from campaigns.domain.inputs import show as _show
 from campaigns.domain.money import MAX_MICROS, MoneyError, parse_micros
-from campaigns.domain.numbers import normalize_number
+from campaigns.domain.numbers import is_region, normalize_number
 from campaigns.domain.policy import CallingWindow, RetryPolicy, RuleError, Schedule
 from campaigns.domain.rating import PRESETS, Increments, Rate, RateError
 
@@ -264,6 +264,9 @@ class CampaignSpec(_Strict):
     alerts: AlertSpec = Field(default_factory=AlertSpec)
     call: CallSpec = Field(default_factory=CallSpec)
     strict_numbers: bool = False
+    default_region: str | None = None
+    """Read contact and suppress numbers without ``+`` as national numbers of this
+    region (``US``, ``GB``); unset, every number must be E.164."""
     calling_window: CallingWindow | None = None
     schedule: Schedule | None = None
     retry: RetryPolicy | None = None
@@ -289,6 +292,16 @@ class CampaignSpec(_Strict):
             raise ValueError("1-64 characters of letters, digits, '_', '.', '-'")
         return value
 
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not is_region(value):
+            raise ValueError(
+                f"{_show(value, 20)!r} is not a region phonenumbers knows "
+                "(an ISO 3166 code such as 'US' or 'GB')"
+            )
+        return value
+
     @field_validator("currency")
     @classmethod
     def _currency(cls, value: str) -> str:
@@ -303,7 +316,7 @@ class CampaignSpec(_Strict):
                 "budget", "give exactly one of budget (decimal string) or budget_micros"
             )
         self._check_money()
-        strict = self.strict_numbers
+        strict, region = self.strict_numbers, self.default_region
         try:
             caller = normalize_number(self.caller_id, strict=strict)
         except ValueError as exc:
@@ -312,7 +325,7 @@ class CampaignSpec(_Strict):
         suppress: list[str] = []
         for index, entry in enumerate(self.suppress):
             try:
-                suppress.append(normalize_number(entry))
+                suppress.append(normalize_number(entry, region=region))
             except ValueError as exc:
                 raise _FieldError(f"suppress.{index}", str(exc)) from None
         object.__setattr__(self, "suppress", sorted(set(suppress)))
@@ -320,7 +333,7 @@ class CampaignSpec(_Strict):
         unique: list[Contact] = []
         for index, contact in enumerate(self.contacts):
             try:
-                number = normalize_number(contact.to, strict=strict)
+                number = normalize_number(contact.to, strict=strict, region=region)
             except ValueError as exc:
                 raise _FieldError(f"contacts.{index}.to", str(exc)) from None
             if number in seen:
@@ -406,7 +419,8 @@ class CampaignSpec(_Strict):
         return merged
 
 
-_POLICY_FIELDS = ("calling_window", "schedule", "retry", "suppress")
+_POLICY_FIELDS = ("calling_window", "schedule", "retry", "suppress", "default_region")
+"""Dropped from the fingerprint when unset, so older specs keep theirs."""
 
 
 class _FieldError(ValueError):
@@ -529,15 +543,15 @@ def load_spec(path: str | Path, contacts_csv: str | Path | None = None) -> Campa
         raise SpecError("spec", "must be a JSON object")
     spec = parse_spec(data)
     if contacts_csv is not None:
-        spec = spec.with_contacts(load_contacts_csv(contacts_csv))
+        spec = spec.with_contacts(load_contacts_csv(contacts_csv, spec.default_region))
     return spec
 
 
-def load_contacts_csv(path: str | Path) -> list[Contact]:
+def load_contacts_csv(path: str | Path, region: str | None = None) -> list[Contact]:
     """Contacts from a UTF-8 CSV file (see :func:`campaigns.domain.contacts.load_contacts_csv`)."""
     from campaigns.domain.contacts import load_contacts_csv as load
 
-    return load(path)
+    return load(path, region)
 
 
 class StoredSpec(BaseModel):
@@ -562,6 +576,7 @@ class StoredSpec(BaseModel):
     alerts: AlertSpec = Field(default_factory=AlertSpec)
     call: CallSpec = Field(default_factory=CallSpec)
     strict_numbers: bool = False
+    default_region: str | None = None
     calling_window: CallingWindow | None = None
     schedule: Schedule | None = None
     retry: RetryPolicy | None = None

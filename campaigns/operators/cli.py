@@ -9,6 +9,7 @@ line on stderr, never a traceback, never a secret.
 from __future__ import annotations
 
 import asyncio
+import csv
 import io
 import json
 import logging
@@ -16,6 +17,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, ParamSpec, TextIO, TypeVar, cast
 
 import click
@@ -23,7 +25,7 @@ import httpx
 from redis.exceptions import RedisError
 from rich.console import Console
 
-from campaigns.domain.contacts import Contacts
+from campaigns.domain.contacts import Contacts, Refusals
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.lifecycle import HaltCode, OperatorAction, State
 from campaigns.domain.money import format_money
@@ -294,21 +296,106 @@ def main() -> None:
     configure_logging(level, settings.log_format)
 
 
-@main.command(epilog=_example("campaigns submit spring.json --contacts contacts.csv"))
-@click.argument("spec_path", metavar="SPEC.json", type=click.Path(dir_okay=False))
-@click.option(
-    "--contacts", "contacts_csv", type=click.Path(dir_okay=False), help="contacts CSV (to,ref)"
+class _RejectsFile(Refusals):
+    """``--skip-invalid``: every refused row, with its line and reason, to a CSV file
+    (rewritten on each pass over the contacts, so each row appears once)."""
+
+    HEADER = ("line", "column", "reason", "to", "ref")
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self._file: TextIO | None = None
+        self._writer: Any = None
+
+    def begin(self, path: Path) -> None:
+        super().begin(path)
+        self.close()
+        try:
+            self._file = self.path.open("w", encoding="utf-8", newline="")
+        except OSError as exc:
+            shown = repr(str(self.path))[1:-1]
+            raise SpecError("--rejects", f"cannot write {shown}: {exc.strerror or exc}") from None
+        self._writer = csv.writer(self._file, lineterminator="\n")
+        self._writer.writerow(self.HEADER)
+
+    def refuse(self, line: int, column: str, reason: str, to: str, ref: str) -> None:
+        super().refuse(line, column, reason, to, ref)
+        self._writer.writerow((line, column, reason, to, ref))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def line(self) -> str:
+        rows = f"{self.count:,} row{'' if self.count == 1 else 's'}"
+        return f"{rows} refused, written to {repr(str(self.path))[1:-1]}"
+
+
+def _contacts_options(fn: Callable[P, R]) -> Callable[P, R]:
+    """``--contacts``, ``--skip-invalid`` and ``--rejects`` (submit and estimate)."""
+    fn = click.option(
+        "--rejects",
+        "rejects_path",
+        type=click.Path(dir_okay=False),
+        help="with --skip-invalid: where the refused rows go (default: CONTACTS.rejects.csv)",
+    )(fn)
+    fn = click.option(
+        "--skip-invalid",
+        is_flag=True,
+        help="write bad CSV rows (line, column, reason) to a rejects CSV and go on; "
+        "default: the first bad row refuses the whole file",
+    )(fn)
+    return click.option(
+        "--contacts",
+        "contacts_csv",
+        type=click.Path(dir_okay=False),
+        help="contacts CSV (to,ref; other columns become variables)",
+    )(fn)
+
+
+def _load_contacts(
+    spec_path: str, contacts_csv: str | None, skip_invalid: bool, rejects_path: str | None
+) -> tuple[Contacts, _RejectsFile | None]:
+    if rejects_path is not None and not skip_invalid:
+        raise _Failure("--rejects needs --skip-invalid (see '--help')", 2)
+    if skip_invalid and contacts_csv is None:
+        raise _Failure("--skip-invalid needs --contacts FILE.csv (see '--help')", 2)
+    rejects = None
+    if skip_invalid and contacts_csv is not None:
+        source = Path(contacts_csv)
+        default = source.with_name(f"{source.stem}.rejects.csv")
+        rejects = _RejectsFile(Path(rejects_path) if rejects_path else default)
+    return Contacts.load(spec_path, contacts_csv, rejects), rejects
+
+
+@main.command(
+    epilog=_example(
+        "campaigns submit spring.json --contacts contacts.csv",
+        "campaigns submit spring.json --contacts export.csv --skip-invalid",
+    )
 )
+@click.argument("spec_path", metavar="SPEC.json", type=click.Path(dir_okay=False))
+@_contacts_options
 @_cli_errors
-def submit(spec_path: str, contacts_csv: str | None) -> None:
+def submit(
+    spec_path: str, contacts_csv: str | None, skip_invalid: bool, rejects_path: str | None
+) -> None:
     """Validate and submit a campaign; same ID and spec again is a no-op.
 
     Refuses a spec without contacts; warns when the budget cannot pay for one
     call at its worst case (the campaign would halt before its first call).
+    A bad CSV row refuses the whole file (exit 2, nothing written) unless
+    --skip-invalid: then it goes to the rejects CSV and the rest is submitted.
     """
-    contacts = Contacts.load(spec_path, contacts_csv)
+    contacts, rejects = _load_contacts(spec_path, contacts_csv, skip_invalid, rejects_path)
     spec = contacts.spec
-    result = _run(lambda c: c.submit(contacts))
+    try:
+        result = _run(lambda c: c.submit(contacts))
+    finally:
+        if rejects is not None:
+            rejects.close()
     worst = spec.worst_case_call_micros()
     if spec.budget_in_micros < worst:
         cur = spec.currency
@@ -319,9 +406,10 @@ def submit(spec_path: str, contacts_csv: str | None) -> None:
             err=True,
         )
     verb = "submitted" if result.created else "already submitted (no change)"
+    refused = "" if rejects is None else f"; {rejects.line()}"
     _echo(
         f"{result.campaign_id}: {verb}, {result.contacts} contacts"
-        f" ({result.duplicates_dropped} duplicates dropped)"
+        f" ({result.duplicates_dropped} duplicates dropped){refused}"
     )
 
 
@@ -613,7 +701,7 @@ def dead_letters(limit: int) -> None:
     ),
 )
 @click.argument("spec_path", metavar="SPEC.json", type=click.Path(dir_okay=False))
-@click.option("--contacts", "contacts_csv", type=click.Path(dir_okay=False))
+@_contacts_options
 @click.option(
     "--average-seconds",
     type=click.IntRange(1, 86_400),
@@ -627,12 +715,14 @@ def dead_letters(limit: int) -> None:
 def estimate_(
     spec_path: str,
     contacts_csv: str | None,
+    skip_invalid: bool,
+    rejects_path: str | None,
     average_seconds: int | None,
     account: bool,
     as_json: bool,
 ) -> None:
-    """Worst-case cost of a spec before submitting it (nothing is written)."""
-    contacts = Contacts.load(spec_path, contacts_csv)
+    """Worst-case cost of a spec before submitting it (nothing is written to Redis)."""
+    contacts, rejects = _load_contacts(spec_path, contacts_csv, skip_invalid, rejects_path)
     buffer = 10
     balance = None
     credit_table = None
@@ -654,18 +744,27 @@ def estimate_(
                 "(DISPATCHER_BALANCE_SOURCE=voxpria reads Voxpria credits)",
                 2,
             )
-    result = estimate_contacts(
-        contacts,
-        average_seconds=average_seconds,
-        balance=balance,
-        buffer_percent=buffer,
-        credit_table=credit_table,
-    )
+    try:
+        result = estimate_contacts(
+            contacts,
+            average_seconds=average_seconds,
+            balance=balance,
+            buffer_percent=buffer,
+            credit_table=credit_table,
+        )
+    finally:
+        if rejects is not None:
+            rejects.close()
     if as_json:
-        _echo(json.dumps(result.to_json()))
+        shape = result.to_json()
+        if rejects is not None:
+            shape["refused_rows"] = rejects.count
+        _echo(json.dumps(shape))
     else:
         for line in result.lines():
             _echo(line)
+        if rejects is not None:
+            _echo(f"refused rows: {rejects.line()}")
 
 
 class _MonthType(click.ParamType[str]):

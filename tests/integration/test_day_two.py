@@ -263,3 +263,88 @@ async def test_what_was_never_dialled_pipes_into_a_new_campaign(
     [ann, _] = await client.store.contact_documents("rest", [0, 1])
     assert ann is not None
     assert json.loads(ann)["variables"] == {"name": 'Ann, "the" first', "tier": "3"}
+
+
+async def test_real_lists_skip_invalid_rows_and_read_national_numbers(
+    client: CampaignClient, settings: Settings, tmp_path: Path
+) -> None:
+    cli = cli_for(settings)
+    contacts = tmp_path / "export.csv"
+    contacts.write_text(
+        "to,ref,name\n"
+        "+15551240001,a,Ann\n"
+        "(555) 124-0002,b,Bob\n"  # national: refused without default_region
+        "+1555,c,Cy\n"  # not a possible number
+        f"+15551240004,{'r' * 201},Di\n"  # ref too long
+        "+15551240005,e,Ed,extra\n"  # more values than the header
+        "+15551240001,a2,Ann again\n"  # a duplicate: dropped, not refused
+        "+15551240006,f,Flo\n"
+    )
+    spec_path = tmp_path / "real.json"
+    spec_path.write_text(json.dumps(spec_dict("real", contacts=0)))
+
+    strict = await cli("submit", str(spec_path), "--contacts", str(contacts))
+    assert strict.exit_code == 2 and strict.stderr.count("\n") == 1
+    assert f"contacts[{contacts} line 3].to" in strict.stderr
+    assert await client.store.campaign("real") is None, "nothing written"
+
+    estimated = await cli(
+        "estimate", str(spec_path), "--contacts", str(contacts), "--skip-invalid", "--json"
+    )
+    assert estimated.exit_code == 0, estimated.stderr
+    assert json.loads(estimated.stdout)["refused_rows"] == 4
+    rejects = tmp_path / "export.rejects.csv"
+    assert rejects.exists()
+
+    chosen = tmp_path / "refused.csv"
+    skipped = await cli(
+        "submit",
+        str(spec_path),
+        "--contacts",
+        str(contacts),
+        "--skip-invalid",
+        "--rejects",
+        str(chosen),
+    )
+    assert skipped.exit_code == 0, skipped.stderr
+    assert "real: submitted, 2 contacts (1 duplicates dropped); 4 rows refused" in skipped.stdout
+    rows = chosen.read_text().splitlines()
+    assert rows[0] == "line,column,reason,to,ref"
+    assert [r.split(",")[:2] for r in rows[1:]] == [
+        ["3", "to"],
+        ["4", "to"],
+        ["5", "ref"],
+        ["6", "row"],
+    ]
+    assert "default_region" in rows[1] and "more values than header columns" in rows[4]
+    assert (await client.get("real")).contacts == 2
+    again = await cli("submit", str(spec_path), "--contacts", str(contacts), "--skip-invalid")
+    assert again.exit_code == 0 and "already submitted" in again.stdout
+    assert len(rejects.read_text().splitlines()) == 5, "each refused row once"
+
+    misuse = await cli("submit", str(spec_path), "--skip-invalid")
+    assert misuse.exit_code == 2 and "--contacts" in misuse.stderr
+
+    # National numbers with default_region: the region's own spelling, stored in E.164.
+    national = spec_dict("national", contacts=0, default_region="GB")
+    national["contacts"] = [{"to": "020 7946 0958", "ref": "ldn"}]
+    national["suppress"] = ["07700 900123"]
+    path = tmp_path / "national.json"
+    path.write_text(json.dumps(national))
+    gb = tmp_path / "gb.csv"
+    gb.write_text("to,ref\n0161 496 0000,mcr\n+15551240009,us\n")
+    done = await cli("submit", str(path), "--contacts", str(gb))
+    assert done.exit_code == 0, done.stderr
+    stored = await client.store.contact_documents("national", [0, 1, 2])
+    assert [json.loads(d or "{}")["to"] for d in stored] == [
+        "+442079460958",
+        "+441614960000",
+        "+15551240009",
+    ]
+    assert await client.store.redis.smembers(
+        client.store.keys.campaign("national", "suppress")
+    ) == {b"+447700900123"}
+    wrong = dict(national, campaign_id="nowhere", default_region="XX")
+    path.write_text(json.dumps(wrong))
+    refused = await cli("submit", str(path))
+    assert refused.exit_code == 2 and "default_region" in refused.stderr
