@@ -255,10 +255,10 @@ class CampaignSpec(_Strict):
     campaign_id: str = Field(default_factory=lambda: f"cmp_{uuid.uuid4().hex[:16]}")
     name: str = ""
     caller_id: str
-    currency: str = "EUR"
+    currency: str
     budget: DecimalMoney | None = None
     budget_micros: Micros | None = None
-    rate: RateSpec = Field(default_factory=RateSpec)
+    rate: RateSpec
     max_call_seconds: int = Field(120, ge=1, le=86_400)
     pacing: Pacing = Field(default_factory=Pacing)
     alerts: AlertSpec = Field(default_factory=AlertSpec)
@@ -283,6 +283,29 @@ class CampaignSpec(_Strict):
         where = _first_surrogate(data)
         if where is not None:
             raise _FieldError(where, "not valid Unicode (a lone surrogate such as \\ud800)")
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _money_terms_given(cls, data: Any) -> Any:
+        """No silent money defaults: the currency and the price are the spec's to say."""
+        if isinstance(data, dict):
+            if "currency" not in data:
+                raise _FieldError(
+                    "currency",
+                    "required: the ISO 4217 code the budget and the rate are in, such as "
+                    "'EUR' (there is no default currency)",
+                )
+            rate = data.get("rate")
+            if rate is None or (
+                isinstance(rate, dict) and not any(rate.get(n) is not None for n in _PRICE_FIELDS)
+            ):
+                raise _FieldError(
+                    "rate",
+                    "required: the price every reservation is computed at, such as "
+                    '{"per_minute": "0.01", "increments": "60/60"} or {"preset": '
+                    '"pstn_outgoing"} (there is no default rate)',
+                )
         return data
 
     @field_validator("campaign_id")

@@ -44,7 +44,7 @@ from campaigns.operators.control import (
     iso_time,
     status_json,
 )
-from campaigns.operators.estimate import estimate_contacts
+from campaigns.operators.estimate import estimate_contacts, rate_line
 from campaigns.settings import Settings, unknown_settings
 from campaigns.store import BudgetChange, CampaignRecord, StoreError, SubmitConflict
 
@@ -410,6 +410,14 @@ def submit(
     _echo(
         f"{result.campaign_id}: {verb}, {result.contacts} contacts"
         f" ({result.duplicates_dropped} duplicates dropped){refused}"
+    )
+    rate = spec.rate_model()
+    described = rate_line(
+        spec.currency, rate.per_minute_micros, str(rate.increments), rate.connect_fee_micros
+    )
+    _echo(
+        f"{result.campaign_id}: reserving at {described}; worst case per call "
+        f"{format_money(worst, spec.currency, exact=True)} ({spec.max_call_seconds} s)"
     )
 
 

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from campaigns.domain.contacts import Contacts
+from campaigns.domain.inputs import SpecError
 from campaigns.domain.lifecycle import (
     FINAL_STATES,
     AttemptStatus,
@@ -29,6 +30,7 @@ from campaigns.domain.lifecycle import (
     budget_allows,
 )
 from campaigns.domain.money import format_money
+from campaigns.domain.policy import ZoneGroups, timing_problem
 from campaigns.domain.spec import CampaignSpec
 from campaigns.logs import scrub
 from campaigns.providers import check_call_section
@@ -480,10 +482,18 @@ class CampaignClient:
             self.settings.provider_dialect, valid.call.model_dump(mode="json", exclude_none=True)
         )
         rate = valid.rate_model()
+        started = datetime.now(UTC)
+
+        def reachable(groups: ZoneGroups) -> None:
+            problem = timing_problem(valid.schedule, valid.calling_window, groups, started)
+            if problem is not None:
+                raise SpecError(problem.field, problem.message)
+
         outcome, tally = await self.store.submit(
             contacts,
             worst_case_micros=valid.worst_case_call_micros(),
             estimated_micros_per_contact=rate.cost_micros(valid.max_call_seconds),
+            before_commit=reachable,
         )
         if outcome == "created":
             await self._record(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, cast
 
 from redis.asyncio import Redis
@@ -114,6 +114,7 @@ class Store:
         *,
         worst_case_micros: int,
         estimated_micros_per_contact: int,
+        before_commit: Callable[[ZoneGroups], None] | None = None,
     ) -> tuple[Literal["created", "exists"], Tally]:
         """Write a validated spec and its contacts; same spec again is a no-op.
 
@@ -124,7 +125,8 @@ class Store:
         (the file is never held whole), then renamed into place by one script,
         so a bad row or a crash mid-write leaves nothing visible: the staging
         keys are deleted (or expire). A campaign that exists is compared by
-        fingerprint after a full read that writes nothing.
+        fingerprint after a full read that writes nothing. ``before_commit`` sees
+        the contacts' zone groups once all are read; what it raises leaves nothing.
         """
         contacts = source if isinstance(source, Contacts) else Contacts(source)
         spec = contacts.spec
@@ -162,6 +164,8 @@ class Store:
                     raise StoreError(f"staged {staged} of {len(chunk)} contacts")
                 start += len(chunk)
             tally = reader.tally
+            if before_commit is not None:
+                before_commit(zones)
             spec_json = spec.model_dump(mode="json", exclude={"contacts", "suppress"})
             fields: dict[str, str | int] = {
                 "state": State.QUEUED,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -348,3 +349,69 @@ async def test_real_lists_skip_invalid_rows_and_read_national_numbers(
     path.write_text(json.dumps(wrong))
     refused = await cli("submit", str(path))
     assert refused.exit_code == 2 and "default_region" in refused.stderr
+
+
+async def test_money_terms_are_said_and_a_schedule_that_cannot_dial_is_refused(
+    client: CampaignClient, settings: Settings, tmp_path: Path
+) -> None:
+    cli = cli_for(settings)
+    path = tmp_path / "spec.json"
+
+    async def submit(spec: dict[str, object], *extra: str) -> Result:
+        path.write_text(json.dumps(spec))
+        return await cli(*extra, str(path)) if extra else await cli("submit", str(path))
+
+    for field in ("rate", "currency"):
+        spec = spec_dict("no-default", contacts=1)
+        spec.pop(field)
+        refused = await submit(spec)
+        assert refused.exit_code == 2 and f"invalid input: {field}: required" in refused.stderr
+        estimated = await submit(spec, "estimate")
+        assert estimated.exit_code == 2 and f"{field}: required" in estimated.stderr
+    assert await client.store.campaign("no-default") is None
+
+    spec = spec_dict("said", contacts=1, rate={"per_minute": "0.012", "increments": "30/6"})
+    done = await submit(spec)
+    assert done.exit_code == 0, done.stderr
+    assert (
+        "said: reserving at EUR 0.012 per minute, 30/6 increments, connect fee EUR 0.00; "
+        "worst case per call EUR 0.024 (120 s)"
+    ) in done.stdout
+    estimated = await submit(spec, "estimate")
+    assert "EUR 0.012 per minute, 30/6 increments, connect fee EUR 0.00" in estimated.stdout
+
+    now = datetime.now(UTC)
+    ended = spec_dict("ended", contacts=1, schedule={"end_at": _iso(now - timedelta(minutes=1))})
+    refused = await submit(ended)
+    assert refused.exit_code == 2 and "schedule.end_at: " in refused.stderr
+    assert "has already passed" in refused.stderr
+    assert await client.store.campaign("ended") is None
+    said = await submit(ended, "estimate")
+    assert said.exit_code == 0 and "refused at submit     schedule.end_at" in said.stdout
+
+    # A window from two to three hours from now, an end in one hour: it never opens.
+    opens, closes = now + timedelta(hours=2), now + timedelta(hours=3)
+    shut = spec_dict(
+        "shut",
+        contacts=1,
+        schedule={"end_at": _iso(now + timedelta(hours=1))},
+        calling_window={
+            "start": opens.strftime("%H:%M"),
+            "end": closes.strftime("%H:%M"),
+            "timezone": "UTC",
+        },
+    )
+    refused = await submit(shut)
+    assert refused.exit_code == 2 and "invalid input: calling_window: opens for no contact" in (
+        refused.stderr
+    )
+    assert await client.store.campaign("shut") is None
+    as_json = json.loads((await cli("estimate", str(path), "--json")).stdout)
+    assert as_json["policy"]["refused"].startswith("calling_window: opens for no contact")
+    # The same window with an end after it opens is fine.
+    shut["schedule"] = {"end_at": _iso(now + timedelta(hours=4))}
+    assert (await submit(shut)).exit_code == 0
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
