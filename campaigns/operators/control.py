@@ -32,6 +32,7 @@ from campaigns.domain.lifecycle import (
 from campaigns.domain.money import format_money
 from campaigns.domain.policy import ZoneGroups, timing_problem
 from campaigns.domain.spec import CampaignSpec
+from campaigns.domain.window import drain_time, zone
 from campaigns.logs import scrub
 from campaigns.providers import check_call_section
 from campaigns.queue import JobQueue, open_queue
@@ -261,15 +262,7 @@ async def explain(
     never = sum(not_dialled(campaign).values())
     left = 0 if campaign.state in FINAL_STATES else campaign.pending
     done = campaign.contacts - left - never
-    eta: int | None = None
-    if campaign.state in (State.QUEUED, State.RUNNING) and (
-        waiting is None
-        or waiting.reason
-        in ("max_in_flight", "budget_held", "account_live_full", "queued", "stalled")
-    ):
-        eta = now + int(campaign.pending / pace * 1000)
-    elif waiting is not None and waiting.reason in _POLICY_WAITS and waiting.until_ms is not None:
-        eta = max(now, waiting.until_ms) + int(campaign.pending / pace * 1000)
+    eta = _eta(campaign, waiting, now)
     return Explanation(
         now_ms=now,
         waiting=waiting,
@@ -291,6 +284,48 @@ async def explain(
             "finished_at": campaign.finished_at_ms,
         },
     )
+
+
+_PACE_WAITS = frozenset({"max_in_flight", "budget_held", "account_live_full", "queued", "stalled"})
+"""Waits the pace outlasts: the ETA is still the pace's (and the windows')."""
+
+
+def _eta(campaign: CampaignRecord, waiting: Waiting | None, now: int) -> int | None:
+    """When the last contact should be dialled: at the configured pace, only while
+    each zone group's calling window is open, from ``start_at`` (or the end of a
+    known wait), and never after ``end_at`` (the rest expires then).
+
+    Retries and parked contacts are counted with the first zone group.
+    """
+    if campaign.state not in (State.QUEUED, State.RUNNING):
+        return None
+    start = now
+    if waiting is not None and waiting.reason not in _PACE_WAITS:
+        if waiting.reason not in _POLICY_WAITS or waiting.until_ms is None:
+            return None
+        if waiting.reason not in ("window", "retry", "capped"):
+            start = max(now, waiting.until_ms)  # not started, a 429 hold: nothing before
+    if campaign.start_at_ms is not None:
+        start = max(start, campaign.start_at_ms)
+    pace = campaign.spec.pacing.calls_per_second
+    spec_window = campaign.spec.calling_window
+    end = campaign.end_at_ms
+    if spec_window is None:
+        done = start + int(campaign.pending / pace * 1000)
+        return done if end is None else min(done, end)
+    groups = [[zone(name) for name in names] for names in campaign.zone_groups]
+    pending = list(campaign.pending_by_group) + [0] * len(groups)
+    pending = pending[: len(groups)]
+    pending[0] += campaign.retry_waiting + campaign.parked
+    drained = drain_time(
+        spec_window.window(),
+        groups,
+        pending,
+        pace,
+        datetime.fromtimestamp(start / 1000, UTC),
+        None if end is None else datetime.fromtimestamp(end / 1000, UTC),
+    )
+    return None if drained is None else int(drained.timestamp() * 1000)
 
 
 def _waiting(

@@ -228,18 +228,20 @@ class Store:
             raw, pending, unresolved, retry, parked = await pipe.execute()
         meta = decode(raw)
         groups = integer(meta.get("groups"), 1)
+        by_group = [int(pending)]
         if groups > 1:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for group in range(1, groups):
                     pipe.llen(self.keys.pending(campaign_id, group))
-                pending += sum(int(n) for n in await pipe.execute())
+                by_group += [int(n) for n in await pipe.execute()]
         return campaign_from_hash(
             campaign_id,
             meta,
-            int(pending) + int(retry) + int(parked),
+            sum(by_group) + int(retry) + int(parked),
             int(unresolved),
             retry_waiting=int(retry),
             parked=int(parked),
+            pending_by_group=tuple(by_group),
         )
 
     async def campaign_ids(self) -> list[str]:

@@ -101,6 +101,8 @@ class CampaignRecord:
     """Of ``pending``: contacts whose retry is not due yet."""
     parked: int = 0
     """Of ``pending``: contacts waiting for the frequency cap's window."""
+    pending_by_group: tuple[int, ...] = ()
+    """Of ``pending``: each zone group's list (retries and parked ones not included)."""
     zone_groups: tuple[tuple[str, ...], ...] = ((),)
     """Group id -> the zones its calling window is judged in (``()``: no window)."""
     start_at_ms: int | None = None
@@ -297,6 +299,7 @@ def campaign_from_hash(
     *,
     retry_waiting: int = 0,
     parked: int = 0,
+    pending_by_group: tuple[int, ...] = (),
 ) -> CampaignRecord | None:
     """A campaign from its meta hash (None if there is none); damage is a StoreError."""
     if "state" not in meta:
@@ -337,6 +340,7 @@ def campaign_from_hash(
             retries=integer(meta.get("retries")),
             retry_waiting=retry_waiting,
             parked=parked,
+            pending_by_group=pending_by_group,
             zone_groups=tuple(tuple(g) for g in json.loads(meta.get("zone_groups") or "[[]]")),
             start_at_ms=optional("start_at"),
             end_at_ms=optional("end_at"),

@@ -352,7 +352,10 @@ async def test_real_lists_skip_invalid_rows_and_read_national_numbers(
 
 
 async def test_money_terms_are_said_and_a_schedule_that_cannot_dial_is_refused(
-    client: CampaignClient, settings: Settings, tmp_path: Path
+    client: CampaignClient,
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
 ) -> None:
     cli = cli_for(settings)
     path = tmp_path / "spec.json"
@@ -408,9 +411,19 @@ async def test_money_terms_are_said_and_a_schedule_that_cannot_dial_is_refused(
     assert await client.store.campaign("shut") is None
     as_json = json.loads((await cli("estimate", str(path), "--json")).stdout)
     assert as_json["policy"]["refused"].startswith("calling_window: opens for no contact")
-    # The same window with an end after it opens is fine.
+    # The same window with an end after it opens is fine, and the ETA follows it:
+    # one contact at 50/s is dialled the moment the window opens.
     shut["schedule"] = {"end_at": _iso(now + timedelta(hours=4))}
     assert (await submit(shut)).exit_code == 0
+    start_worker()
+
+    async def waits_for_window() -> bool:
+        shown = await client.status("shut")
+        return shown["waiting"] is not None and shown["waiting"]["reason"] == "window"
+
+    await wait_for(waits_for_window, timeout=30, what="waiting for the window")
+    shown = await client.status("shut")
+    assert shown["eta"] == opens.strftime("%Y-%m-%dT%H:%M:00Z")
 
 
 def _iso(moment: datetime) -> str:
