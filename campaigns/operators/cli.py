@@ -694,8 +694,14 @@ def reconcile(campaign_id: str, as_json: bool) -> None:
 @main.command(name="dead-letters", epilog=_example("campaigns dead-letters --limit 5"))
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 def dead_letters(limit: int) -> None:
-    """Call events that could not be applied, newest first (JSON lines)."""
-    for entry in _run(lambda c: c.store.dead_letters(limit)):
+    """Call events that could not be applied, newest first (JSON lines).
+
+    None at all: says so on stderr (stdout stays empty JSON lines), exit 0.
+    """
+    entries = _run(lambda c: c.store.dead_letters(limit))
+    if not entries:
+        click.echo("no dead letters: every event and job was applied", err=True)
+    for entry in entries:
         _echo(json.dumps(entry))
 
 

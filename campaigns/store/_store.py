@@ -704,6 +704,10 @@ class Store:
         """When the provider says the call was answered (an event before the final one)."""
         await _aw(self.redis.hsetnx(self.keys.attempt(attempt_id), "answered_at", str(at_ms)))
 
+    async def note_ended(self, attempt_id: str, at_ms: int) -> None:
+        """When the provider says the call ended (its final event or the call object)."""
+        await _aw(self.redis.hsetnx(self.keys.attempt(attempt_id), "ended_at", str(at_ms)))
+
     async def note_hung_up(self, attempt_id: str) -> None:
         """We asked the provider to end this call at ``max_call_seconds``."""
         await _aw(self.redis.hsetnx(self.keys.attempt(attempt_id), "hung_up_at", str(now_ms())))

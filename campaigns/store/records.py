@@ -156,7 +156,9 @@ class Attempt:
     """When the first create request for this attempt left (our clock)."""
     last_sent_at_ms: int | None = None
     answered_at_ms: int | None = None
-    """The provider's answer time from an event before the final one."""
+    """The provider's answer time (an event before the final one, or the final call)."""
+    ended_at_ms: int | None = None
+    """The provider's end time of the call, as settlement saw it."""
     hung_up_at_ms: int | None = None
     """When we asked the provider to end the call at ``max_call_seconds``."""
     past_max_at_ms: int | None = None
@@ -255,6 +257,7 @@ def _attempt(raw: dict[str, str]) -> Attempt:
         first_sent_at_ms=_ms_field(raw, "first_sent_at") or _ms_field(raw, "sent_at"),
         last_sent_at_ms=_ms_field(raw, "sent_at"),
         answered_at_ms=_ms_field(raw, "answered_at"),
+        ended_at_ms=_ms_field(raw, "ended_at"),
         hung_up_at_ms=_ms_field(raw, "hung_up_at"),
         past_max_at_ms=_ms_field(raw, "past_max_at"),
         lookup_failures=integer(raw.get("lookup_failures")),

@@ -105,6 +105,16 @@ async def test_budget_raises_a_halted_campaign_and_history_records_it(
     assert entries[1]["before"] == {"budget_micros": 50_000}
     assert entries[1]["after"] == {"budget_micros": 200_000}
 
+    # The provider gave every cost: no row carries the rate model's mark, so no footnote.
+    await wait_for(lambda: _unreserved(client, "tight"), timeout=30, what="every call settled")
+    report = await cli("report", "tight")
+    assert report.exit_code == 0 and "Calls of tight" in report.stdout
+    assert "cost booked by the rate model" not in report.stdout
+    rows = json.loads((await cli("report", "tight", "--format", "json")).stdout)
+    assert all(r["claimed_at"] and r["sent_at"] and r["ended_at"] for r in rows)
+    none = await cli("dead-letters")
+    assert none.exit_code == 0 and none.stdout == "" and "no dead letters" in none.stderr
+
     # Do-not-call changes are the account's: `campaigns dnc history`.
     assert (await cli("dnc", "add", "+15551239999")).exit_code == 0
     account = (await cli("dnc", "history", "--json")).stdout.splitlines()
