@@ -226,6 +226,26 @@ def start_checks(settings: Settings, *, provider: bool, redis: bool) -> None:
             raise _Failure(f"{exc} (DISPATCHER_REDIS_URL)") from None
 
 
+def _require_port(host: str, port: int) -> None:
+    """A server's --host/--port is free to listen on, or one line naming the option, exit 2."""
+    from campaigns.ports import port_problem
+
+    problem = port_problem(host, port)
+    if problem is not None:
+        name = "--host" if problem.startswith("cannot resolve") else "--port"
+        raise _Failure(f"invalid option: {name}: {problem}", 2)
+
+
+def _require_metrics_port(settings: Settings) -> None:
+    from campaigns.ports import port_problem
+
+    if settings.metrics_port is None:
+        return
+    problem = port_problem("0.0.0.0", settings.metrics_port)
+    if problem is not None:
+        raise _Failure(f"invalid settings: DISPATCHER_METRICS_PORT: {problem}", 2)
+
+
 def _require_api_key(settings: Settings) -> None:
     """Commands that talk to the provider need its key: unset, every request would
     carry ``Authorization: Bearer `` and fail with an obscure protocol error."""
@@ -856,6 +876,7 @@ def worker(burst: bool, check: bool) -> None:
         start_checks(settings, provider=False, redis=True)
     else:
         _require_api_key(settings)
+        _require_metrics_port(settings)
         try:
             start_checks(settings, provider=False, redis=True)
         except _Failed as exc:
@@ -892,6 +913,7 @@ def sandbox(host: str, port: int, config_path: str | None) -> None:
     """Serve the sandbox provider (MiniVoice dialect) for demos and tests."""
     args = ["--host", host, "--port", str(port)]
     key = _settings().provider_api_key.get_secret_value()
+    _require_port(host, port)
     if key:  # the key the workers send, also from .env; never on a command line
         os.environ["DISPATCHER_PROVIDER_API_KEY"] = key
     if config_path:
@@ -923,6 +945,7 @@ def ingress(host: str, port: int, tolerance: int) -> None:
     from campaigns.operators.ingress import serve_ingress
 
     settings = _settings()
+    _require_port(host, port)
     start_checks(settings, provider=False, redis=True)
     secret = None
     if settings.webhook_secret is not None:
@@ -949,6 +972,7 @@ def api(host: str, port: int) -> None:
     settings = _settings()
     if not settings.api_roles():
         raise _Failure("invalid settings: DISPATCHER_API_TOKENS: must be set to serve the API", 2)
+    _require_port(host, port)
     start_checks(settings, provider=False, redis=True)
     serve_api(host, port, settings)
 

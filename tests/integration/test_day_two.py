@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -438,3 +441,35 @@ async def test_money_terms_are_said_and_a_schedule_that_cannot_dial_is_refused(
 
 def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_taken_port_is_one_line_naming_the_option_or_setting(settings: Settings) -> None:
+    """Worker metrics, sandbox, api and ingress on a port something listens on: exit 2."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = worker_env(
+            settings,
+            DISPATCHER_METRICS_PORT=str(port),
+            DISPATCHER_API_TOKENS=json.dumps({OPERATOR_TOKEN: "operator"}),
+        )
+        for argv, named in (
+            (["worker"], "invalid settings: DISPATCHER_METRICS_PORT: cannot listen on"),
+            (["sandbox", "--port", str(port)], "invalid option: --port: cannot listen on"),
+            (["api", "--port", str(port)], "invalid option: --port: cannot listen on"),
+            (["ingress", "--port", str(port)], "invalid option: --port: cannot listen on"),
+            (["api", "--host", "no-such-host.invalid"], "--host: cannot resolve host"),
+        ):
+            result = CliRunner().invoke(main, argv, env=env)
+            assert result.exit_code == 2, (argv, result.output)
+            assert result.stderr.count("\n") == 1 and named in result.stderr, argv
+        # The worker run directly (what `campaigns worker` execs) says the same.
+        direct = subprocess.run(
+            [sys.executable, "-m", "worker"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert direct.returncode == 2
+        assert direct.stderr.strip().splitlines() == [
+            f"error: invalid settings: DISPATCHER_METRICS_PORT: cannot listen on 0.0.0.0:{port}: "
+            "Address already in use"
+        ]
