@@ -727,8 +727,9 @@ def create_api_app(settings: Settings, tokens: dict[str, str] | None = None) -> 
     return Starlette(routes=_routes(api), lifespan=lifespan)
 
 
-def serve_api(host: str, port: int, settings: Settings) -> None:
-    """Run the API in the foreground until interrupted (Ctrl-C, SIGTERM)."""
+def serve_api(host: str, port: int, settings: Settings) -> bool:
+    """Run the API in the foreground until interrupted (Ctrl-C, SIGTERM); False when
+    it never started (its startup failed: the log says why)."""
     configure_logging(settings.log_level, settings.log_format)
     for value in settings.secret_values():
         register_secret(value)
@@ -744,7 +745,9 @@ def serve_api(host: str, port: int, settings: Settings) -> None:
         access_log=False,
         proxy_headers=False,
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    server.run()
+    return bool(server.started)
 
 
 # ---------------------------------------------------------------- OpenAPI

@@ -950,7 +950,8 @@ def ingress(host: str, port: int, tolerance: int) -> None:
     secret = None
     if settings.webhook_secret is not None:
         secret = settings.webhook_secret.get_secret_value()
-    serve_ingress(host, port, settings, secret, tolerance_seconds=tolerance)
+    if not serve_ingress(host, port, settings, secret, tolerance_seconds=tolerance):
+        raise _Failure("the ingress did not start (its log says why)")
 
 
 @main.command(
@@ -974,7 +975,8 @@ def api(host: str, port: int) -> None:
         raise _Failure("invalid settings: DISPATCHER_API_TOKENS: must be set to serve the API", 2)
     _require_port(host, port)
     start_checks(settings, provider=False, redis=True)
-    serve_api(host, port, settings)
+    if not serve_api(host, port, settings):
+        raise _Failure("the API did not start (its log says why)")
 
 
 @main.command(epilog=_example("campaigns demo --contacts 50 --spend-limit-calls 20", settings=None))
