@@ -233,7 +233,7 @@ def _require_port(host: str, port: int) -> None:
     problem = port_problem(host, port)
     if problem is not None:
         name = "--host" if problem.startswith("cannot resolve") else "--port"
-        raise _Failure(f"invalid option: {name}: {problem}", 2)
+        raise _Failure(f"invalid value for '{name}': {problem}", 2)
 
 
 def _require_metrics_port(settings: Settings) -> None:

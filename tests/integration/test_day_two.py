@@ -456,10 +456,10 @@ def test_a_taken_port_is_one_line_naming_the_option_or_setting(settings: Setting
         )
         for argv, named in (
             (["worker"], "invalid settings: DISPATCHER_METRICS_PORT: cannot listen on"),
-            (["sandbox", "--port", str(port)], "invalid option: --port: cannot listen on"),
-            (["api", "--port", str(port)], "invalid option: --port: cannot listen on"),
-            (["ingress", "--port", str(port)], "invalid option: --port: cannot listen on"),
-            (["api", "--host", "no-such-host.invalid"], "--host: cannot resolve host"),
+            (["sandbox", "--port", str(port)], "invalid value for '--port': cannot listen on"),
+            (["api", "--port", str(port)], "invalid value for '--port': cannot listen on"),
+            (["ingress", "--port", str(port)], "invalid value for '--port': cannot listen on"),
+            (["api", "--host", "no-such-host.invalid"], "'--host': cannot resolve host"),
         ):
             result = CliRunner().invoke(main, argv, env=env)
             assert result.exit_code == 2, (argv, result.output)

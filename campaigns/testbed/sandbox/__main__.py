@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     problem = port_problem(args.host, args.port)
     if problem is not None:
-        print(f"error: invalid option: --port: {problem}", file=sys.stderr)
+        option = "--host" if problem.startswith("cannot resolve") else "--port"
+        print(f"error: invalid value for '{option}': {problem}", file=sys.stderr)
         raise SystemExit(2)
     logging.basicConfig(level=logging.INFO)
     serve(args.host, args.port, config)
