@@ -9,6 +9,12 @@ let actions = {};
 let reportId = null;
 let busy = false;
 let timer = null;
+let confirming = null;  // the campaign whose cancel button asks "really cancel?"
+const NOT_DIALLED = {
+  suppressed: "on the do-not-call list or the campaign's suppress list",
+  expired: "the schedule's end_at came first",
+  capped: "the number was at the frequency cap until the end",
+};
 
 function token() {
   return sessionStorage.getItem(TOKEN_KEY);
@@ -23,19 +29,22 @@ function takeTokenFromFragment() {
   }
 }
 
-async function api(method, path) {
+async function api(method, path, body) {
+  const headers = { Authorization: "Bearer " + token() };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
     method,
-    headers: { Authorization: "Bearer " + token() },
+    headers,
     cache: "no-store",
+    body: body === undefined ? undefined : JSON.stringify(body),
   });
-  const body = await response.json().catch(() => null);
+  const answer = await response.json().catch(() => null);
   if (!response.ok) {
-    const error = new Error(body && body.error ? body.error.message : response.statusText);
+    const error = new Error(answer && answer.error ? answer.error.message : response.statusText);
     error.status = response.status;
     throw error;
   }
-  return body;
+  return answer;
 }
 
 function el(tag, attrs, ...children) {
@@ -100,9 +109,19 @@ function buttons(campaign) {
   const cell = el("td", { class: "actions" });
   if (role === "operator") {
     for (const verb of ["pause", "resume", "cancel"]) {
-      const button = el("button", { type: "button", "data-action": verb }, verb);
+      // Cancel is final: the first click asks, the second does it.
+      const asking = verb === "cancel" && confirming === campaign.campaign_id;
+      const button = el("button", { type: "button", "data-action": verb },
+        asking ? "really cancel?" : verb);
       button.disabled = busy || !(actions[verb] || []).includes(campaign.state);
-      button.addEventListener("click", () => act(verb, campaign.campaign_id));
+      button.addEventListener("click", () => {
+        if (verb === "cancel" && !asking) {
+          confirming = campaign.campaign_id;
+          return refresh();
+        }
+        confirming = null;
+        return act(verb, campaign.campaign_id);
+      });
       cell.append(button);
     }
   }
@@ -120,14 +139,21 @@ function waitingNote(waiting) {
     el("b", {}, waiting.reason), " ", waiting.message + until);
 }
 
+function inMoney(text, currency) {
+  // Stored halt messages say "N micros" to be exact; people read money.
+  return text.replace(/\b(\d+) micros\b/g, (_, n) => money(Number(n), currency));
+}
+
 function row(campaign) {
   const halt = campaign.halt;
+  const currency = campaign.money.currency;
   return el("tr", { "data-campaign": campaign.campaign_id, "data-state": campaign.state },
     el("td", {}, campaign.campaign_id),
     el("td", {}, el("span", { class: "state " + campaign.state }, campaign.state)),
     el("td", {}, progressBar(campaign.counts)),
     el("td", {}, moneyBar(campaign.money)),
-    el("td", { class: "halt" }, halt ? el("span", {}, el("b", {}, halt.code), " ", halt.message)
+    el("td", { class: "halt" }, halt ? el("span", {}, el("b", {}, halt.code), " ",
+      inMoney(halt.message, currency))
       : waitingNote(campaign.waiting)),
     buttons(campaign));
 }
@@ -170,14 +196,15 @@ async function renderReport() {
     card("settled calls", c.settled),
     card("rejected attempts", c.rejected),
     card("in doubt", c.in_doubt),
-    card("not dialled", `${c.suppressed ?? 0} suppressed · ${c.expired ?? 0} expired · ` +
-      `${c.capped ?? 0} capped`),
+    card("not dialled", Object.entries(status.not_dialled || {})
+      .map(([why, n]) => `${n} ${why}`).join(" · ") || "0"),
     card("spent (settled)", money(m.spent_micros, m.currency)),
     card("reserved", money(m.reserved_micros, m.currency)),
     card("budget", money(m.budget_micros, m.currency)));
   const calls = [];
   const rejected = [];
   const doubt = [];
+  const never = [];
   for (const r of rows) {
     if (r.status === "accepted") {
       calls.push(el("tr", {},
@@ -189,6 +216,9 @@ async function renderReport() {
       rejected.push(el("tr", {},
         el("td", {}, r.attempt_id), el("td", {}, r.to), el("td", {}, r.error_code),
         el("td", { class: "body" }, r.request)));
+    } else if (NOT_DIALLED[r.status]) {
+      never.push(el("tr", {}, el("td", {}, r.ref), el("td", {}, r.to),
+        el("td", {}, r.status), el("td", {}, NOT_DIALLED[r.status])));
     } else {
       doubt.push(el("tr", {}, el("td", {}, r.attempt_id), el("td", {}, r.to), el("td", {}, r.status)));
     }
@@ -196,6 +226,26 @@ async function renderReport() {
   document.querySelector("#calls tbody").replaceChildren(...calls);
   document.querySelector("#rejected tbody").replaceChildren(...rejected);
   document.querySelector("#doubt tbody").replaceChildren(...doubt);
+  document.querySelector("#notdialled tbody").replaceChildren(...never);
+  document.getElementById("budget-form").hidden = role !== "operator";
+  document.getElementById("budget-currency").textContent = m.currency;
+}
+
+async function setBudget(event) {
+  event.preventDefault();
+  const id = reportId;
+  const amount = document.getElementById("budget-amount").value.trim();
+  busy = true;
+  showError(`budget ${id}…`);
+  try {
+    await api("PATCH", `/v1/campaigns/${encodeURIComponent(id)}`, { budget: amount });
+    showError("");
+  } catch (error) {
+    showError(`budget ${id}: ${error.message}`);
+  } finally {
+    busy = false;
+    refresh();
+  }
 }
 
 function openReport(id) {
@@ -246,6 +296,7 @@ document.getElementById("login").addEventListener("submit", (event) => {
   sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value.trim());
   start();
 });
+document.getElementById("budget-form").addEventListener("submit", setBudget);
 document.getElementById("report-close").addEventListener("click", () => {
   reportId = null;
   document.getElementById("report").hidden = true;
