@@ -424,6 +424,7 @@ def status_json(campaign: CampaignRecord, explanation: Explanation | None = None
     never = not_dialled(campaign)
     shape = {
         "campaign_id": campaign.campaign_id,
+        "name": campaign.spec.name,
         "state": campaign.state,
         "halt": campaign.halt,
         "counts": {

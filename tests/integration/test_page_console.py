@@ -97,3 +97,28 @@ async def test_page_console(
     browser.wait_until(
         f"{_row('later')}?.dataset.state === 'cancelled'", timeout=20, what="the cancel"
     )
+    assert (
+        browser.evaluate(f"{_row('later')}.querySelector('button[data-action=resume]')") is None
+    ), "only the buttons that can work"
+
+    # The pace against the configured one; outcome statistics in the report view.
+    assert "pace 50/s" in browser.evaluate(f"{_row('listed')}.querySelector('.pace').textContent")
+    outcomes = browser.evaluate("document.getElementById('outcomes').textContent")
+    assert "2answered" in outcomes and "spend per answered call" in outcomes, outcomes
+
+    # Filter by state and search by ID or name.
+    browser.evaluate(
+        "const s = document.getElementById('filter-state'); s.value = 'completed';"
+        "s.dispatchEvent(new Event('change'))"
+    )
+    browser.wait_until(
+        f"{_row('later')} === null && {_row('listed')} !== null", timeout=10, what="the filter"
+    )
+    browser.evaluate(
+        "document.getElementById('filter-state').value = '';"
+        "const q = document.getElementById('search'); q.value = 'brok';"
+        "q.dispatchEvent(new Event('input'))"
+    )
+    browser.wait_until(
+        f"{_row('listed')} === null && {_row('broke')} !== null", timeout=10, what="the search"
+    )

@@ -113,7 +113,9 @@ function buttons(campaign) {
       const asking = verb === "cancel" && confirming === campaign.campaign_id;
       const button = el("button", { type: "button", "data-action": verb },
         asking ? "really cancel?" : verb);
-      button.disabled = busy || !(actions[verb] || []).includes(campaign.state);
+      // Only the buttons that can work in this state are shown.
+      if (!(actions[verb] || []).includes(campaign.state)) continue;
+      button.disabled = busy;
       button.addEventListener("click", () => {
         if (verb === "cancel" && !asking) {
           confirming = campaign.campaign_id;
@@ -139,6 +141,24 @@ function waitingNote(waiting) {
     el("b", {}, waiting.reason), " ", waiting.message + until);
 }
 
+function paceNote(campaign) {
+  // Calls in the last minute against the configured pace, and the ETA.
+  const p = campaign.progress;
+  if (!p) return "";
+  const eta = campaign.eta ? ` · eta ${campaign.eta}` : "";
+  return el("div", { class: "pace muted" },
+    `${p.calls_last_minute} calls in the last minute (pace ${p.configured_calls_per_second}/s)${eta}`);
+}
+
+function shown(campaign) {
+  // The state filter and the search box (ID or name).
+  const state = document.getElementById("filter-state").value;
+  const needle = document.getElementById("search").value.trim().toLowerCase();
+  if (state && campaign.state !== state) return false;
+  return !needle || campaign.campaign_id.toLowerCase().includes(needle) ||
+    (campaign.name || "").toLowerCase().includes(needle);
+}
+
 function inMoney(text, currency) {
   // Stored halt messages say "N micros" to be exact; people read money.
   return text.replace(/\b(\d+) micros\b/g, (_, n) => money(Number(n), currency));
@@ -150,7 +170,7 @@ function row(campaign) {
   return el("tr", { "data-campaign": campaign.campaign_id, "data-state": campaign.state },
     el("td", {}, campaign.campaign_id),
     el("td", {}, el("span", { class: "state " + campaign.state }, campaign.state)),
-    el("td", {}, progressBar(campaign.counts)),
+    el("td", {}, progressBar(campaign.counts), paceNote(campaign)),
     el("td", {}, moneyBar(campaign.money)),
     el("td", { class: "halt" }, halt ? el("span", {}, el("b", {}, halt.code), " ",
       inMoney(halt.message, currency))
@@ -223,12 +243,31 @@ async function renderReport() {
       doubt.push(el("tr", {}, el("td", {}, r.attempt_id), el("td", {}, r.to), el("td", {}, r.status)));
     }
   }
+  document.getElementById("outcomes").replaceChildren(...outcomeCards(rows, m.currency));
   document.querySelector("#calls tbody").replaceChildren(...calls);
   document.querySelector("#rejected tbody").replaceChildren(...rejected);
   document.querySelector("#doubt tbody").replaceChildren(...doubt);
   document.querySelector("#notdialled tbody").replaceChildren(...never);
   document.getElementById("budget-form").hidden = role !== "operator";
   document.getElementById("budget-currency").textContent = m.currency;
+}
+
+function outcomeCards(rows, currency) {
+  // How the calls ended: answered, busy, no answer, failed; billed seconds and
+  // spend per answered call, from the settled rows.
+  const ended = rows.filter((r) => r.status === "accepted" && r.final_status);
+  const count = (status) => ended.filter((r) => r.final_status === status).length;
+  const answered = count("completed");
+  const billed = ended.reduce((sum, r) => sum + (r.billsec || 0), 0);
+  const spent = ended.reduce((sum, r) => sum + (r.cost_micros || 0), 0);
+  return [
+    card("answered", answered),
+    card("busy", count("busy")),
+    card("no answer", count("no_answer")),
+    card("failed", count("failed") + count("canceled")),
+    card("average billed s", ended.length ? Math.round(billed / ended.length) : "-"),
+    card("spend per answered call", answered ? money(Math.ceil(spent / answered), currency) : "-"),
+  ];
 }
 
 async function setBudget(event) {
@@ -258,7 +297,11 @@ async function refresh() {
   try {
     const data = await api("GET", "/v1/campaigns");
     actions = data.actions || {};
-    document.querySelector("#campaigns tbody").replaceChildren(...data.campaigns.map(row));
+    const sort = document.getElementById("sort").value;
+    const list = data.campaigns.filter(shown);
+    if (sort === "state") list.sort((a, b) => a.state.localeCompare(b.state));
+    if (sort === "id") list.sort((a, b) => a.campaign_id.localeCompare(b.campaign_id));
+    document.querySelector("#campaigns tbody").replaceChildren(...list.map(row));
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     if (reportId) await renderReport();
   } catch (error) {
@@ -297,6 +340,10 @@ document.getElementById("login").addEventListener("submit", (event) => {
   start();
 });
 document.getElementById("budget-form").addEventListener("submit", setBudget);
+for (const id of ["filter-state", "sort"]) {
+  document.getElementById(id).addEventListener("change", () => refresh());
+}
+document.getElementById("search").addEventListener("input", () => refresh());
 document.getElementById("report-close").addEventListener("click", () => {
   reportId = null;
   document.getElementById("report").hidden = true;
