@@ -3,12 +3,14 @@
 "use strict";
 
 const POLL_MS = 1000;
+const REPORT_MS = 10000;
 const TOKEN_KEY = "campaigns-api-token";
 let role = null;
 let actions = {};
 let reportId = null;
 let busy = false;
 let timer = null;
+let reportCache = { id: null, at: 0, rows: [] };
 let confirming = null;  // the campaign whose cancel button asks "really cancel?"
 const NOT_DIALLED = {
   suppressed: "on the do-not-call list or the campaign's suppress list",
@@ -200,11 +202,22 @@ function card(label, value) {
   return el("div", { class: "card" }, el("b", {}, value), label);
 }
 
+async function reportRows(id) {
+  // The rows are read when the view opens and then every REPORT_MS, not every
+  // second: a large campaign's report is the biggest answer the API gives.
+  const fresh = reportCache.id === id && Date.now() - reportCache.at < REPORT_MS;
+  if (!fresh) {
+    const rows = await api("GET", `/v1/campaigns/${encodeURIComponent(id)}/report?format=json`);
+    reportCache = { id, at: Date.now(), rows };
+  }
+  return reportCache.rows;
+}
+
 async function renderReport() {
   const id = reportId;
   const [status, rows] = await Promise.all([
     api("GET", `/v1/campaigns/${encodeURIComponent(id)}`),
-    api("GET", `/v1/campaigns/${encodeURIComponent(id)}/report?format=json`),
+    reportRows(id),
   ]);
   if (id !== reportId) return;
   const m = status.money;
@@ -289,6 +302,7 @@ async function setBudget(event) {
 
 function openReport(id) {
   reportId = id;
+  reportCache = { id: null, at: 0, rows: [] };  // opening (again) reads the rows now
   document.getElementById("report").hidden = false;
   renderReport().catch((error) => showError(`report ${id}: ${error.message}`));
 }
