@@ -165,7 +165,15 @@ async def startup(ctx: dict[str, Any]) -> None:
         callbacks=CallbackDeliverer(store, settings),
     )
     if settings.metrics_port is not None:
-        metrics.serve(settings.metrics_port)
+        try:
+            metrics.serve(settings.metrics_port)
+        except OSError as exc:  # taken since main() looked: still one line, exit 2
+            print(
+                f"error: invalid settings: DISPATCHER_METRICS_PORT: cannot listen on "
+                f"0.0.0.0:{settings.metrics_port}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
         ctx["metrics_sampler"] = asyncio.create_task(
             _sample_metrics(store, settings.queue_name, worker_id)
         )

@@ -30,6 +30,7 @@ from arq.constants import (
 from arq.worker import get_kwargs
 
 from campaigns.logs import configure_logging, register_secret, scrub
+from campaigns.ports import port_problem
 from campaigns.queue import (
     MAX_JOB_BYTES,
     JobEnvelopeError,
@@ -355,6 +356,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if unknown:
         print(f"worker: unknown arguments {unknown}; the only option is --burst", file=sys.stderr)
         raise SystemExit(2)
+    if _settings.metrics_port is not None:
+        problem = port_problem("0.0.0.0", _settings.metrics_port)
+        if problem is not None:
+            print(f"error: invalid settings: DISPATCHER_METRICS_PORT: {problem}", file=sys.stderr)
+            raise SystemExit(2)
     configure_logging(_settings.log_level, _settings.log_format, stream=sys.stdout)
     register_secret(_settings.provider_api_key.get_secret_value())
     kwargs: dict[str, Any] = dict(get_kwargs(dict(vars(WorkerSettings))))

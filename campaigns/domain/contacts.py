@@ -21,8 +21,8 @@ import csv
 import functools
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
 
@@ -34,6 +34,7 @@ __all__ = [
     "CHUNK_SIZE",
     "ContactReader",
     "Contacts",
+    "Refusals",
     "Tally",
     "contact_json",
     "load_contacts_csv",
@@ -149,11 +150,17 @@ _Row = tuple[int, str, str, dict[str, str]]
 """(line, to, ref, variables): a tuple, as a million of them pass through."""
 
 
-def _csv_rows(path: Path) -> Iterator[_Row]:
+Refuse = Callable[[int, str, str, str, str], None]
+"""Takes a bad row (line, column, reason, its ``to`` and ``ref`` as written) and
+lets the read go on; without one, the first bad row ends it."""
+
+
+def _csv_rows(path: Path, refuse: Refuse | None = None) -> Iterator[_Row]:
     """Every data row of a contacts CSV with a checked header, ``to`` and ``ref`` stripped.
 
-    A row with more values than the header is refused here; the number and the
-    ref are the caller's to check (it knows whether the number is canonical).
+    A row with more values than the header is refused here (to ``refuse`` when
+    given); the number and the ref are the caller's to check (it knows whether
+    the number is canonical).
     """
     shown = show(str(path))
     _check_utf8(path, shown)
@@ -183,7 +190,13 @@ def _csv_rows(path: Path) -> Iterator[_Row]:
         for line, values in rows:
             count = len(values)
             if count > width:
-                raise SpecError("contacts", f"{shown} line {line}: more values than header columns")
+                if refuse is None:
+                    raise SpecError(
+                        "contacts", f"{shown} line {line}: more values than header columns"
+                    )
+                ref = values[ref_at] if ref_at is not None else ""
+                refuse(line, "row", "more values than header columns", values[to_at], ref)
+                continue
             to = values[to_at].strip() if to_at < count else ""
             ref = values[ref_at].strip() if ref_at is not None and ref_at < count else ""
             variables = {name: values[i] for name, i in others if i < count and values[i]}
@@ -199,7 +212,7 @@ def _check_ref(path: Path, line: int, ref: str) -> None:
         raise _bad(path, line, "ref", f"must be at most {_REF_MAX} characters, not {len(ref)}")
 
 
-def load_contacts_csv(path: str | Path) -> list[Contact]:
+def load_contacts_csv(path: str | Path, region: str | None = None) -> list[Contact]:
     """Contacts from a UTF-8 CSV file with a ``to,ref`` header; other columns become variables.
 
     The numbers are as written (checked, not normalized) and duplicates kept:
@@ -210,7 +223,7 @@ def load_contacts_csv(path: str | Path) -> list[Contact]:
     contacts: list[Contact] = []
     for line, to, ref, variables in _csv_rows(path):
         try:
-            normalize_number(to)
+            normalize_number(to, region=region)
         except ValueError as exc:
             raise _bad(path, line, "to", str(exc)) from None
         _check_ref(path, line, ref)
@@ -308,14 +321,25 @@ class ContactReader:
                 yield chunk
                 chunk = []
         if path is not None:
-            strict = spec.strict_numbers
-            for line, written, ref, variables in _csv_rows(path):
+            strict, region = spec.strict_numbers, spec.default_region
+            refusals = self._source.refusals
+            refuse = None if refusals is None else refusals.refuse
+            if refusals is not None:
+                refusals.begin(path)
+            for line, written, ref, variables in _csv_rows(path, refuse):
                 try:
-                    to = normalize_number(written, strict=strict)
-                except ValueError as exc:
-                    raise _bad(path, line, "to", str(exc)) from None
-                if len(ref) > _REF_MAX:
-                    _check_ref(path, line, ref)
+                    try:
+                        to = normalize_number(written, strict=strict, region=region)
+                    except ValueError as exc:
+                        raise _bad(path, line, "to", str(exc)) from None
+                    if len(ref) > _REF_MAX:
+                        _check_ref(path, line, ref)
+                except SpecError as error:
+                    if refuse is None:
+                        raise
+                    column = error.field.rpartition(".")[2]
+                    refuse(line, column, error.message, written, ref)
+                    continue
                 number = int(to)
                 if number in seen:
                     self._dropped += 1
@@ -329,6 +353,24 @@ class ContactReader:
             yield chunk
 
 
+class Refusals:
+    """Where ``--skip-invalid`` puts bad CSV rows instead of stopping at the first.
+
+    Every pass over the file starts afresh (:meth:`begin`), so a file read twice
+    (a resubmit's check, then the write) reports each bad row once. Subclasses
+    write them somewhere (:meth:`refuse`); this one counts them.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def begin(self, path: Path) -> None:
+        self.count = 0
+
+    def refuse(self, line: int, column: str, reason: str, to: str, ref: str) -> None:
+        self.count += 1
+
+
 @dataclass(frozen=True, slots=True)
 class Contacts:
     """A validated spec (its own contacts inline) and, optionally, a contacts CSV file.
@@ -339,6 +381,9 @@ class Contacts:
 
     spec: CampaignSpec
     csv_path: Path | None = None
+    refusals: Refusals | None = field(default=None, compare=False)
+    """With it, a bad CSV row is handed to it and the read goes on (``--skip-invalid``);
+    without, the first bad row is a :class:`SpecError` and nothing is written."""
 
     def read(self, size: int = CHUNK_SIZE, *, required: bool = False) -> ContactReader:
         """A pass over the contacts; ``required``: none at all is a :class:`SpecError`."""
@@ -357,9 +402,15 @@ class Contacts:
         return self.csv_path is None and not self.spec.contacts
 
     @classmethod
-    def load(cls, spec_path: str | Path, contacts_csv: str | Path | None = None) -> Contacts:
+    def load(
+        cls,
+        spec_path: str | Path,
+        contacts_csv: str | Path | None = None,
+        refusals: Refusals | None = None,
+    ) -> Contacts:
         """The spec file, validated now; the CSV file, read only when the contacts are."""
-        return cls(load_spec(spec_path), None if contacts_csv is None else Path(contacts_csv))
+        csv_path = None if contacts_csv is None else Path(contacts_csv)
+        return cls(load_spec(spec_path), csv_path, refusals)
 
     @staticmethod
     def no_contacts() -> SpecError:

@@ -22,6 +22,7 @@ import enum
 
 __all__ = [
     "ACTIVE_STATES",
+    "BUDGET_CHANGE_STATES",
     "BUDGET_EXHAUSTED_MESSAGE",
     "FINAL_CALL_STATUSES",
     "FINAL_STATES",
@@ -30,10 +31,14 @@ __all__ = [
     "PROVIDER_MISBEHAVING_MESSAGE",
     "REVIEW_MESSAGE",
     "AttemptStatus",
+    "ContactOutcome",
     "HaltCode",
     "Move",
+    "OperatorAction",
     "State",
     "budget_allows",
+    "budget_floor",
+    "contact_outcome",
     "lua_constants",
 ]
 
@@ -92,6 +97,56 @@ NEVER_SENT_NOTES: dict[AttemptStatus, str] = {
     AttemptStatus.CAPPED: "at DISPATCHER_MAX_CALLS_PER_NUMBER until the schedule's end_at",
 }
 """Why an expired or capped contact was never dialled, as the report shows it."""
+
+
+class ContactOutcome(enum.StrEnum):
+    """Where a contact stands, judged by its latest attempt (``campaigns contacts --status``)."""
+
+    UNSENT = "unsent"
+    """Never dialled: not reached yet, or left pending when the campaign stopped."""
+    ANSWERED = "answered"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    FAILED = "failed"
+    """The call failed, or the provider refused the contact itself (a bad number)."""
+    SUPPRESSED = "suppressed"
+    EXPIRED = "expired"
+    CAPPED = "capped"
+    IN_DOUBT = "in_doubt"
+    DIALLING = "dialling"
+    """Sent, or a call still live: not over yet."""
+
+
+_CALL_OUTCOMES: dict[str, ContactOutcome] = {
+    "completed": ContactOutcome.ANSWERED,
+    "no_answer": ContactOutcome.NO_ANSWER,
+    "busy": ContactOutcome.BUSY,
+    "failed": ContactOutcome.FAILED,
+    "canceled": ContactOutcome.FAILED,
+}
+
+
+def contact_outcome(
+    status: AttemptStatus, final_status: str | None, reject_kind: str | None
+) -> ContactOutcome:
+    """A contact's outcome from its latest attempt.
+
+    A refusal that put the contact back to pending (a halt-class answer, an
+    operator's "no call was placed") leaves it unsent: nothing reached it.
+    """
+    if status is AttemptStatus.ACCEPTED:
+        if final_status is None:
+            return ContactOutcome.DIALLING
+        return _CALL_OUTCOMES.get(final_status, ContactOutcome.FAILED)
+    if status is AttemptStatus.REJECTED:
+        return ContactOutcome.FAILED if reject_kind == "contact" else ContactOutcome.UNSENT
+    return {
+        AttemptStatus.SENDING: ContactOutcome.DIALLING,
+        AttemptStatus.IN_DOUBT: ContactOutcome.IN_DOUBT,
+        AttemptStatus.SUPPRESSED: ContactOutcome.SUPPRESSED,
+        AttemptStatus.EXPIRED: ContactOutcome.EXPIRED,
+        AttemptStatus.CAPPED: ContactOutcome.CAPPED,
+    }[status]
 
 
 class HaltCode(enum.StrEnum):
@@ -158,6 +213,26 @@ class Move(enum.Enum):
         return self.name.lower().replace("_", " ")
 
 
+BUDGET_CHANGE_STATES: frozenset[State] = ACTIVE_STATES
+"""A budget can be set while the campaign is not over. A campaign halted with
+``budget_exhausted`` stays halted when its budget is raised: it is then resumable
+(``Move.RESUME``, whose budget check now passes), and the operator resumes it."""
+
+
+class OperatorAction(enum.StrEnum):
+    """What the campaign history records (``campaigns history``), one name per action."""
+
+    SUBMIT = "submit"
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+    BUDGET = "budget"
+    RESOLVE = "resolve"
+    DNC_ADD = "dnc_add"
+    DNC_REMOVE = "dnc_remove"
+    DNC_IMPORT = "dnc_import"
+
+
 REVIEW_MESSAGE = "attempts in doubt need an operator: campaigns report shows them, campaigns resolve settles them"
 """Why a campaign halted with ``in_doubt_review``."""
 
@@ -184,6 +259,15 @@ def budget_allows(*, budget: int, spent: int, reserved: int, worst_case: int) ->
     state-machine test holds the two to the same answers.
     """
     return spent + reserved + worst_case <= budget
+
+
+def budget_floor(*, spent: int, reserved: int) -> int:
+    """The lowest budget a campaign may be given now: what it spent plus what it holds.
+
+    A lower one would break ``spent + reserved <= budget`` at once; the budget
+    script (``store/lua/set_budget.lua``) applies the same rule atomically.
+    """
+    return spent + reserved
 
 
 def lua_constants() -> dict[str, str]:

@@ -28,7 +28,7 @@ import phonenumbers
 from phonenumbers.phonemetadata import PhoneMetadata
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
-__all__ = ["normalize_number"]
+__all__ = ["is_region", "normalize_number"]
 
 _PLAIN = re.compile(r"\+[1-9][0-9]{2,19}", re.ASCII)
 """Canonical-looking E.164 (used with ``fullmatch``); longer ones take the slow path."""
@@ -52,12 +52,25 @@ _POSSIBLE: dict[tuple[str, int], bool] = {}
 """(calling code, national length) -> whether such a plain number is possible."""
 
 
-def _slow(value: str, strict: bool) -> str:
-    """``phonenumbers`` itself: the E.164 form of a possible number, or ValueError."""
-    if not isinstance(value, str) or not value.strip().startswith("+"):
+def is_region(value: object) -> bool:
+    """A region ``phonenumbers`` knows (``US``, ``GB``): a spec's ``default_region``."""
+    return isinstance(value, str) and value in phonenumbers.SUPPORTED_REGIONS
+
+
+def _slow(value: str, strict: bool, region: str | None = None) -> str:
+    """``phonenumbers`` itself: the E.164 form of a possible number, or ValueError.
+
+    With ``region``, a national number (no ``+``) is read as that region's."""
+    if not isinstance(value, str):
         raise ValueError("must be an E.164 number starting with '+'")
+    international = value.strip().startswith("+")
+    if not international and region is None:
+        raise ValueError(
+            "must be an E.164 number starting with '+' (or set the spec's default_region "
+            "to read national numbers)"
+        )
     try:
-        parsed = phonenumbers.parse(value.strip(), None)
+        parsed = phonenumbers.parse(value.strip(), None if international else region)
     except phonenumbers.NumberParseException as exc:
         raise ValueError(f"not a phone number: {exc}") from None
     if not phonenumbers.is_possible_number(parsed):
@@ -81,10 +94,14 @@ def _plain_key(value: str) -> tuple[str, int] | None:
     return None
 
 
-def normalize_number(value: str, *, strict: bool = False) -> str:
-    """Return the E.164 form of a possible number, or raise ValueError."""
+def normalize_number(value: str, *, strict: bool = False, region: str | None = None) -> str:
+    """Return the E.164 form of a possible number, or raise ValueError.
+
+    ``region`` (``US``, ``GB``): a number without ``+`` is a national number of
+    that region (``(555) 123-0002``, ``020 7946 0958``); without it, refused.
+    """
     if strict or not isinstance(value, str) or _PLAIN.fullmatch(value) is None:
-        return _slow(value, strict)
+        return _slow(value, strict, region)
     key = _plain_key(value)
     if key is None:
         return _slow(value, strict)

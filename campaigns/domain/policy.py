@@ -46,6 +46,7 @@ __all__ = [
     "ZoneGroups",
     "contact_number",
     "parse_instant",
+    "timing_problem",
 ]
 
 RECIPIENT = "recipient"
@@ -344,3 +345,39 @@ def _time_zones(number: str) -> tuple[str, ...]:
                     parsed.number_of_leading_zeros = zeros
             return tuple(phone_timezone.time_zones_for_number(parsed))
     return ()
+
+
+def timing_problem(
+    schedule: Schedule | None,
+    window: CallingWindow | None,
+    groups: ZoneGroups,
+    now: datetime,
+) -> RuleError | None:
+    """Why nothing could ever be dialled, by the clock, or None.
+
+    A schedule whose ``end_at`` has passed; a calling window that opens for no
+    zone group (no contact) between now (or ``start_at``) and ``end_at``.
+    Submit refuses such a spec naming the field; estimate says so.
+    """
+    end_ms = None if schedule is None else schedule.end_ms
+    if end_ms is None:
+        return None
+    assert schedule is not None and schedule.end_at is not None
+    if end_ms <= _ms(now):
+        return RuleError(
+            "schedule.end_at",
+            f"{schedule.end_at} has already passed: no contact could be dialled",
+        )
+    if window is None or not groups.zones:
+        return None
+    start = max(now, datetime.fromtimestamp((schedule.start_ms or 0) / 1000, UTC))
+    rule = window.window()
+    for names in groups.zones:
+        opening = rule.next_open([zone(name) for name in names], start)
+        if opening is not None and _ms(opening) < end_ms:
+            return None
+    return RuleError(
+        "calling_window",
+        f"opens for no contact before schedule.end_at {schedule.end_at}: "
+        "no contact could be dialled",
+    )

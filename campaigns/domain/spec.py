@@ -40,7 +40,7 @@ from campaigns.domain.inputs import DuplicateKeyError, SpecError, strict_json
 from campaigns.domain.inputs import decode_utf8 as _decode_utf8
 from campaigns.domain.inputs import show as _show
 from campaigns.domain.money import MAX_MICROS, MoneyError, parse_micros
-from campaigns.domain.numbers import normalize_number
+from campaigns.domain.numbers import is_region, normalize_number
 from campaigns.domain.policy import CallingWindow, RetryPolicy, RuleError, Schedule
 from campaigns.domain.rating import PRESETS, Increments, Rate, RateError
 
@@ -263,16 +263,19 @@ class CampaignSpec(_Strict):
     campaign_id: str = Field(default_factory=lambda: f"cmp_{uuid.uuid4().hex[:16]}")
     name: str = ""
     caller_id: str
-    currency: str = "EUR"
+    currency: str
     budget: DecimalMoney | None = None
     budget_micros: Micros | None = None
-    rate: RateSpec = Field(default_factory=RateSpec)
+    rate: RateSpec
     max_call_seconds: int = Field(120, ge=1, le=86_400)
     pacing: Pacing = Field(default_factory=Pacing)
     alerts: AlertSpec = Field(default_factory=AlertSpec)
     call: CallSpec = Field(default_factory=CallSpec)
     callbacks: CallbacksSpec = Field(default_factory=CallbacksSpec)
     strict_numbers: bool = False
+    default_region: str | None = None
+    """Read contact and suppress numbers without ``+`` as national numbers of this
+    region (``US``, ``GB``); unset, every number must be E.164."""
     calling_window: CallingWindow | None = None
     schedule: Schedule | None = None
     retry: RetryPolicy | None = None
@@ -291,11 +294,44 @@ class CampaignSpec(_Strict):
             raise _FieldError(where, "not valid Unicode (a lone surrogate such as \\ud800)")
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _money_terms_given(cls, data: Any) -> Any:
+        """No silent money defaults: the currency and the price are the spec's to say."""
+        if isinstance(data, dict):
+            if "currency" not in data:
+                raise _FieldError(
+                    "currency",
+                    "required: the ISO 4217 code the budget and the rate are in, such as "
+                    "'EUR' (there is no default currency)",
+                )
+            rate = data.get("rate")
+            if rate is None or (
+                isinstance(rate, dict) and not any(rate.get(n) is not None for n in _PRICE_FIELDS)
+            ):
+                raise _FieldError(
+                    "rate",
+                    "required: the price every reservation is computed at, such as "
+                    '{"per_minute": "0.01", "increments": "60/60"} or {"preset": '
+                    '"pstn_outgoing"} (there is no default rate)',
+                )
+        return data
+
     @field_validator("campaign_id")
     @classmethod
     def _campaign_id(cls, value: str) -> str:
         if not _CAMPAIGN_ID.fullmatch(value):
             raise ValueError("1-64 characters of letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not is_region(value):
+            raise ValueError(
+                f"{_show(value, 20)!r} is not a region phonenumbers knows "
+                "(an ISO 3166 code such as 'US' or 'GB')"
+            )
         return value
 
     @field_validator("currency")
@@ -312,7 +348,7 @@ class CampaignSpec(_Strict):
                 "budget", "give exactly one of budget (decimal string) or budget_micros"
             )
         self._check_money()
-        strict = self.strict_numbers
+        strict, region = self.strict_numbers, self.default_region
         try:
             caller = normalize_number(self.caller_id, strict=strict)
         except ValueError as exc:
@@ -321,7 +357,7 @@ class CampaignSpec(_Strict):
         suppress: list[str] = []
         for index, entry in enumerate(self.suppress):
             try:
-                suppress.append(normalize_number(entry))
+                suppress.append(normalize_number(entry, region=region))
             except ValueError as exc:
                 raise _FieldError(f"suppress.{index}", str(exc)) from None
         object.__setattr__(self, "suppress", sorted(set(suppress)))
@@ -329,7 +365,7 @@ class CampaignSpec(_Strict):
         unique: list[Contact] = []
         for index, contact in enumerate(self.contacts):
             try:
-                number = normalize_number(contact.to, strict=strict)
+                number = normalize_number(contact.to, strict=strict, region=region)
             except ValueError as exc:
                 raise _FieldError(f"contacts.{index}.to", str(exc)) from None
             if number in seen:
@@ -417,7 +453,8 @@ class CampaignSpec(_Strict):
         return merged
 
 
-_POLICY_FIELDS = ("calling_window", "schedule", "retry", "suppress")
+_POLICY_FIELDS = ("calling_window", "schedule", "retry", "suppress", "default_region")
+"""Dropped from the fingerprint when unset, so older specs keep theirs."""
 
 
 class _FieldError(ValueError):
@@ -540,15 +577,15 @@ def load_spec(path: str | Path, contacts_csv: str | Path | None = None) -> Campa
         raise SpecError("spec", "must be a JSON object")
     spec = parse_spec(data)
     if contacts_csv is not None:
-        spec = spec.with_contacts(load_contacts_csv(contacts_csv))
+        spec = spec.with_contacts(load_contacts_csv(contacts_csv, spec.default_region))
     return spec
 
 
-def load_contacts_csv(path: str | Path) -> list[Contact]:
+def load_contacts_csv(path: str | Path, region: str | None = None) -> list[Contact]:
     """Contacts from a UTF-8 CSV file (see :func:`campaigns.domain.contacts.load_contacts_csv`)."""
     from campaigns.domain.contacts import load_contacts_csv as load
 
-    return load(path)
+    return load(path, region)
 
 
 class StoredSpec(BaseModel):
@@ -574,6 +611,7 @@ class StoredSpec(BaseModel):
     call: CallSpec = Field(default_factory=CallSpec)
     callbacks: CallbacksSpec = Field(default_factory=CallbacksSpec)
     strict_numbers: bool = False
+    default_region: str | None = None
     calling_window: CallingWindow | None = None
     schedule: Schedule | None = None
     retry: RetryPolicy | None = None

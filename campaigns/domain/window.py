@@ -27,7 +27,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-__all__ = ["DAY_NAMES", "Window", "zone"]
+__all__ = ["DAY_NAMES", "ETA_HORIZON_MINUTES", "Window", "drain_time", "zone"]
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 """Day names as the spec writes them, in ``date.weekday()`` order."""
@@ -136,3 +136,60 @@ class Window:
             # A zone closed again before the last one opened: look past it.
             moment = candidate
         return None
+
+
+ETA_HORIZON_MINUTES = 200_000
+"""How far ahead :func:`drain_time` looks (about four and a half months)."""
+
+
+def drain_time(
+    window: Window | None,
+    groups: Sequence[Sequence[ZoneInfo]],
+    pending: Sequence[int],
+    calls_per_second: float,
+    start: datetime,
+    end: datetime | None = None,
+) -> datetime | None:
+    """When ``pending[g]`` contacts of each zone group ``g`` are all dialled.
+
+    Minute by minute from ``start``: the minute's calls (the campaign's pace,
+    one pace for all its groups) go to the groups whose window is open then,
+    oldest group first, as the dispatcher claims from open groups only. With
+    ``end`` (the schedule's ``end_at``) the answer is at most ``end``: what is
+    left then expires. None beyond :data:`ETA_HORIZON_MINUTES`.
+    """
+    left: list[float] = [float(n) for n in pending]
+    per_minute = calls_per_second * 60
+    moment = start
+    limit = start + timedelta(minutes=ETA_HORIZON_MINUTES)
+    while moment < limit:
+        if end is not None and moment >= end:
+            return end
+        capacity = per_minute
+        for group, zones in enumerate(groups):
+            if capacity <= 0:
+                break
+            if left[group] <= 0 or (
+                window is not None and not window.open_everywhere(zones, moment)
+            ):
+                continue
+            taken = min(left[group], capacity)
+            left[group] -= taken
+            capacity -= taken
+        if all(n <= 0 for n in left):
+            used = per_minute - capacity
+            return moment + timedelta(seconds=used / calls_per_second)
+        if window is not None and capacity == per_minute:
+            # Nothing open: jump to the next opening of any group with contacts left.
+            openings = [
+                window.next_open(zones, moment)
+                for zones, n in zip(groups, left, strict=True)
+                if n > 0
+            ]
+            found = [o for o in openings if o is not None]
+            if not found:
+                return None
+            moment = max(min(found), moment + timedelta(seconds=1))
+            continue
+        moment += timedelta(minutes=1)
+    return None

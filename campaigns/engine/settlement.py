@@ -156,6 +156,11 @@ class Settler:
                 cost, estimated = attempt.reserved_micros, True
             else:
                 cost, estimated = rated, True
+        # The provider's answer and end times, for the report (first seen wins).
+        if call.answered_at_ms is not None and attempt.answered_at_ms is None:
+            await self.store.note_answered(attempt.attempt_id, call.answered_at_ms)
+        if call.ended_at_ms is not None:
+            await self.store.note_ended(attempt.attempt_id, call.ended_at_ms)
         result = await self.store.settle(
             attempt.attempt_id,
             final_status=call.status,

@@ -38,12 +38,18 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from campaigns.domain.inputs import DuplicateKeyError, strict_json
-from campaigns.domain.lifecycle import Move
+from campaigns.domain.lifecycle import Move, OperatorAction
 from campaigns.domain.spec import CampaignSpec, SpecError, is_campaign_id, parse_spec
 from campaigns.logs import configure_logging, get_logger, register_secret, scrub
 from campaigns.operators import dnc as _dnc
 from campaigns.operators import report as _report
-from campaigns.operators.control import CampaignClient, ControlError, NotFound, status_json
+from campaigns.operators.control import (
+    CampaignClient,
+    ControlError,
+    InvalidRequest,
+    NotFound,
+    status_json,
+)
 from campaigns.operators.estimate import estimate
 from campaigns.operators.reconcile import reconcile
 from campaigns.settings import Settings
@@ -155,6 +161,8 @@ class _Api:
                 response = _Problem(409, "conflict", str(exc)).response()
             except NotFound as exc:
                 response = _Problem(404, "not_found", str(exc)).response()
+            except InvalidRequest as exc:
+                response = _Problem(422, "invalid", str(exc), exc.field).response()
             except (ControlError, StoreError) as exc:
                 response = _Problem(409, "conflict", str(exc)).response()
             except httpx.HTTPError as exc:
@@ -282,7 +290,7 @@ class _Api:
     async def submit(self, request: Request) -> Response:
         spec: CampaignSpec = parse_spec(await _body(request))
         client = self.campaigns()
-        result = await client.submit(spec)
+        result = await client.submit(spec, actor=_actor(self, request))
         log.info("api_campaign_submitted", campaign_id=spec.campaign_id, created=result.created)
         return _json(
             {
@@ -298,8 +306,8 @@ class _Api:
         async def run(request: Request) -> Response:
             campaign_id = _campaign_id(request)
             client = self.campaigns()
-            action: Callable[[str], Awaitable[str]] = getattr(client, verb)
-            await action(campaign_id)
+            action: Callable[..., Awaitable[str]] = getattr(client, verb)
+            await action(campaign_id, actor=_actor(self, request))
             log.info(f"api_campaign_{verb}", campaign_id=campaign_id)
             return _json(await client.status(campaign_id))
 
@@ -326,7 +334,9 @@ class _Api:
             raise _Problem(
                 422, "invalid", "give exactly one of call_id or no_call: true", "call_id"
             )
-        outcome = await self.campaigns().resolve(attempt_id, call_id=call_id)
+        outcome = await self.campaigns().resolve(
+            attempt_id, call_id=call_id, actor=_actor(self, request)
+        )
         log.info("api_attempt_resolved", attempt_id=attempt_id, outcome=outcome)
         return _json({"attempt_id": attempt_id, "outcome": outcome})
 
@@ -341,13 +351,25 @@ class _Api:
 
     async def dnc_add(self, request: Request) -> Response:
         numbers, strict = _numbers_body(_object(await _body(request)), strict_allowed=True)
-        change = await _dnc.add(_dnc.list_for(self.campaigns().store), numbers, strict=strict)
+        client = self.campaigns()
+        change = await _dnc.recorded(
+            client,
+            OperatorAction.DNC_ADD,
+            _dnc.add(_dnc.list_for(client.store), numbers, strict=strict),
+            actor=_actor(self, request),
+        )
         log.info("api_dnc_added", numbers=len(change.numbers), added=change.changed)
         return _json(change.to_json())
 
     async def dnc_remove(self, request: Request) -> Response:
         numbers, _ = _numbers_body(_object(await _body(request)), strict_allowed=False)
-        change = await _dnc.remove(_dnc.list_for(self.campaigns().store), numbers)
+        client = self.campaigns()
+        change = await _dnc.recorded(
+            client,
+            OperatorAction.DNC_REMOVE,
+            _dnc.remove(_dnc.list_for(client.store), numbers),
+            actor=_actor(self, request),
+        )
         log.info("api_dnc_removed", numbers=len(change.numbers), removed=change.changed)
         return _json(change.to_json())
 
@@ -358,7 +380,12 @@ class _Api:
             async for chunk in _limited(request):
                 spool.write(chunk)
             spool.seek(0)
-            result = await _dnc.import_csv(dnc, spool, shown="body", strict=strict)
+            result = await _dnc.recorded(
+                self.campaigns(),
+                OperatorAction.DNC_IMPORT,
+                _dnc.import_csv(dnc, spool, shown="body", strict=strict),
+                actor=_actor(self, request),
+            )
         log.info("api_dnc_imported", **result.to_json())
         return _json(result.to_json())
 
@@ -493,6 +520,197 @@ async def _stream(write: Callable[[IO[str]], Awaitable[None]]) -> AsyncIterator[
         await asyncio.gather(task, return_exceptions=True)
 
 
+# ---------------------------------------------------------------- operator's day two
+# Budget and history (issue 21): self-contained handlers over the same
+# CampaignClient calls as `campaigns budget` and `campaigns history`.
+
+
+def _actor(api: _Api, request: Request) -> str:
+    """The history's actor for a request: ``api:<role>:<first 8 hex of the token's
+    SHA-256>`` (tokens have no names; the digest names one without revealing it)."""
+    _, _, presented = request.headers.get("authorization", "").partition(" ")
+    return f"api:{api.role(request)}:{_digest(presented.strip()).hex()[:8]}"
+
+
+async def _patch_campaign(api: _Api, request: Request) -> Response:
+    """``{"budget": "250.00"}`` or ``{"budget_micros": 250000000}``: set the budget."""
+    from campaigns.domain.money import MoneyError, parse_micros
+
+    body = _object(await _body(request))
+    unknown = sorted(set(body) - {"budget", "budget_micros"})
+    if unknown:
+        raise _Problem(422, "invalid", "unknown field (budget or budget_micros)", unknown[0])
+    if len(body) != 1:
+        raise _Problem(422, "invalid", "give exactly one of budget or budget_micros", "budget")
+    [(name, value)] = body.items()
+    if name == "budget" and not isinstance(value, str):
+        raise _Problem(422, "invalid", 'must be a decimal string such as "250.00"', name)
+    if name == "budget_micros" and (type(value) is not int):
+        raise _Problem(422, "invalid", "must be an integer number of micros", name)
+    try:
+        micros = parse_micros(value)
+    except MoneyError as exc:
+        raise _Problem(422, "invalid", str(exc), name) from None
+    campaign_id = _campaign_id(request)
+    client = api.campaigns()
+    change = await client.budget(campaign_id, micros, actor=_actor(api, request))
+    log.info("api_campaign_budget", campaign_id=campaign_id, before=change.before, after=micros)
+    return _json(await client.status(campaign_id))
+
+
+async def _get_history(api: _Api, request: Request) -> Response:
+    raw = request.query_params.get("limit", "1000")
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise _Problem(422, "invalid", "must be an integer from 1 to 1000", "limit")
+    entries = await api.campaigns().history(_campaign_id(request), int(raw))
+    return _json({"history": entries})
+
+
+async def _get_contacts(api: _Api, request: Request) -> Response:
+    """``?status=unsent&format=csv``: the contacts of one outcome, as a contacts file."""
+    from campaigns.domain.lifecycle import ContactOutcome
+    from campaigns.operators.outcomes import LISTED_OUTCOMES, write_contacts
+
+    wanted = request.query_params.get("status", "")
+    if wanted not in LISTED_OUTCOMES:
+        allowed = ", ".join(LISTED_OUTCOMES)
+        raise _Problem(422, "invalid", f"must be one of {allowed}", "status")
+    fmt = request.query_params.get("format", "csv")
+    if fmt not in ("csv", "json"):
+        raise _Problem(422, "invalid", "must be csv or json", "format")
+    client = api.campaigns()
+    campaign = await client.get(_campaign_id(request))
+    headers = {}
+    if fmt == "csv":
+        name = f"{campaign.campaign_id}-{wanted}.csv"
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
+
+    async def write(out: IO[str]) -> None:
+        cid, count = campaign.campaign_id, campaign.contacts
+        await write_contacts(client.store, cid, count, ContactOutcome(wanted), fmt, out)
+
+    return StreamingResponse(
+        _stream(write),
+        media_type="text/csv; charset=utf-8" if fmt == "csv" else "application/json",
+        headers=headers,
+    )
+
+
+def _day_two_routes(api: _Api) -> list[Route]:
+    def bound(need: str, handler: Callable[[_Api, Request], Awaitable[Response]]) -> Handler:
+        async def run(request: Request) -> Response:
+            return await handler(api, request)
+
+        return api.endpoint(need, run)
+
+    return [
+        Route("/v1/campaigns/{campaign_id}", bound(OPERATOR, _patch_campaign), methods=["PATCH"]),
+        Route("/v1/campaigns/{campaign_id}/history", bound(VIEWER, _get_history), methods=["GET"]),
+        Route(
+            "/v1/campaigns/{campaign_id}/contacts", bound(VIEWER, _get_contacts), methods=["GET"]
+        ),
+    ]
+
+
+def _listed_outcomes() -> tuple[str, ...]:
+    from campaigns.operators.outcomes import LISTED_OUTCOMES
+
+    return tuple(str(o) for o in LISTED_OUTCOMES)
+
+
+def _day_two_paths() -> dict[str, Any]:
+    """The OpenAPI entries of :func:`_day_two_routes` (merged into the path items)."""
+    history_entry = {
+        "type": "object",
+        "properties": {
+            "at": {"type": "integer", "description": "epoch ms"},
+            "actor": {"type": "string"},
+            "action": {"type": "string"},
+            "before": {"type": ["object", "null"]},
+            "after": {"type": ["object", "null"]},
+        },
+    }
+    return {
+        "/v1/campaigns/{campaign_id}": {
+            "patch": _operation(
+                "Set the budget, atomically against spend and reservations; refused (422) "
+                "below spent + reserved",
+                OPERATOR,
+                {"200": _answer("the status after the change", _STATUS)},
+                (403, 404, 409, 413, 422),
+                params=[_ID_PARAM],
+                body={
+                    "schema": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "minProperties": 1,
+                        "maxProperties": 1,
+                        "properties": {
+                            "budget": {"type": "string", "examples": ["250.00"]},
+                            "budget_micros": {"type": "integer", "minimum": 0},
+                        },
+                    }
+                },
+            )
+        },
+        "/v1/campaigns/{campaign_id}/contacts": {
+            "get": _operation(
+                "The contacts of one outcome, as the contacts CSV `campaigns submit --contacts` "
+                "reads (or a spec's contacts array)",
+                VIEWER,
+                {
+                    "200": {
+                        "description": "the contacts",
+                        "content": {
+                            "text/csv": {"schema": {"type": "string"}},
+                            "application/json": {"schema": {"type": "array"}},
+                        },
+                    }
+                },
+                (404, 422),
+                params=[
+                    _ID_PARAM,
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"enum": [str(o) for o in _listed_outcomes()]},
+                    },
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "schema": {"enum": ["csv", "json"], "default": "csv"},
+                    },
+                ],
+            )
+        },
+        "/v1/campaigns/{campaign_id}/history": {
+            "get": _operation(
+                "Every operator action on the campaign, oldest first (the newest 1000)",
+                VIEWER,
+                {
+                    "200": _answer(
+                        "the history",
+                        {
+                            "type": "object",
+                            "properties": {"history": {"type": "array", "items": history_entry}},
+                        },
+                    )
+                },
+                (404, 422),
+                params=[
+                    _ID_PARAM,
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                ],
+            )
+        },
+    }
+
+
 def _routes(api: _Api) -> list[Route]:
     def viewer(handler: Handler) -> Handler:
         return api.endpoint(VIEWER, handler)
@@ -531,6 +749,7 @@ def _routes(api: _Api) -> list[Route]:
     for verb in ("pause", "resume", "cancel"):
         path = f"/v1/campaigns/{{campaign_id}}/{verb}"
         routes.append(Route(path, operator(api.change(verb)), methods=["POST"]))
+    routes += _day_two_routes(api)
     routes += [Route(path, api.page, methods=["GET"]) for path in _PAGE_FILES]
     return routes
 
@@ -560,8 +779,9 @@ def create_api_app(settings: Settings, tokens: dict[str, str] | None = None) -> 
     return Starlette(routes=_routes(api), lifespan=lifespan)
 
 
-def serve_api(host: str, port: int, settings: Settings) -> None:
-    """Run the API in the foreground until interrupted (Ctrl-C, SIGTERM)."""
+def serve_api(host: str, port: int, settings: Settings) -> bool:
+    """Run the API in the foreground until interrupted (Ctrl-C, SIGTERM); False when
+    it never started (its startup failed: the log says why)."""
     configure_logging(settings.log_level, settings.log_format)
     for value in settings.secret_values():
         register_secret(value)
@@ -577,7 +797,9 @@ def serve_api(host: str, port: int, settings: Settings) -> None:
         access_log=False,
         proxy_headers=False,
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    server.run()
+    return bool(server.started)
 
 
 # ---------------------------------------------------------------- OpenAPI
@@ -964,6 +1186,8 @@ def openapi() -> dict[str, Any]:
     }
     paths.update(_dnc_paths())
     paths.update(_callback_paths())
+    for path, item in _day_two_paths().items():
+        paths.setdefault(path, {}).update(item)
     wording = {
         "pause": "Pause; answers once no create request can start",
         "resume": "Resume a paused or halted campaign (re-checks the budget)",

@@ -9,6 +9,7 @@ line on stderr, never a traceback, never a secret.
 from __future__ import annotations
 
 import asyncio
+import csv
 import io
 import json
 import logging
@@ -16,6 +17,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, ParamSpec, TextIO, TypeVar, cast
 
 import click
@@ -23,8 +25,9 @@ import httpx
 from redis.exceptions import RedisError
 from rich.console import Console
 
-from campaigns.domain.contacts import Contacts
+from campaigns.domain.contacts import Contacts, Refusals
 from campaigns.domain.errors import ProviderError
+from campaigns.domain.lifecycle import HaltCode, OperatorAction, State
 from campaigns.domain.money import format_money
 from campaigns.domain.spec import SpecError, is_campaign_id
 from campaigns.logs import (
@@ -36,13 +39,14 @@ from campaigns.operators.control import (
     CampaignClient,
     ControlError,
     Explanation,
+    InvalidRequest,
     check_redis,
     iso_time,
     status_json,
 )
-from campaigns.operators.estimate import estimate_contacts
+from campaigns.operators.estimate import estimate_contacts, rate_line
 from campaigns.settings import Settings, unknown_settings
-from campaigns.store import CampaignRecord, StoreError, SubmitConflict
+from campaigns.store import BudgetChange, CampaignRecord, StoreError, SubmitConflict
 
 __all__ = ["main"]
 
@@ -222,6 +226,26 @@ def start_checks(settings: Settings, *, provider: bool, redis: bool) -> None:
             raise _Failure(f"{exc} (DISPATCHER_REDIS_URL)") from None
 
 
+def _require_port(host: str, port: int) -> None:
+    """A server's --host/--port is free to listen on, or one line naming the option, exit 2."""
+    from campaigns.ports import port_problem
+
+    problem = port_problem(host, port)
+    if problem is not None:
+        name = "--host" if problem.startswith("cannot resolve") else "--port"
+        raise _Failure(f"invalid value for '{name}': {problem}", 2)
+
+
+def _require_metrics_port(settings: Settings) -> None:
+    from campaigns.ports import port_problem
+
+    if settings.metrics_port is None:
+        return
+    problem = port_problem("0.0.0.0", settings.metrics_port)
+    if problem is not None:
+        raise _Failure(f"invalid settings: DISPATCHER_METRICS_PORT: {problem}", 2)
+
+
 def _require_api_key(settings: Settings) -> None:
     """Commands that talk to the provider need its key: unset, every request would
     carry ``Authorization: Bearer `` and fail with an obscure protocol error."""
@@ -257,6 +281,8 @@ def _run(make: Callable[[CampaignClient], Awaitable[R]]) -> R:
         raise _Failure(f"invalid input: {exc}", 2) from None
     except SubmitConflict as exc:
         raise _Failure(str(exc), 2) from None
+    except InvalidRequest as exc:
+        raise _Failure(f"invalid input: {exc}", 2) from None
     except (ControlError, StoreError, LookupError) as exc:
         raise _Failure(str(exc)) from None
     except BrokenPipeError:
@@ -290,21 +316,106 @@ def main() -> None:
     configure_logging(level, settings.log_format)
 
 
-@main.command(epilog=_example("campaigns submit spring.json --contacts contacts.csv"))
-@click.argument("spec_path", metavar="SPEC.json", type=click.Path(dir_okay=False))
-@click.option(
-    "--contacts", "contacts_csv", type=click.Path(dir_okay=False), help="contacts CSV (to,ref)"
+class _RejectsFile(Refusals):
+    """``--skip-invalid``: every refused row, with its line and reason, to a CSV file
+    (rewritten on each pass over the contacts, so each row appears once)."""
+
+    HEADER = ("line", "column", "reason", "to", "ref")
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self._file: TextIO | None = None
+        self._writer: Any = None
+
+    def begin(self, path: Path) -> None:
+        super().begin(path)
+        self.close()
+        try:
+            self._file = self.path.open("w", encoding="utf-8", newline="")
+        except OSError as exc:
+            shown = repr(str(self.path))[1:-1]
+            raise SpecError("--rejects", f"cannot write {shown}: {exc.strerror or exc}") from None
+        self._writer = csv.writer(self._file, lineterminator="\n")
+        self._writer.writerow(self.HEADER)
+
+    def refuse(self, line: int, column: str, reason: str, to: str, ref: str) -> None:
+        super().refuse(line, column, reason, to, ref)
+        self._writer.writerow((line, column, reason, to, ref))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def line(self) -> str:
+        rows = f"{self.count:,} row{'' if self.count == 1 else 's'}"
+        return f"{rows} refused, written to {repr(str(self.path))[1:-1]}"
+
+
+def _contacts_options(fn: Callable[P, R]) -> Callable[P, R]:
+    """``--contacts``, ``--skip-invalid`` and ``--rejects`` (submit and estimate)."""
+    fn = click.option(
+        "--rejects",
+        "rejects_path",
+        type=click.Path(dir_okay=False),
+        help="with --skip-invalid: where the refused rows go (default: CONTACTS.rejects.csv)",
+    )(fn)
+    fn = click.option(
+        "--skip-invalid",
+        is_flag=True,
+        help="write bad CSV rows (line, column, reason) to a rejects CSV and go on; "
+        "default: the first bad row refuses the whole file",
+    )(fn)
+    return click.option(
+        "--contacts",
+        "contacts_csv",
+        type=click.Path(dir_okay=False),
+        help="contacts CSV (to,ref; other columns become variables)",
+    )(fn)
+
+
+def _load_contacts(
+    spec_path: str, contacts_csv: str | None, skip_invalid: bool, rejects_path: str | None
+) -> tuple[Contacts, _RejectsFile | None]:
+    if rejects_path is not None and not skip_invalid:
+        raise _Failure("--rejects needs --skip-invalid (see '--help')", 2)
+    if skip_invalid and contacts_csv is None:
+        raise _Failure("--skip-invalid needs --contacts FILE.csv (see '--help')", 2)
+    rejects = None
+    if skip_invalid and contacts_csv is not None:
+        source = Path(contacts_csv)
+        default = source.with_name(f"{source.stem}.rejects.csv")
+        rejects = _RejectsFile(Path(rejects_path) if rejects_path else default)
+    return Contacts.load(spec_path, contacts_csv, rejects), rejects
+
+
+@main.command(
+    epilog=_example(
+        "campaigns submit spring.json --contacts contacts.csv",
+        "campaigns submit spring.json --contacts export.csv --skip-invalid",
+    )
 )
+@click.argument("spec_path", metavar="SPEC.json", type=click.Path(dir_okay=False))
+@_contacts_options
 @_cli_errors
-def submit(spec_path: str, contacts_csv: str | None) -> None:
+def submit(
+    spec_path: str, contacts_csv: str | None, skip_invalid: bool, rejects_path: str | None
+) -> None:
     """Validate and submit a campaign; same ID and spec again is a no-op.
 
     Refuses a spec without contacts; warns when the budget cannot pay for one
     call at its worst case (the campaign would halt before its first call).
+    A bad CSV row refuses the whole file (exit 2, nothing written) unless
+    --skip-invalid: then it goes to the rejects CSV and the rest is submitted.
     """
-    contacts = Contacts.load(spec_path, contacts_csv)
+    contacts, rejects = _load_contacts(spec_path, contacts_csv, skip_invalid, rejects_path)
     spec = contacts.spec
-    result = _run(lambda c: c.submit(contacts))
+    try:
+        result = _run(lambda c: c.submit(contacts))
+    finally:
+        if rejects is not None:
+            rejects.close()
     worst = spec.worst_case_call_micros()
     if spec.budget_in_micros < worst:
         cur = spec.currency
@@ -315,9 +426,18 @@ def submit(spec_path: str, contacts_csv: str | None) -> None:
             err=True,
         )
     verb = "submitted" if result.created else "already submitted (no change)"
+    refused = "" if rejects is None else f"; {rejects.line()}"
     _echo(
         f"{result.campaign_id}: {verb}, {result.contacts} contacts"
-        f" ({result.duplicates_dropped} duplicates dropped)"
+        f" ({result.duplicates_dropped} duplicates dropped){refused}"
+    )
+    rate = spec.rate_model()
+    described = rate_line(
+        spec.currency, rate.per_minute_micros, str(rate.increments), rate.connect_fee_micros
+    )
+    _echo(
+        f"{result.campaign_id}: reserving at {described}; worst case per call "
+        f"{format_money(worst, spec.currency, exact=True)} ({spec.max_call_seconds} s)"
     )
 
 
@@ -381,6 +501,131 @@ def _state_command(verb: str, doc: str) -> None:
 _state_command("pause", "Pause: returns once no new create request can start.")
 _state_command("resume", "Resume a paused or halted campaign (re-checks the budget).")
 _state_command("cancel", "Cancel for good; calls already placed still settle.")
+
+
+def _outcomes() -> tuple[str, ...]:
+    from campaigns.operators.outcomes import LISTED_OUTCOMES
+
+    return tuple(str(o) for o in LISTED_OUTCOMES)
+
+
+class _AmountType(click.ParamType[int]):
+    """An amount of money in the campaign's currency, as a decimal string: micros."""
+
+    name = "amount"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from campaigns.domain.money import MoneyError, parse_micros
+
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_micros(value)
+        except MoneyError as exc:
+            self.fail(f"{exc} (an amount such as 250.00, in the campaign's currency)", param, ctx)
+
+
+@main.command(epilog=_example("campaigns budget spring-renewals 250.00"))
+@click.argument("campaign_id", type=CAMPAIGN_ID)
+@click.argument("amount", metavar="AMOUNT", type=_AmountType())
+def budget(campaign_id: str, amount: int) -> None:
+    """Set a campaign's budget (AMOUNT in its currency, such as 250.00).
+
+    Atomic against what the dispatcher reserves: refused (exit 2, nothing
+    changed) below what the campaign spent plus what its live calls hold. A
+    campaign halted budget_exhausted stays halted; resume it once the budget
+    covers a call. Recorded in campaigns history. A later identical submit of
+    the original spec stays a no-op: the budget is not part of the fingerprint
+    check once the campaign exists (docs/operations.md).
+    """
+
+    async def change(client: CampaignClient) -> tuple[BudgetChange, CampaignRecord]:
+        done = await client.budget(campaign_id, amount)
+        return done, await client.get(campaign_id)
+
+    done, campaign = _run(change)
+    cur = campaign.currency
+
+    def money(micros: int) -> str:
+        return format_money(micros, cur, exact=True)
+
+    _echo(
+        f"{campaign_id}: budget {money(done.before)} -> {money(done.after)} "
+        f"(spent {money(done.spent)}, reserved {money(done.reserved)})"
+    )
+    room = done.after - done.spent - done.reserved
+    if room < campaign.worst_case_micros:
+        click.echo(
+            f"warning: the {money(room)} left cannot cover one call's worst case "
+            f"({money(campaign.worst_case_micros)}): nothing more is dialled",
+            err=True,
+        )
+    elif campaign.state is State.HALTED and campaign.halt_code == HaltCode.BUDGET_EXHAUSTED:
+        _echo(f"{campaign_id}: halted budget_exhausted, resumable: campaigns resume {campaign_id}")
+
+
+@main.command(
+    epilog=_example(
+        "campaigns contacts spring-renewals --status unsent > rest.csv",
+        "campaigns submit rest.json --contacts rest.csv",
+    )
+)
+@click.argument("campaign_id", type=CAMPAIGN_ID)
+@click.option(
+    "--status",
+    "outcome",
+    required=True,
+    type=click.Choice([str(o) for o in _outcomes()]),
+    help="the contacts' outcome (their latest attempt)",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json"]),
+    default="csv",
+    show_default=True,
+    help="csv: the contacts file submit --contacts reads; json: a spec's contacts array",
+)
+def contacts(campaign_id: str, outcome: str, fmt: str) -> None:
+    """List a campaign's contacts by outcome, as a contacts file for a new campaign.
+
+    unsent: never dialled (not reached yet, or left when the campaign was
+    cancelled or halted); no_answer, busy, failed: how the last call ended (or
+    the provider refused the contact); suppressed, expired, capped: the
+    contact policy kept them from being dialled; answered: the call was answered.
+    """
+    from campaigns.domain.lifecycle import ContactOutcome
+    from campaigns.operators.outcomes import write_contacts
+
+    out = cast(TextIO, _Scrubbed(sys.stdout))
+
+    async def write(client: CampaignClient) -> int:
+        campaign = await client.get(campaign_id)
+        return await write_contacts(
+            client.store, campaign_id, campaign.contacts, ContactOutcome(outcome), fmt, out
+        )
+
+    _run(write)
+
+
+@main.command(epilog=_example("campaigns history spring-renewals --json"))
+@click.argument("campaign_id", type=CAMPAIGN_ID)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line, money in micros")
+def history(campaign_id: str, as_json: bool) -> None:
+    """Every operator action on a campaign, oldest first: when, who, before and after.
+
+    Submit, pause, resume, cancel, budget and resolve; the actor is the CLI's
+    login name or the API token's name. The newest 1000 actions are kept.
+    """
+    from campaigns.operators.history import history_line
+
+    async def read(client: CampaignClient) -> tuple[list[dict[str, Any]], str]:
+        entries = await client.history(campaign_id)
+        return entries, (await client.get(campaign_id)).currency
+
+    entries, currency = _run(read)
+    for entry in entries:
+        _echo(json.dumps(entry) if as_json else history_line(entry, currency))
 
 
 @main.command(epilog=_example("campaigns resolve spring-renewals:000004:1 --call-id call_8f2a"))
@@ -469,8 +714,14 @@ def reconcile(campaign_id: str, as_json: bool) -> None:
 @main.command(name="dead-letters", epilog=_example("campaigns dead-letters --limit 5"))
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 def dead_letters(limit: int) -> None:
-    """Call events that could not be applied, newest first (JSON lines)."""
-    for entry in _run(lambda c: c.store.dead_letters(limit)):
+    """Call events that could not be applied, newest first (JSON lines).
+
+    None at all: says so on stderr (stdout stays empty JSON lines), exit 0.
+    """
+    entries = _run(lambda c: c.store.dead_letters(limit))
+    if not entries:
+        click.echo("no dead letters: every event and job was applied", err=True)
+    for entry in entries:
         _echo(json.dumps(entry))
 
 
@@ -557,7 +808,7 @@ def callbacks(
     ),
 )
 @click.argument("spec_path", metavar="SPEC.json", type=click.Path(dir_okay=False))
-@click.option("--contacts", "contacts_csv", type=click.Path(dir_okay=False))
+@_contacts_options
 @click.option(
     "--average-seconds",
     type=click.IntRange(1, 86_400),
@@ -571,12 +822,14 @@ def callbacks(
 def estimate_(
     spec_path: str,
     contacts_csv: str | None,
+    skip_invalid: bool,
+    rejects_path: str | None,
     average_seconds: int | None,
     account: bool,
     as_json: bool,
 ) -> None:
-    """Worst-case cost of a spec before submitting it (nothing is written)."""
-    contacts = Contacts.load(spec_path, contacts_csv)
+    """Worst-case cost of a spec before submitting it (nothing is written to Redis)."""
+    contacts, rejects = _load_contacts(spec_path, contacts_csv, skip_invalid, rejects_path)
     buffer = 10
     balance = None
     credit_table = None
@@ -598,18 +851,27 @@ def estimate_(
                 "(DISPATCHER_BALANCE_SOURCE=voxpria reads Voxpria credits)",
                 2,
             )
-    result = estimate_contacts(
-        contacts,
-        average_seconds=average_seconds,
-        balance=balance,
-        buffer_percent=buffer,
-        credit_table=credit_table,
-    )
+    try:
+        result = estimate_contacts(
+            contacts,
+            average_seconds=average_seconds,
+            balance=balance,
+            buffer_percent=buffer,
+            credit_table=credit_table,
+        )
+    finally:
+        if rejects is not None:
+            rejects.close()
     if as_json:
-        _echo(json.dumps(result.to_json()))
+        shape = result.to_json()
+        if rejects is not None:
+            shape["refused_rows"] = rejects.count
+        _echo(json.dumps(shape))
     else:
         for line in result.lines():
             _echo(line)
+        if rejects is not None:
+            _echo(f"refused rows: {rejects.line()}")
 
 
 class _MonthType(click.ParamType[str]):
@@ -687,6 +949,7 @@ def worker(burst: bool, check: bool) -> None:
         start_checks(settings, provider=False, redis=True)
     else:
         _require_api_key(settings)
+        _require_metrics_port(settings)
         try:
             start_checks(settings, provider=False, redis=True)
         except _Failed as exc:
@@ -723,6 +986,7 @@ def sandbox(host: str, port: int, config_path: str | None) -> None:
     """Serve the sandbox provider (MiniVoice dialect) for demos and tests."""
     args = ["--host", host, "--port", str(port)]
     key = _settings().provider_api_key.get_secret_value()
+    _require_port(host, port)
     if key:  # the key the workers send, also from .env; never on a command line
         os.environ["DISPATCHER_PROVIDER_API_KEY"] = key
     if config_path:
@@ -754,11 +1018,13 @@ def ingress(host: str, port: int, tolerance: int) -> None:
     from campaigns.operators.ingress import serve_ingress
 
     settings = _settings()
+    _require_port(host, port)
     start_checks(settings, provider=False, redis=True)
     secret = None
     if settings.webhook_secret is not None:
         secret = settings.webhook_secret.get_secret_value()
-    serve_ingress(host, port, settings, secret, tolerance_seconds=tolerance)
+    if not serve_ingress(host, port, settings, secret, tolerance_seconds=tolerance):
+        raise _Failure("the ingress did not start (its log says why)")
 
 
 @main.command(
@@ -780,8 +1046,10 @@ def api(host: str, port: int) -> None:
     settings = _settings()
     if not settings.api_roles():
         raise _Failure("invalid settings: DISPATCHER_API_TOKENS: must be set to serve the API", 2)
+    _require_port(host, port)
     start_checks(settings, provider=False, redis=True)
-    serve_api(host, port, settings)
+    if not serve_api(host, port, settings):
+        raise _Failure("the API did not start (its log says why)")
 
 
 @main.command(epilog=_example("campaigns demo --contacts 50 --spend-limit-calls 20", settings=None))
@@ -845,7 +1113,13 @@ def dnc_add(numbers: tuple[str, ...], strict: bool, as_json: bool) -> None:
     """
     from campaigns.operators import dnc as ops
 
-    change = _run(lambda c: ops.add(ops.list_for(c.store), numbers, strict=strict, name=_argument))
+    change = _run(
+        lambda c: ops.recorded(
+            c,
+            OperatorAction.DNC_ADD,
+            ops.add(ops.list_for(c.store), numbers, strict=strict, name=_argument),
+        )
+    )
     _echo(json.dumps(change.to_json()) if as_json else change.line())
 
 
@@ -859,7 +1133,13 @@ def dnc_remove(numbers: tuple[str, ...], as_json: bool) -> None:
     """
     from campaigns.operators import dnc as ops
 
-    change = _run(lambda c: ops.remove(ops.list_for(c.store), numbers, name=_argument))
+    change = _run(
+        lambda c: ops.recorded(
+            c,
+            OperatorAction.DNC_REMOVE,
+            ops.remove(ops.list_for(c.store), numbers, name=_argument),
+        )
+    )
     _echo(json.dumps(change.to_json()) if as_json else change.line())
 
 
@@ -903,7 +1183,11 @@ def dnc_import(csv_path: str, strict: bool, as_json: bool) -> None:
         ) from None
     with source:
         result = _run(
-            lambda c: ops.import_csv(ops.list_for(c.store), source, shown=shown, strict=strict)
+            lambda c: ops.recorded(
+                c,
+                OperatorAction.DNC_IMPORT,
+                ops.import_csv(ops.list_for(c.store), source, shown=shown, strict=strict),
+            )
         )
     if as_json:
         _echo(json.dumps(result.to_json()))
@@ -922,6 +1206,17 @@ def dnc_count(as_json: bool) -> None:
 
     listed = _run(lambda c: ops.list_for(c.store).count())
     _echo(json.dumps({"count": listed}) if as_json else _count(listed, "number"))
+
+
+@dnc.command(name="history", epilog=_example("campaigns dnc history --json"))
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+def dnc_history(as_json: bool) -> None:
+    """Every change to the do-not-call list, oldest first: when, who, what (the newest 1000)."""
+    from campaigns.operators.history import history_line
+
+    entries = _run(lambda c: c.store.history.read(None))
+    for entry in entries:
+        _echo(json.dumps(entry) if as_json else history_line(entry, ""))
 
 
 @dnc.command(name="list", epilog=_example("campaigns dnc list > dnc-backup.csv"))

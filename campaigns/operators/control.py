@@ -7,6 +7,7 @@ operators, or an operator and a worker, never race into an impossible state.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import re
 import time
 from collections.abc import Awaitable
@@ -18,34 +19,50 @@ from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from campaigns.domain.contacts import Contacts
+from campaigns.domain.inputs import SpecError
 from campaigns.domain.lifecycle import (
     FINAL_STATES,
     AttemptStatus,
     HaltCode,
     Move,
+    OperatorAction,
     State,
     budget_allows,
 )
 from campaigns.domain.money import format_money
+from campaigns.domain.policy import ZoneGroups, timing_problem
 from campaigns.domain.spec import CampaignSpec
+from campaigns.domain.window import drain_time, zone
 from campaigns.logs import scrub
 from campaigns.providers import check_call_section
 from campaigns.queue import JobQueue, open_queue
 from campaigns.settings import Settings, redis_location
-from campaigns.store import CampaignRecord, Store, StoreError, now_ms
+from campaigns.store import (
+    BudgetBelowFloor,
+    BudgetChange,
+    CampaignRecord,
+    Store,
+    StoreError,
+    campaign_of,
+    entry_head,
+    now_ms,
+)
 
 __all__ = [
     "WAIT_REASONS",
     "CampaignClient",
     "ControlError",
     "Explanation",
+    "InvalidRequest",
     "NotFound",
     "RedisUnavailable",
     "SubmitResult",
     "Waiting",
     "check_redis",
+    "default_actor",
     "explain",
     "iso_time",
+    "not_dialled",
     "status_json",
     "submit_campaign",
 ]
@@ -89,6 +106,24 @@ class ControlError(RuntimeError):
 
 class NotFound(ControlError):
     pass
+
+
+class InvalidRequest(ControlError):
+    """A request whose values cannot be accepted (a budget below what is spent and
+    held): nothing changed; the CLI exits 2, the API answers 422."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def default_actor() -> str:
+    """Who the history names for this process's actions: ``cli:<login name>``."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name at all (a container without a passwd entry)
+        user = "unknown"
+    return f"cli:{user}"
 
 
 class RedisUnavailable(ControlError):
@@ -172,17 +207,20 @@ class Explanation:
     now_ms: int
     waiting: Waiting | None
     done: int
+    """Contacts dialled or dialling (never-sent ones are not done: ``not_dialled``)."""
     percent_done: float
     calls_last_minute: int
     calls_per_second: float
     eta_ms: int | None
     times: dict[str, int | None] = field(default_factory=dict)
+    not_dialled: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "waiting": None if self.waiting is None else self.waiting.to_json(),
             "progress": {
                 "done": self.done,
+                "not_dialled": self.not_dialled,
                 "percent": self.percent_done,
                 "calls_last_minute": self.calls_last_minute,
                 "configured_calls_per_second": self.calls_per_second,
@@ -221,21 +259,20 @@ async def explain(
         account_live,
         hold if hold is not None and hold > now else None,
     )
-    done = campaign.contacts - campaign.pending
-    eta: int | None = None
-    if campaign.state in (State.QUEUED, State.RUNNING) and (
-        waiting is None
-        or waiting.reason
-        in ("max_in_flight", "budget_held", "account_live_full", "queued", "stalled")
-    ):
-        eta = now + int(campaign.pending / pace * 1000)
-    elif waiting is not None and waiting.reason in _POLICY_WAITS and waiting.until_ms is not None:
-        eta = max(now, waiting.until_ms) + int(campaign.pending / pace * 1000)
+    never = sum(not_dialled(campaign).values())
+    left = 0 if campaign.state in FINAL_STATES else campaign.pending
+    done = campaign.contacts - left - never
+    eta = _eta(campaign, waiting, now)
     return Explanation(
         now_ms=now,
         waiting=waiting,
         done=done,
-        percent_done=round(100 * done / campaign.contacts, 1) if campaign.contacts else 100.0,
+        not_dialled=never,
+        percent_done=(
+            round(100 * (campaign.contacts - left) / campaign.contacts, 1)
+            if campaign.contacts
+            else 100.0
+        ),
         calls_last_minute=len(claims),
         calls_per_second=pace,
         eta_ms=eta,
@@ -247,6 +284,48 @@ async def explain(
             "finished_at": campaign.finished_at_ms,
         },
     )
+
+
+_PACE_WAITS = frozenset({"max_in_flight", "budget_held", "account_live_full", "queued", "stalled"})
+"""Waits the pace outlasts: the ETA is still the pace's (and the windows')."""
+
+
+def _eta(campaign: CampaignRecord, waiting: Waiting | None, now: int) -> int | None:
+    """When the last contact should be dialled: at the configured pace, only while
+    each zone group's calling window is open, from ``start_at`` (or the end of a
+    known wait), and never after ``end_at`` (the rest expires then).
+
+    Retries and parked contacts are counted with the first zone group.
+    """
+    if campaign.state not in (State.QUEUED, State.RUNNING):
+        return None
+    start = now
+    if waiting is not None and waiting.reason not in _PACE_WAITS:
+        if waiting.reason not in _POLICY_WAITS or waiting.until_ms is None:
+            return None
+        if waiting.reason not in ("window", "retry", "capped"):
+            start = max(now, waiting.until_ms)  # not started, a 429 hold: nothing before
+    if campaign.start_at_ms is not None:
+        start = max(start, campaign.start_at_ms)
+    pace = campaign.spec.pacing.calls_per_second
+    spec_window = campaign.spec.calling_window
+    end = campaign.end_at_ms
+    if spec_window is None:
+        done = start + int(campaign.pending / pace * 1000)
+        return done if end is None else min(done, end)
+    groups = [[zone(name) for name in names] for names in campaign.zone_groups]
+    pending = list(campaign.pending_by_group) + [0] * len(groups)
+    pending = pending[: len(groups)]
+    pending[0] += campaign.retry_waiting + campaign.parked
+    drained = drain_time(
+        spec_window.window(),
+        groups,
+        pending,
+        pace,
+        datetime.fromtimestamp(start / 1000, UTC),
+        None if end is None else datetime.fromtimestamp(end / 1000, UTC),
+    )
+    return None if drained is None else int(drained.timestamp() * 1000)
 
 
 def _waiting(
@@ -317,16 +396,41 @@ async def account_hold_until_ms(store: Store) -> int | None:
         return None
 
 
+def not_dialled(campaign: CampaignRecord) -> dict[str, int]:
+    """Contacts that will not be dialled, by why (only the reasons that apply).
+
+    ``cancelled`` (or ``halted``, when the campaign was halted when an operator
+    cancelled it): the contacts still pending when it ended; ``expired``,
+    ``capped``, ``suppressed``: the contact policy's never-sent outcomes.
+    """
+    why: dict[str, int] = {}
+    if campaign.state in FINAL_STATES and campaign.pending:
+        stopped_by = "halted" if campaign.cancelled_while == State.HALTED else "cancelled"
+        why[stopped_by] = campaign.pending
+    for reason, count in (
+        ("expired", campaign.expired),
+        ("capped", campaign.capped),
+        ("suppressed", campaign.suppressed),
+    ):
+        if count:
+            why[reason] = count
+    return why
+
+
 def status_json(campaign: CampaignRecord, explanation: Explanation | None = None) -> dict[str, Any]:
     """The ``campaigns status --json`` shape: the stored record, plus (with an
-    explanation) ``waiting``, ``progress``, ``eta`` and ``times``."""
+    explanation) ``waiting``, ``progress``, ``eta`` and ``times``. A campaign that
+    is over has ``pending`` 0: what it left is ``not_dialled``, with why."""
+    never = not_dialled(campaign)
     shape = {
         "campaign_id": campaign.campaign_id,
+        "name": campaign.spec.name,
         "state": campaign.state,
         "halt": campaign.halt,
         "counts": {
             "contacts": campaign.contacts,
-            "pending": campaign.pending,
+            "pending": 0 if campaign.state in FINAL_STATES else campaign.pending,
+            "not_dialled": sum(never.values()),
             "accepted": campaign.accepted,
             "rejected": campaign.rejected,
             "in_doubt": campaign.in_doubt,
@@ -346,6 +450,7 @@ def status_json(campaign: CampaignRecord, explanation: Explanation | None = None
             "start_at": iso_time(campaign.start_at_ms),
             "end_at": iso_time(campaign.end_at_ms),
         },
+        "not_dialled": never,
         # Calls seen live past max_call_seconds that the dialect could not hang up.
         "reservation_may_be_exceeded": campaign.past_max_calls > 0,
     }
@@ -361,10 +466,14 @@ class CampaignClient:
     ...     await client.submit(spec)
     """
 
-    def __init__(self, store: Store, queue: JobQueue, settings: Settings) -> None:
+    def __init__(
+        self, store: Store, queue: JobQueue, settings: Settings, actor: str | None = None
+    ) -> None:
         self.store = store
         self.queue = queue
         self.settings = settings
+        self.actor = actor or default_actor()
+        """Who the history names when an action is not given its own ``actor``."""
 
     @classmethod
     async def connect(
@@ -390,7 +499,9 @@ class CampaignClient:
     async def aclose(self) -> None:
         await self.queue.aclose()
 
-    async def submit(self, spec: CampaignSpec | Contacts) -> SubmitResult:
+    async def submit(
+        self, spec: CampaignSpec | Contacts, *, actor: str | None = None
+    ) -> SubmitResult:
         """Store a validated spec and start it. Same ID and spec again: a no-op.
 
         ``Contacts`` (a spec and a CSV file) are validated as they are written,
@@ -407,11 +518,33 @@ class CampaignClient:
             self.settings.provider_dialect, valid.call.model_dump(mode="json", exclude_none=True)
         )
         rate = valid.rate_model()
+        started = datetime.now(UTC)
+
+        def reachable(groups: ZoneGroups) -> None:
+            problem = timing_problem(valid.schedule, valid.calling_window, groups, started)
+            if problem is not None:
+                raise SpecError(problem.field, problem.message)
+
         outcome, tally = await self.store.submit(
             contacts,
             worst_case_micros=valid.worst_case_call_micros(),
             estimated_micros_per_contact=rate.cost_micros(valid.max_call_seconds),
+            before_commit=reachable,
         )
+        if outcome == "created":
+            await self._record(
+                valid.campaign_id,
+                OperatorAction.SUBMIT,
+                actor,
+                None,
+                {
+                    "state": str(State.QUEUED),
+                    "budget_micros": valid.budget_in_micros,
+                    "currency": valid.currency,
+                    "contacts": tally.contacts,
+                    "fingerprint": tally.fingerprint,
+                },
+            )
         campaign = await self.store.campaign(valid.campaign_id)
         if campaign is not None and campaign.state is State.QUEUED:
             # Also after "exists": a submit that died before enqueueing is finished here.
@@ -438,21 +571,69 @@ class CampaignClient:
         found = [await self.store.campaign(cid) for cid in await self.store.campaign_ids()]
         return [c for c in found if c is not None]
 
-    async def pause(self, campaign_id: str) -> str:
+    async def pause(self, campaign_id: str, *, actor: str | None = None) -> str:
         """Pause; returns once no create request can start (the dispatcher let go)."""
-        await self._transition(campaign_id, Move.PAUSE)
+        await self._transition(campaign_id, Move.PAUSE, actor)
         await self._wait_for_dispatcher(campaign_id)
         return State.PAUSED
 
-    async def cancel(self, campaign_id: str) -> str:
+    async def cancel(self, campaign_id: str, *, actor: str | None = None) -> str:
         """Cancel; cancelling a cancelled campaign is a no-op, as pausing a paused one."""
-        if (await self.get(campaign_id)).state is State.CANCELLED:
+        before = await self.get(campaign_id)
+        if before.state is State.CANCELLED:
             return State.CANCELLED
-        await self._transition(campaign_id, Move.CANCEL)
+        await self._transition(campaign_id, Move.CANCEL, actor)
+        if before.state is State.HALTED:
+            await self.store.note_cancelled_while(campaign_id, State.HALTED)
         await self._wait_for_dispatcher(campaign_id)
         return State.CANCELLED
 
-    async def resume(self, campaign_id: str) -> str:
+    async def budget(
+        self, campaign_id: str, budget_micros: int, *, actor: str | None = None
+    ) -> BudgetChange:
+        """Set a new budget, atomically against what is spent and reserved.
+
+        Refused (:class:`InvalidRequest`, nothing changed) below ``spent +
+        reserved``. A campaign halted ``budget_exhausted`` stays halted, now
+        resumable when the new budget covers one more call's worst case.
+        """
+        head = entry_head(now_ms(), actor or self.actor, OperatorAction.BUDGET)
+        try:
+            return await self.store.set_budget(campaign_id, budget_micros, head)
+        except BudgetBelowFloor as exc:
+            currency = (await self.get(campaign_id)).currency
+
+            def money(micros: int) -> str:
+                return format_money(micros, currency, exact=True)
+
+            raise InvalidRequest(
+                f"budget {money(exc.budget)} for campaign {campaign_id!r} is below what it "
+                f"spent plus what it holds: {money(exc.spent)} spent + {money(exc.reserved)} "
+                f"reserved = {money(exc.spent + exc.reserved)}",
+                "budget",
+            ) from None
+        except StoreError as exc:
+            if str(exc).startswith("no campaign"):
+                raise NotFound(str(exc)) from None
+            raise ControlError(str(exc)) from None
+
+    async def history(self, campaign_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The campaign's operator actions, oldest first (the newest ``limit``)."""
+        await self.get(campaign_id)
+        return await self.store.history.read(campaign_id, limit)
+
+    async def record_account_action(
+        self,
+        action: OperatorAction,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        *,
+        actor: str | None = None,
+    ) -> None:
+        """Record an account-wide action (a do-not-call change) in the account history."""
+        await self._record(None, action, actor, before, after)
+
+    async def resume(self, campaign_id: str, *, actor: str | None = None) -> str:
         """Re-check the budget, then set running and start a fresh dispatch chain."""
         campaign = await self.get(campaign_id)
         if campaign.state not in Move.RESUME.from_states:
@@ -471,11 +652,13 @@ class CampaignClient:
                 f"{format_money(remaining, cur, exact=True)} is below one call's worst case "
                 f"({format_money(campaign.worst_case_micros, cur, exact=True)})"
             )
-        await self._transition(campaign_id, Move.RESUME)
+        await self._transition(campaign_id, Move.RESUME, actor)
         await self._kick(campaign_id)
         return State.RUNNING
 
-    async def resolve(self, attempt_id: str, *, call_id: str | None) -> str:
+    async def resolve(
+        self, attempt_id: str, *, call_id: str | None, actor: str | None = None
+    ) -> str:
         """Settle an in-doubt attempt: the call the operator found, or no call at all."""
         attempt = await self.store.attempt(attempt_id)
         if attempt is None:
@@ -492,15 +675,42 @@ class CampaignClient:
             )
         if result not in ("ok", "duplicate"):
             raise ControlError(f"attempt {attempt_id!r} could not be resolved: {result}")
-        return "accepted" if call_id else "requeued"
+        outcome = "accepted" if call_id else "requeued"
+        if result == "ok":
+            await self._record(
+                campaign_of(attempt_id),
+                OperatorAction.RESOLVE,
+                actor,
+                {"attempt_id": attempt_id, "status": str(AttemptStatus.IN_DOUBT)},
+                {"attempt_id": attempt_id, "outcome": outcome, "call_id": call_id},
+            )
+        return outcome
 
-    async def _transition(self, campaign_id: str, move: Move) -> None:
+    async def _transition(self, campaign_id: str, move: Move, actor: str | None) -> None:
+        before = await self.store.campaign(campaign_id)
         try:
             done, previous = await self.store.transition(campaign_id, move)
         except StoreError as exc:
             raise NotFound(str(exc)) from None
         if not done:
             raise ControlError(f"cannot {move.verb} campaign {campaign_id!r}: it is {previous}")
+        was: dict[str, Any] = {"state": str(previous)}
+        if before is not None and before.halt_code:
+            was["halt_code"] = before.halt_code
+        await self._record(
+            campaign_id, OperatorAction(move.verb), actor, was, {"state": str(move.to)}
+        )
+
+    async def _record(
+        self,
+        campaign_id: str | None,
+        action: OperatorAction,
+        actor: str | None,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+    ) -> None:
+        head = entry_head(now_ms(), actor or self.actor, action)
+        await self.store.history.append(campaign_id, head, before, after)
 
     async def _kick(self, campaign_id: str) -> None:
         seq = await self.store.bump_dispatch_seq(campaign_id)

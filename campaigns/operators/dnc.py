@@ -23,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import codecs
 import csv
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypeVar
 
 from campaigns.domain.inputs import SpecError
+from campaigns.domain.lifecycle import OperatorAction
 from campaigns.domain.numbers import normalize_number
+from campaigns.operators.control import CampaignClient
 from campaigns.store import Store
 from campaigns.store.dnc import DoNotCallList
 
@@ -45,6 +47,7 @@ __all__ = [
     "check",
     "import_csv",
     "list_for",
+    "recorded",
     "remove",
 ]
 
@@ -293,3 +296,27 @@ class _NumberReader:
                 chunk = []
         if chunk:
             yield chunk
+
+
+_HISTORY_NUMBERS = 100
+"""A do-not-call change names at most this many of its numbers in the history."""
+
+_Outcome = TypeVar("_Outcome", Change, ImportResult)
+
+
+async def recorded(
+    client: CampaignClient,
+    action: OperatorAction,
+    outcome: Awaitable[_Outcome],
+    *,
+    actor: str | None = None,
+) -> _Outcome:
+    """Run a do-not-call change, then record it in the account's history."""
+    result = await outcome
+    after: dict[str, Any] = dict(result.to_json())
+    numbers = after.get("numbers")
+    if isinstance(numbers, list):
+        after["count"] = len(numbers)
+        after["numbers"] = numbers[:_HISTORY_NUMBERS]
+    await client.record_account_action(action, None, after, actor=actor)
+    return result

@@ -16,7 +16,7 @@ from campaigns.domain.account import (
 )
 from campaigns.domain.contacts import Contacts, Tally
 from campaigns.domain.money import format_money
-from campaigns.domain.policy import ZoneGroups, contact_number
+from campaigns.domain.policy import ZoneGroups, contact_number, timing_problem
 from campaigns.domain.spec import CampaignSpec
 from campaigns.domain.window import zone
 from campaigns.providers.balance import AccountBalance
@@ -30,7 +30,16 @@ __all__ = [
     "estimate",
     "estimate_contacts",
     "policy_estimate",
+    "rate_line",
 ]
+
+
+def rate_line(currency: str, per_minute_micros: int, increments: str, fee_micros: int) -> str:
+    """``EUR 0.01 per minute, 60/60 increments, connect fee EUR 0.00``: the rate as
+    ``submit`` and ``estimate`` show it, every price exact."""
+    per_minute = format_money(per_minute_micros, currency, exact=True)
+    fee = format_money(fee_micros, currency, exact=True)
+    return f"{per_minute} per minute, {increments} increments, connect fee {fee}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +56,9 @@ class Estimate:
     budget_micros: int
     calls_within_budget: int
     budget_covers_all: bool
+    per_minute_micros: int = 0
+    """The rate every reservation is computed at (the spec's, never a default)."""
+    connect_fee_micros: int = 0
     policy: PolicyEstimate | None = None
     """With a calling window, schedule, retry policy or suppress list: what they change."""
     account: AccountEstimate | None = None
@@ -62,6 +74,7 @@ class Estimate:
         return (
             [
                 f"contacts              {self.contacts} ({self.duplicates_dropped} duplicates dropped)",
+                f"rate                  {rate_line(self.currency, self.per_minute_micros, self.increments, self.connect_fee_micros)}",
                 f"rate increments       {self.increments}",
                 f"worst case per call   {money(self.worst_case_per_call_micros)} "
                 f"({self.max_call_seconds}s billed as {self.billed_seconds_worst_case}s)",
@@ -101,6 +114,9 @@ class PolicyEstimate:
     pauses not counted)."""
     expire_at_least: int | None = None
     """Contacts to call beyond that capacity: they expire at ``end_at`` at least."""
+    refused: str | None = None
+    """Why submit would refuse this spec by the clock (``schedule.end_at: ... has
+    already passed``, a calling window that never opens before ``end_at``)."""
 
     def lines(self, money: Any) -> list[str]:
         out = [
@@ -120,6 +136,8 @@ class PolicyEstimate:
                 f"schedule              from {self.schedule_start_at or 'submit'} "
                 f"to {self.schedule_end_at or 'done'}"
             )
+        if self.refused is not None:
+            out.append(f"refused at submit     {self.refused}")
         if self.schedule_capacity_calls is not None:
             out.append(
                 f"before end_at         at most {self.schedule_capacity_calls} calls at the "
@@ -159,6 +177,7 @@ def policy_estimate(
         opening = None if first is None else first.strftime("%Y-%m-%dT%H:%M:%SZ")
     schedule = spec.schedule
     capacity = _schedule_capacity(spec, groups, now)
+    problem = timing_problem(schedule, spec.calling_window, groups, now)
     return PolicyEstimate(
         suppressed_in_spec=suppressed,
         contacts_to_call=to_call,
@@ -171,6 +190,7 @@ def policy_estimate(
         schedule_end_at=None if schedule is None else schedule.end_at,
         schedule_capacity_calls=capacity,
         expire_at_least=None if capacity is None else max(0, to_call - capacity),
+        refused=None if problem is None else str(problem),
     )
 
 
@@ -246,7 +266,7 @@ def estimate_contacts(contacts: Contacts, **options: Any) -> Estimate:
     numbers: Iterable[str] = (contact_number(doc) for chunk in reader for doc in chunk)
     if rates is not None:
         numbers = rates.feed(numbers)
-    if not (spec.calling_window or spec.suppress):
+    if not (spec.calling_window or spec.suppress or spec.schedule):
         for _ in numbers:
             pass
         return estimate(spec, tally=reader.tally, credit_rates=rates, **options)
@@ -410,6 +430,8 @@ def estimate(
         contacts=contacts,
         duplicates_dropped=dropped,
         increments=str(rate.increments),
+        per_minute_micros=rate.per_minute_micros,
+        connect_fee_micros=rate.connect_fee_micros,
         max_call_seconds=spec.max_call_seconds,
         billed_seconds_worst_case=rate.billed_seconds(spec.max_call_seconds),
         worst_case_per_call_micros=worst,

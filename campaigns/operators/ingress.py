@@ -432,8 +432,9 @@ def serve_ingress(
     secret: str | None,
     *,
     tolerance_seconds: int = 300,
-) -> None:
-    """Run the ingress in the foreground until interrupted (Ctrl-C)."""
+) -> bool:
+    """Run the ingress in the foreground until interrupted (Ctrl-C); False when it
+    never started (its startup failed: the log says why)."""
     configure_logging(settings.log_level, settings.log_format)
     for value in settings.secret_values():
         register_secret(value)
@@ -444,4 +445,6 @@ def serve_ingress(
     config = uvicorn.Config(
         app, host=host, port=port, lifespan="on", log_config=None, proxy_headers=False
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    server.run()
+    return bool(server.started)

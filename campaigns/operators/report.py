@@ -45,9 +45,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from campaigns.domain.lifecycle import AttemptStatus
+from campaigns.domain.lifecycle import FINAL_STATES, AttemptStatus
 from campaigns.domain.money import format_money, humanize_micros
-from campaigns.operators.control import Explanation
+from campaigns.operators.control import Explanation, iso_time, not_dialled
 from campaigns.store import Attempt, CampaignRecord, Store
 
 __all__ = [
@@ -75,7 +75,14 @@ REPORT_FIELDS = (
     "billsec",
     "cost_micros",
     "currency",
+    "claimed_at",
+    "sent_at",
+    "answered_at",
+    "ended_at",
 )
+"""Times are ISO 8601 UTC: ``claimed_at`` and ``sent_at`` (the first create
+request) on our clock, ``answered_at`` and ``ended_at`` as the provider gave
+them; null when unknown (never sent, never answered, not over yet)."""
 
 
 def attempt_row(attempt: Attempt, currency: str) -> dict[str, Any]:
@@ -93,6 +100,10 @@ def attempt_row(attempt: Attempt, currency: str) -> dict[str, Any]:
         "billsec": attempt.billsec if accepted else None,
         "cost_micros": attempt.cost_micros if accepted and attempt.settled else None,
         "currency": currency,
+        "claimed_at": iso_time(attempt.created_at_ms or None),
+        "sent_at": iso_time(attempt.first_sent_at_ms),
+        "answered_at": iso_time(attempt.answered_at_ms),
+        "ended_at": iso_time(attempt.ended_at_ms),
     }
 
 
@@ -168,12 +179,21 @@ def _span(seconds: int) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
+def _not_dialled_text(campaign: CampaignRecord) -> str:
+    """``43 (cancelled 40, expired 3)``, or ``0``."""
+    why = not_dialled(campaign)
+    if not why:
+        return "0"
+    return f"{sum(why.values())} ({', '.join(f'{k} {n}' for k, n in why.items())})"
+
+
 def summary_lines(
     campaign: CampaignRecord, explanation: Explanation | None = None
 ) -> list[tuple[str, str]]:
     """Key and value lines, money for people; the halt text (a provider's words)
     has invisibles escaped and stored micros written as money."""
     cur = campaign.currency
+    pending = 0 if campaign.state in FINAL_STATES else campaign.pending
     halt = campaign.halt
     why = ""
     if halt:
@@ -197,7 +217,8 @@ def summary_lines(
             (
                 "progress",
                 f"{explanation.percent_done:g}% "
-                f"({explanation.done} of {campaign.contacts} contacts done or dialling)",
+                f"({explanation.done} of {campaign.contacts} contacts dialled or dialling"
+                + (f", {explanation.not_dialled} not dialled)" if explanation.not_dialled else ")"),
             ),
             (
                 "rate",
@@ -212,7 +233,8 @@ def summary_lines(
             ),
         ]
     lines += [
-        ("contacts", f"{campaign.contacts} ({campaign.pending} pending)"),
+        ("contacts", f"{campaign.contacts} ({pending} pending)"),
+        ("not dialled", _not_dialled_text(campaign)),
         ("accepted calls", str(campaign.accepted)),
         ("rejected attempts", str(campaign.rejected)),
         ("in doubt", str(campaign.in_doubt)),
@@ -314,6 +336,13 @@ _SECTIONS = (
         )
     ),
 )
+
+
+def _marked(attempt: Attempt) -> bool:
+    """The row's cost carries the footnote's ``*`` (:func:`_cost`)."""
+    return attempt.cost_micros is not None and attempt.cost_estimated
+
+
 _FOOTNOTE = "* cost booked by the rate model: the provider gave no cost for a final call"
 _SUMMARY_TITLE = "Summary (from settled totals)"
 
@@ -353,7 +382,9 @@ async def write_table(
     """
     buckets: dict[AttemptStatus, list[tuple[str, ...]]] = {s.status: [] for s in _SECTIONS}
     by_status = {s.status: s for s in _SECTIONS}
+    marked = False
     async for attempt in store.attempts(campaign.campaign_id):
+        marked = marked or _marked(attempt)
         section = by_status[attempt.status]
         cells = section.cells(attempt, campaign.currency)
         buckets[attempt.status].append(tuple(str(shown(c)) for c in cells))
@@ -386,7 +417,8 @@ async def write_table(
     for key, value in summary_lines(campaign, explanation):
         summary.add_row(shown(key), shown(value))
     console.print(summary)
-    console.print(shown(_FOOTNOTE))
+    if marked:
+        console.print(shown(_FOOTNOTE))
 
 
 async def write_plain(
@@ -406,6 +438,7 @@ async def write_plain(
         return _UNPRINTABLE.sub(_escape, csv_cell(None if value == "-" else value))
 
     writer = csv.writer(out, lineterminator="\n")
+    marked = False
     for section in _SECTIONS:
         title = cell(section.title.format(campaign=campaign.campaign_id))
         # Calls always have a section; the other kinds only when there are any.
@@ -420,8 +453,10 @@ async def write_plain(
                 out.write(f"\n# {title}\n")
                 writer.writerow([name for name, _ in section.columns])
                 untitled = False
+            marked = marked or _marked(attempt)
             writer.writerow([cell(c) for c in section.cells(attempt, campaign.currency)])
     out.write(f"\n# {_SUMMARY_TITLE}\n")
     for key, value in summary_lines(campaign, explanation):
         writer.writerow([key, cell(value)])
-    out.write(f"\n{_FOOTNOTE}\n")
+    if marked:
+        out.write(f"\n{_FOOTNOTE}\n")

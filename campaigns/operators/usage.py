@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from campaigns.domain.money import format_micros
+from campaigns.domain.money import format_money
 from campaigns.providers import make_provider
 from campaigns.providers.balance import AccountBalance, make_balance_source
 from campaigns.providers.billing_insights import MonthlyUsage, UsageError, usage_client
@@ -15,6 +15,7 @@ __all__ = [
     "UsageError",
     "UsageNotConfigured",
     "fetch_month",
+    "missing_usage_settings",
     "read_balance",
     "usage_json",
     "usage_lines",
@@ -32,16 +33,31 @@ async def fetch_month(settings: Settings, month: str) -> MonthlyUsage:
     :class:`~campaigns.providers.billing_insights.UsageError` (a 403 as
     :class:`~campaigns.providers.billing_insights.UsageRefused`).
     """
-    client = usage_client(settings)
+    missing = missing_usage_settings(settings)
+    client = None if missing else usage_client(settings)
     if client is None:
-        raise UsageNotConfigured(
-            "DISPATCHER_USAGE_URL: must be set for campaigns usage (with "
-            "DISPATCHER_USAGE_CLIENT_ID, DISPATCHER_USAGE_CLIENT_SECRET and the token endpoint)"
-        )
+        names = ", ".join(missing or ["DISPATCHER_USAGE_URL"])
+        raise UsageNotConfigured(f"{names}: must be set for campaigns usage")
     try:
         return await client.monthly_usage(month)
     finally:
         await client.aclose()
+
+
+def missing_usage_settings(settings: Settings) -> list[str]:
+    """Every setting ``campaigns usage`` needs and does not have, named at once."""
+    missing = [
+        name
+        for name, value in (
+            ("DISPATCHER_USAGE_URL", settings.usage_url),
+            ("DISPATCHER_USAGE_CLIENT_ID", settings.usage_client_id),
+            ("DISPATCHER_USAGE_CLIENT_SECRET", settings.usage_client_secret),
+        )
+        if value is None
+    ]
+    if settings.usage_token_endpoint is None:
+        missing.append("DISPATCHER_USAGE_TOKEN_URL (or DISPATCHER_USAGE_ACCOUNT_NAME)")
+    return missing
 
 
 def _groups(usage: MonthlyUsage) -> list[dict[str, Any]]:
@@ -83,13 +99,14 @@ def usage_lines(usage: MonthlyUsage) -> list[str]:
         f"{len(usage.records)} records on {usage.pages} pages"
     ]
     for group in _groups(usage):
-        amount = format_micros(group["total_micros"], 6)
+        amount = format_money(group["total_micros"], group["currency"], exact=True)
         lines.append(
             f"  {group['type']:<16} {group['product_id'] or '-':<24} "
-            f"{amount:>16} {group['currency']}  ({group['records']} records)"
+            f"{amount:>20}  ({group['records']} records)"
         )
     for currency, micros in sorted(usage.totals().items()):
-        lines.append(f"  {'total':<16} {'':<24} {format_micros(micros, 6):>16} {currency}")
+        total = format_money(micros, currency, exact=True)
+        lines.append(f"  {'total':<16} {'':<24} {total:>20}")
     return lines
 
 

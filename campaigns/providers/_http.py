@@ -419,6 +419,8 @@ def _error(response: httpx.Response, payload: Any, message: str) -> ProviderErro
                 message = f"{message} (request_id {error['request_id'][:64]})"
         elif isinstance(error, str):
             code = error
+    if response.status_code == 404:
+        message = f"{message} ({_tried(response)})"
     # The message becomes a stored halt message: shown by status and report.
     return provider_error(
         response.status_code,
@@ -426,6 +428,17 @@ def _error(response: httpx.Response, payload: Any, message: str) -> ProviderErro
         scrub(message),
         _hold_seconds(response),
     )
+
+
+def _tried(response: httpx.Response) -> str:
+    """Which URL answered 404, without its query (an access key may ride there):
+    most often a DISPATCHER_PROVIDER_URL without the dialect's base path."""
+    try:
+        sent = response.request
+    except RuntimeError:  # a response built without its request
+        return "check DISPATCHER_PROVIDER_URL"
+    url = sent.url.copy_with(query=None, fragment=None)
+    return f"404 from {sent.method} {url}: check DISPATCHER_PROVIDER_URL"
 
 
 def redirect_error(response: httpx.Response) -> ProviderError:

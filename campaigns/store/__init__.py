@@ -10,15 +10,28 @@ wait out (never a job's or an input's fault).
 from campaigns.store._store import Store, now_ms
 from campaigns.store.callbacks import CallbackStore, callback_store
 from campaigns.store.faults import REDIS_FAULTS, is_redis_fault
+from campaigns.store.history import HISTORY_LIMIT, History, entry_head
 from campaigns.store.keys import Keys, attempt_id, campaign_of
-from campaigns.store.records import Attempt, CampaignRecord, Claim, StoreError, SubmitConflict
+from campaigns.store.records import (
+    Attempt,
+    BudgetBelowFloor,
+    BudgetChange,
+    CampaignRecord,
+    Claim,
+    StoreError,
+    SubmitConflict,
+)
 
 __all__ = [
+    "HISTORY_LIMIT",
     "REDIS_FAULTS",
     "Attempt",
+    "BudgetBelowFloor",
+    "BudgetChange",
     "CallbackStore",
     "CampaignRecord",
     "Claim",
+    "History",
     "Keys",
     "Store",
     "StoreError",
@@ -26,6 +39,7 @@ __all__ = [
     "attempt_id",
     "callback_store",
     "campaign_of",
+    "entry_head",
     "is_redis_fault",
     "now_ms",
 ]

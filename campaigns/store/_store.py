@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, cast
 
 from redis.asyncio import Redis
 
 from campaigns.domain.contacts import Contacts, Tally
 from campaigns.domain.lifecycle import (
+    BUDGET_CHANGE_STATES,
     FINAL_CALL_STATUSES,
     NEVER_SENT_STATUSES,
     AttemptStatus,
@@ -30,9 +31,12 @@ from campaigns.domain.money import MAX_MICROS
 from campaigns.domain.pacing import NO_LIMIT, PaceRule
 from campaigns.domain.policy import ZoneGroups, contact_number
 from campaigns.domain.spec import CampaignSpec
+from campaigns.store.history import HISTORY_LIMIT, History
 from campaigns.store.keys import Keys, campaign_of
 from campaigns.store.records import (
     Attempt,
+    BudgetBelowFloor,
+    BudgetChange,
     CampaignRecord,
     Claim,
     ClaimOutcome,
@@ -95,6 +99,8 @@ class Store:
         self._account_put = load_script("account_put").bind(redis)
         self._pace = load_script("pace").bind(redis)
         self._hold = load_script("hold_account").bind(redis)
+        self._set_budget = load_script("set_budget").bind(redis)
+        self.history = History(redis, self.keys)
 
     def _c(self, campaign_id: str, what: str) -> str:
         return self.keys.campaign(campaign_id, what)
@@ -108,6 +114,7 @@ class Store:
         *,
         worst_case_micros: int,
         estimated_micros_per_contact: int,
+        before_commit: Callable[[ZoneGroups], None] | None = None,
     ) -> tuple[Literal["created", "exists"], Tally]:
         """Write a validated spec and its contacts; same spec again is a no-op.
 
@@ -118,7 +125,8 @@ class Store:
         (the file is never held whole), then renamed into place by one script,
         so a bad row or a crash mid-write leaves nothing visible: the staging
         keys are deleted (or expire). A campaign that exists is compared by
-        fingerprint after a full read that writes nothing.
+        fingerprint after a full read that writes nothing. ``before_commit`` sees
+        the contacts' zone groups once all are read; what it raises leaves nothing.
         """
         contacts = source if isinstance(source, Contacts) else Contacts(source)
         spec = contacts.spec
@@ -156,6 +164,8 @@ class Store:
                     raise StoreError(f"staged {staged} of {len(chunk)} contacts")
                 start += len(chunk)
             tally = reader.tally
+            if before_commit is not None:
+                before_commit(zones)
             spec_json = spec.model_dump(mode="json", exclude={"contacts", "suppress"})
             fields: dict[str, str | int] = {
                 "state": State.QUEUED,
@@ -223,18 +233,20 @@ class Store:
             raw, pending, unresolved, retry, parked = await pipe.execute()
         meta = decode(raw)
         groups = integer(meta.get("groups"), 1)
+        by_group = [int(pending)]
         if groups > 1:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for group in range(1, groups):
                     pipe.llen(self.keys.pending(campaign_id, group))
-                pending += sum(int(n) for n in await pipe.execute())
+                by_group += [int(n) for n in await pipe.execute()]
         return campaign_from_hash(
             campaign_id,
             meta,
-            int(pending) + int(retry) + int(parked),
+            sum(by_group) + int(retry) + int(parked),
             int(unresolved),
             retry_waiting=int(retry),
             parked=int(parked),
+            pending_by_group=tuple(by_group),
         )
 
     async def campaign_ids(self) -> list[str]:
@@ -302,6 +314,45 @@ class Store:
                     ended,
                 )
             start += page
+
+    async def latest_attempts(
+        self, campaign_id: str, page: int = 1000
+    ) -> dict[int, tuple[AttemptStatus, str | None, str | None]]:
+        """Each contact's latest attempt: contact index -> (status, final call status,
+        reject kind); the expired and capped rows count too. A contact never
+        claimed has none."""
+        found: dict[int, tuple[AttemptStatus, str | None, str | None]] = {}
+        key = self._c(campaign_id, "attempts")
+        start = 0
+        while ids := await _aw(self.redis.lrange(key, start, start + page - 1)):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for attempt_id in ids:
+                    pipe.hmget(
+                        self.keys.attempt(_str(attempt_id)),
+                        ["status", "final_status", "reject_kind"],
+                    )
+                rows = await pipe.execute()
+            for attempt_id, (status, final, kind) in zip(ids, rows, strict=True):
+                if status is not None:
+                    index = int(_str(attempt_id).split(":")[1])
+                    found[index] = (AttemptStatus(_str(status)), text(final), text(kind))
+            start += page
+        unsent = self._c(campaign_id, "unsent")
+        for entry in await _aw(self.redis.lrange(unsent, 0, -1)):
+            never_sent, position, _ = _str(entry).split("|")
+            found[int(position)] = (AttemptStatus(never_sent), None, None)
+        return found
+
+    async def contact_documents(self, campaign_id: str, indexes: Sequence[int]) -> list[str | None]:
+        """The stored contact JSON of each index (None where there is none)."""
+        if not indexes:
+            return []
+        found = await _aw(self.redis.hmget(self._c(campaign_id, "contacts"), list(indexes)))
+        return [text(f) for f in found]
+
+    async def note_cancelled_while(self, campaign_id: str, why: str) -> None:
+        """Why a cancelled campaign had stopped before it was cancelled (``halted``)."""
+        await _aw(self.redis.hset(self.keys.meta(campaign_id), "cancelled_while", why))
 
     async def unresolved_attempts(self, campaign_id: str) -> list[Attempt]:
         ids = await _aw(self.redis.zrange(self._c(campaign_id, "unresolved"), 0, -1))
@@ -660,6 +711,10 @@ class Store:
         """When the provider says the call was answered (an event before the final one)."""
         await _aw(self.redis.hsetnx(self.keys.attempt(attempt_id), "answered_at", str(at_ms)))
 
+    async def note_ended(self, attempt_id: str, at_ms: int) -> None:
+        """When the provider says the call ended (its final event or the call object)."""
+        await _aw(self.redis.hsetnx(self.keys.attempt(attempt_id), "ended_at", str(at_ms)))
+
     async def note_hung_up(self, attempt_id: str) -> None:
         """We asked the provider to end this call at ``max_call_seconds``."""
         await _aw(self.redis.hsetnx(self.keys.attempt(attempt_id), "hung_up_at", str(now_ms())))
@@ -731,6 +786,46 @@ class Store:
         if outcome == "missing":
             raise StoreError(f"no campaign {campaign_id!r}")
         return outcome == "ok", State(previous)
+
+    async def set_budget(
+        self, campaign_id: str, budget_micros: int, history_head: Mapping[str, Any]
+    ) -> BudgetChange:
+        """Set the budget atomically against spend and reservations, and record it.
+
+        Raises :class:`BudgetBelowFloor` (nothing changed) when ``budget_micros`` is
+        below ``spent + reserved`` at that instant, :class:`StoreError` when the
+        campaign does not exist or is over.
+        """
+        head = json.dumps(dict(history_head), separators=(",", ":"))
+        result = await self._set_budget(
+            meta=self.keys.meta(campaign_id),
+            history=self.keys.history(campaign_id),
+            budget=str(budget_micros),
+            allowed=",".join(sorted(BUDGET_CHANGE_STATES)),
+            now=now_ms(),
+            entry=head[:-1],
+            history_limit=HISTORY_LIMIT,
+        )
+        outcome = _str(result[0])
+        if outcome == "missing":
+            raise StoreError(f"no campaign {campaign_id!r}")
+        if outcome == "refused":
+            raise StoreError(
+                f"cannot change the budget of campaign {campaign_id!r}: it is {_str(result[1])}"
+            )
+        if outcome == "below":
+            raise BudgetBelowFloor(
+                campaign_id, budget_micros, integer(result[1]), integer(result[2])
+            )
+        return BudgetChange(
+            campaign_id,
+            before=integer(result[1]),
+            after=budget_micros,
+            spent=integer(result[2]),
+            reserved=integer(result[3]),
+            state=State(_str(result[4])),
+            halt_code=text(result[5]) or None,
+        )
 
     async def next_dispatch_seq(self, campaign_id: str, current: int) -> int | None:
         """Advance the dispatch sequence if this job is still the current one."""

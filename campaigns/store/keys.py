@@ -53,6 +53,10 @@
     P:c:C:callbacks:failed   hash  event ID -> the event and its last error (JSON),
                                    until replayed
     P:c:C:callbacks:log      list  the newest delivery results of C's events (JSON, 100)
+    P:c:C:history            list  operator actions on C, oldest first (JSON: at, actor,
+                                   action, before, after), capped at the newest 1000
+    P:history                list  account-wide operator actions (do-not-call changes),
+                                   the same shape and cap
     P:a:A                    hash  one attempt: contact, reservation, status, call,
                                    exact request body, error, settlement
 
@@ -167,6 +171,12 @@ class Keys:
     def dnc_staging(self, token: str) -> str:
         """Where a ``dnc import`` collects its numbers until ``dnc_merge.lua`` merges them."""
         return f"{self.prefix}:dnc:staging:{token}"
+
+    def history(self, campaign_id: str | None = None) -> str:
+        """Operator actions on one campaign, or (``None``) on the account (the DNC list)."""
+        if campaign_id is None:
+            return f"{self.prefix}:history"
+        return self.campaign(campaign_id, "history")
 
     @property
     def campaign_prefix(self) -> str:

@@ -13,6 +13,8 @@ from campaigns.store.keys import attempt_id
 
 __all__ = [
     "Attempt",
+    "BudgetBelowFloor",
+    "BudgetChange",
     "CampaignRecord",
     "Claim",
     "ClaimOutcome",
@@ -33,6 +35,32 @@ class StoreError(RuntimeError):
 
 class SubmitConflict(StoreError):
     """A campaign with this ID exists with a different spec."""
+
+
+class BudgetBelowFloor(StoreError):
+    """A new budget below what the campaign spent plus what it holds: nothing changed."""
+
+    def __init__(self, campaign_id: str, budget: int, spent: int, reserved: int) -> None:
+        super().__init__(
+            f"campaign {campaign_id!r}: budget {budget} micros is below spent {spent} "
+            f"+ reserved {reserved} micros"
+        )
+        self.budget = budget
+        self.spent = spent
+        self.reserved = reserved
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetChange:
+    """What a budget change replaced, and the campaign as it found it (micros)."""
+
+    campaign_id: str
+    before: int
+    after: int
+    spent: int
+    reserved: int
+    state: State
+    halt_code: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +101,8 @@ class CampaignRecord:
     """Of ``pending``: contacts whose retry is not due yet."""
     parked: int = 0
     """Of ``pending``: contacts waiting for the frequency cap's window."""
+    pending_by_group: tuple[int, ...] = ()
+    """Of ``pending``: each zone group's list (retries and parked ones not included)."""
     zone_groups: tuple[tuple[str, ...], ...] = ((),)
     """Group id -> the zones its calling window is judged in (``()``: no window)."""
     start_at_ms: int | None = None
@@ -81,6 +111,9 @@ class CampaignRecord:
     """Why the dispatcher last found nothing it may call now (``window``, ...)."""
     wait_since_ms: int | None = None
     wait_until_ms: int | None = None
+    cancelled_while: str | None = None
+    """``halted`` when an operator cancelled a halted campaign (its contacts left
+    undialled were stopped by the halt first)."""
     past_max_calls: int = 0
     """Calls seen live past ``max_call_seconds`` that the dialect could not end:
     while above 0 the reservation (and so the budget) may be exceeded."""
@@ -123,7 +156,9 @@ class Attempt:
     """When the first create request for this attempt left (our clock)."""
     last_sent_at_ms: int | None = None
     answered_at_ms: int | None = None
-    """The provider's answer time from an event before the final one."""
+    """The provider's answer time (an event before the final one, or the final call)."""
+    ended_at_ms: int | None = None
+    """The provider's end time of the call, as settlement saw it."""
     hung_up_at_ms: int | None = None
     """When we asked the provider to end the call at ``max_call_seconds``."""
     past_max_at_ms: int | None = None
@@ -222,6 +257,7 @@ def _attempt(raw: dict[str, str]) -> Attempt:
         first_sent_at_ms=_ms_field(raw, "first_sent_at") or _ms_field(raw, "sent_at"),
         last_sent_at_ms=_ms_field(raw, "sent_at"),
         answered_at_ms=_ms_field(raw, "answered_at"),
+        ended_at_ms=_ms_field(raw, "ended_at"),
         hung_up_at_ms=_ms_field(raw, "hung_up_at"),
         past_max_at_ms=_ms_field(raw, "past_max_at"),
         lookup_failures=integer(raw.get("lookup_failures")),
@@ -266,6 +302,7 @@ def campaign_from_hash(
     *,
     retry_waiting: int = 0,
     parked: int = 0,
+    pending_by_group: tuple[int, ...] = (),
 ) -> CampaignRecord | None:
     """A campaign from its meta hash (None if there is none); damage is a StoreError."""
     if "state" not in meta:
@@ -306,6 +343,7 @@ def campaign_from_hash(
             retries=integer(meta.get("retries")),
             retry_waiting=retry_waiting,
             parked=parked,
+            pending_by_group=pending_by_group,
             zone_groups=tuple(tuple(g) for g in json.loads(meta.get("zone_groups") or "[[]]")),
             start_at_ms=optional("start_at"),
             end_at_ms=optional("end_at"),
@@ -313,6 +351,7 @@ def campaign_from_hash(
             wait_since_ms=optional("wait_since"),
             wait_until_ms=optional("wait_until"),
             past_max_calls=integer(meta.get("past_max")),
+            cancelled_while=meta.get("cancelled_while") or None,
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise StoreError(f"campaign {campaign_id!r} is damaged in the store: {exc}") from None

@@ -168,6 +168,7 @@ async def _main(contacts: int, spend_limit_calls: int, console: Console, workdir
                 stderr=subprocess.STDOUT,
             )
         console.print(f"[bold]worker[/]   pid {worker.pid}, log {log_path}")
+        problems: list[str] = []
         try:
             client = await CampaignClient.connect(settings)
             async with client:
@@ -189,11 +190,16 @@ async def _main(contacts: int, spend_limit_calls: int, console: Console, workdir
                 if not stopped:
                     problems.insert(0, f"the campaign did not stop within {seconds} s")
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(worker.wait(), 15)
-            except TimeoutError:
-                worker.kill()
+            if worker.returncode is None:
+                try:
+                    worker.send_signal(signal.SIGTERM)
+                    await asyncio.wait_for(worker.wait(), 15)
+                except ProcessLookupError:
+                    pass  # it ended between the look and the signal
+                except TimeoutError:
+                    worker.kill()
+            elif worker.returncode != 0:
+                problems.insert(0, f"the worker exited with code {worker.returncode}")
         if problems:
             for problem in problems:
                 console.print(f"[red]the demo did not end as it should: {problem}[/]")

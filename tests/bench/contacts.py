@@ -82,6 +82,7 @@ def write_spec(path: Path, campaign_id: str) -> None:
     spec = {
         "campaign_id": campaign_id,
         "caller_id": "+15551230001",
+        "currency": "EUR",
         "budget": "1000000.00",
         "rate": {"per_minute": "0.01", "increments": "60/60"},
         "contacts": [],

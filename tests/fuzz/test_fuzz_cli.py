@@ -46,7 +46,7 @@ from tests.support import worker_env
 pytestmark = pytest.mark.integration
 
 CAMPAIGN = "spring"
-ID_COMMANDS = ("status", "pause", "resume", "cancel", "report", "reconcile")
+ID_COMMANDS = ("status", "pause", "resume", "cancel", "report", "reconcile", "history")
 COMMANDS = (
     *ID_COMMANDS,
     "resolve",
@@ -65,6 +65,7 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "status": ("--json",),
     "report": ("--format",),
     "reconcile": ("--json",),
+    "history": ("--json",),
     "resolve": ("--call-id", "--no-call"),
     "dead-letters": ("--limit",),
     "submit": ("--contacts",),
@@ -253,7 +254,7 @@ def invoke_and_check(argv: list[str], settings: Settings, cli_env: dict[str, str
         def reached(name: str) -> Any:
             def stub(*args: Any, **kwargs: Any) -> Any:
                 ran.append(name)
-                return 0
+                return True  # a server that started and stopped cleanly
 
             return stub
 

@@ -507,7 +507,8 @@ async def test_dnc_import_streams_a_csv_body(http: httpx.AsyncClient, store: Sto
     assert response.status_code == 200, response.text
     assert response.json() == {"rows": 12_000, "numbers": 12_000, "added": 12_000, "listed": 12_000}
     assert await store.redis.scard(store.keys.dnc) == 12_000
-    assert await store.redis.keys("*") == [store.keys.dnc.encode()]
+    # The list, and the account history's entry for the import: no staging left behind.
+    assert sorted(await store.redis.keys("*")) == [b"dsp:dnc", store.keys.history().encode()]
 
 
 DNC_BAD = [

@@ -206,6 +206,7 @@ async def test_status_says_no_worker_then_operator_pause_then_cooldown(
     assert shown["waiting"]["reason"] == "no_worker"
     assert shown["progress"] == {
         "done": 0,
+        "not_dialled": 0,
         "percent": 0.0,
         "calls_last_minute": 0,
         "configured_calls_per_second": 50.0,

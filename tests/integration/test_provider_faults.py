@@ -48,6 +48,7 @@ async def test_transient_faults_retry_the_same_attempt_with_the_same_key(
     assert status["counts"] == {
         "contacts": 3,
         "pending": 0,
+        "not_dialled": 0,
         "accepted": 3,
         "rejected": 0,
         "in_doubt": 0,

@@ -41,6 +41,10 @@ DESIGN_FIELDS = [
     "billsec",
     "cost_micros",
     "currency",
+    "claimed_at",
+    "sent_at",
+    "answered_at",
+    "ended_at",
 ]
 
 
@@ -137,6 +141,8 @@ async def test_json_report_is_the_flat_array_of_design_fields(
             assert row["final_status"] == ("busy" if busy else "completed")
             assert row["billsec"] == (0 if busy else 75)
             assert row["cost_micros"] == (0 if busy else 20_000)
+            assert row["ended_at"] is not None, "the provider's end time"
+        assert row["claimed_at"] <= row["sent_at"], "claimed, then sent (our clock)"
 
     campaign = await client.get("mixed")
     accepted_cost = sum(r["cost_micros"] for r in rows if r["status"] == "accepted")

@@ -67,7 +67,7 @@ def test_usage_follows_every_page_and_sums_exactly(
     assert int(sum(float(a) for a in AMOUNTS) * 1_000_000) != 1_000_004, "floats would lose it"
     table = _run(settings, "--month", MONTH, **_usage_env(sandbox))
     assert table.returncode == 0
-    assert "1.000004 EUR" in table.stdout and "0.300000 USD" in table.stdout
+    assert "EUR 1.000004" in table.stdout and "USD 0.30 " in table.stdout, "money as money"
     assert "6 records on 3 pages" in table.stdout
     assert sandbox.state.account()["usage_tokens_issued"] == 2, "one token per process"
 
@@ -156,7 +156,14 @@ def test_bad_input_is_exit_2_naming_it(settings: Settings, sandbox: SandboxServe
         assert out.returncode == 2, (month, out.stderr)
         assert "--month" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     missing = _run(settings, "--month", MONTH)
-    assert missing.returncode == 2 and "DISPATCHER_USAGE_URL" in missing.stderr
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    for name in (
+        "DISPATCHER_USAGE_URL",
+        "DISPATCHER_USAGE_CLIENT_ID",
+        "DISPATCHER_USAGE_CLIENT_SECRET",
+        "DISPATCHER_USAGE_TOKEN_URL",
+    ):
+        assert name in missing.stderr, "every missing setting named at once"
     bad_accounts = _run(settings, "--month", MONTH, **_usage_env(sandbox, "acc one"))
     assert bad_accounts.returncode == 2 and "DISPATCHER_USAGE_ACCOUNTS" in bad_accounts.stderr
     no_secret = {**_usage_env(sandbox)}

@@ -318,7 +318,13 @@ async def test_a_limit_429_keeps_a_retry_after_the_provider_does_send() -> None:
         (502, b"<html>Bad gateway</html>", "http_502", "Bad Gateway"),
         (503, b"", "http_503", "Service Unavailable"),
         (500, b"\xff\xfe not utf-8", "http_500", "Internal Server Error"),
-        (404, b"[1, 2]", "http_404", "Not Found"),
+        (
+            404,
+            b"[1, 2]",
+            "http_404",
+            "Not Found (404 from POST https://api.minivoice.test/v1/calls: check "
+            "DISPATCHER_PROVIDER_URL)",
+        ),
         (400, b'{"error": "bad_request"}', "bad_request", "Bad Request"),
         (409, b'{"error": {"message": "dup"}}', "http_409", "dup"),
         (418, b'{"detail": "teapot"}', "http_418", "I'm a teapot"),

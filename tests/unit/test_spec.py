@@ -71,8 +71,12 @@ def test_dict_and_json_text_give_the_same_spec() -> None:
     assert parse_spec(DESIGN_SPEC.encode()) == parse_spec(DESIGN_SPEC)
 
 
+MONEY_TERMS = {"currency": "EUR", "rate": {"preset": "pstn_outgoing"}}
+"""No money term has a default: the least a spec says."""
+
+
 def test_defaults() -> None:
-    spec = parse_spec({"caller_id": "+15551230001", "budget_micros": 1_000})
+    spec = parse_spec({"caller_id": "+15551230001", "budget_micros": 1_000, **MONEY_TERMS})
     assert spec.campaign_id.startswith("cmp_")
     assert spec.currency == "EUR"
     assert spec.budget_in_micros == 1_000
@@ -82,8 +86,26 @@ def test_defaults() -> None:
     assert spec.strict_numbers is False
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda d: d.pop("currency"), "currency"),
+        (lambda d: d.pop("rate"), "rate"),
+        (lambda d: d.update(rate=None), "rate"),
+        (lambda d: d.update(rate={}), "rate"),
+        (lambda d: d.update(rate={"increments": "60/60", "connect_fee": "0.10"}), "rate"),
+    ],
+)
+def test_no_silent_money_defaults(change: Any, field: str) -> None:
+    data = base()
+    change(data)
+    err = spec_error(data)
+    assert err.field == field
+    assert "no default" in err.message
+
+
 def test_generated_campaign_ids_differ() -> None:
-    data = {"caller_id": "+15551230001", "budget": "1"}
+    data = {"caller_id": "+15551230001", "budget": "1", **MONEY_TERMS}
     assert parse_spec(data).campaign_id != parse_spec(data).campaign_id
 
 
@@ -232,7 +254,7 @@ BAD = [
         id="minute-and-second",
     ),
     pytest.param(
-        _with(rate={"connect_fee": "0.1", "connect_fee_micros": 1}),
+        _with(rate={"per_minute": "0.01", "connect_fee": "0.1", "connect_fee_micros": 1}),
         "rate",
         "connect_fee",
         id="two-fees",

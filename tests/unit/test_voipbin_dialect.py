@@ -606,3 +606,24 @@ def test_a_good_call_section_passes_and_other_dialects_are_not_judged_by_voipbin
     check_call({"flow_id": FLOW, "record": False})
     check_call({"actions": [{"type": "talk", "option": {"text": "hi"}}, {"type": "hangup"}]})
     check_call_section("minivoice", {})
+
+
+async def test_a_404_names_the_url_tried_without_the_access_key() -> None:
+    """A DISPATCHER_PROVIDER_URL without /v1.0 answers 404 on every path: say which."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return envelope(404, "NOT_FOUND", "page not found")
+
+    provider = VoIPBIN(
+        "https://api.voipbin.test",
+        SecretStr("k_secret_access"),
+        transport=httpx.MockTransport(answer),
+    )
+    with pytest.raises(ProviderError) as info:
+        await provider.get_call("call-1")
+    await provider.aclose()
+    assert "404 from GET https://api.voipbin.test/calls/call-1" in info.value.message
+    assert "DISPATCHER_PROVIDER_URL" in info.value.message
+    assert "k_secret_access" not in info.value.message and "accesskey" in str(seen[0].url)

@@ -3,7 +3,7 @@ dates, windows crossing midnight; zone groups from phonenumbers' time-zone map."
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import phonenumbers
 import pytest
@@ -11,7 +11,7 @@ from phonenumbers import PhoneNumberType
 from phonenumbers import timezone as phone_timezone
 
 from campaigns.domain.policy import CallingWindow, ZoneGroups
-from campaigns.domain.window import Window, zone
+from campaigns.domain.window import Window, drain_time, zone
 
 NY = zone("America/New_York")
 LA = zone("America/Los_Angeles")
@@ -205,3 +205,41 @@ def test_zone_groups_without_recipient_zones() -> None:
     )
     assert fixed.group_of("+12125550100") == 0
     assert fixed.zones == [("Asia/Tokyo",)]
+
+
+# --- the ETA: contacts drained at the pace, only while their window is open ---------
+
+MONDAY_8 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+"""A Monday in winter, 08:00 UTC (New York is UTC-5)."""
+NINE_TO_TEN = Window(frozenset(range(7)), 9 * 3600, 10 * 3600)
+
+
+def test_drain_time_without_a_window_is_the_pace() -> None:
+    assert drain_time(None, [[]], [600], 1.0, MONDAY_8) == MONDAY_8 + timedelta(minutes=10)
+    assert drain_time(None, [[]], [0], 1.0, MONDAY_8) == MONDAY_8
+
+
+def test_drain_time_waits_for_the_window_and_continues_the_next_day() -> None:
+    utc = [zone("UTC")]
+    assert drain_time(NINE_TO_TEN, [utc], [30], 1.0, MONDAY_8) == datetime(
+        2026, 1, 5, 9, 0, 30, tzinfo=UTC
+    )
+    # 3600 s of calls, a 3600 s window: exactly the first hour; 5400 spill into Tuesday.
+    assert drain_time(NINE_TO_TEN, [utc], [5400], 1.0, MONDAY_8) == datetime(
+        2026, 1, 6, 9, 30, tzinfo=UTC
+    )
+
+
+def test_drain_time_follows_each_group_and_stops_at_the_end() -> None:
+    groups = [[zone("UTC")], [zone("America/New_York")]]
+    # London's group is done at 09:01; New York's window opens at 14:00 UTC.
+    assert drain_time(NINE_TO_TEN, groups, [60, 120], 1.0, MONDAY_8) == datetime(
+        2026, 1, 5, 14, 2, tzinfo=UTC
+    )
+    end = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    assert drain_time(NINE_TO_TEN, groups, [60, 120], 1.0, MONDAY_8, end) == end
+
+
+def test_drain_time_gives_up_beyond_its_horizon() -> None:
+    closed = Window(frozenset({0}), 9 * 3600, 10 * 3600, frozenset({date(2026, 1, 5)}))
+    assert drain_time(closed, [[zone("UTC")]], [10**9], 0.001, MONDAY_8) is None

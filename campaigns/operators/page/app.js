@@ -3,12 +3,20 @@
 "use strict";
 
 const POLL_MS = 1000;
+const REPORT_MS = 10000;
 const TOKEN_KEY = "campaigns-api-token";
 let role = null;
 let actions = {};
 let reportId = null;
 let busy = false;
 let timer = null;
+let reportCache = { id: null, at: 0, rows: [] };
+let confirming = null;  // the campaign whose cancel button asks "really cancel?"
+const NOT_DIALLED = {
+  suppressed: "on the do-not-call list or the campaign's suppress list",
+  expired: "the schedule's end_at came first",
+  capped: "the number was at the frequency cap until the end",
+};
 
 function token() {
   return sessionStorage.getItem(TOKEN_KEY);
@@ -23,19 +31,22 @@ function takeTokenFromFragment() {
   }
 }
 
-async function api(method, path) {
+async function api(method, path, body) {
+  const headers = { Authorization: "Bearer " + token() };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
     method,
-    headers: { Authorization: "Bearer " + token() },
+    headers,
     cache: "no-store",
+    body: body === undefined ? undefined : JSON.stringify(body),
   });
-  const body = await response.json().catch(() => null);
+  const answer = await response.json().catch(() => null);
   if (!response.ok) {
-    const error = new Error(body && body.error ? body.error.message : response.statusText);
+    const error = new Error(answer && answer.error ? answer.error.message : response.statusText);
     error.status = response.status;
     throw error;
   }
-  return body;
+  return answer;
 }
 
 function el(tag, attrs, ...children) {
@@ -100,9 +111,21 @@ function buttons(campaign) {
   const cell = el("td", { class: "actions" });
   if (role === "operator") {
     for (const verb of ["pause", "resume", "cancel"]) {
-      const button = el("button", { type: "button", "data-action": verb }, verb);
-      button.disabled = busy || !(actions[verb] || []).includes(campaign.state);
-      button.addEventListener("click", () => act(verb, campaign.campaign_id));
+      // Cancel is final: the first click asks, the second does it.
+      const asking = verb === "cancel" && confirming === campaign.campaign_id;
+      const button = el("button", { type: "button", "data-action": verb },
+        asking ? "really cancel?" : verb);
+      // Only the buttons that can work in this state are shown.
+      if (!(actions[verb] || []).includes(campaign.state)) continue;
+      button.disabled = busy;
+      button.addEventListener("click", () => {
+        if (verb === "cancel" && !asking) {
+          confirming = campaign.campaign_id;
+          return refresh();
+        }
+        confirming = null;
+        return act(verb, campaign.campaign_id);
+      });
       cell.append(button);
     }
   }
@@ -120,14 +143,39 @@ function waitingNote(waiting) {
     el("b", {}, waiting.reason), " ", waiting.message + until);
 }
 
+function paceNote(campaign) {
+  // Calls in the last minute against the configured pace, and the ETA.
+  const p = campaign.progress;
+  if (!p) return "";
+  const eta = campaign.eta ? ` · eta ${campaign.eta}` : "";
+  return el("div", { class: "pace muted" },
+    `${p.calls_last_minute} calls in the last minute (pace ${p.configured_calls_per_second}/s)${eta}`);
+}
+
+function shown(campaign) {
+  // The state filter and the search box (ID or name).
+  const state = document.getElementById("filter-state").value;
+  const needle = document.getElementById("search").value.trim().toLowerCase();
+  if (state && campaign.state !== state) return false;
+  return !needle || campaign.campaign_id.toLowerCase().includes(needle) ||
+    (campaign.name || "").toLowerCase().includes(needle);
+}
+
+function inMoney(text, currency) {
+  // Stored halt messages say "N micros" to be exact; people read money.
+  return text.replace(/\b(\d+) micros\b/g, (_, n) => money(Number(n), currency));
+}
+
 function row(campaign) {
   const halt = campaign.halt;
+  const currency = campaign.money.currency;
   return el("tr", { "data-campaign": campaign.campaign_id, "data-state": campaign.state },
     el("td", {}, campaign.campaign_id),
     el("td", {}, el("span", { class: "state " + campaign.state }, campaign.state)),
-    el("td", {}, progressBar(campaign.counts)),
+    el("td", {}, progressBar(campaign.counts), paceNote(campaign)),
     el("td", {}, moneyBar(campaign.money)),
-    el("td", { class: "halt" }, halt ? el("span", {}, el("b", {}, halt.code), " ", halt.message)
+    el("td", { class: "halt" }, halt ? el("span", {}, el("b", {}, halt.code), " ",
+      inMoney(halt.message, currency))
       : waitingNote(campaign.waiting)),
     buttons(campaign));
 }
@@ -154,11 +202,22 @@ function card(label, value) {
   return el("div", { class: "card" }, el("b", {}, value), label);
 }
 
+async function reportRows(id) {
+  // The rows are read when the view opens and then every REPORT_MS, not every
+  // second: a large campaign's report is the biggest answer the API gives.
+  const fresh = reportCache.id === id && Date.now() - reportCache.at < REPORT_MS;
+  if (!fresh) {
+    const rows = await api("GET", `/v1/campaigns/${encodeURIComponent(id)}/report?format=json`);
+    reportCache = { id, at: Date.now(), rows };
+  }
+  return reportCache.rows;
+}
+
 async function renderReport() {
   const id = reportId;
   const [status, rows] = await Promise.all([
     api("GET", `/v1/campaigns/${encodeURIComponent(id)}`),
-    api("GET", `/v1/campaigns/${encodeURIComponent(id)}/report?format=json`),
+    reportRows(id),
   ]);
   if (id !== reportId) return;
   const m = status.money;
@@ -170,14 +229,15 @@ async function renderReport() {
     card("settled calls", c.settled),
     card("rejected attempts", c.rejected),
     card("in doubt", c.in_doubt),
-    card("not dialled", `${c.suppressed ?? 0} suppressed · ${c.expired ?? 0} expired · ` +
-      `${c.capped ?? 0} capped`),
+    card("not dialled", Object.entries(status.not_dialled || {})
+      .map(([why, n]) => `${n} ${why}`).join(" · ") || "0"),
     card("spent (settled)", money(m.spent_micros, m.currency)),
     card("reserved", money(m.reserved_micros, m.currency)),
     card("budget", money(m.budget_micros, m.currency)));
   const calls = [];
   const rejected = [];
   const doubt = [];
+  const never = [];
   for (const r of rows) {
     if (r.status === "accepted") {
       calls.push(el("tr", {},
@@ -189,17 +249,60 @@ async function renderReport() {
       rejected.push(el("tr", {},
         el("td", {}, r.attempt_id), el("td", {}, r.to), el("td", {}, r.error_code),
         el("td", { class: "body" }, r.request)));
+    } else if (NOT_DIALLED[r.status]) {
+      never.push(el("tr", {}, el("td", {}, r.ref), el("td", {}, r.to),
+        el("td", {}, r.status), el("td", {}, NOT_DIALLED[r.status])));
     } else {
       doubt.push(el("tr", {}, el("td", {}, r.attempt_id), el("td", {}, r.to), el("td", {}, r.status)));
     }
   }
+  document.getElementById("outcomes").replaceChildren(...outcomeCards(rows, m.currency));
   document.querySelector("#calls tbody").replaceChildren(...calls);
   document.querySelector("#rejected tbody").replaceChildren(...rejected);
   document.querySelector("#doubt tbody").replaceChildren(...doubt);
+  document.querySelector("#notdialled tbody").replaceChildren(...never);
+  document.getElementById("budget-form").hidden = role !== "operator";
+  document.getElementById("budget-currency").textContent = m.currency;
+}
+
+function outcomeCards(rows, currency) {
+  // How the calls ended: answered, busy, no answer, failed; billed seconds and
+  // spend per answered call, from the settled rows.
+  const ended = rows.filter((r) => r.status === "accepted" && r.final_status);
+  const count = (status) => ended.filter((r) => r.final_status === status).length;
+  const answered = count("completed");
+  const billed = ended.reduce((sum, r) => sum + (r.billsec || 0), 0);
+  const spent = ended.reduce((sum, r) => sum + (r.cost_micros || 0), 0);
+  return [
+    card("answered", answered),
+    card("busy", count("busy")),
+    card("no answer", count("no_answer")),
+    card("failed", count("failed") + count("canceled")),
+    card("average billed s", ended.length ? Math.round(billed / ended.length) : "-"),
+    card("spend per answered call", answered ? money(Math.ceil(spent / answered), currency) : "-"),
+  ];
+}
+
+async function setBudget(event) {
+  event.preventDefault();
+  const id = reportId;
+  const amount = document.getElementById("budget-amount").value.trim();
+  busy = true;
+  showError(`budget ${id}…`);
+  try {
+    await api("PATCH", `/v1/campaigns/${encodeURIComponent(id)}`, { budget: amount });
+    showError("");
+  } catch (error) {
+    showError(`budget ${id}: ${error.message}`);
+  } finally {
+    busy = false;
+    refresh();
+  }
 }
 
 function openReport(id) {
   reportId = id;
+  reportCache = { id: null, at: 0, rows: [] };  // opening (again) reads the rows now
   document.getElementById("report").hidden = false;
   renderReport().catch((error) => showError(`report ${id}: ${error.message}`));
 }
@@ -208,7 +311,11 @@ async function refresh() {
   try {
     const data = await api("GET", "/v1/campaigns");
     actions = data.actions || {};
-    document.querySelector("#campaigns tbody").replaceChildren(...data.campaigns.map(row));
+    const sort = document.getElementById("sort").value;
+    const list = data.campaigns.filter(shown);
+    if (sort === "state") list.sort((a, b) => a.state.localeCompare(b.state));
+    if (sort === "id") list.sort((a, b) => a.campaign_id.localeCompare(b.campaign_id));
+    document.querySelector("#campaigns tbody").replaceChildren(...list.map(row));
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     if (reportId) await renderReport();
   } catch (error) {
@@ -246,6 +353,11 @@ document.getElementById("login").addEventListener("submit", (event) => {
   sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value.trim());
   start();
 });
+document.getElementById("budget-form").addEventListener("submit", setBudget);
+for (const id of ["filter-state", "sort"]) {
+  document.getElementById(id).addEventListener("change", () => refresh());
+}
+document.getElementById("search").addEventListener("input", () => refresh());
 document.getElementById("report-close").addEventListener("click", () => {
   reportId = null;
   document.getElementById("report").hidden = true;

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from campaigns.ports import port_problem
 from campaigns.testbed.sandbox.config import SandboxConfig, SandboxConfigError, load_config
 from campaigns.testbed.sandbox.server import serve
 
@@ -29,6 +30,11 @@ def main(argv: list[str] | None = None) -> None:
     except (SandboxConfigError, OSError) as exc:
         print(f"error: invalid --config: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    problem = port_problem(args.host, args.port)
+    if problem is not None:
+        option = "--host" if problem.startswith("cannot resolve") else "--port"
+        print(f"error: invalid value for '{option}': {problem}", file=sys.stderr)
+        raise SystemExit(2)
     logging.basicConfig(level=logging.INFO)
     serve(args.host, args.port, config)
 
