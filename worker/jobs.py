@@ -18,13 +18,15 @@ from arq.typing import WorkerCoroutine
 from redis.exceptions import RedisError
 
 from campaigns import metrics
-from campaigns.domain.spec import is_campaign_id
+from campaigns.domain.inputs import SpecError
+from campaigns.domain.spec import is_campaign_id, parse_spec
 from campaigns.engine import alerts
 from campaigns.engine.account import apply_account_event
 from campaigns.engine.dispatch import BatchResult, Dispatcher
 from campaigns.engine.settlement import Settler
 from campaigns.engine.sweeper import sweep
 from campaigns.logs import configure_logging, register_secret
+from campaigns.operators.control import CampaignClient
 from campaigns.operators.reconcile import reconcile
 from campaigns.providers import EventError, make_provider
 from campaigns.providers.balance import VoxpriaBalance
@@ -41,6 +43,7 @@ __all__ = [
     "record_call_event",
     "shutdown",
     "startup",
+    "submit_campaign",
     "sweep_campaigns",
 ]
 
@@ -194,6 +197,37 @@ async def dispatch_campaign(ctx: dict[str, Any], campaign_id: Any, seq: Any) -> 
             }
         )
     return {"outcome": result.outcome, "sent": result.sent, "next_seq": result.next_seq}
+
+
+@refuses_bad_jobs
+async def submit_campaign(
+    ctx: dict[str, Any], spec: Any, idempotency_key: Any = None
+) -> dict[str, Any]:
+    """Validate and submit a campaign (a spec as a JSON object), as ``submit_campaign()``.
+
+    Without ``campaign_id`` the ID is derived from ``idempotency_key``; neither,
+    or an invalid spec, is refused (dead letter naming the field; nothing written).
+    Retrying is safe: the same ID and spec again is a no-op.
+    """
+    if not isinstance(spec, dict):
+        raise BadJob(f"spec: expected a JSON object, got {_show(spec)}")
+    if idempotency_key is not None and not isinstance(idempotency_key, str):
+        raise BadJob(f"idempotency_key: expected a string, got {_show(idempotency_key)}")
+    client = CampaignClient(ctx["store"], ctx["queue"], ctx["settings"])
+    try:
+        result = await client.submit(parse_spec(spec), idempotency_key=idempotency_key)
+    except SpecError as exc:
+        field = {"Idempotency-Key": "idempotency_key", "spec": "spec"}.get(
+            exc.field, f"spec.{exc.field}"
+        )
+        raise BadJob(f"{field}: {exc.message}") from None
+    log.info("campaign_submitted", campaign_id=result.campaign_id, created=result.created)
+    return {
+        "campaign_id": result.campaign_id,
+        "created": result.created,
+        "contacts": result.contacts,
+        "duplicates_dropped": result.duplicates_dropped,
+    }
 
 
 async def record_call_event(ctx: dict[str, Any], payload: Any) -> str:

@@ -48,6 +48,7 @@ from worker.jobs import (
     record_call_event,
     shutdown,
     startup,
+    submit_campaign,
     sweep_campaigns,
 )
 
@@ -77,6 +78,8 @@ class WorkerSettings:
         func(reconcile_campaign, max_tries=61, keep_result=3600),
         func(deliver_alert, max_tries=6, keep_result=3600),
         func(record_account_event, max_tries=3, keep_result=3600),
+        # Idempotent by campaign ID, so arq may retry it after a Redis hiccup.
+        func(submit_campaign, max_tries=3, keep_result=3600),
     ]
     cron_jobs: ClassVar[list[Any]] = [
         cron(poll_calls, second=set(range(60)), timeout=30, run_at_startup=True),
@@ -161,6 +164,18 @@ class GuardedWorker(Worker):
         if dispatcher is not None:
             dispatcher.drain()
         super().handle_sig_wait_for_completion(signum)
+
+    async def record_health(self) -> None:
+        """arq's health key, and the worker's line in ``P:workers:Q`` that ``status``
+        reads (arq's key is per host: finding one would need a SCAN)."""
+        before = self._last_health_check
+        await super().record_health()
+        if self._last_health_check != before:
+            if self._store is None:
+                self._store = Store(self.pool)
+            alive_ms = int((self.health_check_interval + 1) * 1000)
+            until = int(self._last_health_check * 1000) + alive_ms
+            await self._store.note_worker_alive(self.queue_name, self.health_check_key, until)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         if not job_ids:

@@ -34,21 +34,38 @@ import httpx
 import uvicorn
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from campaigns.domain.inputs import DuplicateKeyError, strict_json
 from campaigns.domain.lifecycle import Move
-from campaigns.domain.spec import CampaignSpec, SpecError, is_campaign_id, parse_spec
+from campaigns.domain.spec import (
+    CampaignSpec,
+    SpecError,
+    check_idempotency_key,
+    identify,
+    is_campaign_id,
+    parse_spec,
+)
 from campaigns.logs import configure_logging, get_logger, register_secret, scrub
 from campaigns.operators import dnc as _dnc
 from campaigns.operators import report as _report
 from campaigns.operators.control import CampaignClient, ControlError, NotFound, status_json
 from campaigns.operators.estimate import estimate
+from campaigns.operators.listing import QueryError, campaign_page, gather_bounded, parse_query
 from campaigns.operators.reconcile import reconcile
 from campaigns.settings import Settings
-from campaigns.store import StoreError, SubmitConflict
+from campaigns.store import (
+    IdempotencyBusy,
+    IdempotencyConflict,
+    IdempotencyRecords,
+    Replay,
+    StoreError,
+    SubmitConflict,
+)
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -84,22 +101,42 @@ _ACTIONS = {move.verb: sorted(move.from_states) for move in (Move.PAUSE, Move.RE
 log = get_logger("campaigns.operators.api")
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+Digest = Callable[[Request, str], Awaitable[str]]
+"""What a POST with an Idempotency-Key is compared by: the same digest is the same request."""
+_IDEMPOTENCY_WAIT_SECONDS = 30.0
+"""A retry of a create still running waits this long for its answer, then gets 409."""
 
 
 class _Problem(Exception):
     """An error answer: HTTP status, a stable code, the message, and the field if any."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        errors: list[tuple[str, str]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.errors = errors
+
+    @classmethod
+    def invalid(cls, errors: list[tuple[str, str]]) -> _Problem:
+        """A 422 naming every invalid field: ``field`` the first, ``errors`` all."""
+        message = "; ".join(f"{field}: {message}" for field, message in errors)
+        return cls(422, "invalid", message, errors[0][0], errors)
 
     def response(self) -> Response:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.field is not None:
             error["field"] = self.field
+        if self.errors is not None:
+            error["errors"] = [{"field": f, "message": m} for f, m in self.errors]
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
         return _json({"error": error}, self.status, headers)
 
@@ -135,8 +172,10 @@ class _Api:
                 found = role
         return found
 
-    def endpoint(self, need: str, handler: Handler) -> Handler:
-        """Authenticate, authorise, run, and map errors to answers; one log line."""
+    def endpoint(self, need: str, handler: Handler, digest: Digest | None = None) -> Handler:
+        """Authenticate, authorise, run (a POST once per Idempotency-Key), and map
+        errors to answers; one log line. ``digest``: what makes two requests the
+        same for the key (default: method, path, query and the body's JSON value)."""
 
         async def run(request: Request) -> Response:
             started = time.monotonic()
@@ -146,7 +185,11 @@ class _Api:
                     raise _Problem(401, "unauthorized", "a valid bearer token is required")
                 if need == OPERATOR and role != OPERATOR:
                     raise _Problem(403, "forbidden", "this needs the operator role")
-                response = await handler(request)
+                key = _idempotency_key(request)
+                if key is None:
+                    response = await handler(request)
+                else:
+                    response = await self.once(request, key, handler, digest or _body_digest)
             except _Problem as problem:
                 response = problem.response()
             except SpecError as exc:
@@ -179,6 +222,44 @@ class _Api:
 
         return run
 
+    async def once(self, request: Request, key: str, handler: Handler, digest: Digest) -> Response:
+        """Run a POST with an Idempotency-Key once; a retry gets the first 2xx answer."""
+        records = IdempotencyRecords(self.campaigns().store.redis, self.campaigns().store.keys)
+        request_digest = await digest(request, key)
+        try:
+            replay = await records.begin(
+                key, request_digest, wait_seconds=_IDEMPOTENCY_WAIT_SECONDS
+            )
+        except IdempotencyConflict:
+            raise _Problem(
+                409,
+                "idempotency_key_reused",
+                f"Idempotency-Key {key!r} was first used with another request",
+                "Idempotency-Key",
+            ) from None
+        except IdempotencyBusy:
+            raise _Problem(
+                409,
+                "idempotency_key_in_use",
+                f"the first request with Idempotency-Key {key!r} is still running; retry",
+                "Idempotency-Key",
+            ) from None
+        if replay is not None:
+            headers = {**replay.headers, "Idempotent-Replayed": "true"}
+            return Response(replay.body, replay.status, headers, media_type="application/json")
+        try:
+            response = await handler(request)
+        except BaseException:
+            await records.release(key)
+            raise
+        if 200 <= response.status_code < 300 and not isinstance(response, StreamingResponse):
+            kept = {k: v for k, v in response.headers.items() if k.lower() == "location"}
+            answer = Replay(response.status_code, bytes(response.body).decode(), kept)
+            await records.keep(key, request_digest, answer)
+        else:
+            await records.release(key)
+        return response
+
     def campaigns(self) -> CampaignClient:
         if self.client is None:
             raise _Problem(503, "unavailable", "the API is starting")
@@ -186,10 +267,18 @@ class _Api:
 
     # ------------------------------------------------------------ reads
     async def list_campaigns(self, request: Request) -> Response:
+        try:
+            query = parse_query(
+                request.query_params, [k for k, _ in request.query_params.multi_items()]
+            )
+        except QueryError as exc:
+            raise _Problem.invalid(exc.errors) from None
         client = self.campaigns()
+        found, next_cursor = await campaign_page(client.store, query)
         # With why each one waits (a 429 hold, a cool-down...), as `campaigns list`.
-        rows = [status_json(c, await client.explain(c)) for c in await client.campaigns()]
-        return _json({"campaigns": rows, "actions": _ACTIONS})
+        explained = await gather_bounded([client.explain(c) for c in found])
+        rows = [status_json(c, e) for c, e in zip(found, explained, strict=True)]
+        return _json({"campaigns": rows, "next_cursor": next_cursor, "actions": _ACTIONS})
 
     async def get_campaign(self, request: Request) -> Response:
         return _json(await self.campaigns().status(_campaign_id(request)))
@@ -229,7 +318,7 @@ class _Api:
         return _json(result.to_json())
 
     async def post_estimate(self, request: Request) -> Response:
-        return _json(estimate(parse_spec(await _body(request))).to_json())
+        return _json(estimate(await _spec(request)).to_json())
 
     async def dead_letters(self, request: Request) -> Response:
         raw = request.query_params.get("limit", "20")
@@ -242,7 +331,7 @@ class _Api:
 
     # ------------------------------------------------------------ changes
     async def submit(self, request: Request) -> Response:
-        spec: CampaignSpec = parse_spec(await _body(request))
+        spec = identify(await _spec(request), _idempotency_key(request))
         client = self.campaigns()
         result = await client.submit(spec)
         log.info("api_campaign_submitted", campaign_id=spec.campaign_id, created=result.created)
@@ -254,6 +343,7 @@ class _Api:
                 "campaign": await client.status(spec.campaign_id),
             },
             201 if result.created else 200,
+            {"Location": f"/v1/campaigns/{spec.campaign_id}"},
         )
 
     def change(self, verb: str) -> Handler:
@@ -372,8 +462,44 @@ async def _limited(request: Request) -> AsyncIterator[bytes]:
 
 
 async def _body(request: Request) -> bytes:
-    """The whole request body (at most :data:`MAX_BODY_BYTES`)."""
-    return b"".join([chunk async for chunk in _limited(request)])
+    """The whole request body (at most :data:`MAX_BODY_BYTES`), read once per request."""
+    cached: bytes | None = getattr(request.state, "body", None)
+    if cached is None:
+        cached = request.state.body = b"".join([chunk async for chunk in _limited(request)])
+    return cached
+
+
+async def _spec(request: Request) -> CampaignSpec:
+    """The body as a validated spec, parsed once per request."""
+    spec: CampaignSpec | None = getattr(request.state, "spec", None)
+    if spec is None:
+        spec = request.state.spec = parse_spec(await _body(request))
+    return spec
+
+
+def _idempotency_key(request: Request) -> str | None:
+    """The request's Idempotency-Key (POST only), or a 422 naming the header."""
+    key = request.headers.get("idempotency-key")
+    if key is None or request.method != "POST":
+        return None
+    return check_idempotency_key(key)
+
+
+async def _body_digest(request: Request, key: str) -> str:
+    """Method, path, query and the body: as a JSON value if it is one (so key
+    order and blanks do not matter), else its bytes."""
+    body = await _body(request)
+    try:
+        canonical = json.dumps(strict_json(body), sort_keys=True, separators=(",", ":")).encode()
+    except (ValueError, RecursionError):
+        canonical = body
+    head = f"{request.method} {request.url.path}?{request.url.query}\n".encode()
+    return hashlib.sha256(head + canonical).hexdigest()
+
+
+async def _spec_digest(request: Request, key: str) -> str:
+    """A create is the same request when its spec has the same values (fingerprint)."""
+    return f"{request.url.path} {identify(await _spec(request), key).fingerprint()}"
 
 
 def _number(index: int) -> str:
@@ -463,7 +589,7 @@ def _routes(api: _Api) -> list[Route]:
         Route("/v1/openapi.json", api.openapi, methods=["GET"]),
         Route("/v1/whoami", viewer(api.whoami), methods=["GET"]),
         Route("/v1/campaigns", viewer(api.list_campaigns), methods=["GET"]),
-        Route("/v1/campaigns", operator(api.submit), methods=["POST"]),
+        Route("/v1/campaigns", api.endpoint(OPERATOR, api.submit, _spec_digest), methods=["POST"]),
         Route("/v1/campaigns/{campaign_id}", viewer(api.get_campaign), methods=["GET"]),
         Route("/v1/campaigns/{campaign_id}/report", viewer(api.get_report), methods=["GET"]),
         Route("/v1/campaigns/{campaign_id}/reconcile", viewer(api.get_reconcile), methods=["GET"]),
@@ -505,7 +631,11 @@ def create_api_app(settings: Settings, tokens: dict[str, str] | None = None) -> 
             client, api.client = api.client, None
             await client.aclose()
 
-    return Starlette(routes=_routes(api), lifespan=lifespan)
+    return Starlette(
+        routes=_routes(api),
+        lifespan=lifespan,
+        middleware=[Middleware(GZipMiddleware, minimum_size=1024)],
+    )
 
 
 def serve_api(host: str, port: int, settings: Settings) -> None:

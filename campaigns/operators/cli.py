@@ -295,14 +295,23 @@ def main() -> None:
 @click.option(
     "--contacts", "contacts_csv", type=click.Path(dir_okay=False), help="contacts CSV (to,ref)"
 )
+@click.option(
+    "--idempotency-key",
+    "idempotency_key",
+    metavar="KEY",
+    help="derive the campaign ID from KEY when the spec has none (the same KEY is the "
+    "same campaign, as the API's Idempotency-Key)",
+)
 @_cli_errors
-def submit(spec_path: str, contacts_csv: str | None) -> None:
+def submit(spec_path: str, contacts_csv: str | None, idempotency_key: str | None) -> None:
     """Validate and submit a campaign; same ID and spec again is a no-op.
 
-    Refuses a spec without contacts; warns when the budget cannot pay for one
-    call at its worst case (the campaign would halt before its first call).
+    A spec without campaign_id needs --idempotency-key (the ID is derived from
+    it, so a re-run submits nothing twice); with neither it is refused. Refuses
+    a spec without contacts; warns when the budget cannot pay for one call at
+    its worst case (the campaign would halt before its first call).
     """
-    contacts = Contacts.load(spec_path, contacts_csv)
+    contacts = Contacts.load(spec_path, contacts_csv).identified(idempotency_key)
     spec = contacts.spec
     result = _run(lambda c: c.submit(contacts))
     worst = spec.worst_case_call_micros()

@@ -7,7 +7,6 @@ operators, or an operator and a worker, never race into an impossible state.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -197,15 +196,14 @@ async def explain(
 ) -> Explanation:
     """Read what the stored record leaves out and say why the campaign is not sending.
 
-    A worker is alive when its arq health-check key exists (it expires a few
-    seconds after the worker stops); a campaign's dispatcher is stalled when
+    A worker is alive when its health record (``Store.worker_alive``, written
+    with arq's health check) has not run out; a campaign's dispatcher is stalled when
     its heartbeat is older than the sweeper waits before restarting it.
     """
     now = now_ms() if now is None else now
     clock = await store.campaign_clock(campaign.campaign_id)
     claims = await store.recent_claims(campaign.campaign_id, now - RATE_WINDOW_MS)
-    queue = re.sub(r"([*?\[\]\\])", r"\\\1", settings.queue_name)  # literal in a glob
-    worker_alive = await store.any_key(f"{queue}:health-check*")
+    worker_alive = await store.worker_alive(settings.queue_name, now)
     pace = campaign.spec.pacing.calls_per_second
     account_live = (
         await store.account_live_calls() if settings.provider_max_live_calls is not None else None
@@ -252,7 +250,7 @@ async def explain(
 def _waiting(
     campaign: CampaignRecord,
     clock: dict[str, int | None],
-    worker_alive: bool | None,
+    worker_alive: bool,
     last_claim: int | None,
     now: int,
     settings: Settings,
@@ -268,7 +266,7 @@ def _waiting(
         return Waiting("paused_by_operator", updated)
     if state is State.HALTED:
         return Waiting("halted", updated)
-    if worker_alive is False:  # None: too many keys to be sure; the heartbeat decides
+    if not worker_alive:
         return Waiting("no_worker", heartbeat or updated or campaign.created_at_ms)
     if account_hold_until is not None:
         # The provider's 429 holds every campaign of the account, queued or
@@ -390,15 +388,22 @@ class CampaignClient:
     async def aclose(self) -> None:
         await self.queue.aclose()
 
-    async def submit(self, spec: CampaignSpec | Contacts) -> SubmitResult:
+    async def submit(
+        self, spec: CampaignSpec | Contacts, *, idempotency_key: str | None = None
+    ) -> SubmitResult:
         """Store a validated spec and start it. Same ID and spec again: a no-op.
+
+        A spec without ``campaign_id`` takes the one derived from
+        ``idempotency_key``; with neither it is refused (SpecError naming both).
 
         ``Contacts`` (a spec and a CSV file) are validated as they are written,
         a chunk at a time; a bad row is a SpecError with nothing written. A
         spec without contacts is refused (SpecError, nothing written): it
         would complete at once and look like a campaign that ran.
         """
-        contacts = spec if isinstance(spec, Contacts) else Contacts(spec)
+        contacts = (spec if isinstance(spec, Contacts) else Contacts(spec)).identified(
+            idempotency_key
+        )
         if contacts.none_given:
             raise Contacts.no_contacts()
         valid = contacts.spec
@@ -527,17 +532,24 @@ class CampaignClient:
 
 
 async def submit_campaign(
-    spec: CampaignSpec | Contacts | dict[str, Any] | str, settings: Settings | None = None
+    spec: CampaignSpec | Contacts | dict[str, Any] | str,
+    settings: Settings | None = None,
+    *,
+    idempotency_key: str | None = None,
 ) -> SubmitResult:
     """Validate and submit a campaign in one call (for other Python services).
 
     ``Contacts.load(spec_path, contacts_csv)`` submits a large CSV a chunk at a
-    time. Raises :class:`campaigns.domain.spec.SpecError` naming the field, with
+    time. Without a ``campaign_id`` the ID is derived from ``idempotency_key``,
+    so a retried call makes no second campaign; with neither it is refused.
+    Raises :class:`campaigns.domain.spec.SpecError` naming the field, with
     nothing written, when the spec or a contact is invalid.
     """
-    from campaigns.domain.spec import parse_spec
+    from campaigns.domain.spec import identify, parse_spec
 
     valid = spec if isinstance(spec, CampaignSpec | Contacts) else parse_spec(spec)
+    if isinstance(valid, CampaignSpec):
+        valid = identify(valid, idempotency_key)  # refused before Redis is opened
     client = await CampaignClient.connect(settings)
     async with client:
-        return await client.submit(valid)
+        return await client.submit(valid, idempotency_key=idempotency_key)

@@ -7,6 +7,12 @@ changes campaign state.
 """
 
 from campaigns.store._store import Store, now_ms
+from campaigns.store.idempotency import (
+    IdempotencyBusy,
+    IdempotencyConflict,
+    IdempotencyRecords,
+    Replay,
+)
 from campaigns.store.keys import Keys, attempt_id, campaign_of
 from campaigns.store.records import Attempt, CampaignRecord, Claim, StoreError, SubmitConflict
 
@@ -14,7 +20,11 @@ __all__ = [
     "Attempt",
     "CampaignRecord",
     "Claim",
+    "IdempotencyBusy",
+    "IdempotencyConflict",
+    "IdempotencyRecords",
     "Keys",
+    "Replay",
     "Store",
     "StoreError",
     "SubmitConflict",

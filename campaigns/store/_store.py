@@ -52,6 +52,8 @@ __all__ = ["Store", "now_ms"]
 _STAGING_SECONDS = 3600
 """Staged contacts outlive a submitting process that died by at most this long."""
 _CONTACT_CHUNK = 1000
+_FINGERPRINT_VERSION = 2
+"""2: values, not spellings (``"1.0"`` is ``"1.00"``); campaigns without it hold 1."""
 _NEVER_SENT = frozenset(str(s) for s in NEVER_SENT_STATUSES)
 T = TypeVar("T")
 
@@ -123,11 +125,18 @@ class Store:
         contacts = source if isinstance(source, Contacts) else Contacts(source)
         spec = contacts.spec
         cid = spec.campaign_id
-        existing = text(await _aw(self.redis.hget(self.keys.meta(cid), "fingerprint")))
+        existing, version = (
+            text(v)
+            for v in await _aw(
+                self.redis.hmget(self.keys.meta(cid), ["fingerprint", "fingerprint_version"])
+            )
+        )
         if existing is not None:
             tally = contacts.tally(required=True)
             if existing == tally.fingerprint:
                 return "exists", tally
+            if version is None and existing == contacts.tally(legacy=True).fingerprint:
+                return "exists", tally  # stored before fingerprints compared values
             raise SubmitConflict(f"campaign {cid!r} exists with a different spec")
         token = uuid.uuid4().hex
         staging_contacts = self.keys.staging(cid, token, "contacts")
@@ -175,6 +184,8 @@ class Store:
                 "dispatch_seq": 0,
                 "duplicates_dropped": tally.duplicates_dropped,
                 "estimated": estimated_micros_per_contact * tally.contacts,
+                "fingerprint_version": _FINGERPRINT_VERSION,
+                "name": spec.name,
                 **_policy_fields(spec, zones),
             }
             result = text(
@@ -234,6 +245,51 @@ class Store:
 
     async def campaign_ids(self) -> list[str]:
         return [_str(m) for m in await _aw(self.redis.zrange(self.keys.campaigns, 0, -1))]
+
+    async def campaigns_in_order(
+        self,
+        after: tuple[int, str] | None,
+        count: int,
+        *,
+        low_ms: int | None = None,
+        high_ms: int | None = None,
+    ) -> list[tuple[int, str]]:
+        """Up to ``count`` campaigns ``(created_at ms, ID)`` in creation order (ties by
+        ID), strictly after the position ``after``, created within ``low_ms`` ..
+        ``high_ms`` inclusive: read from the ``P:campaigns`` index, a page at a time."""
+        low = 0 if low_ms is None else low_ms
+        if after is not None:
+            low = max(low, after[0])
+        high: int | str = "+inf" if high_ms is None else high_ms
+        found: list[tuple[int, str]] = []
+        offset = 0
+        while len(found) < count:
+            rows = await _aw(
+                self.redis.zrangebyscore(
+                    self.keys.campaigns, low, high, start=offset, num=count, withscores=True
+                )
+            )
+            if not rows:
+                break
+            offset += len(rows)
+            for member, score in rows:
+                position = (int(score), _str(member))
+                if after is None or position > after:
+                    found.append(position)
+        return found[:count]
+
+    async def campaign_labels(self, campaign_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """``(state, name)`` of each campaign, in one round trip (a list's filters)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid in campaign_ids:
+                pipe.hmget(self.keys.meta(cid), ["state", "name", "spec"])
+            rows = await pipe.execute()
+        labels: list[tuple[str, str]] = []
+        for state, name, spec in rows:
+            if name is None and spec is not None:  # submitted before the name was kept apart
+                name = json.loads(spec).get("name", "")
+            labels.append((text(state) or "", text(name) or ""))
+        return labels
 
     async def campaigns_created_between(self, start_ms: int, end_ms: int) -> list[str]:
         found = await _aw(self.redis.zrangebyscore(self.keys.campaigns, start_ms, end_ms))
@@ -342,22 +398,21 @@ class Store:
                 return found
             end -= page
 
-    async def any_key(self, pattern: str, *, max_scanned: int = 200_000) -> bool | None:
-        """Whether a key matching ``pattern`` exists (a worker's health-check key).
+    async def note_worker_alive(self, queue_name: str, worker: str, until_ms: int) -> None:
+        """A worker of ``queue_name`` is alive until ``until_ms`` (its health record)."""
+        key = self.keys.workers(queue_name)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {worker: until_ms})
+            pipe.zremrangebyscore(key, "-inf", f"({now_ms()}")
+            await pipe.execute()
 
-        SCAN walks the whole keyspace to prove a key absent, so the walk is
-        bounded: None means "not found in the first ``max_scanned`` keys".
-        """
-        cursor, scanned, step = 0, 0, min(1000, max_scanned)
-        while True:
-            cursor, found = await self.redis.scan(cursor, match=pattern, count=step)
-            if found:
-                return True
-            scanned += step
-            if cursor == 0:
-                return False
-            if scanned >= max_scanned:
-                return None
+    async def worker_alive(self, queue_name: str, at_ms: int) -> bool:
+        """Whether any worker of ``queue_name`` said it is alive at ``at_ms``: one
+        read of one key, whatever the size of the keyspace (no SCAN)."""
+        found = await _aw(
+            self.redis.zrangebyscore(self.keys.workers(queue_name), at_ms, "+inf", start=0, num=1)
+        )
+        return bool(found)
 
     # ------------------------------------------------------------------ dispatch
     async def acquire_lease(self, campaign_id: str, token: str, ttl_seconds: float) -> bool:

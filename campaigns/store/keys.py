@@ -11,7 +11,12 @@
                                    (sending or in doubt) -> last send ms; kept by the
                                    stamp/record/reject/in-doubt scripts, so a creation
                                    event without our attempt ID finds its attempt (PX 1 day)
+    P:workers:Q              zset  live workers of arq queue Q -> alive until ms (each
+                                   worker's health record; status reads it, never SCAN)
     P:deadletter             list  events and jobs that could not be applied (JSON)
+    P:idem:H                 str   the API's first answer to an Idempotency-Key whose
+                                   SHA-256 is H (JSON: request digest, status, body,
+                                   headers); PX 2 min while it runs, then EX 24 h
     P:dnc:staging:T          set   one `dnc import` (token T) until its rows pass, then
                                    merged into P:dnc by dnc_merge.lua; PX 1 h
     P:account:balance        str   the account balance (JSON, short PX TTL), newest wins
@@ -57,6 +62,7 @@ are integer micros. The claim script builds attempt keys from
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 __all__ = ["ATTEMPT_ID_LUA_FORMAT", "Keys", "attempt_id", "campaign_of"]
@@ -138,6 +144,14 @@ class Keys:
         """Zone group ``group``'s list of contacts to call (group 0: ``pending`` itself)."""
         base = self.campaign(campaign_id, "pending")
         return base if group == 0 else f"{base}:{group}"
+
+    def workers(self, queue_name: str) -> str:
+        """Workers of one arq queue that said they are alive, and until when."""
+        return f"{self.prefix}:workers:{queue_name}"
+
+    def idempotency(self, key: str) -> str:
+        """The API's record of an Idempotency-Key (hashed: a key may be any 255 characters)."""
+        return f"{self.prefix}:idem:{hashlib.sha256(key.encode()).hexdigest()}"
 
     @property
     def deadletter(self) -> str:
