@@ -1,14 +1,23 @@
-// The live campaign page: polls the API once a second, no reloads, no libraries.
+// The live campaign page: polls the API about once a second, no reloads, no libraries.
+// One poll at a time: the next is scheduled a second after the last one answered, so
+// a slow API never stacks requests. It asks for one page of the paged list (the rows
+// it shows, filtered as the operator chose) and re-reads a report only when it changed.
 // Every value from the API is put in the page as text (textContent), never as HTML.
 "use strict";
 
 const POLL_MS = 1000;
+const PAGE_SIZE = 25;
 const TOKEN_KEY = "campaigns-api-token";
 let role = null;
 let actions = {};
 let reportId = null;
+let reportSeen = null;
 let busy = false;
 let timer = null;
+let polling = false;
+let pollAgain = false;
+let cursors = [null];  // the cursor of each page seen so far: [0] is the first page
+let nextCursor = null;
 
 function token() {
   return sessionStorage.getItem(TOKEN_KEY);
@@ -156,11 +165,13 @@ function card(label, value) {
 
 async function renderReport() {
   const id = reportId;
-  const [status, rows] = await Promise.all([
-    api("GET", `/v1/campaigns/${encodeURIComponent(id)}`),
-    api("GET", `/v1/campaigns/${encodeURIComponent(id)}/report?format=json`),
-  ]);
+  const status = await api("GET", `/v1/campaigns/${encodeURIComponent(id)}`);
+  // The report is every attempt: read again only when the campaign's counts or money moved.
+  const seen = JSON.stringify([id, status.state, status.counts, status.money]);
+  if (id !== reportId || seen === reportSeen) return;
+  const rows = await api("GET", `/v1/campaigns/${encodeURIComponent(id)}/report?format=json`);
   if (id !== reportId) return;
+  reportSeen = seen;
   const m = status.money;
   const c = status.counts;
   document.getElementById("report-id").textContent = id;
@@ -200,21 +211,62 @@ async function renderReport() {
 
 function openReport(id) {
   reportId = id;
+  reportSeen = null;
   document.getElementById("report").hidden = false;
-  renderReport().catch((error) => showError(`report ${id}: ${error.message}`));
+  refresh();
 }
 
-async function refresh() {
+function listPath() {
+  const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  const state = document.getElementById("filter-state").value;
+  const name = document.getElementById("filter-name").value.trim();
+  if (state) query.set("state", state);
+  if (name) query.set("name", name);
+  const cursor = cursors[cursors.length - 1];
+  if (cursor) query.set("cursor", cursor);
+  return "/v1/campaigns?" + query.toString();
+}
+
+async function poll() {
   try {
-    const data = await api("GET", "/v1/campaigns");
+    const data = await api("GET", listPath());
     actions = data.actions || {};
+    nextCursor = data.next_cursor;
     document.querySelector("#campaigns tbody").replaceChildren(...data.campaigns.map(row));
+    document.getElementById("page-number").textContent = `page ${cursors.length}`;
+    document.getElementById("page-prev").disabled = cursors.length < 2;
+    document.getElementById("page-next").disabled = !nextCursor;
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     if (reportId) await renderReport();
   } catch (error) {
     if (error.status === 401) return signOut("that token is not accepted");
+    if (error.status === 422 && cursors.length > 1) cursors = [null];  // a stale cursor
     showError(error.message);
   }
+}
+
+// Poll now, unless a poll is in flight: then once more right after it answers.
+async function refresh() {
+  if (polling) {
+    pollAgain = true;
+    return;
+  }
+  clearTimeout(timer);
+  polling = true;
+  try {
+    do {
+      pollAgain = false;
+      await poll();
+    } while (pollAgain && token());
+  } finally {
+    polling = false;
+    if (token()) timer = setTimeout(refresh, POLL_MS);
+  }
+}
+
+function firstPage() {
+  cursors = [null];
+  refresh();
 }
 
 function signOut(why) {
@@ -237,8 +289,7 @@ async function start() {
   document.getElementById("role").textContent = "signed in as " + role;
   document.getElementById("login").hidden = true;
   document.getElementById("main").hidden = false;
-  await refresh();
-  if (timer === null) timer = setInterval(refresh, POLL_MS);
+  refresh();
 }
 
 document.getElementById("login").addEventListener("submit", (event) => {
@@ -249,6 +300,20 @@ document.getElementById("login").addEventListener("submit", (event) => {
 document.getElementById("report-close").addEventListener("click", () => {
   reportId = null;
   document.getElementById("report").hidden = true;
+});
+document.getElementById("filters").addEventListener("submit", (event) => {
+  event.preventDefault();
+  firstPage();
+});
+document.getElementById("filter-state").addEventListener("change", firstPage);
+document.getElementById("filter-name").addEventListener("change", firstPage);
+document.getElementById("page-next").addEventListener("click", () => {
+  if (nextCursor) cursors.push(nextCursor);
+  refresh();
+});
+document.getElementById("page-prev").addEventListener("click", () => {
+  if (cursors.length > 1) cursors.pop();
+  refresh();
 });
 window.addEventListener("hashchange", () => {
   if (/(?:^#|&)token=/.test(location.hash)) start();
