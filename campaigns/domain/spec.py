@@ -473,10 +473,12 @@ def identify(spec: CampaignSpec, idempotency_key: str | None) -> CampaignSpec:
     if spec.campaign_id:
         return spec
     if idempotency_key is None:
+        missing = "give one of campaign_id or an idempotency key"
         raise SpecError(
             "campaign_id",
             "give a campaign_id or an idempotency key (Idempotency-Key header, "
             "idempotency_key, --idempotency-key): a create with neither is not safe to retry",
+            [("campaign_id", missing), ("Idempotency-Key", missing)],
         )
     copy = spec.model_copy(update={"campaign_id": campaign_id_for_key(idempotency_key)})
     copy._duplicates_dropped = spec.duplicates_dropped
@@ -537,18 +539,20 @@ def _loc(parts: tuple[int | str, ...]) -> str:
 
 
 def _spec_error(exc: ValidationError) -> SpecError:
-    errors = exc.errors()
-    first = errors[0]
-    field = _loc(first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
-    original = (first.get("ctx") or {}).get("error")
-    if isinstance(original, _FieldError | RuleError):
-        field = original.field
-        message = original.message
-    if first["type"] == "extra_forbidden":
-        message = "unknown field"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return SpecError(field or "spec", _show(message, 400) + more)
+    found: list[tuple[str, str]] = []
+    for error in exc.errors():
+        field = _loc(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        original = (error.get("ctx") or {}).get("error")
+        if isinstance(original, _FieldError | RuleError):
+            field = original.field
+            message = original.message
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        found.append((field or "spec", _show(message, 400)))
+    field, message = found[0]
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return SpecError(field, message + more, found)
 
 
 def parse_spec(data: Any) -> CampaignSpec:

@@ -23,22 +23,28 @@ import hashlib
 import hmac
 import io
 import json
+import math
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import IO, Any, cast
 
 import httpx
+import structlog
 import uvicorn
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from campaigns.domain.inputs import DuplicateKeyError, strict_json
 from campaigns.domain.lifecycle import Move
@@ -117,6 +123,7 @@ class _Problem(Exception):
         message: str,
         field: str | None = None,
         errors: list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -124,6 +131,7 @@ class _Problem(Exception):
         self.message = message
         self.field = field
         self.errors = errors
+        self.headers = headers or {}
 
     @classmethod
     def invalid(cls, errors: list[tuple[str, str]]) -> _Problem:
@@ -137,7 +145,9 @@ class _Problem(Exception):
             error["field"] = self.field
         if self.errors is not None:
             error["errors"] = [{"field": f, "message": m} for f, m in self.errors]
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        headers = dict(self.headers)
+        if self.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
         return _json({"error": error}, self.status, headers)
 
 
@@ -158,6 +168,8 @@ class _Api:
         self.settings = settings
         self.client: CampaignClient | None = None
         self._tokens = [(_digest(token), role) for token, role in tokens.items()]
+        self._rates: dict[bytes, tuple[int, int]] = {}
+        """Token digest -> (minute, requests in it): only known tokens get here."""
 
     # ------------------------------------------------------------ plumbing
     def role(self, request: Request) -> str | None:
@@ -185,6 +197,8 @@ class _Api:
                     raise _Problem(401, "unauthorized", "a valid bearer token is required")
                 if need == OPERATOR and role != OPERATOR:
                     raise _Problem(403, "forbidden", "this needs the operator role")
+                await self.limit_rate(request)
+                _check_media(request, handler.__name__)
                 key = _idempotency_key(request)
                 if key is None:
                     response = await handler(request)
@@ -193,7 +207,9 @@ class _Api:
             except _Problem as problem:
                 response = problem.response()
             except SpecError as exc:
-                response = _Problem(422, "invalid", exc.message, exc.field or "spec").response()
+                response = _Problem(
+                    422, "invalid", exc.message, exc.field or "spec", exc.errors
+                ).response()
             except SubmitConflict as exc:
                 response = _Problem(409, "conflict", str(exc)).response()
             except NotFound as exc:
@@ -211,6 +227,7 @@ class _Api:
             )
             level(
                 "api_request",
+                request_id=request.state.request_id,
                 method=request.method,
                 path=request.url.path,
                 status=response.status_code,
@@ -260,6 +277,29 @@ class _Api:
             await records.release(key)
         return response
 
+    async def limit_rate(self, request: Request) -> None:
+        """At most ``DISPATCHER_API_RATE_LIMIT`` requests a minute per token (per API
+        process, a fixed window; nothing is written to Redis): past it, 429 until the
+        minute ends, with ``Retry-After``."""
+        limit = self.settings.api_rate_limit
+        if not limit:
+            return
+        _, _, token = request.headers.get("authorization", "").partition(" ")
+        now = time.time()
+        window = int(now // 60)
+        digest = _digest(token.strip())
+        seen_window, count = self._rates.get(digest, (window, 0))
+        count = count + 1 if seen_window == window else 1
+        self._rates[digest] = (window, count)
+        if count > limit:
+            retry = max(1, math.ceil((window + 1) * 60 - now))
+            raise _Problem(
+                429,
+                "rate_limited",
+                f"more than {limit} requests a minute with this token; retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+            )
+
     def campaigns(self) -> CampaignClient:
         if self.client is None:
             raise _Problem(503, "unavailable", "the API is starting")
@@ -284,7 +324,9 @@ class _Api:
         return _json(await self.campaigns().status(_campaign_id(request)))
 
     async def get_report(self, request: Request) -> Response:
-        fmt = request.query_params.get("format", "json")
+        fmt = request.query_params.get("format")
+        if fmt is None:  # no format asked for: the Accept header chooses
+            fmt = "csv" if _chosen(request, _PRODUCES["get_report"]) == "text/csv" else "json"
         if fmt not in ("json", "csv"):
             raise _Problem(422, "invalid", "must be json or csv", "format")
         client = self.campaigns()
@@ -477,6 +519,72 @@ async def _spec(request: Request) -> CampaignSpec:
     return spec
 
 
+_JSON = "application/json"
+_CONSUMES: dict[str, tuple[str, ...]] = {
+    "dnc_import": ("text/csv", "text/plain", "application/octet-stream"),
+}
+"""Body media types by handler; every other body is JSON."""
+_PRODUCES: dict[str, tuple[str, ...]] = {"get_report": (_JSON, "text/csv")}
+"""Answer media types by handler; every other answer is JSON."""
+
+
+def _media_type(value: str) -> str:
+    return value.split(";", 1)[0].strip().lower()
+
+
+def _chosen(request: Request, offered: tuple[str, ...]) -> str | None:
+    """The first of ``offered`` the Accept header takes (no header: the first)."""
+    accept = request.headers.get("accept", "").strip()
+    if not accept:
+        return offered[0]
+    ranges: list[tuple[float, str]] = []
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0 and media:
+            ranges.append((quality, media.lower()))
+    for _, media in sorted(ranges, key=lambda r: -r[0]):
+        for offer in offered:
+            kind = offer.split("/", 1)[0]
+            if media in (offer, "*/*", f"{kind}/*"):
+                return offer
+    return None
+
+
+def _check_media(request: Request, handler: str) -> None:
+    """415 for a body that is not of a type the endpoint reads; 406 when the
+    client accepts none of the types it answers with (checked before it runs)."""
+    consumes = _CONSUMES.get(handler, (_JSON,))
+    given = request.headers.get("content-type")
+    has_body = request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
+    if request.method == "POST" and given is not None and has_body:
+        media = _media_type(given)
+        if media not in consumes and not (consumes == (_JSON,) and media.endswith("+json")):
+            raise _Problem(
+                415,
+                "unsupported_media_type",
+                f"the body must be {' or '.join(consumes)}, not {media or 'empty'}",
+                "Content-Type",
+            )
+    offered = _PRODUCES.get(handler, (_JSON,))
+    if _chosen(request, offered) is None:
+        raise _Problem(
+            406,
+            "not_acceptable",
+            f"this answers with {' or '.join(offered)}, which the Accept header refuses",
+            "Accept",
+        )
+
+
 def _idempotency_key(request: Request) -> str | None:
     """The request's Idempotency-Key (POST only), or a 422 naming the header."""
     key = request.headers.get("idempotency-key")
@@ -609,6 +717,74 @@ def _routes(api: _Api) -> list[Route]:
     return routes
 
 
+def _merged(routes: list[Route]) -> list[Route]:
+    """One route per path, answering each of its methods: a 405 then says every
+    method the path allows in ``Allow`` (Starlette names the first route's only)."""
+    by_path: dict[str, list[Route]] = {}
+    for route in routes:
+        by_path.setdefault(route.path, []).append(route)
+    merged: list[Route] = []
+    for path, group in by_path.items():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        handlers: dict[str, Handler] = {}
+        for route in group:
+            for method in route.methods or ():
+                handlers[method] = route.endpoint
+
+        async def by_method(request: Request, handlers: dict[str, Handler] = handlers) -> Response:
+            return await handlers[request.method](request)
+
+        merged.append(Route(path, by_method, methods=sorted(handlers)))
+    return merged
+
+
+class _RequestIds:
+    """ASGI middleware: each request's ``X-Request-ID`` (the client's, when it is
+    1-200 printable ASCII characters without spaces; else a new one), echoed on
+    the answer and bound to every log line written while it runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        valid = 0 < len(given) <= _MAX_ID and given.isascii() and given.isprintable()
+        request_id = given if valid and " " not in given else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            await self.app(scope, receive, send_with_id)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """The router's own answers (404, 405 with ``Allow``) in the API's error shape."""
+    if not isinstance(exc, HTTPException):
+        return await _server_error(request, exc)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = {404: f"no endpoint {request.url.path}", 405: f"{request.method} is not allowed here"}
+    return _Problem(
+        exc.status_code,
+        code,
+        message.get(exc.status_code, str(exc.detail)),
+        headers=dict(exc.headers or {}),
+    ).response()
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("api_failed", error=type(exc).__name__, path=request.url.path)
+    return _Problem(500, "internal", "the API failed; the request ID is in the log").response()
+
+
 def create_api_app(settings: Settings, tokens: dict[str, str] | None = None) -> Starlette:
     """The API, opening its Redis client in the lifespan, on the server's loop.
 
@@ -632,9 +808,10 @@ def create_api_app(settings: Settings, tokens: dict[str, str] | None = None) -> 
             await client.aclose()
 
     return Starlette(
-        routes=_routes(api),
+        routes=_merged(_routes(api)),
         lifespan=lifespan,
-        middleware=[Middleware(GZipMiddleware, minimum_size=1024)],
+        middleware=[Middleware(_RequestIds), Middleware(GZipMiddleware, minimum_size=1024)],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
 
 
@@ -684,11 +861,38 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "no such campaign",
         409: "the campaign is not in a state that allows this, or exists with another spec",
         413: "body too large",
-        422: "invalid input; `error.field` names the field; nothing was written",
+        415: "the body is not of a media type this endpoint reads (JSON)",
+        422: "invalid input; `error.field` names the first field, `error.errors` every "
+        "one; nothing was written",
         502: "the provider request failed",
         503: "Redis is not answering",
     }
-    return {str(s): _answer(why[s], _ERROR) for s in (401, *statuses, 503)}
+    answers = {str(s): _answer(why[s], _ERROR) for s in (401, *statuses, 503)}
+    answers["406"] = _answer("the Accept header refuses every media type this answers with", _ERROR)
+    answers["429"] = {
+        **_answer("over DISPATCHER_API_RATE_LIMIT requests a minute with this token", _ERROR),
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+    }
+    return answers
+
+
+_IDEMPOTENCY_PARAM = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "1-255 printable ASCII characters without spaces. The first 2xx answer "
+    "is kept 24 h and given again (status and body, `Idempotent-Replayed: true`) to a "
+    "request with the same key and the same body; another body is 409 "
+    "`idempotency_key_reused`. A create without `campaign_id` takes its ID from the key.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+_REQUEST_ID_PARAM = {
+    "name": "X-Request-ID",
+    "in": "header",
+    "required": False,
+    "description": "echoed on the answer and logged; one is made when absent or invalid",
+    "schema": {"type": "string", "maxLength": 200},
+}
 
 
 def _operation(
@@ -706,8 +910,13 @@ def _operation(
         "security": [{"bearer": []}],
         "responses": {**ok, **_errors(*errors)},
     }
-    if params:
-        operation["parameters"] = params
+    operation["parameters"] = [*(params or []), _REQUEST_ID_PARAM]
+    if body is not None or role == OPERATOR:
+        operation["parameters"].append(_IDEMPOTENCY_PARAM)
+        if 415 not in errors:
+            operation["responses"]["415"] = _answer(
+                "the body is not of a media type this endpoint reads", _ERROR
+            )
     if body is not None:
         operation["requestBody"] = {"required": True, "content": {"application/json": body}}
     return operation
@@ -816,6 +1025,37 @@ def _dnc_paths() -> dict[str, Any]:
     }
 
 
+_LIST_PARAMS: list[dict[str, Any]] = [
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+    },
+    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+    {
+        "name": "state",
+        "in": "query",
+        "description": "one state or several, comma-separated",
+        "schema": {"type": "string", "examples": ["running", "completed,cancelled"]},
+    },
+    {
+        "name": "name",
+        "in": "query",
+        "description": "name prefix",
+        "schema": {"type": "string", "maxLength": 200},
+    },
+    *(
+        {
+            "name": name,
+            "in": "query",
+            "description": "RFC 3339 instant, exclusive",
+            "schema": {"type": "string", "format": "date-time"},
+        }
+        for name in ("created_after", "created_before")
+    ),
+]
+
+
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3.1 document of this API (served at ``/v1/openapi.json``)."""
     spec_schema = CampaignSpec.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -864,6 +1104,18 @@ def openapi() -> dict[str, Any]:
                     "code": {"type": "string"},
                     "message": {"type": "string"},
                     "field": {"type": "string"},
+                    "errors": {
+                        "type": "array",
+                        "description": "a 422's every invalid field",
+                        "items": {
+                            "type": "object",
+                            "required": ["field", "message"],
+                            "properties": {
+                                "field": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        },
+                    },
                 },
             }
         },
@@ -877,7 +1129,9 @@ def openapi() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/v1/campaigns": {
             "get": _operation(
-                "Every campaign's status, oldest first",
+                "One page of campaigns' statuses, oldest first (ties by ID); follow "
+                "`next_cursor` until it is null. A filtered page may hold fewer than "
+                "`limit` (each page reads at most 2000 campaigns of the index)",
                 VIEWER,
                 {
                     "200": _answer(
@@ -886,6 +1140,11 @@ def openapi() -> dict[str, Any]:
                             "type": "object",
                             "properties": {
                                 "campaigns": {"type": "array", "items": _STATUS},
+                                "next_cursor": {
+                                    "type": ["string", "null"],
+                                    "description": "opaque; pass as `cursor` with the same "
+                                    "filters for the next page; null: the list ends",
+                                },
                                 "actions": {
                                     "type": "object",
                                     "description": "states each of pause, resume, cancel "
@@ -895,13 +1154,24 @@ def openapi() -> dict[str, Any]:
                         },
                     )
                 },
-                (),
+                (422,),
+                params=_LIST_PARAMS,
             ),
             "post": _operation(
-                "Validate and submit a campaign; the same ID and spec again is a no-op (200)",
+                "Validate and submit a campaign; the same ID and spec again is a no-op (200). "
+                "Without `campaign_id` the ID is derived from the Idempotency-Key; with "
+                "neither: 422",
                 OPERATOR,
                 {
-                    "201": _answer("submitted"),
+                    "201": {
+                        **_answer("submitted"),
+                        "headers": {
+                            "Location": {
+                                "schema": {"type": "string"},
+                                "description": "/v1/campaigns/{campaign_id}",
+                            }
+                        },
+                    },
                     "200": _answer("already submitted with this spec: nothing changed"),
                 },
                 (403, 409, 413, 422),
