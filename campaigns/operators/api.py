@@ -388,6 +388,12 @@ class _Api:
             {"Location": f"/v1/campaigns/{spec.campaign_id}"},
         )
 
+    async def delete_campaign(self, request: Request) -> Response:
+        campaign_id = _campaign_id(request)
+        deleted = await self.campaigns().delete(campaign_id)
+        log.info("api_campaign_deleted", campaign_id=campaign_id, keys=deleted)
+        return _json({"campaign_id": campaign_id, "deleted": True, "keys": deleted})
+
     def change(self, verb: str) -> Handler:
         async def run(request: Request) -> Response:
             campaign_id = _campaign_id(request)
@@ -699,6 +705,7 @@ def _routes(api: _Api) -> list[Route]:
         Route("/v1/campaigns", viewer(api.list_campaigns), methods=["GET"]),
         Route("/v1/campaigns", api.endpoint(OPERATOR, api.submit, _spec_digest), methods=["POST"]),
         Route("/v1/campaigns/{campaign_id}", viewer(api.get_campaign), methods=["GET"]),
+        Route("/v1/campaigns/{campaign_id}", operator(api.delete_campaign), methods=["DELETE"]),
         Route("/v1/campaigns/{campaign_id}/report", viewer(api.get_report), methods=["GET"]),
         Route("/v1/campaigns/{campaign_id}/reconcile", viewer(api.get_reconcile), methods=["GET"]),
         Route("/v1/estimate", viewer(api.post_estimate), methods=["POST"]),
@@ -847,6 +854,11 @@ _ID_PARAM = {
 }
 
 
+def _fields(**types: str) -> dict[str, Any]:
+    """An object schema of plainly typed fields."""
+    return {"type": "object", "properties": {name: {"type": t} for name, t in types.items()}}
+
+
 def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     answer: dict[str, Any] = {"description": description}
     if schema is not None:
@@ -903,6 +915,7 @@ def _operation(
     *,
     params: list[dict[str, Any]] | None = None,
     body: dict[str, Any] | None = None,
+    idempotent: bool = True,
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
@@ -911,7 +924,7 @@ def _operation(
         "responses": {**ok, **_errors(*errors)},
     }
     operation["parameters"] = [*(params or []), _REQUEST_ID_PARAM]
-    if body is not None or role == OPERATOR:
+    if idempotent and (body is not None or role == OPERATOR):
         operation["parameters"].append(_IDEMPOTENCY_PARAM)
         if 415 not in errors:
             operation["responses"]["415"] = _answer(
@@ -966,13 +979,7 @@ def _dnc_paths() -> dict[str, Any]:
                 {
                     "200": _answer(
                         "the canonical number and whether it is listed",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "number": {"type": "string"},
-                                "listed": {"type": "boolean"},
-                            },
-                        },
+                        _fields(number="string", listed="boolean"),
                     )
                 },
                 (422,),
@@ -1185,7 +1192,21 @@ def openapi() -> dict[str, Any]:
                 {"200": _answer("status", _STATUS)},
                 (404, 422),
                 params=[_ID_PARAM],
-            )
+            ),
+            "delete": _operation(
+                "Delete a completed or cancelled campaign whose calls are all final: every "
+                "key of it goes (export its report first)",
+                OPERATOR,
+                {
+                    "200": _answer(
+                        "deleted",
+                        _fields(campaign_id="string", deleted="boolean", keys="integer"),
+                    )
+                },
+                (403, 404, 409, 422),
+                params=[_ID_PARAM],
+                idempotent=False,
+            ),
         },
         "/v1/campaigns/{campaign_id}/report": {
             "get": _operation(

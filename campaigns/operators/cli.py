@@ -392,6 +392,19 @@ _state_command("resume", "Resume a paused or halted campaign (re-checks the budg
 _state_command("cancel", "Cancel for good; calls already placed still settle.")
 
 
+@main.command(
+    epilog=_example(
+        "campaigns report spring-renewals > spring.csv", "campaigns delete spring-renewals"
+    )
+)
+@click.argument("campaign_id", type=CAMPAIGN_ID)
+def delete(campaign_id: str) -> None:
+    """Delete a completed or cancelled campaign whose calls are all final: every key
+    of it goes, report included (export it first). Refused (exit 1) otherwise."""
+    deleted = _run(lambda c: c.delete(campaign_id))
+    _echo(f"{campaign_id}: deleted ({deleted} keys)")
+
+
 @main.command(epilog=_example("campaigns resolve spring-renewals:000004:1 --call-id call_8f2a"))
 @click.argument("attempt_id", type=TOKEN)
 @click.option("--call-id", type=TOKEN, help="the provider call this attempt became")

@@ -480,6 +480,17 @@ class CampaignClient:
         await self._kick(campaign_id)
         return State.RUNNING
 
+    async def delete(self, campaign_id: str) -> int:
+        """Delete a completed or cancelled campaign whose calls are all final: every
+        key of it goes (export its report first). Returns the keys deleted."""
+        from campaigns.engine.retention import delete_campaign, why_not_deletable
+
+        campaign = await self.get(campaign_id)
+        why = await why_not_deletable(self.store, campaign)
+        if why is not None:
+            raise ControlError(f"cannot delete campaign {campaign_id!r}: {why}")
+        return await delete_campaign(self.store, campaign)
+
     async def resolve(self, attempt_id: str, *, call_id: str | None) -> str:
         """Settle an in-doubt attempt: the call the operator found, or no call at all."""
         attempt = await self.store.attempt(attempt_id)

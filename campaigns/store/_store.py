@@ -30,6 +30,7 @@ from campaigns.domain.money import MAX_MICROS
 from campaigns.domain.pacing import NO_LIMIT, PaceRule
 from campaigns.domain.policy import ZoneGroups, contact_number
 from campaigns.domain.spec import CampaignSpec
+from campaigns.store.forget import forget_campaign
 from campaigns.store.keys import Keys, campaign_of
 from campaigns.store.records import (
     Attempt,
@@ -290,6 +291,10 @@ class Store:
                 name = json.loads(spec).get("name", "")
             labels.append((text(state) or "", text(name) or ""))
         return labels
+
+    async def forget(self, campaign_id: str, extra_keys: Sequence[str] = ()) -> int:
+        """Delete a final campaign's every key (:mod:`campaigns.store.forget`)."""
+        return await forget_campaign(self, campaign_id, extra_keys)
 
     async def campaigns_created_between(self, start_ms: int, end_ms: int) -> list[str]:
         found = await _aw(self.redis.zrangebyscore(self.keys.campaigns, start_ms, end_ms))
