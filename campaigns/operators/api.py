@@ -497,7 +497,12 @@ def _is_token(value: object) -> bool:
 
 
 async def _limited(request: Request) -> AsyncIterator[bytes]:
-    """The request body's chunks, refused past :data:`MAX_BODY_BYTES` while it is read."""
+    """The request body's chunks, refused past :data:`MAX_BODY_BYTES` while it is read
+    (the body as :func:`_body` read it, when it did: for an Idempotency-Key's digest)."""
+    cached: bytes | None = getattr(request.state, "body", None)
+    if cached is not None:
+        yield cached
+        return
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise _Problem(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes")

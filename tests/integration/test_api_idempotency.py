@@ -138,6 +138,17 @@ async def test_every_post_honours_the_key(http: httpx.AsyncClient, store: Store)
     assert (again.status_code, again.text) == (200, first.text), "the first answer, not 'listed'"
     other = await http.post("/v1/dnc/remove", headers=keyed("dnc-1"), json=body)
     assert other.status_code == 409
+    csv_body = b"number\n+15551230003\n"
+    imported = [
+        await http.post(
+            "/v1/dnc/import",
+            headers={**keyed("dnc-csv"), "Content-Type": "text/csv"},
+            content=csv_body,
+        )
+        for _ in range(2)
+    ]
+    assert [r.status_code for r in imported] == [200, 200], imported[0].text
+    assert imported[0].text == imported[1].text and imported[0].json()["added"] == 1
     estimate = await http.post("/v1/estimate", headers=VIEWER, json=without_id())
     assert estimate.status_code == 200
     assert estimate.json()["campaign_id"] is None, "no made-up ID"

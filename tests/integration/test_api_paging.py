@@ -138,3 +138,16 @@ async def test_bad_and_unknown_parameters_are_all_named_in_one_422(
     first = await http.get("/v1/campaigns", headers=VIEWER, params={"cursor": "bm9wZQ"})
     assert first.status_code == 422
     assert first.json()["error"]["field"] == "cursor"
+
+
+async def test_status_and_lists_never_scan_the_keyspace(
+    http: httpx.AsyncClient, many: list[str], store: Store
+) -> None:
+    """No worker is alive here: status used to SCAN for one (about 41 per call)."""
+    await store.redis.config_resetstat()
+    for path in ("/v1/campaigns", f"/v1/campaigns/{many[0]}", "/v1/campaigns?state=queued"):
+        response = await http.get(path, headers=VIEWER)
+        assert response.status_code == 200
+        assert response.json().get("waiting", {"reason": "no_worker"})["reason"] == "no_worker"
+    stats = await store.redis.info("commandstats")
+    assert not [name for name in stats if name in ("cmdstat_scan", "cmdstat_keys")], stats
