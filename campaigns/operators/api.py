@@ -222,6 +222,11 @@ class _Api:
             except httpx.HTTPError as exc:
                 detail = f"provider request failed: {type(exc).__name__}"
                 response = _Problem(502, "provider_failed", detail).response()
+            except Exception as exc:  # a bug: one JSON answer and one log line, with the ID
+                log.exception("api_failed", error=type(exc).__name__, path=request.url.path)
+                response = _Problem(
+                    500, "internal", "the API failed; the request ID is in its log"
+                ).response()
             level = (
                 log.info if request.method != "GET" or response.status_code >= 400 else log.debug
             )

@@ -29,7 +29,7 @@ from campaigns.domain.lifecycle import (
 from campaigns.domain.money import MAX_MICROS
 from campaigns.domain.pacing import NO_LIMIT, PaceRule
 from campaigns.domain.policy import ZoneGroups, contact_number
-from campaigns.domain.spec import CampaignSpec
+from campaigns.domain.spec import CampaignSpec, identify
 from campaigns.store.forget import forget_campaign
 from campaigns.store.keys import Keys, campaign_of
 from campaigns.store.records import (
@@ -124,7 +124,7 @@ class Store:
         fingerprint after a full read that writes nothing.
         """
         contacts = source if isinstance(source, Contacts) else Contacts(source)
-        spec = contacts.spec
+        spec = identify(contacts.spec, None)  # no ID: refused here too, nothing written
         cid = spec.campaign_id
         existing, version = (
             text(v)
