@@ -417,20 +417,16 @@ class _Api:
                 422, "invalid", f"1-{_MAX_ID} printable characters without spaces", "attempt_id"
             )
         body = _object(await _body(request))
-        unknown = sorted(set(body) - {"call_id", "no_call"})
-        if unknown:
-            raise _Problem(422, "invalid", "unknown field", unknown[0])
+        errors = _unknown_fields(body, {"call_id", "no_call"})
         call_id, no_call = body.get("call_id"), body.get("no_call", False)
         if call_id is not None and not _is_token(call_id):
-            raise _Problem(
-                422, "invalid", f"1-{_MAX_ID} printable characters without spaces", "call_id"
-            )
+            errors.append(("call_id", f"1-{_MAX_ID} printable characters without spaces"))
         if not isinstance(no_call, bool):
-            raise _Problem(422, "invalid", "must be true or false", "no_call")
-        if (call_id is not None) == no_call:
-            raise _Problem(
-                422, "invalid", "give exactly one of call_id or no_call: true", "call_id"
-            )
+            errors.append(("no_call", "must be true or false"))
+        elif not errors and (call_id is not None) == no_call:
+            errors.append(("call_id", "give exactly one of call_id or no_call: true"))
+        if errors:
+            raise _Problem.invalid(errors)
         outcome = await self.campaigns().resolve(attempt_id, call_id=call_id)
         log.info("api_attempt_resolved", attempt_id=attempt_id, outcome=outcome)
         return _json({"attempt_id": attempt_id, "outcome": outcome})
@@ -640,16 +636,21 @@ def _flag(request: Request, name: str) -> bool:
 
 def _numbers_body(body: dict[str, Any], *, strict_allowed: bool) -> tuple[list[Any], bool]:
     """``{"numbers": [...]}`` (and ``"strict"`` where allowed), or a 422 naming the field."""
-    allowed = {"numbers", "strict"} if strict_allowed else {"numbers"}
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise _Problem(422, "invalid", "unknown field", unknown[0])
+    errors = _unknown_fields(body, {"numbers", "strict"} if strict_allowed else {"numbers"})
     numbers, strict = body.get("numbers"), body.get("strict", False)
     if not isinstance(numbers, list):
-        raise _Problem(422, "invalid", "must be a list of E.164 numbers", "numbers")
+        errors.append(("numbers", "must be a list of E.164 numbers"))
     if not isinstance(strict, bool):
-        raise _Problem(422, "invalid", "must be true or false", "strict")
+        errors.append(("strict", "must be true or false"))
+    if errors:
+        raise _Problem.invalid(errors)
+    assert isinstance(numbers, list) and isinstance(strict, bool)
     return numbers, strict
+
+
+def _unknown_fields(body: dict[str, Any], known: set[str]) -> list[tuple[str, str]]:
+    """Each field of the body that is not one of ``known``, for a 422."""
+    return [(name, "unknown field") for name in sorted(set(body) - known)]
 
 
 def _object(body: bytes) -> dict[str, Any]:

@@ -58,6 +58,13 @@ async def test_every_invalid_field_is_in_one_422(http: httpx.AsyncClient, store:
     assert fields == {"max_call_seconds", "colour", "pacing.batch_size", "currency"}, error
     assert error["field"] in fields
     assert await nothing_stored(store)
+    resolve = await http.post(
+        "/v1/attempts/a:000001:1/resolve",
+        headers=OPERATOR,
+        json={"call_id": "has space", "no_call": "yes", "why": 1},
+    )
+    fields = {e["field"] for e in is_error(resolve, 422, "invalid")["errors"]}  # type: ignore[attr-defined]
+    assert fields == {"call_id", "no_call", "why"}
 
 
 async def test_a_body_that_is_not_json_is_415_and_nothing_is_stored(

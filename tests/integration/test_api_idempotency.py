@@ -181,7 +181,9 @@ async def test_a_campaign_stored_with_the_old_fingerprint_is_still_the_same_spec
         await submit_campaign({**spec, "budget": "51"}, settings)
 
 
-def test_cli_submit_needs_an_id_or_a_key(settings: Settings, tmp_path: Path) -> None:
+async def test_cli_submit_needs_an_id_or_a_key(
+    settings: Settings, tmp_path: Path, store: Store
+) -> None:
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(without_id()))
 
@@ -194,10 +196,12 @@ def test_cli_submit_needs_an_id_or_a_key(settings: Settings, tmp_path: Path) -> 
             timeout=60,
         )
 
-    refused = submit()
+    refused = await asyncio.to_thread(submit)
     assert refused.returncode == 2, refused.stderr
     assert "campaign_id" in refused.stderr and "--idempotency-key" in refused.stderr
-    first, again = submit("--idempotency-key", "cli-1"), submit("--idempotency-key", "cli-1")
+    assert await nothing_stored(store)
+    first = await asyncio.to_thread(submit, "--idempotency-key", "cli-1")
+    again = await asyncio.to_thread(submit, "--idempotency-key", "cli-1")
     campaign_id = campaign_id_for_key("cli-1")
     assert first.returncode == again.returncode == 0, first.stderr + again.stderr
     assert f"{campaign_id}: submitted" in first.stdout
