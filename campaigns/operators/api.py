@@ -59,9 +59,15 @@ from campaigns.domain.spec import (
 from campaigns.logs import configure_logging, get_logger, register_secret, scrub
 from campaigns.operators import dnc as _dnc
 from campaigns.operators import report as _report
-from campaigns.operators.control import CampaignClient, ControlError, NotFound, status_json
+from campaigns.operators.control import (
+    CampaignClient,
+    ControlError,
+    NotFound,
+    explain_many,
+    status_json,
+)
 from campaigns.operators.estimate import estimate
-from campaigns.operators.listing import QueryError, campaign_page, gather_bounded, parse_query
+from campaigns.operators.listing import QueryError, campaign_page, parse_query
 from campaigns.operators.reconcile import reconcile
 from campaigns.settings import Settings
 from campaigns.store import (
@@ -321,7 +327,7 @@ class _Api:
         client = self.campaigns()
         found, next_cursor = await campaign_page(client.store, query)
         # With why each one waits (a 429 hold, a cool-down...), as `campaigns list`.
-        explained = await gather_bounded([client.explain(c) for c in found])
+        explained = await explain_many(client.store, found, self.settings)
         rows = [status_json(c, e) for c, e in zip(found, explained, strict=True)]
         return _json({"campaigns": rows, "next_cursor": next_cursor, "actions": _ACTIONS})
 

@@ -10,14 +10,12 @@ campaign examined, and a digest of the filters, so it cannot be used with others
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
 
 from campaigns.domain.lifecycle import State
 from campaigns.domain.policy import parse_instant
@@ -31,7 +29,6 @@ __all__ = [
     "CampaignQuery",
     "QueryError",
     "campaign_page",
-    "gather_bounded",
     "parse_query",
 ]
 
@@ -39,9 +36,6 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_EXAMINED = 2000
 """Index entries one page reads at most, so a page answers in bounded time."""
-_AT_ONCE = 16
-"""Campaign reads in flight at once while a page is built."""
-T = TypeVar("T")
 PARAMETERS = ("limit", "cursor", "state", "name", "created_after", "created_before")
 
 
@@ -182,17 +176,5 @@ async def campaign_page(
 
 
 async def _records(store: Store, campaign_ids: list[str]) -> list[CampaignRecord]:
-    found = await gather_bounded([store.campaign(cid) for cid in campaign_ids])
+    found = await store.campaigns(*campaign_ids) if campaign_ids else []
     return [c for c in found if c is not None]
-
-
-async def gather_bounded(work: Sequence[Awaitable[T]], at_once: int = _AT_ONCE) -> list[T]:
-    """Await each, ``at_once`` at a time, in order: a page's reads overlap their
-    round trips instead of queueing one behind the other."""
-    gate = asyncio.Semaphore(at_once)
-
-    async def one(item: Awaitable[T]) -> T:
-        async with gate:
-            return await item
-
-    return list(await asyncio.gather(*(one(item) for item in work)))

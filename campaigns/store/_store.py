@@ -221,28 +221,45 @@ class Store:
     async def campaign(self, campaign_id: str) -> CampaignRecord | None:
         """One campaign; ``pending`` counts every contact still to call: in its zone
         group's list, waiting for a retry, or parked by the frequency cap."""
+        return (await self.campaigns(campaign_id))[0]
+
+    async def campaigns(self, *campaign_ids: str) -> list[CampaignRecord | None]:
+        """Several campaigns (:meth:`campaign`) in one round trip (two with zone groups)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self.keys.meta(campaign_id))
-            pipe.llen(self._c(campaign_id, "pending"))
-            pipe.zcard(self._c(campaign_id, "unresolved"))
-            pipe.zcard(self._c(campaign_id, "retry"))
-            pipe.zcard(self._c(campaign_id, "parked"))
-            raw, pending, unresolved, retry, parked = await pipe.execute()
-        meta = decode(raw)
-        groups = integer(meta.get("groups"), 1)
-        if groups > 1:
+            for campaign_id in campaign_ids:
+                pipe.hgetall(self.keys.meta(campaign_id))
+                pipe.llen(self._c(campaign_id, "pending"))
+                pipe.zcard(self._c(campaign_id, "unresolved"))
+                pipe.zcard(self._c(campaign_id, "retry"))
+                pipe.zcard(self._c(campaign_id, "parked"))
+            results = await pipe.execute()
+        rows = [results[i : i + 5] for i in range(0, len(results), 5)]
+        metas = [decode(row[0]) for row in rows]
+        extra = [
+            (index, group)
+            for index, meta in enumerate(metas)
+            for group in range(1, integer(meta.get("groups"), 1))
+        ]
+        more = [0] * len(rows)
+        if extra:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for group in range(1, groups):
-                    pipe.llen(self.keys.pending(campaign_id, group))
-                pending += sum(int(n) for n in await pipe.execute())
-        return campaign_from_hash(
-            campaign_id,
-            meta,
-            int(pending) + int(retry) + int(parked),
-            int(unresolved),
-            retry_waiting=int(retry),
-            parked=int(parked),
-        )
+                for index, group in extra:
+                    pipe.llen(self.keys.pending(campaign_ids[index], group))
+                for (index, _), count in zip(extra, await pipe.execute(), strict=True):
+                    more[index] += int(count)
+        return [
+            campaign_from_hash(
+                campaign_id,
+                meta,
+                int(pending) + more[index] + int(retry) + int(parked),
+                int(unresolved),
+                retry_waiting=int(retry),
+                parked=int(parked),
+            )
+            for index, (campaign_id, meta, (_, pending, unresolved, retry, parked)) in enumerate(
+                zip(campaign_ids, metas, rows, strict=True)
+            )
+        ]
 
     async def campaign_ids(self) -> list[str]:
         return [_str(m) for m in await _aw(self.redis.zrange(self.keys.campaigns, 0, -1))]
@@ -367,15 +384,23 @@ class Store:
     async def campaign_clock(self, campaign_id: str) -> dict[str, int | None]:
         """The times ``status`` explains a campaign with: its dispatcher's last
         heartbeat, its last state change, and when a cool-down ends (ms)."""
+        return (await self.campaign_clocks(campaign_id))[0]
+
+    async def campaign_clocks(self, *campaign_ids: str) -> list[dict[str, int | None]]:
+        """:meth:`campaign_clock` of several campaigns in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(self.keys.meta(campaign_id), ["heartbeat_at", "updated_at"])
-            pipe.zscore(self.keys.cooldown, campaign_id)
-            (heartbeat, updated), cooldown = await pipe.execute()
-        return {
-            "heartbeat_at": integer(heartbeat) or None,
-            "updated_at": integer(updated) or None,
-            "cooldown_until": None if cooldown is None else int(cooldown),
-        }
+            for campaign_id in campaign_ids:
+                pipe.hmget(self.keys.meta(campaign_id), ["heartbeat_at", "updated_at"])
+                pipe.zscore(self.keys.cooldown, campaign_id)
+            results = await pipe.execute()
+        return [
+            {
+                "heartbeat_at": integer(heartbeat) or None,
+                "updated_at": integer(updated) or None,
+                "cooldown_until": None if cooldown is None else int(cooldown),
+            }
+            for (heartbeat, updated), cooldown in zip(results[::2], results[1::2], strict=True)
+        ]
 
     async def recent_claims(self, campaign_id: str, since_ms: int, page: int = 200) -> list[int]:
         """Claim times (ms) of the attempts claimed at or after ``since_ms``, newest first.
