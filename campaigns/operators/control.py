@@ -472,7 +472,11 @@ class CampaignClient:
         return await explain(self.store, campaign, self.settings)
 
     async def campaigns(self) -> list[CampaignRecord]:
-        found = [await self.store.campaign(cid) for cid in await self.store.campaign_ids()]
+        """Every campaign, oldest first, read 500 to a round trip."""
+        ids = await self.store.campaign_ids()
+        found: list[CampaignRecord | None] = []
+        for first in range(0, len(ids), 500):
+            found += await self.store.campaigns(*ids[first : first + 500])
         return [c for c in found if c is not None]
 
     async def pause(self, campaign_id: str) -> str:
