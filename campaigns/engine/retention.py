@@ -59,10 +59,10 @@ async def delete_expired(store: Store, retention_days: int, *, now: int | None =
         if not positions:
             break
         after = positions[-1]
-        for _, campaign_id in positions:
-            campaign = await store.campaign(campaign_id)
+        for campaign in await store.campaigns(*(cid for _, cid in positions)):
             if campaign is None or campaign.finished_at_ms is None:
                 continue
+            campaign_id = campaign.campaign_id
             if campaign.finished_at_ms > cutoff or await why_not_deletable(store, campaign):
                 continue
             await delete_campaign(store, campaign)

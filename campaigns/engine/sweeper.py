@@ -20,6 +20,9 @@ from campaigns.store import Store, now_ms
 __all__ = ["sweep"]
 
 _DAY_MS = 86_400_000
+RETENTION_INTERVAL_SECONDS = 600
+"""How often (over every worker) a sweep looks for campaigns past the retention:
+a pass reads the index's older part, which can be long."""
 
 
 async def sweep(store: Store, queue: JobQueue, settings: Settings) -> list[str]:
@@ -51,6 +54,8 @@ async def sweep(store: Store, queue: JobQueue, settings: Settings) -> list[str]:
     for campaign_id in kicked:
         await store.heartbeat(campaign_id)
         await queue.dispatch(campaign_id, await store.bump_dispatch_seq(campaign_id))
-    if settings.retention_days is not None:
+    if settings.retention_days is not None and await store.retention_due(
+        RETENTION_INTERVAL_SECONDS
+    ):
         await delete_expired(store, settings.retention_days, now=now)
     return kicked

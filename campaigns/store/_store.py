@@ -309,6 +309,14 @@ class Store:
             labels.append((text(state) or "", text(name) or ""))
         return labels
 
+    async def retention_due(self, interval_seconds: int) -> bool:
+        """Whether this worker runs the retention pass now (then no other does for
+        ``interval_seconds``)."""
+        taken = await _aw(
+            self.redis.set(self.keys.retention_pass, "1", nx=True, ex=interval_seconds)
+        )
+        return bool(taken)
+
     async def forget(self, campaign_id: str, extra_keys: Sequence[str] = ()) -> int:
         """Delete a final campaign's every key (:mod:`campaigns.store.forget`)."""
         return await forget_campaign(self, campaign_id, extra_keys)

@@ -11,6 +11,8 @@
                                    (sending or in doubt) -> last send ms; kept by the
                                    stamp/record/reject/in-doubt scripts, so a creation
                                    event without our attempt ID finds its attempt (PX 1 day)
+    P:retention_pass         str   set (EX) while a retention pass is not due again: one
+                                   pass an interval over every worker
     P:workers:Q              zset  live workers of arq queue Q -> alive until ms (each
                                    worker's health record; status reads it, never SCAN)
     P:deadletter             list  events and jobs that could not be applied (JSON)
@@ -144,6 +146,10 @@ class Keys:
         """Zone group ``group``'s list of contacts to call (group 0: ``pending`` itself)."""
         base = self.campaign(campaign_id, "pending")
         return base if group == 0 else f"{base}:{group}"
+
+    @property
+    def retention_pass(self) -> str:
+        return f"{self.prefix}:retention_pass"
 
     def workers(self, queue_name: str) -> str:
         """Workers of one arq queue that said they are alive, and until when."""

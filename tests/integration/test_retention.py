@@ -118,3 +118,30 @@ async def test_not_final_is_refused_and_the_sweep_deletes_by_age(
     assert deleted.returncode == 0, deleted.stderr
     assert "live-1: deleted" in deleted.stdout
     assert await store.redis.keys(b"dsp:*") == []
+
+
+async def test_the_sweep_deletes_past_the_retention_once_an_interval(
+    settings: Settings, store: Store
+) -> None:
+    from campaigns import CampaignClient, parse_spec
+    from campaigns.engine.sweeper import sweep
+    from campaigns.queue import open_queue
+
+    kept = settings.model_copy(update={"retention_days": 30})
+    async with await CampaignClient.connect(settings) as client:
+        for cid in ("month-old", "week-old", "later"):
+            await client.submit(parse_spec(spec_dict(cid, contacts=1)))
+            await client.cancel(cid)
+    for cid, days in (("month-old", 31), ("week-old", 7), ("later", 0)):
+        # As if created and finished that long ago (the pass reads the index's older part).
+        await store.redis.zadd(store.keys.campaigns, {cid: now_ms() - 32 * _DAY_MS})
+        await store.redis.hset(store.keys.meta(cid), "finished_at", now_ms() - days * _DAY_MS)
+    queue = await open_queue(settings.redis_url, settings.queue_name)
+    try:
+        await sweep(store, queue, kept)
+        assert sorted(await store.campaign_ids()) == ["later", "week-old"]
+        await store.redis.hset(store.keys.meta("later"), "finished_at", now_ms() - 31 * _DAY_MS)
+        await sweep(store, queue, kept)
+        assert "later" in await store.campaign_ids(), "one pass an interval, over every worker"
+    finally:
+        await queue.aclose()
