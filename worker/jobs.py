@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -32,7 +33,7 @@ from campaigns.providers import EventError, make_provider
 from campaigns.providers.balance import VoxpriaBalance
 from campaigns.queue import JobQueue
 from campaigns.settings import Settings
-from campaigns.store import Store
+from campaigns.store import Store, now_ms
 
 __all__ = [
     "deliver_alert",
@@ -56,6 +57,9 @@ _MAX_URL = 2048
 _MAX_ALERT_BYTES = 64 * 1024
 _EXCERPT_CHARS = 2000
 _METRICS_SAMPLE_SECONDS = 2.0
+_ALIVE_BEAT_SECONDS = 3.0
+_ALIVE_FOR_SECONDS = 10.0
+"""A worker counts as alive this long after its last beat (a beat or two may be late)."""
 
 
 class BadJob(ValueError):
@@ -127,6 +131,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         dispatcher=Dispatcher(store, provider, queue, settings, worker_id=worker_id),
         settler=Settler(store, provider, settings, queue),
     )
+    ctx["worker_id"] = worker_id
+    ctx["alive_beat"] = asyncio.create_task(_note_alive(store, settings.queue_name, worker_id))
     if settings.metrics_port is not None:
         metrics.serve(settings.metrics_port)
         ctx["metrics_sampler"] = asyncio.create_task(
@@ -152,11 +158,29 @@ async def _sample_metrics(store: Store, queue_name: str, worker_id: str) -> None
         await asyncio.sleep(_METRICS_SAMPLE_SECONDS)
 
 
+async def _note_alive(store: Store, queue_name: str, worker_id: str) -> None:
+    """Say every few seconds that this worker serves ``queue_name`` (``status``'s
+    ``no_worker`` reads it: one key, where arq's per-host keys would need a SCAN).
+    Here rather than in a worker class, so every arq settings class using
+    ``startup`` (the chaos and clock seams, ``arq worker.WorkerSettings``) does it."""
+    while True:
+        try:
+            until = now_ms() + int(_ALIVE_FOR_SECONDS * 1000)
+            await store.note_worker_alive(queue_name, worker_id, until)
+        except (RedisError, OSError) as exc:
+            log.debug("worker_alive_note_failed", error=type(exc).__name__)
+        await asyncio.sleep(_ALIVE_BEAT_SECONDS)
+
+
 async def shutdown(ctx: dict[str, Any]) -> None:
-    sampler = ctx.get("metrics_sampler")
-    if sampler is not None:
-        sampler.cancel()
-        await asyncio.gather(sampler, return_exceptions=True)
+    for name in ("metrics_sampler", "alive_beat"):
+        task = ctx.get(name)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if "alive_beat" in ctx:
+        with contextlib.suppress(RedisError, OSError):
+            await ctx["store"].note_worker_gone(ctx["settings"].queue_name, ctx["worker_id"])
     dispatcher = ctx.get("dispatcher")
     if dispatcher is not None:
         await dispatcher.gate.aclose()

@@ -165,18 +165,6 @@ class GuardedWorker(Worker):
             dispatcher.drain()
         super().handle_sig_wait_for_completion(signum)
 
-    async def record_health(self) -> None:
-        """arq's health key, and the worker's line in ``P:workers:Q`` that ``status``
-        reads (arq's key is per host: finding one would need a SCAN)."""
-        before = self._last_health_check
-        await super().record_health()
-        if self._last_health_check != before:
-            if self._store is None:
-                self._store = Store(self.pool)
-            alive_ms = int((self.health_check_interval + 1) * 1000)
-            until = int(self._last_health_check * 1000) + alive_ms
-            await self._store.note_worker_alive(self.queue_name, self.health_check_key, until)
-
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         if not job_ids:
             return

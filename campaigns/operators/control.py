@@ -197,8 +197,8 @@ async def explain(
 ) -> Explanation:
     """Read what the stored record leaves out and say why the campaign is not sending.
 
-    A worker is alive when its health record (``Store.worker_alive``, written
-    with arq's health check) has not run out; a campaign's dispatcher is stalled when
+    A worker is alive when its beat (``Store.worker_alive``, written every few
+    seconds by each worker) has not run out; a campaign's dispatcher is stalled when
     its heartbeat is older than the sweeper waits before restarting it.
     """
     return (await explain_many(store, [campaign], settings, now=now))[0]

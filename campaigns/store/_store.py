@@ -444,6 +444,10 @@ class Store:
             pipe.zremrangebyscore(key, "-inf", f"({now_ms()}")
             await pipe.execute()
 
+    async def note_worker_gone(self, queue_name: str, worker: str) -> None:
+        """A worker of ``queue_name`` stopped (cleanly)."""
+        await _aw(self.redis.zrem(self.keys.workers(queue_name), worker))
+
     async def worker_alive(self, queue_name: str, at_ms: int) -> bool:
         """Whether any worker of ``queue_name`` said it is alive at ``at_ms``: one
         read of one key, whatever the size of the keyspace (no SCAN)."""

@@ -14,7 +14,7 @@
     P:retention_pass         str   set (EX) while a retention pass is not due again: one
                                    pass an interval over every worker
     P:workers:Q              zset  live workers of arq queue Q -> alive until ms (each
-                                   worker's health record; status reads it, never SCAN)
+                                   worker beats every 3 s; status reads it, never SCAN)
     P:deadletter             list  events and jobs that could not be applied (JSON)
     P:idem:H                 str   the API's first answer to an Idempotency-Key whose
                                    SHA-256 is H (JSON: request digest, status, body,

@@ -1,9 +1,10 @@
 """Paged, filtered campaign lists (issue 19, item 2) over real HTTP and real Redis,
-at 10,000 campaigns written straight into the store (no worker needed)."""
+at 10,000 campaigns written straight into the store; status reads no SCAN; workers beat."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -11,10 +12,10 @@ import pytest
 
 from campaigns.domain.spec import parse_spec
 from campaigns.settings import Settings
-from campaigns.store import Store
+from campaigns.store import Store, now_ms
 from tests.conftest import spec_dict
 from tests.integration.test_api import VIEWER, api_server, http, store
-from tests.support import submit_spec
+from tests.support import WorkerProcess, submit_spec, wait_for
 
 __all__ = ["api_server", "http", "store"]  # fixtures, shared with test_api
 
@@ -151,3 +152,17 @@ async def test_status_and_lists_never_scan_the_keyspace(
         assert response.json().get("waiting", {"reason": "no_worker"})["reason"] == "no_worker"
     stats = await store.redis.info("commandstats")
     assert not [name for name in stats if name in ("cmdstat_scan", "cmdstat_keys")], stats
+
+
+async def test_a_worker_beats_while_it_runs_and_says_when_it_stops(
+    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    worker = start_worker()
+
+    async def alive() -> bool:
+        return await store.worker_alive(settings.queue_name, now_ms())
+
+    await wait_for(alive, timeout=30, what="the worker's beat")
+    assert await store.worker_alive("another:queue", now_ms()) is False
+    assert worker.terminate() == 0
+    assert await alive() is False, "a worker that stopped cleanly is gone at once"

@@ -543,7 +543,7 @@ async def test_the_reads_behind_status_page_from_the_tail_and_bound_their_scan(
 
 
 async def test_status_says_stalled_and_settling(settings: Settings, client: CampaignClient) -> None:
-    """A worker is alive (its health record, as the worker writes it) but this campaign's
+    """A worker is alive (its beat, as the worker writes it) but this campaign's
     dispatcher has not beaten for longer than the sweeper waits: stalled. All contacts
     claimed with calls still live: settling."""
     await client.submit(parse_spec(spec_dict("slow", contacts=2)))
