@@ -10,11 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from arq.constants import in_progress_key_prefix, job_key_prefix
+from arq.constants import (
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
 
 from campaigns.domain.inputs import strict_json
 from campaigns.store.faults import REDIS_FAULTS, redis_retry
@@ -28,6 +33,7 @@ __all__ = [
     "MAX_JOB_BYTES",
     "JobEnvelopeError",
     "JobQueue",
+    "campaign_job_keys",
     "event_job_id",
     "json_deserializer",
     "json_serializer",
@@ -203,6 +209,16 @@ def redis_settings(redis_url: str) -> RedisSettings:
     settings.retry_on_timeout = True
     settings.conn_retries = 30
     return settings
+
+
+def campaign_job_keys(campaign_id: str, dispatch_seq: int, thresholds: Sequence[int]) -> list[str]:
+    """arq's job, retry and result keys of every job named after a campaign (its
+    dispatch batches, reconciliation and budget alerts), for deleting it."""
+    job_ids = [f"dispatch:{campaign_id}:{seq}" for seq in range(dispatch_seq + 1)]
+    job_ids += [f"reconcile:{campaign_id}"]
+    job_ids += [f"alert:{campaign_id}:{threshold}" for threshold in thresholds]
+    prefixes = (job_key_prefix, retry_key_prefix, result_key_prefix)
+    return [prefix + job_id for job_id in job_ids for prefix in prefixes]
 
 
 async def open_queue(redis_url: str, queue_name: str) -> JobQueue:

@@ -272,6 +272,13 @@ class Settings(BaseSettings):
     api_tokens: SecretStr | None = None
     """``campaigns api`` bearer tokens: a JSON object mapping each token to
     ``viewer`` (read) or ``operator`` (read and change). Unset: the API refuses to start."""
+    retention_days: int | None = Field(None, ge=1, le=36_500)
+    """Completed and cancelled campaigns finished longer ago than this (and with every
+    call settled) are deleted, every key, by the worker's sweep. Unset: kept for good."""
+    api_rate_limit: int = Field(1200, ge=0, le=1_000_000)
+    """``campaigns api``: requests a minute per token, past which it answers 429 with
+    ``Retry-After`` until the minute ends (every replica counts together, in Redis).
+    0: no limit. The live page polls about once a second."""
     metrics_port: int | None = Field(None, ge=1, le=65535)
     """Each worker serves Prometheus metrics on this port; unset, no metrics server."""
     max_calls_per_number: int | None = Field(None, ge=1, le=1000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -15,9 +16,11 @@ import httpx
 import structlog
 from arq import Retry
 from arq.typing import WorkerCoroutine
+from redis.exceptions import RedisError
 
 from campaigns import metrics
-from campaigns.domain.spec import is_campaign_id
+from campaigns.domain.inputs import SpecError
+from campaigns.domain.spec import is_campaign_id, parse_spec
 from campaigns.engine import alerts
 from campaigns.engine.account import apply_account_event
 from campaigns.engine.callbacks import CallbackDeliverer
@@ -25,12 +28,13 @@ from campaigns.engine.dispatch import BatchResult, Dispatcher
 from campaigns.engine.settlement import Settler
 from campaigns.engine.sweeper import sweep
 from campaigns.logs import configure_logging, register_secret
+from campaigns.operators.control import CampaignClient
 from campaigns.operators.reconcile import reconcile
 from campaigns.providers import EventError, make_provider
 from campaigns.providers.balance import VoxpriaBalance
 from campaigns.queue import JobQueue
 from campaigns.settings import Settings
-from campaigns.store import Store
+from campaigns.store import Store, now_ms
 from campaigns.store.faults import backoff_seconds, fault_log, is_redis_fault
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "record_call_event",
     "shutdown",
     "startup",
+    "submit_campaign",
     "sweep_campaigns",
 ]
 
@@ -55,6 +60,9 @@ _MAX_URL = 2048
 _MAX_ALERT_BYTES = 64 * 1024
 _EXCERPT_CHARS = 2000
 _METRICS_SAMPLE_SECONDS = 2.0
+_ALIVE_BEAT_SECONDS = 3.0
+_ALIVE_FOR_SECONDS = 10.0
+"""A worker counts as alive this long after its last beat (a beat or two may be late)."""
 
 
 class BadJob(ValueError):
@@ -164,6 +172,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         settler=Settler(store, provider, settings, queue),
         callbacks=CallbackDeliverer(store, settings),
     )
+    ctx["worker_id"] = worker_id
+    ctx["alive_beat"] = asyncio.create_task(_note_alive(store, settings.queue_name, worker_id))
     if settings.metrics_port is not None:
         try:
             metrics.serve(settings.metrics_port)
@@ -199,11 +209,29 @@ async def _sample_metrics(store: Store, queue_name: str, worker_id: str) -> None
         await asyncio.sleep(_METRICS_SAMPLE_SECONDS)
 
 
+async def _note_alive(store: Store, queue_name: str, worker_id: str) -> None:
+    """Say every few seconds that this worker serves ``queue_name`` (``status``'s
+    ``no_worker`` reads it: one key, where arq's per-host keys would need a SCAN).
+    Here rather than in a worker class, so every arq settings class using
+    ``startup`` (the chaos and clock seams, ``arq worker.WorkerSettings``) does it."""
+    while True:
+        try:
+            until = now_ms() + int(_ALIVE_FOR_SECONDS * 1000)
+            await store.note_worker_alive(queue_name, worker_id, until)
+        except (RedisError, OSError) as exc:
+            log.debug("worker_alive_note_failed", error=type(exc).__name__)
+        await asyncio.sleep(_ALIVE_BEAT_SECONDS)
+
+
 async def shutdown(ctx: dict[str, Any]) -> None:
-    sampler = ctx.get("metrics_sampler")
-    if sampler is not None:
-        sampler.cancel()
-        await asyncio.gather(sampler, return_exceptions=True)
+    for name in ("metrics_sampler", "alive_beat"):
+        task = ctx.get(name)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if "alive_beat" in ctx:
+        with contextlib.suppress(RedisError, OSError):
+            await ctx["store"].note_worker_gone(ctx["settings"].queue_name, ctx["worker_id"])
     dispatcher = ctx.get("dispatcher")
     if dispatcher is not None:
         await dispatcher.gate.aclose()
@@ -248,6 +276,38 @@ async def dispatch_campaign(ctx: dict[str, Any], campaign_id: Any, seq: Any) -> 
             }
         )
     return {"outcome": result.outcome, "sent": result.sent, "next_seq": result.next_seq}
+
+
+@rides_out_redis_faults()
+@refuses_bad_jobs
+async def submit_campaign(
+    ctx: dict[str, Any], spec: Any, idempotency_key: Any = None
+) -> dict[str, Any]:
+    """Validate and submit a campaign (a spec as a JSON object), as ``submit_campaign()``.
+
+    Without ``campaign_id`` the ID is derived from ``idempotency_key``; neither,
+    or an invalid spec, is refused (dead letter naming the field; nothing written).
+    Retrying is safe: the same ID and spec again is a no-op.
+    """
+    if not isinstance(spec, dict):
+        raise BadJob(f"spec: expected a JSON object, got {_show(spec)}")
+    if idempotency_key is not None and not isinstance(idempotency_key, str):
+        raise BadJob(f"idempotency_key: expected a string, got {_show(idempotency_key)}")
+    client = CampaignClient(ctx["store"], ctx["queue"], ctx["settings"])
+    try:
+        result = await client.submit(parse_spec(spec), idempotency_key=idempotency_key)
+    except SpecError as exc:
+        field = {"Idempotency-Key": "idempotency_key", "spec": "spec"}.get(
+            exc.field, f"spec.{exc.field}"
+        )
+        raise BadJob(f"{field}: {exc.message}") from None
+    log.info("campaign_submitted", campaign_id=result.campaign_id, created=result.created)
+    return {
+        "campaign_id": result.campaign_id,
+        "created": result.created,
+        "contacts": result.contacts,
+        "duplicates_dropped": result.duplicates_dropped,
+    }
 
 
 @rides_out_redis_faults()

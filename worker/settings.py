@@ -53,6 +53,7 @@ from worker.jobs import (
     record_call_event,
     shutdown,
     startup,
+    submit_campaign,
     sweep_campaigns,
 )
 
@@ -82,6 +83,8 @@ class WorkerSettings:
         func(reconcile_campaign, max_tries=61, keep_result=3600),
         func(deliver_alert, max_tries=6, keep_result=3600),
         func(record_account_event, max_tries=3, keep_result=3600),
+        # Idempotent by campaign ID, so arq may retry it after a Redis hiccup.
+        func(submit_campaign, max_tries=3, keep_result=3600),
     ]
     cron_jobs: ClassVar[list[Any]] = [
         cron(poll_calls, second=set(range(60)), timeout=30, run_at_startup=True),

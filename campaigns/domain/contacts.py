@@ -28,7 +28,7 @@ from pathlib import Path
 
 from campaigns.domain.inputs import SpecError, decode_utf8, show
 from campaigns.domain.numbers import normalize_number
-from campaigns.domain.spec import CampaignSpec, Contact, load_spec
+from campaigns.domain.spec import CampaignSpec, Contact, identify, load_spec
 
 __all__ = [
     "CHUNK_SIZE",
@@ -244,13 +244,13 @@ def _row_json(to: str, ref: str, variables: dict[str, str]) -> str:
     return f'{{"ref":{encode_basestring_ascii(ref)},"to":"{to}","variables":{{{pairs}}}}}'
 
 
-def _fingerprint_frame(spec: CampaignSpec) -> tuple[str, str]:
+def _fingerprint_frame(spec: CampaignSpec, *, legacy: bool = False) -> tuple[str, str]:
     """The canonical spec JSON before and after its contacts' items (``"contacts":[`` … ``]``).
 
     ``json.dumps(sort_keys=True, separators=(",", ":"))`` of a dict is its
     sorted ``key:value`` pairs joined by commas: built here around the contacts.
     """
-    data = spec.fingerprint_data(exclude={"contacts"})
+    data = spec.fingerprint_data(exclude={"contacts"}, legacy=legacy)
     names = sorted([*data, "contacts"])
     at = names.index("contacts")
 
@@ -280,7 +280,10 @@ class ContactReader:
     row raises :class:`SpecError` (file, line, field) from the iteration.
     """
 
-    def __init__(self, source: Contacts, size: int, *, required: bool) -> None:
+    def __init__(
+        self, source: Contacts, size: int, *, required: bool, legacy: bool = False
+    ) -> None:
+        self._legacy = legacy
         self._source = source
         self._size = size
         self._required = required
@@ -294,7 +297,7 @@ class ContactReader:
 
     def __iter__(self) -> Iterator[list[str]]:
         spec = self._source.spec
-        head, tail = _fingerprint_frame(spec)
+        head, tail = _fingerprint_frame(spec, legacy=self._legacy)
         digest = hashlib.sha256(head.encode())
         seen: set[int] = set()
         count = 0
@@ -389,9 +392,10 @@ class Contacts:
         """A pass over the contacts; ``required``: none at all is a :class:`SpecError`."""
         return ContactReader(self, size, required=required)
 
-    def tally(self, *, required: bool = False) -> Tally:
-        """Validate and count every contact without keeping any (estimate, resubmit)."""
-        reader = self.read(required=required)
+    def tally(self, *, required: bool = False, legacy: bool = False) -> Tally:
+        """Validate and count every contact without keeping any (estimate, resubmit);
+        ``legacy``: with the fingerprint as campaigns stored before it compared values."""
+        reader = ContactReader(self, CHUNK_SIZE, required=required, legacy=legacy)
         for _ in reader:
             pass
         return reader.tally
@@ -411,6 +415,11 @@ class Contacts:
         """The spec file, validated now; the CSV file, read only when the contacts are."""
         csv_path = None if contacts_csv is None else Path(contacts_csv)
         return cls(load_spec(spec_path), csv_path, refusals)
+
+    def identified(self, idempotency_key: str | None) -> Contacts:
+        """The same contacts with the spec's campaign ID settled (:func:`identify`)."""
+        spec = identify(self.spec, idempotency_key)
+        return self if spec is self.spec else Contacts(spec, self.csv_path, self.refusals)
 
     @staticmethod
     def no_contacts() -> SpecError:

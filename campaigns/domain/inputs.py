@@ -13,10 +13,14 @@ __all__ = ["DuplicateKeyError", "SpecError", "decode_utf8", "show", "strict_json
 class SpecError(ValueError):
     """Invalid input, with the field it is about. The CLI exits 2 on it."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(
+        self, field: str, message: str, errors: list[tuple[str, str]] | None = None
+    ) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.message = message
+        self.errors = errors or [(field, message)]
+        """Every invalid field with its message (the API's 422 lists them all)."""
 
 
 def show(text: str, limit: int = 80) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import uuid
 from pathlib import Path
 from typing import Annotated, Any, Self, TypeGuard
 
@@ -41,7 +40,7 @@ from campaigns.domain.inputs import decode_utf8 as _decode_utf8
 from campaigns.domain.inputs import show as _show
 from campaigns.domain.money import MAX_MICROS, MoneyError, parse_micros
 from campaigns.domain.numbers import is_region, normalize_number
-from campaigns.domain.policy import CallingWindow, RetryPolicy, RuleError, Schedule
+from campaigns.domain.policy import CallingWindow, RetryPolicy, RuleError, Schedule, parse_instant
 from campaigns.domain.rating import PRESETS, Increments, Rate, RateError
 
 __all__ = [
@@ -54,6 +53,9 @@ __all__ = [
     "RateSpec",
     "SpecError",
     "StoredSpec",
+    "campaign_id_for_key",
+    "check_idempotency_key",
+    "identify",
     "is_campaign_id",
     "load_contacts_csv",
     "load_spec",
@@ -260,7 +262,8 @@ class CallbacksSpec(_Strict):
 
 
 class CampaignSpec(_Strict):
-    campaign_id: str = Field(default_factory=lambda: f"cmp_{uuid.uuid4().hex[:16]}")
+    campaign_id: str = ""
+    """Unset (``""``): derived from the create's idempotency key (:func:`identify`)."""
     name: str = ""
     caller_id: str
     currency: str
@@ -431,9 +434,15 @@ class CampaignSpec(_Strict):
         canonical = json.dumps(self.fingerprint_data(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
-    def fingerprint_data(self, *, exclude: set[str] | None = None) -> dict[str, Any]:
+    def fingerprint_data(
+        self, *, exclude: set[str] | None = None, legacy: bool = False
+    ) -> dict[str, Any]:
         """What :meth:`fingerprint` hashes: the JSON dump without the contact-policy
-        fields left unset (``exclude``: fields a streaming hash adds itself)."""
+        fields left unset (``exclude``: fields a streaming hash adds itself), with
+        values in one spelling (:func:`_canonical_values`), so ``"1.0"`` and
+        ``"1.00"``, or one instant in two offsets, are the same spec. ``legacy``:
+        the spellings as given, as fingerprints were made before (stored ones are
+        still compared with it)."""
         data = self.model_dump(mode="json", exclude=exclude)
         if data.get("call") == CallSpec().model_dump(mode="json"):
             data.pop("call")  # a spec without one keeps the fingerprint it always had
@@ -442,7 +451,7 @@ class CampaignSpec(_Strict):
         for name in _POLICY_FIELDS:
             if not data.get(name):
                 data.pop(name, None)
-        return data
+        return data if legacy else _canonical_values(data)
 
     def with_contacts(self, contacts: list[Contact]) -> CampaignSpec:
         """A copy with more contacts (from a CSV file), validated like the rest."""
@@ -455,6 +464,73 @@ class CampaignSpec(_Strict):
 
 _POLICY_FIELDS = ("calling_window", "schedule", "retry", "suppress", "default_region")
 """Dropped from the fingerprint when unset, so older specs keep theirs."""
+_MONEY_FIELDS = ("budget", "per_minute", "per_second", "connect_fee")
+_KEY_MAX = 255
+_KEY_ID_PREFIX = "key_"
+
+
+def _canonical_values(data: dict[str, Any]) -> dict[str, Any]:
+    """The dumped spec with each value in one spelling: money as integer micros
+    (``budget`` and ``budget_micros`` alike), increments without blanks, instants
+    as UTC milliseconds. Everything else is canonical once validated (numbers
+    are parsed, days and dates sorted, contacts' numbers in E.164)."""
+    budget = data.pop("budget", None)
+    if budget is not None:
+        data["budget_micros"] = parse_micros(budget)
+    rate = dict(data.get("rate") or {})
+    for name in _MONEY_FIELDS[1:]:
+        value = rate.pop(name, None)
+        if value is not None:
+            # per_second keeps its own name: a price per second is not one per minute.
+            rate[name if name == "per_second" else f"{name}_micros"] = parse_micros(value)
+    if "increments" in rate:
+        rate["increments"] = "".join(str(rate["increments"]).split())
+    data["rate"] = {k: v for k, v in rate.items() if v is not None}
+    schedule = data.get("schedule")
+    if isinstance(schedule, dict):
+        data["schedule"] = {
+            k: None if v is None else int(parse_instant(v).timestamp() * 1000)
+            for k, v in schedule.items()
+        }
+    return data
+
+
+def check_idempotency_key(key: str) -> str:
+    """An idempotency key: 1-255 printable ASCII characters without spaces."""
+    if not (0 < len(key) <= _KEY_MAX and key.isascii() and key.isprintable() and " " not in key):
+        raise SpecError(
+            "Idempotency-Key", f"1-{_KEY_MAX} printable ASCII characters without spaces"
+        )
+    return key
+
+
+def campaign_id_for_key(key: str) -> str:
+    """The campaign ID a create without one gets from its idempotency key: the
+    same key always names the same campaign, in the API, the Python API, the job
+    and the CLI alike (a hash, so any key makes a valid ID)."""
+    digest = hashlib.sha256(check_idempotency_key(key).encode()).hexdigest()
+    return f"{_KEY_ID_PREFIX}{digest[:32]}"
+
+
+def identify(spec: CampaignSpec, idempotency_key: str | None) -> CampaignSpec:
+    """The spec to create: its own ``campaign_id``, else the one derived from the
+    idempotency key; neither is refused, naming both (a retried create without
+    either would be a second campaign dialling everyone again)."""
+    if idempotency_key is not None:
+        check_idempotency_key(idempotency_key)
+    if spec.campaign_id:
+        return spec
+    if idempotency_key is None:
+        missing = "give one of campaign_id or an idempotency key"
+        raise SpecError(
+            "campaign_id",
+            "give a campaign_id or an idempotency key (Idempotency-Key header, "
+            "idempotency_key, --idempotency-key): a create with neither is not safe to retry",
+            [("campaign_id", missing), ("Idempotency-Key", missing)],
+        )
+    copy = spec.model_copy(update={"campaign_id": campaign_id_for_key(idempotency_key)})
+    copy._duplicates_dropped = spec.duplicates_dropped
+    return copy
 
 
 class _FieldError(ValueError):
@@ -511,18 +587,20 @@ def _loc(parts: tuple[int | str, ...]) -> str:
 
 
 def _spec_error(exc: ValidationError) -> SpecError:
-    errors = exc.errors()
-    first = errors[0]
-    field = _loc(first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
-    original = (first.get("ctx") or {}).get("error")
-    if isinstance(original, _FieldError | RuleError):
-        field = original.field
-        message = original.message
-    if first["type"] == "extra_forbidden":
-        message = "unknown field"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return SpecError(field or "spec", _show(message, 400) + more)
+    found: list[tuple[str, str]] = []
+    for error in exc.errors():
+        field = _loc(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        original = (error.get("ctx") or {}).get("error")
+        if isinstance(original, _FieldError | RuleError):
+            field = original.field
+            message = original.message
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        found.append((field or "spec", _show(message, 400)))
+    field, message = found[0]
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return SpecError(field, message + more, found)
 
 
 def parse_spec(data: Any) -> CampaignSpec:

@@ -1,4 +1,5 @@
-"""The sweeper: gets stalled campaigns moving again, and ends provider cool-downs.
+"""The sweeper: gets stalled campaigns moving again, ends provider cool-downs, and
+deletes final campaigns past ``DISPATCHER_RETENTION_DAYS``.
 
 arq re-runs a SIGKILLed job only after its in-progress key expires, so the
 dispatcher does not rely on that: a running campaign with no lease holder and
@@ -11,6 +12,7 @@ from __future__ import annotations
 import structlog
 
 from campaigns.domain.lifecycle import Move, State
+from campaigns.engine.retention import delete_expired
 from campaigns.queue import JobQueue
 from campaigns.settings import Settings
 from campaigns.store import Store, now_ms
@@ -18,6 +20,9 @@ from campaigns.store import Store, now_ms
 __all__ = ["sweep"]
 
 _DAY_MS = 86_400_000
+RETENTION_INTERVAL_SECONDS = 600
+"""How often (over every worker) a sweep looks for campaigns past the retention:
+a pass reads the index's older part, which can be long."""
 
 
 async def sweep(store: Store, queue: JobQueue, settings: Settings) -> list[str]:
@@ -49,4 +54,8 @@ async def sweep(store: Store, queue: JobQueue, settings: Settings) -> list[str]:
     for campaign_id in kicked:
         await store.heartbeat(campaign_id)
         await queue.dispatch(campaign_id, await store.bump_dispatch_seq(campaign_id))
+    if settings.retention_days is not None and await store.retention_due(
+        RETENTION_INTERVAL_SECONDS
+    ):
+        await delete_expired(store, settings.retention_days, now=now)
     return kicked

@@ -23,23 +23,38 @@ import hashlib
 import hmac
 import io
 import json
+import math
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import IO, Any, cast
 
 import httpx
+import structlog
 import uvicorn
 from starlette.applications import Starlette
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from campaigns.domain.inputs import DuplicateKeyError, strict_json
 from campaigns.domain.lifecycle import Move, OperatorAction
-from campaigns.domain.spec import CampaignSpec, SpecError, is_campaign_id, parse_spec
+from campaigns.domain.spec import (
+    CampaignSpec,
+    SpecError,
+    check_idempotency_key,
+    identify,
+    is_campaign_id,
+    parse_spec,
+)
 from campaigns.logs import configure_logging, get_logger, register_secret, scrub
 from campaigns.operators import dnc as _dnc
 from campaigns.operators import report as _report
@@ -48,12 +63,21 @@ from campaigns.operators.control import (
     ControlError,
     InvalidRequest,
     NotFound,
+    explain_many,
     status_json,
 )
 from campaigns.operators.estimate import estimate
+from campaigns.operators.listing import QueryError, campaign_page, parse_query
 from campaigns.operators.reconcile import reconcile
 from campaigns.settings import Settings
-from campaigns.store import StoreError, SubmitConflict
+from campaigns.store import (
+    IdempotencyBusy,
+    IdempotencyConflict,
+    IdempotencyRecords,
+    Replay,
+    StoreError,
+    SubmitConflict,
+)
 from campaigns.store.faults import fault_kind, is_redis_fault
 
 __all__ = [
@@ -90,23 +114,47 @@ _ACTIONS = {move.verb: sorted(move.from_states) for move in (Move.PAUSE, Move.RE
 log = get_logger("campaigns.operators.api")
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+Digest = Callable[[Request, str], Awaitable[str]]
+"""What a POST with an Idempotency-Key is compared by: the same digest is the same request."""
+_IDEMPOTENCY_WAIT_SECONDS = 30.0
+"""A retry of a create still running waits this long for its answer, then gets 409."""
 
 
 class _Problem(Exception):
     """An error answer: HTTP status, a stable code, the message, and the field if any."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        errors: list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.errors = errors
+        self.headers = headers or {}
+
+    @classmethod
+    def invalid(cls, errors: list[tuple[str, str]]) -> _Problem:
+        """A 422 naming every invalid field: ``field`` the first, ``errors`` all."""
+        message = "; ".join(f"{field}: {message}" for field, message in errors)
+        return cls(422, "invalid", message, errors[0][0], errors)
 
     def response(self) -> Response:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.field is not None:
             error["field"] = self.field
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        if self.errors is not None:
+            error["errors"] = [{"field": f, "message": m} for f, m in self.errors]
+        headers = dict(self.headers)
+        if self.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
         return _json({"error": error}, self.status, headers)
 
 
@@ -127,6 +175,8 @@ class _Api:
         self.settings = settings
         self.client: CampaignClient | None = None
         self._tokens = [(_digest(token), role) for token, role in tokens.items()]
+        self._rates: dict[bytes, tuple[int, int]] = {}
+        """Token digest -> (minute, requests in it): only known tokens get here."""
 
     # ------------------------------------------------------------ plumbing
     def role(self, request: Request) -> str | None:
@@ -141,8 +191,10 @@ class _Api:
                 found = role
         return found
 
-    def endpoint(self, need: str, handler: Handler) -> Handler:
-        """Authenticate, authorise, run, and map errors to answers; one log line."""
+    def endpoint(self, need: str, handler: Handler, digest: Digest | None = None) -> Handler:
+        """Authenticate, authorise, run (a POST once per Idempotency-Key), and map
+        errors to answers; one log line. ``digest``: what makes two requests the
+        same for the key (default: method, path, query and the body's JSON value)."""
 
         async def run(request: Request) -> Response:
             started = time.monotonic()
@@ -152,11 +204,19 @@ class _Api:
                     raise _Problem(401, "unauthorized", "a valid bearer token is required")
                 if need == OPERATOR and role != OPERATOR:
                     raise _Problem(403, "forbidden", "this needs the operator role")
-                response = await handler(request)
+                await self.limit_rate(request)
+                _check_media(request, handler.__name__)
+                key = _idempotency_key(request)
+                if key is None:
+                    response = await handler(request)
+                else:
+                    response = await self.once(request, key, handler, digest or _body_digest)
             except _Problem as problem:
                 response = problem.response()
             except SpecError as exc:
-                response = _Problem(422, "invalid", exc.message, exc.field or "spec").response()
+                response = _Problem(
+                    422, "invalid", exc.message, exc.field or "spec", exc.errors
+                ).response()
             except SubmitConflict as exc:
                 response = _Problem(409, "conflict", str(exc)).response()
             except NotFound as exc:
@@ -169,15 +229,20 @@ class _Api:
                 detail = f"provider request failed: {type(exc).__name__}"
                 response = _Problem(502, "provider_failed", detail).response()
             except Exception as exc:
-                if not is_redis_fault(exc):
-                    raise
-                log.error("api_redis_failed", error=fault_kind(exc), path=request.url.path)
-                response = _Problem(503, "unavailable", "Redis is not answering").response()
+                if is_redis_fault(exc):
+                    log.error("api_redis_failed", error=fault_kind(exc), path=request.url.path)
+                    response = _Problem(503, "unavailable", "Redis is not answering").response()
+                else:  # a bug: one JSON answer and one log line, with the ID
+                    log.exception("api_failed", error=type(exc).__name__, path=request.url.path)
+                    response = _Problem(
+                        500, "internal", "the API failed; the request ID is in its log"
+                    ).response()
             level = (
                 log.info if request.method != "GET" or response.status_code >= 400 else log.debug
             )
             level(
                 "api_request",
+                request_id=request.state.request_id,
                 method=request.method,
                 path=request.url.path,
                 status=response.status_code,
@@ -189,6 +254,67 @@ class _Api:
 
         return run
 
+    async def once(self, request: Request, key: str, handler: Handler, digest: Digest) -> Response:
+        """Run a POST with an Idempotency-Key once; a retry gets the first 2xx answer."""
+        records = IdempotencyRecords(self.campaigns().store.redis, self.campaigns().store.keys)
+        request_digest = await digest(request, key)
+        try:
+            replay = await records.begin(
+                key, request_digest, wait_seconds=_IDEMPOTENCY_WAIT_SECONDS
+            )
+        except IdempotencyConflict:
+            raise _Problem(
+                409,
+                "idempotency_key_reused",
+                f"Idempotency-Key {key!r} was first used with another request",
+                "Idempotency-Key",
+            ) from None
+        except IdempotencyBusy:
+            raise _Problem(
+                409,
+                "idempotency_key_in_use",
+                f"the first request with Idempotency-Key {key!r} is still running; retry",
+                "Idempotency-Key",
+            ) from None
+        if replay is not None:
+            headers = {**replay.headers, "Idempotent-Replayed": "true"}
+            return Response(replay.body, replay.status, headers, media_type="application/json")
+        try:
+            response = await handler(request)
+        except BaseException:
+            await records.release(key)
+            raise
+        if 200 <= response.status_code < 300 and not isinstance(response, StreamingResponse):
+            kept = {k: v for k, v in response.headers.items() if k.lower() == "location"}
+            answer = Replay(response.status_code, bytes(response.body).decode(), kept)
+            await records.keep(key, request_digest, answer)
+        else:
+            await records.release(key)
+        return response
+
+    async def limit_rate(self, request: Request) -> None:
+        """At most ``DISPATCHER_API_RATE_LIMIT`` requests a minute per token (per API
+        process, a fixed window; nothing is written to Redis): past it, 429 until the
+        minute ends, with ``Retry-After``."""
+        limit = self.settings.api_rate_limit
+        if not limit:
+            return
+        _, _, token = request.headers.get("authorization", "").partition(" ")
+        now = time.time()
+        window = int(now // 60)
+        digest = _digest(token.strip())
+        seen_window, count = self._rates.get(digest, (window, 0))
+        count = count + 1 if seen_window == window else 1
+        self._rates[digest] = (window, count)
+        if count > limit:
+            retry = max(1, math.ceil((window + 1) * 60 - now))
+            raise _Problem(
+                429,
+                "rate_limited",
+                f"more than {limit} requests a minute with this token; retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+            )
+
     def campaigns(self) -> CampaignClient:
         if self.client is None:
             raise _Problem(503, "unavailable", "the API is starting")
@@ -196,16 +322,26 @@ class _Api:
 
     # ------------------------------------------------------------ reads
     async def list_campaigns(self, request: Request) -> Response:
+        try:
+            query = parse_query(
+                request.query_params, [k for k, _ in request.query_params.multi_items()]
+            )
+        except QueryError as exc:
+            raise _Problem.invalid(exc.errors) from None
         client = self.campaigns()
+        found, next_cursor = await campaign_page(client.store, query)
         # With why each one waits (a 429 hold, a cool-down...), as `campaigns list`.
-        rows = [status_json(c, await client.explain(c)) for c in await client.campaigns()]
-        return _json({"campaigns": rows, "actions": _ACTIONS})
+        explained = await explain_many(client.store, found, self.settings)
+        rows = [status_json(c, e) for c, e in zip(found, explained, strict=True)]
+        return _json({"campaigns": rows, "next_cursor": next_cursor, "actions": _ACTIONS})
 
     async def get_campaign(self, request: Request) -> Response:
         return _json(await self.campaigns().status(_campaign_id(request)))
 
     async def get_report(self, request: Request) -> Response:
-        fmt = request.query_params.get("format", "json")
+        fmt = request.query_params.get("format")
+        if fmt is None:  # no format asked for: the Accept header chooses
+            fmt = "csv" if _chosen(request, _PRODUCES["get_report"]) == "text/csv" else "json"
         if fmt not in ("json", "csv"):
             raise _Problem(422, "invalid", "must be json or csv", "format")
         client = self.campaigns()
@@ -239,7 +375,7 @@ class _Api:
         return _json(result.to_json())
 
     async def post_estimate(self, request: Request) -> Response:
-        return _json(estimate(parse_spec(await _body(request))).to_json())
+        return _json(estimate(await _spec(request)).to_json())
 
     async def dead_letters(self, request: Request) -> Response:
         raw = request.query_params.get("limit", "20")
@@ -288,7 +424,7 @@ class _Api:
 
     # ------------------------------------------------------------ changes
     async def submit(self, request: Request) -> Response:
-        spec: CampaignSpec = parse_spec(await _body(request))
+        spec = identify(await _spec(request), _idempotency_key(request))
         client = self.campaigns()
         result = await client.submit(spec, actor=_actor(self, request))
         log.info("api_campaign_submitted", campaign_id=spec.campaign_id, created=result.created)
@@ -300,7 +436,14 @@ class _Api:
                 "campaign": await client.status(spec.campaign_id),
             },
             201 if result.created else 200,
+            {"Location": f"/v1/campaigns/{spec.campaign_id}"},
         )
+
+    async def delete_campaign(self, request: Request) -> Response:
+        campaign_id = _campaign_id(request)
+        deleted = await self.campaigns().delete(campaign_id)
+        log.info("api_campaign_deleted", campaign_id=campaign_id, keys=deleted)
+        return _json({"campaign_id": campaign_id, "deleted": True, "keys": deleted})
 
     def change(self, verb: str) -> Handler:
         async def run(request: Request) -> Response:
@@ -320,20 +463,16 @@ class _Api:
                 422, "invalid", f"1-{_MAX_ID} printable characters without spaces", "attempt_id"
             )
         body = _object(await _body(request))
-        unknown = sorted(set(body) - {"call_id", "no_call"})
-        if unknown:
-            raise _Problem(422, "invalid", "unknown field", unknown[0])
+        errors = _unknown_fields(body, {"call_id", "no_call"})
         call_id, no_call = body.get("call_id"), body.get("no_call", False)
         if call_id is not None and not _is_token(call_id):
-            raise _Problem(
-                422, "invalid", f"1-{_MAX_ID} printable characters without spaces", "call_id"
-            )
+            errors.append(("call_id", f"1-{_MAX_ID} printable characters without spaces"))
         if not isinstance(no_call, bool):
-            raise _Problem(422, "invalid", "must be true or false", "no_call")
-        if (call_id is not None) == no_call:
-            raise _Problem(
-                422, "invalid", "give exactly one of call_id or no_call: true", "call_id"
-            )
+            errors.append(("no_call", "must be true or false"))
+        elif not errors and (call_id is not None) == no_call:
+            errors.append(("call_id", "give exactly one of call_id or no_call: true"))
+        if errors:
+            raise _Problem.invalid(errors)
         outcome = await self.campaigns().resolve(
             attempt_id, call_id=call_id, actor=_actor(self, request)
         )
@@ -428,7 +567,12 @@ def _is_token(value: object) -> bool:
 
 
 async def _limited(request: Request) -> AsyncIterator[bytes]:
-    """The request body's chunks, refused past :data:`MAX_BODY_BYTES` while it is read."""
+    """The request body's chunks, refused past :data:`MAX_BODY_BYTES` while it is read
+    (the body as :func:`_body` read it, when it did: for an Idempotency-Key's digest)."""
+    cached: bytes | None = getattr(request.state, "body", None)
+    if cached is not None:
+        yield cached
+        return
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise _Problem(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes")
@@ -441,8 +585,110 @@ async def _limited(request: Request) -> AsyncIterator[bytes]:
 
 
 async def _body(request: Request) -> bytes:
-    """The whole request body (at most :data:`MAX_BODY_BYTES`)."""
-    return b"".join([chunk async for chunk in _limited(request)])
+    """The whole request body (at most :data:`MAX_BODY_BYTES`), read once per request."""
+    cached: bytes | None = getattr(request.state, "body", None)
+    if cached is None:
+        cached = request.state.body = b"".join([chunk async for chunk in _limited(request)])
+    return cached
+
+
+async def _spec(request: Request) -> CampaignSpec:
+    """The body as a validated spec, parsed once per request."""
+    spec: CampaignSpec | None = getattr(request.state, "spec", None)
+    if spec is None:
+        spec = request.state.spec = parse_spec(await _body(request))
+    return spec
+
+
+_JSON = "application/json"
+_CONSUMES: dict[str, tuple[str, ...]] = {
+    "dnc_import": ("text/csv", "text/plain", "application/octet-stream"),
+}
+"""Body media types by handler; every other body is JSON."""
+_PRODUCES: dict[str, tuple[str, ...]] = {"get_report": (_JSON, "text/csv")}
+"""Answer media types by handler; every other answer is JSON."""
+
+
+def _media_type(value: str) -> str:
+    return value.split(";", 1)[0].strip().lower()
+
+
+def _chosen(request: Request, offered: tuple[str, ...]) -> str | None:
+    """The first of ``offered`` the Accept header takes (no header: the first)."""
+    accept = request.headers.get("accept", "").strip()
+    if not accept:
+        return offered[0]
+    ranges: list[tuple[float, str]] = []
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0 and media:
+            ranges.append((quality, media.lower()))
+    for _, media in sorted(ranges, key=lambda r: -r[0]):
+        for offer in offered:
+            kind = offer.split("/", 1)[0]
+            if media in (offer, "*/*", f"{kind}/*"):
+                return offer
+    return None
+
+
+def _check_media(request: Request, handler: str) -> None:
+    """415 for a body that is not of a type the endpoint reads; 406 when the
+    client accepts none of the types it answers with (checked before it runs)."""
+    consumes = _CONSUMES.get(handler, (_JSON,))
+    given = request.headers.get("content-type")
+    has_body = request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
+    if request.method == "POST" and given is not None and has_body:
+        media = _media_type(given)
+        if media not in consumes and not (consumes == (_JSON,) and media.endswith("+json")):
+            raise _Problem(
+                415,
+                "unsupported_media_type",
+                f"the body must be {' or '.join(consumes)}, not {media or 'empty'}",
+                "Content-Type",
+            )
+    offered = _PRODUCES.get(handler, (_JSON,))
+    if _chosen(request, offered) is None:
+        raise _Problem(
+            406,
+            "not_acceptable",
+            f"this answers with {' or '.join(offered)}, which the Accept header refuses",
+            "Accept",
+        )
+
+
+def _idempotency_key(request: Request) -> str | None:
+    """The request's Idempotency-Key (POST only), or a 422 naming the header."""
+    key = request.headers.get("idempotency-key")
+    if key is None or request.method != "POST":
+        return None
+    return check_idempotency_key(key)
+
+
+async def _body_digest(request: Request, key: str) -> str:
+    """Method, path, query and the body: as a JSON value if it is one (so key
+    order and blanks do not matter), else its bytes."""
+    body = await _body(request)
+    try:
+        canonical = json.dumps(strict_json(body), sort_keys=True, separators=(",", ":")).encode()
+    except (ValueError, RecursionError):
+        canonical = body
+    head = f"{request.method} {request.url.path}?{request.url.query}\n".encode()
+    return hashlib.sha256(head + canonical).hexdigest()
+
+
+async def _spec_digest(request: Request, key: str) -> str:
+    """A create is the same request when its spec has the same values (fingerprint)."""
+    return f"{request.url.path} {identify(await _spec(request), key).fingerprint()}"
 
 
 def _number(index: int) -> str:
@@ -459,16 +705,21 @@ def _flag(request: Request, name: str) -> bool:
 
 def _numbers_body(body: dict[str, Any], *, strict_allowed: bool) -> tuple[list[Any], bool]:
     """``{"numbers": [...]}`` (and ``"strict"`` where allowed), or a 422 naming the field."""
-    allowed = {"numbers", "strict"} if strict_allowed else {"numbers"}
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise _Problem(422, "invalid", "unknown field", unknown[0])
+    errors = _unknown_fields(body, {"numbers", "strict"} if strict_allowed else {"numbers"})
     numbers, strict = body.get("numbers"), body.get("strict", False)
     if not isinstance(numbers, list):
-        raise _Problem(422, "invalid", "must be a list of E.164 numbers", "numbers")
+        errors.append(("numbers", "must be a list of E.164 numbers"))
     if not isinstance(strict, bool):
-        raise _Problem(422, "invalid", "must be true or false", "strict")
+        errors.append(("strict", "must be true or false"))
+    if errors:
+        raise _Problem.invalid(errors)
+    assert isinstance(numbers, list) and isinstance(strict, bool)
     return numbers, strict
+
+
+def _unknown_fields(body: dict[str, Any], known: set[str]) -> list[tuple[str, str]]:
+    """Each field of the body that is not one of ``known``, for a 422."""
+    return [(name, "unknown field") for name in sorted(set(body) - known)]
 
 
 def _object(body: bytes) -> dict[str, Any]:
@@ -723,8 +974,9 @@ def _routes(api: _Api) -> list[Route]:
         Route("/v1/openapi.json", api.openapi, methods=["GET"]),
         Route("/v1/whoami", viewer(api.whoami), methods=["GET"]),
         Route("/v1/campaigns", viewer(api.list_campaigns), methods=["GET"]),
-        Route("/v1/campaigns", operator(api.submit), methods=["POST"]),
+        Route("/v1/campaigns", api.endpoint(OPERATOR, api.submit, _spec_digest), methods=["POST"]),
         Route("/v1/campaigns/{campaign_id}", viewer(api.get_campaign), methods=["GET"]),
+        Route("/v1/campaigns/{campaign_id}", operator(api.delete_campaign), methods=["DELETE"]),
         Route("/v1/campaigns/{campaign_id}/report", viewer(api.get_report), methods=["GET"]),
         Route("/v1/campaigns/{campaign_id}/reconcile", viewer(api.get_reconcile), methods=["GET"]),
         Route("/v1/estimate", viewer(api.post_estimate), methods=["POST"]),
@@ -754,6 +1006,74 @@ def _routes(api: _Api) -> list[Route]:
     return routes
 
 
+def _merged(routes: list[Route]) -> list[Route]:
+    """One route per path, answering each of its methods: a 405 then says every
+    method the path allows in ``Allow`` (Starlette names the first route's only)."""
+    by_path: dict[str, list[Route]] = {}
+    for route in routes:
+        by_path.setdefault(route.path, []).append(route)
+    merged: list[Route] = []
+    for path, group in by_path.items():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        handlers: dict[str, Handler] = {}
+        for route in group:
+            for method in route.methods or ():
+                handlers[method] = route.endpoint
+
+        async def by_method(request: Request, handlers: dict[str, Handler] = handlers) -> Response:
+            return await handlers[request.method](request)
+
+        merged.append(Route(path, by_method, methods=sorted(handlers)))
+    return merged
+
+
+class _RequestIds:
+    """ASGI middleware: each request's ``X-Request-ID`` (the client's, when it is
+    1-200 printable ASCII characters without spaces; else a new one), echoed on
+    the answer and bound to every log line written while it runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        valid = 0 < len(given) <= _MAX_ID and given.isascii() and given.isprintable()
+        request_id = given if valid and " " not in given else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            await self.app(scope, receive, send_with_id)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """The router's own answers (404, 405 with ``Allow``) in the API's error shape."""
+    if not isinstance(exc, HTTPException):
+        return await _server_error(request, exc)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = {404: f"no endpoint {request.url.path}", 405: f"{request.method} is not allowed here"}
+    return _Problem(
+        exc.status_code,
+        code,
+        message.get(exc.status_code, str(exc.detail)),
+        headers=dict(exc.headers or {}),
+    ).response()
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("api_failed", error=type(exc).__name__, path=request.url.path)
+    return _Problem(500, "internal", "the API failed; the request ID is in the log").response()
+
+
 def create_api_app(settings: Settings, tokens: dict[str, str] | None = None) -> Starlette:
     """The API, opening its Redis client in the lifespan, on the server's loop.
 
@@ -776,7 +1096,12 @@ def create_api_app(settings: Settings, tokens: dict[str, str] | None = None) -> 
             client, api.client = api.client, None
             await client.aclose()
 
-    return Starlette(routes=_routes(api), lifespan=lifespan)
+    return Starlette(
+        routes=_merged(_routes(api)),
+        lifespan=lifespan,
+        middleware=[Middleware(_RequestIds), Middleware(GZipMiddleware, minimum_size=1024)],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+    )
 
 
 def serve_api(host: str, port: int, settings: Settings) -> bool:
@@ -814,6 +1139,11 @@ _ID_PARAM = {
 }
 
 
+def _fields(**types: str) -> dict[str, Any]:
+    """An object schema of plainly typed fields."""
+    return {"type": "object", "properties": {name: {"type": t} for name, t in types.items()}}
+
+
 def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     answer: dict[str, Any] = {"description": description}
     if schema is not None:
@@ -828,11 +1158,38 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "no such campaign",
         409: "the campaign is not in a state that allows this, or exists with another spec",
         413: "body too large",
-        422: "invalid input; `error.field` names the field; nothing was written",
+        415: "the body is not of a media type this endpoint reads (JSON)",
+        422: "invalid input; `error.field` names the first field, `error.errors` every "
+        "one; nothing was written",
         502: "the provider request failed",
         503: "Redis is not answering",
     }
-    return {str(s): _answer(why[s], _ERROR) for s in (401, *statuses, 503)}
+    answers = {str(s): _answer(why[s], _ERROR) for s in (401, *statuses, 503)}
+    answers["406"] = _answer("the Accept header refuses every media type this answers with", _ERROR)
+    answers["429"] = {
+        **_answer("over DISPATCHER_API_RATE_LIMIT requests a minute with this token", _ERROR),
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+    }
+    return answers
+
+
+_IDEMPOTENCY_PARAM = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "1-255 printable ASCII characters without spaces. The first 2xx answer "
+    "is kept 24 h and given again (status and body, `Idempotent-Replayed: true`) to a "
+    "request with the same key and the same body; another body is 409 "
+    "`idempotency_key_reused`. A create without `campaign_id` takes its ID from the key.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+_REQUEST_ID_PARAM = {
+    "name": "X-Request-ID",
+    "in": "header",
+    "required": False,
+    "description": "echoed on the answer and logged; one is made when absent or invalid",
+    "schema": {"type": "string", "maxLength": 200},
+}
 
 
 def _operation(
@@ -843,6 +1200,7 @@ def _operation(
     *,
     params: list[dict[str, Any]] | None = None,
     body: dict[str, Any] | None = None,
+    idempotent: bool = True,
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
@@ -850,8 +1208,13 @@ def _operation(
         "security": [{"bearer": []}],
         "responses": {**ok, **_errors(*errors)},
     }
-    if params:
-        operation["parameters"] = params
+    operation["parameters"] = [*(params or []), _REQUEST_ID_PARAM]
+    if idempotent and (body is not None or role == OPERATOR):
+        operation["parameters"].append(_IDEMPOTENCY_PARAM)
+        if 415 not in errors:
+            operation["responses"]["415"] = _answer(
+                "the body is not of a media type this endpoint reads", _ERROR
+            )
     if body is not None:
         operation["requestBody"] = {"required": True, "content": {"application/json": body}}
     return operation
@@ -927,13 +1290,7 @@ def _dnc_paths() -> dict[str, Any]:
                 {
                     "200": _answer(
                         "the canonical number and whether it is listed",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "number": {"type": "string"},
-                                "listed": {"type": "boolean"},
-                            },
-                        },
+                        _fields(number="string", listed="boolean"),
                     )
                 },
                 (422,),
@@ -986,6 +1343,37 @@ def _dnc_paths() -> dict[str, Any]:
     }
 
 
+_LIST_PARAMS: list[dict[str, Any]] = [
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+    },
+    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+    {
+        "name": "state",
+        "in": "query",
+        "description": "one state or several, comma-separated",
+        "schema": {"type": "string", "examples": ["running", "completed,cancelled"]},
+    },
+    {
+        "name": "name",
+        "in": "query",
+        "description": "name prefix",
+        "schema": {"type": "string", "maxLength": 200},
+    },
+    *(
+        {
+            "name": name,
+            "in": "query",
+            "description": "RFC 3339 instant, exclusive",
+            "schema": {"type": "string", "format": "date-time"},
+        }
+        for name in ("created_after", "created_before")
+    ),
+]
+
+
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3.1 document of this API (served at ``/v1/openapi.json``)."""
     spec_schema = CampaignSpec.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -1034,6 +1422,18 @@ def openapi() -> dict[str, Any]:
                     "code": {"type": "string"},
                     "message": {"type": "string"},
                     "field": {"type": "string"},
+                    "errors": {
+                        "type": "array",
+                        "description": "a 422's every invalid field",
+                        "items": {
+                            "type": "object",
+                            "required": ["field", "message"],
+                            "properties": {
+                                "field": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        },
+                    },
                 },
             }
         },
@@ -1047,7 +1447,9 @@ def openapi() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/v1/campaigns": {
             "get": _operation(
-                "Every campaign's status, oldest first",
+                "One page of campaigns' statuses, oldest first (ties by ID); follow "
+                "`next_cursor` until it is null. A filtered page may hold fewer than "
+                "`limit` (each page reads at most 2000 campaigns of the index)",
                 VIEWER,
                 {
                     "200": _answer(
@@ -1056,6 +1458,11 @@ def openapi() -> dict[str, Any]:
                             "type": "object",
                             "properties": {
                                 "campaigns": {"type": "array", "items": _STATUS},
+                                "next_cursor": {
+                                    "type": ["string", "null"],
+                                    "description": "opaque; pass as `cursor` with the same "
+                                    "filters for the next page; null: the list ends",
+                                },
                                 "actions": {
                                     "type": "object",
                                     "description": "states each of pause, resume, cancel "
@@ -1065,13 +1472,24 @@ def openapi() -> dict[str, Any]:
                         },
                     )
                 },
-                (),
+                (422,),
+                params=_LIST_PARAMS,
             ),
             "post": _operation(
-                "Validate and submit a campaign; the same ID and spec again is a no-op (200)",
+                "Validate and submit a campaign; the same ID and spec again is a no-op (200). "
+                "Without `campaign_id` the ID is derived from the Idempotency-Key; with "
+                "neither: 422",
                 OPERATOR,
                 {
-                    "201": _answer("submitted"),
+                    "201": {
+                        **_answer("submitted"),
+                        "headers": {
+                            "Location": {
+                                "schema": {"type": "string"},
+                                "description": "/v1/campaigns/{campaign_id}",
+                            }
+                        },
+                    },
                     "200": _answer("already submitted with this spec: nothing changed"),
                 },
                 (403, 409, 413, 422),
@@ -1085,7 +1503,21 @@ def openapi() -> dict[str, Any]:
                 {"200": _answer("status", _STATUS)},
                 (404, 422),
                 params=[_ID_PARAM],
-            )
+            ),
+            "delete": _operation(
+                "Delete a completed or cancelled campaign whose calls are all final: every "
+                "key of it goes (export its report first)",
+                OPERATOR,
+                {
+                    "200": _answer(
+                        "deleted",
+                        _fields(campaign_id="string", deleted="boolean", keys="integer"),
+                    )
+                },
+                (403, 404, 409, 422),
+                params=[_ID_PARAM],
+                idempotent=False,
+            ),
         },
         "/v1/campaigns/{campaign_id}/report": {
             "get": _operation(

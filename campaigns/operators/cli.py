@@ -398,18 +398,32 @@ def _load_contacts(
 )
 @click.argument("spec_path", metavar="SPEC.json", type=click.Path(dir_okay=False))
 @_contacts_options
+@click.option(
+    "--idempotency-key",
+    "idempotency_key",
+    metavar="KEY",
+    help="derive the campaign ID from KEY when the spec has none (the same KEY is the "
+    "same campaign, as the API's Idempotency-Key)",
+)
 @_cli_errors
 def submit(
-    spec_path: str, contacts_csv: str | None, skip_invalid: bool, rejects_path: str | None
+    spec_path: str,
+    contacts_csv: str | None,
+    skip_invalid: bool,
+    rejects_path: str | None,
+    idempotency_key: str | None,
 ) -> None:
     """Validate and submit a campaign; same ID and spec again is a no-op.
 
-    Refuses a spec without contacts; warns when the budget cannot pay for one
-    call at its worst case (the campaign would halt before its first call).
-    A bad CSV row refuses the whole file (exit 2, nothing written) unless
-    --skip-invalid: then it goes to the rejects CSV and the rest is submitted.
+    A spec without campaign_id needs --idempotency-key (the ID is derived from
+    it, so a re-run submits nothing twice); with neither it is refused. Refuses
+    a spec without contacts; warns when the budget cannot pay for one call at
+    its worst case (the campaign would halt before its first call). A bad CSV
+    row refuses the whole file (exit 2, nothing written) unless --skip-invalid:
+    then it goes to the rejects CSV and the rest is submitted.
     """
-    contacts, rejects = _load_contacts(spec_path, contacts_csv, skip_invalid, rejects_path)
+    loaded, rejects = _load_contacts(spec_path, contacts_csv, skip_invalid, rejects_path)
+    contacts = loaded.identified(idempotency_key)
     spec = contacts.spec
     try:
         result = _run(lambda c: c.submit(contacts))
@@ -626,6 +640,19 @@ def history(campaign_id: str, as_json: bool) -> None:
     entries, currency = _run(read)
     for entry in entries:
         _echo(json.dumps(entry) if as_json else history_line(entry, currency))
+
+
+@main.command(
+    epilog=_example(
+        "campaigns report spring-renewals > spring.csv", "campaigns delete spring-renewals"
+    )
+)
+@click.argument("campaign_id", type=CAMPAIGN_ID)
+def delete(campaign_id: str) -> None:
+    """Delete a completed or cancelled campaign whose calls are all final: every key
+    of it goes, report included (export it first). Refused (exit 1) otherwise."""
+    deleted = _run(lambda c: c.delete(campaign_id))
+    _echo(f"{campaign_id}: deleted ({deleted} keys)")
 
 
 @main.command(epilog=_example("campaigns resolve spring-renewals:000004:1 --call-id call_8f2a"))

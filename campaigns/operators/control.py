@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import re
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -61,6 +60,7 @@ __all__ = [
     "check_redis",
     "default_actor",
     "explain",
+    "explain_many",
     "iso_time",
     "not_dialled",
     "status_json",
@@ -235,20 +235,50 @@ async def explain(
 ) -> Explanation:
     """Read what the stored record leaves out and say why the campaign is not sending.
 
-    A worker is alive when its arq health-check key exists (it expires a few
-    seconds after the worker stops); a campaign's dispatcher is stalled when
+    A worker is alive when its beat (``Store.worker_alive``, written every few
+    seconds by each worker) has not run out; a campaign's dispatcher is stalled when
     its heartbeat is older than the sweeper waits before restarting it.
     """
+    return (await explain_many(store, [campaign], settings, now=now))[0]
+
+
+async def explain_many(
+    store: Store, campaigns: Sequence[CampaignRecord], settings: Settings, *, now: int | None = None
+) -> list[Explanation]:
+    """:func:`explain` for a page of campaigns: what all share is read once, the
+    clocks in one round trip, and a campaign final for over a minute has made no
+    claim in the last one (nothing to read)."""
     now = now_ms() if now is None else now
-    clock = await store.campaign_clock(campaign.campaign_id)
-    claims = await store.recent_claims(campaign.campaign_id, now - RATE_WINDOW_MS)
-    queue = re.sub(r"([*?\[\]\\])", r"\\\1", settings.queue_name)  # literal in a glob
-    worker_alive = await store.any_key(f"{queue}:health-check*")
-    pace = campaign.spec.pacing.calls_per_second
+    clocks = await store.campaign_clocks(*(c.campaign_id for c in campaigns))
+    worker_alive = await store.worker_alive(settings.queue_name, now)
     account_live = (
         await store.account_live_calls() if settings.provider_max_live_calls is not None else None
     )
     hold = await account_hold_until_ms(store)
+    explained: list[Explanation] = []
+    for campaign, clock in zip(campaigns, clocks, strict=True):
+        finished = campaign.finished_at_ms
+        if finished is not None and finished < now - RATE_WINDOW_MS:
+            claims: list[int] = []
+        else:
+            claims = await store.recent_claims(campaign.campaign_id, now - RATE_WINDOW_MS)
+        explained.append(
+            _explanation(campaign, clock, claims, worker_alive, account_live, hold, now, settings)
+        )
+    return explained
+
+
+def _explanation(
+    campaign: CampaignRecord,
+    clock: dict[str, int | None],
+    claims: list[int],
+    worker_alive: bool,
+    account_live: int | None,
+    hold: int | None,
+    now: int,
+    settings: Settings,
+) -> Explanation:
+    pace = campaign.spec.pacing.calls_per_second
     waiting = _waiting(
         campaign,
         clock,
@@ -331,7 +361,7 @@ def _eta(campaign: CampaignRecord, waiting: Waiting | None, now: int) -> int | N
 def _waiting(
     campaign: CampaignRecord,
     clock: dict[str, int | None],
-    worker_alive: bool | None,
+    worker_alive: bool,
     last_claim: int | None,
     now: int,
     settings: Settings,
@@ -347,7 +377,7 @@ def _waiting(
         return Waiting("paused_by_operator", updated)
     if state is State.HALTED:
         return Waiting("halted", updated)
-    if worker_alive is False:  # None: too many keys to be sure; the heartbeat decides
+    if not worker_alive:
         return Waiting("no_worker", heartbeat or updated or campaign.created_at_ms)
     if account_hold_until is not None:
         # The provider's 429 holds every campaign of the account, queued or
@@ -500,16 +530,25 @@ class CampaignClient:
         await self.queue.aclose()
 
     async def submit(
-        self, spec: CampaignSpec | Contacts, *, actor: str | None = None
+        self,
+        spec: CampaignSpec | Contacts,
+        *,
+        actor: str | None = None,
+        idempotency_key: str | None = None,
     ) -> SubmitResult:
         """Store a validated spec and start it. Same ID and spec again: a no-op.
+
+        A spec without ``campaign_id`` takes the one derived from
+        ``idempotency_key``; with neither it is refused (SpecError naming both).
 
         ``Contacts`` (a spec and a CSV file) are validated as they are written,
         a chunk at a time; a bad row is a SpecError with nothing written. A
         spec without contacts is refused (SpecError, nothing written): it
         would complete at once and look like a campaign that ran.
         """
-        contacts = spec if isinstance(spec, Contacts) else Contacts(spec)
+        contacts = (spec if isinstance(spec, Contacts) else Contacts(spec)).identified(
+            idempotency_key
+        )
         if contacts.none_given:
             raise Contacts.no_contacts()
         valid = contacts.spec
@@ -568,7 +607,11 @@ class CampaignClient:
         return await explain(self.store, campaign, self.settings)
 
     async def campaigns(self) -> list[CampaignRecord]:
-        found = [await self.store.campaign(cid) for cid in await self.store.campaign_ids()]
+        """Every campaign, oldest first, read 500 to a round trip."""
+        ids = await self.store.campaign_ids()
+        found: list[CampaignRecord | None] = []
+        for first in range(0, len(ids), 500):
+            found += await self.store.campaigns(*ids[first : first + 500])
         return [c for c in found if c is not None]
 
     async def pause(self, campaign_id: str, *, actor: str | None = None) -> str:
@@ -656,6 +699,17 @@ class CampaignClient:
         await self._kick(campaign_id)
         return State.RUNNING
 
+    async def delete(self, campaign_id: str) -> int:
+        """Delete a completed or cancelled campaign whose calls are all final: every
+        key of it goes (export its report first). Returns the keys deleted."""
+        from campaigns.engine.retention import delete_campaign, why_not_deletable
+
+        campaign = await self.get(campaign_id)
+        why = await why_not_deletable(self.store, campaign)
+        if why is not None:
+            raise ControlError(f"cannot delete campaign {campaign_id!r}: {why}")
+        return await delete_campaign(self.store, campaign)
+
     async def resolve(
         self, attempt_id: str, *, call_id: str | None, actor: str | None = None
     ) -> str:
@@ -737,17 +791,24 @@ class CampaignClient:
 
 
 async def submit_campaign(
-    spec: CampaignSpec | Contacts | dict[str, Any] | str, settings: Settings | None = None
+    spec: CampaignSpec | Contacts | dict[str, Any] | str,
+    settings: Settings | None = None,
+    *,
+    idempotency_key: str | None = None,
 ) -> SubmitResult:
     """Validate and submit a campaign in one call (for other Python services).
 
     ``Contacts.load(spec_path, contacts_csv)`` submits a large CSV a chunk at a
-    time. Raises :class:`campaigns.domain.spec.SpecError` naming the field, with
+    time. Without a ``campaign_id`` the ID is derived from ``idempotency_key``,
+    so a retried call makes no second campaign; with neither it is refused.
+    Raises :class:`campaigns.domain.spec.SpecError` naming the field, with
     nothing written, when the spec or a contact is invalid.
     """
-    from campaigns.domain.spec import parse_spec
+    from campaigns.domain.spec import identify, parse_spec
 
     valid = spec if isinstance(spec, CampaignSpec | Contacts) else parse_spec(spec)
+    if isinstance(valid, CampaignSpec):
+        valid = identify(valid, idempotency_key)  # refused before Redis is opened
     client = await CampaignClient.connect(settings)
     async with client:
-        return await client.submit(valid)
+        return await client.submit(valid, idempotency_key=idempotency_key)

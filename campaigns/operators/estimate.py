@@ -44,7 +44,8 @@ def rate_line(currency: str, per_minute_micros: int, increments: str, fee_micros
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    campaign_id: str
+    campaign_id: str | None
+    """The spec's own ID; None when it has none (one is derived only at create)."""
     currency: str
     contacts: int
     duplicates_dropped: int
@@ -425,7 +426,7 @@ def estimate(
     dropped = spec.duplicates_dropped if tally is None else tally.duplicates_dropped
     affordable = contacts if worst == 0 else min(contacts, budget // worst)
     return Estimate(
-        campaign_id=spec.campaign_id,
+        campaign_id=spec.campaign_id or None,
         currency=spec.currency,
         contacts=contacts,
         duplicates_dropped=dropped,

@@ -11,6 +11,12 @@ from campaigns.store._store import Store, now_ms
 from campaigns.store.callbacks import CallbackStore, callback_store
 from campaigns.store.faults import REDIS_FAULTS, is_redis_fault
 from campaigns.store.history import HISTORY_LIMIT, History, entry_head
+from campaigns.store.idempotency import (
+    IdempotencyBusy,
+    IdempotencyConflict,
+    IdempotencyRecords,
+    Replay,
+)
 from campaigns.store.keys import Keys, attempt_id, campaign_of
 from campaigns.store.records import (
     Attempt,
@@ -32,7 +38,11 @@ __all__ = [
     "CampaignRecord",
     "Claim",
     "History",
+    "IdempotencyBusy",
+    "IdempotencyConflict",
+    "IdempotencyRecords",
     "Keys",
+    "Replay",
     "Store",
     "StoreError",
     "SubmitConflict",

@@ -30,7 +30,8 @@ from campaigns.domain.lifecycle import (
 from campaigns.domain.money import MAX_MICROS
 from campaigns.domain.pacing import NO_LIMIT, PaceRule
 from campaigns.domain.policy import ZoneGroups, contact_number
-from campaigns.domain.spec import CampaignSpec
+from campaigns.domain.spec import CampaignSpec, identify
+from campaigns.store.forget import forget_campaign
 from campaigns.store.history import HISTORY_LIMIT, History
 from campaigns.store.keys import Keys, campaign_of
 from campaigns.store.records import (
@@ -56,6 +57,8 @@ __all__ = ["Store", "now_ms"]
 _STAGING_SECONDS = 3600
 """Staged contacts outlive a submitting process that died by at most this long."""
 _CONTACT_CHUNK = 1000
+_FINGERPRINT_VERSION = 2
+"""2: values, not spellings (``"1.0"`` is ``"1.00"``); campaigns without it hold 1."""
 _NEVER_SENT = frozenset(str(s) for s in NEVER_SENT_STATUSES)
 T = TypeVar("T")
 
@@ -129,13 +132,20 @@ class Store:
         the contacts' zone groups once all are read; what it raises leaves nothing.
         """
         contacts = source if isinstance(source, Contacts) else Contacts(source)
-        spec = contacts.spec
+        spec = identify(contacts.spec, None)  # no ID: refused here too, nothing written
         cid = spec.campaign_id
-        existing = text(await _aw(self.redis.hget(self.keys.meta(cid), "fingerprint")))
+        existing, version = (
+            text(v)
+            for v in await _aw(
+                self.redis.hmget(self.keys.meta(cid), ["fingerprint", "fingerprint_version"])
+            )
+        )
         if existing is not None:
             tally = contacts.tally(required=True)
             if existing == tally.fingerprint:
                 return "exists", tally
+            if version is None and existing == contacts.tally(legacy=True).fingerprint:
+                return "exists", tally  # stored before fingerprints compared values
             raise SubmitConflict(f"campaign {cid!r} exists with a different spec")
         token = uuid.uuid4().hex
         staging_contacts = self.keys.staging(cid, token, "contacts")
@@ -185,6 +195,8 @@ class Store:
                 "dispatch_seq": 0,
                 "duplicates_dropped": tally.duplicates_dropped,
                 "estimated": estimated_micros_per_contact * tally.contacts,
+                "fingerprint_version": _FINGERPRINT_VERSION,
+                "name": spec.name,
                 **_policy_fields(spec, zones),
             }
             result = text(
@@ -218,39 +230,112 @@ class Store:
     # ------------------------------------------------------------------ reads
     async def campaign(self, campaign_id: str) -> CampaignRecord | None:
         """One campaign; ``pending`` counts every contact still to call: in its zone
-        group's list, waiting for a retry, or parked by the frequency cap.
+        group's list, waiting for a retry, or parked by the frequency cap."""
+        return (await self.campaigns(campaign_id))[0]
+
+    async def campaigns(self, *campaign_ids: str) -> list[CampaignRecord | None]:
+        """Several campaigns (:meth:`campaign`) in one round trip (two with zone groups).
 
         Read without ``MULTI``: a ``MULTI`` is refused whole while Redis is at
         ``maxmemory``, and operators need ``status`` then most. The counts are
         for display and the batch size: one claim landing between two reads
         shifts a count by one, nothing else."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.keys.meta(campaign_id))
-            pipe.llen(self._c(campaign_id, "pending"))
-            pipe.zcard(self._c(campaign_id, "unresolved"))
-            pipe.zcard(self._c(campaign_id, "retry"))
-            pipe.zcard(self._c(campaign_id, "parked"))
-            raw, pending, unresolved, retry, parked = await pipe.execute()
-        meta = decode(raw)
-        groups = integer(meta.get("groups"), 1)
-        by_group = [int(pending)]
-        if groups > 1:
+            for campaign_id in campaign_ids:
+                pipe.hgetall(self.keys.meta(campaign_id))
+                pipe.llen(self._c(campaign_id, "pending"))
+                pipe.zcard(self._c(campaign_id, "unresolved"))
+                pipe.zcard(self._c(campaign_id, "retry"))
+                pipe.zcard(self._c(campaign_id, "parked"))
+            results = await pipe.execute()
+        rows = [results[i : i + 5] for i in range(0, len(results), 5)]
+        metas = [decode(row[0]) for row in rows]
+        by_group = [[int(row[1])] for row in rows]
+        extra = [
+            (index, group)
+            for index, meta in enumerate(metas)
+            for group in range(1, integer(meta.get("groups"), 1))
+        ]
+        if extra:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for group in range(1, groups):
-                    pipe.llen(self.keys.pending(campaign_id, group))
-                by_group += [int(n) for n in await pipe.execute()]
-        return campaign_from_hash(
-            campaign_id,
-            meta,
-            sum(by_group) + int(retry) + int(parked),
-            int(unresolved),
-            retry_waiting=int(retry),
-            parked=int(parked),
-            pending_by_group=tuple(by_group),
-        )
+                for index, group in extra:
+                    pipe.llen(self.keys.pending(campaign_ids[index], group))
+                for (index, _), count in zip(extra, await pipe.execute(), strict=True):
+                    by_group[index].append(int(count))
+        return [
+            campaign_from_hash(
+                campaign_id,
+                meta,
+                sum(by_group[index]) + int(retry) + int(parked),
+                int(unresolved),
+                retry_waiting=int(retry),
+                parked=int(parked),
+                pending_by_group=tuple(by_group[index]),
+            )
+            for index, (campaign_id, meta, (_, _, unresolved, retry, parked)) in enumerate(
+                zip(campaign_ids, metas, rows, strict=True)
+            )
+        ]
 
     async def campaign_ids(self) -> list[str]:
         return [_str(m) for m in await _aw(self.redis.zrange(self.keys.campaigns, 0, -1))]
+
+    async def campaigns_in_order(
+        self,
+        after: tuple[int, str] | None,
+        count: int,
+        *,
+        low_ms: int | None = None,
+        high_ms: int | None = None,
+    ) -> list[tuple[int, str]]:
+        """Up to ``count`` campaigns ``(created_at ms, ID)`` in creation order (ties by
+        ID), strictly after the position ``after``, created within ``low_ms`` ..
+        ``high_ms`` inclusive: read from the ``P:campaigns`` index, a page at a time."""
+        low = 0 if low_ms is None else low_ms
+        if after is not None:
+            low = max(low, after[0])
+        high: int | str = "+inf" if high_ms is None else high_ms
+        found: list[tuple[int, str]] = []
+        offset = 0
+        while len(found) < count:
+            rows = await _aw(
+                self.redis.zrangebyscore(
+                    self.keys.campaigns, low, high, start=offset, num=count, withscores=True
+                )
+            )
+            if not rows:
+                break
+            offset += len(rows)
+            for member, score in rows:
+                position = (int(score), _str(member))
+                if after is None or position > after:
+                    found.append(position)
+        return found[:count]
+
+    async def campaign_labels(self, campaign_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """``(state, name)`` of each campaign, in one round trip (a list's filters)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid in campaign_ids:
+                pipe.hmget(self.keys.meta(cid), ["state", "name", "spec"])
+            rows = await pipe.execute()
+        labels: list[tuple[str, str]] = []
+        for state, name, spec in rows:
+            if name is None and spec is not None:  # submitted before the name was kept apart
+                name = json.loads(spec).get("name", "")
+            labels.append((text(state) or "", text(name) or ""))
+        return labels
+
+    async def retention_due(self, interval_seconds: int) -> bool:
+        """Whether this worker runs the retention pass now (then no other does for
+        ``interval_seconds``)."""
+        taken = await _aw(
+            self.redis.set(self.keys.retention_pass, "1", nx=True, ex=interval_seconds)
+        )
+        return bool(taken)
+
+    async def forget(self, campaign_id: str, extra_keys: Sequence[str] = ()) -> int:
+        """Delete a final campaign's every key (:mod:`campaigns.store.forget`)."""
+        return await forget_campaign(self, campaign_id, extra_keys)
 
     async def campaigns_created_between(self, start_ms: int, end_ms: int) -> list[str]:
         found = await _aw(self.redis.zrangebyscore(self.keys.campaigns, start_ms, end_ms))
@@ -362,15 +447,23 @@ class Store:
     async def campaign_clock(self, campaign_id: str) -> dict[str, int | None]:
         """The times ``status`` explains a campaign with: its dispatcher's last
         heartbeat, its last state change, and when a cool-down ends (ms)."""
+        return (await self.campaign_clocks(campaign_id))[0]
+
+    async def campaign_clocks(self, *campaign_ids: str) -> list[dict[str, int | None]]:
+        """:meth:`campaign_clock` of several campaigns in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(self.keys.meta(campaign_id), ["heartbeat_at", "updated_at"])
-            pipe.zscore(self.keys.cooldown, campaign_id)
-            (heartbeat, updated), cooldown = await pipe.execute()
-        return {
-            "heartbeat_at": integer(heartbeat) or None,
-            "updated_at": integer(updated) or None,
-            "cooldown_until": None if cooldown is None else int(cooldown),
-        }
+            for campaign_id in campaign_ids:
+                pipe.hmget(self.keys.meta(campaign_id), ["heartbeat_at", "updated_at"])
+                pipe.zscore(self.keys.cooldown, campaign_id)
+            results = await pipe.execute()
+        return [
+            {
+                "heartbeat_at": integer(heartbeat) or None,
+                "updated_at": integer(updated) or None,
+                "cooldown_until": None if cooldown is None else int(cooldown),
+            }
+            for (heartbeat, updated), cooldown in zip(results[::2], results[1::2], strict=True)
+        ]
 
     async def recent_claims(self, campaign_id: str, since_ms: int, page: int = 200) -> list[int]:
         """Claim times (ms) of the attempts claimed at or after ``since_ms``, newest first.
@@ -398,22 +491,25 @@ class Store:
                 return found
             end -= page
 
-    async def any_key(self, pattern: str, *, max_scanned: int = 200_000) -> bool | None:
-        """Whether a key matching ``pattern`` exists (a worker's health-check key).
+    async def note_worker_alive(self, queue_name: str, worker: str, until_ms: int) -> None:
+        """A worker of ``queue_name`` is alive until ``until_ms`` (its health record)."""
+        key = self.keys.workers(queue_name)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {worker: until_ms})
+            pipe.zremrangebyscore(key, "-inf", f"({now_ms()}")
+            await pipe.execute()
 
-        SCAN walks the whole keyspace to prove a key absent, so the walk is
-        bounded: None means "not found in the first ``max_scanned`` keys".
-        """
-        cursor, scanned, step = 0, 0, min(1000, max_scanned)
-        while True:
-            cursor, found = await self.redis.scan(cursor, match=pattern, count=step)
-            if found:
-                return True
-            scanned += step
-            if cursor == 0:
-                return False
-            if scanned >= max_scanned:
-                return None
+    async def note_worker_gone(self, queue_name: str, worker: str) -> None:
+        """A worker of ``queue_name`` stopped (cleanly)."""
+        await _aw(self.redis.zrem(self.keys.workers(queue_name), worker))
+
+    async def worker_alive(self, queue_name: str, at_ms: int) -> bool:
+        """Whether any worker of ``queue_name`` said it is alive at ``at_ms``: one
+        read of one key, whatever the size of the keyspace (no SCAN)."""
+        found = await _aw(
+            self.redis.zrangebyscore(self.keys.workers(queue_name), at_ms, "+inf", start=0, num=1)
+        )
+        return bool(found)
 
     # ------------------------------------------------------------------ dispatch
     async def acquire_lease(self, campaign_id: str, token: str, ttl_seconds: float) -> bool:

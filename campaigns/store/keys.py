@@ -11,12 +11,19 @@
                                    (sending or in doubt) -> last send ms; kept by the
                                    stamp/record/reject/in-doubt scripts, so a creation
                                    event without our attempt ID finds its attempt (PX 1 day)
+    P:retention_pass         str   set (EX) while a retention pass is not due again: one
+                                   pass an interval over every worker
+    P:workers:Q              zset  live workers of arq queue Q -> alive until ms (each
+                                   worker beats every 3 s; status reads it, never SCAN)
     P:deadletter             list  events and jobs that could not be applied (JSON)
     P:callbacks:outbox       stream callback events, appended by the script that makes
                                    the change (capped ~100,000); consumer group
                                    ``deliverers`` keeps those not yet delivered
     P:callbacks:failed       zset  event IDs whose delivery gave up -> when (ms)
     P:callbacks:lock         str   token of the worker running a delivery pass (PX)
+    P:idem:H                 str   the API's first answer to an Idempotency-Key whose
+                                   SHA-256 is H (JSON: request digest, status, body,
+                                   headers); PX 2 min while it runs, then EX 24 h
     P:dnc:staging:T          set   one `dnc import` (token T) until its rows pass, then
                                    merged into P:dnc by dnc_merge.lua; PX 1 h
     P:account:balance        str   the account balance (JSON, short PX TTL), newest wins
@@ -69,6 +76,7 @@ are integer micros. The claim script builds attempt keys from
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 __all__ = ["ATTEMPT_ID_LUA_FORMAT", "Keys", "attempt_id", "campaign_of"]
@@ -163,6 +171,18 @@ class Keys:
     @property
     def callbacks_lock(self) -> str:
         return f"{self.prefix}:callbacks:lock"
+
+    @property
+    def retention_pass(self) -> str:
+        return f"{self.prefix}:retention_pass"
+
+    def workers(self, queue_name: str) -> str:
+        """Workers of one arq queue that said they are alive, and until when."""
+        return f"{self.prefix}:workers:{queue_name}"
+
+    def idempotency(self, key: str) -> str:
+        """The API's record of an Idempotency-Key (hashed: a key may be any 255 characters)."""
+        return f"{self.prefix}:idem:{hashlib.sha256(key.encode()).hexdigest()}"
 
     @property
     def deadletter(self) -> str:

@@ -535,21 +535,22 @@ async def test_the_reads_behind_status_page_from_the_tail_and_bound_their_scan(
     assert await store.recent_claims("many", cut, page=200) == [t for t in newest_first if t >= cut]
     assert await store.recent_claims("many", newest_first[0] + 1) == []
 
-    # 450 attempt keys and more: a bounded scan answers "not sure" rather than walk them all.
-    assert await store.any_key("no-such-key:*", max_scanned=100) is None
-    assert await store.any_key("no-such-key:*") is False
-    await store.redis.set("dispatcher:test:health-check:host", "x")
-    assert await store.any_key("dispatcher:test:health-check*") is True
+    # Whether a worker is alive is one read of one key, never a SCAN of these keys.
+    assert await store.worker_alive("dispatcher:test", now_ms()) is False
+    await store.note_worker_alive("dispatcher:test", "host", now_ms() + 60_000)
+    assert await store.worker_alive("dispatcher:test", now_ms()) is True
+    assert await store.worker_alive("dispatcher:test", now_ms() + 61_000) is False
+    assert await store.worker_alive("dispatcher:other", now_ms()) is False
 
 
 async def test_status_says_stalled_and_settling(settings: Settings, client: CampaignClient) -> None:
-    """A worker is alive (its arq health-check key, as arq writes it) but this campaign's
+    """A worker is alive (its beat, as the worker writes it) but this campaign's
     dispatcher has not beaten for longer than the sweeper waits: stalled. All contacts
     claimed with calls still live: settling."""
     await client.submit(parse_spec(spec_dict("slow", contacts=2)))
     store = client.store
     await store.transition("slow", Move.START)
-    await store.redis.set(f"{settings.queue_name}:health-check:host", "j_complete=0", px=60_000)
+    await store.note_worker_alive(settings.queue_name, "host", now_ms() + 60_000)
     stale = now_ms() - 120_000
     await store.redis.hset(store.keys.meta("slow"), "heartbeat_at", str(stale))
     shown = status(settings, "slow")
@@ -578,7 +579,7 @@ async def test_a_queue_name_with_glob_characters_finds_only_its_own_workers(
     await client.submit(parse_spec(spec_dict("globbed", contacts=1)))
     campaign = await client.get("globbed")
     odd = settings.model_copy(update={"queue_name": "q[1]*"})
-    await client.store.redis.set("q1x:health-check:host", "x", px=60_000)  # another queue's
+    await client.store.note_worker_alive("q1x", "host", now_ms() + 60_000)  # another queue's
     assert (await explain(client.store, campaign, odd)).waiting.reason == "no_worker"  # type: ignore[union-attr]
-    await client.store.redis.set("q[1]*:health-check:host", "x", px=60_000)
+    await client.store.note_worker_alive("q[1]*", "host", now_ms() + 60_000)
     assert (await explain(client.store, campaign, odd)).waiting.reason == "queued"  # type: ignore[union-attr]

@@ -184,3 +184,70 @@ async def test_live_page(
         what="the viewer's page",
     )
     assert browser.evaluate("document.querySelectorAll('button[data-action=pause]').length") == 0
+
+
+async def test_the_page_polls_one_page_at_a_time_and_filters(
+    api: ApiProcess, browser: Browser, sandbox: SandboxServer
+) -> None:
+    """No worker: the campaigns stay as submitted. The API is made slower than the
+    poll interval (each fetch held 1.1 s in the page): polls still never overlap."""
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+        for name in ("north-1", "north-2", "south-1"):
+            spec = spec_dict(name, name=f"{name} renewals")
+            response = await http.post("/v1/campaigns", headers=OPERATOR, json=spec)
+            assert response.status_code == 201, response.text
+        cancelled = await http.post("/v1/campaigns/north-2/cancel", headers=OPERATOR)
+        assert cancelled.status_code == 200, cancelled.text
+    browser.navigate(f"{api.url}/#token={OPERATOR_TOKEN}")
+    browser.wait_until(f"{_row('south-1')} !== null", timeout=20, what="the campaigns")
+    browser.evaluate(
+        """(() => {
+          const real = window.fetch;
+          window.lists = [];
+          window.inFlight = 0;
+          window.mostInFlight = 0;
+          window.holdMs = 1100;
+          window.fetch = async (url, options) => {
+            const list = String(url).startsWith('/v1/campaigns?');
+            if (list) {
+              window.lists.push(String(url));
+              window.inFlight += 1;
+              window.mostInFlight = Math.max(window.mostInFlight, window.inFlight);
+            }
+            try {
+              await new Promise((done) => setTimeout(done, window.holdMs));
+              return await real(url, options);
+            } finally {
+              if (list) window.inFlight -= 1;
+            }
+          };
+        })()"""
+    )
+    browser.wait_until("window.lists.length >= 3", timeout=20, what="three slow polls")
+    assert browser.evaluate("window.mostInFlight") == 1, "two polls in flight at once"
+    browser.evaluate("window.holdMs = 0")
+    lists = browser.evaluate("window.lists")
+    assert all("limit=25" in url for url in lists), lists
+
+    browser.evaluate(
+        "(() => { const s = document.getElementById('filter-state'); s.value = 'cancelled';"
+        " s.dispatchEvent(new Event('change')); })()"
+    )
+    browser.wait_until(
+        f"{_row('north-1')} === null && {_row('north-2')} !== null",
+        timeout=20,
+        what="only the cancelled campaign",
+    )
+    assert "state=cancelled" in browser.evaluate("window.lists[window.lists.length - 1]")
+    browser.evaluate(
+        "(() => { const s = document.getElementById('filter-state'); s.value = '';"
+        " s.dispatchEvent(new Event('change'));"
+        " const n = document.getElementById('filter-name'); n.value = 'north';"
+        " n.dispatchEvent(new Event('change')); })()"
+    )
+    browser.wait_until(
+        f"{_row('south-1')} === null && {_row('north-1')} !== null && {_row('north-2')} !== null",
+        timeout=20,
+        what="the campaigns named north...",
+    )
+    assert browser.evaluate("window.mostInFlight") == 1, "two polls in flight at once"

@@ -25,7 +25,8 @@ def test_a_spec_without_policy_keeps_its_fingerprint() -> None:
         "callbacks",
     ):
         data.pop(name)
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    assert spec.fingerprint_data(legacy=True) == data, "what campaigns stored before compared"
+    canonical = json.dumps(spec.fingerprint_data(), sort_keys=True, separators=(",", ":"))
     assert spec.fingerprint() == hashlib.sha256(canonical.encode()).hexdigest()
     with_window = parse_spec(
         spec_dict(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from campaigns.domain.spec import (
     CampaignSpec,
     Contact,
     SpecError,
+    campaign_id_for_key,
+    identify,
     load_contacts_csv,
     load_spec,
     parse_spec,
@@ -77,7 +80,7 @@ MONEY_TERMS = {"currency": "EUR", "rate": {"preset": "pstn_outgoing"}}
 
 def test_defaults() -> None:
     spec = parse_spec({"caller_id": "+15551230001", "budget_micros": 1_000, **MONEY_TERMS})
-    assert spec.campaign_id.startswith("cmp_")
+    assert spec.campaign_id == "", "none made up: a create derives it from its key"
     assert spec.currency == "EUR"
     assert spec.budget_in_micros == 1_000
     assert spec.rate_model() == Rate(10_000, Increments(60, 60), 0)  # PSTN preset of seed 001
@@ -104,9 +107,50 @@ def test_no_silent_money_defaults(change: Any, field: str) -> None:
     assert "no default" in err.message
 
 
-def test_generated_campaign_ids_differ() -> None:
+def test_a_spec_without_id_takes_the_one_its_key_names_and_refuses_neither() -> None:
     data = {"caller_id": "+15551230001", "budget": "1", **MONEY_TERMS}
-    assert parse_spec(data).campaign_id != parse_spec(data).campaign_id
+    keyed = identify(parse_spec(data), "order-1")
+    assert (
+        keyed.campaign_id
+        == campaign_id_for_key("order-1")
+        == "key_" + hashlib.sha256(b"order-1").hexdigest()[:32]
+    )
+    assert identify(parse_spec(data), "order-2").campaign_id != keyed.campaign_id
+    assert identify(parse_spec({**data, "campaign_id": "own"}), "order-1").campaign_id == "own"
+    with pytest.raises(SpecError) as neither:
+        identify(parse_spec(data), None)
+    assert neither.value.field == "campaign_id"
+    assert "campaign_id" in neither.value.message and "Idempotency-Key" in neither.value.message
+    for bad in ("", "a b", "x" * 256, "caf\u00e9"):
+        with pytest.raises(SpecError) as refused:
+            identify(parse_spec(data), bad)
+        assert refused.value.field == "Idempotency-Key"
+
+
+def test_the_fingerprint_compares_values_not_spellings() -> None:
+    base_spec = {
+        "campaign_id": "same",
+        "caller_id": "+15551230001",
+        "budget": "1.00",
+        "rate": {"per_minute": "0.01", "increments": "60/60", "connect_fee": "0.10"},
+        "schedule": {"start_at": "2030-01-01T09:00:00+01:00"},
+        "pacing": {"calls_per_second": 5},
+        "contacts": [{"to": "+15551230002"}],
+    }
+    respelt = {
+        **base_spec,
+        "budget_micros": 1_000_000,
+        "rate": {"per_minute_micros": 10_000, "increments": " 60 / 60", "connect_fee": "0.1"},
+        "schedule": {"start_at": "2030-01-01T08:00:00Z"},
+        "pacing": {"calls_per_second": 5.0},
+        "contacts": [{"to": "+1 555 123 0002"}],
+    }
+    del respelt["budget"]
+    assert parse_spec(base_spec).fingerprint() == parse_spec(respelt).fingerprint()
+    other = {**base_spec, "budget": "1.01"}
+    assert parse_spec(base_spec).fingerprint() != parse_spec(other).fingerprint()
+    later = {**base_spec, "schedule": {"start_at": "2030-01-01T09:00:00Z"}}
+    assert parse_spec(base_spec).fingerprint() != parse_spec(later).fingerprint()
 
 
 def test_seed_555_numbers_are_accepted() -> None:

@@ -1,22 +1,30 @@
-// The live campaign page: polls the API once a second, no reloads, no libraries.
+// The live campaign page: polls the API about once a second, no reloads, no libraries.
+// One poll at a time: the next is scheduled a second after the last one answered, so
+// a slow API never stacks requests. It asks for one page of the paged list (the rows
+// it shows, filtered as the operator chose) and re-reads a report only when it changed.
 // Every value from the API is put in the page as text (textContent), never as HTML.
 "use strict";
 
 const POLL_MS = 1000;
-const REPORT_MS = 10000;
+const PAGE_SIZE = 25;
 const TOKEN_KEY = "campaigns-api-token";
 let role = null;
 let actions = {};
 let reportId = null;
+let reportSeen = null;
 let busy = false;
 let timer = null;
-let reportCache = { id: null, at: 0, rows: [] };
+let reportCache = { id: null, rows: [] };
 let confirming = null;  // the campaign whose cancel button asks "really cancel?"
 const NOT_DIALLED = {
   suppressed: "on the do-not-call list or the campaign's suppress list",
   expired: "the schedule's end_at came first",
   capped: "the number was at the frequency cap until the end",
 };
+let polling = false;
+let pollAgain = false;
+let cursors = [null];  // the cursor of each page seen so far: [0] is the first page
+let nextCursor = null;
 
 function token() {
   return sessionStorage.getItem(TOKEN_KEY);
@@ -153,10 +161,8 @@ function paceNote(campaign) {
 }
 
 function shown(campaign) {
-  // The state filter and the search box (ID or name).
-  const state = document.getElementById("filter-state").value;
+  // The search box (ID or name) on the page shown; the state filter is the API's.
   const needle = document.getElementById("search").value.trim().toLowerCase();
-  if (state && campaign.state !== state) return false;
   return !needle || campaign.campaign_id.toLowerCase().includes(needle) ||
     (campaign.name || "").toLowerCase().includes(needle);
 }
@@ -202,23 +208,18 @@ function card(label, value) {
   return el("div", { class: "card" }, el("b", {}, value), label);
 }
 
-async function reportRows(id) {
-  // The rows are read when the view opens and then every REPORT_MS, not every
-  // second: a large campaign's report is the biggest answer the API gives.
-  const fresh = reportCache.id === id && Date.now() - reportCache.at < REPORT_MS;
-  if (!fresh) {
-    const rows = await api("GET", `/v1/campaigns/${encodeURIComponent(id)}/report?format=json`);
-    reportCache = { id, at: Date.now(), rows };
-  }
-  return reportCache.rows;
-}
-
 async function renderReport() {
   const id = reportId;
-  const [status, rows] = await Promise.all([
-    api("GET", `/v1/campaigns/${encodeURIComponent(id)}`),
-    reportRows(id),
-  ]);
+  const status = await api("GET", `/v1/campaigns/${encodeURIComponent(id)}`);
+  // The report is every attempt: read again only when the campaign's counts or
+  // money moved (the summary above it is drawn from the status every poll).
+  const seen = JSON.stringify([id, status.state, status.counts, status.money]);
+  if (reportCache.id !== id || seen !== reportSeen) {
+    const path = `/v1/campaigns/${encodeURIComponent(id)}/report?format=json`;
+    reportCache = { id, rows: await api("GET", path) };
+    reportSeen = seen;
+  }
+  const rows = reportCache.rows;
   if (id !== reportId) return;
   const m = status.money;
   const c = status.counts;
@@ -302,26 +303,67 @@ async function setBudget(event) {
 
 function openReport(id) {
   reportId = id;
-  reportCache = { id: null, at: 0, rows: [] };  // opening (again) reads the rows now
+  reportCache = { id: null, rows: [] };  // opening (again) reads the rows now
+  reportSeen = null;
   document.getElementById("report").hidden = false;
-  renderReport().catch((error) => showError(`report ${id}: ${error.message}`));
+  refresh();
 }
 
-async function refresh() {
+function listPath() {
+  const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  const state = document.getElementById("filter-state").value;
+  const name = document.getElementById("filter-name").value.trim();
+  if (state) query.set("state", state);
+  if (name) query.set("name", name);
+  const cursor = cursors[cursors.length - 1];
+  if (cursor) query.set("cursor", cursor);
+  return "/v1/campaigns?" + query.toString();
+}
+
+async function poll() {
   try {
-    const data = await api("GET", "/v1/campaigns");
+    const data = await api("GET", listPath());
     actions = data.actions || {};
+    nextCursor = data.next_cursor;
     const sort = document.getElementById("sort").value;
     const list = data.campaigns.filter(shown);
     if (sort === "state") list.sort((a, b) => a.state.localeCompare(b.state));
     if (sort === "id") list.sort((a, b) => a.campaign_id.localeCompare(b.campaign_id));
     document.querySelector("#campaigns tbody").replaceChildren(...list.map(row));
+    document.getElementById("page-number").textContent = `page ${cursors.length}`;
+    document.getElementById("page-prev").disabled = cursors.length < 2;
+    document.getElementById("page-next").disabled = !nextCursor;
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     if (reportId) await renderReport();
   } catch (error) {
     if (error.status === 401) return signOut("that token is not accepted");
+    if (error.status === 422 && cursors.length > 1) cursors = [null];  // a stale cursor
     showError(error.message);
   }
+}
+
+// Poll now, unless a poll is in flight: then once more right after it answers.
+async function refresh() {
+  if (polling) {
+    pollAgain = true;
+    return;
+  }
+  clearTimeout(timer);
+  polling = true;
+  try {
+    do {
+      pollAgain = false;
+      await poll();
+    } while (pollAgain && token());
+  } finally {
+    polling = false;
+    if (token()) timer = setTimeout(refresh, POLL_MS);
+  }
+}
+
+function firstPage() {
+  cursors = [null];
+  refresh();
 }
 
 function signOut(why) {
@@ -344,8 +386,7 @@ async function start() {
   document.getElementById("role").textContent = "signed in as " + role;
   document.getElementById("login").hidden = true;
   document.getElementById("main").hidden = false;
-  await refresh();
-  if (timer === null) timer = setInterval(refresh, POLL_MS);
+  refresh();
 }
 
 document.getElementById("login").addEventListener("submit", (event) => {
@@ -354,13 +395,25 @@ document.getElementById("login").addEventListener("submit", (event) => {
   start();
 });
 document.getElementById("budget-form").addEventListener("submit", setBudget);
-for (const id of ["filter-state", "sort"]) {
-  document.getElementById(id).addEventListener("change", () => refresh());
-}
+document.getElementById("sort").addEventListener("change", () => refresh());
 document.getElementById("search").addEventListener("input", () => refresh());
 document.getElementById("report-close").addEventListener("click", () => {
   reportId = null;
   document.getElementById("report").hidden = true;
+});
+document.getElementById("filters").addEventListener("submit", (event) => {
+  event.preventDefault();
+  firstPage();
+});
+document.getElementById("filter-state").addEventListener("change", firstPage);
+document.getElementById("filter-name").addEventListener("change", firstPage);
+document.getElementById("page-next").addEventListener("click", () => {
+  if (nextCursor) cursors.push(nextCursor);
+  refresh();
+});
+document.getElementById("page-prev").addEventListener("click", () => {
+  if (cursors.length > 1) cursors.pop();
+  refresh();
 });
 window.addEventListener("hashchange", () => {
   if (/(?:^#|&)token=/.test(location.hash)) start();
