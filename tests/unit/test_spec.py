@@ -131,6 +131,7 @@ def test_the_fingerprint_compares_values_not_spellings() -> None:
     base_spec = {
         "campaign_id": "same",
         "caller_id": "+15551230001",
+        "currency": "EUR",
         "budget": "1.00",
         "rate": {"per_minute": "0.01", "increments": "60/60", "connect_fee": "0.10"},
         "schedule": {"start_at": "2030-01-01T09:00:00+01:00"},
