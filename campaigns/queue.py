@@ -11,13 +11,10 @@ import json
 import math
 from typing import Any
 
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from campaigns.connection import RedisLocation
 from campaigns.domain.inputs import strict_json
 
 __all__ = [
@@ -186,28 +183,23 @@ def queue_entry_problem(raw_id: bytes, score: float | None) -> str | None:
     return None
 
 
-def redis_settings(redis_url: str) -> RedisSettings:
-    """Connection settings that ride out a Redis restart instead of crashing.
+def redis_settings(location: RedisLocation | str) -> RedisSettings:
+    """Connection settings that ride out a Redis restart or failover instead of crashing.
 
     Commands are retried with capped exponential back-off for about 30 s on
     connection errors. Every script the store runs is safe to repeat (records
     and settles are idempotent; a repeated claim only leaves an unsent attempt
     that the next batch sends under its own key).
     """
-    settings = RedisSettings.from_dsn(redis_url)
-    settings.retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40)
-    settings.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError]
-    settings.retry_on_timeout = True
-    settings.conn_retries = 30
-    return settings
+    return RedisLocation.of(location).arq_settings()
 
 
-async def open_queue(redis_url: str, queue_name: str) -> JobQueue:
-    pool = await create_pool(
-        redis_settings(redis_url),
+async def open_queue(location: RedisLocation | str, queue_name: str) -> JobQueue:
+    """The queue's pool (a URL string is a single Redis); the store shares it."""
+    pool = await RedisLocation.of(location).open(
+        queue_name=queue_name,
         job_serializer=json_serializer,
         job_deserializer=json_deserializer,
-        default_queue_name=queue_name,
     )
     return JobQueue(pool, queue_name)
 

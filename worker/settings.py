@@ -27,6 +27,7 @@ from arq.worker import get_kwargs
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from campaigns.connection import RedisLocation
 from campaigns.logs import configure_logging, register_secret, scrub
 from campaigns.queue import (
     MAX_JOB_BYTES,
@@ -56,6 +57,7 @@ __all__ = ["GuardedWorker", "WorkerSettings", "main"]
 log = structlog.stdlib.get_logger("worker")
 
 _settings = Settings()
+_location = RedisLocation.from_settings(_settings)
 
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 """Redis itself failing is not the job's fault: the worker exits and is restarted."""
@@ -89,7 +91,7 @@ class WorkerSettings:
     ]
     on_startup = startup
     on_shutdown = shutdown
-    redis_settings = _redis_settings(_settings.redis_url)
+    redis_settings = _redis_settings(_location)
     queue_name = _settings.queue_name
     job_serializer = staticmethod(json_serializer)
     job_deserializer = staticmethod(json_deserializer)
@@ -161,6 +163,18 @@ class GuardedWorker(Worker):
         if dispatcher is not None:
             dispatcher.drain()
         super().handle_sig_wait_for_completion(signum)
+
+    async def main(self) -> None:
+        """With sentinels, open the pool here: arq's own cannot give the sentinels
+        a password or a socket timeout (a frozen primary would hang the worker)."""
+        if self._pool is None and _location.uses_sentinels:
+            self._pool = await _location.open(
+                queue_name=self.queue_name,
+                job_serializer=self.job_serializer,
+                job_deserializer=self.job_deserializer,
+            )
+            self._pool.expires_extra_ms = self.expires_extra_ms
+        await super().main()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         if not job_ids:

@@ -9,12 +9,15 @@ changes campaign state.
 from campaigns.store._store import Store, now_ms
 from campaigns.store.keys import Keys, attempt_id, campaign_of
 from campaigns.store.records import Attempt, CampaignRecord, Claim, StoreError, SubmitConflict
+from campaigns.store.replicas import NotReplicated, ReplicaAck
 
 __all__ = [
     "Attempt",
     "CampaignRecord",
     "Claim",
     "Keys",
+    "NotReplicated",
+    "ReplicaAck",
     "Store",
     "StoreError",
     "SubmitConflict",
