@@ -1,0 +1,92 @@
+"""Writes a failover cannot take back: with DISPATCHER_REDIS_MIN_REPLICAS and no
+replica to acknowledge them, nothing is sent and every operator command exits 1.
+
+The session's Redis has no replica, so every ``WAIT`` answers 0: exactly what a
+primary cut off from its replicas (or about to lose them) answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from campaigns import parse_spec
+from campaigns.operators.cli import main
+from campaigns.operators.control import CampaignClient
+from campaigns.settings import Settings
+from campaigns.testbed.sandbox import SandboxServer
+from tests.conftest import spec_dict
+from tests.support import WorkerProcess, wait_for
+
+NOT_DONE = "not done: the write was acknowledged by 0 of the 1 replicas"
+
+
+def cli(settings: Settings, *args: str, replicas: int = 1) -> tuple[int, str]:
+    env = {
+        "DISPATCHER_REDIS_URL": settings.redis_url,
+        "DISPATCHER_QUEUE_NAME": settings.queue_name,
+        "DISPATCHER_REDIS_MIN_REPLICAS": str(replicas),
+        "DISPATCHER_REDIS_REPLICA_TIMEOUT_MS": "50",
+    }
+    result = CliRunner().invoke(main, list(args), env=env)
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path) -> Path:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec_dict("confirmed", contacts=5)))
+    return path
+
+
+def test_every_operator_command_exits_1_when_no_replica_acknowledges(
+    settings: Settings, spec_file: Path, tmp_path: Path
+) -> None:
+    code, out = cli(settings, "submit", str(spec_file))
+    assert code == 1 and NOT_DONE in out, out
+    # The same commands with no replica asked for go through (the write is idempotent).
+    assert cli(settings, "submit", str(spec_file), replicas=0)[0] == 0
+    for command in (["pause"], ["resume"], ["cancel"]):
+        code, out = cli(settings, *command, "confirmed")
+        assert code == 1 and NOT_DONE in out and "run the command again" in out, (command, out)
+        assert "Traceback" not in out
+    csv = tmp_path / "dnc.csv"
+    csv.write_text("number\n+15551240001\n")
+    for command in (["dnc", "add", "+15551240000"], ["dnc", "remove", "+15551240000"]):
+        code, out = cli(settings, *command)
+        assert code == 1 and NOT_DONE in out, (command, out)
+    code, out = cli(settings, "dnc", "import", str(csv))
+    assert code == 1 and NOT_DONE in out, out
+    # Reads need no replica.
+    assert cli(settings, "status", "confirmed")[0] == 0
+
+
+async def test_a_worker_sends_nothing_a_replica_has_not_acknowledged(
+    settings: Settings,
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    await client.submit(parse_spec(spec_dict("unconfirmed", contacts=3)))
+    unconfirmed = settings.model_copy(
+        update={"redis_min_replicas": 1, "redis_replica_timeout_ms": 50}
+    )
+    worker = start_worker(unconfirmed)
+
+    async def refused() -> bool:
+        return "NotReplicated" in worker.log_text()
+
+    await wait_for(refused, timeout=30, what="a claim refused for want of a replica")
+    assert sandbox.ledger() == [], "a create request went out on an unacknowledged write"
+    # The same campaign with no replica asked for is dialled: the test can fail.
+    worker.terminate()
+    start_worker(settings)
+
+    async def dialled() -> bool:
+        return len(sandbox.ledger()) == 3
+
+    await wait_for(dialled, timeout=30, what="the campaign dialled once WAIT is off")
