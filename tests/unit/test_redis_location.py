@@ -149,11 +149,7 @@ def test_the_cli_exits_2_naming_the_setting(
     env: dict[str, str], named: str, tmp_path: object
 ) -> None:
     """Nothing is written: the settings are refused before Redis is opened."""
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("DISPATCHER_")
-    }
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
     out = subprocess.run(
         [sys.executable, "-m", "campaigns.operators.cli", "dnc", "add", "+15551230002"],
         env={**clean, **env},
