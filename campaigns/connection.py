@@ -48,7 +48,7 @@ class _AskEachTime(SentinelManagedConnection):
     async def connect_to(self, address: tuple[str, int]) -> None:
         retry, self.retry = self.retry, Retry(NoBackoff(), 0)
         try:
-            await super().connect_to(address)
+            await super().connect_to(address)  # type: ignore[no-untyped-call]
         finally:
             self.retry = retry
 

@@ -131,7 +131,7 @@ class SentinelGroup:
             if not sentinel.running:
                 continue
             with redis.Redis(_HOST, sentinel.port, socket_timeout=1) as client:
-                addr = client.sentinel_get_master_addr_by_name(self.service)  # type: ignore[no-untyped-call]
+                addr = client.sentinel_get_master_addr_by_name(self.service)
             ports.add(int(addr[1]) if addr else None)
         return len(ports) == 1
 
