@@ -14,7 +14,7 @@ handed to arq (the worker and the queue) and to the store alike.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
@@ -67,8 +67,8 @@ class RedisLocation:
     url: str = "redis://127.0.0.1:6379/0"
     sentinels: tuple[tuple[str, int], ...] = ()
     service: str | None = None
-    password: str | None = None
-    sentinel_password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
     socket_seconds: float = _SOCKET_SECONDS
 
     @classmethod

@@ -12,15 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 from click.testing import CliRunner
 
 from campaigns import parse_spec
+from campaigns.domain.lifecycle import Move
 from campaigns.operators.cli import main
 from campaigns.operators.control import CampaignClient
 from campaigns.settings import Settings
+from campaigns.store import NotReplicated, Store
 from campaigns.testbed.sandbox import SandboxServer
 from tests.conftest import spec_dict
-from tests.support import WorkerProcess, wait_for
+from tests.support import WorkerProcess, claim_next, submit_spec, wait_for
 
 NOT_DONE = "not done: the write was acknowledged by 0 of the 1 replicas"
 
@@ -90,3 +93,32 @@ async def test_a_worker_sends_nothing_a_replica_has_not_acknowledged(
         return len(sandbox.ledger()) == 3
 
     await wait_for(dialled, timeout=30, what="the campaign dialled once WAIT is off")
+
+
+async def test_an_unacknowledged_stamp_is_taken_back(redis_url: str) -> None:
+    """Nothing was sent on it: the attempt reads as never sent (the next run sends
+    it under its own ID), not as a send whose answer was lost (in doubt)."""
+    client = aioredis.Redis.from_url(redis_url)
+    plain, confirmed = Store(client), Store(client, replicas=(1, 20))
+    try:
+        await submit_spec(plain, parse_spec(spec_dict("stamp", contacts=2)))
+        await plain.transition("stamp", Move.START)
+        assert await plain.acquire_lease("stamp", "t", 60)
+        with pytest.raises(NotReplicated):
+            await claim_next(confirmed, "stamp", "t")
+        claim = await claim_next(plain, "stamp", "t")
+        assert claim.attempt is not None
+        attempt_id = claim.attempt.attempt_id
+        with pytest.raises(NotReplicated):
+            await confirmed.stamp_send(attempt_id, "{}", "t")
+        attempt = await plain.attempt(attempt_id)
+        assert attempt is not None and attempt.request is None and attempt.status == "sending"
+        assert await plain.sent_to(claim.attempt.to) == []
+        # A stamp that went through is kept: a second one is a re-send, never undone.
+        assert await plain.stamp_send(attempt_id, "{}", "t") == "ok"
+        with pytest.raises(NotReplicated):
+            await confirmed.stamp_send(attempt_id, "{}", "t", may_be_placed=True)
+        attempt = await plain.attempt(attempt_id)
+        assert attempt is not None and attempt.request == "{}"
+    finally:
+        await client.aclose()

@@ -48,7 +48,7 @@ def test_sentinels_with_their_service_make_a_sentinel_location(
     assert location.setting == "DISPATCHER_REDIS_SENTINELS"
     described = location.describe()
     assert "s1:26379" in described and "dispatcher" in described
-    assert "secret" not in described
+    assert "secret" not in described and "secret" not in repr(location)
     arq = redis_settings(location)
     assert arq.sentinel and arq.sentinel_master == "dispatcher"
     assert arq.host == [("s1", 26379), ("s2", 26380), ("::1", 26381)]
