@@ -16,6 +16,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 
 from campaigns.connection import RedisLocation
 from campaigns.domain.inputs import strict_json
+from campaigns.store.replicas import ReplicaAck, confirmed
 
 __all__ = [
     "JOB_ACCOUNT_EVENT",
@@ -194,22 +195,49 @@ def redis_settings(location: RedisLocation | str) -> RedisSettings:
     return RedisLocation.of(location).arq_settings()
 
 
-async def open_queue(location: RedisLocation | str, queue_name: str) -> JobQueue:
-    """The queue's pool (a URL string is a single Redis); the store shares it."""
+async def open_queue(
+    location: RedisLocation | str,
+    queue_name: str,
+    *,
+    replicas: ReplicaAck | tuple[int, int] | None = None,
+) -> JobQueue:
+    """The queue's pool (a URL string is a single Redis); the store shares it.
+
+    ``replicas``: events are enqueued only once replicas have them (the ingress).
+    """
     pool = await RedisLocation.of(location).open(
         queue_name=queue_name,
         job_serializer=json_serializer,
         job_deserializer=json_deserializer,
     )
-    return JobQueue(pool, queue_name)
+    return JobQueue(pool, queue_name, replicas=replicas)
 
 
 class JobQueue:
     """Enqueue the dispatcher's jobs with deterministic IDs, so duplicates collapse."""
 
-    def __init__(self, redis: ArqRedis, queue_name: str) -> None:
+    def __init__(
+        self,
+        redis: ArqRedis,
+        queue_name: str,
+        *,
+        replicas: ReplicaAck | tuple[int, int] | None = None,
+    ) -> None:
         self.redis = redis
         self.queue_name = queue_name
+        self.replicas = ReplicaAck.of(replicas)
+
+    async def _replicated(self) -> None:
+        """Return once replicas have everything written so far (with ``replicas``).
+
+        arq's enqueue runs on a connection of its own; a marker write and ``WAIT``
+        on one connection, after it, cover it (replicas apply writes in order).
+        A provider's webhook acknowledged on a write a failover took back would
+        never be delivered again; refused (``NotReplicated``), it is.
+        """
+        if self.replicas is not None:
+            marker = f"{self.queue_name}:replicated"
+            await confirmed(self.redis, self.replicas, lambda p: p.set(marker, 1, px=60_000))
 
     async def dispatch(self, campaign_id: str, seq: int, defer_seconds: float = 0.0) -> None:
         await self.redis.enqueue_job(
@@ -238,11 +266,13 @@ class JobQueue:
         await self.redis.enqueue_job(
             JOB_CALL_EVENT, payload, _job_id=job_id, _queue_name=self.queue_name
         )
+        await self._replicated()
 
     async def account_event(self, payload: dict[str, Any], job_id: str) -> None:
         await self.redis.enqueue_job(
             JOB_ACCOUNT_EVENT, payload, _job_id=job_id, _queue_name=self.queue_name
         )
+        await self._replicated()
 
     async def alert(self, url: str, payload: dict[str, Any], job_id: str) -> None:
         await self.redis.enqueue_job(

@@ -444,7 +444,11 @@ def create_ingress_app_from_settings(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        queue = await open_queue(RedisLocation.from_settings(settings), settings.queue_name)
+        queue = await open_queue(
+            RedisLocation.from_settings(settings),
+            settings.queue_name,
+            replicas=settings.replica_ack,
+        )
         ingress.queue = queue
         log.info("webhook_ingress_started", queue=settings.queue_name, signed=secret is not None)
         try:

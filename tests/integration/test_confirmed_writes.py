@@ -8,9 +8,11 @@ primary cut off from its replicas (or about to lose them) answers.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from click.testing import CliRunner
@@ -19,12 +21,14 @@ from campaigns import parse_spec
 from campaigns.domain.lifecycle import Move
 from campaigns.operators.cli import main
 from campaigns.operators.control import CampaignClient
+from campaigns.operators.ingress import create_ingress_app_from_settings
 from campaigns.settings import Settings
 from campaigns.store import NotReplicated, Store
-from campaigns.testbed.sandbox import SandboxServer
+from campaigns.testbed.sandbox import SandboxServer, ThreadedServer, minivoice_headers
 from tests.conftest import spec_dict
-from tests.support import WorkerProcess, claim_next, submit_spec, wait_for
+from tests.support import WorkerProcess, claim_next, seed_event, submit_spec, wait_for
 
+SECRET = "whsec_4b9e2f7a1c6d8e3f0a5b"
 NOT_DONE = "not done: the write was acknowledged by 0 of the 1 replicas"
 
 
@@ -122,3 +126,27 @@ async def test_an_unacknowledged_stamp_is_taken_back(redis_url: str) -> None:
         assert attempt is not None and attempt.request == "{}"
     finally:
         await client.aclose()
+
+
+async def test_the_ingress_refuses_a_webhook_no_replica_has(settings: Settings) -> None:
+    """503, so the provider delivers it again; accepted once no replica is asked for."""
+    body = json.dumps(seed_event(), separators=(",", ":")).encode()
+    headers = {
+        "Content-Type": "application/json",
+        **minivoice_headers(SECRET, int(time.time()), body),
+    }
+    answers = []
+    for replicas in (1, 0):
+        config = settings.model_copy(
+            update={"redis_min_replicas": replicas, "redis_replica_timeout_ms": 20}
+        )
+        app = create_ingress_app_from_settings(config, secret=SECRET)
+        server = ThreadedServer(app, health_path="/healthz")
+        server.start()
+        try:
+            async with httpx.AsyncClient() as http:
+                response = await http.post(f"{server.url}/webhooks", content=body, headers=headers)
+            answers.append(response.status_code)
+        finally:
+            server.stop()
+    assert answers == [503, 202]
