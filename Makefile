@@ -68,6 +68,7 @@ fmt: venv
 
 chaos-soak: venv
 	$(VPY) -m pytest tests/chaos/test_chaos.py -k invariants --soak -q -s --timeout 7200
+	$(VPY) -m pytest tests/chaos/test_failover.py --soak -q -s --timeout 7200
 
 fuzz: venv
 	FUZZ=long $(VPY) -m pytest tests/fuzz -q --timeout 0

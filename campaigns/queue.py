@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, RedisSettings
 from arq.constants import (
     in_progress_key_prefix,
     job_key_prefix,
@@ -21,8 +21,9 @@ from arq.constants import (
     retry_key_prefix,
 )
 
+from campaigns.connection import RedisLocation
 from campaigns.domain.inputs import strict_json
-from campaigns.store.faults import REDIS_FAULTS, redis_retry
+from campaigns.store.replicas import ReplicaAck, confirmed
 
 __all__ = [
     "JOB_ACCOUNT_EVENT",
@@ -193,8 +194,8 @@ def queue_entry_problem(raw_id: bytes, score: float | None) -> str | None:
     return None
 
 
-def redis_settings(redis_url: str) -> RedisSettings:
-    """Connection settings that ride out a Redis fault instead of crashing.
+def redis_settings(location: RedisLocation | str) -> RedisSettings:
+    """Connection settings that ride out a Redis restart or failover instead of crashing.
 
     Commands are retried with capped exponential back-off for about 30 s on
     every Redis fault (``campaigns/store/faults.py``: a lost connection, a
@@ -203,12 +204,7 @@ def redis_settings(redis_url: str) -> RedisSettings:
     only leaves an unsent attempt that the next batch sends under its own key),
     and a refused command did nothing.
     """
-    settings = RedisSettings.from_dsn(redis_url)
-    settings.retry = redis_retry()
-    settings.retry_on_error = list(REDIS_FAULTS)  # type: ignore[arg-type]
-    settings.retry_on_timeout = True
-    settings.conn_retries = 30
-    return settings
+    return RedisLocation.of(location).arq_settings()
 
 
 def campaign_job_keys(campaign_id: str, dispatch_seq: int, thresholds: Sequence[int]) -> list[str]:
@@ -221,14 +217,22 @@ def campaign_job_keys(campaign_id: str, dispatch_seq: int, thresholds: Sequence[
     return [prefix + job_id for job_id in job_ids for prefix in prefixes]
 
 
-async def open_queue(redis_url: str, queue_name: str) -> JobQueue:
-    pool = await create_pool(
-        redis_settings(redis_url),
+async def open_queue(
+    location: RedisLocation | str,
+    queue_name: str,
+    *,
+    replicas: ReplicaAck | tuple[int, int] | None = None,
+) -> JobQueue:
+    """The queue's pool (a URL string is a single Redis); the store shares it.
+
+    ``replicas``: events are enqueued only once replicas have them (the ingress).
+    """
+    pool = await RedisLocation.of(location).open(
+        queue_name=queue_name,
         job_serializer=json_serializer,
         job_deserializer=json_deserializer,
-        default_queue_name=queue_name,
     )
-    return JobQueue(pool, queue_name)
+    return JobQueue(pool, queue_name, replicas=replicas)
 
 
 def event_job_id(call_id: str, event: str, body: bytes, key: str | None = None) -> str:
@@ -245,9 +249,28 @@ def event_job_id(call_id: str, event: str, body: bytes, key: str | None = None) 
 class JobQueue:
     """Enqueue the dispatcher's jobs with deterministic IDs, so duplicates collapse."""
 
-    def __init__(self, redis: ArqRedis, queue_name: str) -> None:
+    def __init__(
+        self,
+        redis: ArqRedis,
+        queue_name: str,
+        *,
+        replicas: ReplicaAck | tuple[int, int] | None = None,
+    ) -> None:
         self.redis = redis
         self.queue_name = queue_name
+        self.replicas = ReplicaAck.of(replicas)
+
+    async def _replicated(self) -> None:
+        """Return once replicas have everything written so far (with ``replicas``).
+
+        arq's enqueue runs on a connection of its own; a marker write and ``WAIT``
+        on one connection, after it, cover it (replicas apply writes in order).
+        A provider's webhook acknowledged on a write a failover took back would
+        never be delivered again; refused (``NotReplicated``), it is.
+        """
+        if self.replicas is not None:
+            marker = f"{self.queue_name}:replicated"
+            await confirmed(self.redis, self.replicas, lambda p: p.set(marker, 1, px=60_000))
 
     async def dispatch(self, campaign_id: str, seq: int, defer_seconds: float = 0.0) -> None:
         await self.redis.enqueue_job(
@@ -289,11 +312,13 @@ class JobQueue:
         await self.redis.enqueue_job(
             JOB_CALL_EVENT, payload, _job_id=job_id, _queue_name=self.queue_name
         )
+        await self._replicated()
 
     async def account_event(self, payload: dict[str, Any], job_id: str) -> None:
         await self.redis.enqueue_job(
             JOB_ACCOUNT_EVENT, payload, _job_id=job_id, _queue_name=self.queue_name
         )
+        await self._replicated()
 
     async def alert(self, url: str, payload: dict[str, Any], job_id: str) -> None:
         await self.redis.enqueue_job(

@@ -19,7 +19,7 @@ from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 import httpx
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from campaigns.domain.account import DEFAULT_CREDIT_RATES, CreditTable, parse_credit_rates
@@ -30,6 +30,7 @@ __all__ = [
     "API_ROLES",
     "ENV_PREFIX",
     "Settings",
+    "parse_sentinels",
     "redis_location",
     "setting_names",
     "unknown_settings",
@@ -149,6 +150,36 @@ def _check_redis_url(value: str) -> str:
     return value
 
 
+_SERVICE = re.compile(r"[A-Za-z0-9._-]{1,200}", re.ASCII)
+_MAX_SENTINELS = 32
+
+
+def parse_sentinels(value: str) -> list[tuple[str, int]]:
+    """``"h1:26379, [::1]:26380"`` as ``[("h1", 26379), ("::1", 26380)]``; a clear error else."""
+    found: list[tuple[str, int]] = []
+    entries = [part.strip() for part in value.split(",")]
+    if not any(entries):
+        raise ValueError("expected comma-separated host:port entries, e.g. s1:26379,s2:26379")
+    if len(entries) > _MAX_SENTINELS:
+        raise ValueError(f"at most {_MAX_SENTINELS} sentinels")
+    for number, entry in enumerate(entries, 1):
+        host, sep, port = entry.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if (
+            not sep
+            or not host
+            or _has_control_or_space(host)
+            or any(c in host for c in "/@?#[]")
+            or not host.isascii()
+        ):
+            raise ValueError(f"sentinel {number}: expected host:port, e.g. s1:26379")
+        if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"sentinel {number}: port must be a number from 1 to 65535")
+        found.append((host, int(port)))
+    return found
+
+
 def _check_http_url(value: str) -> SplitResult:
     _plain_url(value)
     parts = _split(value)
@@ -181,6 +212,23 @@ class Settings(BaseSettings):
     )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_sentinels: str | None = None
+    """Comma-separated ``host:port`` of the Redis Sentinels; with
+    ``DISPATCHER_REDIS_SENTINEL_MASTER`` it replaces ``DISPATCHER_REDIS_URL``: every
+    process asks the sentinels where the primary is, and again after a failover."""
+    redis_sentinel_master: str | None = Field(None, validate_default=True)
+    """The service name the sentinels monitor (``sentinel monitor <name> ...``)."""
+    redis_password: SecretStr | None = None
+    """Password of the Redis data nodes (primary and replicas), instead of one in the URL."""
+    redis_sentinel_password: SecretStr | None = Field(None, validate_default=True)
+    """Password of the sentinels themselves (``requirepass`` in sentinel.conf)."""
+    redis_min_replicas: int = Field(0, ge=0, le=10)
+    """Replicas that must acknowledge (``WAIT``) a write the dispatcher acts on: a
+    claim, a stamp, a call ID, a settlement, an operator command. 0: no ``WAIT``
+    (a single Redis). docs/operations.md#what-a-redis-failure-can-lose"""
+    redis_replica_timeout_ms: int = Field(1000, ge=10, le=60_000)
+    """How long a write waits for those replicas; not acknowledged by then, it is
+    treated as not done (nothing is sent on it; an operator command exits 1)."""
     provider_url: str = "http://127.0.0.1:8089"
     provider_api_key: SecretStr = SecretStr("")
     provider_dialect: Literal["minivoice", "voipbin", "voxpria"] = "minivoice"
@@ -322,6 +370,70 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, value: str) -> str:
         return _check_redis_url(value)
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _redis_sentinels(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_sentinels(value)
+        return value
+
+    @field_validator("redis_sentinel_master")
+    @classmethod
+    def _redis_sentinel_master(cls, value: str | None, info: ValidationInfo) -> str | None:
+        sentinels = info.data.get("redis_sentinels")
+        if value is None:
+            if sentinels is not None:
+                raise ValueError(
+                    "must be set with DISPATCHER_REDIS_SENTINELS (the service name they monitor)"
+                )
+            return None
+        if sentinels is None:
+            raise ValueError(
+                "names a sentinel service but DISPATCHER_REDIS_SENTINELS is not set: set both "
+                "(or neither, for DISPATCHER_REDIS_URL)"
+            )
+        if not _SERVICE.fullmatch(value):
+            raise ValueError("expected a service name: 1-200 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("redis_password", "redis_sentinel_password")
+    @classmethod
+    def _redis_passwords(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None:
+            return None
+        if not value.get_secret_value():
+            raise ValueError("must not be empty: unset it for no password")
+        _token(value.get_secret_value(), "the password", ascii_only=False)
+        if info.field_name == "redis_sentinel_password" and not info.data.get("redis_sentinels"):
+            raise ValueError("is for the sentinels: set DISPATCHER_REDIS_SENTINELS too")
+        if (
+            info.field_name == "redis_password"
+            and urlsplit(info.data.get("redis_url", "")).password
+        ):
+            raise ValueError("DISPATCHER_REDIS_URL carries a password too: set one of them")
+        return value
+
+    @model_validator(mode="after")
+    def _one_redis_location(self) -> Settings:
+        if self.redis_sentinels is not None and "redis_url" in self.model_fields_set:
+            raise ValueError(
+                "DISPATCHER_REDIS_URL and DISPATCHER_REDIS_SENTINELS: set one of them "
+                "(the sentinels say where the primary is)"
+            )
+        return self
+
+    @property
+    def redis_sentinel_list(self) -> list[tuple[str, int]]:
+        """The sentinels as ``(host, port)``; empty without ``DISPATCHER_REDIS_SENTINELS``."""
+        return [] if self.redis_sentinels is None else parse_sentinels(self.redis_sentinels)
+
+    @property
+    def replica_ack(self) -> tuple[int, int] | None:
+        """``(replicas, timeout ms)`` every confirmed write waits for, or None (no WAIT)."""
+        if self.redis_min_replicas == 0:
+            return None
+        return self.redis_min_replicas, self.redis_replica_timeout_ms
 
     @field_validator("provider_url")
     @classmethod
@@ -543,6 +655,9 @@ class Settings(BaseSettings):
         password = urlsplit(self.redis_url).password
         if password:
             values += [password, unquote(password)]
+        for secret in (self.redis_password, self.redis_sentinel_password):
+            if secret is not None:
+                values.append(secret.get_secret_value())
         return [v for v in values if v]
 
 

@@ -81,6 +81,12 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         DISPATCHER_SWEEP_INTERVAL_SECONDS=str(settings.sweep_interval_seconds),
         DISPATCHER_CREATION_EVENT_WAIT_SECONDS=str(settings.creation_event_wait_seconds),
     )
+    if settings.redis_sentinels is not None:
+        del env["DISPATCHER_REDIS_URL"]
+        env["DISPATCHER_REDIS_SENTINELS"] = settings.redis_sentinels
+        env["DISPATCHER_REDIS_SENTINEL_MASTER"] = str(settings.redis_sentinel_master)
+    env["DISPATCHER_REDIS_MIN_REPLICAS"] = str(settings.redis_min_replicas)
+    env["DISPATCHER_REDIS_REPLICA_TIMEOUT_MS"] = str(settings.redis_replica_timeout_ms)
     if settings.provider_calls_per_second is not None:
         env["DISPATCHER_PROVIDER_CALLS_PER_SECOND"] = str(settings.provider_calls_per_second)
     if settings.provider_max_live_calls is not None:

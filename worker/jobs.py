@@ -159,7 +159,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         # Also for `arq worker.WorkerSettings` run by hand: every create would be
         # refused as an illegal header, which looks like a provider outage.
         raise SystemExit("DISPATCHER_PROVIDER_API_KEY: must be set")
-    store = Store(ctx["redis"])
+    store = Store(ctx["redis"], replicas=settings.replica_ack)
     queue = JobQueue(ctx["redis"], settings.queue_name)
     provider = make_provider(settings)
     worker_id = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

@@ -29,6 +29,7 @@ from arq.constants import (
 )
 from arq.worker import get_kwargs
 
+from campaigns.connection import RedisLocation
 from campaigns.logs import configure_logging, register_secret, scrub
 from campaigns.ports import port_problem
 from campaigns.queue import (
@@ -62,6 +63,7 @@ __all__ = ["GuardedWorker", "WorkerSettings", "main"]
 log = structlog.stdlib.get_logger("worker")
 
 _settings = Settings()
+_location = RedisLocation.from_settings(_settings)
 
 _FAULT_BACKOFF_CAP_SECONDS = 5.0
 """The longest wait between two tries of the poll loop while Redis fails."""
@@ -98,7 +100,7 @@ class WorkerSettings:
     ]
     on_startup = startup
     on_shutdown = shutdown
-    redis_settings = _redis_settings(_settings.redis_url)
+    redis_settings = _redis_settings(_location)
     queue_name = _settings.queue_name
     job_serializer = staticmethod(json_serializer)
     job_deserializer = staticmethod(json_deserializer)
@@ -174,16 +176,29 @@ class GuardedWorker(Worker):
         self._poll_faults = 0
 
     async def main(self) -> None:
-        """arq's main, but Redis not answering at start is waited out, not fatal."""
+        """arq's main, but Redis not answering at start is waited out, not fatal.
+
+        With sentinels the pool is opened here: arq's own cannot give the
+        sentinels a password or a socket timeout (a frozen primary would hang
+        the worker)."""
         while self._pool is None:
             try:
-                self._pool = await create_pool(
-                    self.redis_settings,
-                    job_deserializer=self.job_deserializer,
-                    job_serializer=self.job_serializer,
-                    default_queue_name=self.queue_name,
-                    expires_extra_ms=self.expires_extra_ms,
-                )
+                if _location.uses_sentinels:
+                    pool = await _location.open(
+                        queue_name=self.queue_name,
+                        job_serializer=self.job_serializer,
+                        job_deserializer=self.job_deserializer,
+                    )
+                    pool.expires_extra_ms = self.expires_extra_ms
+                    self._pool = pool
+                else:
+                    self._pool = await create_pool(
+                        self.redis_settings,
+                        job_deserializer=self.job_deserializer,
+                        job_serializer=self.job_serializer,
+                        default_queue_name=self.queue_name,
+                        expires_extra_ms=self.expires_extra_ms,
+                    )
             except Exception as exc:
                 if not is_redis_fault(exc):
                     raise

@@ -25,6 +25,7 @@ import httpx
 from redis.exceptions import RedisError
 from rich.console import Console
 
+from campaigns.connection import RedisLocation
 from campaigns.domain.contacts import Contacts, Refusals
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.lifecycle import HaltCode, OperatorAction, State
@@ -46,7 +47,13 @@ from campaigns.operators.control import (
 )
 from campaigns.operators.estimate import estimate_contacts, rate_line
 from campaigns.settings import Settings, unknown_settings
-from campaigns.store import BudgetChange, CampaignRecord, StoreError, SubmitConflict
+from campaigns.store import (
+    BudgetChange,
+    CampaignRecord,
+    NotReplicated,
+    StoreError,
+    SubmitConflict,
+)
 
 __all__ = ["main"]
 
@@ -220,10 +227,11 @@ def start_checks(settings: Settings, *, provider: bool, redis: bool) -> None:
     if provider:
         _require_api_key(settings)
     if redis:
+        location = RedisLocation.from_settings(settings)
         try:
-            asyncio.run(check_redis(settings.redis_url, REDIS_CHECK_SECONDS))
+            asyncio.run(check_redis(location, REDIS_CHECK_SECONDS))
         except ControlError as exc:
-            raise _Failure(f"{exc} (DISPATCHER_REDIS_URL)") from None
+            raise _Failure(f"{exc} ({location.setting})") from None
 
 
 def _require_port(host: str, port: int) -> None:
@@ -263,7 +271,8 @@ def _first_setting_error(exc: Exception) -> str:
         first = errors(include_input=False)[0]
         field = ".".join(str(p) for p in first["loc"])
         message = str(first["msg"]).removeprefix("Value error, ")
-        return f"DISPATCHER_{field.upper()}: {message}"
+        # A rule across settings names them itself.
+        return f"DISPATCHER_{field.upper()}: {message}" if field else message
     return f"cannot read settings: {type(exc).__name__}: {exc}"
 
 
@@ -287,6 +296,8 @@ def _run(make: Callable[[CampaignClient], Awaitable[R]]) -> R:
         raise _Failure(str(exc)) from None
     except BrokenPipeError:
         raise  # the reader left (``| head``): handled quietly by the group
+    except NotReplicated as exc:
+        raise _Failure(f"not done: {exc}; run the command again") from None
     except RedisError as exc:  # Redis went away after the first check
         raise _Failure(f"Redis failed: {type(exc).__name__}: {exc}") from None
     except OSError as exc:  # writing the output, most likely: not Redis's fault

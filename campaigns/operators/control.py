@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
+from campaigns.connection import RedisLocation
 from campaigns.domain.contacts import Contacts
 from campaigns.domain.inputs import SpecError
 from campaigns.domain.lifecycle import (
@@ -35,7 +35,7 @@ from campaigns.domain.window import drain_time, zone
 from campaigns.logs import scrub
 from campaigns.providers import check_call_section
 from campaigns.queue import JobQueue, open_queue
-from campaigns.settings import Settings, redis_location
+from campaigns.settings import Settings
 from campaigns.store import (
     BudgetBelowFloor,
     BudgetChange,
@@ -130,20 +130,17 @@ class RedisUnavailable(ControlError):
     """Redis did not answer a PING in time: say so at once instead of riding it out."""
 
 
-async def check_redis(redis_url: str, wait_seconds: float) -> None:
+async def check_redis(where: RedisLocation | str, wait_seconds: float) -> None:
     """One PING on a fresh connection with no retries, bounded by ``wait_seconds``.
 
     The queue's pool retries for minutes so that a worker rides out a Redis
-    restart; an operator at a terminal wants to know now. The message names
-    where Redis was expected, never the URL's credentials.
+    restart; an operator at a terminal wants to know now. With sentinels the
+    PING goes to the primary they name. The message names where Redis was
+    expected, never a credential.
     """
-    where = redis_location(redis_url)
-    redis: Redis = Redis.from_url(
-        redis_url,
-        socket_connect_timeout=wait_seconds,
-        socket_timeout=wait_seconds,
-        retry_on_timeout=False,
-    )
+    location = RedisLocation.of(where)
+    where = location.describe()
+    redis = location.client(retries=False, timeout=wait_seconds)
     try:
         async with asyncio.timeout(wait_seconds):
             await redis.ping()
@@ -515,10 +512,11 @@ class CampaignClient:
         seconds and raise :class:`RedisUnavailable` if not (the CLI does).
         """
         settings = settings or Settings()
+        location = RedisLocation.from_settings(settings)
         if check_timeout is not None:
-            await check_redis(settings.redis_url, check_timeout)
-        queue = await open_queue(settings.redis_url, settings.queue_name)
-        return cls(Store(queue.redis), queue, settings)
+            await check_redis(location, check_timeout)
+        queue = await open_queue(location, settings.queue_name)
+        return cls(Store(queue.redis, replicas=settings.replica_ack), queue, settings)
 
     async def __aenter__(self) -> CampaignClient:
         return self

@@ -62,7 +62,7 @@ NUMBER_COLUMNS = ("number", "to")
 
 def list_for(store: Store) -> DoNotCallList:
     """The do-not-call list of the account whose campaigns ``store`` holds."""
-    return DoNotCallList(store.redis, store.keys)
+    return DoNotCallList(store.redis, store.keys, store.replicas)
 
 
 def _shown(value: str, limit: int = 40) -> str:

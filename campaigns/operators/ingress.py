@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from campaigns.connection import RedisLocation
 from campaigns.domain.inputs import DuplicateKeyError, strict_json
 from campaigns.domain.signatures import SIGNATURE_HEADER, verify_signature
 from campaigns.logs import configure_logging, get_logger, register_secret
@@ -413,7 +414,11 @@ def create_ingress_app_from_settings(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        queue = await open_queue(settings.redis_url, settings.queue_name)
+        queue = await open_queue(
+            RedisLocation.from_settings(settings),
+            settings.queue_name,
+            replicas=settings.replica_ack,
+        )
         ingress.queue = queue
         log.info("webhook_ingress_started", queue=settings.queue_name, signed=secret is not None)
         try:

@@ -27,6 +27,7 @@ from campaigns.store.records import (
     StoreError,
     SubmitConflict,
 )
+from campaigns.store.replicas import NotReplicated, ReplicaAck
 
 __all__ = [
     "HISTORY_LIMIT",
@@ -42,7 +43,9 @@ __all__ = [
     "IdempotencyConflict",
     "IdempotencyRecords",
     "Keys",
+    "NotReplicated",
     "Replay",
+    "ReplicaAck",
     "Store",
     "StoreError",
     "SubmitConflict",

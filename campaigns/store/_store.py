@@ -10,6 +10,7 @@ cases, estimates and operator wording are handed in by the caller.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Any, Literal, TypeVar, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from campaigns.domain.contacts import Contacts, Tally
 from campaigns.domain.lifecycle import (
@@ -50,6 +52,7 @@ from campaigns.store.records import (
     text,
     unsent_attempt,
 )
+from campaigns.store.replicas import NotReplicated, ReplicaAck
 from campaigns.store.scripts import load_script
 
 __all__ = ["Store", "now_ms"]
@@ -79,23 +82,34 @@ def now_ms() -> int:
 class Store:
     """All reads and atomic writes of campaign state in Redis."""
 
-    def __init__(self, redis: Redis, prefix: str = "dsp") -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str = "dsp",
+        *,
+        replicas: ReplicaAck | tuple[int, int] | None = None,
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.keys = Keys(prefix)
-        self._submit = load_script("submit").bind(redis)
+        # The writes the dispatcher or an operator acts on wait for replicas
+        # (docs/operations.md#what-a-redis-failure-can-lose); the rest do not.
+        self.replicas = ReplicaAck.of(replicas)
+        confirm = self.replicas
+        self._submit = load_script("submit").bind(redis, confirm)
         self._stage = load_script("stage_contacts").bind(redis)
-        self._claim = load_script("claim").bind(redis)
+        self._claim = load_script("claim").bind(redis, confirm)
         self._expire = load_script("expire").bind(redis)
-        self._accepted = load_script("record_accepted").bind(redis)
-        self._rejected = load_script("record_rejected").bind(redis)
-        self._in_doubt = load_script("mark_in_doubt").bind(redis)
-        self._settle = load_script("settle").bind(redis)
-        self._transition = load_script("transition").bind(redis)
+        self._accepted = load_script("record_accepted").bind(redis, confirm)
+        self._rejected = load_script("record_rejected").bind(redis, confirm)
+        self._in_doubt = load_script("mark_in_doubt").bind(redis, confirm)
+        self._settle = load_script("settle").bind(redis, confirm)
+        self._transition = load_script("transition").bind(redis, confirm)
         self._lease_acquire = load_script("lease_acquire").bind(redis)
         self._lease_release = load_script("lease_release").bind(redis)
         self._lease_renew = load_script("lease_renew").bind(redis)
-        self._stamp = load_script("stamp_send").bind(redis)
+        self._stamp = load_script("stamp_send").bind(redis, confirm)
+        self._unstamp = load_script("unstamp_send").bind(redis, confirm)
         self._advance = load_script("advance_seq").bind(redis)
         self._take_due = load_script("take_due").bind(redis)
         self._commitments = load_script("account_commitments").bind(redis)
@@ -701,23 +715,41 @@ class Store:
         lists are not checked (the re-send finds that call, it dials no one new).
         The first send's time is kept (``first_sent_at``), the last one's in
         ``sent_at``; the attempt joins its number's ``sent_to`` index.
+
+        A stamp the replicas did not acknowledge raises :class:`NotReplicated`
+        and nothing may be sent on it; a first one is taken back first, so the
+        attempt reads as never sent rather than as an answer lost.
         """
         cid = campaign_of(attempt_id)
-        result = await self._stamp(
-            meta=self.keys.meta(cid),
-            lease=self._c(cid, "lease"),
-            attempt=self.keys.attempt(attempt_id),
-            unresolved=self._c(cid, "unresolved"),
-            dnc=self.keys.dnc,
-            suppress=self._c(cid, "suppress"),
-            account_live=self.keys.account("live"),
-            lease_token=lease_token,
-            body=body,
-            now=now_ms(),
-            attempt_id=attempt_id,
-            fresh="0" if may_be_placed else "1",
-            sent_to_prefix=self.keys.sent_to(""),
-        )
+        now = now_ms()
+        try:
+            result = await self._stamp(
+                meta=self.keys.meta(cid),
+                lease=self._c(cid, "lease"),
+                attempt=self.keys.attempt(attempt_id),
+                unresolved=self._c(cid, "unresolved"),
+                dnc=self.keys.dnc,
+                suppress=self._c(cid, "suppress"),
+                account_live=self.keys.account("live"),
+                lease_token=lease_token,
+                body=body,
+                now=now,
+                attempt_id=attempt_id,
+                fresh="0" if may_be_placed else "1",
+                sent_to_prefix=self.keys.sent_to(""),
+            )
+        except NotReplicated:
+            if not may_be_placed:
+                with contextlib.suppress(RedisError):
+                    # Unconfirmed itself at worst: the attempt then reads as maybe
+                    # sent and is resolved like a lost answer, never dialled twice.
+                    await self._unstamp(
+                        attempt=self.keys.attempt(attempt_id),
+                        attempt_id=attempt_id,
+                        sent_at=now,
+                        sent_to_prefix=self.keys.sent_to(""),
+                    )
+            raise
         return _str(result)
 
     async def record_accepted(

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from campaigns.store.keys import Keys
 from campaigns.store.records import text
+from campaigns.store.replicas import ReplicaAck, confirmed
 from campaigns.store.scripts import load_script
 
 __all__ = ["DoNotCallList", "MergeResult", "StagedImport"]
@@ -50,22 +51,30 @@ class MergeResult:
 class DoNotCallList:
     """Reads and atomic writes of the do-not-call set."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, replicas: ReplicaAck | None = None) -> None:
         self.redis = redis
         self.keys = keys
-        self._merge = load_script("dnc_merge").bind(redis)
+        # An addition a failover took back would let a listed number be dialled.
+        self.replicas = replicas
+        self._merge = load_script("dnc_merge").bind(redis, replicas)
 
     async def add(self, numbers: Sequence[str]) -> int:
         """Add canonical numbers in one ``SADD``; how many were not listed before."""
         if not numbers:
             return 0
-        return int(await _aw(self.redis.sadd(self.keys.dnc, *numbers)))
+        [added] = await confirmed(
+            self.redis, self.replicas, lambda pipe: pipe.sadd(self.keys.dnc, *numbers)
+        )
+        return int(added)
 
     async def remove(self, numbers: Sequence[str]) -> int:
         """Remove numbers in one ``SREM``; how many were listed."""
         if not numbers:
             return 0
-        return int(await _aw(self.redis.srem(self.keys.dnc, *numbers)))
+        [removed] = await confirmed(
+            self.redis, self.replicas, lambda pipe: pipe.srem(self.keys.dnc, *numbers)
+        )
+        return int(removed)
 
     async def listed(self, numbers: Sequence[str]) -> list[bool]:
         """For each number, whether it is on the list (one ``SMISMEMBER``)."""

@@ -26,9 +26,12 @@ from importlib import resources
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from campaigns.domain.lifecycle import FINAL_CALL_STATUSES, lua_constants
 from campaigns.store.keys import ATTEMPT_ID_LUA_FORMAT
+from campaigns.store.replicas import ReplicaAck, confirmed
 
 __all__ = ["Script", "ScriptError", "load_script"]
 
@@ -48,16 +51,21 @@ class Script:
     args: tuple[str, ...]
     source: str
 
-    def bind(self, redis: Redis) -> _Bound:
-        return _Bound(self, redis.register_script(self.source))
+    def bind(self, redis: Redis, confirm: ReplicaAck | None = None) -> _Bound:
+        """The script on one client; with ``confirm``, every call waits for replicas."""
+        return _Bound(self, redis, redis.register_script(self.source), confirm)
 
 
 class _Bound:
     """A script registered on one client; call it with every KEYS and ARGV name."""
 
-    def __init__(self, script: Script, registered: Any) -> None:
+    def __init__(
+        self, script: Script, redis: Redis, registered: Any, confirm: ReplicaAck | None
+    ) -> None:
         self.script = script
+        self._redis = redis
         self._registered = registered
+        self._confirm = confirm
 
     async def __call__(self, **values: _Arg) -> Any:
         script = self.script
@@ -69,7 +77,20 @@ class _Bound:
             raise ScriptError(f"{script.name}: missing {missing}; unexpected {extra}")
         keys = [values[k] for k in script.keys]
         args = [values[a] for a in script.args]
-        return await cast(Awaitable[Any], self._registered(keys=keys, args=args))
+        if self._confirm is None:
+            return await cast(Awaitable[Any], self._registered(keys=keys, args=args))
+        sha = self._registered.sha
+
+        def write(pipe: Pipeline) -> None:
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+
+        try:
+            [result] = await confirmed(self._redis, self._confirm, write)
+        except NoScriptError:
+            # A restarted or newly promoted Redis has no scripts cached: load, run again.
+            await cast(Awaitable[Any], self._redis.script_load(script.source))
+            [result] = await confirmed(self._redis, self._confirm, write)
+        return result
 
 
 def _read(name: str) -> str:

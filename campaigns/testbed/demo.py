@@ -138,6 +138,12 @@ async def _main(contacts: int, spend_limit_calls: int, console: Console, workdir
             provider_url=sandbox.url,
             provider_api_key=_API_KEY,
             queue_name="dispatcher:demo",
+            # The demo's Redis is its own, whatever the environment points at.
+            redis_sentinels=None,
+            redis_sentinel_master=None,
+            redis_sentinel_password=None,
+            redis_password=None,
+            redis_min_replicas=0,
             _env_file=None,
         )
         console.print(f"[bold]redis[/]    {redis.url} (embedded, private)")
@@ -146,7 +152,7 @@ async def _main(contacts: int, spend_limit_calls: int, console: Console, workdir
             f"[bold]account[/]  spend limit {format_money(spend_limit_calls * call_cost, 'EUR')} "
             f"(about {spend_limit_calls} calls), +15551230004 is an invalid destination"
         )
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_REDIS_")}
         env.update(
             DISPATCHER_REDIS_URL=settings.redis_url,
             DISPATCHER_PROVIDER_URL=settings.provider_url,

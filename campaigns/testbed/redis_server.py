@@ -171,6 +171,7 @@ class RedisServer:
         base_config: str | os.PathLike[str] | None = None,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
+        sentinel_lines: list[str] | None = None,
     ) -> None:
         if port == _FORBIDDEN_PORT:
             raise ValueError("refusing port 6379: it belongs to a Redis we do not own")
@@ -181,6 +182,8 @@ class RedisServer:
         self.base_config = Path(base_config).resolve() if base_config is not None else None
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
+        self.sentinel_lines = sentinel_lines
+        """Set: run as ``redis-server --sentinel`` with these ``sentinel ...`` lines."""
         self._port = port
         self._port_fixed = port is not None
         self._own_dir = data_dir is None
@@ -336,6 +339,9 @@ class RedisServer:
     # -- internals -------------------------------------------------------------------
 
     def _config(self) -> str:
+        if self.sentinel_lines is not None:
+            head = f"bind {_HOST}\nport {self.port}\ndaemonize no\ndir {self.data_dir}\n"
+            return head + 'logfile ""\n' + "".join(f"{line}\n" for line in self.sentinel_lines)
         options: dict[str, str] = {
             "bind": _HOST,
             "port": str(self.port),
@@ -356,11 +362,14 @@ class RedisServer:
 
     def _spawn_and_wait(self) -> None:
         conf = self.data_dir / "redis.conf"
-        conf.write_text(self._config(), encoding="utf-8")
+        if not (self.sentinel_lines is not None and conf.exists()):
+            # A sentinel rewrites its own file with what it learnt: keep it on restart.
+            conf.write_text(self._config(), encoding="utf-8")
         log = self.log_path.open("ab")
         try:
+            sentinel = ["--sentinel"] if self.sentinel_lines is not None else []
             proc = subprocess.Popen(
-                [self.binary, str(conf)],
+                [self.binary, str(conf), *sentinel],
                 cwd=self.data_dir,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -11,6 +11,8 @@ to read, and each row reports the median over its rounds. Sections:
     redis      commands and round trips per placed call
     contacts   1M-contact CSV: submit rate, RSS (tests/bench/contacts.py)
     failover   SIGKILL of the lease holder -> next create request (not in --quick)
+    replicas   DISPATCHER_REDIS_MIN_REPLICAS 0 vs 1: creates/s, round trips (a replica on loopback)
+    sentinel   SIGKILL of the Redis primary -> next create request (not in --quick)
     store      the atomic store path vs naive plain commands
     rate       exact integer money vs floats
 
@@ -47,6 +49,7 @@ from tests.bench.dispatch import (
     bench_redis,
 )
 from tests.bench.micro import bench_rate, bench_store
+from tests.bench.replicas import bench_replicas, bench_sentinel_failover
 from tests.bench.sandbox_process import SandboxProcess
 from tests.bench.transport import bench_transport
 
@@ -59,6 +62,8 @@ SECTIONS = (
     "redis",
     "contacts",
     "failover",
+    "replicas",
+    "sentinel",
     "store",
     "rate",
 )
@@ -94,7 +99,7 @@ async def main_async(args: argparse.Namespace) -> None:
     only = (
         set(args.only.split(","))
         if args.only
-        else set(SECTIONS) - ({"failover"} if quick else set())
+        else set(SECTIONS) - ({"failover", "sentinel"} if quick else set())
     )
     unknown = only - set(SECTIONS)
     if unknown:
@@ -146,6 +151,12 @@ async def main_async(args: argparse.Namespace) -> None:
         if "failover" in only:
             progress_timed("failover: SIGKILL of the lease holder, production defaults")
             results.add(await bench_failover(rig))
+        if "replicas" in only:
+            progress_timed("replicas: DISPATCHER_REDIS_MIN_REPLICAS 0 vs 1 through sentinels")
+            results.add(await bench_replicas(rig, quick, rounds(2, 1)))
+        if "sentinel" in only:
+            progress_timed("sentinel: SIGKILL of the Redis primary, dispatcher defaults")
+            results.add(await bench_sentinel_failover(rig))
         if "store" in only:
             calls = 500 if quick else 2000
             progress_timed(f"store: {calls} calls per variant")

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from campaigns.connection import RedisLocation
 from campaigns.domain.spec import parse_spec
 from campaigns.operators.control import CampaignClient, ControlError
 from campaigns.operators.ingress import create_ingress_app_from_settings
@@ -70,10 +71,11 @@ def chaos_seed(request: pytest.FixtureRequest) -> int:
 
 
 async def _sample_budget(
-    url: str, campaign_ids: list[str], obs: Observations, stop: asyncio.Event
+    where: RedisLocation | str, campaign_ids: list[str], obs: Observations, stop: asyncio.Event
 ) -> None:
-    """Sample spent + reserved <= budget while everything runs."""
-    r = aioredis.Redis.from_url(url)
+    """Sample spent + reserved <= budget while everything runs (on the primary,
+    wherever the sentinels say it is)."""
+    r = RedisLocation.of(where).client(retries=False, timeout=1.0)
     try:
         while not stop.is_set():
             for cid in campaign_ids:
@@ -81,7 +83,8 @@ async def _sample_budget(
                     spent, reserved, budget = await r.hmget(
                         f"dsp:c:{cid}:meta", "spent", "reserved", "budget"
                     )
-                except (OSError, aioredis.ConnectionError):
+                except (OSError, aioredis.RedisError):
+                    await asyncio.sleep(0.05)
                     continue
                 if budget is None:
                     continue
