@@ -69,6 +69,7 @@ from campaigns.operators.control import (
 from campaigns.operators.estimate import estimate
 from campaigns.operators.listing import QueryError, campaign_page, parse_query
 from campaigns.operators.reconcile import reconcile
+from campaigns.operators.report_pages import outcomes, parse_report_query, report_page
 from campaigns.settings import Settings
 from campaigns.store import (
     IdempotencyBusy,
@@ -339,13 +340,26 @@ class _Api:
         return _json(await self.campaigns().status(_campaign_id(request)))
 
     async def get_report(self, request: Request) -> Response:
-        fmt = request.query_params.get("format")
+        campaign_id = _campaign_id(request)
+        try:
+            query = parse_report_query(
+                campaign_id,
+                request.query_params,
+                [k for k, _ in request.query_params.multi_items()],
+            )
+        except QueryError as exc:
+            raise _Problem.invalid(exc.errors) from None
+        client = self.campaigns()
+        campaign = await client.get(campaign_id)
+        if query.paged:  # a page is JSON
+            if _chosen(request, (_JSON,)) is None:
+                raise _Problem(
+                    406, "not_acceptable", f"a page answers with {_JSON}, which Accept refuses"
+                )
+            return _json(await report_page(client.store, campaign, query))
+        fmt = query.format
         if fmt is None:  # no format asked for: the Accept header chooses
             fmt = "csv" if _chosen(request, _PRODUCES["get_report"]) == "text/csv" else "json"
-        if fmt not in ("json", "csv"):
-            raise _Problem(422, "invalid", "must be json or csv", "format")
-        client = self.campaigns()
-        campaign = await client.get(_campaign_id(request))
         write = _report.write_csv if fmt == "csv" else _report.write_json
         headers = {}
         if fmt == "csv":
@@ -355,6 +369,11 @@ class _Api:
             media_type="text/csv; charset=utf-8" if fmt == "csv" else "application/json",
             headers=headers,
         )
+
+    async def get_outcomes(self, request: Request) -> Response:
+        client = self.campaigns()
+        campaign = await client.get(_campaign_id(request))
+        return _json(await outcomes(client.store, campaign))
 
     async def get_reconcile(self, request: Request) -> Response:
         campaign_id = _campaign_id(request)
@@ -978,6 +997,7 @@ def _routes(api: _Api) -> list[Route]:
         Route("/v1/campaigns/{campaign_id}", viewer(api.get_campaign), methods=["GET"]),
         Route("/v1/campaigns/{campaign_id}", operator(api.delete_campaign), methods=["DELETE"]),
         Route("/v1/campaigns/{campaign_id}/report", viewer(api.get_report), methods=["GET"]),
+        Route("/v1/campaigns/{campaign_id}/outcomes", viewer(api.get_outcomes), methods=["GET"]),
         Route("/v1/campaigns/{campaign_id}/reconcile", viewer(api.get_reconcile), methods=["GET"]),
         Route("/v1/estimate", viewer(api.post_estimate), methods=["POST"]),
         Route("/v1/dead-letters", viewer(api.dead_letters), methods=["GET"]),
@@ -1521,16 +1541,40 @@ def openapi() -> dict[str, Any]:
         },
         "/v1/campaigns/{campaign_id}/report": {
             "get": _operation(
-                "Every attempt: JSON array (default) or CSV, streamed",
+                "Without `limit` and `cursor`: every attempt, a JSON array (default) or CSV, "
+                "streamed (the full export). With either: one JSON page of at most `limit` "
+                "rows in report order and `next_cursor` (null: no row left now); a page "
+                "reads only its own attempts",
                 VIEWER,
                 {
                     "200": {
-                        "description": "the report",
+                        "description": "the report, or one page of it",
                         "content": {
                             "application/json": {
                                 "schema": {
-                                    "type": "array",
-                                    "items": {"$ref": "#/components/schemas/ReportRow"},
+                                    "oneOf": [
+                                        {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/ReportRow"},
+                                        },
+                                        {
+                                            "type": "object",
+                                            "required": ["attempts", "next_cursor"],
+                                            "properties": {
+                                                "attempts": {
+                                                    "type": "array",
+                                                    "items": {
+                                                        "$ref": "#/components/schemas/ReportRow"
+                                                    },
+                                                },
+                                                "next_cursor": {
+                                                    "type": ["string", "null"],
+                                                    "description": "opaque; pass as `cursor` "
+                                                    "for the next page; null: no row left now",
+                                                },
+                                            },
+                                        },
+                                    ]
                                 }
                             },
                             "text/csv": {"schema": {"type": "string"}},
@@ -1545,7 +1589,49 @@ def openapi() -> dict[str, Any]:
                         "in": "query",
                         "schema": {"enum": ["json", "csv"], "default": "json"},
                     },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "description": "rows a page (JSON only; 100 when only `cursor` is given)",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "description": "the previous page's `next_cursor` (JSON only)",
+                        "schema": {"type": "string"},
+                    },
                 ],
+            )
+        },
+        "/v1/campaigns/{campaign_id}/outcomes": {
+            "get": _operation(
+                "How the calls ended: counts by final status, average billed seconds, "
+                "settled spend per answered call; one pass over the campaign's attempts",
+                VIEWER,
+                {
+                    "200": _answer(
+                        "the outcome statistics",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "campaign_id": {"type": "string"},
+                                "currency": {"type": "string"},
+                                "calls_ended": {"type": "integer"},
+                                "final_status": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "integer"},
+                                },
+                                "answered": {"type": "integer"},
+                                "average_billsec": {"type": ["number", "null"]},
+                                "spent_on_ended_micros": {"type": "integer"},
+                                "spend_per_answered_call_micros": {"type": ["integer", "null"]},
+                            },
+                        },
+                    )
+                },
+                (404, 422),
+                params=[_ID_PARAM],
             )
         },
         "/v1/campaigns/{campaign_id}/reconcile": {

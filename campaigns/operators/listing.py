@@ -16,6 +16,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from campaigns.domain.lifecycle import State
 from campaigns.domain.policy import parse_instant
@@ -29,6 +30,10 @@ __all__ = [
     "CampaignQuery",
     "QueryError",
     "campaign_page",
+    "decode_cursor",
+    "encode_cursor",
+    "parameter_errors",
+    "parse_limit",
     "parse_query",
 ]
 
@@ -71,25 +76,14 @@ class CampaignQuery:
         return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
     def cursor(self, position: tuple[int, str]) -> str:
-        raw = json.dumps([position[0], position[1], self.filters], separators=(",", ":"))
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        return encode_cursor([position[0], position[1], self.filters])
 
 
 def parse_query(params: Mapping[str, str], given: list[str]) -> CampaignQuery:
     """The query from request parameters (``given``: every name as sent, repeats
     included); :class:`QueryError` lists every bad or unknown one."""
-    errors: list[tuple[str, str]] = []
-    for name in sorted(set(given) - set(PARAMETERS)):
-        errors.append((name, f"unknown parameter; known: {', '.join(PARAMETERS)}"))
-    for name in sorted({n for n in given if given.count(n) > 1} & set(PARAMETERS)):
-        errors.append((name, "given more than once"))
-    limit = DEFAULT_LIMIT
-    raw_limit = params.get("limit")
-    if raw_limit is not None:
-        if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT:
-            limit = int(raw_limit)
-        else:
-            errors.append(("limit", f"must be an integer from 1 to {MAX_LIMIT}"))
+    errors = parameter_errors(given, PARAMETERS)
+    limit = parse_limit(params.get("limit"), DEFAULT_LIMIT, MAX_LIMIT, errors)
     states: set[str] = set()
     for state in filter(None, params.get("state", "").split(",")):
         if state in State.__members__.values():
@@ -131,12 +125,49 @@ def parse_query(params: Mapping[str, str], given: list[str]) -> CampaignQuery:
     )
 
 
-def _position(cursor: str, filters: str) -> tuple[int, str] | None:
+def parameter_errors(given: list[str], known: tuple[str, ...]) -> list[tuple[str, str]]:
+    """An error for each unknown parameter and each known one given more than once."""
+    errors = [
+        (name, f"unknown parameter; known: {', '.join(known)}")
+        for name in sorted(set(given) - set(known))
+    ]
+    errors += [
+        (name, "given more than once")
+        for name in sorted({n for n in given if given.count(n) > 1} & set(known))
+    ]
+    return errors
+
+
+def parse_limit(raw: str | None, default: int, maximum: int, errors: list[tuple[str, str]]) -> int:
+    """``limit`` from 1 to ``maximum`` (``default`` when absent); a bad one joins ``errors``."""
+    if raw is None:
+        return default
+    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= maximum:
+        return int(raw)
+    errors.append(("limit", f"must be an integer from 1 to {maximum}"))
+    return default
+
+
+def encode_cursor(values: list[Any]) -> str:
+    """An opaque cursor: the JSON of ``values``, URL-safe base64 without padding."""
+    raw = json.dumps(values, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, size: int) -> list[Any] | None:
+    """The ``size`` values of :func:`encode_cursor`'s cursor (None: not such a cursor)."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        score, member, digest = json.loads(raw)
-    except (ValueError, TypeError, binascii.Error):
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError, RecursionError, binascii.Error):
         return None
+    return values if isinstance(values, list) and len(values) == size else None
+
+
+def _position(cursor: str, filters: str) -> tuple[int, str] | None:
+    values = decode_cursor(cursor, 3)
+    if values is None:
+        return None
+    score, member, digest = values
     if not (isinstance(score, int) and isinstance(member, str) and digest == filters):
         return None
     return score, member

@@ -370,48 +370,100 @@ class Store:
     async def attempts(self, campaign_id: str, page: int = 500) -> AsyncIterator[Attempt]:
         """Every attempt of a campaign in claim order, read a page at a time; then the
         contacts the schedule's end left undialled (expired, capped), one row each."""
-        key = self._c(campaign_id, "attempts")
         start = 0
         while True:
-            ids = await _aw(self.redis.lrange(key, start, start + page - 1))
-            if not ids:
+            read, rows = await self._claimed_rows(campaign_id, start, page)
+            if not read:
                 break
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for attempt_id in ids:
-                    pipe.hgetall(self.keys.attempt(_str(attempt_id)))
-                rows = await pipe.execute()
-            for row in rows:
-                decoded = decode(row)
-                if "status" in decoded:
-                    yield attempt_from_hash(decoded)
+            for attempt in rows:
+                yield attempt
             start += page
         async for attempt in self._unsent(campaign_id, page):
             yield attempt
 
     async def _unsent(self, campaign_id: str, page: int) -> AsyncIterator[Attempt]:
         """The unsent list's ``status|index|try`` entries as attempt rows (expire.lua)."""
-        key = self._c(campaign_id, "unsent")
         ended = integer(await _aw(self.redis.hget(self.keys.meta(campaign_id), "end_at")))
         start = 0
-        while True:
-            entries = [
-                _str(e).split("|")
-                for e in await _aw(self.redis.lrange(key, start, start + page - 1))
-            ]
-            if not entries:
-                return
-            found = await _aw(
-                self.redis.hmget(self._c(campaign_id, "contacts"), [e[1] for e in entries])
+        while rows := await self._unsent_rows(campaign_id, start, page, ended):
+            for attempt in rows:
+                yield attempt
+            start += page
+
+    async def _claimed_rows(
+        self, campaign_id: str, start: int, count: int
+    ) -> tuple[int, list[Attempt]]:
+        """Entries ``start`` on of the claim-order list: how many there were, and the
+        attempts among them (an ID whose hash is gone has no row)."""
+        key = self._c(campaign_id, "attempts")
+        ids = await _aw(self.redis.lrange(key, start, start + count - 1))
+        if not ids:
+            return 0, []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for attempt_id in ids:
+                pipe.hgetall(self.keys.attempt(_str(attempt_id)))
+            rows = [decode(row) for row in await pipe.execute()]
+        return len(ids), [attempt_from_hash(row) for row in rows if "status" in row]
+
+    async def _unsent_rows(
+        self, campaign_id: str, start: int, count: int, ended: int
+    ) -> list[Attempt]:
+        key = self._c(campaign_id, "unsent")
+        entries = [
+            _str(e).split("|") for e in await _aw(self.redis.lrange(key, start, start + count - 1))
+        ]
+        if not entries:
+            return []
+        found = await _aw(
+            self.redis.hmget(self._c(campaign_id, "contacts"), [e[1] for e in entries])
+        )
+        return [
+            unsent_attempt(
+                campaign_id, int(index), int(try_no), AttemptStatus(status), text(contact), ended
             )
-            for (status, index, try_no), contact in zip(entries, found, strict=True):
-                yield unsent_attempt(
-                    campaign_id,
-                    int(index),
-                    int(try_no),
-                    AttemptStatus(status),
-                    text(contact),
-                    ended,
-                )
+            for (status, index, try_no), contact in zip(entries, found, strict=True)
+        ]
+
+    async def attempts_page(
+        self, campaign_id: str, position: tuple[int, int], limit: int
+    ) -> tuple[list[Attempt], tuple[int, int], bool]:
+        """At most ``limit`` rows of :meth:`attempts`, from ``position`` (claim-list
+        entries read, unsent entries read): the rows, the position after them, and
+        whether more rows exist now. Reads only this page's entries, so its cost is
+        ``limit``, not the campaign's size. Claims made after a page moved on to the
+        unsent rows come first on the next page: every row is read exactly once."""
+        claimed, unsent = position
+        read, found = await self._claimed_rows(campaign_id, claimed, limit)
+        claimed += read
+        if read < limit:
+            ended = integer(await _aw(self.redis.hget(self.keys.meta(campaign_id), "end_at")))
+            rows = await self._unsent_rows(campaign_id, unsent, limit - read, ended)
+            unsent += len(rows)
+            found += rows
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(self._c(campaign_id, "attempts"))
+            pipe.llen(self._c(campaign_id, "unsent"))
+            claims, unsents = await pipe.execute()
+        return found, (claimed, unsent), claims > claimed or unsents > unsent
+
+    async def final_calls(
+        self, campaign_id: str, page: int = 1000
+    ) -> AsyncIterator[tuple[str, int, int | None]]:
+        """Each call with a final status, in claim order: (final status, billed
+        seconds, cost in micros once settled). One pass over the claim list, five
+        fields an attempt: what the outcome statistics need and no more."""
+        key = self._c(campaign_id, "attempts")
+        fields = ["status", "final_status", "billsec", "cost", "settled"]
+        start = 0
+        while ids := await _aw(self.redis.lrange(key, start, start + page - 1)):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for attempt_id in ids:
+                    pipe.hmget(self.keys.attempt(_str(attempt_id)), fields)
+                rows = await pipe.execute()
+            for status, final, billsec, cost, settled in rows:
+                if text(status) == AttemptStatus.ACCEPTED and final:
+                    settled_cost = integer(cost) if text(settled) == "1" and cost else None
+                    yield _str(final), integer(billsec), settled_cost
             start += page
 
     async def latest_attempts(
