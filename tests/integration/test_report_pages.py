@@ -44,20 +44,25 @@ def attempt_hash(cid: str, n: int, contact: str) -> dict[str, Any]:
     return row
 
 
-@pytest.fixture
-async def reported(store: Store) -> tuple[str, list[dict[str, Any]]]:
-    """A campaign of 3,000 attempts and 5 expired contacts, by pipeline (no worker)."""
-    cid = "paged"
+async def write_report(store: Store, cid: str, claimed: int, unsent: int) -> list[dict[str, Any]]:
+    """A campaign of ``claimed`` attempts and ``unsent`` expired contacts, written by
+    pipeline (no worker); its attempts' hashes."""
     await submit_spec(store, parse_spec(spec_dict(cid, contacts=20)))
     contacts = await store.redis.hgetall(store.keys.campaign(cid, "contacts"))
-    rows = [attempt_hash(cid, n, contacts[str(n % 20).encode()].decode()) for n in range(CLAIMED)]
+    rows = [attempt_hash(cid, n, contacts[str(n % 20).encode()].decode()) for n in range(claimed)]
     async with store.redis.pipeline(transaction=False) as pipe:
         for row in rows:
             pipe.hset(store.keys.attempt(row["attempt_id"]), mapping=row)
         pipe.rpush(store.keys.campaign(cid, "attempts"), *(r["attempt_id"] for r in rows))
-        pipe.rpush(store.keys.campaign(cid, "unsent"), *(f"expired|{i}|9" for i in range(UNSENT)))
+        pipe.rpush(store.keys.campaign(cid, "unsent"), *(f"expired|{i}|9" for i in range(unsent)))
         await pipe.execute()
-    return cid, rows
+    return rows
+
+
+@pytest.fixture
+async def reported(store: Store) -> tuple[str, list[dict[str, Any]]]:
+    """A campaign of 3,000 attempts and 5 expired contacts."""
+    return "paged", await write_report(store, "paged", CLAIMED, UNSENT)
 
 
 async def walk(

@@ -1,20 +1,26 @@
 // The live campaign page: polls the API about once a second, no reloads, no libraries.
 // One poll at a time: the next is scheduled a second after the last one answered, so
 // a slow API never stacks requests. It asks for one page of the paged list (the rows
-// it shows, filtered as the operator chose) and re-reads a report only when it changed.
+// it shows, filtered as the operator chose). The report view shows one page of the
+// report and the outcome statistics the API counts; it re-reads them only when the
+// campaign moved (or another page is asked for), never every row of a campaign.
 // Every value from the API is put in the page as text (textContent), never as HTML.
 "use strict";
 
 const POLL_MS = 1000;
 const PAGE_SIZE = 25;
+const REPORT_PAGE_SIZE = 50;
 const TOKEN_KEY = "campaigns-api-token";
 let role = null;
 let actions = {};
 let reportId = null;
-let reportSeen = null;
+let reportSeen = null;  // the campaign's moves and the cursor of the page shown
+let outcomesSeen = null;  // the campaign's moves when its outcomes were read
 let busy = false;
 let timer = null;
-let reportCache = { id: null, rows: [] };
+let reportCache = { id: null, rows: [], outcomes: null };
+let reportCursors = [null];  // the cursor of each report page seen: [0] is the first
+let reportNext = null;
 let confirming = null;  // the campaign whose cancel button asks "really cancel?"
 const NOT_DIALLED = {
   suppressed: "on the do-not-call list or the campaign's suppress list",
@@ -211,16 +217,40 @@ function card(label, value) {
 async function renderReport() {
   const id = reportId;
   const status = await api("GET", `/v1/campaigns/${encodeURIComponent(id)}`);
-  // The report is every attempt: read again only when the campaign's counts or
-  // money moved (the summary above it is drawn from the status every poll).
-  const seen = JSON.stringify([id, status.state, status.counts, status.money]);
+  // The page of rows shown and the outcome statistics are read again only when the
+  // campaign's counts or money moved (the cards above them are drawn from the status
+  // every poll); another page is read when the operator asks for it.
+  const moved = JSON.stringify([id, status.state, status.counts, status.money]);
+  const cursor = reportCursors[reportCursors.length - 1];
+  const seen = JSON.stringify([moved, cursor]);
   if (reportCache.id !== id || seen !== reportSeen) {
-    const path = `/v1/campaigns/${encodeURIComponent(id)}/report?format=json`;
-    reportCache = { id, rows: await api("GET", path) };
+    const base = `/v1/campaigns/${encodeURIComponent(id)}`;
+    const query = new URLSearchParams({ limit: String(REPORT_PAGE_SIZE) });
+    if (cursor) query.set("cursor", cursor);
+    let page;
+    try {
+      page = await api("GET", `${base}/report?${query}`);
+    } catch (error) {
+      if (error.status !== 422 || reportCursors.length < 2) throw error;
+      reportCursors = [null];  // a stale cursor: the first page on the next poll
+      return;
+    }
+    const outcomes = reportCache.id === id && moved === outcomesSeen
+      ? reportCache.outcomes : await api("GET", `${base}/outcomes`);
+    if (id !== reportId) return;
+    reportCache = { id, rows: page.attempts, outcomes };
+    reportNext = page.next_cursor;
     reportSeen = seen;
+    outcomesSeen = moved;
   }
   const rows = reportCache.rows;
   if (id !== reportId) return;
+  const first = (reportCursors.length - 1) * REPORT_PAGE_SIZE;
+  document.getElementById("report-page").textContent = rows.length
+    ? `page ${reportCursors.length}: rows ${first + 1}-${first + rows.length}`
+    : `page ${reportCursors.length}: no rows`;
+  document.getElementById("report-prev").disabled = reportCursors.length < 2;
+  document.getElementById("report-next").disabled = !reportNext;
   const m = status.money;
   const c = status.counts;
   document.getElementById("report-id").textContent = id;
@@ -257,7 +287,7 @@ async function renderReport() {
       doubt.push(el("tr", {}, el("td", {}, r.attempt_id), el("td", {}, r.to), el("td", {}, r.status)));
     }
   }
-  document.getElementById("outcomes").replaceChildren(...outcomeCards(rows, m.currency));
+  document.getElementById("outcomes").replaceChildren(...outcomeCards(reportCache.outcomes));
   document.querySelector("#calls tbody").replaceChildren(...calls);
   document.querySelector("#rejected tbody").replaceChildren(...rejected);
   document.querySelector("#doubt tbody").replaceChildren(...doubt);
@@ -266,21 +296,18 @@ async function renderReport() {
   document.getElementById("budget-currency").textContent = m.currency;
 }
 
-function outcomeCards(rows, currency) {
+function outcomeCards(outcomes) {
   // How the calls ended: answered, busy, no answer, failed; billed seconds and
-  // spend per answered call, from the settled rows.
-  const ended = rows.filter((r) => r.status === "accepted" && r.final_status);
-  const count = (status) => ended.filter((r) => r.final_status === status).length;
-  const answered = count("completed");
-  const billed = ended.reduce((sum, r) => sum + (r.billsec || 0), 0);
-  const spent = ended.reduce((sum, r) => sum + (r.cost_micros || 0), 0);
+  // spend per answered call, counted by the API over every call (GET .../outcomes).
+  const count = (status) => outcomes.final_status[status] || 0;
   return [
-    card("answered", answered),
+    card("answered", outcomes.answered),
     card("busy", count("busy")),
     card("no answer", count("no_answer")),
     card("failed", count("failed") + count("canceled")),
-    card("average billed s", ended.length ? Math.round(billed / ended.length) : "-"),
-    card("spend per answered call", answered ? money(Math.ceil(spent / answered), currency) : "-"),
+    card("average billed s", outcomes.average_billsec ?? "-"),
+    card("spend per answered call",
+      money(outcomes.spend_per_answered_call_micros, outcomes.currency)),
   ];
 }
 
@@ -303,8 +330,11 @@ async function setBudget(event) {
 
 function openReport(id) {
   reportId = id;
-  reportCache = { id: null, rows: [] };  // opening (again) reads the rows now
+  reportCache = { id: null, rows: [], outcomes: null };  // opening (again) reads now
   reportSeen = null;
+  outcomesSeen = null;
+  reportCursors = [null];
+  reportNext = null;
   document.getElementById("report").hidden = false;
   refresh();
 }
@@ -409,6 +439,17 @@ document.getElementById("filter-state").addEventListener("change", firstPage);
 document.getElementById("filter-name").addEventListener("change", firstPage);
 document.getElementById("page-next").addEventListener("click", () => {
   if (nextCursor) cursors.push(nextCursor);
+  refresh();
+});
+document.getElementById("report-next").addEventListener("click", () => {
+  if (reportNext) reportCursors.push(reportNext);
+  reportNext = null;  // one page on per answer, however fast the clicks
+  document.getElementById("report-next").disabled = true;
+  refresh();
+});
+document.getElementById("report-prev").addEventListener("click", () => {
+  if (reportCursors.length > 1) reportCursors.pop();
+  document.getElementById("report-prev").disabled = reportCursors.length < 2;
   refresh();
 });
 document.getElementById("page-prev").addEventListener("click", () => {
