@@ -12,7 +12,7 @@ import structlog
 
 from campaigns.domain.lifecycle import FINAL_STATES
 from campaigns.queue import campaign_job_keys
-from campaigns.store import CampaignRecord, Store, now_ms
+from campaigns.store import CampaignRecord, Store, callback_store, now_ms
 
 __all__ = ["delete_campaign", "delete_expired", "why_not_deletable"]
 
@@ -23,8 +23,12 @@ _PER_SWEEP = 100
 log = structlog.stdlib.get_logger("campaigns.engine.retention")
 
 
-async def why_not_deletable(store: Store, campaign: CampaignRecord) -> str | None:
-    """Why the campaign may not be deleted yet, or None."""
+async def why_not_deletable(
+    store: Store, campaign: CampaignRecord, callback_url: str | None = None
+) -> str | None:
+    """Why the campaign may not be deleted yet, or None. ``callback_url``: the
+    account's (``DISPATCHER_CALLBACK_URL``): with a URL, events not yet delivered
+    keep the campaign; without one they would be dropped undelivered anyway."""
     if campaign.state not in FINAL_STATES:
         return f"it is {campaign.state}: only completed or cancelled campaigns can be deleted"
     if campaign.live or campaign.unresolved or campaign.in_doubt:
@@ -33,6 +37,13 @@ async def why_not_deletable(store: Store, campaign: CampaignRecord) -> str | Non
         return "calls of it are not settled yet; delete it once its report is final"
     if await store.lease_holder(campaign.campaign_id) is not None:
         return "its dispatcher is still letting go; try again in a few seconds"
+    if campaign.spec.callbacks.url or callback_url:
+        waiting = await callback_store(store).undelivered(campaign.campaign_id)
+        if waiting:
+            return (
+                f"{len(waiting)} of its callback events are not delivered yet; delete it "
+                f"once they are (campaigns callbacks {campaign.campaign_id})"
+            )
     return None
 
 
@@ -41,12 +52,19 @@ async def delete_campaign(store: Store, campaign: CampaignRecord) -> int:
     keys = campaign_job_keys(
         campaign.campaign_id, campaign.dispatch_seq, campaign.spec.alerts.thresholds_percent
     )
+    await callback_store(store).forget(campaign.campaign_id)
     deleted = await store.forget(campaign.campaign_id, keys)
     log.info("campaign_deleted", campaign_id=campaign.campaign_id, keys=deleted)
     return deleted
 
 
-async def delete_expired(store: Store, retention_days: int, *, now: int | None = None) -> list[str]:
+async def delete_expired(
+    store: Store,
+    retention_days: int,
+    *,
+    now: int | None = None,
+    callback_url: str | None = None,
+) -> list[str]:
     """Delete final campaigns that finished more than ``retention_days`` ago (at most
     :data:`_PER_SWEEP` a call): they were created before that too, so only the
     index's older part is read."""
@@ -63,7 +81,9 @@ async def delete_expired(store: Store, retention_days: int, *, now: int | None =
             if campaign is None or campaign.finished_at_ms is None:
                 continue
             campaign_id = campaign.campaign_id
-            if campaign.finished_at_ms > cutoff or await why_not_deletable(store, campaign):
+            if campaign.finished_at_ms > cutoff or await why_not_deletable(
+                store, campaign, callback_url
+            ):
                 continue
             await delete_campaign(store, campaign)
             deleted.append(campaign_id)

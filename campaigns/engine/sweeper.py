@@ -57,5 +57,7 @@ async def sweep(store: Store, queue: JobQueue, settings: Settings) -> list[str]:
     if settings.retention_days is not None and await store.retention_due(
         RETENTION_INTERVAL_SECONDS
     ):
-        await delete_expired(store, settings.retention_days, now=now)
+        await delete_expired(
+            store, settings.retention_days, now=now, callback_url=settings.callback_url
+        )
     return kicked

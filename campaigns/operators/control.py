@@ -703,7 +703,7 @@ class CampaignClient:
         from campaigns.engine.retention import delete_campaign, why_not_deletable
 
         campaign = await self.get(campaign_id)
-        why = await why_not_deletable(self.store, campaign)
+        why = await why_not_deletable(self.store, campaign, self.settings.callback_url)
         if why is not None:
             raise ControlError(f"cannot delete campaign {campaign_id!r}: {why}")
         return await delete_campaign(self.store, campaign)

@@ -89,6 +89,39 @@ class CallbackStore:
         with nothing to do costs one command and creates no key."""
         return int(await self.redis.xlen(self.keys.callbacks_outbox))
 
+    async def undelivered(self, campaign_id: str, page: int = 1000) -> list[str]:
+        """Stream IDs of the campaign's events still in the outbox (new or being
+        retried). One pass over the outbox (capped at ~100,000 entries)."""
+        found: list[str] = []
+        start = "-"
+        outbox = self.keys.callbacks_outbox
+        while True:
+            entries = await self.redis.xrange(outbox, min=start, count=page)
+            for stream_id, raw in entries:
+                event = OutboxEvent(str(text(stream_id)), _fields(raw))
+                if event.campaign_id == campaign_id:
+                    found.append(event.stream_id)
+            if len(entries) < page:
+                return found
+            start = "(" + str(text(entries[-1][0]))
+
+    async def forget(self, campaign_id: str) -> int:
+        """Take the campaign's events out of the outbox and its given-up events out of
+        the account's index (its own failed hash and delivery log are among the
+        campaign's keys, deleted with them); the events dropped undelivered."""
+        outbox, failed = self.keys.callbacks_outbox, self.keys.callbacks_failed
+        waiting = await self.undelivered(campaign_id)
+        mine = [m async for m, _ in self.redis.zscan_iter(failed, match=f"{campaign_id}:*")]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if waiting:
+                await self._ensure_group()
+                pipe.xack(outbox, GROUP, *waiting)
+                pipe.xdel(outbox, *waiting)
+            if mine:
+                pipe.zrem(failed, *mine)
+            await pipe.execute()
+        return len(waiting)
+
     async def take_lock(self, token: str, ttl_ms: int) -> bool:
         """One delivery pass at a time across workers (expires if its holder dies)."""
         return bool(await self.redis.set(self.keys.callbacks_lock, token, nx=True, px=ttl_ms))

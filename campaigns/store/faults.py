@@ -51,6 +51,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from campaigns.logs import scrub
+from campaigns.store.replicas import NotReplicated
 
 __all__ = [
     "REDIS_FAULTS",
@@ -136,6 +137,7 @@ def fault_kind(exc: BaseException) -> str:
         (NoReplicasError, "no_replicas"),
         (ClusterDownError, "cluster_down"),
         (TryAgainError, "try_again"),
+        (NotReplicated, "not_replicated"),
         (RedisTimeoutError, "timeout"),
         (TimeoutError, "timeout"),
         (RedisConnectionError, "connection_lost"),

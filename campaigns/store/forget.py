@@ -9,7 +9,9 @@ again (``campaigns delete``, or the retention sweep). What it removes:
 - ``P:a:A`` of each attempt, and A in ``P:calls`` (by its call ID), ``P:unsettled``,
   ``P:sent_to:N`` and ``P:freq:N`` (by its number);
 - every ``P:c:C:*`` key (:data:`CAMPAIGN_KEYS`, and each zone group's pending list);
-- C in ``P:campaigns``, ``P:running`` and ``P:cooldown``;
+- C in ``P:campaigns``, ``P:running`` and ``P:cooldown``, and its event IDs in
+  ``P:callbacks:failed`` (its undelivered callback events keep it from being
+  deleted: ``engine/retention.py``);
 - the keys the caller names besides (the queue's job and result keys of C).
 """
 
@@ -42,6 +44,9 @@ CAMPAIGN_KEYS = (
     "pace_log",
     "alerts",
     "reconciliation",
+    "history",
+    "callbacks:failed",
+    "callbacks:log",
 )
 """Every ``P:c:C:<what>`` key (``campaigns/store/keys.py``) but the staging keys,
 which expire by themselves within the hour, and ``pending:G`` (from ``groups``)."""

@@ -85,7 +85,7 @@ async def test_a_worker_sends_nothing_a_replica_has_not_acknowledged(
     worker = start_worker(unconfirmed)
 
     async def refused() -> bool:
-        return "NotReplicated" in worker.log_text()
+        return "not_replicated" in worker.log_text()
 
     await wait_for(refused, timeout=30, what="a claim refused for want of a replica")
     assert sandbox.ledger() == [], "a create request went out on an unacknowledged write"

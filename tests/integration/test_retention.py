@@ -36,6 +36,7 @@ async def everything(redis: Redis, prefix: bytes = b"dsp:") -> dict[bytes, Any]:
             "list": lambda k: redis.lrange(k, 0, -1),
             "set": redis.smembers,
             "zset": lambda k: redis.zrange(k, 0, -1),
+            "stream": lambda k: redis.xrange(k),
         }[kind]
         found[key] = await read(key)
     return found
@@ -117,7 +118,9 @@ async def test_not_final_is_refused_and_the_sweep_deletes_by_age(
     deleted = await asyncio.to_thread(cli, settings, "delete", "live-1")
     assert deleted.returncode == 0, deleted.stderr
     assert "live-1: deleted" in deleted.stdout
-    assert await store.redis.keys(b"dsp:*") == []
+    # Only the account's callback outbox stays (a stream keeps its consumer group), empty.
+    assert await store.redis.keys(b"dsp:*") in ([], [b"dsp:callbacks:outbox"])
+    assert await store.redis.xlen(store.keys.callbacks_outbox) == 0
 
 
 async def test_the_sweep_deletes_past_the_retention_once_an_interval(
