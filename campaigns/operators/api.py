@@ -784,28 +784,20 @@ def _actor(api: _Api, request: Request) -> str:
 
 
 async def _patch_campaign(api: _Api, request: Request) -> Response:
-    """``{"budget": "250.00"}`` or ``{"budget_micros": 250000000}``: set the budget."""
-    from campaigns.domain.money import MoneyError, parse_micros
-
+    """Change the budget, pacing, schedule, calling window or name
+    (``campaigns/domain/changes.py``): validated as at submit, every invalid field
+    in one 422, applied in one script against what the dispatcher claims with."""
     body = _object(await _body(request))
-    unknown = sorted(set(body) - {"budget", "budget_micros"})
-    if unknown:
-        raise _Problem(422, "invalid", "unknown field (budget or budget_micros)", unknown[0])
-    if len(body) != 1:
-        raise _Problem(422, "invalid", "give exactly one of budget or budget_micros", "budget")
-    [(name, value)] = body.items()
-    if name == "budget" and not isinstance(value, str):
-        raise _Problem(422, "invalid", 'must be a decimal string such as "250.00"', name)
-    if name == "budget_micros" and (type(value) is not int):
-        raise _Problem(422, "invalid", "must be an integer number of micros", name)
-    try:
-        micros = parse_micros(value)
-    except MoneyError as exc:
-        raise _Problem(422, "invalid", str(exc), name) from None
     campaign_id = _campaign_id(request)
     client = api.campaigns()
-    change = await client.budget(campaign_id, micros, actor=_actor(api, request))
-    log.info("api_campaign_budget", campaign_id=campaign_id, before=change.before, after=micros)
+    done, change = await client.change(campaign_id, body, actor=_actor(api, request))
+    log.info(
+        "api_campaign_changed",
+        campaign_id=campaign_id,
+        changed=sorted(change.terms),
+        budget_before=done.before if change.budget_micros is not None else None,
+        budget_after=change.budget_micros,
+    )
     return _json(await client.status(campaign_id))
 
 
@@ -884,8 +876,12 @@ def _day_two_paths() -> dict[str, Any]:
     return {
         "/v1/campaigns/{campaign_id}": {
             "patch": _operation(
-                "Set the budget, atomically against spend and reservations; refused (422) "
-                "below spent + reserved",
+                "Change the budget, pacing, schedule, calling window or name in one step "
+                "against what the dispatcher claims with (a lower rate holds from the next "
+                "request on), each change recorded in the history. Validated as at submit "
+                "(every invalid field in one 422); `pacing` is merged over the current "
+                "pacing; `schedule` and `calling_window` may be null (removed); a budget "
+                "below spent + reserved is refused (422) naming both; over: 409",
                 OPERATOR,
                 {"200": _answer("the status after the change", _STATUS)},
                 (403, 404, 409, 413, 422),
@@ -895,10 +891,27 @@ def _day_two_paths() -> dict[str, Any]:
                         "type": "object",
                         "additionalProperties": False,
                         "minProperties": 1,
-                        "maxProperties": 1,
+                        "not": {"required": ["budget", "budget_micros"]},
                         "properties": {
                             "budget": {"type": "string", "examples": ["250.00"]},
                             "budget_micros": {"type": "integer", "minimum": 0},
+                            "name": {"type": "string"},
+                            "pacing": {
+                                "$ref": "#/components/schemas/Pacing",
+                                "description": "the fields given replace the current ones",
+                            },
+                            "schedule": {
+                                "oneOf": [
+                                    {"type": "null"},
+                                    {"$ref": "#/components/schemas/Schedule"},
+                                ]
+                            },
+                            "calling_window": {
+                                "oneOf": [
+                                    {"type": "null"},
+                                    {"$ref": "#/components/schemas/CallingWindow"},
+                                ]
+                            },
                         },
                     }
                 },

@@ -17,6 +17,7 @@ from typing import Any, cast
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from campaigns.connection import RedisLocation
+from campaigns.domain.changes import CampaignChange, parse_change
 from campaigns.domain.contacts import Contacts
 from campaigns.domain.inputs import SpecError
 from campaigns.domain.lifecycle import (
@@ -41,6 +42,7 @@ from campaigns.store import (
     BudgetChange,
     CampaignRecord,
     Store,
+    StaleTerms,
     StoreError,
     campaign_of,
     entry_head,
@@ -92,6 +94,8 @@ WAIT_REASONS: dict[str, str] = {
 """Why a campaign that is not over is not sending, in the operator's words.
 Other parts may add their reasons here (one word each, explained once)."""
 
+_CHANGE_TRIES = 5
+"""A change merged over terms another change replaced meanwhile is made again this often."""
 _POLICY_WAITS = frozenset({"window", "not_started", "retry", "capped", "provider_rate_limited"})
 """Waits that end at a known time (``waiting.until``): the contact policy's, and
 the provider's 429 hold on the whole account."""
@@ -638,25 +642,48 @@ class CampaignClient:
         reserved``. A campaign halted ``budget_exhausted`` stays halted, now
         resumable when the new budget covers one more call's worst case.
         """
-        head = entry_head(now_ms(), actor or self.actor, OperatorAction.BUDGET)
-        try:
-            return await self.store.set_budget(campaign_id, budget_micros, head)
-        except BudgetBelowFloor as exc:
-            currency = (await self.get(campaign_id)).currency
+        done, _ = await self.change(campaign_id, {"budget_micros": budget_micros}, actor=actor)
+        return done
 
-            def money(micros: int) -> str:
-                return format_money(micros, currency, exact=True)
+    async def change(
+        self, campaign_id: str, body: Any, *, actor: str | None = None
+    ) -> tuple[BudgetChange, CampaignChange]:
+        """Change a campaign's budget, pacing, schedule, calling window or name
+        (``campaigns/domain/changes.py``), in one script against what the
+        dispatcher claims with: a lower rate holds from the next request on.
 
-            raise InvalidRequest(
-                f"budget {money(exc.budget)} for campaign {campaign_id!r} is below what it "
-                f"spent plus what it holds: {money(exc.spent)} spent + {money(exc.reserved)} "
-                f"reserved = {money(exc.spent + exc.reserved)}",
-                "budget",
-            ) from None
-        except StoreError as exc:
-            if str(exc).startswith("no campaign"):
-                raise NotFound(str(exc)) from None
-            raise ControlError(str(exc)) from None
+        Validated as submit validates (:class:`SpecError` naming every invalid
+        field, nothing written); a budget below ``spent + reserved`` is
+        :class:`InvalidRequest` naming both. Recorded in the history.
+        """
+        head = entry_head(now_ms(), actor or self.actor, OperatorAction.CHANGE)
+        for _ in range(_CHANGE_TRIES):
+            campaign = await self.get(campaign_id)
+            stored = await self.store.stored_spec(campaign_id) or ""
+            change = parse_change(body, campaign.spec, campaign.zone_groups, datetime.now(UTC))
+            try:
+                done = await self.store.change_terms(
+                    campaign_id, head, change, expected_spec=stored
+                )
+            except StaleTerms:
+                continue  # changed meanwhile: merge over the new terms
+            except BudgetBelowFloor as exc:
+
+                def money(micros: int) -> str:
+                    return format_money(micros, campaign.currency, exact=True)
+
+                raise InvalidRequest(
+                    f"budget {money(exc.budget)} for campaign {campaign_id!r} is below what "
+                    f"it spent plus what it holds: {money(exc.spent)} spent + "
+                    f"{money(exc.reserved)} reserved = {money(exc.spent + exc.reserved)}",
+                    "budget",
+                ) from None
+            except StoreError as exc:
+                if str(exc).startswith("no campaign"):
+                    raise NotFound(str(exc)) from None
+                raise ControlError(str(exc)) from None
+            return done, change
+        raise ControlError(f"campaign {campaign_id!r} kept changing meanwhile; try again")
 
     async def history(self, campaign_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         """The campaign's operator actions, oldest first (the newest ``limit``)."""
