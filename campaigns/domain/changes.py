@@ -41,6 +41,7 @@ __all__ = ["CHANGEABLE", "CampaignChange", "parse_change"]
 CHANGEABLE = ("budget", "budget_micros", "name", "pacing", "schedule", "calling_window")
 """The fields a change may carry (``budget`` or ``budget_micros``, not both)."""
 
+
 @dataclass(frozen=True, slots=True)
 class CampaignChange:
     """A validated change: ``terms`` holds each spec section that changes (as the

@@ -28,6 +28,7 @@ from rich.console import Console
 from campaigns.connection import RedisLocation
 from campaigns.domain.contacts import Contacts, Refusals
 from campaigns.domain.errors import ProviderError
+from campaigns.domain.inputs import strict_json
 from campaigns.domain.lifecycle import HaltCode, OperatorAction, State
 from campaigns.domain.money import format_money
 from campaigns.domain.spec import SpecError, is_campaign_id
@@ -587,6 +588,121 @@ def budget(campaign_id: str, amount: int) -> None:
         )
     elif campaign.state is State.HALTED and campaign.halt_code == HaltCode.BUDGET_EXHAUSTED:
         _echo(f"{campaign_id}: halted budget_exhausted, resumable: campaigns resume {campaign_id}")
+
+
+@main.command(
+    epilog=_example(
+        "campaigns change spring-renewals --rate 2 --concurrency 2",
+        "campaigns change spring-renewals --schedule-end 2026-12-24T18:00:00Z --window window.json",
+    )
+)
+@click.argument("campaign_id", type=CAMPAIGN_ID)
+@click.option("--rate", type=float, help="calls per second (pacing.calls_per_second)")
+@click.option(
+    "--concurrency", type=int, help="create requests open at once (pacing.max_concurrent_requests)"
+)
+@click.option("--name", help="the campaign's name")
+@click.option("--schedule-start", metavar="ISO", help="schedule.start_at, RFC 3339")
+@click.option("--schedule-end", metavar="ISO", help="schedule.end_at, RFC 3339")
+@click.option("--no-schedule", is_flag=True, help="remove the schedule")
+@click.option(
+    "--window",
+    "window_path",
+    metavar="FILE.json",
+    type=click.Path(exists=True, dir_okay=False),
+    help="a new calling_window (the spec's JSON object)",
+)
+@click.option("--no-window", is_flag=True, help="remove the calling window")
+def change(
+    campaign_id: str,
+    rate: float | None,
+    concurrency: int | None,
+    name: str | None,
+    schedule_start: str | None,
+    schedule_end: str | None,
+    no_schedule: bool,
+    window_path: str | None,
+    no_window: bool,
+) -> None:
+    """Change a running campaign's pace, schedule, calling window or name.
+
+    Validated as submit validates the spec (exit 2 naming the field, nothing
+    written); applied in one step against what the dispatcher claims with: a
+    lower rate holds from the next request on. Pacing fields not given keep
+    their values; --schedule-start / --schedule-end change one end of the
+    schedule and keep the other. Recorded in campaigns history; the budget is
+    `campaigns budget`. A later identical submit of the original spec stays a
+    no-op (docs/operations.md).
+    """
+    body: dict[str, Any] = {}
+    pacing = {
+        k: v
+        for k, v in (("calls_per_second", rate), ("max_concurrent_requests", concurrency))
+        if v is not None
+    }
+    if pacing:
+        body["pacing"] = pacing
+    if name is not None:
+        body["name"] = name
+    if no_window and window_path is not None:
+        raise _Failure("invalid input: --window: give --window or --no-window, not both", 2)
+    if no_window:
+        body["calling_window"] = None
+    elif window_path is not None:
+        body["calling_window"] = _json_object(window_path, "--window")
+    if no_schedule and (schedule_start or schedule_end):
+        raise _Failure(
+            "invalid input: --no-schedule: not with --schedule-start or --schedule-end", 2
+        )
+    if not body and not (no_schedule or schedule_start or schedule_end):
+        raise _Failure(
+            "invalid input: change: give at least one of --rate, --concurrency, --name, "
+            "--schedule-start, --schedule-end, --no-schedule, --window, --no-window",
+            2,
+        )
+
+    async def apply(client: CampaignClient) -> CampaignRecord:
+        if no_schedule:
+            body["schedule"] = None
+        elif schedule_start or schedule_end:
+            current = (await client.get(campaign_id)).spec.schedule
+            schedule = {} if current is None else current.model_dump(mode="json")
+            if schedule_start:
+                schedule["start_at"] = schedule_start
+            if schedule_end:
+                schedule["end_at"] = schedule_end
+            body["schedule"] = schedule
+        await client.change(campaign_id, body)
+        return await client.get(campaign_id)
+
+    campaign = _run(apply)
+    spec = campaign.spec
+    parts = [f"{campaign_id}: changed {', '.join(sorted(body))}"]
+    parts.append(
+        f"pace {spec.pacing.calls_per_second:g}/s, {spec.pacing.max_concurrent_requests} "
+        "requests open at most"
+    )
+    _echo("; ".join(parts))
+
+
+def _json_object(path: str, option: str) -> dict[str, Any]:
+    """A JSON object from a UTF-8 file, or exit 2 naming the option."""
+    from campaigns.domain.inputs import decode_utf8
+
+    shown = click.format_filename(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise _Failure(f"invalid input: {option}: cannot read {shown}: {exc.strerror}", 2) from None
+    try:
+        data = strict_json(decode_utf8(raw, shown, option))
+    except SpecError as exc:
+        raise _Failure(f"invalid input: {exc}", 2) from None
+    except (ValueError, RecursionError) as exc:
+        raise _Failure(f"invalid input: {option}: {shown} is not JSON: {exc}", 2) from None
+    if not isinstance(data, dict):
+        raise _Failure(f"invalid input: {option}: {shown} must hold a JSON object", 2)
+    return data
 
 
 @main.command(

@@ -41,8 +41,8 @@ from campaigns.store import (
     BudgetBelowFloor,
     BudgetChange,
     CampaignRecord,
-    Store,
     StaleTerms,
+    Store,
     StoreError,
     campaign_of,
     entry_head,
@@ -668,9 +668,10 @@ class CampaignClient:
             except StaleTerms:
                 continue  # changed meanwhile: merge over the new terms
             except BudgetBelowFloor as exc:
+                currency = campaign.currency
 
-                def money(micros: int) -> str:
-                    return format_money(micros, campaign.currency, exact=True)
+                def money(micros: int, currency: str = currency) -> str:
+                    return format_money(micros, currency, exact=True)
 
                 raise InvalidRequest(
                     f"budget {money(exc.budget)} for campaign {campaign_id!r} is below what "

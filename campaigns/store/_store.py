@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from campaigns.domain.changes import CampaignChange
 from campaigns.domain.contacts import Contacts, Tally
 from campaigns.domain.lifecycle import (
     BUDGET_CHANGE_STATES,
@@ -31,7 +32,6 @@ from campaigns.domain.lifecycle import (
     State,
 )
 from campaigns.domain.money import MAX_MICROS
-from campaigns.domain.changes import CampaignChange
 from campaigns.domain.pacing import NO_LIMIT, PaceRule, pace_rule
 from campaigns.domain.policy import ZoneGroups, contact_number, parse_instant
 from campaigns.domain.spec import CampaignSpec, identify
@@ -976,7 +976,9 @@ class Store:
             spec="" if terms is None else terms.spec,
             fields="{}" if terms is None else json.dumps(terms.fields),
             clear="" if terms is None else ",".join(terms.clear),
-            pace_interval="" if terms is None or terms.pace_interval is None else terms.pace_interval,
+            pace_interval=""
+            if terms is None or terms.pace_interval is None
+            else terms.pace_interval,
             budget="" if change.budget_micros is None else str(change.budget_micros),
             budget_entry=head[:-1],
             change_entry="" if terms is None else terms.entry,

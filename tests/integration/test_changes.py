@@ -128,7 +128,10 @@ async def test_every_invalid_field_in_one_422_and_nothing_written(
             {"schedule": {"start_at": _iso(past), "end_at": _iso(past - timedelta(hours=1))}},
             {"schedule.end_at"},
         ),
-        ({"calling_window": {"start": "09:00", "end": "18:00"}}, {"calling_window.default_timezone"}),
+        (
+            {"calling_window": {"start": "09:00", "end": "18:00"}},
+            {"calling_window.default_timezone"},
+        ),
         ({"budget": "1.00", "budget_micros": 1}, {"budget"}),
         ({}, {"body"}),
         ({"pacing": None}, {"pacing"}),
@@ -185,8 +188,18 @@ async def test_change_from_the_cli(
     window.write_text(json.dumps({"start": "09:00", "end": "18:00", "timezone": "Europe/Paris"}))
     end = _iso(datetime.now(UTC) + timedelta(days=3))
     done = await cli(
-        "change", "typed", "--rate", "2.5", "--concurrency", "2", "--name", "Spring, slower",
-        "--schedule-end", end, "--window", str(window),
+        "change",
+        "typed",
+        "--rate",
+        "2.5",
+        "--concurrency",
+        "2",
+        "--name",
+        "Spring, slower",
+        "--schedule-end",
+        end,
+        "--window",
+        str(window),
     )
     assert done.exit_code == 0, done.stderr
     campaign = await client.get("typed")
