@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from campaigns.domain.inputs import SpecError
 from campaigns.domain.money import MAX_MICROS, MoneyError, parse_micros
+from campaigns.domain.numbers import normalize_number
 from campaigns.domain.policy import (
     RECIPIENT,
     CallingWindow,
@@ -34,9 +35,15 @@ from campaigns.domain.policy import (
     ZoneGroups,
     timing_problem,
 )
-from campaigns.domain.spec import Pacing, StoredSpec, _first_surrogate, _spec_error
+from campaigns.domain.spec import (
+    Contact,
+    Pacing,
+    StoredSpec,
+    _first_surrogate,
+    _spec_error,
+)
 
-__all__ = ["CHANGEABLE", "CampaignChange", "parse_change"]
+__all__ = ["CHANGEABLE", "CampaignChange", "added_contacts", "parse_change"]
 
 CHANGEABLE = ("budget", "budget_micros", "name", "pacing", "schedule", "calling_window")
 """The fields a change may carry (``budget`` or ``budget_micros``, not both)."""
@@ -207,3 +214,35 @@ def _grouping_problems(old: CallingWindow | None, new: CallingWindow) -> list[tu
             )
         ]
     return []
+
+
+def added_contacts(given: Any, spec: StoredSpec, field_name: str = "contacts") -> list[Contact]:
+    """Contacts to add (a JSON array, or a CSV's rows already read), checked as at
+    submit with the campaign's ``strict_numbers`` and ``default_region``, numbers
+    in E.164; :class:`SpecError` naming every invalid one (``contacts.3.to``)."""
+    where = _first_surrogate(given)
+    if where is not None:
+        raise SpecError(f"{field_name}.{where}", "not valid Unicode (a lone surrogate)")
+    if not isinstance(given, list) or not given:
+        raise SpecError(field_name, "must be a non-empty list of contacts")
+    found: list[Contact] = []
+    errors: list[tuple[str, str]] = []
+    for index, item in enumerate(given):
+        at = f"{field_name}.{index}"
+        try:
+            contact = Contact.model_validate(item)
+        except ValidationError as exc:
+            errors += [(_prefixed(at, f), m) for f, m in _spec_error(exc).errors]
+            continue
+        try:
+            number = normalize_number(
+                contact.to, strict=spec.strict_numbers, region=spec.default_region
+            )
+        except ValueError as exc:
+            errors.append((f"{at}.to", str(exc)))
+            continue
+        found.append(contact if number == contact.to else contact.model_copy(update={"to": number}))
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise SpecError(errors[0][0], errors[0][1] + more, errors)
+    return found

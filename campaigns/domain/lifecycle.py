@@ -230,6 +230,7 @@ class OperatorAction(enum.StrEnum):
     CHANGE = "change"
     """Pacing, schedule, calling window or name (``campaigns change``)."""
     RESOLVE = "resolve"
+    ADD_CONTACTS = "add_contacts"
     DNC_ADD = "dnc_add"
     DNC_REMOVE = "dnc_remove"
     DNC_IMPORT = "dnc_import"

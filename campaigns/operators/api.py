@@ -456,6 +456,36 @@ class _Api:
 
         return run
 
+    async def add_contacts(self, request: Request) -> Response:
+        """``{"contacts": [...]}`` or a contacts CSV (``text/csv``): added to a campaign
+        that is not over; numbers it has are dropped and counted (``campaigns
+        add-contacts``). With an Idempotency-Key a retry gets the first answer."""
+        from campaigns.domain.changes import added_contacts
+        from campaigns.domain.contacts import load_contacts_csv
+
+        client = self.campaigns()
+        campaign = await client.get(_campaign_id(request))
+        spec = campaign.spec
+        media = _media_type(request.headers.get("content-type", _JSON))
+        if media == "text/csv":
+            with tempfile.NamedTemporaryFile(suffix=".csv") as spool:
+                async for chunk in _limited(request):
+                    spool.write(chunk)
+                spool.flush()
+                rows = load_contacts_csv(spool.name, spec.default_region)
+            given: Any = [row.model_dump(mode="json") for row in rows]
+        else:
+            body = _object(await _body(request))
+            unknown = _unknown_fields(body, {"contacts"})
+            if unknown:
+                raise _Problem.invalid(unknown)
+            given = body.get("contacts")
+        done = await client.add_contacts(
+            campaign.campaign_id, added_contacts(given, spec), actor=_actor(self, request)
+        )
+        log.info("api_contacts_added", **done.to_json())
+        return _json(done.to_json())
+
     async def resolve(self, request: Request) -> Response:
         attempt_id = request.path_params["attempt_id"]
         if not _is_token(attempt_id):
@@ -603,6 +633,7 @@ async def _spec(request: Request) -> CampaignSpec:
 _JSON = "application/json"
 _CONSUMES: dict[str, tuple[str, ...]] = {
     "dnc_import": ("text/csv", "text/plain", "application/octet-stream"),
+    "add_contacts": (_JSON, "text/csv"),
 }
 """Body media types by handler; every other body is JSON."""
 _PRODUCES: dict[str, tuple[str, ...]] = {"get_report": (_JSON, "text/csv")}
@@ -918,6 +949,53 @@ def _day_two_paths() -> dict[str, Any]:
             )
         },
         "/v1/campaigns/{campaign_id}/contacts": {
+            "post": {
+                **_operation(
+                    "Add contacts to a campaign that is not over (queued, running, paused, "
+                    "halted): checked as at submit (every invalid one in one 422, nothing "
+                    "added), numbers the campaign has dropped and counted; the do-not-call "
+                    "and suppress lists apply as for submitted contacts; over: 409",
+                    OPERATOR,
+                    {
+                        "200": _answer(
+                            "what was added",
+                            _fields(
+                                campaign_id="string",
+                                added="integer",
+                                duplicates_dropped="integer",
+                                contacts="integer",
+                            ),
+                        )
+                    },
+                    (403, 404, 409, 413, 415, 422),
+                    params=[_ID_PARAM],
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["contacts"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "contacts": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "items": {"$ref": "#/components/schemas/Contact"},
+                                    }
+                                },
+                            }
+                        },
+                        "text/csv": {
+                            "schema": {
+                                "type": "string",
+                                "description": "the contacts CSV of docs/spec.md",
+                            }
+                        },
+                    },
+                },
+            },
             "get": _operation(
                 "The contacts of one outcome, as the contacts CSV `campaigns submit --contacts` "
                 "reads (or a spec's contacts array)",
@@ -946,7 +1024,7 @@ def _day_two_paths() -> dict[str, Any]:
                         "schema": {"enum": ["csv", "json"], "default": "csv"},
                     },
                 ],
-            )
+            ),
         },
         "/v1/campaigns/{campaign_id}/history": {
             "get": _operation(
@@ -1005,6 +1083,11 @@ def _routes(api: _Api) -> list[Route]:
             methods=["POST"],
         ),
         Route("/v1/attempts/{attempt_id}/resolve", operator(api.resolve), methods=["POST"]),
+        Route(
+            "/v1/campaigns/{campaign_id}/contacts",
+            operator(api.add_contacts),
+            methods=["POST"],
+        ),
         Route("/v1/dnc", viewer(api.dnc_count), methods=["GET"]),
         Route("/v1/dnc/add", operator(api.dnc_add), methods=["POST"]),
         Route("/v1/dnc/remove", operator(api.dnc_remove), methods=["POST"]),

@@ -685,6 +685,83 @@ def change(
     _echo("; ".join(parts))
 
 
+@main.command(
+    "add-contacts",
+    epilog=_example(
+        "campaigns add-contacts spring-renewals more.csv --idempotency-key import-0412"
+    ),
+)
+@click.argument("campaign_id", type=CAMPAIGN_ID)
+@click.argument("csv_path", metavar="FILE.csv", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--idempotency-key",
+    "idempotency_key",
+    metavar="KEY",
+    help="the same key and file again: the first answer, nothing added twice",
+)
+def add_contacts(campaign_id: str, csv_path: str, idempotency_key: str | None) -> None:
+    """Add the contacts of a CSV (the format `submit --contacts` reads) to a
+    campaign that is not over (queued, running, paused, halted).
+
+    Every row is checked as at submit (exit 2 naming the line and column,
+    nothing added); numbers the campaign already has are dropped and counted,
+    so adding the same file again adds nothing. The do-not-call and suppress
+    lists apply when each contact's turn comes. A completed or cancelled
+    campaign takes none (exit 1). Recorded in campaigns history.
+    """
+    import hashlib
+
+    from campaigns.domain.changes import added_contacts
+    from campaigns.domain.contacts import load_contacts_csv
+    from campaigns.domain.spec import check_idempotency_key
+    from campaigns.store import IdempotencyConflict, IdempotencyRecords, Replay
+
+    if idempotency_key is not None:
+        try:
+            check_idempotency_key(idempotency_key)
+        except SpecError as exc:
+            raise _Failure(f"invalid input: --idempotency-key: {exc.message}", 2) from None
+
+    # The same key with the same campaign and file bytes is the same add.
+    digest = hashlib.sha256(
+        f"add-contacts {campaign_id}\n".encode() + Path(csv_path).read_bytes()
+    ).hexdigest()
+
+    async def add(client: CampaignClient) -> dict[str, Any]:
+        spec = (await client.get(campaign_id)).spec
+        given = added_contacts(
+            [
+                row.model_dump(mode="json")
+                for row in load_contacts_csv(csv_path, spec.default_region)
+            ],
+            spec,
+        )
+        if idempotency_key is None:
+            return (await client.add_contacts(campaign_id, given)).to_json()
+        records = IdempotencyRecords(client.store.redis, client.store.keys)
+        try:
+            replay = await records.begin(idempotency_key, digest, wait_seconds=30)
+        except IdempotencyConflict:
+            raise SpecError(
+                "--idempotency-key", f"{idempotency_key!r} was first used with another add"
+            ) from None
+        if replay is not None:
+            return cast(dict[str, Any], json.loads(replay.body))
+        try:
+            done = (await client.add_contacts(campaign_id, given)).to_json()
+        except BaseException:
+            await records.release(idempotency_key)
+            raise
+        await records.keep(idempotency_key, digest, Replay(200, json.dumps(done), {}))
+        return done
+
+    done = _run(add)
+    _echo(
+        f"{campaign_id}: {done['added']} contacts added, {done['duplicates_dropped']} "
+        f"dropped as numbers it already has; {done['contacts']} in all"
+    )
+
+
 def _json_object(path: str, option: str) -> dict[str, Any]:
     """A JSON object from a UTF-8 file, or exit 2 naming the option."""
     from campaigns.domain.inputs import decode_utf8

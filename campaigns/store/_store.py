@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from campaigns.domain.changes import CampaignChange
 from campaigns.domain.contacts import Contacts, Tally
 from campaigns.domain.lifecycle import (
+    ACTIVE_STATES,
     BUDGET_CHANGE_STATES,
     FINAL_CALL_STATUSES,
     NEVER_SENT_STATUSES,
@@ -121,6 +122,7 @@ class Store:
         self._pace = load_script("pace").bind(redis)
         self._hold = load_script("hold_account").bind(redis)
         self._change = load_script("change_terms").bind(redis, confirm)
+        self._add_contacts = load_script("add_contacts").bind(redis, confirm)
         self.history = History(redis, self.keys)
 
     def _c(self, campaign_id: str, what: str) -> str:
@@ -1009,6 +1011,61 @@ class Store:
             state=State(_str(result[4])),
             halt_code=text(result[5]) or None,
         )
+
+    async def contact_numbers(self, campaign_id: str) -> tuple[int, set[str]]:
+        """How many contacts the campaign has and their numbers, read a page at a
+        time (``HSCAN``): what an add compares against (:meth:`add_contacts`)."""
+        meta = self.keys.meta(campaign_id)
+        count = integer(await _aw(self.redis.hget(meta, "contacts")))
+        numbers: set[str] = set()
+        async for _, doc in self.redis.hscan_iter(self._c(campaign_id, "contacts"), count=1000):
+            numbers.add(contact_number(_str(doc)))
+        return count, numbers
+
+    async def add_contacts(
+        self,
+        campaign_id: str,
+        contacts: Sequence[str],
+        *,
+        expected: int,
+        zones: ZoneGroups,
+        estimated_micros: int,
+        entry: Mapping[str, Any],
+    ) -> int:
+        """Add contacts (canonical JSON, none the campaign has) in one script,
+        grouped by ``zones`` (seeded with the campaign's groups), when the campaign
+        still has ``expected`` contacts; returns how many it has now. Raises
+        :class:`StaleTerms` (another add came first: read again) or
+        :class:`StoreError` (missing, or over)."""
+        grouped = _zone_groups_of(zones, list(contacts))
+        result = await self._add_contacts(
+            meta=self.keys.meta(campaign_id),
+            contacts=self._c(campaign_id, "contacts"),
+            pending=self._c(campaign_id, "pending"),
+            history=self.keys.history(campaign_id),
+            allowed=",".join(sorted(ACTIVE_STATES)),
+            expected=expected,
+            docs="\n".join(contacts),  # canonical JSON escapes every newline
+            groups=grouped,
+            zone_groups=(
+                json.dumps(zones.zones or [[]], separators=(",", ":")) if zones.by_recipient else ""
+            ),
+            group_count=max(1, len(zones.zones)),
+            estimated=estimated_micros,
+            entry=json.dumps(dict(entry), separators=(",", ":")),
+            history_limit=HISTORY_LIMIT,
+            now=now_ms(),
+        )
+        outcome = _str(result[0])
+        if outcome == "missing":
+            raise StoreError(f"no campaign {campaign_id!r}")
+        if outcome == "refused":
+            raise StoreError(
+                f"cannot add contacts to campaign {campaign_id!r}: it is {_str(result[1])}"
+            )
+        if outcome == "stale":
+            raise StaleTerms(f"campaign {campaign_id!r} took other contacts meanwhile")
+        return integer(result[2])
 
     async def next_dispatch_seq(self, campaign_id: str, current: int) -> int | None:
         """Advance the dispatch sequence if this job is still the current one."""

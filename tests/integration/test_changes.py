@@ -215,3 +215,109 @@ async def test_change_from_the_cli(
     # The fingerprint stays the submitted spec's: resubmitting it is still a no-op.
     again = await client.submit(parse_spec(spec_dict("typed", contacts=2)))
     assert not again.created
+
+
+async def test_contacts_added_while_running_are_dialled_once_each(
+    client: CampaignClient,
+    sandbox: SandboxServer,
+    start_worker: Callable[..., WorkerProcess],
+    http: httpx.AsyncClient,
+) -> None:
+    spec = spec_dict("grows", contacts=20, suppress=["+15551249002"])
+    spec["pacing"] = {"calls_per_second": 10}
+    await client.submit(parse_spec(spec))
+    await client.store.redis.sadd(client.store.keys.dnc, "+15551249001")
+    start_worker()
+    await wait_for(lambda: _sent(sandbox, "grows", 2), timeout=30, what="the campaign sending")
+    url = "/v1/campaigns/grows/contacts"
+    added = [{"to": f"+1555124900{i}", "ref": f"new_{i}"} for i in range(5)]
+    again = [*added[:2], {"to": "+15551240000", "ref": "cust_0"}]  # 2 new ones + a submitted one
+    key = {**_OPERATOR, "Idempotency-Key": "grow-1"}
+    first = await http.post(url, json={"contacts": added}, headers=key)
+    assert first.status_code == 200, first.text
+    assert first.json()["added"] == 5 and first.json()["contacts"] == 25
+    replayed = await http.post(url, json={"contacts": added}, headers=key)
+    assert replayed.headers.get("Idempotent-Replayed") == "true"
+    assert replayed.json() == first.json()
+    reused = await http.post(url, json={"contacts": again}, headers=key)
+    assert reused.status_code == 409
+    csv_body = "to,ref\n" + "\n".join(f"{c['to']},{c['ref']}" for c in again) + "\n"
+    dropped = await http.post(
+        url, content=csv_body, headers={**_OPERATOR, "Content-Type": "text/csv"}
+    )
+    assert dropped.status_code == 200, dropped.text
+    assert (dropped.json()["added"], dropped.json()["duplicates_dropped"]) == (0, 3)
+
+    async def done() -> bool:
+        return (await client.get("grows")).state == "completed"
+
+    await wait_for(done, timeout=30, what="every contact final")
+    dialled = [
+        json.loads(e["body"])["to"]
+        for e in creates(sandbox.ledger(), "grows")
+        if e["status"] == 201
+    ]
+    assert len(dialled) == len(set(dialled)), "a contact dialled twice"
+    assert set(dialled) == {f"+155512400{i:02d}" for i in range(20)} | {
+        "+15551249000",
+        "+15551249003",
+        "+15551249004",
+    }, "every added contact dialled, none on the do-not-call or suppress list"
+    campaign = await client.get("grows")
+    assert (campaign.contacts, campaign.suppressed) == (25, 2)
+    assert campaign.estimated_micros == 25 * (campaign.estimated_micros // 25)
+    [entry] = [e for e in await client.history("grows") if e["action"] == "add_contacts"]
+    assert entry["before"] == {"contacts": 20} and entry["after"]["contacts"] == 25
+
+    over = await http.post(url, json={"contacts": [{"to": "+15551249999"}]}, headers=_OPERATOR)
+    assert over.status_code == 409, "a completed campaign is not reopened"
+
+
+def _sent(sandbox: SandboxServer, campaign_id: str, count: int) -> Callable[[], object]:
+    async def enough() -> bool:
+        return len(creates(sandbox.ledger(), campaign_id)) >= count
+
+    return enough()
+
+
+async def test_bad_contacts_are_named_and_nothing_is_added(
+    client: CampaignClient, settings: Settings, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    await client.submit(parse_spec(spec_dict("careful", contacts=2)))
+    meta_before = await client.store.redis.hgetall(client.store.keys.meta("careful"))
+    url = "/v1/campaigns/careful/contacts"
+    bad = await http.post(
+        url,
+        json={"contacts": [{"to": "+15551249000"}, {"to": "12"}, {"to": "+1555", "ref": 3}]},
+        headers=_OPERATOR,
+    )
+    assert bad.status_code == 422
+    named = {e["field"] for e in bad.json()["error"]["errors"]}
+    assert named == {"contacts.1.to", "contacts.2.ref"}, named
+    for body, field in (({"contacts": []}, "contacts"), ({"people": []}, "people")):
+        refused = await http.post(url, json=body, headers=_OPERATOR)
+        assert refused.status_code == 422 and refused.json()["error"]["field"] == field
+    csv_bad = await http.post(
+        url,
+        content="to,ref\n+15551249000,a\nnope,b\n",
+        headers={**_OPERATOR, "Content-Type": "text/csv"},
+    )
+    assert csv_bad.status_code == 422 and "line 3" in csv_bad.json()["error"]["field"]
+    assert await client.store.redis.hgetall(client.store.keys.meta("careful")) == meta_before
+
+    cli = cli_for(settings)
+    rows = tmp_path / "more.csv"
+    rows.write_text("to,ref\n+15551249000,a\nnope,b\n")
+    refused_cli = await cli("add-contacts", "careful", str(rows))
+    assert refused_cli.exit_code == 2 and "line 3" in refused_cli.stderr
+    assert await client.store.redis.hgetall(client.store.keys.meta("careful")) == meta_before
+    rows.write_text("to,ref\n+15551249000,a\n+15551240000,cust_0\n")
+    added = await cli("add-contacts", "careful", str(rows), "--idempotency-key", "k1")
+    assert added.exit_code == 0, added.stderr
+    assert "1 contacts added, 1 dropped" in added.output
+    repeated = await cli("add-contacts", "careful", str(rows), "--idempotency-key", "k1")
+    assert repeated.exit_code == 0 and "1 contacts added" in repeated.output
+    assert (await client.get("careful")).contacts == 3
+    rows.write_text("to,ref\n+15551249001,b\n")
+    conflict = await cli("add-contacts", "careful", str(rows), "--idempotency-key", "k1")
+    assert conflict.exit_code == 2 and "--idempotency-key" in conflict.stderr
