@@ -227,7 +227,10 @@ class OperatorAction(enum.StrEnum):
     RESUME = "resume"
     CANCEL = "cancel"
     BUDGET = "budget"
+    CHANGE = "change"
+    """Pacing, schedule, calling window or name (``campaigns change``)."""
     RESOLVE = "resolve"
+    ADD_CONTACTS = "add_contacts"
     DNC_ADD = "dnc_add"
     DNC_REMOVE = "dnc_remove"
     DNC_IMPORT = "dnc_import"
@@ -265,7 +268,7 @@ def budget_floor(*, spent: int, reserved: int) -> int:
     """The lowest budget a campaign may be given now: what it spent plus what it holds.
 
     A lower one would break ``spent + reserved <= budget`` at once; the budget
-    script (``store/lua/set_budget.lua``) applies the same rule atomically.
+    script (``store/lua/change_terms.lua``) applies the same rule atomically.
     """
     return spent + reserved
 

@@ -287,6 +287,16 @@ class ZoneGroups:
         self._ids: dict[tuple[str, ...], int] = {} if self._recipient else {self._default: 0}
         self._known: dict[tuple[str, ...], tuple[str, ...]] = {}
 
+    @classmethod
+    def seeded(cls, window: CallingWindow | None, zones: tuple[tuple[str, ...], ...]) -> ZoneGroups:
+        """The groups a campaign already has (``zone_groups``), for contacts added
+        later: a number goes to its zones' group, a new one when no group has them."""
+        groups = cls(window)
+        if groups._recipient:
+            groups.zones = [tuple(z) for z in zones if z]
+            groups._ids = {z: i for i, z in enumerate(groups.zones)}
+        return groups
+
     @property
     def by_recipient(self) -> bool:
         return self._recipient

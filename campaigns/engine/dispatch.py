@@ -96,8 +96,10 @@ _Resolved = SendOutcome | Literal["not_placed"]
 call exists, so the attempt may be sent again as a first dial."""
 _GO_ON: frozenset[str] = frozenset({"accepted", "contact", "in_doubt", "resolved", "skipped"})
 _CONTINUE_CHAIN = frozenset(
-    {"batch_done", "pace_wait", "empty", "wait", "skipped", *_CAPACITY_WAITS}
+    {"batch_done", "pace_wait", "empty", "wait", "skipped", "terms_changed", *_CAPACITY_WAITS}
 )
+"""``terms_changed``: an operator changed the pace, window or schedule; the next
+run, with no delay, reads them again (``campaigns/domain/changes.py``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +302,7 @@ class Dispatcher:
                 pace=batch.pace,
                 account_pace=batch.account_pace,
                 max_live=self.settings.provider_max_live_calls,
+                terms=batch.campaign.terms,
             )
             if claim.outcome != "claimed":
                 run.slots.release()
@@ -317,6 +320,8 @@ class Dispatcher:
                 await self.store.note_waiting(batch.campaign_id, None)
             if claim.outcome == "skipped":
                 continue  # a long run of suppressed or capped contacts: claim on
+            if claim.outcome == "terms_changed":
+                return "terms_changed", 0.0
             if claim.outcome == "pace_wait":
                 if claim.wait_seconds > _MAX_HELD_WAIT_SECONDS:
                     return "pace_wait", claim.wait_seconds

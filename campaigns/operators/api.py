@@ -475,6 +475,36 @@ class _Api:
 
         return run
 
+    async def add_contacts(self, request: Request) -> Response:
+        """``{"contacts": [...]}`` or a contacts CSV (``text/csv``): added to a campaign
+        that is not over; numbers it has are dropped and counted (``campaigns
+        add-contacts``). With an Idempotency-Key a retry gets the first answer."""
+        from campaigns.domain.changes import added_contacts
+        from campaigns.domain.contacts import load_contacts_csv
+
+        client = self.campaigns()
+        campaign = await client.get(_campaign_id(request))
+        spec = campaign.spec
+        media = _media_type(request.headers.get("content-type", _JSON))
+        if media == "text/csv":
+            with tempfile.NamedTemporaryFile(suffix=".csv") as spool:
+                async for chunk in _limited(request):
+                    spool.write(chunk)
+                spool.flush()
+                rows = load_contacts_csv(spool.name, spec.default_region)
+            given: Any = [row.model_dump(mode="json") for row in rows]
+        else:
+            body = _object(await _body(request))
+            unknown = _unknown_fields(body, {"contacts"})
+            if unknown:
+                raise _Problem.invalid(unknown)
+            given = body.get("contacts")
+        done = await client.add_contacts(
+            campaign.campaign_id, added_contacts(given, spec), actor=_actor(self, request)
+        )
+        log.info("api_contacts_added", **done.to_json())
+        return _json(done.to_json())
+
     async def resolve(self, request: Request) -> Response:
         attempt_id = request.path_params["attempt_id"]
         if not _is_token(attempt_id):
@@ -622,6 +652,7 @@ async def _spec(request: Request) -> CampaignSpec:
 _JSON = "application/json"
 _CONSUMES: dict[str, tuple[str, ...]] = {
     "dnc_import": ("text/csv", "text/plain", "application/octet-stream"),
+    "add_contacts": (_JSON, "text/csv"),
 }
 """Body media types by handler; every other body is JSON."""
 _PRODUCES: dict[str, tuple[str, ...]] = {"get_report": (_JSON, "text/csv")}
@@ -803,28 +834,20 @@ def _actor(api: _Api, request: Request) -> str:
 
 
 async def _patch_campaign(api: _Api, request: Request) -> Response:
-    """``{"budget": "250.00"}`` or ``{"budget_micros": 250000000}``: set the budget."""
-    from campaigns.domain.money import MoneyError, parse_micros
-
+    """Change the budget, pacing, schedule, calling window or name
+    (``campaigns/domain/changes.py``): validated as at submit, every invalid field
+    in one 422, applied in one script against what the dispatcher claims with."""
     body = _object(await _body(request))
-    unknown = sorted(set(body) - {"budget", "budget_micros"})
-    if unknown:
-        raise _Problem(422, "invalid", "unknown field (budget or budget_micros)", unknown[0])
-    if len(body) != 1:
-        raise _Problem(422, "invalid", "give exactly one of budget or budget_micros", "budget")
-    [(name, value)] = body.items()
-    if name == "budget" and not isinstance(value, str):
-        raise _Problem(422, "invalid", 'must be a decimal string such as "250.00"', name)
-    if name == "budget_micros" and (type(value) is not int):
-        raise _Problem(422, "invalid", "must be an integer number of micros", name)
-    try:
-        micros = parse_micros(value)
-    except MoneyError as exc:
-        raise _Problem(422, "invalid", str(exc), name) from None
     campaign_id = _campaign_id(request)
     client = api.campaigns()
-    change = await client.budget(campaign_id, micros, actor=_actor(api, request))
-    log.info("api_campaign_budget", campaign_id=campaign_id, before=change.before, after=micros)
+    done, change = await client.change(campaign_id, body, actor=_actor(api, request))
+    log.info(
+        "api_campaign_changed",
+        campaign_id=campaign_id,
+        changed=sorted(change.terms),
+        budget_before=done.before if change.budget_micros is not None else None,
+        budget_after=change.budget_micros,
+    )
     return _json(await client.status(campaign_id))
 
 
@@ -903,8 +926,12 @@ def _day_two_paths() -> dict[str, Any]:
     return {
         "/v1/campaigns/{campaign_id}": {
             "patch": _operation(
-                "Set the budget, atomically against spend and reservations; refused (422) "
-                "below spent + reserved",
+                "Change the budget, pacing, schedule, calling window or name in one step "
+                "against what the dispatcher claims with (a lower rate holds from the next "
+                "request on), each change recorded in the history. Validated as at submit "
+                "(every invalid field in one 422); `pacing` is merged over the current "
+                "pacing; `schedule` and `calling_window` may be null (removed); a budget "
+                "below spent + reserved is refused (422) naming both; over: 409",
                 OPERATOR,
                 {"200": _answer("the status after the change", _STATUS)},
                 (403, 404, 409, 413, 422),
@@ -914,16 +941,80 @@ def _day_two_paths() -> dict[str, Any]:
                         "type": "object",
                         "additionalProperties": False,
                         "minProperties": 1,
-                        "maxProperties": 1,
+                        "not": {"required": ["budget", "budget_micros"]},
                         "properties": {
                             "budget": {"type": "string", "examples": ["250.00"]},
                             "budget_micros": {"type": "integer", "minimum": 0},
+                            "name": {"type": "string"},
+                            "pacing": {
+                                "$ref": "#/components/schemas/Pacing",
+                                "description": "the fields given replace the current ones",
+                            },
+                            "schedule": {
+                                "oneOf": [
+                                    {"type": "null"},
+                                    {"$ref": "#/components/schemas/Schedule"},
+                                ]
+                            },
+                            "calling_window": {
+                                "oneOf": [
+                                    {"type": "null"},
+                                    {"$ref": "#/components/schemas/CallingWindow"},
+                                ]
+                            },
                         },
                     }
                 },
             )
         },
         "/v1/campaigns/{campaign_id}/contacts": {
+            "post": {
+                **_operation(
+                    "Add contacts to a campaign that is not over (queued, running, paused, "
+                    "halted): checked as at submit (every invalid one in one 422, nothing "
+                    "added), numbers the campaign has dropped and counted; the do-not-call "
+                    "and suppress lists apply as for submitted contacts; over: 409",
+                    OPERATOR,
+                    {
+                        "200": _answer(
+                            "what was added",
+                            _fields(
+                                campaign_id="string",
+                                added="integer",
+                                duplicates_dropped="integer",
+                                contacts="integer",
+                            ),
+                        )
+                    },
+                    (403, 404, 409, 413, 415, 422),
+                    params=[_ID_PARAM],
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["contacts"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "contacts": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "items": {"$ref": "#/components/schemas/Contact"},
+                                    }
+                                },
+                            }
+                        },
+                        "text/csv": {
+                            "schema": {
+                                "type": "string",
+                                "description": "the contacts CSV of docs/spec.md",
+                            }
+                        },
+                    },
+                },
+            },
             "get": _operation(
                 "The contacts of one outcome, as the contacts CSV `campaigns submit --contacts` "
                 "reads (or a spec's contacts array)",
@@ -952,7 +1043,7 @@ def _day_two_paths() -> dict[str, Any]:
                         "schema": {"enum": ["csv", "json"], "default": "csv"},
                     },
                 ],
-            )
+            ),
         },
         "/v1/campaigns/{campaign_id}/history": {
             "get": _operation(
@@ -1012,6 +1103,11 @@ def _routes(api: _Api) -> list[Route]:
             methods=["POST"],
         ),
         Route("/v1/attempts/{attempt_id}/resolve", operator(api.resolve), methods=["POST"]),
+        Route(
+            "/v1/campaigns/{campaign_id}/contacts",
+            operator(api.add_contacts),
+            methods=["POST"],
+        ),
         Route("/v1/dnc", viewer(api.dnc_count), methods=["GET"]),
         Route("/v1/dnc/add", operator(api.dnc_add), methods=["POST"]),
         Route("/v1/dnc/remove", operator(api.dnc_remove), methods=["POST"]),

@@ -28,6 +28,7 @@ from rich.console import Console
 from campaigns.connection import RedisLocation
 from campaigns.domain.contacts import Contacts, Refusals
 from campaigns.domain.errors import ProviderError
+from campaigns.domain.inputs import strict_json
 from campaigns.domain.lifecycle import HaltCode, OperatorAction, State
 from campaigns.domain.money import format_money
 from campaigns.domain.spec import SpecError, is_campaign_id
@@ -587,6 +588,198 @@ def budget(campaign_id: str, amount: int) -> None:
         )
     elif campaign.state is State.HALTED and campaign.halt_code == HaltCode.BUDGET_EXHAUSTED:
         _echo(f"{campaign_id}: halted budget_exhausted, resumable: campaigns resume {campaign_id}")
+
+
+@main.command(
+    epilog=_example(
+        "campaigns change spring-renewals --rate 2 --concurrency 2",
+        "campaigns change spring-renewals --schedule-end 2026-12-24T18:00:00Z --window window.json",
+    )
+)
+@click.argument("campaign_id", type=CAMPAIGN_ID)
+@click.option("--rate", type=float, help="calls per second (pacing.calls_per_second)")
+@click.option(
+    "--concurrency", type=int, help="create requests open at once (pacing.max_concurrent_requests)"
+)
+@click.option("--name", help="the campaign's name")
+@click.option("--schedule-start", metavar="ISO", help="schedule.start_at, RFC 3339")
+@click.option("--schedule-end", metavar="ISO", help="schedule.end_at, RFC 3339")
+@click.option("--no-schedule", is_flag=True, help="remove the schedule")
+@click.option(
+    "--window",
+    "window_path",
+    metavar="FILE.json",
+    type=click.Path(exists=True, dir_okay=False),
+    help="a new calling_window (the spec's JSON object)",
+)
+@click.option("--no-window", is_flag=True, help="remove the calling window")
+def change(
+    campaign_id: str,
+    rate: float | None,
+    concurrency: int | None,
+    name: str | None,
+    schedule_start: str | None,
+    schedule_end: str | None,
+    no_schedule: bool,
+    window_path: str | None,
+    no_window: bool,
+) -> None:
+    """Change a running campaign's pace, schedule, calling window or name.
+
+    Validated as submit validates the spec (exit 2 naming the field, nothing
+    written); applied in one step against what the dispatcher claims with: a
+    lower rate holds from the next request on. Pacing fields not given keep
+    their values; --schedule-start / --schedule-end change one end of the
+    schedule and keep the other. Recorded in campaigns history; the budget is
+    `campaigns budget`. A later identical submit of the original spec stays a
+    no-op (docs/operations.md).
+    """
+    body: dict[str, Any] = {}
+    pacing = {
+        k: v
+        for k, v in (("calls_per_second", rate), ("max_concurrent_requests", concurrency))
+        if v is not None
+    }
+    if pacing:
+        body["pacing"] = pacing
+    if name is not None:
+        body["name"] = name
+    if no_window and window_path is not None:
+        raise _Failure("invalid input: --window: give --window or --no-window, not both", 2)
+    if no_window:
+        body["calling_window"] = None
+    elif window_path is not None:
+        body["calling_window"] = _json_object(window_path, "--window")
+    if no_schedule and (schedule_start or schedule_end):
+        raise _Failure(
+            "invalid input: --no-schedule: not with --schedule-start or --schedule-end", 2
+        )
+    if not body and not (no_schedule or schedule_start or schedule_end):
+        raise _Failure(
+            "invalid input: change: give at least one of --rate, --concurrency, --name, "
+            "--schedule-start, --schedule-end, --no-schedule, --window, --no-window",
+            2,
+        )
+
+    async def apply(client: CampaignClient) -> CampaignRecord:
+        if no_schedule:
+            body["schedule"] = None
+        elif schedule_start or schedule_end:
+            current = (await client.get(campaign_id)).spec.schedule
+            schedule = {} if current is None else current.model_dump(mode="json")
+            if schedule_start:
+                schedule["start_at"] = schedule_start
+            if schedule_end:
+                schedule["end_at"] = schedule_end
+            body["schedule"] = schedule
+        await client.change(campaign_id, body)
+        return await client.get(campaign_id)
+
+    campaign = _run(apply)
+    spec = campaign.spec
+    parts = [f"{campaign_id}: changed {', '.join(sorted(body))}"]
+    parts.append(
+        f"pace {spec.pacing.calls_per_second:g}/s, {spec.pacing.max_concurrent_requests} "
+        "requests open at most"
+    )
+    _echo("; ".join(parts))
+
+
+@main.command(
+    "add-contacts",
+    epilog=_example(
+        "campaigns add-contacts spring-renewals more.csv --idempotency-key import-0412"
+    ),
+)
+@click.argument("campaign_id", type=CAMPAIGN_ID)
+@click.argument("csv_path", metavar="FILE.csv", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--idempotency-key",
+    "idempotency_key",
+    metavar="KEY",
+    help="the same key and file again: the first answer, nothing added twice",
+)
+def add_contacts(campaign_id: str, csv_path: str, idempotency_key: str | None) -> None:
+    """Add the contacts of a CSV (the format `submit --contacts` reads) to a
+    campaign that is not over (queued, running, paused, halted).
+
+    Every row is checked as at submit (exit 2 naming the line and column,
+    nothing added); numbers the campaign already has are dropped and counted,
+    so adding the same file again adds nothing. The do-not-call and suppress
+    lists apply when each contact's turn comes. A completed or cancelled
+    campaign takes none (exit 1). Recorded in campaigns history.
+    """
+    import hashlib
+
+    from campaigns.domain.changes import added_contacts
+    from campaigns.domain.contacts import load_contacts_csv
+    from campaigns.domain.spec import check_idempotency_key
+    from campaigns.store import IdempotencyConflict, IdempotencyRecords, Replay
+
+    if idempotency_key is not None:
+        try:
+            check_idempotency_key(idempotency_key)
+        except SpecError as exc:
+            raise _Failure(f"invalid input: --idempotency-key: {exc.message}", 2) from None
+
+    # The same key with the same campaign and file bytes is the same add.
+    digest = hashlib.sha256(
+        f"add-contacts {campaign_id}\n".encode() + Path(csv_path).read_bytes()
+    ).hexdigest()
+
+    async def add(client: CampaignClient) -> dict[str, Any]:
+        spec = (await client.get(campaign_id)).spec
+        given = added_contacts(
+            [
+                row.model_dump(mode="json")
+                for row in load_contacts_csv(csv_path, spec.default_region)
+            ],
+            spec,
+        )
+        if idempotency_key is None:
+            return (await client.add_contacts(campaign_id, given)).to_json()
+        records = IdempotencyRecords(client.store.redis, client.store.keys)
+        try:
+            replay = await records.begin(idempotency_key, digest, wait_seconds=30)
+        except IdempotencyConflict:
+            raise SpecError(
+                "--idempotency-key", f"{idempotency_key!r} was first used with another add"
+            ) from None
+        if replay is not None:
+            return cast(dict[str, Any], json.loads(replay.body))
+        try:
+            done = (await client.add_contacts(campaign_id, given)).to_json()
+        except BaseException:
+            await records.release(idempotency_key)
+            raise
+        await records.keep(idempotency_key, digest, Replay(200, json.dumps(done), {}))
+        return done
+
+    done = _run(add)
+    _echo(
+        f"{campaign_id}: {done['added']} contacts added, {done['duplicates_dropped']} "
+        f"dropped as numbers it already has; {done['contacts']} in all"
+    )
+
+
+def _json_object(path: str, option: str) -> dict[str, Any]:
+    """A JSON object from a UTF-8 file, or exit 2 naming the option."""
+    from campaigns.domain.inputs import decode_utf8
+
+    shown = click.format_filename(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise _Failure(f"invalid input: {option}: cannot read {shown}: {exc.strerror}", 2) from None
+    try:
+        data = strict_json(decode_utf8(raw, shown, option))
+    except SpecError as exc:
+        raise _Failure(f"invalid input: {exc}", 2) from None
+    except (ValueError, RecursionError) as exc:
+        raise _Failure(f"invalid input: {option}: {shown} is not JSON: {exc}", 2) from None
+    if not isinstance(data, dict):
+        raise _Failure(f"invalid input: {option}: {shown} must hold a JSON object", 2)
+    return data
 
 
 @main.command(

@@ -17,7 +17,8 @@ from typing import Any, cast
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from campaigns.connection import RedisLocation
-from campaigns.domain.contacts import Contacts
+from campaigns.domain.changes import CampaignChange, parse_change
+from campaigns.domain.contacts import Contacts, contact_json
 from campaigns.domain.inputs import SpecError
 from campaigns.domain.lifecycle import (
     FINAL_STATES,
@@ -30,7 +31,7 @@ from campaigns.domain.lifecycle import (
 )
 from campaigns.domain.money import format_money
 from campaigns.domain.policy import ZoneGroups, timing_problem
-from campaigns.domain.spec import CampaignSpec
+from campaigns.domain.spec import CampaignSpec, Contact
 from campaigns.domain.window import drain_time, zone
 from campaigns.logs import scrub
 from campaigns.providers import check_call_section
@@ -40,6 +41,7 @@ from campaigns.store import (
     BudgetBelowFloor,
     BudgetChange,
     CampaignRecord,
+    StaleTerms,
     Store,
     StoreError,
     campaign_of,
@@ -50,6 +52,7 @@ from campaigns.store import (
 __all__ = [
     "WAIT_REASONS",
     "CampaignClient",
+    "ContactsAdded",
     "ControlError",
     "Explanation",
     "InvalidRequest",
@@ -92,6 +95,28 @@ WAIT_REASONS: dict[str, str] = {
 """Why a campaign that is not over is not sending, in the operator's words.
 Other parts may add their reasons here (one word each, explained once)."""
 
+
+@dataclass(frozen=True, slots=True)
+class ContactsAdded:
+    """What an add did: contacts added, dropped as numbers the campaign has (or
+    repeats), and how many it has now."""
+
+    campaign_id: str
+    added: int
+    duplicates_dropped: int
+    contacts: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "campaign_id": self.campaign_id,
+            "added": self.added,
+            "duplicates_dropped": self.duplicates_dropped,
+            "contacts": self.contacts,
+        }
+
+
+_CHANGE_TRIES = 5
+"""A change merged over terms another change replaced meanwhile is made again this often."""
 _POLICY_WAITS = frozenset({"window", "not_started", "retry", "capped", "provider_rate_limited"})
 """Waits that end at a known time (``waiting.until``): the contact policy's, and
 the provider's 429 hold on the whole account."""
@@ -638,25 +663,96 @@ class CampaignClient:
         reserved``. A campaign halted ``budget_exhausted`` stays halted, now
         resumable when the new budget covers one more call's worst case.
         """
-        head = entry_head(now_ms(), actor or self.actor, OperatorAction.BUDGET)
-        try:
-            return await self.store.set_budget(campaign_id, budget_micros, head)
-        except BudgetBelowFloor as exc:
-            currency = (await self.get(campaign_id)).currency
+        done, _ = await self.change(campaign_id, {"budget_micros": budget_micros}, actor=actor)
+        return done
 
-            def money(micros: int) -> str:
-                return format_money(micros, currency, exact=True)
+    async def change(
+        self, campaign_id: str, body: Any, *, actor: str | None = None
+    ) -> tuple[BudgetChange, CampaignChange]:
+        """Change a campaign's budget, pacing, schedule, calling window or name
+        (``campaigns/domain/changes.py``), in one script against what the
+        dispatcher claims with: a lower rate holds from the next request on.
 
-            raise InvalidRequest(
-                f"budget {money(exc.budget)} for campaign {campaign_id!r} is below what it "
-                f"spent plus what it holds: {money(exc.spent)} spent + {money(exc.reserved)} "
-                f"reserved = {money(exc.spent + exc.reserved)}",
-                "budget",
-            ) from None
-        except StoreError as exc:
-            if str(exc).startswith("no campaign"):
-                raise NotFound(str(exc)) from None
-            raise ControlError(str(exc)) from None
+        Validated as submit validates (:class:`SpecError` naming every invalid
+        field, nothing written); a budget below ``spent + reserved`` is
+        :class:`InvalidRequest` naming both. Recorded in the history.
+        """
+        head = entry_head(now_ms(), actor or self.actor, OperatorAction.CHANGE)
+        for _ in range(_CHANGE_TRIES):
+            campaign = await self.get(campaign_id)
+            stored = await self.store.stored_spec(campaign_id) or ""
+            change = parse_change(body, campaign.spec, campaign.zone_groups, datetime.now(UTC))
+            try:
+                done = await self.store.change_terms(
+                    campaign_id, head, change, expected_spec=stored
+                )
+            except StaleTerms:
+                continue  # changed meanwhile: merge over the new terms
+            except BudgetBelowFloor as exc:
+                currency = campaign.currency
+
+                def money(micros: int, currency: str = currency) -> str:
+                    return format_money(micros, currency, exact=True)
+
+                raise InvalidRequest(
+                    f"budget {money(exc.budget)} for campaign {campaign_id!r} is below what "
+                    f"it spent plus what it holds: {money(exc.spent)} spent + "
+                    f"{money(exc.reserved)} reserved = {money(exc.spent + exc.reserved)}",
+                    "budget",
+                ) from None
+            except StoreError as exc:
+                if str(exc).startswith("no campaign"):
+                    raise NotFound(str(exc)) from None
+                raise ControlError(str(exc)) from None
+            return done, change
+        raise ControlError(f"campaign {campaign_id!r} kept changing meanwhile; try again")
+
+    async def add_contacts(
+        self, campaign_id: str, given: Sequence[Contact], *, actor: str | None = None
+    ) -> ContactsAdded:
+        """Add contacts (checked: :func:`added_contacts`) to a campaign that is not
+        over, in one script; numbers it already has, and repeats, are dropped and
+        counted, so the same add again adds nothing. The do-not-call and suppress
+        lists apply when each one's turn comes, as for submitted contacts."""
+        for _ in range(_CHANGE_TRIES):
+            campaign = await self.get(campaign_id)
+            if campaign.state in FINAL_STATES:
+                raise ControlError(
+                    f"cannot add contacts to campaign {campaign_id!r}: it is {campaign.state}"
+                )
+            count, numbers = await self.store.contact_numbers(campaign_id)
+            new: list[str] = []
+            for contact in given:
+                if contact.to not in numbers:
+                    numbers.add(contact.to)
+                    new.append(contact_json(contact))
+            dropped = len(given) - len(new)
+            if not new:
+                return ContactsAdded(campaign_id, 0, dropped, count)
+            spec = campaign.spec
+            per_contact = spec.rate_model().cost_micros(spec.max_call_seconds)
+            entry = {
+                **entry_head(now_ms(), actor or self.actor, OperatorAction.ADD_CONTACTS),
+                "before": {"contacts": count},
+                "after": {"contacts": count + len(new), "duplicates_dropped": dropped},
+            }
+            try:
+                total = await self.store.add_contacts(
+                    campaign_id,
+                    new,
+                    expected=count,
+                    zones=ZoneGroups.seeded(spec.calling_window, campaign.zone_groups),
+                    estimated_micros=per_contact * len(new),
+                    entry=entry,
+                )
+            except StaleTerms:
+                continue
+            except StoreError as exc:
+                if str(exc).startswith("no campaign"):
+                    raise NotFound(str(exc)) from None
+                raise ControlError(str(exc)) from None
+            return ContactsAdded(campaign_id, len(new), dropped, total)
+        raise ControlError(f"campaign {campaign_id!r} kept taking contacts meanwhile; try again")
 
     async def history(self, campaign_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         """The campaign's operator actions, oldest first (the newest ``limit``)."""

@@ -24,8 +24,10 @@ from campaigns.store.records import (
     BudgetChange,
     CampaignRecord,
     Claim,
+    StaleTerms,
     StoreError,
     SubmitConflict,
+    TermsChange,
 )
 from campaigns.store.replicas import NotReplicated, ReplicaAck
 
@@ -46,9 +48,11 @@ __all__ = [
     "NotReplicated",
     "Replay",
     "ReplicaAck",
+    "StaleTerms",
     "Store",
     "StoreError",
     "SubmitConflict",
+    "TermsChange",
     "attempt_id",
     "callback_store",
     "campaign_of",

@@ -20,18 +20,21 @@ from typing import Any, Literal, TypeVar, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from campaigns.domain.changes import CampaignChange
 from campaigns.domain.contacts import Contacts, Tally
 from campaigns.domain.lifecycle import (
+    ACTIVE_STATES,
     BUDGET_CHANGE_STATES,
     FINAL_CALL_STATUSES,
     NEVER_SENT_STATUSES,
     AttemptStatus,
     Move,
+    OperatorAction,
     State,
 )
 from campaigns.domain.money import MAX_MICROS
-from campaigns.domain.pacing import NO_LIMIT, PaceRule
-from campaigns.domain.policy import ZoneGroups, contact_number
+from campaigns.domain.pacing import NO_LIMIT, PaceRule, pace_rule
+from campaigns.domain.policy import ZoneGroups, contact_number, parse_instant
 from campaigns.domain.spec import CampaignSpec, identify
 from campaigns.store.forget import forget_campaign
 from campaigns.store.history import HISTORY_LIMIT, History
@@ -43,8 +46,10 @@ from campaigns.store.records import (
     CampaignRecord,
     Claim,
     ClaimOutcome,
+    StaleTerms,
     StoreError,
     SubmitConflict,
+    TermsChange,
     attempt_from_hash,
     campaign_from_hash,
     decode,
@@ -116,7 +121,8 @@ class Store:
         self._account_put = load_script("account_put").bind(redis)
         self._pace = load_script("pace").bind(redis)
         self._hold = load_script("hold_account").bind(redis)
-        self._set_budget = load_script("set_budget").bind(redis)
+        self._change = load_script("change_terms").bind(redis, confirm)
+        self._add_contacts = load_script("add_contacts").bind(redis, confirm)
         self.history = History(redis, self.keys)
 
     def _c(self, campaign_id: str, what: str) -> str:
@@ -607,6 +613,7 @@ class Store:
         cap: tuple[int, int] | None = None,
         now: int | None = None,
         skip_limit: int = 100,
+        terms: int | None = None,
     ) -> Claim:
         """Check running, apply the contact policy, take a pace slot, claim the next
         contact and reserve its worst case: one script.
@@ -618,6 +625,9 @@ class Store:
         ``open_groups`` are the zone groups whose calling window is open now
         (the caller's time-zone math: ``campaigns/engine/policy.py``); ``cap`` is
         ``(max calls, window ms)`` per number across campaigns, or None.
+        ``terms``: the version of the campaign's terms the caller read
+        (``CampaignRecord.terms``); changed since, the claim answers
+        ``terms_changed`` and claims nothing.
         """
         result = await self._claim(
             **self._pace_args(campaign_id, pace, account_pace),
@@ -648,6 +658,7 @@ class Store:
             cap_max=0 if cap is None else cap[0],
             cap_window_ms=0 if cap is None else cap[1],
             skip_limit=max(1, skip_limit),
+            terms="" if terms is None else terms,
         )
         outcome = cast(ClaimOutcome, _str(result[0]))
         state = State(_str(result[1])) if result[1] else None
@@ -702,7 +713,9 @@ class Store:
     ) -> float:
         """For a request without a claim (a retry, a re-send): 0 when it may start
         now (it is counted), else the seconds until the campaign's held slot."""
-        result = await self._pace(**self._pace_args(campaign_id, pace, account_pace))
+        result = await self._pace(
+            meta=self.keys.meta(campaign_id), **self._pace_args(campaign_id, pace, account_pace)
+        )
         return integer(result) / 1e6
 
     async def hold_account(self, seconds: float) -> None:
@@ -976,14 +989,53 @@ class Store:
         below ``spent + reserved`` at that instant, :class:`StoreError` when the
         campaign does not exist or is over.
         """
-        head = json.dumps(dict(history_head), separators=(",", ":"))
-        result = await self._set_budget(
+        change = CampaignChange(budget_micros=budget_micros)
+        return await self.change_terms(campaign_id, history_head, change, expected_spec="")
+
+    async def stored_spec(self, campaign_id: str) -> str | None:
+        """The stored spec JSON as kept (a change is made against exactly this text)."""
+        return text(await _aw(self.redis.hget(self.keys.meta(campaign_id), "spec")))
+
+    async def change_terms(
+        self,
+        campaign_id: str,
+        history_head: Mapping[str, Any],
+        change: CampaignChange,
+        *,
+        expected_spec: str,
+    ) -> BudgetChange:
+        """Change the budget and the other terms in one script (``change_terms.lua``),
+        each recorded in the history (``history_head`` plus before and after).
+
+        ``expected_spec`` is the stored spec the change was made from
+        (:meth:`stored_spec`). Raises :class:`BudgetBelowFloor` below the floor,
+        :class:`StaleTerms` when the stored spec is no longer that one (read
+        again), :class:`StoreError` when the campaign does not exist or is over;
+        nothing changed.
+        """
+        terms = None
+        if change.terms:
+            change_head = {**history_head, "action": str(OperatorAction.CHANGE)}
+            terms = _terms_change(change, expected_spec, change_head)
+        budget_head = {**history_head, "action": str(OperatorAction.BUDGET)}
+        head = json.dumps(budget_head, separators=(",", ":"))
+        result = await self._change(
             meta=self.keys.meta(campaign_id),
             history=self.keys.history(campaign_id),
-            budget=str(budget_micros),
+            pace=self._c(campaign_id, "pace"),
+            pace_log=self._c(campaign_id, "pace_log"),
             allowed=",".join(sorted(BUDGET_CHANGE_STATES)),
             now=now_ms(),
-            entry=head[:-1],
+            expected_spec="" if terms is None else expected_spec,
+            spec="" if terms is None else terms.spec,
+            fields="{}" if terms is None else json.dumps(terms.fields),
+            clear="" if terms is None else ",".join(terms.clear),
+            pace_interval=""
+            if terms is None or terms.pace_interval is None
+            else terms.pace_interval,
+            budget="" if change.budget_micros is None else str(change.budget_micros),
+            budget_entry=head[:-1],
+            change_entry="" if terms is None else terms.entry,
             history_limit=HISTORY_LIMIT,
         )
         outcome = _str(result[0])
@@ -991,21 +1043,81 @@ class Store:
             raise StoreError(f"no campaign {campaign_id!r}")
         if outcome == "refused":
             raise StoreError(
-                f"cannot change the budget of campaign {campaign_id!r}: it is {_str(result[1])}"
+                f"cannot change the terms of campaign {campaign_id!r}: it is {_str(result[1])}"
             )
+        if outcome == "stale":
+            raise StaleTerms(f"campaign {campaign_id!r} changed meanwhile")
+        budget_micros = change.budget_micros
         if outcome == "below":
+            assert budget_micros is not None
             raise BudgetBelowFloor(
                 campaign_id, budget_micros, integer(result[1]), integer(result[2])
             )
+        before = integer(result[1])
         return BudgetChange(
             campaign_id,
-            before=integer(result[1]),
-            after=budget_micros,
+            before=before,
+            after=before if budget_micros is None else budget_micros,
             spent=integer(result[2]),
             reserved=integer(result[3]),
             state=State(_str(result[4])),
             halt_code=text(result[5]) or None,
         )
+
+    async def contact_numbers(self, campaign_id: str) -> tuple[int, set[str]]:
+        """How many contacts the campaign has and their numbers, read a page at a
+        time (``HSCAN``): what an add compares against (:meth:`add_contacts`)."""
+        meta = self.keys.meta(campaign_id)
+        count = integer(await _aw(self.redis.hget(meta, "contacts")))
+        numbers: set[str] = set()
+        async for _, doc in self.redis.hscan_iter(self._c(campaign_id, "contacts"), count=1000):
+            numbers.add(contact_number(_str(doc)))
+        return count, numbers
+
+    async def add_contacts(
+        self,
+        campaign_id: str,
+        contacts: Sequence[str],
+        *,
+        expected: int,
+        zones: ZoneGroups,
+        estimated_micros: int,
+        entry: Mapping[str, Any],
+    ) -> int:
+        """Add contacts (canonical JSON, none the campaign has) in one script,
+        grouped by ``zones`` (seeded with the campaign's groups), when the campaign
+        still has ``expected`` contacts; returns how many it has now. Raises
+        :class:`StaleTerms` (another add came first: read again) or
+        :class:`StoreError` (missing, or over)."""
+        grouped = _zone_groups_of(zones, list(contacts))
+        result = await self._add_contacts(
+            meta=self.keys.meta(campaign_id),
+            contacts=self._c(campaign_id, "contacts"),
+            pending=self._c(campaign_id, "pending"),
+            history=self.keys.history(campaign_id),
+            allowed=",".join(sorted(ACTIVE_STATES)),
+            expected=expected,
+            docs="\n".join(contacts),  # canonical JSON escapes every newline
+            groups=grouped,
+            zone_groups=(
+                json.dumps(zones.zones or [[]], separators=(",", ":")) if zones.by_recipient else ""
+            ),
+            group_count=max(1, len(zones.zones)),
+            estimated=estimated_micros,
+            entry=json.dumps(dict(entry), separators=(",", ":")),
+            history_limit=HISTORY_LIMIT,
+            now=now_ms(),
+        )
+        outcome = _str(result[0])
+        if outcome == "missing":
+            raise StoreError(f"no campaign {campaign_id!r}")
+        if outcome == "refused":
+            raise StoreError(
+                f"cannot add contacts to campaign {campaign_id!r}: it is {_str(result[1])}"
+            )
+        if outcome == "stale":
+            raise StaleTerms(f"campaign {campaign_id!r} took other contacts meanwhile")
+        return integer(result[2])
 
     async def next_dispatch_seq(self, campaign_id: str, current: int) -> int | None:
         """Advance the dispatch sequence if this job is still the current one."""
@@ -1191,6 +1303,49 @@ def _policy_fields(spec: CampaignSpec, zones: ZoneGroups) -> dict[str, str | int
     if spec.retry is not None and spec.retry.rules():
         fields["retry_policy"] = json.dumps(spec.retry.stored(), separators=(",", ":"))
     return fields
+
+
+def _terms_change(
+    change: CampaignChange, expected_spec: str, history_head: Mapping[str, Any]
+) -> TermsChange:
+    """The stored spec and the meta fields a change writes (as :func:`_policy_fields`
+    and submit write them), with its history entry."""
+    stored = json.loads(expected_spec)
+    before = {name: stored.get(name) for name in change.terms}
+    fields: dict[str, str] = {}
+    clear: list[str] = []
+    pace_interval: int | None = None
+    if "name" in change.terms:
+        fields["name"] = change.terms["name"]
+    pacing = change.terms.get("pacing")
+    if pacing is not None:
+        fields["max_in_flight"] = str(pacing["max_in_flight"])
+        old_rate = (stored.get("pacing") or {}).get("calls_per_second")
+        if pacing["calls_per_second"] != old_rate:
+            rule = pace_rule(pacing["calls_per_second"])
+            pace_interval = rule.interval_us
+            fields["pace_interval"] = str(rule.interval_us)
+            fields["pace_burst"] = str(rule.burst)
+            fields["pace_window"] = str(rule.window_us)
+    if "schedule" in change.terms:
+        schedule = change.terms["schedule"] or {}
+        for name, field in (("start_at", "start_at"), ("end_at", "end_at")):
+            if schedule.get(field) is None:
+                clear.append(name)
+            else:
+                fields[name] = str(int(parse_instant(schedule[field]).timestamp() * 1000))
+    if change.zone_groups is not None:
+        fields["zone_groups"] = json.dumps(
+            [list(g) for g in change.zone_groups], separators=(",", ":")
+        )
+    entry = {**history_head, "before": before, "after": dict(change.terms)}
+    return TermsChange(
+        spec=json.dumps({**stored, **change.terms}, separators=(",", ":")),
+        fields=fields,
+        clear=tuple(clear),
+        pace_interval=pace_interval,
+        entry=json.dumps(entry, separators=(",", ":")),
+    )
 
 
 def _settle_refusal(

@@ -7,7 +7,7 @@ One capped Redis list per campaign (``P:c:C:history``) and one for the account
      "before": {"budget_micros": 5000000}, "after": {"budget_micros": 20000000}}
 
 Bounded: each list keeps its newest :data:`HISTORY_LIMIT` entries. A budget
-change writes its entry inside the budget script (``set_budget.lua``), so the
+change writes its entry inside the change script (``change_terms.lua``), so the
 before and after are the exact values it replaced; other actions append
 theirs once the action is done.
 """

@@ -18,8 +18,10 @@ __all__ = [
     "CampaignRecord",
     "Claim",
     "ClaimOutcome",
+    "StaleTerms",
     "StoreError",
     "SubmitConflict",
+    "TermsChange",
     "attempt_from_hash",
     "campaign_from_hash",
     "decode",
@@ -35,6 +37,23 @@ class StoreError(RuntimeError):
 
 class SubmitConflict(StoreError):
     """A campaign with this ID exists with a different spec."""
+
+
+class StaleTerms(StoreError):
+    """The campaign's terms changed between the read a change was made from and the change."""
+
+
+@dataclass(frozen=True, slots=True)
+class TermsChange:
+    """What ``change_terms.lua`` writes besides the budget: the new stored spec,
+    the meta fields the claim reads (``fields`` set, ``clear`` removed), the new
+    rate's slot interval (microseconds) if it changed, and the history entry (JSON)."""
+
+    spec: str
+    fields: dict[str, str]
+    clear: tuple[str, ...]
+    pace_interval: int | None
+    entry: str
 
 
 class BudgetBelowFloor(StoreError):
@@ -114,6 +133,8 @@ class CampaignRecord:
     cancelled_while: str | None = None
     """``halted`` when an operator cancelled a halted campaign (its contacts left
     undialled were stopped by the halt first)."""
+    terms: int = 0
+    """The version of the campaign's terms: each change (``campaigns change``) adds one."""
     past_max_calls: int = 0
     """Calls seen live past ``max_call_seconds`` that the dialect could not end:
     while above 0 the reservation (and so the budget) may be exceeded."""
@@ -181,6 +202,7 @@ ClaimOutcome = Literal[
     "wait",
     "expire",
     "skipped",
+    "terms_changed",
 ]
 
 
@@ -351,6 +373,7 @@ def campaign_from_hash(
             wait_since_ms=optional("wait_since"),
             wait_until_ms=optional("wait_until"),
             past_max_calls=integer(meta.get("past_max")),
+            terms=integer(meta.get("terms")),
             cancelled_while=meta.get("cancelled_while") or None,
         )
     except (KeyError, ValueError, TypeError) as exc:

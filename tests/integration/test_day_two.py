@@ -156,7 +156,7 @@ async def test_budget_and_history_over_the_api(client: CampaignClient, settings:
             ({"budget": "-1"}, "budget"),
             ({"budget_micros": "5"}, "budget_micros"),
             ({"budget": "1", "budget_micros": 1}, "budget"),
-            ({"name": "x"}, "name"),
+            ({"colour": "x"}, "colour"),
         ):
             bad = await http.patch(url, json=body, headers=operator)
             assert bad.status_code == 422 and bad.json()["error"]["field"] == field, body

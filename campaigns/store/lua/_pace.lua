@@ -12,6 +12,16 @@ local function pace_rule(interval, burst, window)
   return {interval = tonumber(interval), burst = tonumber(burst), window = tonumber(window)}
 end
 
+-- The campaign's own rule: once an operator changed its rate, the one
+-- change_terms.lua keeps in its meta (so the new rate holds from the next request
+-- on, whichever run or worker sends it, with whatever rule it read before);
+-- until then the caller's, read from the spec.
+local function campaign_pace_rule(meta, interval, burst, window)
+  local kept = redis.call('HMGET', meta, 'pace_interval', 'pace_burst', 'pace_window')
+  if kept[1] and kept[2] and kept[3] then return pace_rule(kept[1], kept[2], kept[3]) end
+  return pace_rule(interval, burst, window)
+end
+
 local function pace_log_wait(log, rule, now)
   if rule.interval <= 0 then return 0 end
   if redis.call('LLEN', log) < rule.burst then return 0 end

@@ -1,7 +1,7 @@
 -- Check running and the lease, apply the contact policy, claim the next contact and
 -- reserve its worst case.
 -- KEYS: meta pending tries unresolved lease attempts running cooldown contacts retry parked suppress dnc pace pace_log account_pace account_pace_log account_hold account_live outbox
--- ARGV: attempt_prefix freq_prefix campaign_id lease_token now review_message budget_message open_groups cap_max cap_window_ms skip_limit pace_interval pace_burst pace_window account_interval account_burst account_window max_live
+-- ARGV: attempt_prefix freq_prefix campaign_id lease_token now review_message budget_message open_groups cap_max cap_window_ms skip_limit pace_interval pace_burst pace_window account_interval account_burst account_window max_live terms
 -- The budget rule is campaigns.domain.lifecycle.budget_allows; the messages come
 -- from there too ({remaining} and {worst_case} are filled in here). The pace is
 -- checked last, for the contact about to be claimed, so a slot is only ever taken
@@ -14,12 +14,17 @@
 -- suppress list is recorded 'suppressed' and the next one is tried; a number at
 -- the frequency cap (cap_max calls within cap_window_ms, every campaign) is parked
 -- until its oldest call leaves the window. At most skip_limit contacts are passed
--- over per call ('skipped': call again).
+-- over per call ('skipped': call again). terms: the version of the campaign's
+-- terms the caller read them at ('' : not checked); once change_terms.lua has
+-- changed them the answer is 'terms_changed' and nothing is claimed.
 -- USES: lifecycle pace policy
 local meta = K.meta
 local state = redis.call('HGET', meta, 'state')
 if state ~= '${state_running}' then return {'not_running', state or ''} end
 if redis.call('GET', K.lease) ~= A.lease_token then return {'lease_lost', state} end
+if A.terms ~= '' and (redis.call('HGET', meta, 'terms') or '0') ~= A.terms then
+  return {'terms_changed', state}
+end
 local now = tonumber(A.now)
 local start_at = num(redis.call('HGET', meta, 'start_at'))
 local end_at = num(redis.call('HGET', meta, 'end_at'))
@@ -134,7 +139,7 @@ while true do
     redis.call('ZADD', K.parked, oldest + cap_window + 1, member)
   else
     local wait = pace_take(K.pace, K.pace_log, K.account_pace, K.account_pace_log, K.account_hold,
-      pace_rule(A.pace_interval, A.pace_burst, A.pace_window),
+      campaign_pace_rule(meta, A.pace_interval, A.pace_burst, A.pace_window),
       pace_rule(A.account_interval, A.account_burst, A.account_window))
     if wait > 0 then
       redis.call('LPUSH', pending_key(K.pending, group), index)
