@@ -20,6 +20,7 @@ primary with no failover under way (:func:`still_primary`).
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -108,12 +109,10 @@ async def still_primary(redis: Redis, node: tuple[str, int], seconds: float) -> 
     if not isinstance(pool, SentinelConnectionPool):
         return
     sentinels: list[Redis] = pool.sentinel_manager.sentinels
+    view = _views.setdefault(pool, _SentinelView(sentinels, pool.service_name))
     deadline = asyncio.get_running_loop().time() + _AGREE_SECONDS
     while True:
-        answers = await asyncio.gather(
-            *(asyncio.wait_for(_named(s, pool.service_name), seconds) for s in sentinels),
-            return_exceptions=True,
-        )
+        answers = await view.asked_after_now(seconds)
         named = [a for a in answers if isinstance(a, tuple)]
         doubts = [f"{where} {flags}" for where, flags in named if where != node or flags]
         if not doubts and len(named) > len(sentinels) // 2:
@@ -127,6 +126,50 @@ async def still_primary(redis: Redis, node: tuple[str, int], seconds: float) -> 
         f"the write went to {node[0]}:{node[1]}, which the sentinels do not confirm as "
         f"the primary ({seen}): treated as not done (a failover could take it back)"
     )
+
+
+class _SentinelView:
+    """The sentinels' answers, asked once for every write waiting when the asking began.
+
+    A write's check must be asked after its ``WAIT`` returned; a round already
+    under way may have been sent before, so a writer joins the next one. Under
+    load that is one round in flight per process instead of one per write.
+    """
+
+    def __init__(self, sentinels: list[Redis], service: str) -> None:
+        self._sentinels = sentinels
+        self._service = service
+        self._next: asyncio.Future[list[Any]] | None = None
+        self._round: asyncio.Task[None] | None = None
+
+    async def asked_after_now(self, seconds: float) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        if self._round is not None and self._round.get_loop() is not loop:
+            self._next = self._round = None  # a pool reused on a new event loop
+        if self._next is None:
+            self._next = loop.create_future()
+        waiting = self._next
+        if self._round is None or self._round.done():
+            self._round = asyncio.create_task(self._ask(seconds))
+        return await asyncio.shield(waiting)
+
+    async def _ask(self, seconds: float) -> None:
+        while (waiting := self._next) is not None:
+            self._next = None
+            try:
+                answers = await asyncio.gather(
+                    *(asyncio.wait_for(_named(s, self._service), seconds) for s in self._sentinels),
+                    return_exceptions=True,
+                )
+            except BaseException as exc:
+                waiting.set_exception(NotReplicated(f"the sentinels were not asked: {exc!r}"))
+                raise
+            waiting.set_result(answers)
+
+
+_views: weakref.WeakKeyDictionary[SentinelConnectionPool, _SentinelView] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def _named(sentinel: Redis, service: str) -> tuple[tuple[str, int], list[str]]:
