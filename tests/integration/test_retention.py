@@ -89,7 +89,10 @@ async def test_delete_leaves_no_key_of_the_campaign(
     assert response.json()["deleted"] is True
     after = await everything(store.redis)
     assert mentions(after, "gone") == [], "a key or an entry of the deleted campaign is left"
-    assert mentions(after, "kept") == mentions(before, "kept"), "another campaign was touched"
+    # The other campaign keeps every key (its worker may still add one: a
+    # reconciliation run after it completed).
+    kept_before, kept_after = set(mentions(before, "kept")), set(mentions(after, "kept"))
+    assert kept_before <= kept_after, f"another campaign was touched: {kept_before - kept_after}"
     arq_keys = [k for k in await store.redis.keys(b"arq:*") if b"gone" in k]
     assert arq_keys == [], arq_keys
     assert (await http.get("/v1/campaigns/gone", headers=VIEWER)).status_code == 404
