@@ -211,6 +211,10 @@ class Pacing(_Strict):
     ``calls_per_second * L`` to keep the pace (5/s at 250 ms: 2); past a halt-class
     answer up to ``max_concurrent_requests - 1`` requests already open still land,
     so the default, 4, keeps 10 calls/s across a 300 ms provider and bounds that."""
+    weight: float = Field(1.0, gt=0, le=1000, allow_inf_nan=False)
+    """This campaign's share of the account's ceilings (calls per second, live calls)
+    when they bind, against the other campaigns sending: weight 2 gets twice weight
+    1's calls (``campaigns/domain/sharing.py``). Unbound, each keeps its own pace."""
 
 
 class CallSpec(_Strict):

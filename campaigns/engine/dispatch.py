@@ -278,9 +278,14 @@ class Dispatcher:
         since_check = 0
         waited = 0.0
         noted_wait = batch.campaign.wait_reason is not None
+        noted_full = -1.0
         while time.monotonic() < batch.deadline and not self.draining:
             while not batch.backoff.calm.is_set() and not batch.stopped.is_set():
                 await _sleep_unless_set(batch.stopped, _CALM_POLL_SECONDS)
+            if run.slots.locked() and time.monotonic() - noted_full >= 1.0:
+                # No room to start the next request: status says why it is slow.
+                noted_full = time.monotonic()
+                await self.store.note_held(batch.campaign_id, "worker_capacity")
             await run.slots.acquire()
             if run.stop is not None:
                 run.slots.release()
@@ -764,7 +769,10 @@ class Dispatcher:
         """Take a pace slot for a request without a claim; False if the run stopped."""
         while not batch.stopped.is_set():
             wait = await self.store.take_pace_slot(
-                batch.campaign_id, batch.pace, batch.account_pace
+                batch.campaign_id,
+                batch.pace,
+                batch.account_pace,
+                self.settings.provider_max_live_calls,
             )
             if wait <= 0:
                 return True

@@ -47,6 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from campaigns.domain.inputs import DuplicateKeyError, strict_json
 from campaigns.domain.lifecycle import Move, OperatorAction
+from campaigns.domain.sharing import HELD_BY
 from campaigns.domain.spec import (
     CampaignSpec,
     SpecError,
@@ -1522,6 +1523,15 @@ def openapi() -> dict[str, Any]:
                 "properties": {
                     "currency": {"type": "string"},
                     **{name: {"type": "integer"} for name in money},
+                },
+            },
+            "progress": {
+                "type": "object",
+                "properties": {
+                    "calls_last_minute": {"type": "integer"},
+                    "configured_calls_per_second": {"type": "number"},
+                    "weight": {"type": "number"},
+                    "held_by": {"enum": [None, *HELD_BY]},
                 },
             },
         },

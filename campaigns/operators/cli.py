@@ -509,6 +509,9 @@ def list_(as_json: bool) -> None:
             note = f"eta {iso_time(e.eta_ms)}"
         else:
             note = "-"
+        if c.state == "running":
+            note += f"; {e.calls_last_minute}/min of {e.calls_per_second * 60:g}"
+            note += "" if e.held_by is None else f" (held by {e.held_by})"
         spent = format_money(c.spent_micros, c.currency)
         budget = format_money(c.budget_micros, c.currency)
         _echo(
@@ -601,6 +604,11 @@ def budget(campaign_id: str, amount: int) -> None:
 @click.option(
     "--concurrency", type=int, help="create requests open at once (pacing.max_concurrent_requests)"
 )
+@click.option(
+    "--weight",
+    type=float,
+    help="its share of the account's ceilings when they bind (pacing.weight)",
+)
 @click.option("--name", help="the campaign's name")
 @click.option("--schedule-start", metavar="ISO", help="schedule.start_at, RFC 3339")
 @click.option("--schedule-end", metavar="ISO", help="schedule.end_at, RFC 3339")
@@ -617,6 +625,7 @@ def change(
     campaign_id: str,
     rate: float | None,
     concurrency: int | None,
+    weight: float | None,
     name: str | None,
     schedule_start: str | None,
     schedule_end: str | None,
@@ -637,7 +646,11 @@ def change(
     body: dict[str, Any] = {}
     pacing = {
         k: v
-        for k, v in (("calls_per_second", rate), ("max_concurrent_requests", concurrency))
+        for k, v in (
+            ("calls_per_second", rate),
+            ("max_concurrent_requests", concurrency),
+            ("weight", weight),
+        )
         if v is not None
     }
     if pacing:
@@ -656,7 +669,7 @@ def change(
         )
     if not body and not (no_schedule or schedule_start or schedule_end):
         raise _Failure(
-            "invalid input: change: give at least one of --rate, --concurrency, --name, "
+            "invalid input: change: give at least one of --rate, --concurrency, --weight, --name, "
             "--schedule-start, --schedule-end, --no-schedule, --window, --no-window",
             2,
         )

@@ -10,7 +10,7 @@ import asyncio
 import getpass
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -31,6 +31,7 @@ from campaigns.domain.lifecycle import (
 )
 from campaigns.domain.money import format_money
 from campaigns.domain.policy import ZoneGroups, timing_problem
+from campaigns.domain.sharing import HeldBy
 from campaigns.domain.spec import CampaignSpec, Contact
 from campaigns.domain.window import drain_time, zone
 from campaigns.logs import scrub
@@ -236,6 +237,10 @@ class Explanation:
     eta_ms: int | None
     times: dict[str, int | None] = field(default_factory=dict)
     not_dialled: int = 0
+    weight: float = 1.0
+    held_by: HeldBy | None = None
+    """Why it placed fewer calls than its pace in the last minute, if it did and
+    something held it (``campaigns/domain/sharing.py``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -246,6 +251,8 @@ class Explanation:
                 "percent": self.percent_done,
                 "calls_last_minute": self.calls_last_minute,
                 "configured_calls_per_second": self.calls_per_second,
+                "weight": self.weight,
+                "held_by": self.held_by,
             },
             "eta": iso_time(self.eta_ms),
             "times": {name: iso_time(ms) for name, ms in self.times.items()},
@@ -284,9 +291,16 @@ async def explain_many(
             claims: list[int] = []
         else:
             claims = await store.recent_claims(campaign.campaign_id, now - RATE_WINDOW_MS)
-        explained.append(
-            _explanation(campaign, clock, claims, worker_alive, account_live, hold, now, settings)
+        explanation = _explanation(
+            campaign, clock, claims, worker_alive, account_live, hold, now, settings
         )
+        if (
+            campaign.state is State.RUNNING
+            and len(claims) < explanation.calls_per_second * RATE_WINDOW_MS / 1000
+        ):
+            held = await store.held_by(campaign.campaign_id, now - RATE_WINDOW_MS)
+            explanation = replace(explanation, held_by=held)
+        explained.append(explanation)
     return explained
 
 
@@ -327,6 +341,7 @@ def _explanation(
         ),
         calls_last_minute=len(claims),
         calls_per_second=pace,
+        weight=campaign.spec.pacing.weight,
         eta_ms=eta,
         times={
             "created_at": campaign.created_at_ms or None,

@@ -223,7 +223,9 @@ def summary_lines(
             (
                 "rate",
                 f"{explanation.calls_last_minute} calls in the last minute "
-                f"(configured {explanation.calls_per_second:g} per second)",
+                f"(configured {explanation.calls_per_second:g} per second, "
+                f"weight {explanation.weight:g})"
+                + ("" if explanation.held_by is None else f"; held by {explanation.held_by}"),
             ),
             (
                 "eta",

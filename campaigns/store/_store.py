@@ -35,6 +35,7 @@ from campaigns.domain.lifecycle import (
 from campaigns.domain.money import MAX_MICROS
 from campaigns.domain.pacing import NO_LIMIT, PaceRule, pace_rule
 from campaigns.domain.policy import ZoneGroups, contact_number, parse_instant
+from campaigns.domain.sharing import HeldBy
 from campaigns.domain.spec import CampaignSpec, identify
 from campaigns.store.forget import forget_campaign
 from campaigns.store.history import HISTORY_LIMIT, History
@@ -206,6 +207,7 @@ class Store:
                 "spent": 0,
                 "worst_case": worst_case_micros,
                 "max_in_flight": spec.pacing.max_in_flight,
+                "weight": repr(spec.pacing.weight),
                 "contacts": tally.contacts,
                 "accepted": 0,
                 "rejected": 0,
@@ -700,6 +702,10 @@ class Store:
             "account_pace": self.keys.account("pace"),
             "account_pace_log": self.keys.account("pace_log"),
             "account_hold": self.keys.account("pace_hold"),
+            "account_contenders": self.keys.account("contenders"),
+            "account_weights": self.keys.account("weights"),
+            "account_share": self.keys.account("share"),
+            "campaign_prefix": self.keys.campaign_prefix,
             "pace_interval": pace.interval_us,
             "pace_burst": pace.burst,
             "pace_window": pace.window_us,
@@ -709,14 +715,41 @@ class Store:
         }
 
     async def take_pace_slot(
-        self, campaign_id: str, pace: PaceRule, account_pace: PaceRule = NO_LIMIT
+        self,
+        campaign_id: str,
+        pace: PaceRule,
+        account_pace: PaceRule = NO_LIMIT,
+        max_live: int | None = None,
     ) -> float:
         """For a request without a claim (a retry, a re-send): 0 when it may start
         now (it is counted), else the seconds until the campaign's held slot."""
         result = await self._pace(
-            meta=self.keys.meta(campaign_id), **self._pace_args(campaign_id, pace, account_pace)
+            meta=self.keys.meta(campaign_id),
+            campaign_id=campaign_id,
+            max_live=max_live or 0,
+            **self._pace_args(campaign_id, pace, account_pace),
         )
         return integer(result) / 1e6
+
+    async def note_held(self, campaign_id: str, reason: HeldBy) -> None:
+        """Why the campaign is getting less than its pace (``status``: ``held_by``):
+        the claim notes ``account_ceiling`` and ``weight_share`` itself; a worker
+        notes ``worker_capacity`` when it had no room to start the request."""
+        key = self._c(campaign_id, "pace")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"held_by": reason, "held_at": now_ms() * 1000})
+            pipe.pexpire(key, 120_000, gt=True)
+            pipe.pexpire(key, 120_000, nx=True)
+            await pipe.execute()
+
+    async def held_by(self, campaign_id: str, since_ms: int) -> HeldBy | None:
+        """What last held the campaign below its pace at or after ``since_ms``."""
+        reason, at = await _aw(
+            self.redis.hmget(self._c(campaign_id, "pace"), ["held_by", "held_at"])
+        )
+        if reason is None or integer(at) < since_ms * 1000:
+            return None
+        return cast(HeldBy, _str(reason))
 
     async def hold_account(self, seconds: float) -> None:
         """No campaign starts a create request for ``seconds`` (a 429's Retry-After)."""
@@ -1320,6 +1353,7 @@ def _terms_change(
     pacing = change.terms.get("pacing")
     if pacing is not None:
         fields["max_in_flight"] = str(pacing["max_in_flight"])
+        fields["weight"] = repr(float(pacing.get("weight", 1.0)))
         old_rate = (stored.get("pacing") or {}).get("calls_per_second")
         if pacing["calls_per_second"] != old_rate:
             rule = pace_rule(pacing["calls_per_second"])

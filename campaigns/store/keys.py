@@ -35,6 +35,11 @@
     P:account:pace           hash  tat: the account ceiling's next free slot, us (Redis clock)
     P:account:pace_log       list  the newest request start times, us (the ceiling's window)
     P:account:pace_hold      str   no request starts before this, us (a 429's Retry-After)
+    P:account:contenders     zset  C -> until when (us) C counts as sending against the
+                                   account's ceilings (its share: domain/sharing.py)
+    P:account:weights        hash  C -> "weight own-rate max_in_flight" of each contender
+    P:account:share          hash  at, rate, live, reserve: the water levels, recomputed
+                                   at most once a second by the claim (-1: not binding)
     P:dnc                    set   the account's do-not-call list: canonical E.164 numbers
     P:freq:N                 zset  attempt IDs that claimed number N -> claim ms, every
                                    campaign (the frequency cap; PX expiry = its window)
@@ -53,7 +58,9 @@
     P:c:C:attempts           list  attempt IDs in the order they were claimed
     P:c:C:unresolved         zset  A -> claimed_at ms (sent, answer not recorded)
     P:c:C:lease              str   token of the worker dispatching C (PX lease)
-    P:c:C:pace               hash  tat: next free slot; held: the slot C reserved, us
+    P:c:C:pace               hash  tat: next free slot; held: the slot C reserved, us;
+                                   by: own|share (which rule set tat); held_by, held_at:
+                                   what last held C below its pace, and when (us)
     P:c:C:pace_log           list  C's newest request start times, us (its pace window)
     P:c:C:alerts             set   alert thresholds already fired
     P:c:C:reconciliation     str   the last reconciliation (JSON), kept for operators
@@ -205,5 +212,6 @@ class Keys:
 
     def account(self, what: str) -> str:
         """Account-wide keys: ``balance``, ``usage`` (and their ``_at``), ``low_balance``,
-        ``live``, ``pace``, ``pace_log``, ``pace_hold``."""
+        ``live``, ``pace``, ``pace_log``, ``pace_hold``, ``contenders``, ``weights``,
+        ``share``."""
         return f"{self.prefix}:account:{what}"

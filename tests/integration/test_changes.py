@@ -108,7 +108,7 @@ async def test_every_invalid_field_in_one_422_and_nothing_written(
     for body, fields in (
         (
             {
-                "pacing": {"calls_per_second": 0, "max_concurrent_requests": "x", "weight": 1},
+                "pacing": {"calls_per_second": 0, "max_concurrent_requests": "x", "weight": 0},
                 "calling_window": {"start": "25:00", "end": "18:00", "timezone": "Mars/Base"},
                 "colour": "red",
                 "name": 7,

@@ -327,6 +327,12 @@ BAD = [
         id="cps-nan",
     ),
     pytest.param(_with(pacing={"batch_size": 0}), "pacing.batch_size", "greater", id="batch-0"),
+    pytest.param(_with(pacing={"weight": 0}), "pacing.weight", "greater than 0", id="weight-0"),
+    pytest.param(_with(pacing={"weight": -2}), "pacing.weight", "greater than 0", id="weight-neg"),
+    pytest.param(
+        _with(pacing={"weight": float("inf")}), "pacing.weight", "finite", id="weight-inf"
+    ),
+    pytest.param(_with(pacing={"weight": "x"}), "pacing.weight", "number", id="weight-text"),
     pytest.param(_with(max_call_seconds=0), "max_call_seconds", "greater", id="max-call-0"),
     pytest.param(_with(max_call_seconds=-5), "max_call_seconds", "greater", id="max-call-neg"),
     pytest.param(

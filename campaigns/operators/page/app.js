@@ -163,8 +163,11 @@ function paceNote(campaign) {
   const p = campaign.progress;
   if (!p) return "";
   const eta = campaign.eta ? ` · eta ${campaign.eta}` : "";
-  return el("div", { class: "pace muted" },
-    `${p.calls_last_minute} calls in the last minute (pace ${p.configured_calls_per_second}/s)${eta}`);
+  const weight = p.weight !== undefined && p.weight !== 1 ? `, weight ${p.weight}` : "";
+  const held = p.held_by ? ` · held by ${p.held_by}` : "";
+  return el("div", { class: "pace muted", "data-held-by": p.held_by || "" },
+    `${p.calls_last_minute} calls in the last minute (pace ${p.configured_calls_per_second}/s` +
+    `${weight})${held}${eta}`);
 }
 
 function shown(campaign) {

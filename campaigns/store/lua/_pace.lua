@@ -37,26 +37,141 @@ local function pace_log_push(log, rule, now)
   redis.call('PEXPIRE', log, math.ceil(rule.window / 1000) + 60000)
 end
 
+-- Shares of the account's ceilings by weight (campaigns.domain.sharing, the same
+-- water-filling): the campaigns sending register here with their weight and
+-- demands (own pace, max_in_flight) until a little after their last ask, and at
+-- most once a second the levels are computed again. S: contenders (zset id ->
+-- until, us), weights (hash id -> 'weight rate live'), share (hash: at, rate,
+-- live, reserve), id, prefix (P:c:, for the others' live calls), max_live (0:
+-- none), own_live (max_in_flight until the meta has it). Rates are calls per
+-- second with the rules' margin (1e6 / interval), 0: no limit.
+local function water_level(capacity, demands, weights)
+  local total, weight_left, order = 0, 0, {}
+  for i, d in ipairs(demands) do
+    total = total + d
+    weight_left = weight_left + weights[i]
+    order[i] = i
+  end
+  if total <= capacity then return -1 end
+  table.sort(order, function(x, y) return demands[x] / weights[x] < demands[y] / weights[y] end)
+  local left = capacity
+  for _, i in ipairs(order) do
+    if demands[i] * weight_left > left * weights[i] then return left / weight_left end
+    left = left - demands[i]
+    weight_left = weight_left - weights[i]
+  end
+  return -1
+end
+
+local SHARE_EVERY = 1000000
+local SHARE_KEEP = 3000000
+
+local function share_level(level, demand, weight)
+  if level < 0 then return demand end
+  return math.min(demand, level * weight)
+end
+
+-- Register the campaign, recompute the levels when due; returns its shares:
+-- {rate (calls/s, 0: the ceiling does not bind it), live, reserve}.
+local function share_of(S, meta, c_rule, a_rule)
+  local account = a_rule.interval > 0 and 1000000 / a_rule.interval or 0
+  if account <= 0 and S.max_live <= 0 then return {rate = 0, live = -1, reserve = 0} end
+  local now = pace_now()
+  local weight = tonumber(redis.call('HGET', meta, 'weight') or '1') or 1
+  local own_rate = c_rule.interval > 0 and 1000000 / c_rule.interval or 0
+  local own = own_rate > 0 and own_rate or math.huge
+  local own_live = tonumber(redis.call('HGET', meta, 'max_in_flight') or S.own_live) or S.own_live
+  local kept = redis.call('HMGET', S.share, 'at', 'rate', 'live', 'reserve')
+  local rate_level = tonumber(kept[2] or '-1') or -1
+  local keep = SHARE_KEEP
+  if account > 0 and rate_level >= 0 then
+    keep = math.max(keep, 3000000 / math.max(share_level(rate_level, own, weight), 1e-6))
+  end
+  redis.call('ZADD', S.contenders, now + keep, S.id)
+  redis.call('HSET', S.weights, S.id, string.format('%.17g %.17g %d', weight, own_rate, own_live))
+  if kept[1] == false or now - (tonumber(kept[1]) or 0) >= SHARE_EVERY then
+    for _, gone in ipairs(redis.call('ZRANGEBYSCORE', S.contenders, '-inf', now)) do
+      redis.call('HDEL', S.weights, gone)
+    end
+    redis.call('ZREMRANGEBYSCORE', S.contenders, '-inf', now)
+    local ids = redis.call('ZRANGE', S.contenders, 0, -1)
+    local rates, lives, weights, live_now = {}, {}, {}, {}
+    for i, id in ipairs(ids) do
+      local w, r, l = string.match(redis.call('HGET', S.weights, id) or '', '^(%S+) (%S+) (%S+)$')
+      weights[i] = tonumber(w) or 1
+      rates[i] = (tonumber(r) or 0) > 0 and tonumber(r) or math.huge
+      lives[i] = tonumber(l) or 1
+      live_now[i] = S.max_live > 0
+        and (tonumber(redis.call('HGET', S.prefix .. id .. ':meta', 'live') or '0') or 0) or 0
+    end
+    rate_level = account > 0 and water_level(account, rates, weights) or -1
+    local live_level, reserve = -1, 0
+    if S.max_live > 0 then
+      live_level = water_level(S.max_live, lives, weights)
+      for i = 1, #ids do
+        reserve = reserve + math.max(0, share_level(live_level, lives[i], weights[i]) - live_now[i])
+      end
+    end
+    kept = {string.format('%.0f', now), string.format('%.17g', rate_level),
+      string.format('%.17g', live_level), string.format('%.17g', math.floor(reserve))}
+    redis.call('HSET', S.share, 'at', kept[1], 'rate', kept[2], 'live', kept[3], 'reserve', kept[4])
+    redis.call('PEXPIRE', S.share, 60000)
+    redis.call('PEXPIRE', S.contenders, 60000)
+    redis.call('PEXPIRE', S.weights, 60000)
+  end
+  local live_level = tonumber(kept[3] or '-1') or -1
+  local rate = 0
+  if account > 0 and rate_level >= 0 and share_level(rate_level, own, weight) < own then
+    rate = share_level(rate_level, own, weight)
+  end
+  return {rate = rate, live = live_level < 0 and -1 or share_level(live_level, own_live, weight),
+    reserve = tonumber(kept[4] or '0') or 0}
+end
+
+-- Why a campaign got less than its pace: recorded with its pace for status.
+local function pace_note_held(c_key, reason, now)
+  redis.call('HSET', c_key, 'held_by', reason, 'held_at', string.format('%.0f', now))
+  if redis.call('PTTL', c_key) < 120000 then redis.call('PEXPIRE', c_key, 120000) end
+end
+
 -- 0: a request may start now (and is counted); else microseconds to wait,
--- with the campaign's slot held (in Redis, so another worker continues it).
-local function pace_take(c_key, c_log, a_key, a_log, hold_key, c_rule, a_rule)
+-- with the campaign's slot held once it is due (in Redis, so another worker
+-- continues it). A campaign not yet due on its own schedule (its pace, or its
+-- share of the ceiling: share_rate, calls/s, 0 when the ceiling does not hold
+-- it) reserves nothing on the account's, so the account's slots go to the
+-- campaigns that are due.
+local function pace_take(c_key, c_log, a_key, a_log, hold_key, c_rule, a_rule, share_rate)
   local now = pace_now()
   local hold = tonumber(redis.call('GET', hold_key) or '0') or 0
   local slot = tonumber(redis.call('HGET', c_key, 'held') or '')
   if not slot then
-    slot = math.max(now, tonumber(redis.call('HGET', c_key, 'tat') or '0') or 0, hold)
+    local own_tat = tonumber(redis.call('HGET', c_key, 'tat') or '0') or 0
+    if own_tat > now and own_tat >= hold then
+      if redis.call('HGET', c_key, 'by') == 'share' then
+        pace_note_held(c_key, 'weight_share', now)
+      end
+      return own_tat - now
+    end
+    slot = math.max(now, own_tat, hold)
     if a_rule.interval > 0 then
       slot = math.max(slot, tonumber(redis.call('HGET', a_key, 'tat') or '0') or 0)
       redis.call('HSET', a_key, 'tat', string.format('%.0f', slot + a_rule.interval))
       redis.call('PEXPIRE', a_key, math.ceil(a_rule.window / 1000) + 60000)
     end
-    redis.call('HSET', c_key, 'tat', string.format('%.0f', slot + c_rule.interval),
-      'held', string.format('%.0f', slot))
-    redis.call('PEXPIRE', c_key, math.ceil(math.max(c_rule.window, c_rule.interval) / 1000) + 60000)
+    local interval, by = c_rule.interval, 'own'
+    if share_rate > 0 and math.ceil(1000000 / share_rate) > interval then
+      interval, by = math.ceil(1000000 / share_rate), 'share'
+    end
+    redis.call('HSET', c_key, 'tat', string.format('%.0f', slot + interval),
+      'held', string.format('%.0f', slot), 'by', by)
+    redis.call('PEXPIRE', c_key, math.ceil(math.max(c_rule.window, interval) / 1000) + 60000)
   end
-  local wait = math.max(math.max(slot, hold) - now, pace_log_wait(c_log, c_rule, now),
-    pace_log_wait(a_log, a_rule, now))
-  if wait > 0 then return wait end
+  local account_wait = math.max(math.max(slot, hold) - now, pace_log_wait(a_log, a_rule, now))
+  local wait = math.max(account_wait, pace_log_wait(c_log, c_rule, now))
+  if wait > 0 then
+    if account_wait > 0 then pace_note_held(c_key, 'account_ceiling', now) end
+    return wait
+  end
   pace_log_push(c_log, c_rule, now)
   pace_log_push(a_log, a_rule, now)
   redis.call('HDEL', c_key, 'held')

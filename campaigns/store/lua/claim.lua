@@ -1,7 +1,7 @@
 -- Check running and the lease, apply the contact policy, claim the next contact and
 -- reserve its worst case.
--- KEYS: meta pending tries unresolved lease attempts running cooldown contacts retry parked suppress dnc pace pace_log account_pace account_pace_log account_hold account_live outbox
--- ARGV: attempt_prefix freq_prefix campaign_id lease_token now review_message budget_message open_groups cap_max cap_window_ms skip_limit pace_interval pace_burst pace_window account_interval account_burst account_window max_live terms
+-- KEYS: meta pending tries unresolved lease attempts running cooldown contacts retry parked suppress dnc pace pace_log account_pace account_pace_log account_hold account_live outbox account_contenders account_weights account_share
+-- ARGV: attempt_prefix freq_prefix campaign_id lease_token now review_message budget_message open_groups cap_max cap_window_ms skip_limit pace_interval pace_burst pace_window account_interval account_burst account_window max_live terms campaign_prefix
 -- The budget rule is campaigns.domain.lifecycle.budget_allows; the messages come
 -- from there too ({remaining} and {worst_case} are filled in here). The pace is
 -- checked last, for the contact about to be claimed, so a slot is only ever taken
@@ -16,7 +16,10 @@
 -- until its oldest call leaves the window. At most skip_limit contacts are passed
 -- over per call ('skipped': call again). terms: the version of the campaign's
 -- terms the caller read them at ('' : not checked); once change_terms.lua has
--- changed them the answer is 'terms_changed' and nothing is claimed.
+-- changed them the answer is 'terms_changed' and nothing is claimed. The account's
+-- ceilings are shared by weight (_pace.lua's share_of): at the live-call limit, or
+-- at its share of it while the others' shares are not yet taken, the answer is
+-- 'account_live_full'; held by the account or its share, the campaign notes why.
 -- USES: lifecycle pace policy
 local meta = K.meta
 local state = redis.call('HGET', meta, 'state')
@@ -86,8 +89,21 @@ if spent + reserved + worst > budget then
   return {'${halt_budget_exhausted}', '${state_halted}'}
 end
 local max_live = tonumber(A.max_live)
-if max_live > 0 and num(redis.call('GET', K.account_live)) >= max_live then
-  return {'account_live_full', state}
+local c_rule = campaign_pace_rule(meta, A.pace_interval, A.pace_burst, A.pace_window)
+local a_rule = pace_rule(A.account_interval, A.account_burst, A.account_window)
+local share = share_of({contenders = K.account_contenders, weights = K.account_weights,
+  share = K.account_share, id = A.campaign_id, prefix = A.campaign_prefix, max_live = max_live,
+  own_live = 1}, meta, c_rule, a_rule)
+if max_live > 0 then
+  local account_live = num(redis.call('GET', K.account_live))
+  if account_live >= max_live then
+    pace_note_held(K.pace, 'account_ceiling', pace_now())
+    return {'account_live_full', state}
+  end
+  if share.live >= 0 and live >= share.live and account_live + share.reserve >= max_live then
+    pace_note_held(K.pace, 'weight_share', pace_now())
+    return {'account_live_full', state}
+  end
 end
 local open = {}
 for g in string.gmatch(A.open_groups, '[0-9]+') do
@@ -139,8 +155,7 @@ while true do
     redis.call('ZADD', K.parked, oldest + cap_window + 1, member)
   else
     local wait = pace_take(K.pace, K.pace_log, K.account_pace, K.account_pace_log, K.account_hold,
-      campaign_pace_rule(meta, A.pace_interval, A.pace_burst, A.pace_window),
-      pace_rule(A.account_interval, A.account_burst, A.account_window))
+      c_rule, a_rule, share.rate)
     if wait > 0 then
       redis.call('LPUSH', pending_key(K.pending, group), index)
       return {'pace_wait', state, string.format('%.0f', wait)}
