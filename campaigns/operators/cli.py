@@ -501,7 +501,10 @@ def list_(as_json: bool) -> None:
     if as_json:
         _echo(json.dumps([status_json(c, e) for c, e in rows]))
         return
-    _echo(f"{'CAMPAIGN':<28} {'STATE':<10} {'DONE':>6} {'SPENT':>16} {'BUDGET':>16}  WAITING / ETA")
+    _echo(
+        f"{'CAMPAIGN':<28} {'STATE':<10} {'DONE':>6} {'SPENT':>16} {'BUDGET':>16} "
+        f"{'CALLS/MIN':>12}  WAITING / ETA"
+    )
     for c, e in rows:
         if e.waiting is not None:
             note = e.waiting.reason
@@ -509,13 +512,14 @@ def list_(as_json: bool) -> None:
             note = f"eta {iso_time(e.eta_ms)}"
         else:
             note = "-"
-        if c.state == "running":
-            note += f"; {e.calls_last_minute}/min of {e.calls_per_second * 60:g}"
-            note += "" if e.held_by is None else f" (held by {e.held_by})"
+        if e.held_by is not None:
+            note = f"held by {e.held_by}; {note}"
+        pace = f"{e.calls_last_minute}/{e.calls_per_second * 60:g}"
         spent = format_money(c.spent_micros, c.currency)
         budget = format_money(c.budget_micros, c.currency)
         _echo(
-            f"{c.campaign_id:<28} {c.state:<10} {e.percent_done:>5g}% {spent:>16} {budget:>16}  {note}"
+            f"{c.campaign_id:<28} {c.state:<10} {e.percent_done:>5g}% {spent:>16} {budget:>16} "
+            f"{pace:>12}  {note}"
         )
 
 

@@ -175,6 +175,8 @@ async def test_change_from_the_cli(
         (["--rate", "0"], "pacing.calls_per_second"),
         (["--rate", "fast"], "--rate"),
         (["--concurrency", "0"], "pacing.max_concurrent_requests"),
+        (["--weight", "0"], "pacing.weight"),
+        (["--weight", "-1"], "pacing.weight"),
         (["--schedule-end", "yesterday"], "schedule.end_at"),
         (["--window", str(window)], "calling_window.end"),
         (["--window", str(tmp_path / "missing.json")], "--window"),
@@ -194,6 +196,8 @@ async def test_change_from_the_cli(
         "2.5",
         "--concurrency",
         "2",
+        "--weight",
+        "3",
         "--name",
         "Spring, slower",
         "--schedule-end",
@@ -206,6 +210,8 @@ async def test_change_from_the_cli(
     assert campaign.spec.pacing.calls_per_second == 2.5
     assert campaign.spec.pacing.max_concurrent_requests == 2
     assert campaign.spec.pacing.max_in_flight == 50, "pacing fields not given are kept"
+    assert campaign.spec.pacing.weight == 3
+    assert await client.store.redis.hget(client.store.keys.meta("typed"), "weight") == b"3.0"
     assert campaign.spec.name == "Spring, slower"
     assert campaign.end_at_ms is not None and campaign.zone_groups == (("Europe/Paris",),)
     assert campaign.spec.calling_window is not None

@@ -210,6 +210,8 @@ async def test_status_says_no_worker_then_operator_pause_then_cooldown(
         "percent": 0.0,
         "calls_last_minute": 0,
         "configured_calls_per_second": 50.0,
+        "weight": 1.0,
+        "held_by": None,
     }
     assert shown["times"]["created_at"] is not None and shown["times"]["heartbeat_at"] is None
     # The keys other tools already read are unchanged.

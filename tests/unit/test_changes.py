@@ -28,7 +28,7 @@ def test_pacing_is_merged_over_the_current_one_and_checked_whole() -> None:
     assert change.terms["pacing"]["calls_per_second"] == 2
     assert change.terms["pacing"]["max_in_flight"] == 7
     with pytest.raises(SpecError) as bad:
-        parse_change({"pacing": {"batch_size": 0, "weight": 3}}, current, ((),), _NOW)
+        parse_change({"pacing": {"batch_size": 0, "weight": 0}}, current, ((),), _NOW)
     assert _fields(bad) == {"pacing.batch_size", "pacing.weight"}
 
 
