@@ -11,10 +11,11 @@ section): ``results.add(await bench_weights(rig, quick))``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 
-from campaigns.operators.control import CampaignClient
+from campaigns.operators.control import CampaignClient, ControlError
 from campaigns.testbed.sandbox import parse_rfc3339
 from tests.bench.common import Results, Row, Target, progress, spec_for, wait_until
 from tests.bench.dispatch import Rig
@@ -29,16 +30,21 @@ _WARM_UP = 3.0
 """Seconds after the last campaign's first request before shares are counted."""
 
 
-async def bench_weights(rig: Rig, quick: bool) -> Results:
-    """100 campaigns at 5/s each (500/s wanted) under a 60/s ceiling, ten of weight 3."""
+async def bench_weights(rig: Rig, quick: bool, workers: int = 5) -> Results:
+    """100 campaigns at 5/s each (500/s wanted) under a 60/s ceiling, ten of weight 3.
+
+    ``workers``: enough that every campaign gets a job slot (arq's ``max_jobs``
+    per worker: a campaign without one is not sending, so it is not sharing).
+    """
     seconds = 10.0 if quick else 20.0
     settings = rig.settings("weights", provider_calls_per_second=_CEILING)
     ids = [f"weights-c{i:03d}" for i in range(_CAMPAIGNS)]
     heavy = set(ids[:_HEAVY])
-    # Weight 3 gets 60 * 3 / 120 = 1.5/s: enough contacts that none runs out.
-    contacts = int(2 * (seconds + _WARM_UP + 10))
+    # Weight 3 gets 60 * 3 / 120 = 1.5/s, and sends more until every campaign
+    # has started: enough contacts that none runs out.
+    contacts = int(3 * (seconds + _WARM_UP + 60))
     async with (
-        rig.workers("weights", 2, settings),
+        rig.workers("weights", workers, settings),
         await CampaignClient.connect(settings) as client,
     ):
         for cid in ids:
@@ -62,7 +68,9 @@ async def bench_weights(rig: Rig, quick: bool) -> Results:
         await asyncio.sleep(max(0.0, begin + seconds - time.time()))
         end = begin + seconds
         for cid in ids:
-            await client.cancel(cid)
+            with contextlib.suppress(ControlError):
+                await client.cancel(cid)
+        claims = [a.created_at_ms / 1000 for c in ids async for a in client.store.attempts(c)]
     rows = rig.sandbox.ledger()
     rig.clean()
     times: dict[str, list[float]] = {cid: [] for cid in ids}
@@ -75,16 +83,19 @@ async def bench_weights(rig: Rig, quick: bool) -> Results:
     light_mean = statistics.mean(counted[c] for c in ids if c not in heavy)
     ratio = heavy_mean / light_mean if light_mean else float("nan")
     window = busiest_window([t for ts in times.values() for t in ts], 1.0)
+    claimed = busiest_window(claims, 1.0)
     delivered = sum(counted.values()) / seconds
     progress(
-        f"  weights: busiest 1 s window {window} (ceiling {_CEILING}), weight-3 share "
+        f"  weights: busiest 1 s window {window} arriving, {claimed} claimed (ceiling "
+        f"{_CEILING}), weight-3 share "
         f"{ratio:.2f}x weight-1 ({heavy_mean:.1f} vs {light_mean:.1f} calls in {seconds:g} s), "
         f"{delivered:.1f} creates/s"
     )
     row = Row("weights", f"100 campaigns, ten weight 3, ceiling {_CEILING}/s", "creates/s")
     row.values.append(delivered)
     row.notes.append(
-        f"busiest 1 s window {window}; weight 3 vs 1: {heavy_mean:.1f} vs {light_mean:.1f} calls"
+        f"busiest 1 s window: {window} creates arriving, {claimed} claimed; "
+        f"weight 3 vs 1: {heavy_mean:.1f} vs {light_mean:.1f} calls"
     )
     return Results(
         rows=[row],

@@ -65,6 +65,10 @@ end
 
 local SHARE_EVERY = 1000000
 local SHARE_KEEP = 3000000
+local SHARE_HEADROOM = 0.98
+-- The shares fill 98 % of the ceiling: filled to 100 %, requests due at random
+-- moments would queue for the account's slots without end, and a queue serves
+-- in the order asked, not by weight.
 
 local function share_level(level, demand, weight)
   if level < 0 then return demand end
@@ -87,9 +91,13 @@ local function share_of(S, meta, c_rule, a_rule)
   if account > 0 and rate_level >= 0 then
     keep = math.max(keep, 3000000 / math.max(share_level(rate_level, own, weight), 1e-6))
   end
-  redis.call('ZADD', S.contenders, now + keep, S.id)
-  redis.call('HSET', S.weights, S.id, string.format('%.17g %.17g %d', weight, own_rate, own_live))
-  if kept[1] == false or now - (tonumber(kept[1]) or 0) >= SHARE_EVERY then
+  local joined = redis.call('ZADD', S.contenders, now + keep, S.id)
+  local before = redis.call('HGET', S.weights, S.id)
+  local mine = string.format('%.17g %.17g %d', weight, own_rate, own_live)
+  redis.call('HSET', S.weights, S.id, mine)
+  -- Again at once when a campaign joins or its terms changed, else each second.
+  if joined == 1 or before ~= mine or kept[1] == false
+      or now - (tonumber(kept[1]) or 0) >= SHARE_EVERY then
     for _, gone in ipairs(redis.call('ZRANGEBYSCORE', S.contenders, '-inf', now)) do
       redis.call('HDEL', S.weights, gone)
     end
@@ -104,7 +112,7 @@ local function share_of(S, meta, c_rule, a_rule)
       live_now[i] = S.max_live > 0
         and (tonumber(redis.call('HGET', S.prefix .. id .. ':meta', 'live') or '0') or 0) or 0
     end
-    rate_level = account > 0 and water_level(account, rates, weights) or -1
+    rate_level = account > 0 and water_level(account * SHARE_HEADROOM, rates, weights) or -1
     local live_level, reserve = -1, 0
     if S.max_live > 0 then
       live_level = water_level(S.max_live, lives, weights)
@@ -158,11 +166,16 @@ local function pace_take(c_key, c_log, a_key, a_log, hold_key, c_rule, a_rule, s
       redis.call('HSET', a_key, 'tat', string.format('%.0f', slot + a_rule.interval))
       redis.call('PEXPIRE', a_key, math.ceil(a_rule.window / 1000) + 60000)
     end
-    local interval, by = c_rule.interval, 'own'
+    local interval, by, base = c_rule.interval, 'own', slot
     if share_rate > 0 and math.ceil(1000000 / share_rate) > interval then
       interval, by = math.ceil(1000000 / share_rate), 'share'
+      -- A share's schedule forgives up to half an interval of lateness (a run
+      -- that handed over comes back a little after its slot, a short queue for
+      -- the account's slot): its long-run rate is its share. The account's
+      -- slot and window still hold every request.
+      if own_tat > 0 then base = math.max(own_tat, slot - math.floor(interval / 2)) end
     end
-    redis.call('HSET', c_key, 'tat', string.format('%.0f', slot + interval),
+    redis.call('HSET', c_key, 'tat', string.format('%.0f', base + interval),
       'held', string.format('%.0f', slot), 'by', by)
     redis.call('PEXPIRE', c_key, math.ceil(math.max(c_rule.window, interval) / 1000) + 60000)
   end
