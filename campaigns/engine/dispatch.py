@@ -329,7 +329,9 @@ class Dispatcher:
                 return "terms_changed", 0.0
             if claim.outcome == "pace_wait":
                 if claim.wait_seconds > _MAX_HELD_WAIT_SECONDS:
-                    return "pace_wait", claim.wait_seconds
+                    # Back a little early: the next run sleeps the rest, so the
+                    # hand-over's own delay is not taken from the pace.
+                    return "pace_wait", claim.wait_seconds - _MAX_HELD_WAIT_SECONDS / 2
                 await _sleep_unless_set(batch.stopped, claim.wait_seconds)
                 continue
             if claim.outcome in _CAPACITY_WAITS or (claim.outcome == "empty" and run.open):

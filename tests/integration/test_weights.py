@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from campaigns.domain.lifecycle import Move
 from campaigns.domain.spec import parse_spec
-from campaigns.operators.control import CampaignClient
+from campaigns.operators.control import CampaignClient, explain
 from campaigns.settings import Settings
+from campaigns.store import now_ms
 from campaigns.testbed.sandbox import SandboxServer, parse_rfc3339
 from tests.conftest import spec_dict
 from tests.support import WorkerProcess, busiest_window, creates, wait_for
@@ -70,3 +72,16 @@ async def test_weight_three_gets_three_times_weight_one_under_the_ceiling(
 
 def _times(entries: list[dict[str, object]]) -> list[float]:
     return [parse_rfc3339(str(e["received_at"])) for e in entries]
+
+
+async def test_status_says_the_worker_had_no_room(client: CampaignClient) -> None:
+    """``Store.note_held`` is the worker's hook: status names it while the
+    campaign runs below its pace, and forgets it once a minute has passed."""
+    await client.submit(parse_spec(spec_dict("roomless", contacts=3)))
+    await client.store.transition("roomless", Move.START)
+    await client.store.note_held("roomless", "worker_capacity")
+    shown = (await client.explain(await client.get("roomless"))).to_json()["progress"]
+    assert shown["held_by"] == "worker_capacity" and shown["calls_last_minute"] == 0
+    later = now_ms() + 61_000
+    again = await explain(client.store, await client.get("roomless"), client.settings, now=later)
+    assert again.held_by is None
