@@ -8,9 +8,18 @@ asked first), and the ceiling is never exceeded in any window at the provider.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable
+from importlib import resources
+
+import redis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from campaigns.domain.lifecycle import Move
+from campaigns.domain.sharing import fair_level
 from campaigns.domain.spec import parse_spec
 from campaigns.operators.control import CampaignClient, explain
 from campaigns.settings import Settings
@@ -20,6 +29,16 @@ from tests.conftest import spec_dict
 from tests.support import WorkerProcess, busiest_window, creates, wait_for
 
 _JITTER = 0.15
+settings_for_redis = hypothesis_settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def _pace_source() -> str:
+    """``_pace.lua``, the functions the claim includes (nothing run)."""
+    return resources.files("campaigns.store").joinpath("lua", "_pace.lua").read_text("utf-8")
+
+
 _WARM_UP = 2.0
 """Seconds after the last campaign's first request before its share is counted."""
 
@@ -85,3 +104,39 @@ async def test_status_says_the_worker_had_no_room(client: CampaignClient) -> Non
     later = now_ms() + 61_000
     again = await explain(client.store, await client.get("roomless"), client.settings, now=later)
     assert again.held_by is None
+
+
+_LEVEL = (
+    _pace_source()
+    + """
+local demands, weights = {}, {}
+for i, pair in ipairs(cjson.decode(ARGV[2])) do
+  demands[i] = pair[1] > 0 and pair[1] or math.huge
+  weights[i] = pair[2]
+end
+return string.format('%.17g', water_level(tonumber(ARGV[1]), demands, weights))
+"""
+)
+
+
+@settings_for_redis
+@given(
+    st.floats(0.1, 5000),
+    st.lists(
+        st.tuples(st.one_of(st.floats(0.01, 1000), st.just(0.0)), st.floats(0.1, 100)),
+        min_size=1,
+        max_size=40,
+    ),
+)
+def test_the_claims_water_level_is_the_reference_one(
+    redis_url: str, capacity: float, campaigns: list[tuple[float, float]]
+) -> None:
+    """The Lua the claim runs computes ``campaigns.domain.sharing.fair_level``."""
+    with redis.Redis.from_url(redis_url) as plain:
+        got = float(plain.eval(_LEVEL, 0, repr(capacity), json.dumps(campaigns)))
+    demands = [d if d > 0 else math.inf for d, _ in campaigns]
+    want = fair_level(capacity, demands, [w for _, w in campaigns])
+    if math.isinf(want):
+        assert got == -1
+    else:
+        assert math.isclose(got, want, rel_tol=1e-9), (got, want)
