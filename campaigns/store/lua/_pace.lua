@@ -65,8 +65,9 @@ end
 
 local SHARE_EVERY = 1000000
 local SHARE_KEEP = 3000000
-local SHARE_HEADROOM = 0.98
--- The shares fill 98 % of the ceiling: filled to 100 %, requests due at random
+local SHARE_HEADROOM = 0.99
+local SHARE_LATE = 250000
+-- The shares fill 99 % of the ceiling: filled to 100 %, requests due at random
 -- moments would queue for the account's slots without end, and a queue serves
 -- in the order asked, not by weight.
 
@@ -136,6 +137,15 @@ local function share_of(S, meta, c_rule, a_rule)
     reserve = tonumber(kept[4] or '0') or 0}
 end
 
+-- A campaign with nothing to send now (done, waiting for its window, stopped)
+-- leaves the contenders at once, so the others' shares grow with the next claim.
+local function share_leave(contenders, weights, share, id)
+  if redis.call('ZREM', contenders, id) == 1 then
+    redis.call('HDEL', weights, id)
+    redis.call('HSET', share, 'at', '0')
+  end
+end
+
 -- Why a campaign got less than its pace: recorded with its pace for status.
 local function pace_note_held(c_key, reason, now)
   redis.call('HSET', c_key, 'held_by', reason, 'held_at', string.format('%.0f', now))
@@ -155,10 +165,21 @@ local function pace_take(c_key, c_log, a_key, a_log, hold_key, c_rule, a_rule, s
   if not slot then
     local own_tat = tonumber(redis.call('HGET', c_key, 'tat') or '0') or 0
     if own_tat > now and own_tat >= hold then
-      if redis.call('HGET', c_key, 'by') == 'share' then
+      if redis.call('HGET', c_key, 'by') ~= 'share' then return own_tat - now end
+      -- Held by its share only: an account slot nobody waits for is taken
+      -- (work-conserving) without moving the share's schedule; else it waits.
+      local free = a_rule.interval > 0 and hold <= now
+        and (tonumber(redis.call('HGET', a_key, 'tat') or '0') or 0) <= now
+        and pace_log_wait(a_log, a_rule, now) == 0 and pace_log_wait(c_log, c_rule, now) == 0
+      if not free then
         pace_note_held(c_key, 'weight_share', now)
+        return own_tat - now
       end
-      return own_tat - now
+      redis.call('HSET', a_key, 'tat', string.format('%.0f', now + a_rule.interval))
+      redis.call('PEXPIRE', a_key, math.ceil(a_rule.window / 1000) + 60000)
+      pace_log_push(c_log, c_rule, now)
+      pace_log_push(a_log, a_rule, now)
+      return 0
     end
     slot = math.max(now, own_tat, hold)
     if a_rule.interval > 0 then
@@ -169,11 +190,13 @@ local function pace_take(c_key, c_log, a_key, a_log, hold_key, c_rule, a_rule, s
     local interval, by, base = c_rule.interval, 'own', slot
     if share_rate > 0 and math.ceil(1000000 / share_rate) > interval then
       interval, by = math.ceil(1000000 / share_rate), 'share'
-      -- A share's schedule forgives up to half an interval of lateness (a run
-      -- that handed over comes back a little after its slot, a short queue for
-      -- the account's slot): its long-run rate is its share. The account's
-      -- slot and window still hold every request.
-      if own_tat > 0 then base = math.max(own_tat, slot - math.floor(interval / 2)) end
+      -- A share's schedule forgives some lateness (half an interval, at least
+      -- SHARE_LATE: a run that handed over comes back a little after its slot,
+      -- a sleep or a short queue for the account's slot overruns): its long-run
+      -- rate is its share. The account's slot and window still hold every request.
+      if own_tat > 0 then
+        base = math.max(own_tat, slot - math.max(math.floor(interval / 2), SHARE_LATE))
+      end
     end
     redis.call('HSET', c_key, 'tat', string.format('%.0f', base + interval),
       'held', string.format('%.0f', slot), 'by', by)

@@ -22,8 +22,9 @@
 -- 'account_live_full'; held by the account or its share, the campaign notes why.
 -- USES: lifecycle pace policy
 local meta = K.meta
+local function leave() share_leave(K.account_contenders, K.account_weights, K.account_share, A.campaign_id) end
 local state = redis.call('HGET', meta, 'state')
-if state ~= '${state_running}' then return {'not_running', state or ''} end
+if state ~= '${state_running}' then leave() return {'not_running', state or ''} end
 if redis.call('GET', K.lease) ~= A.lease_token then return {'lease_lost', state} end
 if A.terms ~= '' and (redis.call('HGET', meta, 'terms') or '0') ~= A.terms then
   return {'terms_changed', state}
@@ -47,6 +48,7 @@ if not ended then
 end
 local left = contacts_left(meta, K.pending, K.retry, K.parked)
 if ended and left > 0 then return {'expire', state} end
+if left == 0 then leave() end
 local budget = num(redis.call('HGET', meta, 'budget'))
 local reserved = num(redis.call('HGET', meta, 'reserved'))
 local spent = num(redis.call('HGET', meta, 'spent'))
@@ -127,6 +129,7 @@ while true do
         closed[#closed + 1] = tostring(g)
       end
     end
+    leave()
     local reason, due = 'window', nil
     for _, pair in ipairs({{K.retry, 'retry'}, {K.parked, 'capped'}}) do
       local first = redis.call('ZRANGE', pair[1], 0, 0, 'WITHSCORES')
