@@ -28,10 +28,12 @@ __all__ = [
     "REGISTRY",
     "create",
     "halt",
+    "held_runs",
     "sample",
     "serve",
     "settlement",
     "timed",
+    "worker_capacity_wait",
 ]
 
 T = TypeVar("T")
@@ -58,6 +60,17 @@ SETTLEMENTS = Counter(
     "dispatcher_settlements",
     "Settle attempts on final calls, by result (ok, duplicate, over_reservation, ...).",
     ["result"],
+    registry=REGISTRY,
+)
+WORKER_CAPACITY_WAITS = Counter(
+    "dispatcher_worker_capacity_waits",
+    "Requests that waited for one of the worker's open-request permits "
+    "(DISPATCHER_WORKER_MAX_OPEN_REQUESTS): the worker, not the pace, held them.",
+    registry=REGISTRY,
+)
+HELD_RUNS = Gauge(
+    "dispatcher_held_runs",
+    "Campaign runs this worker holds now (each sleeping until its next slot or sending).",
     registry=REGISTRY,
 )
 PROVIDER_LATENCY = Histogram(
@@ -140,6 +153,14 @@ _CLAIM_HALTS = {"needs_review": HaltCode.IN_DOUBT_REVIEW.value}
 def halt(code: str) -> None:
     """A halt (or cool-down pause) by its code, or by the claim outcome that caused it."""
     HALTS.labels(code=_code(_CLAIM_HALTS.get(code, code))).inc()
+
+
+def held_runs(count: int) -> None:
+    HELD_RUNS.set(count)
+
+
+def worker_capacity_wait() -> None:
+    WORKER_CAPACITY_WAITS.inc()
 
 
 def settlement(result: str) -> None:

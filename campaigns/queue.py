@@ -26,6 +26,7 @@ from campaigns.domain.inputs import strict_json
 from campaigns.store.replicas import ReplicaAck, confirmed
 
 __all__ = [
+    "DISPATCH_JOB_PREFIX",
     "JOB_ACCOUNT_EVENT",
     "JOB_ALERT",
     "JOB_CALL_EVENT",
@@ -50,6 +51,8 @@ JOB_RECONCILE = "reconcile_campaign"
 JOB_ALERT = "deliver_alert"
 JOB_ACCOUNT_EVENT = "record_account_event"
 _EVENT_JOB_PREFIX = "event:"
+DISPATCH_JOB_PREFIX = "dispatch:"
+"""Every dispatch run's job ID starts so (``dispatch:<campaign>:<seq>``)."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -210,7 +213,7 @@ def redis_settings(location: RedisLocation | str) -> RedisSettings:
 def campaign_job_keys(campaign_id: str, dispatch_seq: int, thresholds: Sequence[int]) -> list[str]:
     """arq's job, retry and result keys of every job named after a campaign (its
     dispatch batches, reconciliation and budget alerts), for deleting it."""
-    job_ids = [f"dispatch:{campaign_id}:{seq}" for seq in range(dispatch_seq + 1)]
+    job_ids = [f"{DISPATCH_JOB_PREFIX}{campaign_id}:{seq}" for seq in range(dispatch_seq + 1)]
     job_ids += [f"reconcile:{campaign_id}"]
     job_ids += [f"alert:{campaign_id}:{threshold}" for threshold in thresholds]
     prefixes = (job_key_prefix, retry_key_prefix, result_key_prefix)
@@ -277,7 +280,7 @@ class JobQueue:
             JOB_DISPATCH,
             campaign_id,
             seq,
-            _job_id=f"dispatch:{campaign_id}:{seq}",
+            _job_id=f"{DISPATCH_JOB_PREFIX}{campaign_id}:{seq}",
             _queue_name=self.queue_name,
             _defer_by=defer_seconds if defer_seconds > 0 else None,
         )
@@ -288,7 +291,7 @@ class JobQueue:
         A backlog is not a stall: the sweeper leaves such a campaign alone. A job
         that started and lost its worker is "in progress" with no lease holder.
         """
-        job_id = f"dispatch:{campaign_id}:{seq}"
+        job_id = f"{DISPATCH_JOB_PREFIX}{campaign_id}:{seq}"
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.exists(job_key_prefix + job_id)
             pipe.exists(in_progress_key_prefix + job_id)

@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 
 import structlog
 from arq import Worker, cron, func
-from arq.connections import create_pool
 from arq.constants import (
     abort_jobs_ss,
     in_progress_key_prefix,
@@ -30,9 +29,11 @@ from arq.constants import (
 from arq.worker import get_kwargs
 
 from campaigns.connection import RedisLocation
+from campaigns.engine.capacity import SHARE_GRACE_SECONDS
 from campaigns.logs import configure_logging, register_secret, scrub
 from campaigns.ports import port_problem
 from campaigns.queue import (
+    DISPATCH_JOB_PREFIX,
     MAX_JOB_BYTES,
     JobEnvelopeError,
     json_deserializer,
@@ -42,7 +43,7 @@ from campaigns.queue import (
 )
 from campaigns.queue import redis_settings as _redis_settings
 from campaigns.settings import Settings
-from campaigns.store import Store
+from campaigns.store import Store, now_ms
 from campaigns.store.faults import backoff_seconds, fault_log, is_redis_fault
 from worker.jobs import (
     deliver_alert,
@@ -108,7 +109,11 @@ class WorkerSettings:
     health_check_interval = 5
     # Per host, so `arq --check` in a replica's container tests that replica.
     health_check_key = f"{_settings.queue_name}:health-check:{socket.gethostname()}"
-    max_jobs = 20
+    # A dispatch run is a cheap task that sleeps between its campaign's slots, so
+    # the worker's limits are its open requests and Redis connections
+    # (DISPATCHER_WORKER_MAX_OPEN_REQUESTS, DISPATCHER_REDIS_MAX_CONNECTIONS), not
+    # a number of jobs: this only keeps a runaway queue from becoming unbounded tasks.
+    max_jobs = 100_000
     # On SIGTERM, dispatch runs stop claiming (GuardedWorker drains the dispatcher)
     # and finish their open requests, well within this, before arq cancels.
     job_completion_wait = 15
@@ -183,22 +188,14 @@ class GuardedWorker(Worker):
         the worker)."""
         while self._pool is None:
             try:
-                if _location.uses_sentinels:
-                    pool = await _location.open(
-                        queue_name=self.queue_name,
-                        job_serializer=self.job_serializer,
-                        job_deserializer=self.job_deserializer,
-                    )
-                    pool.expires_extra_ms = self.expires_extra_ms
-                    self._pool = pool
-                else:
-                    self._pool = await create_pool(
-                        self.redis_settings,
-                        job_deserializer=self.job_deserializer,
-                        job_serializer=self.job_serializer,
-                        default_queue_name=self.queue_name,
-                        expires_extra_ms=self.expires_extra_ms,
-                    )
+                pool = await _location.open(
+                    queue_name=self.queue_name,
+                    job_serializer=self.job_serializer,
+                    job_deserializer=self.job_deserializer,
+                    max_connections=_settings.redis_max_connections,
+                )
+                pool.expires_extra_ms = self.expires_extra_ms
+                self._pool = pool
             except Exception as exc:
                 if not is_redis_fault(exc):
                     raise
@@ -236,15 +233,15 @@ class GuardedWorker(Worker):
             for raw_id in job_ids:
                 pipe.zscore(self.queue_name, raw_id)
             scores: Sequence[float | None] = await pipe.execute()
-        runnable: list[bytes] = []
+        runnable: list[tuple[bytes, float | None]] = []
         for raw_id, score in zip(job_ids, scores, strict=True):
             problem = queue_entry_problem(raw_id, score)
             if problem is None:
-                runnable.append(raw_id)
+                runnable.append((raw_id, score))
             elif await self._claim(raw_id):
                 # Claimed like arq claims a job, so only one worker moves it aside.
                 await self._quarantine(raw_id, problem, await self.read_job(raw_id))
-        for raw_id in runnable:
+        for raw_id in await self._within_share(runnable):
             if self.job_counter >= self.max_jobs:
                 return  # as arq does: the rest waits for the next poll
             try:
@@ -320,6 +317,29 @@ class GuardedWorker(Worker):
         except TypeError as exc:
             return f"a: {name}{_parameters(signature)} cannot take these arguments: {exc}"
         return None
+
+    async def _within_share(self, jobs: list[tuple[bytes, float | None]]) -> list[bytes]:
+        """The jobs to start: a dispatch run past this worker's fair share of the
+        running campaigns is left, for a moment, to a worker with room
+        (``campaigns/engine/capacity.py``)."""
+        dispatcher = self.ctx.get("dispatcher")
+        prefix = DISPATCH_JOB_PREFIX.encode()
+        due = sum(1 for raw_id, _ in jobs if raw_id.startswith(prefix))
+        if dispatcher is None or not due:
+            return [raw_id for raw_id, _ in jobs]
+        share = await dispatcher.capacity.share(self.queue_name, due)
+        held = sum(1 for job_id in self.tasks if job_id.startswith(DISPATCH_JOB_PREFIX))
+        grace_ms = SHARE_GRACE_SECONDS * 1000
+        now = now_ms()
+        chosen: list[bytes] = []
+        for raw_id, score in jobs:
+            if raw_id.startswith(prefix):
+                # No score: another worker took it meanwhile; arq skips it.
+                if held >= share and score is not None and now - score < grace_ms:
+                    continue
+                held += 1
+            chosen.append(raw_id)
+        return chosen
 
     async def _claim(self, raw_id: bytes) -> bool:
         """Take the entry as arq takes a job (its in-progress key), if it is still queued.

@@ -364,6 +364,24 @@ class Store:
     async def running_campaigns(self) -> list[str]:
         return sorted(_str(m) for m in await _aw(self.redis.smembers(self.keys.running)))
 
+    async def dispatch_load(self, queue_name: str) -> tuple[int, int]:
+        """Running campaigns and live workers of ``queue_name``: one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.scard(self.keys.running)
+            pipe.zcount(self.keys.workers(queue_name), now_ms(), "+inf")
+            running, workers = await pipe.execute()
+        return int(running), int(workers)
+
+    async def states_and_terms(self, campaign_ids: Sequence[str]) -> list[tuple[State | None, int]]:
+        """Each campaign's state and terms version, all in one round trip."""
+        if not campaign_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for campaign_id in campaign_ids:
+                pipe.hmget(self.keys.meta(campaign_id), ["state", "terms"])
+            rows = await pipe.execute()
+        return [(None if row[0] is None else State(_str(row[0])), integer(row[1])) for row in rows]
+
     async def attempt(self, attempt_id: str) -> Attempt | None:
         raw = decode(await _aw(self.redis.hgetall(self.keys.attempt(attempt_id))))
         if "status" not in raw:
