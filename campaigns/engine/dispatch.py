@@ -251,7 +251,7 @@ class Dispatcher:
             next_seq = await self.store.next_dispatch_seq(campaign_id, seq)
             if next_seq is not None:
                 await self.queue.dispatch(campaign_id, next_seq, defer)
-                await self.store.heartbeat(campaign_id)
+                await self.store.heartbeat(campaign_id, now_ms() + int(defer * 1000))
         elif outcome == "completed":
             log.info("campaign_completed")
             await self.queue.reconcile(

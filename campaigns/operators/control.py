@@ -863,6 +863,7 @@ class CampaignClient:
     async def _kick(self, campaign_id: str) -> None:
         seq = await self.store.bump_dispatch_seq(campaign_id)
         await self.queue.dispatch(campaign_id, seq)
+        await self.store.expect_dispatch(campaign_id)
 
     async def _wait_for_dispatcher(self, campaign_id: str) -> None:
         """Wait until no worker holds the campaign's lease.

@@ -353,6 +353,27 @@ class Store:
         )
         return bool(taken)
 
+    async def full_sweep_due(self, interval_seconds: int) -> bool:
+        """Whether this worker runs the sweeper's full pass now (then no other does
+        for ``interval_seconds``)."""
+        taken = await _aw(self.redis.set(self.keys.full_sweep, "1", nx=True, ex=interval_seconds))
+        return bool(taken)
+
+    async def overdue_campaigns(self, before_ms: int, limit: int) -> list[str]:
+        """Campaigns whose dispatch showed no sign of life since ``before_ms``."""
+        found = await _aw(
+            self.redis.zrangebyscore(self.keys.dispatch_due, "-inf", before_ms, start=0, num=limit)
+        )
+        return [_str(m) for m in found]
+
+    async def expect_dispatch(self, campaign_id: str) -> None:
+        """A run was queued for now: the sweeper looks again if none shows up in time."""
+        await _aw(self.redis.zadd(self.keys.dispatch_due, {campaign_id: now_ms()}))
+
+    async def drop_dispatch_due(self, campaign_id: str) -> None:
+        """The campaign is not dispatched any more (paused, final, gone)."""
+        await _aw(self.redis.zrem(self.keys.dispatch_due, campaign_id))
+
     async def forget(self, campaign_id: str, extra_keys: Sequence[str] = ()) -> int:
         """Delete a final campaign's every key (:mod:`campaigns.store.forget`)."""
         return await forget_campaign(self, campaign_id, extra_keys)
@@ -1151,8 +1172,15 @@ class Store:
         value = text(await _aw(self.redis.hget(self.keys.meta(campaign_id), "state")))
         return None if value is None else State(value)
 
-    async def heartbeat(self, campaign_id: str) -> None:
-        await _aw(self.redis.hset(self.keys.meta(campaign_id), "heartbeat_at", str(now_ms())))
+    async def heartbeat(self, campaign_id: str, next_run_ms: int | None = None) -> None:
+        """A sign of life of the campaign's dispatch; ``next_run_ms``: its next run is
+        queued for then, so the sweeper need not look at it before (idle is free)."""
+        now = now_ms()
+        due = now if next_run_ms is None else max(now, next_run_ms)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.meta(campaign_id), "heartbeat_at", str(now))
+            pipe.zadd(self.keys.dispatch_due, {campaign_id: due})
+            await pipe.execute()
 
     async def last_heartbeat_ms(self, campaign_id: str) -> int:
         return integer(await _aw(self.redis.hget(self.keys.meta(campaign_id), "heartbeat_at")))

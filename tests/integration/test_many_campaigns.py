@@ -10,6 +10,7 @@ SIGKILLed worker's campaigns are all taken over with no second dial.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import pytest
 
 from campaigns.domain.spec import parse_spec
 from campaigns.operators.control import CampaignClient
+from campaigns.store import now_ms
 from campaigns.testbed.sandbox import SandboxServer, parse_rfc3339
 from tests.conftest import spec_dict
 from tests.support import WorkerProcess, creates, wait_for
@@ -160,3 +162,38 @@ async def test_a_killed_workers_campaigns_are_all_taken_over_without_a_second_di
     _each_number_dialled_once(sandbox)
     taken_over = _accepted_by(survivor)
     assert set(taken_over) == set(ids), "some campaigns were never taken over"
+
+
+async def test_campaigns_waiting_for_a_window_are_not_swept_until_their_next_run(
+    client: CampaignClient, sandbox: SandboxServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    # A window twelve hours away: closed for every North American number now.
+    opens = dt.datetime.now(dt.UTC) + dt.timedelta(hours=12)
+    window = {
+        "start": opens.strftime("%H:%M"),
+        "end": (opens + dt.timedelta(minutes=1)).strftime("%H:%M"),
+        "timezone": "recipient",
+        "default_timezone": "America/New_York",
+    }
+    start_worker()
+    ids = [f"idle{i}" for i in range(40)]
+    specs = []
+    for i, cid in enumerate(ids):
+        spec = _spec(cid, 2, 1.0, i * 10)
+        spec["calling_window"] = window
+        specs.append(spec)
+    await _submit_all(client, specs)
+
+    async def all_waiting() -> bool:
+        for campaign_id in ids:
+            waiting = (await client.status(campaign_id)).get("waiting")
+            if waiting is None or waiting["reason"] != "window":
+                return False
+        return True
+
+    await wait_for(all_waiting, timeout=60, what="every campaign waiting for its window")
+    # Each has a run queued for later and a due time after it: a sweeper pass
+    # (one ZRANGEBYSCORE of the overdue) does not read any of them.
+    overdue = await client.store.overdue_campaigns(now_ms() + 30_000, 1000)
+    assert not set(overdue) & set(ids), f"waiting campaigns the sweeper reads: {overdue}"
+    assert not creates(sandbox.ledger(), ids[0]), "a call was placed outside the window"
