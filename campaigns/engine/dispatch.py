@@ -292,29 +292,32 @@ class Dispatcher:
         while time.monotonic() < batch.deadline and not self.draining:
             while not batch.backoff.calm.is_set() and not batch.stopped.is_set():
                 await _sleep_unless_set(batch.stopped, _CALM_POLL_SECONDS)
-            await run.take()
-            if run.stop is not None:
-                run.give_back()
-                return "stopped", 0.0
             if since_check >= pacing.batch_size:
                 # A checkpoint: the account's money, alerts, liveness.
                 since_check = 0
                 await self.store.heartbeat(batch.campaign_id)
                 await check_budget_alerts(self.store, self.queue, batch.campaign_id)
                 if not await self._balance_allows(batch):
-                    run.give_back()
                     state = await self.store.state(batch.campaign_id)
                     return ("paused" if state is State.PAUSED else "halt"), 0.0
-            claim = await self.policy.claim(
-                batch.campaign,
-                batch.token,
-                review_message=REVIEW_MESSAGE,
-                budget_message=BUDGET_EXHAUSTED_MESSAGE,
-                pace=batch.pace,
-                account_pace=batch.account_pace,
-                max_live=self.settings.provider_max_live_calls,
-                terms=batch.campaign.terms,
-            )
+            await run.take()
+            if run.stop is not None:
+                run.give_back()
+                return "stopped", 0.0
+            try:
+                claim = await self.policy.claim(
+                    batch.campaign,
+                    batch.token,
+                    review_message=REVIEW_MESSAGE,
+                    budget_message=BUDGET_EXHAUSTED_MESSAGE,
+                    pace=batch.pace,
+                    account_pace=batch.account_pace,
+                    max_live=self.settings.provider_max_live_calls,
+                    terms=batch.campaign.terms,
+                )
+            except BaseException:
+                run.give_back()  # the worker's permit is shared: never lose one
+                raise
             if claim.outcome != "claimed":
                 run.give_back()
             if claim.outcome == "wait":
