@@ -276,6 +276,11 @@ class Settings(BaseSettings):
     provider_unavailable_cooldown_seconds: float = Field(
         30.0, ge=0.01, le=86400, allow_inf_nan=False
     )
+    pace_margin_percent: float = Field(1.0, ge=0, le=50, allow_inf_nan=False)
+    """Slots and windows of every pace (a campaign's and the account's) are this much
+    longer than the rate says, so jitter between a request's start and its arrival
+    at the provider never puts more than the rate into one of the provider's 1 s
+    windows. 1 on a quiet host; raise it on a loaded one (``make bench``, ``loaded``)."""
     worker_max_open_requests: int = Field(200, ge=1, le=100_000)
     """Create requests one worker keeps open at once, over all its campaigns: what a
     worker's campaigns cost is their calls, so this (not a number of campaigns) is

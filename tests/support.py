@@ -80,6 +80,9 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         ),
         DISPATCHER_SWEEP_INTERVAL_SECONDS=str(settings.sweep_interval_seconds),
         DISPATCHER_CREATION_EVENT_WAIT_SECONDS=str(settings.creation_event_wait_seconds),
+        DISPATCHER_PACE_MARGIN_PERCENT=str(settings.pace_margin_percent),
+        DISPATCHER_WORKER_MAX_OPEN_REQUESTS=str(settings.worker_max_open_requests),
+        DISPATCHER_REDIS_MAX_CONNECTIONS=str(settings.redis_max_connections),
     )
     if settings.redis_sentinels is not None:
         del env["DISPATCHER_REDIS_URL"]

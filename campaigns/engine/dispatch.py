@@ -175,7 +175,8 @@ class Dispatcher:
             queue,
             usage=make_usage_source(settings),
         )
-        self.account_pace = pace_rule(settings.provider_calls_per_second)
+        self.pace_margin = settings.pace_margin_percent / 100
+        self.account_pace = pace_rule(settings.provider_calls_per_second, self.pace_margin)
         self.draining = False
         """Set by :meth:`drain`: runs stop claiming and hand over."""
         self.policy = ContactPolicy(store, settings)
@@ -225,7 +226,7 @@ class Dispatcher:
             max_seconds=campaign.spec.max_call_seconds,
             deadline=time.monotonic() + max(budget, 1.0),
             log=log,
-            pace=pace_rule(campaign.spec.pacing.calls_per_second),
+            pace=pace_rule(campaign.spec.pacing.calls_per_second, self.pace_margin),
             account_pace=self.account_pace,
             stopped=asyncio.Event(),
             changed=changed,

@@ -684,7 +684,11 @@ class CampaignClient:
             change = parse_change(body, campaign.spec, campaign.zone_groups, datetime.now(UTC))
             try:
                 done = await self.store.change_terms(
-                    campaign_id, head, change, expected_spec=stored
+                    campaign_id,
+                    head,
+                    change,
+                    expected_spec=stored,
+                    pace_margin=self.settings.pace_margin_percent / 100,
                 )
             except StaleTerms:
                 continue  # changed meanwhile: merge over the new terms

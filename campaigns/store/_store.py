@@ -33,7 +33,7 @@ from campaigns.domain.lifecycle import (
     State,
 )
 from campaigns.domain.money import MAX_MICROS
-from campaigns.domain.pacing import NO_LIMIT, PaceRule, pace_rule
+from campaigns.domain.pacing import MARGIN, NO_LIMIT, PaceRule, pace_rule
 from campaigns.domain.policy import ZoneGroups, contact_number, parse_instant
 from campaigns.domain.spec import CampaignSpec, identify
 from campaigns.store.forget import forget_campaign
@@ -1042,6 +1042,7 @@ class Store:
         change: CampaignChange,
         *,
         expected_spec: str,
+        pace_margin: float = MARGIN,
     ) -> BudgetChange:
         """Change the budget and the other terms in one script (``change_terms.lua``),
         each recorded in the history (``history_head`` plus before and after).
@@ -1055,7 +1056,7 @@ class Store:
         terms = None
         if change.terms:
             change_head = {**history_head, "action": str(OperatorAction.CHANGE)}
-            terms = _terms_change(change, expected_spec, change_head)
+            terms = _terms_change(change, expected_spec, change_head, pace_margin)
         budget_head = {**history_head, "action": str(OperatorAction.BUDGET)}
         head = json.dumps(budget_head, separators=(",", ":"))
         result = await self._change(
@@ -1352,7 +1353,10 @@ def _policy_fields(spec: CampaignSpec, zones: ZoneGroups) -> dict[str, str | int
 
 
 def _terms_change(
-    change: CampaignChange, expected_spec: str, history_head: Mapping[str, Any]
+    change: CampaignChange,
+    expected_spec: str,
+    history_head: Mapping[str, Any],
+    pace_margin: float,
 ) -> TermsChange:
     """The stored spec and the meta fields a change writes (as :func:`_policy_fields`
     and submit write them), with its history entry."""
@@ -1368,7 +1372,7 @@ def _terms_change(
         fields["max_in_flight"] = str(pacing["max_in_flight"])
         old_rate = (stored.get("pacing") or {}).get("calls_per_second")
         if pacing["calls_per_second"] != old_rate:
-            rule = pace_rule(pacing["calls_per_second"])
+            rule = pace_rule(pacing["calls_per_second"], pace_margin)
             pace_interval = rule.interval_us
             fields["pace_interval"] = str(rule.interval_us)
             fields["pace_burst"] = str(rule.burst)
