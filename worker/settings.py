@@ -477,8 +477,10 @@ def run_workers(
     try:
         loop.run_until_complete(run())
     finally:
-        loop.run_until_complete(first.close())
-        loop.run_until_complete(second.close())
+        try:
+            loop.run_until_complete(first.close())
+        finally:
+            loop.run_until_complete(second.close())
 
 
 async def _check(settings: type) -> int:

@@ -13,6 +13,7 @@ to read, and each row reports the median over its rounds. Sections:
     failover   SIGKILL of the lease holder -> next create request (not in --quick)
     replicas   DISPATCHER_REDIS_MIN_REPLICAS 0 vs 1: creates/s, round trips (a replica on loopback)
     sentinel   SIGKILL of the Redis primary -> next create request (not in --quick)
+    many       webhook -> call settled p50/p99 with 0 and 100 running campaigns (20 with --quick)
     store      the atomic store path vs naive plain commands
     rate       exact integer money vs floats
 
@@ -48,6 +49,7 @@ from tests.bench.dispatch import (
     bench_pacing,
     bench_redis,
 )
+from tests.bench.many import bench_many
 from tests.bench.micro import bench_rate, bench_store
 from tests.bench.replicas import bench_replicas, bench_sentinel_failover
 from tests.bench.sandbox_process import SandboxProcess
@@ -64,6 +66,7 @@ SECTIONS = (
     "failover",
     "replicas",
     "sentinel",
+    "many",
     "store",
     "rate",
 )
@@ -157,6 +160,9 @@ async def main_async(args: argparse.Namespace) -> None:
         if "sentinel" in only:
             progress_timed("sentinel: SIGKILL of the Redis primary, dispatcher defaults")
             results.add(await bench_sentinel_failover(rig))
+        if "many" in only:
+            progress_timed("many: webhook -> settled, 0 and many running campaigns")
+            results.add(await bench_many(rig, quick))
         if "store" in only:
             calls = 500 if quick else 2000
             progress_timed(f"store: {calls} calls per variant")
