@@ -51,7 +51,7 @@ JOB_RECONCILE = "reconcile_campaign"
 JOB_ALERT = "deliver_alert"
 JOB_ACCOUNT_EVENT = "record_account_event"
 _EVENT_JOB_PREFIX = "event:"
-SETTLEMENT_SUFFIX = ":settlement"
+_SETTLEMENT_SUFFIX = ":settlement"
 
 
 def settlement_queue(queue_name: str) -> str:
@@ -61,7 +61,7 @@ def settlement_queue(queue_name: str) -> str:
     there by a worker with its own job slots, so a webhook's event is never
     queued behind dispatch runs (each holds a slot for up to a job's time).
     """
-    return queue_name + SETTLEMENT_SUFFIX
+    return queue_name + _SETTLEMENT_SUFFIX
 
 
 def _jsonable(value: Any) -> Any:
