@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.lifecycle import HaltCode, State
+from campaigns.queue import settlement_queue
 from campaigns.store import Store
 
 __all__ = [
@@ -82,7 +83,7 @@ PROVIDER_LATENCY = Histogram(
 )
 QUEUE_DEPTH = Gauge(
     "dispatcher_queue_depth",
-    "Jobs in the arq queue (due and deferred).",
+    "Jobs in the arq queues, dispatch and settlement (due and deferred).",
     registry=REGISTRY,
 )
 LEASES = Gauge(
@@ -178,7 +179,8 @@ async def sample(store: Store, queue_name: str, worker_id: str) -> None:
     taken on a running campaign. Campaigns that stopped running since the last
     sample lose their series.
     """
-    QUEUE_DEPTH.set(await store.redis.zcard(queue_name))
+    depths = [await store.redis.zcard(q) for q in (queue_name, settlement_queue(queue_name))]
+    QUEUE_DEPTH.set(sum(depths))
     mine = held = 0
     seen: set[tuple[str, str]] = set()
     for campaign_id in await store.running_campaigns():

@@ -43,6 +43,7 @@ __all__ = [
     "parse_job",
     "queue_entry_problem",
     "redis_settings",
+    "settlement_queue",
 ]
 
 JOB_DISPATCH = "dispatch_campaign"
@@ -53,6 +54,17 @@ JOB_ACCOUNT_EVENT = "record_account_event"
 _EVENT_JOB_PREFIX = "event:"
 DISPATCH_JOB_PREFIX = "dispatch:"
 """Every dispatch run's job ID starts so (``dispatch:<campaign>:<seq>``)."""
+_SETTLEMENT_SUFFIX = ":settlement"
+
+
+def settlement_queue(queue_name: str) -> str:
+    """The settlement queue beside the dispatch queue ``queue_name``.
+
+    Call and account events, alerts, reconciliations and the crons are served
+    there by a worker with its own job slots, so a webhook's event is never
+    queued behind dispatch runs (each holds a slot for up to a job's time).
+    """
+    return queue_name + _SETTLEMENT_SUFFIX
 
 
 def _jsonable(value: Any) -> Any:
@@ -250,7 +262,11 @@ def event_job_id(call_id: str, event: str, body: bytes, key: str | None = None) 
 
 
 class JobQueue:
-    """Enqueue the dispatcher's jobs with deterministic IDs, so duplicates collapse."""
+    """Enqueue the dispatcher's jobs with deterministic IDs, so duplicates collapse.
+
+    Dispatch runs go to ``queue_name``; everything that settles (events,
+    alerts, reconciliations) to its settlement queue (:func:`settlement_queue`).
+    """
 
     def __init__(
         self,
@@ -261,6 +277,7 @@ class JobQueue:
     ) -> None:
         self.redis = redis
         self.queue_name = queue_name
+        self.settlement_queue = settlement_queue(queue_name)
         self.replicas = ReplicaAck.of(replicas)
 
     async def _replicated(self) -> None:
@@ -303,29 +320,33 @@ class JobQueue:
 
         A worker killed while applying one leaves it to arq, which runs it again
         only once the job's in-progress key expires (the longest job timeout plus
-        10 s): until then, "no creation event came" is not yet proven.
+        10 s): until then, "no creation event came" is not yet proven. Both
+        queues: events go to the settlement queue, but one enqueued on the
+        dispatch queue (before an upgrade, or by a producer following the old
+        layout) is served there and counts too.
         """
         for name in event_names:
             pattern = f"{_EVENT_JOB_PREFIX}*:{name}:*"
-            async for _ in self.redis.zscan_iter(self.queue_name, match=pattern, count=1000):
-                return True
+            for queue in (self.settlement_queue, self.queue_name):
+                async for _ in self.redis.zscan_iter(queue, match=pattern, count=1000):
+                    return True
         return False
 
     async def call_event(self, payload: dict[str, Any], job_id: str | None = None) -> None:
         await self.redis.enqueue_job(
-            JOB_CALL_EVENT, payload, _job_id=job_id, _queue_name=self.queue_name
+            JOB_CALL_EVENT, payload, _job_id=job_id, _queue_name=self.settlement_queue
         )
         await self._replicated()
 
     async def account_event(self, payload: dict[str, Any], job_id: str) -> None:
         await self.redis.enqueue_job(
-            JOB_ACCOUNT_EVENT, payload, _job_id=job_id, _queue_name=self.queue_name
+            JOB_ACCOUNT_EVENT, payload, _job_id=job_id, _queue_name=self.settlement_queue
         )
         await self._replicated()
 
     async def alert(self, url: str, payload: dict[str, Any], job_id: str) -> None:
         await self.redis.enqueue_job(
-            JOB_ALERT, url, payload, _job_id=job_id, _queue_name=self.queue_name
+            JOB_ALERT, url, payload, _job_id=job_id, _queue_name=self.settlement_queue
         )
 
     async def reconcile(self, campaign_id: str, defer_seconds: float = 0.0) -> None:
@@ -333,7 +354,7 @@ class JobQueue:
             JOB_RECONCILE,
             campaign_id,
             _job_id=f"reconcile:{campaign_id}",
-            _queue_name=self.queue_name,
+            _queue_name=self.settlement_queue,
             _defer_by=defer_seconds if defer_seconds > 0 else None,
         )
 
