@@ -95,6 +95,7 @@ async def forget_campaign(store: Store, campaign_id: str, extra_keys: Sequence[s
         pipe.zrem(keys.cooldown, campaign_id)
         pipe.zrem(keys.account("contenders"), campaign_id)
         pipe.hdel(keys.account("weights"), campaign_id)
+        pipe.zrem(keys.dispatch_due, campaign_id)
         removed, *_ = await pipe.execute()
     return deleted + int(removed)
 
