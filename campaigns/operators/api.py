@@ -24,6 +24,7 @@ import hmac
 import io
 import json
 import math
+import re
 import tempfile
 import time
 import uuid
@@ -37,6 +38,7 @@ import structlog
 import uvicorn
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -909,6 +911,37 @@ def _handlers(api: _Api) -> dict[str, Handler]:
     }
 
 
+class _Segment(Convertor[str]):
+    """A path parameter that is never one of its literal siblings: ``GET /v1/dnc/add``
+    is a 405 naming POST, not a check of the number ``add``."""
+
+    regex = "[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+def _route_path(path: str) -> str:
+    """``path`` for the router: a last-segment parameter gets a :class:`_Segment`
+    convertor refusing the literal paths beside it."""
+    head, _, last = path.rpartition("/")
+    if not (last.startswith("{") and last.endswith("}")):
+        return path
+    siblings = sorted(
+        {e.path.rpartition("/")[2] for e in ENDPOINTS if e.path.rpartition("/")[0] == head} - {last}
+    )
+    if not siblings:
+        return path
+    name = f"segment_{head.strip('/').replace('/', '_')}"
+    words = "|".join(re.escape(word) for word in siblings)
+    segment = type(name, (_Segment,), {"regex": f"(?!(?:{words})$)[^/]+"})
+    register_url_convertor(name, segment())
+    return f"{head}/{{{last[1:-1]}:{name}}}"
+
+
 def _routes(api: _Api) -> list[Route]:
     """The routes of the table (role, media types and all), then the page's files."""
     handlers = _handlers(api)
@@ -918,7 +951,7 @@ def _routes(api: _Api) -> list[Route]:
         if spec.role is not None:
             digest = _spec_digest if spec.body is CampaignSpec else None
             handler = api.endpoint(spec, handler, digest)
-        routes.append(Route(spec.path, handler, methods=[spec.method]))
+        routes.append(Route(_route_path(spec.path), handler, methods=[spec.method]))
     routes += [Route(path, api.page, methods=["GET"]) for path in _PAGE_FILES]
     return routes
 

@@ -12,9 +12,17 @@ API's :class:`ErrorCode`.
 from __future__ import annotations
 
 import enum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from campaigns.domain.lifecycle import HaltCode, State
@@ -28,6 +36,7 @@ from campaigns.operators.report import REPORT_FIELDS
 __all__ = [
     "CAMPAIGN_ID_PATTERN",
     "E164_EXAMPLE",
+    "E164_SCHEMA",
     "MAX_NUMBERS",
     "TOKEN_PATTERN",
     "AddContacts",
@@ -78,6 +87,13 @@ CAMPAIGN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 TOKEN_PATTERN = r"^[!-~]{1,200}$"
 """An attempt, call or event ID as the API takes it: 1-200 printable characters, no spaces."""
 E164_EXAMPLE = "+15551230002"
+E164_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^\+[1-9][0-9]{2,19}$",
+    "description": "E.164; it must also be a possible number for its calling code "
+    "(libphonenumber), which a pattern cannot say: else 422",
+    "examples": [E164_EXAMPLE],
+}
 MAX_NUMBERS = 100_000
 """Numbers one do-not-call request may carry (``campaigns.operators.dnc.MAX_NUMBERS``)."""
 
@@ -362,7 +378,11 @@ class Resolve(_Body):
         json_schema_extra={
             "oneOf": [
                 {"required": ["call_id"], "properties": {"no_call": {"const": False}}},
-                {"required": ["no_call"], "properties": {"no_call": {"const": True}}},
+                {
+                    "required": ["no_call"],
+                    "properties": {"no_call": {"const": True}},
+                    "not": {"required": ["call_id"]},
+                },
             ],
             "examples": [{"no_call": True}],
         },
@@ -391,7 +411,7 @@ def whole_body_field(model: type[BaseModel]) -> str:
 
 
 class DncNumbers(_Body):
-    numbers: list[str] = Field(
+    numbers: list[Annotated[str, WithJsonSchema(E164_SCHEMA)]] = Field(
         min_length=1,
         max_length=MAX_NUMBERS,
         description="E.164 numbers (or national numbers when not strict)",

@@ -22,7 +22,7 @@ from campaigns.operators.dnc import MAX_NUMBERS
 from campaigns.operators.listing import DEFAULT_LIMIT, MAX_LIMIT
 from campaigns.operators.outcomes import LISTED_OUTCOMES
 
-__all__ = ["ENDPOINTS", "OPERATOR", "VIEWER", "Endpoint", "Param", "openapi"]
+__all__ = ["ENDPOINTS", "OPERATOR", "SPEC_EXAMPLE", "VIEWER", "Endpoint", "Param", "openapi"]
 
 VIEWER = "viewer"
 OPERATOR = "operator"
@@ -106,8 +106,9 @@ IDEMPOTENCY_KEY = Param(
 REQUEST_ID = Param(
     "X-Request-ID",
     "header",
-    {"type": "string", "maxLength": 200},
-    "echoed on the answer and logged; one is made when absent or invalid",
+    {"type": "string"},
+    "echoed on the answer and logged when it is 1-200 printable ASCII characters "
+    "without spaces; otherwise (or absent) one is made: never refused",
 )
 _BOOL = {"type": "string", "enum": ["true", "false"], "default": "false"}
 _INSTANT = {"type": "string", "format": "date-time"}
@@ -136,7 +137,8 @@ _ERRORS = {
     403: "a viewer token on an operator endpoint",
     404: "no such campaign",
     406: "the Accept header refuses every media type this answers with",
-    409: "the campaign is not in a state that allows this, or exists with another spec",
+    409: "the campaign is not in a state that allows this, or exists with another spec; "
+    "or the Idempotency-Key was used with another request, or its first request still runs",
     413: "body too large",
     415: "the body is not of a media type this endpoint reads",
     422: "invalid input; `error.field` names the first field, `error.errors` every one; "
@@ -407,16 +409,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {200: m.DncCount},
     ),
     Endpoint(
-        "GET",
-        "/v1/dnc/{number}",
-        "dnc_check",
-        "Whether a number (E.164, `+` as `%2B` or literal) is on the do-not-call list",
-        VIEWER,
-        {200: m.DncCheck},
-        (422,),
-        (Param("number", "path", {"type": "string", "examples": [m.E164_EXAMPLE]}),),
-    ),
-    Endpoint(
         "POST",
         "/v1/dnc/add",
         "dnc_add",
@@ -449,8 +441,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         body=m.DncCsv,
         consumes=(CSV, "text/plain", "application/octet-stream"),
     ),
+    Endpoint(
+        "GET",
+        "/v1/dnc/{number}",
+        "dnc_check",
+        "Whether a number (E.164, `+` as `%2B` or literal) is on the do-not-call list",
+        VIEWER,
+        {200: m.DncCheck},
+        (422,),
+        (Param("number", "path", m.E164_SCHEMA),),
+    ),
 )
-"""Every operation of the API (the live page's files are not part of it)."""
+"""Every operation of the API (the live page's files are not part of it). Literal
+paths come before a parameter's (``/v1/dnc/add`` before ``/v1/dnc/{number}``): the
+router's 405 then names the literal path's methods in ``Allow``."""
 
 assert MAX_NUMBERS == m.MAX_NUMBERS
 
@@ -495,6 +499,8 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         statuses += [401, 406, 429, 503]
         if endpoint.body is not None or endpoint.takes_key:
             statuses += [415]
+        if endpoint.takes_key:
+            statuses += [409]
     for status in sorted(set(statuses)):
         answer = {
             "description": _ERRORS[status],
@@ -538,6 +544,19 @@ def _models() -> list[type[BaseModel]]:
     return list(found.values())
 
 
+SPEC_EXAMPLE: dict[str, Any] = {
+    "name": "Spring renewals",
+    "caller_id": "+15551230001",
+    "currency": "EUR",
+    "budget": "50.00",
+    "rate": {"per_minute": "0.01", "increments": "60/60"},
+    "max_call_seconds": 120,
+    "contacts": [{"to": "+15551240001", "ref": "cust_1"}, {"to": "+15551240002"}],
+}
+"""A spec the server accepts (a test submits it): the document's example. Without
+``campaign_id``: each create with a new Idempotency-Key makes a new campaign."""
+
+
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3.1 document of this API (served at ``/v1/openapi.json``)."""
     models = _models()
@@ -546,6 +565,7 @@ def openapi() -> dict[str, Any]:
         ref_template=_REF,
     )
     schemas: dict[str, Any] = dict(top.get("$defs", {}))
+    schemas["CampaignSpec"]["examples"] = [SPEC_EXAMPLE]
     paths: dict[str, Any] = {}
     for endpoint in ENDPOINTS:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)
