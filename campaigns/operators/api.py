@@ -2,10 +2,11 @@
 
 Starlette rather than FastAPI: it is already here for the ingress, and the
 request bodies are campaign specs that ``campaigns.domain.spec`` validates
-itself (422 naming the field, exactly as ``campaigns submit`` exits 2), so a
-second layer of request models would be a second implementation of the spec.
-The OpenAPI document is written out here (:func:`openapi`), with the spec's
-JSON schema taken from the spec model, and checked in as ``docs/openapi.json``.
+itself (422 naming the field, exactly as ``campaigns submit`` exits 2). The
+routes, roles and media types come from the route table of
+:mod:`campaigns.operators.api_schema`, every JSON answer is checked against its
+model of :mod:`campaigns.operators.api_models`, and the OpenAPI document is
+generated from the two (``python -m campaigns.operators.api > docs/openapi.json``).
 
 Every endpoint calls the same ``campaigns`` functions as the CLI
 (:class:`CampaignClient`, :func:`status_json`, the report writers, estimate,
