@@ -557,6 +557,17 @@ SPEC_EXAMPLE: dict[str, Any] = {
 ``campaign_id``: each create with a new Idempotency-Key makes a new campaign."""
 
 
+_SPEC_RULES = (
+    "A campaign spec (docs/spec.md). Rules across fields, checked by the server (422 "
+    "naming the field, every one in one answer): exactly one of `budget` (decimal "
+    "string) or `budget_micros`; in `rate`, exactly one of `preset`, `per_minute`, "
+    "`per_minute_micros` or `per_second`; `caller_id` and each contact's `to` a "
+    "possible E.164 number (national numbers with `default_region`); `currency` ISO "
+    "4217; `campaign_id` 1-64 of letters, digits, `_.-` (or none: derived from the "
+    "Idempotency-Key)."
+)
+
+
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3.1 document of this API (served at ``/v1/openapi.json``)."""
     models = _models()
@@ -566,6 +577,7 @@ def openapi() -> dict[str, Any]:
     )
     schemas: dict[str, Any] = dict(top.get("$defs", {}))
     schemas["CampaignSpec"]["examples"] = [SPEC_EXAMPLE]
+    schemas["CampaignSpec"]["description"] = _SPEC_RULES
     paths: dict[str, Any] = {}
     for endpoint in ENDPOINTS:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)
