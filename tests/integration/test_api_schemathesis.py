@@ -70,9 +70,10 @@ def run_schemathesis(api: ApiProcess, token: str, report: Path) -> str:
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=ROOT,
+        cwd=report,  # schemathesis keeps a cache in its working directory
         env={
             **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             "SCHEMATHESIS_HOOKS": "tests.integration.schemathesis_hooks",
             "SCHEMATHESIS_TOKEN": token,
         },
