@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
 
 from campaigns.settings import Settings, redis_location
@@ -50,6 +51,15 @@ class _AskEachTime(SentinelManagedConnection):
             await super().connect_to(address)  # type: ignore[no-untyped-call]
         finally:
             self.retry = retry
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The sentinels' pool, bounded: past its connections a command waits for one."""
+
+
+_POOL_WAIT_SECONDS = 60
+"""A command waits this long for a free connection of a bounded pool, then fails
+as a Redis fault (which every caller rides out or retries)."""
 
 
 def _retry() -> Retry:
@@ -126,8 +136,15 @@ class RedisLocation:
         settings.conn_retries = 30
         return settings
 
-    def client(self, *, retries: bool = True, timeout: float | None = None) -> ArqRedis:
-        """A client (connections open lazily); ``retries=False`` for a one-shot check."""
+    def client(
+        self,
+        *,
+        retries: bool = True,
+        timeout: float | None = None,
+        max_connections: int | None = None,
+    ) -> ArqRedis:
+        """A client (connections open lazily); ``retries=False`` for a one-shot check;
+        ``max_connections``: a bounded pool whose commands wait for a free connection."""
         seconds = self.socket_seconds if timeout is None else timeout
         options: dict[str, Any] = {"socket_connect_timeout": seconds}
         if retries:
@@ -139,6 +156,11 @@ class RedisLocation:
                 options["socket_timeout"] = seconds
             if self.password is not None:
                 options["password"] = self.password
+            if max_connections is not None:
+                pool = BlockingConnectionPool.from_url(
+                    self.url, max_connections=max_connections, timeout=_POOL_WAIT_SECONDS, **options
+                )
+                return cast(ArqRedis, ArqRedis.from_pool(pool))
             return cast(ArqRedis, ArqRedis.from_url(self.url, **options))
         # Against a frozen primary a command must give up, so the retry asks again.
         options["socket_timeout"] = seconds
@@ -148,6 +170,13 @@ class RedisLocation:
         }
         if self.sentinel_password is not None:
             sentinel_options["password"] = self.sentinel_password
+        pool_options: dict[str, Any] = {}
+        if max_connections is not None:
+            pool_options.update(
+                connection_pool_class=_BlockingSentinelPool,
+                max_connections=max_connections,
+                timeout=_POOL_WAIT_SECONDS,
+            )
         manager = Sentinel(  # type: ignore[no-untyped-call]
             list(self.sentinels),
             sentinel_kwargs=sentinel_options,
@@ -155,7 +184,10 @@ class RedisLocation:
             **options,
         )
         client = manager.master_for(
-            self.service or "mymaster", redis_class=ArqRedis, connection_class=_AskEachTime
+            self.service or "mymaster",
+            redis_class=ArqRedis,
+            connection_class=_AskEachTime,
+            **pool_options,
         )
         return cast(ArqRedis, client)
 
@@ -165,11 +197,12 @@ class RedisLocation:
         queue_name: str,
         job_serializer: Any = None,
         job_deserializer: Any = None,
+        max_connections: int | None = None,
     ) -> ArqRedis:
         """The pool arq's ``create_pool`` makes (checked with a PING, retried for
         about 30 s, so a process started before Redis waits for it), from the
-        sentinels when there are any."""
-        if not self.sentinels:
+        sentinels when there are any; ``max_connections``: bounded (a worker)."""
+        if not self.sentinels and max_connections is None:
             return await create_pool(
                 self.arq_settings(),
                 job_serializer=job_serializer,
@@ -178,7 +211,7 @@ class RedisLocation:
             )
         attempts = 30
         for attempt in range(attempts + 1):
-            pool = self.client()
+            pool = self.client(max_connections=max_connections)
             pool.job_serializer = job_serializer
             pool.job_deserializer = job_deserializer
             pool.default_queue_name = queue_name

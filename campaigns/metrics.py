@@ -22,16 +22,19 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from campaigns.domain.errors import ProviderError
 from campaigns.domain.lifecycle import HaltCode, State
+from campaigns.queue import settlement_queue
 from campaigns.store import Store
 
 __all__ = [
     "REGISTRY",
     "create",
     "halt",
+    "held_runs",
     "sample",
     "serve",
     "settlement",
     "timed",
+    "worker_capacity_wait",
 ]
 
 T = TypeVar("T")
@@ -60,6 +63,17 @@ SETTLEMENTS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+WORKER_CAPACITY_WAITS = Counter(
+    "dispatcher_worker_capacity_waits",
+    "Requests that waited for one of the worker's open-request permits "
+    "(DISPATCHER_WORKER_MAX_OPEN_REQUESTS): the worker, not the pace, held them.",
+    registry=REGISTRY,
+)
+HELD_RUNS = Gauge(
+    "dispatcher_held_runs",
+    "Campaign runs this worker holds now (each sleeping until its next slot or sending).",
+    registry=REGISTRY,
+)
 PROVIDER_LATENCY = Histogram(
     "dispatcher_provider_request_seconds",
     "Provider HTTP request latency, by operation (create, get_call).",
@@ -69,7 +83,7 @@ PROVIDER_LATENCY = Histogram(
 )
 QUEUE_DEPTH = Gauge(
     "dispatcher_queue_depth",
-    "Jobs in the arq queue (due and deferred).",
+    "Jobs in the arq queues, dispatch and settlement (due and deferred).",
     registry=REGISTRY,
 )
 LEASES = Gauge(
@@ -142,6 +156,14 @@ def halt(code: str) -> None:
     HALTS.labels(code=_code(_CLAIM_HALTS.get(code, code))).inc()
 
 
+def held_runs(count: int) -> None:
+    HELD_RUNS.set(count)
+
+
+def worker_capacity_wait() -> None:
+    WORKER_CAPACITY_WAITS.inc()
+
+
 def settlement(result: str) -> None:
     SETTLEMENTS.labels(result=_code(result)).inc()
 
@@ -157,7 +179,8 @@ async def sample(store: Store, queue_name: str, worker_id: str) -> None:
     taken on a running campaign. Campaigns that stopped running since the last
     sample lose their series.
     """
-    QUEUE_DEPTH.set(await store.redis.zcard(queue_name))
+    depths = [await store.redis.zcard(q) for q in (queue_name, settlement_queue(queue_name))]
+    QUEUE_DEPTH.set(sum(depths))
     mine = held = 0
     seen: set[tuple[str, str]] = set()
     for campaign_id in await store.running_campaigns():

@@ -26,6 +26,7 @@ from campaigns.domain.inputs import strict_json
 from campaigns.store.replicas import ReplicaAck, confirmed
 
 __all__ = [
+    "DISPATCH_JOB_PREFIX",
     "JOB_ACCOUNT_EVENT",
     "JOB_ALERT",
     "JOB_CALL_EVENT",
@@ -42,6 +43,7 @@ __all__ = [
     "parse_job",
     "queue_entry_problem",
     "redis_settings",
+    "settlement_queue",
 ]
 
 JOB_DISPATCH = "dispatch_campaign"
@@ -50,6 +52,19 @@ JOB_RECONCILE = "reconcile_campaign"
 JOB_ALERT = "deliver_alert"
 JOB_ACCOUNT_EVENT = "record_account_event"
 _EVENT_JOB_PREFIX = "event:"
+DISPATCH_JOB_PREFIX = "dispatch:"
+"""Every dispatch run's job ID starts so (``dispatch:<campaign>:<seq>``)."""
+_SETTLEMENT_SUFFIX = ":settlement"
+
+
+def settlement_queue(queue_name: str) -> str:
+    """The settlement queue beside the dispatch queue ``queue_name``.
+
+    Call and account events, alerts, reconciliations and the crons are served
+    there by a worker with its own job slots, so a webhook's event is never
+    queued behind dispatch runs (each holds a slot for up to a job's time).
+    """
+    return queue_name + _SETTLEMENT_SUFFIX
 
 
 def _jsonable(value: Any) -> Any:
@@ -210,7 +225,7 @@ def redis_settings(location: RedisLocation | str) -> RedisSettings:
 def campaign_job_keys(campaign_id: str, dispatch_seq: int, thresholds: Sequence[int]) -> list[str]:
     """arq's job, retry and result keys of every job named after a campaign (its
     dispatch batches, reconciliation and budget alerts), for deleting it."""
-    job_ids = [f"dispatch:{campaign_id}:{seq}" for seq in range(dispatch_seq + 1)]
+    job_ids = [f"{DISPATCH_JOB_PREFIX}{campaign_id}:{seq}" for seq in range(dispatch_seq + 1)]
     job_ids += [f"reconcile:{campaign_id}"]
     job_ids += [f"alert:{campaign_id}:{threshold}" for threshold in thresholds]
     prefixes = (job_key_prefix, retry_key_prefix, result_key_prefix)
@@ -247,7 +262,11 @@ def event_job_id(call_id: str, event: str, body: bytes, key: str | None = None) 
 
 
 class JobQueue:
-    """Enqueue the dispatcher's jobs with deterministic IDs, so duplicates collapse."""
+    """Enqueue the dispatcher's jobs with deterministic IDs, so duplicates collapse.
+
+    Dispatch runs go to ``queue_name``; everything that settles (events,
+    alerts, reconciliations) to its settlement queue (:func:`settlement_queue`).
+    """
 
     def __init__(
         self,
@@ -258,6 +277,7 @@ class JobQueue:
     ) -> None:
         self.redis = redis
         self.queue_name = queue_name
+        self.settlement_queue = settlement_queue(queue_name)
         self.replicas = ReplicaAck.of(replicas)
 
     async def _replicated(self) -> None:
@@ -277,7 +297,7 @@ class JobQueue:
             JOB_DISPATCH,
             campaign_id,
             seq,
-            _job_id=f"dispatch:{campaign_id}:{seq}",
+            _job_id=f"{DISPATCH_JOB_PREFIX}{campaign_id}:{seq}",
             _queue_name=self.queue_name,
             _defer_by=defer_seconds if defer_seconds > 0 else None,
         )
@@ -288,7 +308,7 @@ class JobQueue:
         A backlog is not a stall: the sweeper leaves such a campaign alone. A job
         that started and lost its worker is "in progress" with no lease holder.
         """
-        job_id = f"dispatch:{campaign_id}:{seq}"
+        job_id = f"{DISPATCH_JOB_PREFIX}{campaign_id}:{seq}"
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.exists(job_key_prefix + job_id)
             pipe.exists(in_progress_key_prefix + job_id)
@@ -300,29 +320,33 @@ class JobQueue:
 
         A worker killed while applying one leaves it to arq, which runs it again
         only once the job's in-progress key expires (the longest job timeout plus
-        10 s): until then, "no creation event came" is not yet proven.
+        10 s): until then, "no creation event came" is not yet proven. Both
+        queues: events go to the settlement queue, but one enqueued on the
+        dispatch queue (before an upgrade, or by a producer following the old
+        layout) is served there and counts too.
         """
         for name in event_names:
             pattern = f"{_EVENT_JOB_PREFIX}*:{name}:*"
-            async for _ in self.redis.zscan_iter(self.queue_name, match=pattern, count=1000):
-                return True
+            for queue in (self.settlement_queue, self.queue_name):
+                async for _ in self.redis.zscan_iter(queue, match=pattern, count=1000):
+                    return True
         return False
 
     async def call_event(self, payload: dict[str, Any], job_id: str | None = None) -> None:
         await self.redis.enqueue_job(
-            JOB_CALL_EVENT, payload, _job_id=job_id, _queue_name=self.queue_name
+            JOB_CALL_EVENT, payload, _job_id=job_id, _queue_name=self.settlement_queue
         )
         await self._replicated()
 
     async def account_event(self, payload: dict[str, Any], job_id: str) -> None:
         await self.redis.enqueue_job(
-            JOB_ACCOUNT_EVENT, payload, _job_id=job_id, _queue_name=self.queue_name
+            JOB_ACCOUNT_EVENT, payload, _job_id=job_id, _queue_name=self.settlement_queue
         )
         await self._replicated()
 
     async def alert(self, url: str, payload: dict[str, Any], job_id: str) -> None:
         await self.redis.enqueue_job(
-            JOB_ALERT, url, payload, _job_id=job_id, _queue_name=self.queue_name
+            JOB_ALERT, url, payload, _job_id=job_id, _queue_name=self.settlement_queue
         )
 
     async def reconcile(self, campaign_id: str, defer_seconds: float = 0.0) -> None:
@@ -330,7 +354,7 @@ class JobQueue:
             JOB_RECONCILE,
             campaign_id,
             _job_id=f"reconcile:{campaign_id}",
-            _queue_name=self.queue_name,
+            _queue_name=self.settlement_queue,
             _defer_by=defer_seconds if defer_seconds > 0 else None,
         )
 

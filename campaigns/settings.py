@@ -276,6 +276,18 @@ class Settings(BaseSettings):
     provider_unavailable_cooldown_seconds: float = Field(
         30.0, ge=0.01, le=86400, allow_inf_nan=False
     )
+    pace_margin_percent: float = Field(1.0, ge=0, le=50, allow_inf_nan=False)
+    """Slots and windows of every pace (a campaign's and the account's) are this much
+    longer than the rate says, so jitter between a request's start and its arrival
+    at the provider never puts more than the rate into one of the provider's 1 s
+    windows. 1 on a quiet host; raise it on a loaded one (``make bench``, ``loaded``)."""
+    worker_max_open_requests: int = Field(200, ge=1, le=100_000)
+    """Create requests one worker keeps open at once, over all its campaigns: what a
+    worker's campaigns cost is their calls, so this (not a number of campaigns) is
+    the limit; a campaign waiting for a free one is shown as ``worker_capacity``."""
+    redis_max_connections: int = Field(64, ge=4, le=10_000)
+    """Connections in the worker's Redis pool; a command past them waits for one
+    (a bounded, blocking pool), however many campaigns the worker runs."""
     job_timeout_seconds: int = Field(60, ge=5, le=86400)
     provider_calls_per_second: float | None = Field(
         None, gt=0, le=100_000, allow_inf_nan=False, validate_default=True

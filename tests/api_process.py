@@ -30,14 +30,17 @@ def free_port() -> int:
 class ApiProcess:
     """``campaigns api --port N`` with the test settings; its output goes to ``log_path``."""
 
-    def __init__(self, settings: Settings, log_path: Path, **extra_env: str) -> None:
+    def __init__(
+        self, settings: Settings, log_path: Path, *, command: str = "api", **extra_env: str
+    ) -> None:
+        """``command``: ``api``, or ``ingress`` (the webhook receiver, same ``/healthz``)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("ab")
         env = worker_env(settings, DISPATCHER_API_TOKENS=json.dumps(TOKENS), **extra_env)
         self.proc = subprocess.Popen(
-            [CAMPAIGNS_BIN, "api", "--port", str(self.port)],
+            [CAMPAIGNS_BIN, command, "--port", str(self.port)],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

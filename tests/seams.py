@@ -2,8 +2,8 @@
 
 The real dialects say they do not (``Capabilities.idempotency_keys=False``), so
 an ambiguous create is never re-sent. The same-key re-send path is still the
-dispatcher's for a provider that does: ``arq tests.seams.HonoursKeys`` runs the
-production ``WorkerSettings`` with the provider object's capabilities claiming
+dispatcher's for a provider that does: ``python -m tests.worker_main
+tests.seams.HonoursKeys`` runs the production workers with the provider object's capabilities claiming
 keys (the sandbox must then be configured ``idempotency_keys=True``).
 """
 

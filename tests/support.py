@@ -80,6 +80,9 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         ),
         DISPATCHER_SWEEP_INTERVAL_SECONDS=str(settings.sweep_interval_seconds),
         DISPATCHER_CREATION_EVENT_WAIT_SECONDS=str(settings.creation_event_wait_seconds),
+        DISPATCHER_PACE_MARGIN_PERCENT=str(settings.pace_margin_percent),
+        DISPATCHER_WORKER_MAX_OPEN_REQUESTS=str(settings.worker_max_open_requests),
+        DISPATCHER_REDIS_MAX_CONNECTIONS=str(settings.redis_max_connections),
     )
     if settings.redis_sentinels is not None:
         del env["DISPATCHER_REDIS_URL"]
@@ -106,13 +109,15 @@ class WorkerProcess:
         settings_class: str | None = None,
         **extra_env: str,
     ) -> None:
-        """``settings_class``: a tests own arq settings (``python -m arq CLASS``),
-        such as the chaos suites fault seam; else ``campaigns worker``."""
+        """``settings_class``: a test's own settings for the dispatch worker, run
+        with the settlement worker as ``campaigns worker`` runs them
+        (``python -m tests.worker_main CLASS``), such as the chaos suite's fault
+        seam; else ``campaigns worker``."""
         self.log_path = log_path
         self._log = log_path.open("ab")
         command = [CAMPAIGNS_BIN, "worker"]
         if settings_class is not None:
-            command = [sys.executable, "-m", "arq", settings_class]
+            command = [sys.executable, "-m", "tests.worker_main", settings_class]
         self.proc = subprocess.Popen(
             command,
             env=worker_env(settings, **extra_env),
@@ -226,5 +231,7 @@ async def event_job_result(queue: JobQueue, payload: Any, *, timeout: float = 30
     """Enqueue ``record_call_event`` under a fresh job id and wait for a worker's answer."""
     job_id = f"test-event:{uuid.uuid4().hex}"
     await queue.call_event(payload, job_id=job_id)
-    job = Job(job_id, queue.redis, _queue_name=queue.queue_name, _deserializer=json_deserializer)
+    job = Job(
+        job_id, queue.redis, _queue_name=queue.settlement_queue, _deserializer=json_deserializer
+    )
     return await job.result(timeout=timeout, poll_delay=0.05)

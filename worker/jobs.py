@@ -32,7 +32,7 @@ from campaigns.operators.control import CampaignClient
 from campaigns.operators.reconcile import reconcile
 from campaigns.providers import EventError, make_provider
 from campaigns.providers.balance import VoxpriaBalance
-from campaigns.queue import JobQueue
+from campaigns.queue import JobQueue, settlement_queue
 from campaigns.settings import Settings
 from campaigns.store import Store, now_ms
 from campaigns.store.faults import backoff_seconds, fault_log, is_redis_fault
@@ -151,7 +151,14 @@ def rides_out_redis_faults(
 
 
 async def startup(ctx: dict[str, Any]) -> None:
+    """Both workers' startup; the dispatch worker's alone serves metrics and beats.
+
+    Which worker this is, is read from the queue its pool serves, so every way
+    of starting one (``run_workers``, the test seams, ``arq`` by hand) agrees.
+    """
     settings = Settings()
+    serves: str = ctx["redis"].default_queue_name
+    settles = serves == settlement_queue(settings.queue_name)
     configure_logging(settings.log_level, settings.log_format, stream=sys.stdout)
     for secret in settings.secret_values():
         register_secret(secret)
@@ -173,6 +180,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         callbacks=CallbackDeliverer(store, settings),
     )
     ctx["worker_id"] = worker_id
+    if settles:
+        log.info("worker_started", worker_id=worker_id, queue=serves)
+        return
     ctx["alive_beat"] = asyncio.create_task(_note_alive(store, settings.queue_name, worker_id))
     if settings.metrics_port is not None:
         try:

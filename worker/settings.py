@@ -1,4 +1,9 @@
-"""``WorkerSettings`` for arq, and the worker that ``campaigns worker`` runs with them.
+"""``WorkerSettings`` and ``SettlementSettings`` for arq, and the two workers that
+``campaigns worker`` runs with them in one process (``run_workers``).
+
+Settlement never waits behind dispatch: a dispatch run holds a job slot for up to
+a job's time, so events, alerts, reconciliations and the crons have a queue and
+slots of their own (``<DISPATCHER_QUEUE_NAME>:settlement``).
 
 ``GuardedWorker`` is arq's worker made to survive any bytes in its queue and
 any Redis fault: arq trusts what it reads, and a job it cannot read can end the
@@ -10,39 +15,43 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import inspect
+import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from signal import Signals
 from typing import Any, ClassVar
 
 import structlog
 from arq import Worker, cron, func
-from arq.connections import create_pool
 from arq.constants import (
     abort_jobs_ss,
     in_progress_key_prefix,
     job_key_prefix,
     retry_key_prefix,
 )
-from arq.worker import get_kwargs
+from arq.worker import async_check_health, get_kwargs
 
 from campaigns.connection import RedisLocation
+from campaigns.engine.capacity import SHARE_GRACE_SECONDS
 from campaigns.logs import configure_logging, register_secret, scrub
 from campaigns.ports import port_problem
 from campaigns.queue import (
+    DISPATCH_JOB_PREFIX,
     MAX_JOB_BYTES,
     JobEnvelopeError,
     json_deserializer,
     json_serializer,
     parse_job,
     queue_entry_problem,
+    settlement_queue,
 )
 from campaigns.queue import redis_settings as _redis_settings
 from campaigns.settings import Settings
-from campaigns.store import Store
+from campaigns.store import Store, now_ms
 from campaigns.store.faults import backoff_seconds, fault_log, is_redis_fault
 from worker.jobs import (
     deliver_alert,
@@ -58,7 +67,7 @@ from worker.jobs import (
     sweep_campaigns,
 )
 
-__all__ = ["GuardedWorker", "WorkerSettings", "main"]
+__all__ = ["GuardedWorker", "SettlementSettings", "WorkerSettings", "main", "run_workers"]
 
 log = structlog.stdlib.get_logger("worker")
 
@@ -74,30 +83,53 @@ _DEAD_LETTER_BYTES = 64 * 1024
 _REASON_CHARS = 500
 
 
+_SETTLEMENT_FUNCTIONS: list[Any] = [
+    func(record_call_event, max_tries=3, keep_result=3600),
+    func(reconcile_campaign, max_tries=61, keep_result=3600),
+    func(deliver_alert, max_tries=6, keep_result=3600),
+    func(record_account_event, max_tries=3, keep_result=3600),
+]
+_CRON_TIMEOUT = 30
+
+
+def _crons() -> list[Any]:
+    return [
+        cron(poll_calls, second=set(range(60)), timeout=_CRON_TIMEOUT, run_at_startup=True),
+        cron(deliver_callbacks, second=set(range(60)), timeout=_CRON_TIMEOUT, run_at_startup=True),
+        cron(
+            sweep_campaigns,
+            second=set(range(0, 60, _settings.sweep_interval_seconds)),
+            timeout=_CRON_TIMEOUT,
+            run_at_startup=True,
+        ),
+    ]
+
+
+def _health_check_key(queue_name: str) -> str:
+    # Per host, so a check in a replica's container tests that replica.
+    return f"{queue_name}:health-check:{socket.gethostname()}"
+
+
 class WorkerSettings:
-    """Read once from ``DISPATCHER_*`` at import, as arq expects class attributes."""
+    """The dispatch worker: dispatch runs and submits, on ``DISPATCHER_QUEUE_NAME``.
+
+    Read once from ``DISPATCHER_*`` at import, as arq expects class attributes.
+    The settlement jobs and the crons are registered here too, as plain jobs:
+    one queued here (before the upgrade that moved them to the settlement
+    queue, or by a producer following the old layout) is still served, never
+    quarantined as unknown. The crons are scheduled by the settlement worker only.
+    """
 
     functions: ClassVar[list[Any]] = [
         # Dispatch jobs never rely on arq's retry: a dead batch is restarted by
         # the sweeper under a new sequence number.
         func(dispatch_campaign, max_tries=1, keep_result=60),
-        func(record_call_event, max_tries=3, keep_result=3600),
-        func(reconcile_campaign, max_tries=61, keep_result=3600),
-        func(deliver_alert, max_tries=6, keep_result=3600),
-        func(record_account_event, max_tries=3, keep_result=3600),
         # Idempotent by campaign ID, so arq may retry it after a Redis hiccup.
         func(submit_campaign, max_tries=3, keep_result=3600),
+        *_SETTLEMENT_FUNCTIONS,
+        *(func(c.coroutine, name=c.name, max_tries=1, timeout=_CRON_TIMEOUT) for c in _crons()),
     ]
-    cron_jobs: ClassVar[list[Any]] = [
-        cron(poll_calls, second=set(range(60)), timeout=30, run_at_startup=True),
-        cron(deliver_callbacks, second=set(range(60)), timeout=30, run_at_startup=True),
-        cron(
-            sweep_campaigns,
-            second=set(range(0, 60, _settings.sweep_interval_seconds)),
-            timeout=30,
-            run_at_startup=True,
-        ),
-    ]
+    cron_jobs: ClassVar[list[Any]] = []
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = _redis_settings(_location)
@@ -106,11 +138,40 @@ class WorkerSettings:
     job_deserializer = staticmethod(json_deserializer)
     job_timeout = _settings.job_timeout_seconds
     health_check_interval = 5
-    # Per host, so `arq --check` in a replica's container tests that replica.
-    health_check_key = f"{_settings.queue_name}:health-check:{socket.gethostname()}"
-    max_jobs = 20
+    health_check_key = _health_check_key(_settings.queue_name)
+    # A dispatch run is a cheap task that sleeps between its campaign's slots, so
+    # the worker's limits are its open requests and Redis connections
+    # (DISPATCHER_WORKER_MAX_OPEN_REQUESTS, DISPATCHER_REDIS_MAX_CONNECTIONS), not
+    # a number of jobs: this only keeps a runaway queue from becoming unbounded tasks.
+    max_jobs = 100_000
     # On SIGTERM, dispatch runs stop claiming (GuardedWorker drains the dispatcher)
     # and finish their open requests, well within this, before arq cancels.
+    job_completion_wait = 15
+    poll_delay = 0.1
+    keep_result = 300
+
+
+class SettlementSettings:
+    """The settlement worker: call and account events, alerts, reconciliations and
+    the crons, on ``<DISPATCHER_QUEUE_NAME>:settlement``, with slots of its own.
+
+    The same job timeout as the dispatch worker, so a job a killed worker left
+    runs again after the same wait (``engine/resolve.py``, ``event_rerun_seconds``).
+    """
+
+    functions: ClassVar[list[Any]] = _SETTLEMENT_FUNCTIONS
+    cron_jobs: ClassVar[list[Any]] = _crons()
+    on_startup = startup
+    on_shutdown = shutdown
+    redis_settings = WorkerSettings.redis_settings
+    queue_name = settlement_queue(_settings.queue_name)
+    job_serializer = staticmethod(json_serializer)
+    job_deserializer = staticmethod(json_deserializer)
+    job_timeout = _settings.job_timeout_seconds
+    health_check_interval = 5
+    health_check_key = _health_check_key(settlement_queue(_settings.queue_name))
+    # Jobs of milliseconds to seconds: many slots, so a burst of webhooks never queues.
+    max_jobs = 50
     job_completion_wait = 15
     poll_delay = 0.1
     keep_result = 300
@@ -183,22 +244,14 @@ class GuardedWorker(Worker):
         the worker)."""
         while self._pool is None:
             try:
-                if _location.uses_sentinels:
-                    pool = await _location.open(
-                        queue_name=self.queue_name,
-                        job_serializer=self.job_serializer,
-                        job_deserializer=self.job_deserializer,
-                    )
-                    pool.expires_extra_ms = self.expires_extra_ms
-                    self._pool = pool
-                else:
-                    self._pool = await create_pool(
-                        self.redis_settings,
-                        job_deserializer=self.job_deserializer,
-                        job_serializer=self.job_serializer,
-                        default_queue_name=self.queue_name,
-                        expires_extra_ms=self.expires_extra_ms,
-                    )
+                pool = await _location.open(
+                    queue_name=self.queue_name,
+                    job_serializer=self.job_serializer,
+                    job_deserializer=self.job_deserializer,
+                    max_connections=_settings.redis_max_connections,
+                )
+                pool.expires_extra_ms = self.expires_extra_ms
+                self._pool = pool
             except Exception as exc:
                 if not is_redis_fault(exc):
                     raise
@@ -236,15 +289,15 @@ class GuardedWorker(Worker):
             for raw_id in job_ids:
                 pipe.zscore(self.queue_name, raw_id)
             scores: Sequence[float | None] = await pipe.execute()
-        runnable: list[bytes] = []
+        runnable: list[tuple[bytes, float | None]] = []
         for raw_id, score in zip(job_ids, scores, strict=True):
             problem = queue_entry_problem(raw_id, score)
             if problem is None:
-                runnable.append(raw_id)
+                runnable.append((raw_id, score))
             elif await self._claim(raw_id):
                 # Claimed like arq claims a job, so only one worker moves it aside.
                 await self._quarantine(raw_id, problem, await self.read_job(raw_id))
-        for raw_id in runnable:
+        for raw_id in await self._within_share(runnable):
             if self.job_counter >= self.max_jobs:
                 return  # as arq does: the rest waits for the next poll
             try:
@@ -321,6 +374,29 @@ class GuardedWorker(Worker):
             return f"a: {name}{_parameters(signature)} cannot take these arguments: {exc}"
         return None
 
+    async def _within_share(self, jobs: list[tuple[bytes, float | None]]) -> list[bytes]:
+        """The jobs to start: a dispatch run past this worker's fair share of the
+        running campaigns is left, for a moment, to a worker with room
+        (``campaigns/engine/capacity.py``)."""
+        dispatcher = self.ctx.get("dispatcher")
+        prefix = DISPATCH_JOB_PREFIX.encode()
+        due = sum(1 for raw_id, _ in jobs if raw_id.startswith(prefix))
+        if dispatcher is None or not due:
+            return [raw_id for raw_id, _ in jobs]
+        share = await dispatcher.capacity.share(self.queue_name, due)
+        held = sum(1 for job_id in self.tasks if job_id.startswith(DISPATCH_JOB_PREFIX))
+        grace_ms = SHARE_GRACE_SECONDS * 1000
+        now = now_ms()
+        chosen: list[bytes] = []
+        for raw_id, score in jobs:
+            if raw_id.startswith(prefix):
+                # No score: another worker took it meanwhile; arq skips it.
+                if held >= share and score is not None and now - score < grace_ms:
+                    continue
+                held += 1
+            chosen.append(raw_id)
+        return chosen
+
     async def _claim(self, raw_id: bytes) -> bool:
         """Take the entry as arq takes a job (its in-progress key), if it is still queued.
 
@@ -363,17 +439,103 @@ class GuardedWorker(Worker):
         log.warning("job_quarantined", job_id=_printable(job_id), reason=problem)
 
 
+SettingsLike = type | Mapping[str, Any]
+"""An arq settings class, or a dict of its attributes (``tests/support.arq_settings``)."""
+
+
+def _worker(settings: SettingsLike, **changes: Any) -> GuardedWorker:
+    own = settings if isinstance(settings, Mapping) else vars(settings)
+    return GuardedWorker(**{**get_kwargs(dict(own)), **changes})
+
+
+def run_workers(
+    dispatch: SettingsLike = WorkerSettings,
+    settlement: SettingsLike = SettlementSettings,
+    *,
+    burst: bool = False,
+) -> None:
+    """Run the dispatch and the settlement worker in this process until a signal.
+
+    They start together and stop together: SIGTERM or SIGINT stops the dispatch
+    worker first (its runs hand over, waiting for their creation events, which
+    the settlement worker goes on applying), then the settlement worker. Either
+    ending on its own (an error) stops the other; the first error is raised.
+    With ``burst``, the settlement worker drains its queue after the dispatch
+    worker has drained its own (dispatch runs enqueue settlement jobs).
+    """
+    first = _worker(dispatch, burst=burst)
+    second = _worker(settlement)
+    loop = first.loop
+    stopping: list[Signals] = []
+
+    def on_signal(signum: Signals) -> None:
+        if not stopping:
+            first.handle_sig_wait_for_completion(signum)
+        stopping.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, functools.partial(on_signal, signum))
+
+    async def run() -> None:
+        first.main_task = asyncio.ensure_future(first.main())
+        second.main_task = asyncio.ensure_future(second.main())
+        done, _ = await asyncio.wait(
+            [first.main_task, second.main_task], return_when=asyncio.FIRST_COMPLETED
+        )
+        if first.main_task in done:
+            if burst and not first.main_task.cancelled() and first.main_task.exception() is None:
+                second.burst = True
+            else:
+                second.handle_sig_wait_for_completion(stopping[0] if stopping else Signals.SIGTERM)
+        else:
+            first.handle_sig_wait_for_completion(Signals.SIGTERM)
+        await asyncio.gather(first.main_task, second.main_task, return_exceptions=True)
+        for task in (first.main_task, second.main_task):
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    try:
+        loop.run_until_complete(run())
+    finally:
+        try:
+            loop.run_until_complete(first.close())
+        finally:
+            loop.run_until_complete(second.close())
+
+
+async def _check(settings: type) -> int:
+    own = vars(settings)
+    return await async_check_health(
+        own["redis_settings"], own["health_check_key"], own["queue_name"]
+    )
+
+
+def check() -> int:
+    """Exit status of the health check: 0 when both workers of this host recorded
+    their health within their interval (arq's ``--check``, for each queue)."""
+
+    async def both() -> int:
+        return max([await _check(WorkerSettings), await _check(SettlementSettings)])
+
+    return asyncio.run(both())
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run ``GuardedWorker`` with ``WorkerSettings`` (``campaigns worker`` execs this).
+    """Run ``run_workers`` (``campaigns worker`` execs this); ``--check`` checks them.
 
     Logging is configured before arq starts, so its own lines go through the
     same JSON formatting and secret scrubbing as everything else, on stdout.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    unknown = [a for a in args if a != "--burst"]
+    unknown = [a for a in args if a not in ("--burst", "--check")]
     if unknown:
-        print(f"worker: unknown arguments {unknown}; the only option is --burst", file=sys.stderr)
+        print(
+            f"worker: unknown arguments {unknown}; the options are --burst and --check",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
+    if "--check" in args:
+        raise SystemExit(check())
     if _settings.metrics_port is not None:
         problem = port_problem("0.0.0.0", _settings.metrics_port)
         if problem is not None:
@@ -381,5 +543,4 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(2)
     configure_logging(_settings.log_level, _settings.log_format, stream=sys.stdout)
     register_secret(_settings.provider_api_key.get_secret_value())
-    kwargs: dict[str, Any] = dict(get_kwargs(dict(vars(WorkerSettings))))
-    GuardedWorker(**kwargs, burst="--burst" in args).run()
+    run_workers(burst="--burst" in args)

@@ -3,7 +3,12 @@
 A run holds the campaign's lease and keeps going for up to one job's time
 (``job_timeout_seconds`` less a margin), then hands over to the next run with
 no delay: the pace is a schedule in Redis (``domain/pacing.py``, taken inside
-the claim), so whoever runs next continues it without a gap or a burst.
+the claim), so whoever runs next continues it without a gap or a burst. Between
+slots it sleeps holding the lease, costing nothing but its lease renewals, so a
+worker runs any number of campaigns at once; what bounds a worker is its open
+requests and its Redis connections (``engine/capacity.py``). A slot further
+away than the run's time left, or a campaign that may not call now (a window,
+a schedule), ends the run and queues the next one for then.
 
 Create requests overlap: one is started on every slot of the schedule whether
 or not the previous one has answered, at most ``pacing.max_concurrent_requests``
@@ -50,6 +55,7 @@ from campaigns.domain.pacing import PaceRule, pace_rule
 from campaigns.domain.spec import Pacing
 from campaigns.engine.account import AccountGate, make_usage_source
 from campaigns.engine.alerts import check_budget_alerts
+from campaigns.engine.capacity import WorkerCapacity
 from campaigns.engine.policy import ContactPolicy
 from campaigns.engine.resolve import (
     GARBAGE_BEFORE_HALT,
@@ -71,9 +77,6 @@ __all__ = ["BatchResult", "Dispatcher", "backoff_delay"]
 _MAX_DEFER_SECONDS = 5.0
 _RECORD_TRIES = 20
 _LOOKUP_FAILURES_BEFORE_DOUBT = 5
-_MAX_HELD_WAIT_SECONDS = 1.0
-"""A longer wait for the next slot ends the run and defers the next one instead,
-so a slow campaign never holds its lease (and a worker's job) while it waits."""
 _CAPACITY_POLL_SECONDS = 0.2
 _CALM_POLL_SECONDS = 0.05
 _MAX_CAPACITY_WAIT_SECONDS = 2.0
@@ -125,6 +128,9 @@ class _Batch:
     account_pace: PaceRule
     stopped: asyncio.Event
     """Set when one of the run's requests stopped the campaign: start no other."""
+    changed: asyncio.Event
+    """Set by the worker's watch when the campaign stopped running or its terms
+    changed: a run sleeping until its next slot claims again at once."""
     backoff: _Backoff
 
     @property
@@ -169,10 +175,12 @@ class Dispatcher:
             queue,
             usage=make_usage_source(settings),
         )
-        self.account_pace = pace_rule(settings.provider_calls_per_second)
+        self.pace_margin = settings.pace_margin_percent / 100
+        self.account_pace = pace_rule(settings.provider_calls_per_second, self.pace_margin)
         self.draining = False
         """Set by :meth:`drain`: runs stop claiming and hand over."""
         self.policy = ContactPolicy(store, settings)
+        self.capacity = WorkerCapacity(store, settings)
         self.before_record: Callable[[Attempt, CallInfo], None] = _nothing
         """Runs between the provider's answer and its record: the seam where the
         chaos suite installs its SIGKILL (``tests/chaos/faults.py``)."""
@@ -181,6 +189,7 @@ class Dispatcher:
         """The worker is shutting down: every run stops claiming, its open requests
         finish and are recorded, and the next run is left to another worker."""
         self.draining = True
+        self.capacity.wake_all()
 
     async def run_batch(self, campaign_id: str, seq: int) -> BatchResult:
         log = structlog.stdlib.get_logger("campaigns.engine.dispatch").bind(
@@ -203,6 +212,7 @@ class Dispatcher:
             log.info("dispatch_lease_busy", holder=await self.store.lease_holder(campaign_id))
             return BatchResult(campaign_id, "leased_elsewhere", 0)
         await self.store.heartbeat(campaign_id)
+        changed = self.capacity.hold(token, campaign_id, campaign.terms)
         # Renew the lease in the background, so a slow request (up to the
         # provider timeout) never lets it lapse while this worker is alive.
         keeper = asyncio.create_task(self._keep_lease(campaign_id, token))
@@ -216,9 +226,10 @@ class Dispatcher:
             max_seconds=campaign.spec.max_call_seconds,
             deadline=time.monotonic() + max(budget, 1.0),
             log=log,
-            pace=pace_rule(campaign.spec.pacing.calls_per_second),
+            pace=pace_rule(campaign.spec.pacing.calls_per_second, self.pace_margin),
             account_pace=self.account_pace,
             stopped=asyncio.Event(),
+            changed=changed,
             backoff=_Backoff(),
         )
         try:
@@ -229,6 +240,7 @@ class Dispatcher:
             else:
                 outcome, sent, defer = await self._batch(batch, campaign.spec.pacing)
         finally:
+            self.capacity.let_go(token)
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
             await self.store.release_lease(campaign_id, token)
@@ -240,7 +252,7 @@ class Dispatcher:
             next_seq = await self.store.next_dispatch_seq(campaign_id, seq)
             if next_seq is not None:
                 await self.queue.dispatch(campaign_id, next_seq, defer)
-                await self.store.heartbeat(campaign_id)
+                await self.store.heartbeat(campaign_id, now_ms() + int(defer * 1000))
         elif outcome == "completed":
             log.info("campaign_completed")
             await self.queue.reconcile(
@@ -261,7 +273,7 @@ class Dispatcher:
             state = await self.store.state(batch.campaign_id)
             return ("paused" if state is State.PAUSED else "halt"), 0, 0.0
 
-        run = _Run(pacing.max_concurrent_requests, batch.stopped)
+        run = _Run(pacing.max_concurrent_requests, self.capacity.requests, batch.stopped)
         try:
             outcome, defer = await self._claim_and_send(batch, pacing, run)
         finally:
@@ -281,31 +293,34 @@ class Dispatcher:
         while time.monotonic() < batch.deadline and not self.draining:
             while not batch.backoff.calm.is_set() and not batch.stopped.is_set():
                 await _sleep_unless_set(batch.stopped, _CALM_POLL_SECONDS)
-            await run.slots.acquire()
-            if run.stop is not None:
-                run.slots.release()
-                return "stopped", 0.0
             if since_check >= pacing.batch_size:
                 # A checkpoint: the account's money, alerts, liveness.
                 since_check = 0
                 await self.store.heartbeat(batch.campaign_id)
                 await check_budget_alerts(self.store, self.queue, batch.campaign_id)
                 if not await self._balance_allows(batch):
-                    run.slots.release()
                     state = await self.store.state(batch.campaign_id)
                     return ("paused" if state is State.PAUSED else "halt"), 0.0
-            claim = await self.policy.claim(
-                batch.campaign,
-                batch.token,
-                review_message=REVIEW_MESSAGE,
-                budget_message=BUDGET_EXHAUSTED_MESSAGE,
-                pace=batch.pace,
-                account_pace=batch.account_pace,
-                max_live=self.settings.provider_max_live_calls,
-                terms=batch.campaign.terms,
-            )
+            await run.take()
+            if run.stop is not None:
+                run.give_back()
+                return "stopped", 0.0
+            try:
+                claim = await self.policy.claim(
+                    batch.campaign,
+                    batch.token,
+                    review_message=REVIEW_MESSAGE,
+                    budget_message=BUDGET_EXHAUSTED_MESSAGE,
+                    pace=batch.pace,
+                    account_pace=batch.account_pace,
+                    max_live=self.settings.provider_max_live_calls,
+                    terms=batch.campaign.terms,
+                )
+            except BaseException:
+                run.give_back()  # the worker's permit is shared: never lose one
+                raise
             if claim.outcome != "claimed":
-                run.slots.release()
+                run.give_back()
             if claim.outcome == "wait":
                 # Nothing may be called now (window, schedule, retries, cap): say
                 # why and until when, and come back then (bounded), holding no
@@ -323,9 +338,9 @@ class Dispatcher:
             if claim.outcome == "terms_changed":
                 return "terms_changed", 0.0
             if claim.outcome == "pace_wait":
-                if claim.wait_seconds > _MAX_HELD_WAIT_SECONDS:
+                if claim.wait_seconds > batch.deadline - time.monotonic():
                     return "pace_wait", claim.wait_seconds
-                await _sleep_unless_set(batch.stopped, claim.wait_seconds)
+                await _sleep_until_woken(batch, claim.wait_seconds)
                 continue
             if claim.outcome in _CAPACITY_WAITS or (claim.outcome == "empty" and run.open):
                 # Live calls ending (or open requests answering) make room; a
@@ -864,8 +879,10 @@ class _Backoff:
 class _Run:
     """The requests one run has open, and the first outcome that stopped it."""
 
-    def __init__(self, max_open: int, stopped: asyncio.Event) -> None:
+    def __init__(self, max_open: int, worker: asyncio.Semaphore, stopped: asyncio.Event) -> None:
         self.slots = asyncio.Semaphore(max_open)
+        self.worker = worker
+        """The worker's open requests, over all its campaigns (``engine/capacity.py``)."""
         self.open: set[asyncio.Task[SendOutcome]] = set()
         self.sent = 0
         self.stop: str | None = None
@@ -873,8 +890,20 @@ class _Run:
         """The first request that failed with an exception (not an answer)."""
         self._stopped = stopped
 
+    async def take(self) -> None:
+        """Room for one more request: one of the run's, then one of the worker's."""
+        await self.slots.acquire()
+        if self.worker.locked():
+            metrics.worker_capacity_wait()
+        await self.worker.acquire()
+
+    def give_back(self) -> None:
+        self.worker.release()
+        self.slots.release()
+
     def start(self, send: Coroutine[Any, Any, SendOutcome]) -> None:
-        """Start one request; its slot is given back when it has been recorded."""
+        """Start one request (after :meth:`take`); its room is given back when it
+        has been recorded."""
         task = asyncio.create_task(send)
         self.open.add(task)
         self.sent += 1
@@ -882,7 +911,7 @@ class _Run:
 
     def _done(self, task: asyncio.Task[SendOutcome]) -> None:
         self.open.discard(task)
-        self.slots.release()
+        self.give_back()
         if task.cancelled():
             self._halt("stopped")
             return
@@ -905,6 +934,21 @@ async def _sleep_unless_set(event: asyncio.Event, seconds: float) -> None:
     """Sleep, but wake as soon as the run is stopped."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout=max(seconds, 0.0))
+
+
+async def _sleep_until_woken(batch: _Batch, seconds: float) -> None:
+    """Sleep until the next slot, but wake as soon as the run is stopped or its
+    campaign changed (paused, cancelled, new terms)."""
+    if batch.changed.is_set():
+        batch.changed.clear()  # claim again now; the watch sets it again if it must
+        return
+    wakers = [asyncio.ensure_future(e.wait()) for e in (batch.stopped, batch.changed)]
+    try:
+        await asyncio.wait(wakers, timeout=max(seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waker in wakers:
+            waker.cancel()
+    batch.changed.clear()
 
 
 def _in_band_delays() -> list[float]:

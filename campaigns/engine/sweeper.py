@@ -5,6 +5,13 @@ arq re-runs a SIGKILLed job only after its in-progress key expires, so the
 dispatcher does not rely on that: a running campaign with no lease holder and
 no recent heartbeat gets a fresh dispatch chain (older jobs stand down, since
 they carry an older sequence number).
+
+A pass costs what is overdue, not what exists: every sign of life (a heartbeat,
+a run queued for later) moves the campaign's time in ``P:dispatch_due``, and a
+pass reads only the campaigns past it. A thousand campaigns waiting for a
+window cost the sweeper nothing until their next run is late. Once every
+:data:`FULL_SWEEP_SECONDS` (over every worker) a full pass over every running
+and recently queued campaign is the backstop.
 """
 
 from __future__ import annotations
@@ -20,6 +27,10 @@ from campaigns.store import Store, now_ms
 __all__ = ["sweep"]
 
 _DAY_MS = 86_400_000
+FULL_SWEEP_SECONDS = 60
+"""How often (over every worker) a pass looks at every running campaign, not
+only at those overdue in ``P:dispatch_due``."""
+_OVERDUE_PER_PASS = 1000
 RETENTION_INTERVAL_SECONDS = 600
 """How often (over every worker) a sweep looks for campaigns past the retention:
 a pass reads the index's older part, which can be long."""
@@ -36,20 +47,15 @@ async def sweep(store: Store, queue: JobQueue, settings: Settings) -> list[str]:
             kicked.append(campaign_id)
     stall_ms = int((settings.lease_seconds + 5) * 1000)
     now = now_ms()
-    # Running campaigns nobody dispatches, and campaigns whose first job was lost.
-    candidates = await store.running_campaigns()
-    for campaign_id in await store.campaigns_created_between(now - _DAY_MS, now - stall_ms):
-        if await store.state(campaign_id) is State.QUEUED:
-            candidates.append(campaign_id)
-    for campaign_id in candidates:
-        if campaign_id in kicked or await store.lease_holder(campaign_id) is not None:
+    candidates = await store.overdue_campaigns(now - stall_ms, _OVERDUE_PER_PASS)
+    if await store.full_sweep_due(FULL_SWEEP_SECONDS):
+        # Running campaigns nobody dispatches, and campaigns whose first job was lost.
+        candidates += await store.running_campaigns()
+        candidates += await store.campaigns_created_between(now - _DAY_MS, now - stall_ms)
+    for campaign_id in dict.fromkeys(candidates):
+        if campaign_id in kicked or await _alive(store, queue, campaign_id, now - stall_ms):
             continue
-        if now - await store.last_heartbeat_ms(campaign_id) < stall_ms:
-            continue
-        campaign = await store.campaign(campaign_id)
-        if campaign is None or await queue.dispatch_waiting(campaign_id, campaign.dispatch_seq):
-            continue  # its next batch is queued behind others: a backlog, not a stall
-        log.warning("campaign_stalled", campaign_id=campaign_id, state=campaign.state)
+        log.warning("campaign_stalled", campaign_id=campaign_id)
         kicked.append(campaign_id)
     for campaign_id in kicked:
         await store.heartbeat(campaign_id)
@@ -61,3 +67,19 @@ async def sweep(store: Store, queue: JobQueue, settings: Settings) -> list[str]:
             store, settings.retention_days, now=now, callback_url=settings.callback_url
         )
     return kicked
+
+
+async def _alive(store: Store, queue: JobQueue, campaign_id: str, since_ms: int) -> bool:
+    """Whether the campaign needs no restart: it is not dispatched at all (its
+    entry in the due set is dropped), a worker holds it, it showed a sign of
+    life since ``since_ms``, or its next run is queued behind others."""
+    campaign = await store.campaign(campaign_id)
+    if campaign is None or campaign.state not in (State.RUNNING, State.QUEUED):
+        await store.drop_dispatch_due(campaign_id)
+        return True
+    if await store.lease_holder(campaign_id) is not None:
+        return True
+    if await store.last_heartbeat_ms(campaign_id) >= since_ms:
+        return True
+    # Its next batch is queued behind others: a backlog, not a stall.
+    return await queue.dispatch_waiting(campaign_id, campaign.dispatch_seq)

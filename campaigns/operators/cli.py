@@ -1208,7 +1208,12 @@ def usage_(month: str, as_json: bool) -> None:
 @click.option("--burst", is_flag=True, help="process queued jobs, then exit")
 @click.option("--check", is_flag=True, help="health check: exit 0 if a worker is alive")
 def worker(burst: bool, check: bool) -> None:
-    """Run the long-running arq worker (``python -m worker``).
+    """Run the long-running arq workers (``python -m worker``): dispatch and settlement.
+
+    One process serves two queues, each with its own job slots: dispatch runs
+    on DISPATCHER_QUEUE_NAME; call and account events, alerts, reconciliations
+    and the crons on DISPATCHER_QUEUE_NAME:settlement, so settling a call never
+    waits behind dispatch. They start and stop together; ``--check`` checks both.
 
     It is arq's worker with a guard: a job arq could not run (bad bytes, an
     unknown name, arguments that do not fit) is quarantined to the dead letters
@@ -1232,7 +1237,7 @@ def worker(burst: bool, check: bool) -> None:
             # Say so at once, then ride it out: Redis may simply be starting too.
             click.echo(f"warning: {scrub(exc.message)}; the worker keeps retrying", err=True)
     if check:
-        args = [sys.executable, "-m", "arq", "worker.WorkerSettings", "--check"]
+        args = [sys.executable, "-m", "worker", "--check"]
     else:
         args = [sys.executable, "-m", "worker"]
         if burst:

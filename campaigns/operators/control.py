@@ -684,7 +684,11 @@ class CampaignClient:
             change = parse_change(body, campaign.spec, campaign.zone_groups, datetime.now(UTC))
             try:
                 done = await self.store.change_terms(
-                    campaign_id, head, change, expected_spec=stored
+                    campaign_id,
+                    head,
+                    change,
+                    expected_spec=stored,
+                    pace_margin=self.settings.pace_margin_percent / 100,
                 )
             except StaleTerms:
                 continue  # changed meanwhile: merge over the new terms
@@ -863,6 +867,7 @@ class CampaignClient:
     async def _kick(self, campaign_id: str) -> None:
         seq = await self.store.bump_dispatch_seq(campaign_id)
         await self.queue.dispatch(campaign_id, seq)
+        await self.store.expect_dispatch(campaign_id)
 
     async def _wait_for_dispatcher(self, campaign_id: str) -> None:
         """Wait until no worker holds the campaign's lease.

@@ -33,7 +33,7 @@ from campaigns.domain.lifecycle import (
     State,
 )
 from campaigns.domain.money import MAX_MICROS
-from campaigns.domain.pacing import NO_LIMIT, PaceRule, pace_rule
+from campaigns.domain.pacing import MARGIN, NO_LIMIT, PaceRule, pace_rule
 from campaigns.domain.policy import ZoneGroups, contact_number, parse_instant
 from campaigns.domain.spec import CampaignSpec, identify
 from campaigns.store.forget import forget_campaign
@@ -353,6 +353,27 @@ class Store:
         )
         return bool(taken)
 
+    async def full_sweep_due(self, interval_seconds: int) -> bool:
+        """Whether this worker runs the sweeper's full pass now (then no other does
+        for ``interval_seconds``)."""
+        taken = await _aw(self.redis.set(self.keys.full_sweep, "1", nx=True, ex=interval_seconds))
+        return bool(taken)
+
+    async def overdue_campaigns(self, before_ms: int, limit: int) -> list[str]:
+        """Campaigns whose dispatch showed no sign of life since ``before_ms``."""
+        found = await _aw(
+            self.redis.zrangebyscore(self.keys.dispatch_due, "-inf", before_ms, start=0, num=limit)
+        )
+        return [_str(m) for m in found]
+
+    async def expect_dispatch(self, campaign_id: str) -> None:
+        """A run was queued for now: the sweeper looks again if none shows up in time."""
+        await _aw(self.redis.zadd(self.keys.dispatch_due, {campaign_id: now_ms()}))
+
+    async def drop_dispatch_due(self, campaign_id: str) -> None:
+        """The campaign is not dispatched any more (paused, final, gone)."""
+        await _aw(self.redis.zrem(self.keys.dispatch_due, campaign_id))
+
     async def forget(self, campaign_id: str, extra_keys: Sequence[str] = ()) -> int:
         """Delete a final campaign's every key (:mod:`campaigns.store.forget`)."""
         return await forget_campaign(self, campaign_id, extra_keys)
@@ -363,6 +384,24 @@ class Store:
 
     async def running_campaigns(self) -> list[str]:
         return sorted(_str(m) for m in await _aw(self.redis.smembers(self.keys.running)))
+
+    async def dispatch_load(self, queue_name: str) -> tuple[int, int]:
+        """Running campaigns and live workers of ``queue_name``: one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.scard(self.keys.running)
+            pipe.zcount(self.keys.workers(queue_name), now_ms(), "+inf")
+            running, workers = await pipe.execute()
+        return int(running), int(workers)
+
+    async def states_and_terms(self, campaign_ids: Sequence[str]) -> list[tuple[State | None, int]]:
+        """Each campaign's state and terms version, all in one round trip."""
+        if not campaign_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for campaign_id in campaign_ids:
+                pipe.hmget(self.keys.meta(campaign_id), ["state", "terms"])
+            rows = await pipe.execute()
+        return [(None if row[0] is None else State(_str(row[0])), integer(row[1])) for row in rows]
 
     async def attempt(self, attempt_id: str) -> Attempt | None:
         raw = decode(await _aw(self.redis.hgetall(self.keys.attempt(attempt_id))))
@@ -1003,6 +1042,7 @@ class Store:
         change: CampaignChange,
         *,
         expected_spec: str,
+        pace_margin: float = MARGIN,
     ) -> BudgetChange:
         """Change the budget and the other terms in one script (``change_terms.lua``),
         each recorded in the history (``history_head`` plus before and after).
@@ -1016,7 +1056,7 @@ class Store:
         terms = None
         if change.terms:
             change_head = {**history_head, "action": str(OperatorAction.CHANGE)}
-            terms = _terms_change(change, expected_spec, change_head)
+            terms = _terms_change(change, expected_spec, change_head, pace_margin)
         budget_head = {**history_head, "action": str(OperatorAction.BUDGET)}
         head = json.dumps(budget_head, separators=(",", ":"))
         result = await self._change(
@@ -1133,8 +1173,15 @@ class Store:
         value = text(await _aw(self.redis.hget(self.keys.meta(campaign_id), "state")))
         return None if value is None else State(value)
 
-    async def heartbeat(self, campaign_id: str) -> None:
-        await _aw(self.redis.hset(self.keys.meta(campaign_id), "heartbeat_at", str(now_ms())))
+    async def heartbeat(self, campaign_id: str, next_run_ms: int | None = None) -> None:
+        """A sign of life of the campaign's dispatch; ``next_run_ms``: its next run is
+        queued for then, so the sweeper need not look at it before (idle is free)."""
+        now = now_ms()
+        due = now if next_run_ms is None else max(now, next_run_ms)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.meta(campaign_id), "heartbeat_at", str(now))
+            pipe.zadd(self.keys.dispatch_due, {campaign_id: due})
+            await pipe.execute()
 
     async def last_heartbeat_ms(self, campaign_id: str) -> int:
         return integer(await _aw(self.redis.hget(self.keys.meta(campaign_id), "heartbeat_at")))
@@ -1306,7 +1353,10 @@ def _policy_fields(spec: CampaignSpec, zones: ZoneGroups) -> dict[str, str | int
 
 
 def _terms_change(
-    change: CampaignChange, expected_spec: str, history_head: Mapping[str, Any]
+    change: CampaignChange,
+    expected_spec: str,
+    history_head: Mapping[str, Any],
+    pace_margin: float,
 ) -> TermsChange:
     """The stored spec and the meta fields a change writes (as :func:`_policy_fields`
     and submit write them), with its history entry."""
@@ -1322,7 +1372,7 @@ def _terms_change(
         fields["max_in_flight"] = str(pacing["max_in_flight"])
         old_rate = (stored.get("pacing") or {}).get("calls_per_second")
         if pacing["calls_per_second"] != old_rate:
-            rule = pace_rule(pacing["calls_per_second"])
+            rule = pace_rule(pacing["calls_per_second"], pace_margin)
             pace_interval = rule.interval_us
             fields["pace_interval"] = str(rule.interval_us)
             fields["pace_burst"] = str(rule.burst)

@@ -93,6 +93,7 @@ async def forget_campaign(store: Store, campaign_id: str, extra_keys: Sequence[s
         pipe.zrem(keys.campaigns, campaign_id)
         pipe.srem(keys.running, campaign_id)
         pipe.zrem(keys.cooldown, campaign_id)
+        pipe.zrem(keys.dispatch_due, campaign_id)
         removed, *_ = await pipe.execute()
     return deleted + int(removed)
 

@@ -13,6 +13,11 @@
                                    event without our attempt ID finds its attempt (PX 1 day)
     P:retention_pass         str   set (EX) while a retention pass is not due again: one
                                    pass an interval over every worker
+    P:dispatch_due           zset  C -> when a dispatch run of C should next show a sign
+                                   of life (ms): each heartbeat, or the time its next run
+                                   was queued for; the sweeper reads only the overdue ones
+    P:full_sweep             str   set (EX) while the sweeper's full pass over every running
+                                   campaign is not due again (the backstop of P:dispatch_due)
     P:workers:Q              zset  live workers of arq queue Q -> alive until ms (each
                                    worker beats every 3 s; status reads it, never SCAN)
     P:deadletter             list  events and jobs that could not be applied (JSON)
@@ -175,6 +180,14 @@ class Keys:
     @property
     def retention_pass(self) -> str:
         return f"{self.prefix}:retention_pass"
+
+    @property
+    def dispatch_due(self) -> str:
+        return f"{self.prefix}:dispatch_due"
+
+    @property
+    def full_sweep(self) -> str:
+        return f"{self.prefix}:full_sweep"
 
     def workers(self, queue_name: str) -> str:
         """Workers of one arq queue that said they are alive, and until when."""

@@ -8,6 +8,9 @@ to read, and each row reports the median over its rounds. Sections:
     dispatch   full dispatch path vs a bare loop, one campaign; three campaigns
     pacing     10 and 100 calls/s, provider latency 0 and 250 ms
     ceiling    DISPATCHER_PROVIDER_CALLS_PER_SECOND, 3 campaigns on 3 workers
+    loaded     the pace at the provider with two CPU hogs beside the run: 10/s, ceiling 8/s
+    many       1,000 small campaigns on 1 and 2 workers; RSS, connections; idle commands/s;
+               webhook -> call settled p50/p99 with 0 and 1,000 running campaigns (100 with --quick)
     redis      commands and round trips per placed call
     contacts   1M-contact CSV: submit rate, RSS (tests/bench/contacts.py)
     failover   SIGKILL of the lease holder -> next create request (not in --quick)
@@ -48,9 +51,12 @@ from tests.bench.dispatch import (
     bench_pacing,
     bench_redis,
 )
+from tests.bench.loaded import bench_loaded
+from tests.bench.many import bench_many
 from tests.bench.micro import bench_rate, bench_store
 from tests.bench.replicas import bench_replicas, bench_sentinel_failover
 from tests.bench.sandbox_process import SandboxProcess
+from tests.bench.settling import bench_settling
 from tests.bench.transport import bench_transport
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +65,8 @@ SECTIONS = (
     "dispatch",
     "pacing",
     "ceiling",
+    "loaded",
+    "many",
     "redis",
     "contacts",
     "failover",
@@ -145,6 +153,14 @@ async def main_async(args: argparse.Namespace) -> None:
         if "ceiling" in only:
             progress_timed("ceiling: account calls/s over 3 campaigns on 3 workers")
             results.add(await bench_ceiling(rig, quick))
+        if "loaded" in only:
+            progress_timed("loaded: the pace at the provider with two CPU hogs")
+            results.add(await bench_loaded(rig, quick))
+        if "many" in only:
+            progress_timed("many: small campaigns at 0.2 calls/s on 1 and 2 workers")
+            results.add(await bench_many(rig, quick))
+            progress_timed("many: webhook -> settled, 0 and many running campaigns")
+            results.add(await bench_settling(rig, quick))
         if "redis" in only:
             progress_timed("redis: commands and round trips per placed call")
             results.add(await bench_redis(rig, quick))

@@ -1,7 +1,7 @@
 """The chaos suite's fault seam: a real arq worker that SIGKILLs itself at the worst moment.
 
-``arq tests.chaos.faults.KillAfterSend`` runs the production ``WorkerSettings``
-with one change installed at startup: between the provider accepting a call
+``python -m tests.worker_main tests.chaos.faults.KillAfterSend`` runs the
+production workers (dispatch and settlement, one process) with one change installed at startup: between the provider accepting a call
 and the call ID being recorded, the process SIGKILLs itself with probability
 ``CHAOS_KILL_AFTER_SEND``. Production code carries no switch for this; it only
 offers the seam (``Dispatcher.before_record``).

@@ -33,7 +33,13 @@ from redis import Redis
 from campaigns.logs import register_secret
 from campaigns.operators.ingress import MAX_BODY_BYTES, create_ingress_app
 from campaigns.providers.minivoice import WEBHOOK_EVENTS
-from campaigns.queue import JOB_ACCOUNT_EVENT, JOB_CALL_EVENT, JobQueue, open_queue
+from campaigns.queue import (
+    JOB_ACCOUNT_EVENT,
+    JOB_CALL_EVENT,
+    JobQueue,
+    open_queue,
+    settlement_queue,
+)
 from campaigns.testbed.sandbox import minivoice_headers, sign_payload
 from tests.fuzz.conftest import FUZZ_PROFILE
 
@@ -284,7 +290,7 @@ VALID = {"valid", "valid-among-others", "valid-upper-hex"}
 
 
 def jobs(redis: Redis) -> list[bytes]:
-    return sorted(redis.zrange(QUEUE, 0, -1))  # type: ignore[arg-type]
+    return sorted(redis.zrange(settlement_queue(QUEUE), 0, -1))  # type: ignore[arg-type]
 
 
 PROFILE = settings.get_profile(FUZZ_PROFILE)
@@ -315,7 +321,7 @@ def test_fuzz_webhook_deliveries(
     expected = on_minivoice if minivoice else on_voipbin
     if oversized:
         body = body + b" " * (MAX_BODY_BYTES + 1 - len(body))
-    harness.redis.delete(QUEUE, *harness.redis.keys("arq:*"))
+    harness.redis.delete(settlement_queue(QUEUE), *harness.redis.keys("arq:*"))
     signature = (minivoice_signature if minivoice else x_signature)(mode, body, data)
     headers: dict[str, bytes] = {"content-type": content_type.encode(), **signature}
     note(f"{mode} {path} {len(body)} bytes, expected {expected}")

@@ -1,7 +1,7 @@
 """A real worker on another day: the contact policy's clock seam, for window tests.
 
-``python -m arq tests.integration.clock.ShiftedClock`` runs the production
-``WorkerSettings`` with one change installed at startup: the dispatcher's
+``python -m tests.worker_main tests.integration.clock.ShiftedClock`` runs the
+production workers with one change installed at startup: the dispatcher's
 contact policy reads the time as the real clock plus the offset (ms) written
 in the file ``POLICY_CLOCK_FILE``, so a test can put the worker a second
 before a calling window closes, then on the next morning, without waiting

@@ -238,7 +238,10 @@ async def test_account_updated_moves_the_cached_balance_and_alerts_once_per_cros
             else:  # the ingress refuses it (400); a producer could still enqueue it
                 await queue.account_event(body, job_id=job_id)
             job = Job(
-                job_id, queue.redis, _queue_name=queue.queue_name, _deserializer=json_deserializer
+                job_id,
+                queue.redis,
+                _queue_name=queue.settlement_queue,
+                _deserializer=json_deserializer,
             )
             return await job.result(timeout=30, poll_delay=0.05)
 

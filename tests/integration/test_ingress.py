@@ -22,7 +22,7 @@ from campaigns.operators.ingress import (
     create_ingress_app_from_settings,
     event_job_id,
 )
-from campaigns.queue import JOB_CALL_EVENT, json_deserializer
+from campaigns.queue import JOB_CALL_EVENT, json_deserializer, settlement_queue
 from campaigns.settings import Settings
 from campaigns.testbed.sandbox import (
     SandboxServer,
@@ -90,7 +90,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def queued(pool: ArqRedis, settings: Settings) -> list[Any]:
-    return list(await pool.queued_jobs(queue_name=settings.queue_name))
+    return list(await pool.queued_jobs(queue_name=settlement_queue(settings.queue_name)))
 
 
 async def test_signed_completed_event_is_enqueued_as_a_json_job(
@@ -117,7 +117,7 @@ async def test_signed_completed_event_is_enqueued_as_a_json_job(
     raw = json.loads(await arq_pool.get(f"arq:job:{job.job_id}"))
     assert raw["f"] == JOB_CALL_EVENT and raw["a"] == [payload] and raw["k"] == {}
     assert isinstance(raw["et"], int)
-    assert await arq_pool.zscore(settings.queue_name, job.job_id) == raw["et"]
+    assert await arq_pool.zscore(settlement_queue(settings.queue_name), job.job_id) == raw["et"]
 
     accepted = [e for e in logs if e["event"] == "webhook_accepted"]
     assert accepted and accepted[0]["job_id"] == job.job_id

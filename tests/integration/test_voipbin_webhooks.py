@@ -15,7 +15,7 @@ from arq.connections import RedisSettings, create_pool
 from campaigns.domain.spec import parse_spec
 from campaigns.operators.control import CampaignClient
 from campaigns.operators.ingress import create_ingress_app_from_settings
-from campaigns.queue import json_deserializer
+from campaigns.queue import json_deserializer, settlement_queue
 from campaigns.settings import Settings
 from campaigns.testbed.sandbox import SandboxServer, ThreadedServer
 from tests.conftest import spec_dict
@@ -76,13 +76,16 @@ async def test_call_hangup_webhooks_are_verified_queued_and_settle_the_calls(
             RedisSettings.from_dsn(settings.redis_url), job_deserializer=json_deserializer
         )
         try:
-            before = len(await pool.queued_jobs(queue_name=settings.queue_name))
+            before = len(await pool.queued_jobs(queue_name=settlement_queue(settings.queue_name)))
             async with httpx.AsyncClient(base_url=ingress.url, timeout=10) as http:
                 forged = await http.post(
                     "/webhooks/voipbin", content=body, headers={"X-VoIPBIN-Signature": wrong}
                 )
                 unsigned = await http.post("/webhooks/voipbin", content=body)
             assert (forged.status_code, unsigned.status_code) == (401, 401)
-            assert len(await pool.queued_jobs(queue_name=settings.queue_name)) == before
+            assert (
+                len(await pool.queued_jobs(queue_name=settlement_queue(settings.queue_name)))
+                == before
+            )
         finally:
             await pool.aclose()

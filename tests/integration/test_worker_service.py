@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from campaigns.domain.spec import parse_spec
 from campaigns.operators.control import CampaignClient
+from campaigns.queue import settlement_queue
 from campaigns.settings import Settings
 from campaigns.testbed.sandbox import SandboxServer
 from tests.api_process import free_port
@@ -102,7 +103,10 @@ async def test_every_line_the_worker_prints_is_json(
     assert worker.stderr_path.read_text() == "", "the worker writes to stdout only"
 
     names = Counter(e["event"] for e in events)
-    assert names["worker_started"] == 1
+    started = Counter(e["queue"] for e in events if e["event"] == "worker_started")
+    assert started == {settings.queue_name: 1, settlement_queue(settings.queue_name): 1}, (
+        "each of the two workers (dispatch, settlement) starts once"
+    )
     assert any(e["logger"].startswith("arq") for e in events), "arq's own lines are JSON too"
     assert names["call_accepted"] == 3
     assert names["contact_rejected"] == 1

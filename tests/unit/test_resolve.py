@@ -367,7 +367,7 @@ async def test_a_creation_event_still_queued_holds_the_doubt_off_until_it_is_app
     settler = Settler(store, provider, config())
     event = CallInfo("c_stuck", "in_progress", to=attempt.to, attempt_id=attempt.attempt_id)
     assert await settler.record_event(("call.created", event)) == "pending"
-    await queue.redis.zrem(queue.queue_name, job_id)
+    await queue.redis.zrem(queue.settlement_queue, job_id)
     attempt = await store.attempt("r:000000:1")
     assert attempt is not None and (attempt.status, attempt.call_id) == ("accepted", "c_stuck")
     assert len(provider.sent) == 1
