@@ -2,10 +2,11 @@
 
 Starlette rather than FastAPI: it is already here for the ingress, and the
 request bodies are campaign specs that ``campaigns.domain.spec`` validates
-itself (422 naming the field, exactly as ``campaigns submit`` exits 2), so a
-second layer of request models would be a second implementation of the spec.
-The OpenAPI document is written out here (:func:`openapi`), with the spec's
-JSON schema taken from the spec model, and checked in as ``docs/openapi.json``.
+itself (422 naming the field, exactly as ``campaigns submit`` exits 2). The
+routes, roles and media types come from the route table of
+:mod:`campaigns.operators.api_schema`, every JSON answer is checked against its
+model of :mod:`campaigns.operators.api_models`, and the OpenAPI document is
+generated from the two (``python -m campaigns.operators.api > docs/openapi.json``).
 
 Every endpoint calls the same ``campaigns`` functions as the CLI
 (:class:`CampaignClient`, :func:`status_json`, the report writers, estimate,
@@ -24,18 +25,21 @@ import hmac
 import io
 import json
 import math
+import re
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import IO, Any, cast
+from typing import IO, Any, TypeVar, cast
 
 import httpx
 import structlog
 import uvicorn
+from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -47,7 +51,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from campaigns.domain.inputs import DuplicateKeyError, strict_json
 from campaigns.domain.lifecycle import Move, OperatorAction
-from campaigns.domain.sharing import HELD_BY
 from campaigns.domain.spec import (
     CampaignSpec,
     SpecError,
@@ -57,8 +60,10 @@ from campaigns.domain.spec import (
     parse_spec,
 )
 from campaigns.logs import configure_logging, get_logger, register_secret, scrub
+from campaigns.operators import api_models as m
 from campaigns.operators import dnc as _dnc
 from campaigns.operators import report as _report
+from campaigns.operators.api_schema import ENDPOINTS, OPERATOR, VIEWER, Endpoint, openapi
 from campaigns.operators.control import (
     CampaignClient,
     ControlError,
@@ -91,8 +96,6 @@ __all__ = [
     "serve_api",
 ]
 
-VIEWER = "viewer"
-OPERATOR = "operator"
 MAX_BODY_BYTES = 32 * 1024 * 1024
 """A spec with 100 000 contacts is about 10 MB; anything far beyond is not a spec."""
 _MAX_ID = 200
@@ -157,7 +160,16 @@ class _Problem(Exception):
         headers = dict(self.headers)
         if self.status == 401:
             headers["WWW-Authenticate"] = "Bearer"
-        return _json({"error": error}, self.status, headers)
+        return _answer(m.ErrorAnswer, {"error": error}, self.status, headers)
+
+
+def _answer(
+    model: type[BaseModel], data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """A JSON answer checked against its model first: what the document says is sent
+    is what is sent (an answer that leaves its model is a bug, and a 500 says so)."""
+    model.model_validate(data)
+    return _json(data, status, headers)
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -193,7 +205,7 @@ class _Api:
                 found = role
         return found
 
-    def endpoint(self, need: str, handler: Handler, digest: Digest | None = None) -> Handler:
+    def endpoint(self, spec: Endpoint, handler: Handler, digest: Digest | None = None) -> Handler:
         """Authenticate, authorise, run (a POST once per Idempotency-Key), and map
         errors to answers; one log line. ``digest``: what makes two requests the
         same for the key (default: method, path, query and the body's JSON value)."""
@@ -204,10 +216,10 @@ class _Api:
             try:
                 if role is None:
                     raise _Problem(401, "unauthorized", "a valid bearer token is required")
-                if need == OPERATOR and role != OPERATOR:
+                if spec.role == OPERATOR and role != OPERATOR:
                     raise _Problem(403, "forbidden", "this needs the operator role")
                 await self.limit_rate(request)
-                _check_media(request, handler.__name__)
+                _check_media(request, spec.consumes, spec.produces)
                 key = _idempotency_key(request)
                 if key is None:
                     response = await handler(request)
@@ -335,10 +347,11 @@ class _Api:
         # With why each one waits (a 429 hold, a cool-down...), as `campaigns list`.
         explained = await explain_many(client.store, found, self.settings)
         rows = [status_json(c, e) for c, e in zip(found, explained, strict=True)]
-        return _json({"campaigns": rows, "next_cursor": next_cursor, "actions": _ACTIONS})
+        answer = {"campaigns": rows, "next_cursor": next_cursor, "actions": _ACTIONS}
+        return _answer(m.CampaignList, answer)
 
     async def get_campaign(self, request: Request) -> Response:
-        return _json(await self.campaigns().status(_campaign_id(request)))
+        return _answer(m.CampaignStatus, await self.campaigns().status(_campaign_id(request)))
 
     async def get_report(self, request: Request) -> Response:
         campaign_id = _campaign_id(request)
@@ -357,10 +370,10 @@ class _Api:
                 raise _Problem(
                     406, "not_acceptable", f"a page answers with {_JSON}, which Accept refuses"
                 )
-            return _json(await report_page(client.store, campaign, query))
+            return _answer(m.ReportPage, await report_page(client.store, campaign, query))
         fmt = query.format
         if fmt is None:  # no format asked for: the Accept header chooses
-            fmt = "csv" if _chosen(request, _PRODUCES["get_report"]) == "text/csv" else "json"
+            fmt = "csv" if _chosen(request, _REPORT_MEDIA) == "text/csv" else "json"
         write = _report.write_csv if fmt == "csv" else _report.write_json
         headers = {}
         if fmt == "csv":
@@ -374,7 +387,7 @@ class _Api:
     async def get_outcomes(self, request: Request) -> Response:
         client = self.campaigns()
         campaign = await client.get(_campaign_id(request))
-        return _json(await outcomes(client.store, campaign))
+        return _answer(m.Outcomes, await outcomes(client.store, campaign))
 
     async def get_reconcile(self, request: Request) -> Response:
         campaign_id = _campaign_id(request)
@@ -392,16 +405,17 @@ class _Api:
             raise _Problem(404, "not_found", str(exc)) from None
         finally:
             await provider.aclose()
-        return _json(result.to_json())
+        return _answer(m.ReconcileAnswer, result.to_json())
 
     async def post_estimate(self, request: Request) -> Response:
-        return _json(estimate(await _spec(request)).to_json())
+        return _answer(m.EstimateAnswer, estimate(await _spec(request)).to_json())
 
     async def dead_letters(self, request: Request) -> Response:
         raw = request.query_params.get("limit", "20")
         if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 10_000:
             raise _Problem(422, "invalid", "must be an integer from 1 to 10000", "limit")
-        return _json({"dead_letters": await self.campaigns().store.dead_letters(int(raw))})
+        letters = await self.campaigns().store.dead_letters(int(raw))
+        return _answer(m.DeadLetters, {"dead_letters": letters})
 
     # ------------------------------------------------------------ callbacks (docs/callbacks.md)
     async def campaign_callbacks(self, request: Request) -> Response:
@@ -419,7 +433,7 @@ class _Api:
         }
         if failed_only == "false":
             found["log"] = await outbox.log(campaign.campaign_id)
-        return _json(found)
+        return _answer(m.CallbackLog, found)
 
     async def replay_callback(self, request: Request) -> Response:
         from campaigns.store import campaign_of, now_ms
@@ -437,10 +451,10 @@ class _Api:
         ):
             raise _Problem(404, "not_found", f"no failed callback event {event_id!r}")
         log.info("api_callback_replayed", campaign_id=campaign_id, event_id=event_id)
-        return _json({"event_id": event_id, "replayed": True})
+        return _answer(m.CallbackReplayed, {"event_id": event_id, "replayed": True})
 
     async def whoami(self, request: Request) -> Response:
-        return _json({"role": self.role(request)})
+        return _answer(m.Whoami, {"role": self.role(request)})
 
     # ------------------------------------------------------------ changes
     async def submit(self, request: Request) -> Response:
@@ -448,7 +462,8 @@ class _Api:
         client = self.campaigns()
         result = await client.submit(spec, actor=_actor(self, request))
         log.info("api_campaign_submitted", campaign_id=spec.campaign_id, created=result.created)
-        return _json(
+        return _answer(
+            m.Submitted,
             {
                 "created": result.created,
                 "contacts": result.contacts,
@@ -463,7 +478,7 @@ class _Api:
         campaign_id = _campaign_id(request)
         deleted = await self.campaigns().delete(campaign_id)
         log.info("api_campaign_deleted", campaign_id=campaign_id, keys=deleted)
-        return _json({"campaign_id": campaign_id, "deleted": True, "keys": deleted})
+        return _answer(m.Deleted, {"campaign_id": campaign_id, "deleted": True, "keys": deleted})
 
     def change(self, verb: str) -> Handler:
         async def run(request: Request) -> Response:
@@ -472,7 +487,7 @@ class _Api:
             action: Callable[..., Awaitable[str]] = getattr(client, verb)
             await action(campaign_id, actor=_actor(self, request))
             log.info(f"api_campaign_{verb}", campaign_id=campaign_id)
-            return _json(await client.status(campaign_id))
+            return _answer(m.CampaignStatus, await client.status(campaign_id))
 
         return run
 
@@ -504,7 +519,7 @@ class _Api:
             campaign.campaign_id, added_contacts(given, spec), actor=_actor(self, request)
         )
         log.info("api_contacts_added", **done.to_json())
-        return _json(done.to_json())
+        return _answer(m.ContactsAdded, done.to_json())
 
     async def resolve(self, request: Request) -> Response:
         attempt_id = request.path_params["attempt_id"]
@@ -512,34 +527,27 @@ class _Api:
             raise _Problem(
                 422, "invalid", f"1-{_MAX_ID} printable characters without spaces", "attempt_id"
             )
-        body = _object(await _body(request))
-        errors = _unknown_fields(body, {"call_id", "no_call"})
-        call_id, no_call = body.get("call_id"), body.get("no_call", False)
-        if call_id is not None and not _is_token(call_id):
-            errors.append(("call_id", f"1-{_MAX_ID} printable characters without spaces"))
-        if not isinstance(no_call, bool):
-            errors.append(("no_call", "must be true or false"))
-        elif not errors and (call_id is not None) == no_call:
-            errors.append(("call_id", "give exactly one of call_id or no_call: true"))
-        if errors:
-            raise _Problem.invalid(errors)
+        given = _parsed(m.Resolve, _object(await _body(request)))
+        call_id = given.call_id
         outcome = await self.campaigns().resolve(
             attempt_id, call_id=call_id, actor=_actor(self, request)
         )
         log.info("api_attempt_resolved", attempt_id=attempt_id, outcome=outcome)
-        return _json({"attempt_id": attempt_id, "outcome": outcome})
+        return _answer(m.Resolved, {"attempt_id": attempt_id, "outcome": outcome})
 
     # ------------------------------------------------------------ do-not-call list
     async def dnc_count(self, request: Request) -> Response:
-        return _json({"count": await _dnc.list_for(self.campaigns().store).count()})
+        count = await _dnc.list_for(self.campaigns().store).count()
+        return _answer(m.DncCount, {"count": count})
 
     async def dnc_check(self, request: Request) -> Response:
         dnc = _dnc.list_for(self.campaigns().store)
         [(number, listed)] = await _dnc.check(dnc, [request.path_params["number"]], name=_number)
-        return _json({"number": number, "listed": listed})
+        return _answer(m.DncCheck, {"number": number, "listed": listed})
 
     async def dnc_add(self, request: Request) -> Response:
-        numbers, strict = _numbers_body(_object(await _body(request)), strict_allowed=True)
+        given = _parsed(m.DncNumbersStrict, _object(await _body(request)))
+        numbers, strict = given.numbers, given.strict
         client = self.campaigns()
         change = await _dnc.recorded(
             client,
@@ -548,10 +556,10 @@ class _Api:
             actor=_actor(self, request),
         )
         log.info("api_dnc_added", numbers=len(change.numbers), added=change.changed)
-        return _json(change.to_json())
+        return _answer(m.DncAdded, change.to_json())
 
     async def dnc_remove(self, request: Request) -> Response:
-        numbers, _ = _numbers_body(_object(await _body(request)), strict_allowed=False)
+        numbers = _parsed(m.DncNumbers, _object(await _body(request))).numbers
         client = self.campaigns()
         change = await _dnc.recorded(
             client,
@@ -560,7 +568,7 @@ class _Api:
             actor=_actor(self, request),
         )
         log.info("api_dnc_removed", numbers=len(change.numbers), removed=change.changed)
-        return _json(change.to_json())
+        return _answer(m.DncRemoved, change.to_json())
 
     async def dnc_import(self, request: Request) -> Response:
         strict = _flag(request, "strict")
@@ -576,19 +584,19 @@ class _Api:
                 actor=_actor(self, request),
             )
         log.info("api_dnc_imported", **result.to_json())
-        return _json(result.to_json())
+        return _answer(m.DncImported, result.to_json())
 
     # ------------------------------------------------------------ open
     async def healthz(self, request: Request) -> Response:
         try:
             await asyncio.wait_for(self.campaigns().store.redis.ping(), 3)
         except _Problem:
-            return _json({"ok": False}, 503)
+            return _answer(m.Health, {"ok": False}, 503)
         except Exception as exc:
             if not is_redis_fault(exc):
                 raise
-            return _json({"ok": False}, 503)
-        return _json({"ok": True})
+            return _answer(m.Health, {"ok": False}, 503)
+        return _answer(m.Health, {"ok": True})
 
     async def openapi(self, request: Request) -> Response:
         return _json(openapi())
@@ -651,13 +659,8 @@ async def _spec(request: Request) -> CampaignSpec:
 
 
 _JSON = "application/json"
-_CONSUMES: dict[str, tuple[str, ...]] = {
-    "dnc_import": ("text/csv", "text/plain", "application/octet-stream"),
-    "add_contacts": (_JSON, "text/csv"),
-}
-"""Body media types by handler; every other body is JSON."""
-_PRODUCES: dict[str, tuple[str, ...]] = {"get_report": (_JSON, "text/csv")}
-"""Answer media types by handler; every other answer is JSON."""
+_Model = TypeVar("_Model", bound=BaseModel)
+_REPORT_MEDIA = next(e.produces for e in ENDPOINTS if e.operation_id == "get_report")
 
 
 def _media_type(value: str) -> str:
@@ -690,10 +693,9 @@ def _chosen(request: Request, offered: tuple[str, ...]) -> str | None:
     return None
 
 
-def _check_media(request: Request, handler: str) -> None:
+def _check_media(request: Request, consumes: tuple[str, ...], offered: tuple[str, ...]) -> None:
     """415 for a body that is not of a type the endpoint reads; 406 when the
     client accepts none of the types it answers with (checked before it runs)."""
-    consumes = _CONSUMES.get(handler, (_JSON,))
     given = request.headers.get("content-type")
     has_body = request.headers.get("content-length", "0") != "0" or (
         "transfer-encoding" in request.headers
@@ -707,7 +709,6 @@ def _check_media(request: Request, handler: str) -> None:
                 f"the body must be {' or '.join(consumes)}, not {media or 'empty'}",
                 "Content-Type",
             )
-    offered = _PRODUCES.get(handler, (_JSON,))
     if _chosen(request, offered) is None:
         raise _Problem(
             406,
@@ -754,18 +755,21 @@ def _flag(request: Request, name: str) -> bool:
     return value == "true"
 
 
-def _numbers_body(body: dict[str, Any], *, strict_allowed: bool) -> tuple[list[Any], bool]:
-    """``{"numbers": [...]}`` (and ``"strict"`` where allowed), or a 422 naming the field."""
-    errors = _unknown_fields(body, {"numbers", "strict"} if strict_allowed else {"numbers"})
-    numbers, strict = body.get("numbers"), body.get("strict", False)
-    if not isinstance(numbers, list):
-        errors.append(("numbers", "must be a list of E.164 numbers"))
-    if not isinstance(strict, bool):
-        errors.append(("strict", "must be true or false"))
-    if errors:
-        raise _Problem.invalid(errors)
-    assert isinstance(numbers, list) and isinstance(strict, bool)
-    return numbers, strict
+def _parsed(model: type[_Model], body: dict[str, Any]) -> _Model:
+    """The body through its model (the one the document shows), or a 422 naming
+    every invalid field."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        errors = []
+        for error in exc.errors(include_url=False):
+            # An error of the whole body (a rule across fields) names the model's field.
+            where = ".".join(str(part) for part in error["loc"]) or m.whole_body_field(model)
+            why = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+            errors.append((where, why))
+        # Unknown fields first: the likeliest mistake is a misspelt name.
+        errors.sort(key=lambda error: error[1] != "unknown field")
+        raise _Problem.invalid(errors) from None
 
 
 def _unknown_fields(body: dict[str, Any], known: set[str]) -> list[tuple[str, str]]:
@@ -849,7 +853,7 @@ async def _patch_campaign(api: _Api, request: Request) -> Response:
         budget_before=done.before if change.budget_micros is not None else None,
         budget_after=change.budget_micros,
     )
-    return _json(await client.status(campaign_id))
+    return _answer(m.CampaignStatus, await client.status(campaign_id))
 
 
 async def _get_history(api: _Api, request: Request) -> Response:
@@ -857,7 +861,7 @@ async def _get_history(api: _Api, request: Request) -> Response:
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 1000:
         raise _Problem(422, "invalid", "must be an integer from 1 to 1000", "limit")
     entries = await api.campaigns().history(_campaign_id(request), int(raw))
-    return _json({"history": entries})
+    return _answer(m.History, {"history": entries})
 
 
 async def _get_contacts(api: _Api, request: Request) -> Response:
@@ -890,235 +894,65 @@ async def _get_contacts(api: _Api, request: Request) -> Response:
     )
 
 
-def _day_two_routes(api: _Api) -> list[Route]:
-    def bound(need: str, handler: Callable[[_Api, Request], Awaitable[Response]]) -> Handler:
+def _handlers(api: _Api) -> dict[str, Handler]:
+    """Each operation of :data:`ENDPOINTS` by its ``operationId``: the handler's name."""
+
+    def bound(handler: Callable[[_Api, Request], Awaitable[Response]]) -> Handler:
         async def run(request: Request) -> Response:
             return await handler(api, request)
 
-        return api.endpoint(need, run)
+        return run
 
-    return [
-        Route("/v1/campaigns/{campaign_id}", bound(OPERATOR, _patch_campaign), methods=["PATCH"]),
-        Route("/v1/campaigns/{campaign_id}/history", bound(VIEWER, _get_history), methods=["GET"]),
-        Route(
-            "/v1/campaigns/{campaign_id}/contacts", bound(VIEWER, _get_contacts), methods=["GET"]
-        ),
-    ]
-
-
-def _listed_outcomes() -> tuple[str, ...]:
-    from campaigns.operators.outcomes import LISTED_OUTCOMES
-
-    return tuple(str(o) for o in LISTED_OUTCOMES)
-
-
-def _day_two_paths() -> dict[str, Any]:
-    """The OpenAPI entries of :func:`_day_two_routes` (merged into the path items)."""
-    history_entry = {
-        "type": "object",
-        "properties": {
-            "at": {"type": "integer", "description": "epoch ms"},
-            "actor": {"type": "string"},
-            "action": {"type": "string"},
-            "before": {"type": ["object", "null"]},
-            "after": {"type": ["object", "null"]},
-        },
-    }
+    found: dict[str, Handler] = {verb: api.change(verb) for verb in ("pause", "resume", "cancel")}
+    found["patch_campaign"] = bound(_patch_campaign)
+    found["get_history"] = bound(_get_history)
+    found["get_contacts"] = bound(_get_contacts)
     return {
-        "/v1/campaigns/{campaign_id}": {
-            "patch": _operation(
-                "Change the budget, pacing, schedule, calling window or name in one step "
-                "against what the dispatcher claims with (a lower rate holds from the next "
-                "request on), each change recorded in the history. Validated as at submit "
-                "(every invalid field in one 422); `pacing` is merged over the current "
-                "pacing; `schedule` and `calling_window` may be null (removed); a budget "
-                "below spent + reserved is refused (422) naming both; over: 409",
-                OPERATOR,
-                {"200": _answer("the status after the change", _STATUS)},
-                (403, 404, 409, 413, 422),
-                params=[_ID_PARAM],
-                body={
-                    "schema": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "minProperties": 1,
-                        "not": {"required": ["budget", "budget_micros"]},
-                        "properties": {
-                            "budget": {"type": "string", "examples": ["250.00"]},
-                            "budget_micros": {"type": "integer", "minimum": 0},
-                            "name": {"type": "string"},
-                            "pacing": {
-                                "$ref": "#/components/schemas/Pacing",
-                                "description": "the fields given replace the current ones",
-                            },
-                            "schedule": {
-                                "oneOf": [
-                                    {"type": "null"},
-                                    {"$ref": "#/components/schemas/Schedule"},
-                                ]
-                            },
-                            "calling_window": {
-                                "oneOf": [
-                                    {"type": "null"},
-                                    {"$ref": "#/components/schemas/CallingWindow"},
-                                ]
-                            },
-                        },
-                    }
-                },
-            )
-        },
-        "/v1/campaigns/{campaign_id}/contacts": {
-            "post": {
-                **_operation(
-                    "Add contacts to a campaign that is not over (queued, running, paused, "
-                    "halted): checked as at submit (every invalid one in one 422, nothing "
-                    "added), numbers the campaign has dropped and counted; the do-not-call "
-                    "and suppress lists apply as for submitted contacts; over: 409",
-                    OPERATOR,
-                    {
-                        "200": _answer(
-                            "what was added",
-                            _fields(
-                                campaign_id="string",
-                                added="integer",
-                                duplicates_dropped="integer",
-                                contacts="integer",
-                            ),
-                        )
-                    },
-                    (403, 404, 409, 413, 415, 422),
-                    params=[_ID_PARAM],
-                ),
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["contacts"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "contacts": {
-                                        "type": "array",
-                                        "minItems": 1,
-                                        "items": {"$ref": "#/components/schemas/Contact"},
-                                    }
-                                },
-                            }
-                        },
-                        "text/csv": {
-                            "schema": {
-                                "type": "string",
-                                "description": "the contacts CSV of docs/spec.md",
-                            }
-                        },
-                    },
-                },
-            },
-            "get": _operation(
-                "The contacts of one outcome, as the contacts CSV `campaigns submit --contacts` "
-                "reads (or a spec's contacts array)",
-                VIEWER,
-                {
-                    "200": {
-                        "description": "the contacts",
-                        "content": {
-                            "text/csv": {"schema": {"type": "string"}},
-                            "application/json": {"schema": {"type": "array"}},
-                        },
-                    }
-                },
-                (404, 422),
-                params=[
-                    _ID_PARAM,
-                    {
-                        "name": "status",
-                        "in": "query",
-                        "required": True,
-                        "schema": {"enum": [str(o) for o in _listed_outcomes()]},
-                    },
-                    {
-                        "name": "format",
-                        "in": "query",
-                        "schema": {"enum": ["csv", "json"], "default": "csv"},
-                    },
-                ],
-            ),
-        },
-        "/v1/campaigns/{campaign_id}/history": {
-            "get": _operation(
-                "Every operator action on the campaign, oldest first (the newest 1000)",
-                VIEWER,
-                {
-                    "200": _answer(
-                        "the history",
-                        {
-                            "type": "object",
-                            "properties": {"history": {"type": "array", "items": history_entry}},
-                        },
-                    )
-                },
-                (404, 422),
-                params=[
-                    _ID_PARAM,
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-                    },
-                ],
-            )
-        },
+        e.operation_id: found.get(e.operation_id) or getattr(api, e.operation_id) for e in ENDPOINTS
     }
+
+
+class _Segment(Convertor[str]):
+    """A path parameter that is never one of its literal siblings: ``GET /v1/dnc/add``
+    is a 405 naming POST, not a check of the number ``add``."""
+
+    regex = "[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+def _route_path(path: str) -> str:
+    """``path`` for the router: a last-segment parameter gets a :class:`_Segment`
+    convertor refusing the literal paths beside it."""
+    head, _, last = path.rpartition("/")
+    if not (last.startswith("{") and last.endswith("}")):
+        return path
+    siblings = sorted(
+        {e.path.rpartition("/")[2] for e in ENDPOINTS if e.path.rpartition("/")[0] == head} - {last}
+    )
+    if not siblings:
+        return path
+    name = f"segment_{head.strip('/').replace('/', '_')}"
+    words = "|".join(re.escape(word) for word in siblings)
+    segment = type(name, (_Segment,), {"regex": f"(?!(?:{words})$)[^/]+"})
+    register_url_convertor(name, segment())
+    return f"{head}/{{{last[1:-1]}:{name}}}"
 
 
 def _routes(api: _Api) -> list[Route]:
-    def viewer(handler: Handler) -> Handler:
-        return api.endpoint(VIEWER, handler)
-
-    def operator(handler: Handler) -> Handler:
-        return api.endpoint(OPERATOR, handler)
-
-    routes = [
-        Route("/healthz", api.healthz, methods=["GET"]),
-        Route("/v1/openapi.json", api.openapi, methods=["GET"]),
-        Route("/v1/whoami", viewer(api.whoami), methods=["GET"]),
-        Route("/v1/campaigns", viewer(api.list_campaigns), methods=["GET"]),
-        Route("/v1/campaigns", api.endpoint(OPERATOR, api.submit, _spec_digest), methods=["POST"]),
-        Route("/v1/campaigns/{campaign_id}", viewer(api.get_campaign), methods=["GET"]),
-        Route("/v1/campaigns/{campaign_id}", operator(api.delete_campaign), methods=["DELETE"]),
-        Route("/v1/campaigns/{campaign_id}/report", viewer(api.get_report), methods=["GET"]),
-        Route("/v1/campaigns/{campaign_id}/outcomes", viewer(api.get_outcomes), methods=["GET"]),
-        Route("/v1/campaigns/{campaign_id}/reconcile", viewer(api.get_reconcile), methods=["GET"]),
-        Route("/v1/estimate", viewer(api.post_estimate), methods=["POST"]),
-        Route("/v1/dead-letters", viewer(api.dead_letters), methods=["GET"]),
-        Route(
-            "/v1/campaigns/{campaign_id}/callbacks",
-            viewer(api.campaign_callbacks),
-            methods=["GET"],
-        ),
-        Route(
-            "/v1/campaigns/{campaign_id}/callbacks/{event_id}/replay",
-            operator(api.replay_callback),
-            methods=["POST"],
-        ),
-        Route("/v1/attempts/{attempt_id}/resolve", operator(api.resolve), methods=["POST"]),
-        Route(
-            "/v1/campaigns/{campaign_id}/contacts",
-            operator(api.add_contacts),
-            methods=["POST"],
-        ),
-        Route("/v1/dnc", viewer(api.dnc_count), methods=["GET"]),
-        Route("/v1/dnc/add", operator(api.dnc_add), methods=["POST"]),
-        Route("/v1/dnc/remove", operator(api.dnc_remove), methods=["POST"]),
-        Route("/v1/dnc/import", operator(api.dnc_import), methods=["POST"]),
-        Route("/v1/dnc/{number}", viewer(api.dnc_check), methods=["GET"]),
-    ]
-    for verb in ("pause", "resume", "cancel"):
-        path = f"/v1/campaigns/{{campaign_id}}/{verb}"
-        routes.append(Route(path, operator(api.change(verb)), methods=["POST"]))
-    routes += _day_two_routes(api)
+    """The routes of the table (role, media types and all), then the page's files."""
+    handlers = _handlers(api)
+    routes = []
+    for spec in ENDPOINTS:
+        handler = handlers[spec.operation_id]
+        if spec.role is not None:
+            digest = _spec_digest if spec.body is CampaignSpec else None
+            handler = api.endpoint(spec, handler, digest)
+        routes.append(Route(_route_path(spec.path), handler, methods=[spec.method]))
     routes += [Route(path, api.page, methods=["GET"]) for path in _PAGE_FILES]
     return routes
 
@@ -1242,605 +1076,6 @@ def serve_api(host: str, port: int, settings: Settings) -> bool:
     server = uvicorn.Server(config)
     server.run()
     return bool(server.started)
-
-
-# ---------------------------------------------------------------- OpenAPI
-
-_ERROR = {"$ref": "#/components/schemas/Error"}
-_STATUS = {"$ref": "#/components/schemas/CampaignStatus"}
-_ID_PARAM = {
-    "name": "campaign_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
-}
-
-
-def _fields(**types: str) -> dict[str, Any]:
-    """An object schema of plainly typed fields."""
-    return {"type": "object", "properties": {name: {"type": t} for name, t in types.items()}}
-
-
-def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    answer: dict[str, Any] = {"description": description}
-    if schema is not None:
-        answer["content"] = {"application/json": {"schema": schema}}
-    return answer
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    why = {
-        401: "no token, or not a known one",
-        403: "a viewer token on an operator endpoint",
-        404: "no such campaign",
-        409: "the campaign is not in a state that allows this, or exists with another spec",
-        413: "body too large",
-        415: "the body is not of a media type this endpoint reads (JSON)",
-        422: "invalid input; `error.field` names the first field, `error.errors` every "
-        "one; nothing was written",
-        502: "the provider request failed",
-        503: "Redis is not answering",
-    }
-    answers = {str(s): _answer(why[s], _ERROR) for s in (401, *statuses, 503)}
-    answers["406"] = _answer("the Accept header refuses every media type this answers with", _ERROR)
-    answers["429"] = {
-        **_answer("over DISPATCHER_API_RATE_LIMIT requests a minute with this token", _ERROR),
-        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
-    }
-    return answers
-
-
-_IDEMPOTENCY_PARAM = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "description": "1-255 printable ASCII characters without spaces. The first 2xx answer "
-    "is kept 24 h and given again (status and body, `Idempotent-Replayed: true`) to a "
-    "request with the same key and the same body; another body is 409 "
-    "`idempotency_key_reused`. A create without `campaign_id` takes its ID from the key.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-}
-_REQUEST_ID_PARAM = {
-    "name": "X-Request-ID",
-    "in": "header",
-    "required": False,
-    "description": "echoed on the answer and logged; one is made when absent or invalid",
-    "schema": {"type": "string", "maxLength": 200},
-}
-
-
-def _operation(
-    summary: str,
-    role: str,
-    ok: dict[str, Any],
-    errors: tuple[int, ...],
-    *,
-    params: list[dict[str, Any]] | None = None,
-    body: dict[str, Any] | None = None,
-    idempotent: bool = True,
-) -> dict[str, Any]:
-    operation: dict[str, Any] = {
-        "summary": summary,
-        "description": f"Role: `{role}` (an `operator` token can do anything a `viewer` can).",
-        "security": [{"bearer": []}],
-        "responses": {**ok, **_errors(*errors)},
-    }
-    operation["parameters"] = [*(params or []), _REQUEST_ID_PARAM]
-    if idempotent and (body is not None or role == OPERATOR):
-        operation["parameters"].append(_IDEMPOTENCY_PARAM)
-        if 415 not in errors:
-            operation["responses"]["415"] = _answer(
-                "the body is not of a media type this endpoint reads", _ERROR
-            )
-    if body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": body}}
-    return operation
-
-
-def _callback_paths() -> dict[str, Any]:
-    """The callback delivery log and replay (docs/callbacks.md)."""
-    event_param = {"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    failed_param = {"name": "failed", "in": "query", "schema": {"enum": ["true", "false"]}}
-    return {
-        "/v1/campaigns/{campaign_id}/callbacks": {
-            "get": _operation(
-                "The campaign's failed callback events and newest delivery results",
-                VIEWER,
-                {"200": _answer("failed events and the delivery log", {"type": "object"})},
-                (404, 422),
-                params=[_ID_PARAM, failed_param],
-            )
-        },
-        "/v1/campaigns/{campaign_id}/callbacks/{event_id}/replay": {
-            "post": _operation(
-                "Send a failed callback event again, under the same event ID",
-                OPERATOR,
-                {"200": _answer("replayed", {"type": "object"})},
-                (403, 404, 422),
-                params=[_ID_PARAM, event_param],
-            )
-        },
-    }
-
-
-def _dnc_paths() -> dict[str, Any]:
-    """The do-not-call list's endpoints (``campaigns dnc``)."""
-    numbers = {
-        "type": "array",
-        "items": {"type": "string", "examples": ["+15551230002"]},
-        "minItems": 1,
-        "maxItems": _dnc.MAX_NUMBERS,
-    }
-
-    def body(strict: bool) -> dict[str, Any]:
-        properties: dict[str, Any] = {"numbers": numbers}
-        if strict:
-            properties["strict"] = {"type": "boolean", "default": False}
-        return {
-            "schema": {
-                "type": "object",
-                "required": ["numbers"],
-                "additionalProperties": False,
-                "properties": properties,
-            }
-        }
-
-    def counts(*names: str) -> dict[str, Any]:
-        fields: dict[str, Any] = {n: {"type": "integer"} for n in names}
-        if "added" in names or "removed" in names:
-            fields["numbers"] = {"type": "array", "items": {"type": "string"}}
-        return {"type": "object", "properties": fields}
-
-    return {
-        "/v1/dnc": {
-            "get": _operation(
-                "How many numbers the do-not-call list holds",
-                VIEWER,
-                {"200": _answer("the count", counts("count"))},
-                (),
-            )
-        },
-        "/v1/dnc/{number}": {
-            "get": _operation(
-                "Whether a number (E.164, `+` as `%2B` or literal) is on the do-not-call list",
-                VIEWER,
-                {
-                    "200": _answer(
-                        "the canonical number and whether it is listed",
-                        _fields(number="string", listed="boolean"),
-                    )
-                },
-                (422,),
-                params=[
-                    {"name": "number", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-            )
-        },
-        "/v1/dnc/add": {
-            "post": _operation(
-                "Add numbers to the do-not-call list, all or none; once answered, no claim "
-                "picks them",
-                OPERATOR,
-                {"200": _answer("added", counts("added", "already_listed"))},
-                (403, 413, 422),
-                body=body(strict=True),
-            )
-        },
-        "/v1/dnc/remove": {
-            "post": _operation(
-                "Remove numbers from the do-not-call list, all or none",
-                OPERATOR,
-                {"200": _answer("removed", counts("removed", "not_listed"))},
-                (403, 413, 422),
-                body=body(strict=False),
-            )
-        },
-        "/v1/dnc/import": {
-            "post": {
-                **_operation(
-                    "Import a CSV (a `number` or `to` column): every row is checked before any "
-                    "is merged; one bad row and nothing is added",
-                    OPERATOR,
-                    {"200": _answer("imported", counts("rows", "numbers", "added", "listed"))},
-                    (403, 413, 422),
-                    params=[
-                        {
-                            "name": "strict",
-                            "in": "query",
-                            "schema": {"type": "boolean", "default": False},
-                        }
-                    ],
-                ),
-                "requestBody": {
-                    "required": True,
-                    "content": {"text/csv": {"schema": {"type": "string"}}},
-                },
-            }
-        },
-    }
-
-
-_LIST_PARAMS: list[dict[str, Any]] = [
-    {
-        "name": "limit",
-        "in": "query",
-        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
-    },
-    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-    {
-        "name": "state",
-        "in": "query",
-        "description": "one state or several, comma-separated",
-        "schema": {"type": "string", "examples": ["running", "completed,cancelled"]},
-    },
-    {
-        "name": "name",
-        "in": "query",
-        "description": "name prefix",
-        "schema": {"type": "string", "maxLength": 200},
-    },
-    *(
-        {
-            "name": name,
-            "in": "query",
-            "description": "RFC 3339 instant, exclusive",
-            "schema": {"type": "string", "format": "date-time"},
-        }
-        for name in ("created_after", "created_before")
-    ),
-]
-
-
-def openapi() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of this API (served at ``/v1/openapi.json``)."""
-    spec_schema = CampaignSpec.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas: dict[str, Any] = dict(spec_schema.pop("$defs", {}))
-    schemas["CampaignSpec"] = spec_schema
-    counts = ("contacts", "pending", "accepted", "rejected", "in_doubt", "settled")
-    money = ("budget_micros", "reserved_micros", "spent_micros")
-    schemas["CampaignStatus"] = {
-        "type": "object",
-        "description": "The `campaigns status --json` shape of DESIGN.md.",
-        "required": ["campaign_id", "state", "halt", "counts", "money"],
-        "properties": {
-            "campaign_id": {"type": "string"},
-            "state": {"type": "string"},
-            "halt": {
-                "oneOf": [
-                    {"type": "null"},
-                    {
-                        "type": "object",
-                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                    },
-                ]
-            },
-            "counts": {
-                "type": "object",
-                "properties": {name: {"type": "integer"} for name in counts},
-            },
-            "money": {
-                "type": "object",
-                "properties": {
-                    "currency": {"type": "string"},
-                    **{name: {"type": "integer"} for name in money},
-                },
-            },
-            "progress": {
-                "type": "object",
-                "properties": {
-                    "calls_last_minute": {"type": "integer"},
-                    "configured_calls_per_second": {"type": "number"},
-                    "weight": {"type": "number"},
-                    "held_by": {"enum": [None, *HELD_BY]},
-                },
-            },
-        },
-        "additionalProperties": True,
-    }
-    schemas["Error"] = {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "field": {"type": "string"},
-                    "errors": {
-                        "type": "array",
-                        "description": "a 422's every invalid field",
-                        "items": {
-                            "type": "object",
-                            "required": ["field", "message"],
-                            "properties": {
-                                "field": {"type": "string"},
-                                "message": {"type": "string"},
-                            },
-                        },
-                    },
-                },
-            }
-        },
-    }
-    schemas["ReportRow"] = {
-        "type": "object",
-        "description": "One attempt, as `campaigns report --format json`.",
-        "properties": {name: {} for name in _report.REPORT_FIELDS},
-    }
-    spec_body = {"schema": {"$ref": "#/components/schemas/CampaignSpec"}}
-    paths: dict[str, Any] = {
-        "/v1/campaigns": {
-            "get": _operation(
-                "One page of campaigns' statuses, oldest first (ties by ID); follow "
-                "`next_cursor` until it is null. A filtered page may hold fewer than "
-                "`limit` (each page reads at most 2000 campaigns of the index)",
-                VIEWER,
-                {
-                    "200": _answer(
-                        "the campaigns",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "campaigns": {"type": "array", "items": _STATUS},
-                                "next_cursor": {
-                                    "type": ["string", "null"],
-                                    "description": "opaque; pass as `cursor` with the same "
-                                    "filters for the next page; null: the list ends",
-                                },
-                                "actions": {
-                                    "type": "object",
-                                    "description": "states each of pause, resume, cancel "
-                                    "starts from",
-                                },
-                            },
-                        },
-                    )
-                },
-                (422,),
-                params=_LIST_PARAMS,
-            ),
-            "post": _operation(
-                "Validate and submit a campaign; the same ID and spec again is a no-op (200). "
-                "Without `campaign_id` the ID is derived from the Idempotency-Key; with "
-                "neither: 422",
-                OPERATOR,
-                {
-                    "201": {
-                        **_answer("submitted"),
-                        "headers": {
-                            "Location": {
-                                "schema": {"type": "string"},
-                                "description": "/v1/campaigns/{campaign_id}",
-                            }
-                        },
-                    },
-                    "200": _answer("already submitted with this spec: nothing changed"),
-                },
-                (403, 409, 413, 422),
-                body=spec_body,
-            ),
-        },
-        "/v1/campaigns/{campaign_id}": {
-            "get": _operation(
-                "A campaign's status",
-                VIEWER,
-                {"200": _answer("status", _STATUS)},
-                (404, 422),
-                params=[_ID_PARAM],
-            ),
-            "delete": _operation(
-                "Delete a completed or cancelled campaign whose calls are all final: every "
-                "key of it goes (export its report first)",
-                OPERATOR,
-                {
-                    "200": _answer(
-                        "deleted",
-                        _fields(campaign_id="string", deleted="boolean", keys="integer"),
-                    )
-                },
-                (403, 404, 409, 422),
-                params=[_ID_PARAM],
-                idempotent=False,
-            ),
-        },
-        "/v1/campaigns/{campaign_id}/report": {
-            "get": _operation(
-                "Without `limit` and `cursor`: every attempt, a JSON array (default) or CSV, "
-                "streamed (the full export). With either: one JSON page of at most `limit` "
-                "rows in report order and `next_cursor` (null: no row left now); a page "
-                "reads only its own attempts",
-                VIEWER,
-                {
-                    "200": {
-                        "description": "the report, or one page of it",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "oneOf": [
-                                        {
-                                            "type": "array",
-                                            "items": {"$ref": "#/components/schemas/ReportRow"},
-                                        },
-                                        {
-                                            "type": "object",
-                                            "required": ["attempts", "next_cursor"],
-                                            "properties": {
-                                                "attempts": {
-                                                    "type": "array",
-                                                    "items": {
-                                                        "$ref": "#/components/schemas/ReportRow"
-                                                    },
-                                                },
-                                                "next_cursor": {
-                                                    "type": ["string", "null"],
-                                                    "description": "opaque; pass as `cursor` "
-                                                    "for the next page; null: no row left now",
-                                                },
-                                            },
-                                        },
-                                    ]
-                                }
-                            },
-                            "text/csv": {"schema": {"type": "string"}},
-                        },
-                    }
-                },
-                (404, 422),
-                params=[
-                    _ID_PARAM,
-                    {
-                        "name": "format",
-                        "in": "query",
-                        "schema": {"enum": ["json", "csv"], "default": "json"},
-                    },
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "description": "rows a page (JSON only; 100 when only `cursor` is given)",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-                    },
-                    {
-                        "name": "cursor",
-                        "in": "query",
-                        "description": "the previous page's `next_cursor` (JSON only)",
-                        "schema": {"type": "string"},
-                    },
-                ],
-            )
-        },
-        "/v1/campaigns/{campaign_id}/outcomes": {
-            "get": _operation(
-                "How the calls ended: counts by final status, average billed seconds, "
-                "settled spend per answered call; one pass over the campaign's attempts",
-                VIEWER,
-                {
-                    "200": _answer(
-                        "the outcome statistics",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "campaign_id": {"type": "string"},
-                                "currency": {"type": "string"},
-                                "calls_ended": {"type": "integer"},
-                                "final_status": {
-                                    "type": "object",
-                                    "additionalProperties": {"type": "integer"},
-                                },
-                                "answered": {"type": "integer"},
-                                "average_billsec": {"type": ["number", "null"]},
-                                "spent_on_ended_micros": {"type": "integer"},
-                                "spend_per_answered_call_micros": {"type": ["integer", "null"]},
-                            },
-                        },
-                    )
-                },
-                (404, 422),
-                params=[_ID_PARAM],
-            )
-        },
-        "/v1/campaigns/{campaign_id}/reconcile": {
-            "get": _operation(
-                "Settled total beside the provider's usage for the campaign's window",
-                VIEWER,
-                {"200": _answer("the reconciliation", {"type": "object"})},
-                (404, 422, 502),
-                params=[_ID_PARAM],
-            )
-        },
-        "/v1/estimate": {
-            "post": _operation(
-                "Worst-case cost of a spec (nothing is written)",
-                VIEWER,
-                {"200": _answer("the estimate", {"type": "object"})},
-                (413, 422),
-                body=spec_body,
-            )
-        },
-        "/v1/dead-letters": {
-            "get": _operation(
-                "Jobs and events that could not be applied, newest first",
-                VIEWER,
-                {"200": _answer("dead letters", {"type": "object"})},
-                (422,),
-                params=[
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
-                    }
-                ],
-            )
-        },
-        "/v1/attempts/{attempt_id}/resolve": {
-            "post": _operation(
-                "Settle an attempt in doubt: the call found, or no call at all",
-                OPERATOR,
-                {"200": _answer("resolved", {"type": "object"})},
-                (403, 404, 409, 422),
-                params=[
-                    {
-                        "name": "attempt_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
-                body={
-                    "schema": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
-                            "call_id": {"type": "string"},
-                            "no_call": {"type": "boolean"},
-                        },
-                    }
-                },
-            )
-        },
-        "/v1/whoami": {
-            "get": _operation(
-                "The role of the presented token",
-                VIEWER,
-                {"200": _answer("the role", {"type": "object"})},
-                (),
-            )
-        },
-    }
-    paths.update(_dnc_paths())
-    paths.update(_callback_paths())
-    for path, item in _day_two_paths().items():
-        paths.setdefault(path, {}).update(item)
-    wording = {
-        "pause": "Pause; answers once no create request can start",
-        "resume": "Resume a paused or halted campaign (re-checks the budget)",
-        "cancel": "Cancel for good; calls already placed still settle",
-    }
-    for verb, summary in wording.items():
-        paths[f"/v1/campaigns/{{campaign_id}}/{verb}"] = {
-            "post": _operation(
-                summary,
-                OPERATOR,
-                {"200": _answer("the status after the change", _STATUS)},
-                (403, 404, 409, 422),
-                params=[_ID_PARAM],
-            )
-        }
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Campaign dispatcher API",
-            "version": "1",
-            "description": "Submit and steer call campaigns. Money is integer micros or "
-            "decimal strings, never JSON numbers with a fraction. See docs/api.md.",
-        },
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-    }
 
 
 if (

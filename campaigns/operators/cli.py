@@ -489,17 +489,60 @@ def status(campaign_id: str, as_json: bool) -> None:
         _echo(f"{key:<18} {value}")
 
 
-@main.command(name="list", epilog=_example("campaigns list --json"))
+@main.command(name="list", epilog=_example("campaigns list --state running,paused --limit 20"))
 @click.option("--json", "as_json", is_flag=True, help="one status JSON object per campaign")
-def list_(as_json: bool) -> None:
-    """List campaigns, oldest first: state, progress, money, and why one waits."""
+@click.option("--limit", type=int, help="one page of at most this many (1-500), as the API's list")
+@click.option("--cursor", help="the page after this one (the previous page's next cursor)")
+@click.option("--state", help="only these states, comma-separated (running,paused)")
+@click.option("--name", "name_prefix", help="only names starting with this")
+@click.option("--created-after", help="only created after this RFC 3339 instant")
+@click.option("--created-before", help="only created before this RFC 3339 instant")
+def list_(
+    as_json: bool,
+    limit: int | None,
+    cursor: str | None,
+    state: str | None,
+    name_prefix: str | None,
+    created_after: str | None,
+    created_before: str | None,
+) -> None:
+    """List campaigns, oldest first: state, progress, money, and why one waits.
+
+    With any of the paging options: one page, as ``GET /v1/campaigns`` answers it
+    (the same filters and cursor); the next page's cursor is printed last (with
+    ``--json``: ``{"campaigns": [...], "next_cursor": ...}``)."""
+    from campaigns.operators.listing import QueryError, campaign_page, parse_query
+
+    given = {
+        "limit": None if limit is None else str(limit),
+        "cursor": cursor,
+        "state": state,
+        "name": name_prefix,
+        "created_after": created_after,
+        "created_before": created_before,
+    }
+    params = {key: value for key, value in given.items() if value is not None}
+    paged = bool(params)
+    try:
+        query = parse_query(params, list(params))
+    except QueryError as exc:
+        field, message = exc.errors[0]
+        raise _Failure(f"invalid value for '--{field.replace('_', '-')}': {message}", 2) from None
+    next_cursor: str | None = None
 
     async def read(client: CampaignClient) -> list[tuple[CampaignRecord, Explanation]]:
-        return [(c, await client.explain(c)) for c in await client.campaigns()]
+        nonlocal next_cursor
+        if not paged:
+            return [(c, await client.explain(c)) for c in await client.campaigns()]
+        found, next_cursor = await campaign_page(client.store, query)
+        return [(c, await client.explain(c)) for c in found]
 
     rows = _run(read)
     if as_json:
-        _echo(json.dumps([status_json(c, e) for c, e in rows]))
+        statuses = [status_json(c, e) for c, e in rows]
+        _echo(
+            json.dumps({"campaigns": statuses, "next_cursor": next_cursor} if paged else statuses)
+        )
         return
     _echo(
         f"{'CAMPAIGN':<28} {'STATE':<10} {'DONE':>6} {'SPENT':>16} {'BUDGET':>16} "
@@ -521,6 +564,8 @@ def list_(as_json: bool) -> None:
             f"{c.campaign_id:<28} {c.state:<10} {e.percent_done:>5g}% {spent:>16} {budget:>16} "
             f"{pace:>12}  {note}"
         )
+    if paged:
+        _echo(f"next cursor: {next_cursor or '- (the list ends)'}")
 
 
 def _state_command(verb: str, doc: str) -> None:

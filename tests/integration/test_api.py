@@ -528,7 +528,7 @@ DNC_BAD = [
     ("POST", "/v1/dnc/import?strict=1", b"number\n+15551230002\n", "strict"),
     ("POST", "/v1/dnc/import?strict=true", b"number\n+15551230002\n", "dnc[body line 2].number"),
     ("GET", "/v1/dnc/15551230002", None, "number"),
-    ("GET", "/v1/dnc/add", None, "number"),
+    ("GET", "/v1/dnc/plus-one", None, "number"),
 ]
 
 

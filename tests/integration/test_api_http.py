@@ -47,6 +47,11 @@ async def test_router_404_and_405_answer_in_the_error_shape_with_a_true_allow(
     response = await http.put("/v1/campaigns/acme/pause", headers=OPERATOR)
     is_error(response, 405, "method_not_allowed")
     assert response.headers["allow"] == "POST"
+    # /v1/dnc/add is not a number for /v1/dnc/{number}: its GET is a 405 naming POST.
+    for verb in ("add", "remove", "import"):
+        response = await http.get(f"/v1/dnc/{verb}", headers=OPERATOR)
+        is_error(response, 405, "method_not_allowed")
+        assert response.headers["allow"] == "POST"
 
 
 async def test_every_invalid_field_is_in_one_422(http: httpx.AsyncClient, store: Store) -> None:

@@ -585,3 +585,25 @@ async def test_a_queue_name_with_glob_characters_finds_only_its_own_workers(
     assert (await explain(client.store, campaign, odd)).waiting.reason == "no_worker"  # type: ignore[union-attr]
     await client.store.note_worker_alive("q[1]*", "host", now_ms() + 60_000)
     assert (await explain(client.store, campaign, odd)).waiting.reason == "queued"  # type: ignore[union-attr]
+
+
+async def test_list_pages_with_the_apis_filters_and_cursor(
+    settings: Settings, client: CampaignClient
+) -> None:
+    for name in ("page-a", "page-b", "page-c"):
+        await client.submit(parse_spec(spec_dict(name, contacts=1)))
+    first = cli(settings, "list", "--json", "--limit", "2", "--name", "Spring")
+    assert first.returncode == 0, first.stderr
+    page = json.loads(first.stdout)
+    assert [c["campaign_id"] for c in page["campaigns"]] == ["page-a", "page-b"]
+    after = ("--cursor", page["next_cursor"], "--name", "Spring")  # a cursor keeps its filters
+    rest = json.loads(cli(settings, "list", "--json", *after).stdout)
+    assert [c["campaign_id"] for c in rest["campaigns"]] == ["page-c"]
+    assert rest["next_cursor"] is None
+    running = cli(settings, "list", "--state", "running")
+    assert running.returncode == 0 and running.stdout.splitlines()[1:] == [
+        "next cursor: - (the list ends)"
+    ]
+    bad = cli(settings, "list", "--state", "sleeping")
+    assert bad.returncode == 2
+    assert one_error_line(bad).startswith("error: invalid value for '--state': unknown state")

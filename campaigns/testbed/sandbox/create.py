@@ -124,8 +124,12 @@ async def handle_create(request: Request, dialect: Dialect) -> Response:
     state = get_state(request)
     raw = await request.body()
     key = request.headers.get("idempotency-key") or None
+    generation = state.generation
     entry = state.record_request(request.url.path, key, raw)
     await apply_latency(state)
+    if state.generation != generation:
+        # Arrived before a reset: nothing of it may appear after the reset.
+        return dialect.error(503, "sandbox_reset", "the sandbox was reset meanwhile", None)
 
     def refuse(
         status: int, code: str, message: str, *, fault: str | None = None, retry: int | None = None

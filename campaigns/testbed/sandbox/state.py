@@ -298,6 +298,10 @@ class SandboxState:
     usage_tokens_issued: int = 0
     voxpria_triggered: list[float] = field(default_factory=list)
     """Voxpria: when the calls of the last minute were triggered (its per-minute limit)."""
+    generation: int = 0
+    """One more at each reset: a create that arrived before a reset (held by the
+    configured latency) is answered, but places no call in the new world, so one
+    test's slow requests never land in the next test's ledger."""
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -393,6 +397,7 @@ class SandboxState:
             self.usage_tokens.clear()
             self.usage_tokens_issued = 0
             self.voxpria_triggered.clear()
+            self.generation += 1
             self.rng.seed(self.config.seed)
 
     # -- ledger ------------------------------------------------------------
