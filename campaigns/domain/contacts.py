@@ -154,6 +154,14 @@ def _variables_json(columns: Columns) -> Callable[[list[str]], str]:
     """A row's non-empty variables as the inside of the JSON object
     :func:`contact_json` writes (keys sorted, ASCII), with no dict between."""
     keys = [(encode_basestring_ascii(name) + ":", i) for name, i in columns]
+    if len(keys) == 1:  # the common list: to, ref and one more (a name); no list per row
+        ((key, at),) = keys
+
+        def variable(values: list[str]) -> str:
+            value = values[at] if at < len(values) else ""
+            return key + encode_basestring_ascii(value) if value else ""
+
+        return variable
 
     def variables(values: list[str]) -> str:
         count = len(values)
