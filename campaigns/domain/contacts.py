@@ -20,14 +20,16 @@ import codecs
 import csv
 import functools
 import hashlib
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
+from typing import TypeVar
 
 from campaigns.domain.inputs import SpecError, decode_utf8, show
-from campaigns.domain.numbers import normalize_number
+from campaigns.domain.numbers import nanp_possible, normalize_number
 from campaigns.domain.spec import CampaignSpec, Contact, identify, load_spec
 
 __all__ = [
@@ -64,22 +66,6 @@ def _check_utf8(path: Path, shown: str) -> None:
         raise SpecError("contacts", f"cannot read {shown}: {exc.strerror or exc}") from None
 
 
-class _Lines:
-    """The lines fed to ``csv.reader``, kept per record to explain a parse error."""
-
-    def __init__(self, lines: Iterable[str]) -> None:
-        self._lines = iter(lines)
-        self.record: list[str] = []
-
-    def __iter__(self) -> Iterator[str]:
-        return self
-
-    def __next__(self) -> str:
-        line = next(self._lines)
-        self.record.append(line)
-        return line
-
-
 def _long_column(record: str, limit: int) -> int | None:
     """Index of the first field longer than ``limit`` in one raw CSV record (excel dialect)."""
     column = length = 0
@@ -112,42 +98,78 @@ def _long_column(record: str, limit: int) -> int | None:
     return None
 
 
-def _records(text: Iterable[str], shown: str) -> Iterator[tuple[int, list[str]]]:
+def _record_text(path: Path, first: int, last: int) -> str:
+    """Lines ``first`` to ``last`` of the file as ``csv.reader`` was given them (a bad record)."""
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        return "".join(itertools.islice(file, first - 1, last))
+
+
+def _records(path: Path, text: Iterable[str], shown: str) -> Iterator[tuple[int, list[str]]]:
     """(line where the record starts, values) per non-blank record; csv errors named.
 
-    ``text`` yields lines split as ``open(newline="")`` splits them (on \\n, \\r
-    and \\r\\n), so ``csv.reader`` sees line ends inside quotes as written.
+    ``text`` is ``path`` opened with ``newline=""`` (split on \\n, \\r and
+    \\r\\n), so ``csv.reader`` sees line ends inside quotes as written. A bad
+    record's lines are read again from ``path`` to explain it: nothing is kept
+    per row on the way.
     """
-    lines = _Lines(text)
-    reader = csv.reader(lines)
+    reader = csv.reader(text)
     header: list[str] | None = None
-    while True:
-        start = reader.line_num + 1
-        lines.record.clear()
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            limit = csv.field_size_limit()
-            column = _long_column("".join(lines.record), limit)
-            if column is None:
-                raise SpecError("contacts", f"{shown} line {start}: not valid CSV: {exc}") from None
-            name = header[column] if header is not None and column < len(header) else None
-            field = f"contacts[{shown} line {start}]" + (f".{show(name, 40)}" if name else "")
-            what = f"column {column + 1}" if name is None else "the value"
-            raise SpecError(field, f"{what} is longer than {limit} characters") from None
-        except UnicodeDecodeError:  # the file changed since it was checked
-            raise SpecError("contacts", f"{shown} line {start}: not UTF-8") from None
-        if not row:
-            continue
-        if header is None:
-            header = row
-        yield start, row
+    start = 1
+    try:
+        for row in reader:
+            if row:
+                if header is None:
+                    header = row
+                yield start, row
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        limit = csv.field_size_limit()
+        column = _long_column(_record_text(path, start, reader.line_num), limit)
+        if column is None:
+            raise SpecError("contacts", f"{shown} line {start}: not valid CSV: {exc}") from None
+        name = header[column] if header is not None and column < len(header) else None
+        field = f"contacts[{shown} line {start}]" + (f".{show(name, 40)}" if name else "")
+        what = f"column {column + 1}" if name is None else "the value"
+        raise SpecError(field, f"{what} is longer than {limit} characters") from None
+    except UnicodeDecodeError:  # the file changed since it was checked
+        raise SpecError("contacts", f"{shown} line {start}: not UTF-8") from None
 
 
-_Row = tuple[int, str, str, dict[str, str]]
-"""(line, to, ref, variables): a tuple, as a million of them pass through."""
+V = TypeVar("V")
+Columns = list[tuple[str, int]]
+"""The variable columns of a CSV header: (name, index), sorted by name."""
+
+
+def _variables(columns: Columns) -> Callable[[list[str]], dict[str, str]]:
+    """A row's non-empty variables as a dict (sorted by name)."""
+
+    def variables(values: list[str]) -> dict[str, str]:
+        count = len(values)
+        return {name: values[i] for name, i in columns if i < count and values[i]}
+
+    return variables
+
+
+def _variables_json(columns: Columns) -> Callable[[list[str]], str]:
+    """A row's non-empty variables as the inside of the JSON object
+    :func:`contact_json` writes (keys sorted, ASCII), with no dict between."""
+    keys = [(encode_basestring_ascii(name) + ":", i) for name, i in columns]
+    if len(keys) == 1:  # the common list: to, ref and one more (a name); no list per row
+        ((key, at),) = keys
+
+        def variable(values: list[str]) -> str:
+            value = values[at] if at < len(values) else ""
+            return key + encode_basestring_ascii(value) if value else ""
+
+        return variable
+
+    def variables(values: list[str]) -> str:
+        count = len(values)
+        return ",".join(
+            [key + encode_basestring_ascii(values[i]) for key, i in keys if i < count and values[i]]
+        )
+
+    return variables
 
 
 Refuse = Callable[[int, str, str, str, str], None]
@@ -155,8 +177,11 @@ Refuse = Callable[[int, str, str, str, str], None]
 lets the read go on; without one, the first bad row ends it."""
 
 
-def _csv_rows(path: Path, refuse: Refuse | None = None) -> Iterator[_Row]:
-    """Every data row of a contacts CSV with a checked header, ``to`` and ``ref`` stripped.
+def _csv_rows(
+    path: Path, render: Callable[[Columns], Callable[[list[str]], V]], refuse: Refuse | None = None
+) -> Iterator[tuple[int, str, str, V]]:
+    """(line, to, ref, variables) per data row of a contacts CSV with a checked header,
+    ``to`` and ``ref`` stripped, the variables as ``render(columns)`` makes them.
 
     A row with more values than the header is refused here (to ``refuse`` when
     given); the number and the ref are the caller's to check (it knows whether
@@ -169,7 +194,7 @@ def _csv_rows(path: Path, refuse: Refuse | None = None) -> Iterator[_Row]:
     except OSError as exc:  # pragma: no cover - it was just read
         raise SpecError("contacts", f"cannot read {shown}: {exc.strerror or exc}") from None
     with file:
-        rows = _records(file, shown)
+        rows = _records(path, file, shown)
         first = next(rows, None)
         header_line, header = (1, []) if first is None else first
         if "to" not in header:
@@ -187,6 +212,7 @@ def _csv_rows(path: Path, refuse: Refuse | None = None) -> Iterator[_Row]:
         ref_at = header.index("ref") if "ref" in header else None
         others = sorted((name, i) for i, name in enumerate(header) if name not in ("to", "ref"))
         width = len(header)
+        variables = render(others)
         for line, values in rows:
             count = len(values)
             if count > width:
@@ -199,8 +225,11 @@ def _csv_rows(path: Path, refuse: Refuse | None = None) -> Iterator[_Row]:
                 continue
             to = values[to_at].strip() if to_at < count else ""
             ref = values[ref_at].strip() if ref_at is not None and ref_at < count else ""
-            variables = {name: values[i] for name, i in others if i < count and values[i]}
-            yield line, to, ref, variables
+            yield line, to, ref, variables(values)
+
+
+def _never(value: str) -> object:
+    return None
 
 
 def _bad(path: Path, line: int, column: str, message: str) -> SpecError:
@@ -221,7 +250,7 @@ def load_contacts_csv(path: str | Path, region: str | None = None) -> list[Conta
     """
     path = Path(path)
     contacts: list[Contact] = []
-    for line, to, ref, variables in _csv_rows(path):
+    for line, to, ref, variables in _csv_rows(path, _variables):
         try:
             normalize_number(to, region=region)
         except ValueError as exc:
@@ -236,12 +265,16 @@ def contact_json(contact: Contact) -> str:
     return _dumps(contact.model_dump(mode="json"))
 
 
-def _row_json(to: str, ref: str, variables: dict[str, str]) -> str:
-    """:func:`contact_json` of a CSV row, without a model (``variables`` in sorted order)."""
-    pairs = ",".join(
-        f"{encode_basestring_ascii(k)}:{encode_basestring_ascii(v)}" for k, v in variables.items()
-    )
-    return f'{{"ref":{encode_basestring_ascii(ref)},"to":"{to}","variables":{{{pairs}}}}}'
+def _checked(
+    path: Path, line: int, written: str, ref: str, strict: bool, region: str | None
+) -> str:
+    """A CSV row's number in E.164 and its ref checked, or the :class:`SpecError` naming them."""
+    try:
+        to = normalize_number(written, strict=strict, region=region)
+    except ValueError as exc:
+        raise _bad(path, line, "to", str(exc)) from None
+    _check_ref(path, line, ref)
+    return to
 
 
 def _fingerprint_frame(spec: CampaignSpec, *, legacy: bool = False) -> tuple[str, str]:
@@ -329,26 +362,28 @@ class ContactReader:
             refuse = None if refusals is None else refusals.refuse
             if refusals is not None:
                 refusals.begin(path)
-            for line, written, ref, variables in _csv_rows(path, refuse):
-                try:
+            # Not strict, a +1 number is its own E.164 form; anything else is checked in full.
+            plain = nanp_possible if not strict else _never
+            for line, written, ref, pairs in _csv_rows(path, _variables_json, refuse):
+                if plain(written) and len(ref) <= _REF_MAX:
+                    to = written
+                else:
                     try:
-                        to = normalize_number(written, strict=strict, region=region)
-                    except ValueError as exc:
-                        raise _bad(path, line, "to", str(exc)) from None
-                    if len(ref) > _REF_MAX:
-                        _check_ref(path, line, ref)
-                except SpecError as error:
-                    if refuse is None:
-                        raise
-                    column = error.field.rpartition(".")[2]
-                    refuse(line, column, error.message, written, ref)
-                    continue
+                        to = _checked(path, line, written, ref, strict, region)
+                    except SpecError as error:
+                        if refuse is None:
+                            raise
+                        refuse(line, error.field.rpartition(".")[2], error.message, written, ref)
+                        continue
                 number = int(to)
                 if number in seen:
                     self._dropped += 1
                     continue
                 seen.add(number)
-                chunk.append(_row_json(to, ref, variables))
+                # contact_json's form (sorted keys), written directly.
+                chunk.append(
+                    f'{{"ref":{encode_basestring_ascii(ref)},"to":"{to}","variables":{{{pairs}}}}}'
+                )
                 if len(chunk) >= size:
                     yield chunk
                     chunk = []

@@ -13,6 +13,12 @@ unless the national number starts with the region's national prefix (which
 - ``is_possible_number`` compares only the national number's *length* with
   the region's possible lengths (``_test_number_length``).
 
+The commonest shape of all, ``+1`` and ten digits the first of which is 2-9
+(every NANP area code, assigned or not), has one such key, ``("1", 10)``, and
+the NANP's national prefix (``1``) cannot start it: :data:`nanp_possible`
+answers it with one regular expression, its verdict checked against
+``phonenumbers`` when this module is imported.
+
 So :func:`normalize_number` asks ``phonenumbers`` once per (calling code,
 national length) and reuses that answer for every plain number with the same
 key; anything else (spaces, a national prefix, strict validity, an error to
@@ -23,12 +29,13 @@ the two agree over every calling code and length.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import phonenumbers
 from phonenumbers.phonemetadata import PhoneMetadata
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
-__all__ = ["is_region", "normalize_number"]
+__all__ = ["is_region", "nanp_possible", "normalize_number"]
 
 _PLAIN = re.compile(r"\+[1-9][0-9]{2,19}", re.ASCII)
 """Canonical-looking E.164 (used with ``fullmatch``); longer ones take the slow path."""
@@ -50,6 +57,21 @@ _CODES: dict[str, re.Pattern[str] | None] = {
 
 _POSSIBLE: dict[tuple[str, int], bool] = {}
 """(calling code, national length) -> whether such a plain number is possible."""
+
+
+def _nanp_matcher() -> Callable[[str], object]:
+    """``re.fullmatch`` of ``+1[2-9]`` and nine digits when ``phonenumbers`` leaves every
+    such number as written and possible (its metadata: national prefix ``1``, national
+    length 10 possible); else a matcher of nothing, and every number takes the path above."""
+    prefix = _CODES.get("1")
+    sample = "+12015550123"
+    try:
+        possible = _slow(sample, False) == sample
+    except ValueError:
+        possible = False
+    if prefix is None or prefix.pattern != "1" or not possible:
+        return lambda value: None
+    return re.compile(r"\+1[2-9][0-9]{9}", re.ASCII).fullmatch
 
 
 def is_region(value: object) -> bool:
@@ -94,13 +116,23 @@ def _plain_key(value: str) -> tuple[str, int] | None:
     return None
 
 
+nanp_possible: Callable[[str], object] = _nanp_matcher()
+"""Truthy when ``value`` is ``+1`` and ten digits (the first 2-9): a possible number
+whose E.164 form is ``value`` itself, exactly as :func:`normalize_number` (not strict)
+would say; falsy says nothing (ask :func:`normalize_number`)."""
+
+
 def normalize_number(value: str, *, strict: bool = False, region: str | None = None) -> str:
     """Return the E.164 form of a possible number, or raise ValueError.
 
     ``region`` (``US``, ``GB``): a number without ``+`` is a national number of
     that region (``(555) 123-0002``, ``020 7946 0958``); without it, refused.
     """
-    if strict or not isinstance(value, str) or _PLAIN.fullmatch(value) is None:
+    if strict or not isinstance(value, str):
+        return _slow(value, strict, region)
+    if nanp_possible(value):
+        return value
+    if _PLAIN.fullmatch(value) is None:
         return _slow(value, strict, region)
     key = _plain_key(value)
     if key is None:

@@ -10,11 +10,20 @@ cases, estimates and operator wording are handed in by the caller.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any, Literal, TypeVar, cast
 
 from redis.asyncio import Redis
@@ -182,18 +191,19 @@ class Store:
                     pipe.expire(staging_suppress, _STAGING_SECONDS)
                     await pipe.execute()
             start = 0
-            for chunk in reader:
-                staged = await self._stage(
-                    staging_contacts=staging_contacts,
-                    staging_pending=staging_pending,
-                    first=start,
-                    contacts="\n".join(chunk),
-                    groups=_zone_groups_of(zones, chunk),
-                    ttl=_STAGING_SECONDS,
-                )
-                if staged != len(chunk):
-                    raise StoreError(f"staged {staged} of {len(chunk)} contacts")
-                start += len(chunk)
+            async with contextlib.aclosing(_read_ahead(reader)) as chunks:
+                async for chunk in chunks:
+                    staged = await self._stage(
+                        staging_contacts=staging_contacts,
+                        staging_pending=staging_pending,
+                        first=start,
+                        contacts="\n".join(chunk),
+                        groups=_zone_groups_of(zones, chunk),
+                        ttl=_STAGING_SECONDS,
+                    )
+                    if staged != len(chunk):
+                        raise StoreError(f"staged {staged} of {len(chunk)} contacts")
+                    start += len(chunk)
             tally = reader.tally
             if before_commit is not None:
                 before_commit(zones)
@@ -1361,6 +1371,27 @@ class Store:
     async def mark_alert_fired(self, campaign_id: str, threshold: int) -> bool:
         """True the first time a threshold is crossed for a campaign, never again."""
         return bool(await _aw(self.redis.sadd(self._c(campaign_id, "alerts"), threshold)))
+
+
+async def _read_ahead(chunks: Iterable[list[str]]) -> AsyncGenerator[list[str]]:
+    """``chunks``, each next one read in a thread while the caller stages this one.
+
+    Reading a CSV (parse, validate, JSON) is this process's CPU and staging is
+    Redis's: on two cores they overlap instead of taking turns. The read stays
+    one pass in order; a bad row's error comes out where the chunk would have.
+    Closed early, it waits for the read in flight (its error, if any, dropped:
+    the caller's own stands) so the reader is never left running.
+    """
+    rows = iter(chunks)
+    following = asyncio.ensure_future(asyncio.to_thread(next, rows, None))
+    try:
+        while (chunk := await following) is not None:
+            following = asyncio.ensure_future(asyncio.to_thread(next, rows, None))
+            yield chunk
+    finally:
+        await asyncio.wait([following])
+        if not following.cancelled():
+            following.exception()  # retrieved, so asyncio does not log it
 
 
 def _zone_groups_of(zones: ZoneGroups, chunk: list[str]) -> str:

@@ -6,8 +6,10 @@ Measured side by side in one run, against a Redis this script starts (never 6379
    (the floor for anything that looks at every row);
 2. ``campaigns estimate SPEC --contacts FILE`` (validate, dedupe, count: no Redis);
 3. ``campaigns submit SPEC --contacts FILE`` (the same, and stage the contacts);
+4. the same submit of a list unlike the first (:func:`write_varied_csv`: every
+   NANP area code, other regions' mobiles), its rate beside the first's;
 
-each as a subprocess, in contacts per second and the peak RSS of that process
+each as a subprocess, in contacts per second, the peak RSS and CPU time of that process
 (``/usr/bin/time``, else ``ru_maxrss`` from ``os.wait4``). Then the worker: a real
 ``campaigns worker`` beside a paused campaign of 10k, then of the full size,
 pending contacts; its RSS (``VmRSS``/``VmHWM`` of ``/proc/PID/status``) after
@@ -17,7 +19,7 @@ the peak RSS of ``campaigns status`` on that campaign.
     .venv/bin/python tests/bench/contacts.py [--quick]
 
 ``run(quick)`` returns the printable rows (for ``tests/bench/run.py``).
-Targets (issue 7): submit >= 100k contacts/s, submitting process < 300 MB,
+Targets (issues 7, 20): submit >= 100k contacts/s (either list), submitting process < 300 MB,
 worker RSS growth from 10k to 1M pending < 10 MB.
 """
 
@@ -59,6 +61,9 @@ class Timed:
     seconds: float
     peak_rss_kb: int
     stdout: str
+    cpu_seconds: float
+    """User + system CPU of the process and its children: what a busy machine does not
+    inflate as much as the wall time (Redis's own CPU is not in it)."""
 
 
 def write_csv(path: Path, rows: int) -> int:
@@ -78,6 +83,51 @@ def write_csv(path: Path, rows: int) -> int:
     return unique
 
 
+VARIED_REGIONS = ("GB", "DE", "FR", "IT", "JP", "AU", "BR", "IN", "CN", "MX", "NG", "ZA")
+"""Where the varied list's numbers outside the NANP come from (a mobile example each)."""
+
+
+def write_varied_csv(path: Path, rows: int) -> int:
+    """``rows`` contacts unlike :func:`write_csv`'s; returns the unique count.
+
+    Every NANP area code 200-999 in turn (valid and unassigned alike) with a
+    random exchange and line, 1 in 20 a mobile number of another region (its
+    example number with random last digits), 1 in 100 a repeat, so no cache
+    warmed by a few area codes flatters the rate.
+    """
+    import random
+
+    import phonenumbers
+
+    rnd = random.Random(20)
+    mobile = phonenumbers.PhoneNumberType.MOBILE
+    abroad = [
+        phonenumbers.format_number(
+            phonenumbers.example_number_for_type(region, mobile),
+            phonenumbers.PhoneNumberFormat.E164,
+        )[:-4]
+        for region in VARIED_REGIONS
+    ]
+    seen: set[str] = set()
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write("to,ref,name\n")
+        lines: list[str] = []
+        number = ""
+        for i in range(rows):
+            if i % 100 != 99:
+                if i % 20 == 19:
+                    number = f"{abroad[i // 20 % len(abroad)]}{rnd.randrange(10_000):04d}"
+                else:
+                    number = f"+1{200 + i % 800}{rnd.randrange(10_000_000):07d}"
+            seen.add(number)
+            lines.append(f"{number},cust_{i},Name {i}\n")
+            if len(lines) == 10_000:
+                out.writelines(lines)
+                lines.clear()
+        out.writelines(lines)
+    return len(seen)
+
+
 def write_spec(path: Path, campaign_id: str) -> None:
     spec = {
         "campaign_id": campaign_id,
@@ -91,13 +141,13 @@ def write_spec(path: Path, campaign_id: str) -> None:
 
 
 def timed(command: Sequence[str], env: dict[str, str]) -> Timed:
-    """Run a command to its end; wall time and its own peak RSS.
+    """Run a command to its end; wall time, CPU time and its own peak RSS.
 
     Under ``/usr/bin/time`` where there is one: a child forked from this
     process starts with this process's pages, which ``ru_maxrss`` would count.
     """
     with tempfile.TemporaryFile() as out, tempfile.NamedTemporaryFile() as err:
-        meter = ["/usr/bin/time", "-q", "-f", "%M", "-o", err.name + ".rss"]
+        meter = ["/usr/bin/time", "-q", "-f", "%U %S %M", "-o", err.name + ".rss"]
         wrapped = [*meter, *command] if Path("/usr/bin/time").exists() else list(command)
         started = time.perf_counter()
         proc = subprocess.Popen(wrapped, env=env, cwd=ROOT, stdout=out, stderr=err)
@@ -110,9 +160,13 @@ def timed(command: Sequence[str], env: dict[str, str]) -> Timed:
             tail = err.read().decode(errors="replace")[-500:]
             raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}: {tail}")
         rss = Path(err.name + ".rss")
-        peak = int(rss.read_text().split()[-1]) if len(wrapped) > len(command) else usage.ru_maxrss
+        if len(wrapped) > len(command):
+            user, system, peak = rss.read_text().split()[-3:]
+            cpu = float(user) + float(system)
+        else:
+            peak, cpu = str(usage.ru_maxrss), usage.ru_utime + usage.ru_stime
         rss.unlink(missing_ok=True)
-        return Timed(seconds, int(peak), out.read().decode(errors="replace"))
+        return Timed(seconds, int(peak), out.read().decode(errors="replace"), cpu)
 
 
 def _env(redis_url: str, queue: str) -> dict[str, str]:
@@ -166,6 +220,14 @@ def worker_rss(folder: Path, redis_url: str, csv_path: Path, campaign_id: str) -
         log.close()
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU a process has used so far (``/proc/PID/stat``); 0 without one."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rate(contacts: int, seconds: float) -> str:
     return f"{contacts / seconds / 1000:7.1f}k contacts/s"
 
@@ -178,7 +240,9 @@ def run(quick: bool) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="bench-contacts-") as tmp:
         folder = Path(tmp)
         big_csv, small_csv = folder / "big.csv", folder / "small.csv"
+        varied_csv = folder / "varied.csv"
         unique = write_csv(big_csv, rows)
+        varied_unique = write_varied_csv(varied_csv, rows)
         small_unique = write_csv(small_csv, small)
         with RedisServer() as server:
             env = _env(server.url, "bench:contacts")
@@ -186,20 +250,32 @@ def run(quick: bool) -> list[str]:
             write_spec(spec, "bench-submit")
             reference = timed([sys.executable, "-c", _REFERENCE, str(big_csv)], env)
             estimate = timed([CAMPAIGNS, "estimate", str(spec), "--contacts", str(big_csv)], env)
+            redis_cpu = _cpu_seconds(server.pid)
             submit = timed([CAMPAIGNS, "submit", str(spec), "--contacts", str(big_csv)], env)
-            if f"{unique} contacts" not in submit.stdout:
-                raise RuntimeError(f"submit reported {submit.stdout.strip()!r}, not {unique}")
+            redis_cpu = -redis_cpu + _cpu_seconds(server.pid)
+            write_spec(spec, "bench-submit-varied")
+            varied_redis_cpu = _cpu_seconds(server.pid)
+            varied = timed([CAMPAIGNS, "submit", str(spec), "--contacts", str(varied_csv)], env)
+            varied_redis_cpu = -varied_redis_cpu + _cpu_seconds(server.pid)
+            for t, expected in ((submit, unique), (varied, varied_unique)):
+                if f"{expected} contacts" not in t.stdout:
+                    raise RuntimeError(f"submit reported {t.stdout.strip()!r}, not {expected}")
             out.append(f"contacts CSV, {rows} rows ({unique} unique), one process each:")
             for name, t in (
                 ("csv.reader loop (reference)", reference),
                 ("campaigns estimate", estimate),
                 ("campaigns submit", submit),
+                ("campaigns submit, varied", varied),
             ):
                 out.append(
                     f"  {name:28} {t.seconds:6.2f} s  {_rate(rows, t.seconds)}"
-                    f"  peak RSS {t.peak_rss_kb / 1024:6.1f} MB"
+                    f"  peak RSS {t.peak_rss_kb / 1024:6.1f} MB  CPU {t.cpu_seconds:5.2f} s"
                 )
             out.append(f"  submit / reference time    {submit.seconds / reference.seconds:6.1f}x")
+            out.append(f"  varied / bench list time   {varied.seconds / submit.seconds:6.2f}x")
+            out.append(
+                f"  Redis CPU during submit    {redis_cpu:6.2f} s, varied {varied_redis_cpu:6.2f} s"
+            )
             low = worker_rss(folder, server.url, small_csv, "bench-worker-small")
             high = worker_rss(folder, server.url, big_csv, "bench-worker-big")
         out.append("a paused campaign: worker VmRSS, VmHWM; `campaigns status` peak RSS:")

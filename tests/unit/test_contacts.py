@@ -69,6 +69,26 @@ def test_matches_the_whole_list_path(tmp_path: Path) -> None:
     assert got == estimate(whole, average_seconds=60)
 
 
+@pytest.mark.parametrize(
+    "header", [("to",), ("ref", "to"), ("to", "ref", "name"), ("name", "to", "ref", "b", "a")]
+)
+def test_every_column_count_matches_the_whole_list_path(
+    tmp_path: Path, header: tuple[str, ...]
+) -> None:
+    """No variable, one (the common list, rendered its own way) or several; short rows too."""
+    rows = [
+        [f"+1201555{i:04d}" if h == "to" else f"{h} \u00e9 {i}" if i % 3 else "" for h in header]
+        for i in range(7)
+    ]
+    rows.append([*rows[1][: header.index("to")], "+12015559999"])  # short: the rest missing
+    csv_path = write_csv(tmp_path / "c.csv", rows, header=header)
+    spec_path = write_spec(tmp_path / "s.json", spec_dict("columns", contacts=0))
+    whole = load_spec(spec_path, csv_path)
+    contacts = Contacts.load(spec_path, csv_path)
+    assert streamed(contacts, 3) == [contact_json(c) for c in whole.contacts]
+    assert contacts.tally().fingerprint == whole.fingerprint()
+
+
 def test_inline_only_fingerprint_is_the_spec_fingerprint() -> None:
     spec = parse_spec(spec_dict("inline", contacts=4))
     assert Contacts(spec).tally().fingerprint == spec.fingerprint()

@@ -85,3 +85,44 @@ def test_a_canonical_number_is_returned_as_is() -> None:
     assert normalize_number(" +1 (555) 123-0002 ") == "+15551230002"
     with pytest.raises(ValueError, match="not a possible phone number"):
         normalize_number("+1555")
+
+
+def nanp_agrees(value: str) -> None:
+    """When the NANP shortcut says yes, ``phonenumbers`` finds the number possible
+    and its E.164 form is the value itself (strict or not, nothing else is claimed)."""
+    if numbers.nanp_possible(value):
+        assert slow(value) == value, value
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(
+        st.text("0123456789", min_size=10, max_size=10).map(lambda d: f"+1{d}"),
+        st.text("+0123456789", max_size=14),
+        st.text(max_size=14).map(lambda t: f"+1{t}"),
+    )
+)
+@example("+12015550123")
+@example("+11015550123")  # national prefix 1: not the shortcut's
+@example("+10015550123")
+@example("+1201555012")  # nine digits
+@example("+120155501234")  # eleven
+@example("+1" + "\uff12" * 10)  # fullwidth digits: not ASCII
+def test_nanp_shortcut_agrees_with_phonenumbers(value: str) -> None:
+    nanp_agrees(value)
+    assert bool(numbers.nanp_possible(value)) == (
+        len(value) == 12 and value[:2] == "+1" and value[2] in "23456789" and value[2:].isascii()
+        and value[2:].isdigit()
+    ), value  # fmt: skip
+
+
+def test_every_nanp_area_code_agrees() -> None:
+    """Every area code 000-999, valid, unassigned and impossible alike, with exchanges
+    of each shape: the shortcut, the cache and ``phonenumbers`` all agree."""
+    for area in range(1000):
+        for exchange in ("000", "101", "211", "555", "999"):
+            for line in ("0000", "9999"):
+                value = f"+1{area:03d}{exchange}{line}"
+                nanp_agrees(value)
+                agree(value)
+                agree(value, strict=True)
