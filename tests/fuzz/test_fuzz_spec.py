@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import subprocess
 from decimal import Context, Decimal, Inexact, Rounded
@@ -355,6 +356,19 @@ def test_spec_is_valid_or_refused_naming_the_field(case: tuple[dict[str, Any], l
         check_usable(result)
 
 
+def _not_strict_json(text: str) -> bool:
+    """Whether ``text`` holds a NaN or an Infinity (Python's json writes and reads them)."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(constant)
+
+    try:
+        json.loads(text, parse_constant=refuse)
+    except ValueError:
+        return True
+    return False
+
+
 def _json_text(data: Any) -> str | None:
     try:
         return json.dumps(data)
@@ -440,6 +454,7 @@ def _dbsize(url: str) -> int:
 @given(hostile_specs())
 @example(({**spec_dict("abc\n")}, ["campaign_id"]))
 @example(({**spec_dict("x"), "rate": {"per_second": "9007199254.740991"}}, ["rate"]))
+@example(({**spec_dict("x"), "": math.inf}, [""]))
 def test_cli_estimate_and_submit_exit_0_or_2_with_one_line(
     settings: Settings, tmp_path_factory: Any, case: tuple[dict[str, Any], list[str]]
 ) -> None:
@@ -452,6 +467,9 @@ def test_cli_estimate_and_submit_exit_0_or_2_with_one_line(
     path = tmp_path_factory.mktemp("cli") / "spec.json"
     path.write_text(text, encoding="utf-8")
     verdict = outcome(json.loads(text))
+    # json.dumps writes NaN and Infinity, which JSON does not have: the CLI refuses
+    # such a file as not JSON before any field is read.
+    not_json = _not_strict_json(text)
     for command in ("estimate", "submit"):
         before = _dbsize(settings.redis_url)
         out = subprocess.run(
@@ -468,7 +486,7 @@ def test_cli_estimate_and_submit_exit_0_or_2_with_one_line(
             assert out.returncode == 2, (command, out.stdout, out.stderr)
             lines = out.stderr.strip().splitlines()
             assert len(lines) == 1, out.stderr
-            assert verdict.field in lines[0]
+            assert ("not valid JSON" if not_json else verdict.field) in lines[0]
             assert _dbsize(settings.redis_url) == before, "nothing written on exit 2"
         elif out.returncode == 2:  # a hypothesis-made ID met again, with another spec
             assert command == "submit" and "different spec" in out.stderr, out.stderr
